@@ -1,0 +1,47 @@
+//! Command-line interface: argument parsing and wiring; the algorithms live in the library.
+
+mod demo;
+mod eval;
+mod models;
+mod track;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Decoupled open-world video segmentation: track anything in video.
+#[derive(Debug, Parser)]
+#[command(name = "deva", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Segment and track objects in a video or a folder of frames.
+    Track(track::TrackArgs),
+    /// Score predictions against ground truth with the official benchmark metrics.
+    Eval(eval::EvalArgs),
+    /// List, fetch and verify model weights.
+    Models(models::ModelsArgs),
+    /// Run the whole pipeline on a short generated clip or your video with default models.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the command line, runs the command and maps errors to a non-zero exit.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Track(a) => track::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Models(a) => models::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Shared helpers of the integration tests: where fixtures and data are.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The fixture folder `sub` under `$DEVA_FIXTURES`, or `None` (with a "skipped" line) when the
+/// variable is unset. When it is set, the folder must exist: a missing fixture is a failure.
+pub fn fixtures(sub: &str) -> Option<PathBuf> {
+    match std::env::var_os("DEVA_FIXTURES") {
+        None => {
+            eprintln!("skipped: DEVA_FIXTURES is not set (needed for {sub} fixtures)");
+            None
+        }
+        Some(root) => {
+            let dir = PathBuf::from(root).join(sub);
+            assert!(
+                dir.is_dir(),
+                "DEVA_FIXTURES is set but {} does not exist",
+                dir.display()
+            );
+            Some(dir)
+        }
+    }
+}
+
+/// The data folder `sub` (real video with ground truth): `$DEVA_DATA/sub`, or
+/// `../shared/data/sub` beside the repository. With `DEVA_DATA` set a missing folder is a
+/// failure; otherwise the test is skipped with a message.
+pub fn data(sub: &str) -> Option<PathBuf> {
+    let (root, required) = match std::env::var_os("DEVA_DATA") {
+        Some(r) => (PathBuf::from(r), true),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+            false,
+        ),
+    };
+    let dir = root.join(sub);
+    if dir.is_dir() {
+        Some(dir)
+    } else if required {
+        panic!("DEVA_DATA is set but {} does not exist", dir.display());
+    } else {
+        eprintln!("skipped: {} not found (set DEVA_DATA)", dir.display());
+        None
+    }
+}

@@ -333,7 +333,12 @@ impl VideoFileWriter {
                 .args(["-y", "-nostdin", "-v", "error", "-f", "rawvideo"])
                 .args(["-pix_fmt", "rgb24", "-s", &format!("{width}x{height}")])
                 .args(["-r", &format!("{fps}"), "-i", "-"])
-                .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p"])
+                .args([
+                    "-vf",
+                    "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                    "-pix_fmt",
+                    "yuv420p",
+                ])
                 .args(["-movflags", "+faststart", "-f", "mp4"])
                 .arg(&tmp)
                 .stdin(Stdio::piped())
@@ -436,8 +441,13 @@ mod tests {
             }
         );
         let info = parse_probe(p, br#"{"streams":[{"width":8,"height":6}]}"#).unwrap();
-        assert_eq!((info.width, info.height, info.fps, info.frame_count), (8, 6, None, None));
-        let e = parse_probe(p, br#"{"streams":[]}"#).unwrap_err().to_string();
+        assert_eq!(
+            (info.width, info.height, info.fps, info.frame_count),
+            (8, 6, None, None)
+        );
+        let e = parse_probe(p, br#"{"streams":[]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("v.mp4") && e.contains("no video stream"), "{e}");
     }
 
@@ -451,7 +461,12 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("clip.mp4");
-        let colours = [[200u8, 30, 30], [30, 200, 30], [30, 30, 200], [120, 120, 120]];
+        let colours = [
+            [200u8, 30, 30],
+            [30, 200, 30],
+            [30, 30, 200],
+            [120, 120, 120],
+        ];
         let mut w = VideoFileWriter::create(&path, 33, 20, 12.0).unwrap();
         for c in colours {
             w.write(&RgbImage::from_pixel(33, 20, Rgb(c))).unwrap();
@@ -475,7 +490,10 @@ mod tests {
             assert_eq!((f.index, f.name.as_str()), (i, format!("{i:05}").as_str()));
             let p = f.image.get_pixel(10, 10).0;
             for k in 0..3 {
-                assert!((p[k] as i32 - c[k] as i32).abs() <= 6, "frame {i}: {p:?} vs {c:?}");
+                assert!(
+                    (p[k] as i32 - c[k] as i32).abs() <= 6,
+                    "frame {i}: {p:?} vs {c:?}"
+                );
             }
         }
     }

@@ -204,7 +204,10 @@ mod tests {
         let e = src.next().unwrap().unwrap_err().to_string();
         assert!(e.contains("1.jpg"), "{e}");
         let e = src.next().unwrap().unwrap_err().to_string();
-        assert!(e.contains("2.png") && e.contains("5x3") && e.contains("4x3"), "{e}");
+        assert!(
+            e.contains("2.png") && e.contains("5x3") && e.contains("4x3"),
+            "{e}"
+        );
         assert!(src.next().is_none());
 
         let e = FolderSource::open(&dir.path().join("absent"))

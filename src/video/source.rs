@@ -71,7 +71,10 @@ mod tests {
         assert!(is_video_file(Path::new("a/b.MP4")));
         assert!(!is_video_file(Path::new("a/b.jpg")));
         assert_eq!(video_name(Path::new("x/clip.webm")), "clip");
-        assert_eq!(video_name(dir.path()), dir.path().file_name().unwrap().to_str().unwrap());
+        assert_eq!(
+            video_name(dir.path()),
+            dir.path().file_name().unwrap().to_str().unwrap()
+        );
 
         let missing = dir.path().join("nothing.mp4");
         let e = open(&missing).err().unwrap().to_string();

@@ -54,8 +54,8 @@ pub fn render(
     for (p, &id) in out.pixels_mut().zip(seg.map.data()) {
         if id != 0 {
             let c = colour(id, palette);
-            for k in 0..3 {
-                p.0[k] = ((p.0[k] as u16 + c[k] as u16) / 2) as u8;
+            for (v, c) in p.0.iter_mut().zip(c) {
+                *v = ((*v as u16 + c as u16) / 2) as u8;
             }
         }
     }

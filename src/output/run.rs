@@ -42,7 +42,7 @@ pub struct RunStats {
 /// frames) when the writer draws overlays.
 struct Sink<'a> {
     writer: Writer,
-    images: Option<&'a mut dyn FrameSource>,
+    images: Option<Box<dyn FrameSource + 'a>>,
 }
 
 impl Sink<'_> {
@@ -50,7 +50,7 @@ impl Sink<'_> {
         for r in results {
             let image = match self.images.as_mut() {
                 None => None,
-                Some(src) => Some(image_for(&mut **src, &r)?),
+                Some(src) => Some(image_for(src.as_mut(), &r)?),
             };
             self.writer.write(&r, image.as_ref().map(|f| &f.image))?;
         }
@@ -83,11 +83,11 @@ fn image_for(src: &mut dyn FrameSource, r: &FrameResult) -> Result<Frame> {
 /// When `stop` becomes true, reading stops, the tracker is not finished, and the writer
 /// completes its JSON and video for the frames written so far (a clean stop). On an error
 /// nothing more is written and the JSON is not produced.
-pub fn run(
+pub fn run<'a>(
     source: &mut dyn FrameSource,
     tracking: &mut dyn Tracking,
     writer: Writer,
-    images: Option<&mut dyn FrameSource>,
+    images: Option<Box<dyn FrameSource + 'a>>,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&RunStats),
 ) -> Result<RunStats> {
@@ -168,13 +168,13 @@ mod tests {
         let mut opts = OutputOptions::new(out.path(), OutputFormat::Demo, "v");
         opts.overlay = true;
         let mut src = FolderSource::open(input.path()).unwrap();
-        let mut images = FolderSource::open(input.path()).unwrap();
+        let images = FolderSource::open(input.path()).unwrap();
         let mut seen = Vec::new();
         let stats = run(
             &mut src,
             &mut Threshold { pending: None },
             Writer::new(opts).unwrap(),
-            Some(&mut images),
+            Some(Box::new(images)),
             &AtomicBool::new(false),
             &mut |s| seen.push(*s),
         )

@@ -114,6 +114,22 @@ impl MaskDir {
     }
 }
 
+/// Checks that at least one of the mask names (`masks`, from folder `dir`) is a frame name:
+/// masks are matched to frames by file stem, and a complete mismatch would silently give
+/// empty results.
+pub fn check_coverage(dir: &Path, masks: &[String], frames: &[String]) -> Result<()> {
+    let frame_set: BTreeSet<&str> = frames.iter().map(String::as_str).collect();
+    if masks.iter().any(|m| frame_set.contains(m.as_str())) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{}: no mask matches a frame (masks are matched by file name: masks are named like {:?}, frames like {:?})",
+        dir.display(),
+        masks.first().map(String::as_str).unwrap_or(""),
+        frames.first().map(String::as_str).unwrap_or("")
+    )))
+}
+
 /// One entry of a detection JSON. Unknown fields are ignored.
 #[derive(Debug, Deserialize)]
 struct JsonSegment {
@@ -365,6 +381,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("video"), "{e}");
+
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(check_coverage(dir.path(), &names(&["b", "c"]), &names(&["a", "b"])).is_ok());
+        let e = check_coverage(dir.path(), &names(&["1"]), &names(&["00001"])).unwrap_err();
+        assert!(e.to_string().contains("\"00001\""), "{e}");
 
         let empty = tempfile::tempdir().unwrap();
         let e = DetectionSegmenter::open(empty.path(), false)

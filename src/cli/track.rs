@@ -43,18 +43,20 @@ pub struct TrackArgs {
     /// ffmpeg, frames named 00000, 00001, ...).
     pub input: PathBuf,
 
-    /// Output folder (created if missing). What goes in it depends on --format.
+    /// Output folder (created if missing); what goes in it depends on --format. [required]
     #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
 
     /// Segmenter: precomputed detections in DEVA's format, a folder with `<frame>.png` (palette
     /// index or RGB id = R + 256·G + 65536·B) and optionally `<frame>.json` (a list of {"id",
     /// "category_id", "isthing", "score"}); frames without a PNG have no detections.
+    /// [required: exactly one segmenter]
     #[arg(long, value_name = "DIR", group = "segmenter")]
     pub detections: Option<PathBuf>,
 
     /// Segmenter: given object masks to follow exactly (semi-supervised VOS), DAVIS layout
-    /// `<frame>.png` on the first frame and on any frame where objects appear.
+    /// `<frame>.png` on the first frame and on any frame where objects appear. [required:
+    /// exactly one segmenter]
     #[arg(long, value_name = "DIR", group = "segmenter")]
     pub init_masks: Option<PathBuf>,
 

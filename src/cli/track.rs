@@ -2,10 +2,12 @@
 
 use anyhow::{bail, Context};
 use deva::config::Temporal;
-use deva::output::{self, FrameResult, OutputFormat, OutputOptions, RunStats, Tracking, Writer};
+use deva::output::{self, OutputFormat, OutputOptions, RunStats, Writer};
+use deva::propagator::{Propagator, StaticPropagator};
 use deva::segmenter::detections::check_coverage;
 use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter};
-use deva::video::{self, FolderSource, Frame, FrameSource};
+use deva::tracker::Tracker;
+use deva::video::{self, FolderSource, FrameSource};
 use deva::Config;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -25,10 +27,22 @@ Press Ctrl-C once to stop cleanly: the frames done so far keep their JSON and vi
 /// Which propagator carries objects from frame to frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum PropagatorChoice {
+    /// Zero motion: masks stay where they were (a weight-free baseline).
+    #[default]
+    Static,
     /// No propagation: every frame gets its own image segmentation, ids as the segmenter gives
     /// them (a baseline).
-    #[default]
     None,
+}
+
+impl PropagatorChoice {
+    /// The propagator, or `None` for image-only mode.
+    fn build(self) -> Option<Box<dyn Propagator>> {
+        match self {
+            PropagatorChoice::Static => Some(Box::new(StaticPropagator::new())),
+            PropagatorChoice::None => None,
+        }
+    }
 }
 
 /// Arguments of `deva track`.
@@ -101,7 +115,7 @@ pub struct TrackArgs {
     pub format: Option<OutputFormat>,
 
     /// Propagator that carries objects through time.
-    #[arg(long, value_enum, default_value_t = PropagatorChoice::None)]
+    #[arg(long, value_enum, default_value_t)]
     pub propagator: PropagatorChoice,
 
     /// Video name in output paths and JSON (BURST: `<dataset>/<sequence>`). [default: the
@@ -210,28 +224,6 @@ fn frame_names(input: &Path, source: &dyn FrameSource) -> anyhow::Result<Option<
         .map(|n| (0..n).map(|i| format!("{i:05}")).collect()))
 }
 
-/// Every frame gets its own image segmentation (no propagation).
-struct ImageOnly {
-    segmenter: Box<dyn ImageSegmenter>,
-}
-
-impl Tracking for ImageOnly {
-    fn step(&mut self, frame: Frame) -> deva::Result<Vec<FrameResult>> {
-        let seg = self.segmenter.segment(&frame, None)?;
-        let segmentation =
-            seg.unwrap_or_else(|| deva::mask::Segmentation::empty(frame.width(), frame.height()));
-        Ok(vec![FrameResult {
-            index: frame.index,
-            name: frame.name,
-            segmentation,
-        }])
-    }
-
-    fn finish(&mut self) -> deva::Result<Vec<FrameResult>> {
-        Ok(Vec::new())
-    }
-}
-
 fn progress_bar(total: Option<usize>) -> ProgressBar {
     let bar = match total {
         Some(n) => ProgressBar::new(n as u64),
@@ -279,12 +271,7 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let _ = config;
-    let mut tracking: Box<dyn Tracking> = match args.propagator {
-        PropagatorChoice::None => Box::new(ImageOnly {
-            segmenter: setup.segmenter,
-        }),
-    };
+    let mut tracker = Tracker::new(&config, setup.segmenter, args.propagator.build())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -303,7 +290,7 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     };
     let result = output::run(
         source.as_mut(),
-        tracking.as_mut(),
+        &mut tracker,
         writer,
         images,
         &stop,

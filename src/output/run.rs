@@ -3,6 +3,7 @@
 use super::Writer;
 use crate::error::{Error, Result};
 use crate::mask::Segmentation;
+use crate::tracker::{TrackedFrame, Tracker};
 use crate::video::{Frame, FrameSource};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,6 +24,32 @@ pub trait Tracking {
     fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>>;
     /// Ends the video; returns the remaining frames, in order.
     fn finish(&mut self) -> Result<Vec<FrameResult>>;
+}
+
+impl From<&TrackedFrame> for FrameResult {
+    fn from(t: &TrackedFrame) -> Self {
+        FrameResult {
+            index: t.index,
+            name: t.name.clone(),
+            segmentation: t.segmentation(),
+        }
+    }
+}
+
+impl Tracking for Tracker<'_> {
+    fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>> {
+        Ok(Tracker::step(self, frame)?
+            .iter()
+            .map(FrameResult::from)
+            .collect())
+    }
+
+    fn finish(&mut self) -> Result<Vec<FrameResult>> {
+        Ok(Tracker::finish(self)?
+            .iter()
+            .map(FrameResult::from)
+            .collect())
+    }
 }
 
 /// Counts reported while running and at the end.

@@ -1,0 +1,159 @@
+//! Parity of `deva::eval` with the official evaluators on every case under
+//! `$DEVA_FIXTURES/eval/` (values produced by the official code; see the fixture README), plus
+//! error reporting on broken inputs.
+
+mod common;
+
+use deva::eval::davis::{self, DavisOptions, DavisTask, GtFormat};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Absolute tolerance of the fixtures.
+const TOL: f64 = 1e-6;
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The case folders of a fixture group (every sub-folder, sorted); at least one must exist.
+fn case_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty(), "no case folders in {}", root.display());
+    dirs
+}
+
+/// `got` equals the expected JSON number within the tolerance (`null` stands for NaN).
+#[track_caller]
+fn assert_close(got: f64, expected: &Value, what: &str) {
+    match expected {
+        Value::Null => assert!(got.is_nan(), "{what}: expected NaN (null), got {got}"),
+        v => {
+            let e = v
+                .as_f64()
+                .unwrap_or_else(|| panic!("{what}: expected value {v} is not a number"));
+            assert!(
+                (got - e).abs() <= TOL,
+                "{what}: got {got}, expected {e} (diff {})",
+                (got - e).abs()
+            );
+        }
+    }
+}
+
+#[track_caller]
+fn assert_series(got: &[f64], expected: &Value, what: &str) {
+    let e = expected
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: expected a list"));
+    assert_eq!(got.len(), e.len(), "{what}: length");
+    for (i, (g, x)) in got.iter().zip(e).enumerate() {
+        assert_close(*g, x, &format!("{what}[{i}]"));
+    }
+}
+
+fn no_progress(_: &str) {}
+
+#[test]
+fn davis_cases_match_official() {
+    let Some(root) = common::fixtures("eval/davis") else {
+        return;
+    };
+    for case in case_dirs(&root) {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let exp = read_json(&case.join("expected.json"));
+        let task: DavisTask = exp["task"].as_str().expect("task").parse().unwrap();
+        let options = DavisOptions {
+            task,
+            gt_format: GtFormat::Auto,
+            sequences: None,
+        };
+        let report = davis::evaluate(&case.join("gt"), &case.join("pred"), &options, &no_progress)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let globals = [
+            ("J&F-Mean", report.jf),
+            ("J-Mean", report.j_mean),
+            ("J-Recall", report.j_recall),
+            ("J-Decay", report.j_decay),
+            ("F-Mean", report.f_mean),
+            ("F-Recall", report.f_recall),
+            ("F-Decay", report.f_decay),
+        ];
+        for (key, got) in globals {
+            assert_close(got, &exp[key], &format!("{name} {key}"));
+        }
+        let opts = &exp["options"];
+        if let Some(seqs) = opts["sequences"].as_array() {
+            let got: Vec<&str> = report.sequences.iter().map(|s| s.name.as_str()).collect();
+            let want: Vec<&str> = seqs.iter().map(|s| s.as_str().unwrap()).collect();
+            assert_eq!(got, want, "{name}: sequences");
+        }
+        for seq in &report.sequences {
+            let what = format!("{name}/{}", seq.name);
+            if let Some(fmt) = opts["gt_format"].as_str() {
+                let want = if fmt.starts_with("davis2016") {
+                    GtFormat::Davis2016
+                } else {
+                    GtFormat::Davis2017
+                };
+                assert_eq!(seq.gt_format, want, "{what}: detected GT format");
+            }
+            if let Some(px) = opts["bound_pix_per_sequence"][&seq.name].as_u64() {
+                assert_eq!(seq.tolerance_px as u64, px, "{what}: boundary tolerance");
+            }
+            if let Some(hwl) = opts["frame_size_hw_and_length"][&seq.name].as_array() {
+                let got = [seq.height, seq.width, seq.frames].map(|v| v as u64);
+                let want: Vec<u64> = hwl.iter().map(|v| v.as_u64().unwrap()).collect();
+                assert_eq!(got.to_vec(), want, "{what}: size and length");
+            }
+        }
+        let objects: Vec<&davis::DavisObject> =
+            report.sequences.iter().flat_map(|s| &s.objects).collect();
+        let per_object = exp["per_object"].as_object().expect("per_object");
+        assert_eq!(objects.len(), per_object.len(), "{name}: number of objects");
+        for o in &objects {
+            let e = &per_object
+                .get(&o.key)
+                .unwrap_or_else(|| panic!("{name}: object {} not expected", o.key));
+            let what = format!("{name} {}", o.key);
+            for (key, got) in [
+                ("J-Mean", o.j_mean),
+                ("J-Recall", o.j_recall),
+                ("J-Decay", o.j_decay),
+                ("F-Mean", o.f_mean),
+                ("F-Recall", o.f_recall),
+                ("F-Decay", o.f_decay),
+            ] {
+                assert_close(got, &e[key], &format!("{what} {key}"));
+            }
+            assert_series(&o.j_per_frame, &e["J_per_frame"], &format!("{what} J"));
+            assert_series(&o.f_per_frame, &e["F_per_frame"], &format!("{what} F"));
+            assert_close(o.j_mean, &exp["per_object_J"][&o.key], &what);
+            assert_close(o.f_mean, &exp["per_object_F"][&o.key], &what);
+        }
+        if let Some(matching) = exp["unsup_matching"].as_object() {
+            for (seq, entries) in matching {
+                for m in entries.as_array().unwrap() {
+                    let key = m["object_key"].as_str().unwrap();
+                    let o = objects
+                        .iter()
+                        .find(|o| o.key == key)
+                        .unwrap_or_else(|| panic!("{name}: no object {key} ({seq})"));
+                    assert_eq!(Some(o.gt_id as u64), m["gt_id"].as_u64(), "{key} gt_id");
+                    let padding = m["pred_is_zero_padding"].as_bool().unwrap();
+                    assert_eq!(o.pred_id.is_none(), padding, "{key} padding");
+                    if !padding {
+                        assert_eq!(o.pred_id.map(u64::from), m["pred_id"].as_u64(), "{key}");
+                    }
+                    assert_close(o.mean_jf, &m["mean_JF"], &format!("{key} mean_JF"));
+                }
+            }
+        }
+    }
+}

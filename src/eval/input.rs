@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Reads a whole text file.
@@ -99,6 +100,28 @@ pub fn read_number_column(path: &Path) -> Result<Vec<f64>> {
         .collect())
 }
 
+/// Deserialises a JSON string or number as a string (ids that datasets write either way).
+pub fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or a number, found {other}"
+        ))),
+    }
+}
+
+/// Deserialises a 0/1 flag written as a JSON boolean or integer.
+pub fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Bool(b) => Ok(b),
+        serde_json::Value::Number(n) if n.as_i64().is_some() => Ok(n.as_i64() != Some(0)),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a boolean or 0/1, found {other}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +140,22 @@ mod tests {
         assert!(e.contains("boxes.txt") && e.contains("line 1"), "{e}");
         std::fs::write(&p, "1,2,x,4\n").unwrap();
         assert!(read_number_rows(&p, 4).is_err());
+    }
+
+    #[test]
+    fn ids_and_flags_accept_both_spellings() {
+        #[derive(Deserialize)]
+        struct T {
+            #[serde(deserialize_with = "string_or_number")]
+            id: String,
+            #[serde(deserialize_with = "flag")]
+            on: bool,
+        }
+        let a: T = serde_json::from_str(r#"{"id": 12, "on": 1}"#).unwrap();
+        assert_eq!((a.id.as_str(), a.on), ("12", true));
+        let b: T = serde_json::from_str(r#"{"id": "v_1", "on": false}"#).unwrap();
+        assert_eq!((b.id.as_str(), b.on), ("v_1", false));
+        assert!(serde_json::from_str::<T>(r#"{"id": [], "on": 0}"#).is_err());
     }
 
     #[test]

@@ -9,3 +9,5 @@ pub mod input;
 pub mod lap;
 pub mod numeric;
 pub mod report;
+pub mod stq;
+pub mod vipseg;

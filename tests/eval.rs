@@ -307,3 +307,96 @@ fn vipseg_cases_match_official() {
         }
     }
 }
+
+#[test]
+fn burst_cases_match_official() {
+    use deva::eval::burst;
+    let Some(root) = common::fixtures("eval/burst") else {
+        return;
+    };
+    for case in case_dirs(&root) {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let exp = read_json(&case.join("expected.json"));
+        let report = burst::evaluate(&case.join("gt"), &case.join("pred.json"), &no_progress)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (split, e) in ["all", "common", "uncommon"].map(|s| (s, &exp[s])) {
+            if e.is_null() {
+                continue;
+            }
+            let (_, r) = report
+                .splits
+                .iter()
+                .find(|(s, _)| s == split)
+                .unwrap_or_else(|| panic!("{name}: split {split} not evaluated"));
+            let what = format!("{name} {split}");
+            for (key, got) in [
+                ("OWTA", r.owta),
+                ("DetRe", r.det_re),
+                ("AssA", r.ass_a),
+                ("HOTA", r.hota),
+                ("DetA", r.det_a),
+                ("DetPr", r.det_pr),
+                ("AssRe", r.ass_re),
+                ("AssPr", r.ass_pr),
+                ("LocA", r.loc_a),
+            ] {
+                assert_close(got, &e[key], &format!("{what} {key}"));
+            }
+            let pa = &r.per_alpha;
+            for (key, got) in [
+                ("OWTA", &pa.owta),
+                ("DetRe", &pa.det_re),
+                ("AssA", &pa.ass_a),
+                ("HOTA", &pa.hota),
+                ("DetA", &pa.det_a),
+            ] {
+                if !e["per_alpha"][key].is_null() {
+                    assert_series(
+                        got,
+                        &e["per_alpha"][key],
+                        &format!("{what} {key} per alpha"),
+                    );
+                }
+            }
+            for (key, got) in [
+                ("HOTA_TP", &pa.tp),
+                ("HOTA_FN", &pa.fn_),
+                ("HOTA_FP", &pa.fp),
+            ] {
+                let want: Vec<u64> = e[key]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{what}: {key}"))
+                    .iter()
+                    .map(|v| v.as_u64().unwrap())
+                    .collect();
+                assert_eq!(got.to_vec(), want, "{what} {key}");
+            }
+            let seqs = e["per_sequence"].as_object().expect("per_sequence");
+            assert_eq!(r.sequences.len(), seqs.len(), "{what}: sequences");
+            for s in &r.sequences {
+                let es = &seqs
+                    .get(&s.name)
+                    .unwrap_or_else(|| panic!("{what}: unexpected sequence {}", s.name));
+                let sw = format!("{what} {}", s.name);
+                for (key, got) in [
+                    ("num_gt_dets", s.num_gt_dets),
+                    ("num_tracker_dets", s.num_tracker_dets),
+                    ("num_gt_ids", s.num_gt_ids),
+                    ("num_tracker_ids", s.num_tracker_ids),
+                    ("num_timesteps", s.num_timesteps),
+                ] {
+                    assert_eq!(Some(got as u64), es[key].as_u64(), "{sw} {key}");
+                }
+                for (key, got) in [
+                    ("OWTA", s.owta),
+                    ("DetRe", s.det_re),
+                    ("AssA", s.ass_a),
+                    ("HOTA", s.hota),
+                    ("DetA", s.det_a),
+                ] {
+                    assert_close(got, &es[key], &format!("{sw} {key}"));
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,9 @@
 
 pub mod bitimage;
 pub mod boundary;
+pub mod burst;
 pub mod davis;
+pub mod hota;
 pub mod input;
 pub mod lap;
 pub mod numeric;

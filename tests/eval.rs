@@ -60,6 +60,15 @@ fn assert_series(got: &[f64], expected: &Value, what: &str) {
 
 fn no_progress(_: &str) {}
 
+/// A JSON list of strings.
+fn string_list(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected a list of names, found {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("a name"))
+        .collect()
+}
+
 #[test]
 fn davis_cases_match_official() {
     let Some(root) = common::fixtures("eval/davis") else {
@@ -397,6 +406,142 @@ fn burst_cases_match_official() {
                     assert_close(got, &es[key], &format!("{sw} {key}"));
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn box_cases_match_official() {
+    use deva::eval::boxes::{got10k, lasot};
+    use deva::eval::input::read_name_list;
+    let Some(root) = common::fixtures("eval/boxes") else {
+        return;
+    };
+    for case in case_dirs(&root) {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let exp = read_json(&case.join("expected.json"));
+        let protocol = exp["protocol"].as_str().expect("protocol");
+        if protocol.starts_with("LaSOT") {
+            let seqs = read_name_list(&case.join("sequences.txt")).unwrap();
+            let r = lasot::evaluate(
+                &case.join("gt"),
+                &case.join("absent"),
+                &case.join("pred"),
+                &seqs,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            for (key, got) in [
+                ("success_AUC", r.success_auc),
+                ("precision_20px", r.precision_20px),
+                ("norm_precision_0.20", r.norm_precision_020),
+                ("precision_curve_mean", r.precision_curve_mean),
+                ("norm_precision_curve_mean", r.norm_precision_curve_mean),
+            ] {
+                assert_close(got, &exp[key], &format!("{name} {key}"));
+            }
+            let thresholds = &exp["options"]["success_thresholds_matlab_colon_0_0.05_1"];
+            if !thresholds.is_null() {
+                let want: Vec<f64> = serde_json::from_value(thresholds.clone()).unwrap();
+                assert_eq!(
+                    r.success_thresholds, want,
+                    "{name}: MATLAB colon thresholds"
+                );
+            }
+            for (prefix, curve) in [
+                ("success", &r.success),
+                ("precision", &r.precision),
+                ("norm_precision", &r.norm_precision),
+            ] {
+                assert_series(
+                    &curve.curve,
+                    &exp[format!("mean_{prefix}_curve")],
+                    &format!("{name} {prefix}"),
+                );
+                let list = |v: &Value| -> Vec<String> {
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s.as_str().unwrap().to_string())
+                        .collect()
+                };
+                assert_eq!(
+                    curve.kept,
+                    list(&exp[format!("{prefix}_sequences_kept")]),
+                    "{name} {prefix} kept"
+                );
+                assert_eq!(
+                    curve.dropped,
+                    list(&exp[format!("{prefix}_sequences_dropped")]),
+                    "{name} {prefix} dropped"
+                );
+            }
+            let names: Vec<&str> = r.sequences.iter().map(|s| s.name.as_str()).collect();
+            assert_eq!(names, string_list(&exp["sequences"]), "{name}: sequences");
+            for s in &r.sequences {
+                let e = &exp["per_sequence"][&s.name];
+                let what = format!("{name} {}", s.name);
+                for (key, got) in [
+                    ("n_frames", s.n_frames),
+                    ("n_absent", s.n_absent),
+                    ("n_evaluated_frames", s.n_evaluated_frames),
+                    ("n_invalid_gt_rows_evaluated", s.n_invalid_gt_rows_evaluated),
+                ] {
+                    assert_eq!(Some(got as u64), e[key].as_u64(), "{what} {key}");
+                }
+                assert_series(
+                    &s.success_curve,
+                    &e["success_curve"],
+                    &format!("{what} success"),
+                );
+                assert_series(
+                    &s.precision_curve,
+                    &e["precision_curve"],
+                    &format!("{what} precision"),
+                );
+                assert_series(
+                    &s.norm_precision_curve,
+                    &e["norm_precision_curve"],
+                    &format!("{what} norm"),
+                );
+                assert_close(s.success_auc, &e["success_AUC"], &what);
+                assert_close(s.precision_20px, &e["precision_20px"], &what);
+                assert_close(s.norm_precision_020, &e["norm_precision_0.20"], &what);
+            }
+        } else if protocol.starts_with("GOT-10k") {
+            let seqs = read_name_list(&case.join("list.txt")).unwrap();
+            let r = got10k::evaluate(&case.join("gt"), &case.join("pred"), &seqs)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_close(r.ao, &exp["AO"], &format!("{name} AO"));
+            assert_close(r.sr50, &exp["SR0.5"], &format!("{name} SR0.5"));
+            assert_close(r.sr75, &exp["SR0.75"], &format!("{name} SR0.75"));
+            assert_series(
+                &r.success_curve_101,
+                &exp["success_curve_101"],
+                &format!("{name} curve"),
+            );
+            assert_eq!(
+                Some(r.n_ious as u64),
+                exp["n_ious"].as_u64(),
+                "{name} n_ious"
+            );
+            for s in &r.sequences {
+                let e = &exp["per_sequence"][&s.name];
+                let what = format!("{name} {}", s.name);
+                assert_close(s.ao, &e["AO"], &what);
+                assert_close(s.sr50, &e["SR0.5"], &what);
+                assert_eq!(
+                    Some(s.length_minus_first as u64),
+                    e["length_minus_first"].as_u64(),
+                    "{what}"
+                );
+                assert_eq!(
+                    Some(s.repetitions as u64),
+                    e["repetitions"].as_u64(),
+                    "{what}"
+                );
+            }
+        } else {
+            panic!("{name}: unknown protocol {protocol:?}");
         }
     }
 }

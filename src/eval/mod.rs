@@ -4,6 +4,7 @@
 
 pub mod bitimage;
 pub mod boundary;
+pub mod boxes;
 pub mod burst;
 pub mod davis;
 pub mod hota;

@@ -332,10 +332,9 @@ fn burst_cases_match_official() {
             if e.is_null() {
                 continue;
             }
-            let (_, r) = report
+            let r = report
                 .splits
-                .iter()
-                .find(|(s, _)| s == split)
+                .get(split)
                 .unwrap_or_else(|| panic!("{name}: split {split} not evaluated"));
             let what = format!("{name} {split}");
             for (key, got) in [
@@ -544,4 +543,341 @@ fn box_cases_match_official() {
             panic!("{name}: unknown protocol {protocol:?}");
         }
     }
+}
+
+/// Writes a synthetic 64x48, 5-frame DAVIS-2017 sequence `seq` (palette PNGs): GT object 1 is
+/// a moving rectangle absent in frame 3, object 2 a disk with a void (255) ring; predictions
+/// are shifted versions (plus a third proposal in frames 0-2 when `unsup`).
+fn write_synthetic_davis(gt: &Path, pred: &Path, unsup: bool) {
+    use deva::imageio::{davis_palette, write_palette_png};
+    use deva::mask::IdMap;
+    let (w, h) = (64usize, 48usize);
+    for t in 0..5i64 {
+        let mut g = IdMap::new(w, h);
+        let mut p = IdMap::new(w, h);
+        for y in 0..h as i64 {
+            for x in 0..w as i64 {
+                let d2 = (x - 45).pow(2) + (y - (30 - t)).pow(2);
+                let mut v = 0;
+                if d2 > 64 && d2 <= 100 {
+                    v = 255;
+                }
+                if d2 <= 64 {
+                    v = 2;
+                }
+                if t != 3 && (5..20).contains(&y) && (5 + 2 * t..25 + 2 * t).contains(&x) {
+                    v = 1;
+                }
+                g.set(x as usize, y as usize, v);
+                let d2 = (x - 44).pow(2) + (y - (31 - t)).pow(2);
+                let mut v = 0;
+                if d2 <= 81 {
+                    v = 2;
+                }
+                if (4..21).contains(&y) && (6 + 2 * t..27 + 2 * t).contains(&x) {
+                    v = 1;
+                }
+                if unsup && t <= 2 && y >= 40 && x < 4 {
+                    v = 3;
+                }
+                p.set(x as usize, y as usize, v);
+            }
+        }
+        let name = format!("seq/{t:05}.png");
+        write_palette_png(&gt.join(&name), &g, &davis_palette()).unwrap();
+        write_palette_png(&pred.join(&name), &p, &davis_palette()).unwrap();
+    }
+}
+
+// Oracle: the official davis2017-evaluation (commit ac7c43f) with numpy 2.4.6, opencv 5.0.0
+// and scikit-image 0.26.0, run by `DAVISEvaluation(root, task, 'val').evaluate(results)` on the
+// masks `write_synthetic_davis` generates (same formulas, written by PIL). This case exercises
+// what the fixtures do not: GT void in both protocols, an object absent from a frame, a
+// proposal that matches nothing, and non-trivial boundaries at a small radius.
+#[test]
+fn davis_void_and_proposals_match_official_oracle() {
+    struct Want {
+        task: DavisTask,
+        global: [f64; 7],
+        objects: [(f64, f64); 2],
+    }
+    let cases = [
+        Want {
+            task: DavisTask::Semi,
+            global: [
+                0.6031250263288565,
+                0.6308627254089787,
+                0.8333333333333333,
+                0.38306451612903225,
+                0.5753873272487342,
+                0.8333333333333333,
+                0.3835616438356164,
+            ],
+            objects: [
+                (0.510752688172043, 0.5114155251141552),
+                (0.7509727626459144, 0.6393591293833131),
+            ],
+        },
+        Want {
+            task: DavisTask::Unsup,
+            global: [
+                0.7727276124899145,
+                0.786551115390788,
+                0.9,
+                0.19153225806451613,
+                0.758904109589041,
+                0.9,
+                0.1917808219178082,
+            ],
+            objects: [
+                (0.6129032258064516, 0.6136986301369862),
+                (0.9601990049751243, 0.9041095890410957),
+            ],
+        },
+    ];
+    for want in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (gt, pred) = (dir.path().join("gt"), dir.path().join("pred"));
+        write_synthetic_davis(&gt, &pred, want.task == DavisTask::Unsup);
+        let options = DavisOptions {
+            task: want.task,
+            gt_format: GtFormat::Auto,
+            sequences: None,
+        };
+        let r = davis::evaluate(&gt, &pred, &options, &no_progress).unwrap();
+        let got = [
+            r.jf, r.j_mean, r.j_recall, r.j_decay, r.f_mean, r.f_recall, r.f_decay,
+        ];
+        for (g, w) in got.iter().zip(want.global) {
+            assert!(
+                (g - w).abs() <= TOL,
+                "{:?}: {got:?} vs {:?}",
+                want.task,
+                want.global
+            );
+        }
+        let objects = &r.sequences[0].objects;
+        assert_eq!(objects.len(), 2);
+        for (o, (j, f)) in objects.iter().zip(want.objects) {
+            assert!(
+                (o.j_mean - j).abs() <= TOL && (o.f_mean - f).abs() <= TOL,
+                "{o:?}"
+            );
+        }
+        assert_eq!(r.sequences[0].gt_format, GtFormat::Davis2017);
+    }
+}
+
+#[test]
+fn davis_errors_name_the_file() {
+    let options = |task| DavisOptions {
+        task,
+        gt_format: GtFormat::Auto,
+        sequences: None,
+    };
+    let run = |gt: &Path, pred: &Path, task| {
+        davis::evaluate(gt, pred, &options(task), &no_progress)
+            .unwrap_err()
+            .to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (gt, pred) = (dir.path().join("gt"), dir.path().join("pred"));
+    // a proposal id (3) above the number of GT objects is an error in the semi-supervised task
+    write_synthetic_davis(&gt, &pred, true);
+    let e = run(&gt, &pred, DavisTask::Semi);
+    assert!(
+        e.contains("00001.png") && e.contains("predicted id 3"),
+        "{e}"
+    );
+    // missing predicted frame
+    write_synthetic_davis(&gt, &pred, false);
+    std::fs::remove_file(pred.join("seq/00002.png")).unwrap();
+    let e = run(&gt, &pred, DavisTask::Unsup);
+    assert!(e.contains("seq/00002.png") && e.contains("missing"), "{e}");
+    // size mismatch
+    let small = deva::mask::IdMap::new(10, 10);
+    deva::imageio::write_palette_png(
+        &pred.join("seq/00002.png"),
+        &small,
+        &deva::imageio::davis_palette(),
+    )
+    .unwrap();
+    let e = run(&gt, &pred, DavisTask::Unsup);
+    assert!(e.contains("seq/00002.png") && e.contains("10x10"), "{e}");
+    // missing sequence folder in the predictions
+    std::fs::remove_dir_all(&pred).unwrap();
+    let e = run(&gt, &pred, DavisTask::Semi);
+    assert!(e.contains("pred/seq") && e.contains("not found"), "{e}");
+}
+
+#[test]
+fn davis2016_binary_masks_are_object_one() {
+    // DAVIS-2016 convention: grayscale 0/255 GT (and a prediction stored the same way).
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["gt/s", "pred/s"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    for t in 0..3u32 {
+        let img = image::GrayImage::from_fn(20, 10, |x, _| {
+            image::Luma([if (5 + t..12 + t).contains(&x) { 255 } else { 0 }])
+        });
+        for sub in ["gt/s", "pred/s"] {
+            img.save(dir.path().join(format!("{sub}/{t:05}.png")))
+                .unwrap();
+        }
+    }
+    let options = DavisOptions {
+        task: DavisTask::Semi,
+        gt_format: GtFormat::Auto,
+        sequences: None,
+    };
+    let r = davis::evaluate(
+        &dir.path().join("gt"),
+        &dir.path().join("pred"),
+        &options,
+        &no_progress,
+    )
+    .unwrap();
+    assert_eq!(r.sequences[0].gt_format, GtFormat::Davis2016);
+    assert_eq!(r.sequences[0].objects.len(), 1);
+    assert_eq!((r.j_mean, r.f_mean, r.jf), (1.0, 1.0, 1.0));
+}
+
+#[test]
+fn burst_errors_name_the_file() {
+    use deva::eval::burst;
+    let dir = tempfile::tempdir().unwrap();
+    let gt_dir = dir.path().join("gt");
+    std::fs::create_dir_all(&gt_dir).unwrap();
+    let pred = dir.path().join("pred.json");
+    let gt = serde_json::json!({"split": "val", "sequences": [{
+        "id": 1, "width": 4, "height": 3, "dataset": "D", "seq_name": "s",
+        "all_image_paths": ["frame0000.jpg"], "annotated_image_paths": ["frame0000.jpg"],
+        "neg_category_ids": [], "not_exhaustive_category_ids": [],
+        "track_category_ids": {"1": 805},
+        "segmentations": [{"1": {"rle": "0;", "is_gt": true}}]}]});
+    std::fs::write(gt_dir.join("all_classes.json"), gt.to_string()).unwrap();
+    // malformed prediction JSON
+    std::fs::write(&pred, "{\"sequences\": [").unwrap();
+    let e = burst::evaluate(&gt_dir, &pred, &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pred.json") && e.contains("invalid JSON"), "{e}");
+    // the GT RLE "0;" (11 foreground pixels) does not cover the 4x3 image
+    std::fs::write(&pred, serde_json::json!({"sequences": []}).to_string()).unwrap();
+    let e = burst::evaluate(&gt_dir, &pred, &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("all_classes.json") && e.contains("track 1"),
+        "{e}"
+    );
+    // missing field
+    std::fs::write(gt_dir.join("all_classes.json"), "{\"split\": \"val\"}").unwrap();
+    let e = burst::evaluate(&gt_dir, &pred, &no_progress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("all_classes.json") && e.contains("sequences"),
+        "{e}"
+    );
+}
+
+#[test]
+fn vipseg_errors_name_the_file() {
+    use deva::eval::vipseg;
+    use deva::imageio::write_rgb_id_png;
+    use deva::mask::IdMap;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let gt = serde_json::json!({
+        "videos": [{"video_id": "v", "images": [{"id": "0", "width": 4, "height": 2, "file_name": "0.png"}]}],
+        "annotations": [{"video_id": "v", "annotations": [{"image_id": "0", "file_name": "0.png",
+            "segments_info": [{"id": 1, "category_id": 0, "iscrowd": 0, "area": 8}]}]}],
+        "categories": [{"id": 0, "name": "wall", "isthing": 0}]});
+    std::fs::write(root.join("gt.json"), gt.to_string()).unwrap();
+    let map = IdMap::from_vec(4, 2, vec![1; 8]).unwrap();
+    write_rgb_id_png(&root.join("gt/v/0.png"), &map).unwrap();
+    let pred_map = IdMap::from_vec(4, 2, vec![1, 1, 1, 1, 7, 7, 7, 7]).unwrap();
+    write_rgb_id_png(&root.join("pred/pan_pred/v/0.png"), &pred_map).unwrap();
+    let pred = |segments: Value| {
+        let j = serde_json::json!({"annotations": [{"video_id": "v", "annotations": [
+            {"file_name": "0.png", "segments_info": segments}]}]});
+        std::fs::write(root.join("pred/pred.json"), j.to_string()).unwrap();
+    };
+    let run = || {
+        vipseg::evaluate(
+            &root.join("gt.json"),
+            &root.join("gt"),
+            &root.join("pred"),
+            &no_progress,
+        )
+    };
+    // id 7 occurs in the PNG but is not listed
+    pred(serde_json::json!([{"id": 1, "category_id": 0}]));
+    let e = run().unwrap_err().to_string();
+    assert!(e.contains("pan_pred/v/0.png") && e.contains("[7]"), "{e}");
+    // a listed id absent from the PNG
+    pred(
+        serde_json::json!([{"id": 1, "category_id": 0}, {"id": 7, "category_id": 0}, {"id": 9, "category_id": 0}]),
+    );
+    let e = run().unwrap_err().to_string();
+    assert!(
+        e.contains("pan_pred/v/0.png") && e.contains("segment id 9"),
+        "{e}"
+    );
+    // consistent input evaluates: one GT tube, two predicted tubes of the same category
+    pred(serde_json::json!([{"id": 1, "category_id": 0}, {"id": 7, "category_id": 0}]));
+    let r = run().unwrap();
+    assert_eq!(r.windows[0].per_category[&0].tp, 0);
+    // malformed pred.json
+    std::fs::write(root.join("pred/pred.json"), "[1,").unwrap();
+    let e = run().unwrap_err().to_string();
+    assert!(e.contains("pred.json") && e.contains("invalid JSON"), "{e}");
+}
+
+#[test]
+fn box_errors_name_the_file() {
+    use deva::eval::boxes::{got10k, lasot};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("gt/s")).unwrap();
+    std::fs::create_dir_all(root.join("absent")).unwrap();
+    std::fs::create_dir_all(root.join("pred")).unwrap();
+    std::fs::write(root.join("gt/s.txt"), "1,1,10,10\n2,2,10,10\n").unwrap();
+    std::fs::write(root.join("absent/s.txt"), "0\n0\n").unwrap();
+    std::fs::write(root.join("pred/s.txt"), "1,1,10,10\n").unwrap();
+    let names = vec!["s".to_string()];
+    let e = lasot::evaluate(
+        &root.join("gt"),
+        &root.join("absent"),
+        &root.join("pred"),
+        &names,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("pred/s.txt") && e.contains("1 predicted boxes"),
+        "{e}"
+    );
+    std::fs::write(root.join("gt/s/groundtruth.txt"), "1,1,10,10\n2,2,10,10\n").unwrap();
+    std::fs::write(root.join("gt/s/cover.label"), "8\n8\n").unwrap();
+    std::fs::write(
+        root.join("gt/s/meta_info.ini"),
+        "[METAINFO]\nresolution: (64, 48)\n",
+    )
+    .unwrap();
+    let e = got10k::evaluate(&root.join("gt"), &root.join("pred"), &names)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("s_NNN.txt"), "{e}");
+    std::fs::create_dir_all(root.join("pred/s")).unwrap();
+    std::fs::write(root.join("pred/s/s_001.txt"), "1,1,10,10\n2,2,x,10\n").unwrap();
+    let e = got10k::evaluate(&root.join("gt"), &root.join("pred"), &names)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("s_001.txt") && e.contains("line 2"), "{e}");
+    std::fs::write(root.join("pred/s/s_001.txt"), "1,1,10,10\n2,2,10,10\n").unwrap();
+    let r = got10k::evaluate(&root.join("gt"), &root.join("pred"), &names).unwrap();
+    assert_eq!((r.n_ious, r.sr50), (1, 1.0));
 }

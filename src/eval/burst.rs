@@ -40,11 +40,11 @@ pub const MAX_DETECTIONS: usize = 300;
 /// The class id of the class-agnostic evaluation.
 const OBJECT_CLASS: i64 = 1;
 
-/// The GT files of the three class splits, in report order.
-pub const SPLIT_FILES: [(&str, &str); 3] = [
-    ("all", "all_classes.json"),
-    ("common", "common_classes.json"),
-    ("uncommon", "uncommon_classes.json"),
+/// The GT files of the three class splits: all, common, uncommon.
+pub const SPLIT_FILES: [&str; 3] = [
+    "all_classes.json",
+    "common_classes.json",
+    "uncommon_classes.json",
 ];
 
 #[derive(Deserialize)]
@@ -208,8 +208,31 @@ pub struct BurstReport {
     /// Detection accuracy.
     #[serde(rename = "DetA")]
     pub det_a: BySplit,
-    /// Full results per split: `all`, `common`, `uncommon`.
-    pub splits: Vec<(String, BurstSplit)>,
+    /// Full results per class split.
+    pub splits: BurstSplits,
+}
+
+/// Full results of the three class splits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BurstSplits {
+    /// All classes (`all_classes.json`).
+    pub all: BurstSplit,
+    /// Common classes (`common_classes.json`), when present.
+    pub common: Option<BurstSplit>,
+    /// Uncommon classes (`uncommon_classes.json`), when present.
+    pub uncommon: Option<BurstSplit>,
+}
+
+impl BurstSplits {
+    /// The split named `all`, `common` or `uncommon`.
+    pub fn get(&self, name: &str) -> Option<&BurstSplit> {
+        match name {
+            "all" => Some(&self.all),
+            "common" => self.common.as_ref(),
+            "uncommon" => self.uncommon.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl Report for BurstReport {
@@ -237,10 +260,8 @@ impl Report for BurstReport {
             "per sequence (all classes)",
             &["sequence", "OWTA", "DetRe", "AssA", "HOTA", "DetA"],
         );
-        if let Some((_, all)) = self.splits.first() {
-            for s in &all.sequences {
-                per.push_numbers(&s.name, &[s.owta, s.det_re, s.ass_a, s.hota, s.det_a]);
-            }
+        for s in &self.splits.all.sequences {
+            per.push_numbers(&s.name, &[s.owta, s.det_re, s.ass_a, s.hota, s.det_a]);
         }
         vec![t, per]
     }
@@ -255,22 +276,20 @@ pub fn evaluate(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BurstReport> {
     let pred_json: BurstJson = read_json(pred)?;
-    let mut splits = Vec::new();
-    for (i, (name, file)) in SPLIT_FILES.iter().enumerate() {
-        let path = gt_dir.join(file);
-        if i > 0 && !path.exists() {
-            continue;
-        }
-        let split = evaluate_split(&path, &pred_json, pred, progress)?;
-        splits.push((name.to_string(), split));
-    }
-    let get = |f: fn(&BurstSplit) -> f64| {
-        let of = |n: &str| splits.iter().find(|(s, _)| s == n).map(|(_, r)| f(r));
-        BySplit {
-            all: of("all").unwrap_or(f64::NAN),
-            common: of("common"),
-            uncommon: of("uncommon"),
-        }
+    let run = |file: &str| evaluate_split(&gt_dir.join(file), &pred_json, pred, progress);
+    let optional = |file: &str| {
+        let present = gt_dir.join(file).exists();
+        present.then(|| run(file)).transpose()
+    };
+    let splits = BurstSplits {
+        all: run(SPLIT_FILES[0])?,
+        common: optional(SPLIT_FILES[1])?,
+        uncommon: optional(SPLIT_FILES[2])?,
+    };
+    let get = |f: fn(&BurstSplit) -> f64| BySplit {
+        all: f(&splits.all),
+        common: splits.common.as_ref().map(f),
+        uncommon: splits.uncommon.as_ref().map(f),
     };
     Ok(BurstReport {
         owta: get(|r| r.owta),
@@ -476,12 +495,11 @@ struct PredDet {
     bbox: BBox,
 }
 
+/// Predicted (track id, box) detections of one timestep.
+type StepDets = Vec<(i64, BBox)>;
+
 /// Predicted detections per GT video and timestep, after the per-image limit.
-fn tracker_dets(
-    gt: &GroundTruth,
-    pred: &BurstJson,
-    path: &Path,
-) -> Result<Vec<Vec<Vec<(i64, BBox)>>>> {
+fn tracker_dets(gt: &GroundTruth, pred: &BurstJson, path: &Path) -> Result<Vec<Vec<StepDets>>> {
     let split = match &pred.split {
         Some(s) if *s != gt.split => {
             return Err(Error::parse(
@@ -555,7 +573,7 @@ fn tracker_dets(
         });
         groups[g].push(d);
     }
-    let mut per_video: Vec<Vec<Vec<(i64, BBox)>>> = gt
+    let mut per_video: Vec<Vec<StepDets>> = gt
         .videos
         .iter()
         .map(|v| vec![Vec::new(); v.num_images])
@@ -592,10 +610,7 @@ pub fn box_iou(a: &BBox, b: &BBox) -> f64 {
 }
 
 /// Preprocesses and evaluates one video.
-fn evaluate_video(
-    video: &GtVideo,
-    tracker: &[Vec<(i64, BBox)>],
-) -> Result<(BurstSequenceRow, HotaResult)> {
+fn evaluate_video(video: &GtVideo, tracker: &[StepDets]) -> Result<(BurstSequenceRow, HotaResult)> {
     let is_neg = video.neg_category_ids.contains(&OBJECT_CLASS);
     let not_exhaustive = video.not_exhaustive_category_ids.contains(&OBJECT_CLASS);
     let eps = f64::EPSILON;

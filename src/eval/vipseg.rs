@@ -217,7 +217,7 @@ impl Report for VipsegReport {
         for w in &self.windows {
             vpq.push_numbers(&w.k, &[w.vpq.all, w.vpq.things, w.vpq.stuff]);
         }
-        let mut global = Table::new("VIPSeg", &["", "VPQ", "STQ", "AQ", "IoU"]);
+        let mut global = Table::new("VIPSeg", &["", "VPQ (x100)", "STQ", "AQ", "IoU"]);
         global.push_numbers("global", &[self.vpq, self.stq, self.aq, self.iou]);
         let mut per = Table::new("per video", &["video", "frames", "STQ", "AQ", "IoU"]);
         for s in &self.sequences {
@@ -735,7 +735,7 @@ fn vpq_statistics(frames: &[FrameData], k: usize) -> Result<PqStats> {
             }
             let union = (pred_tube.area + gt_tube.area) as i64 - inter as i64 - void_of(p) as i64;
             let iou = inter as f64 / union as f64;
-            if !(iou <= 1.0) {
+            if iou.is_nan() || iou > 1.0 {
                 return Err(Error::invalid(format!(
                     "invalid tube IoU {iou} for GT segment {g} (GT areas in the JSON do not match the PNG)"
                 )));

@@ -8,9 +8,19 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use deva::nn::checkpoint::{self, TensorDType};
+use candle_core::{Device, Tensor};
+use deva::config::{MemoryConfig, UsageCounting};
+use deva::mask::{IdMap, ObjectId, ObjectProbs};
+use deva::nn::checkpoint::{self, StateDict, TensorDType};
 use deva::nn::synthetic::{self, TensorSpec};
 use deva::nn::Weights;
+use deva::propagator::deva::input::{normalized_padded, Padding};
+use deva::propagator::deva::memory::{FrameKeys, Memory, MemorySettings};
+use deva::propagator::deva::network::{DevaNet, KEY_DIM, VALUE_DIM};
+use deva::propagator::deva::readout::{similarity, KeySet, Query, TopK};
+use deva::propagator::deva::DevaPropagator;
+use deva::propagator::Propagator;
+use deva::video::Frame;
 
 /// The `state_dict_keys.json` layout: (seed, every key with shape and dtype in order).
 fn fixture_layout(dir: &Path) -> (u64, Vec<TensorSpec>) {
@@ -242,4 +252,418 @@ fn safetensors_files_load_with_their_dtypes() {
     std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
     let e = checkpoint::load(&path, &[]).unwrap_err().to_string();
     assert!(e.contains("w.safetensors"), "{e}");
+}
+
+/// The size tags `s<H>x<W>` used as name prefixes in a fixture file.
+fn size_tags(sd: &StateDict) -> Vec<String> {
+    let mut tags: Vec<String> = sd
+        .names()
+        .filter_map(|n| n.split('.').next())
+        .filter(|t| {
+            t.strip_prefix('s')
+                .and_then(|r| r.split_once('x'))
+                .is_some_and(|(h, w)| h.parse::<usize>().is_ok() && w.parse::<usize>().is_ok())
+        })
+        .map(str::to_string)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    assert!(
+        !tags.is_empty(),
+        "no size tags in {}",
+        sd.source().display()
+    );
+    tags
+}
+
+/// A fixture tensor as f32 values with its shape.
+fn values(sd: &StateDict, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let t = sd
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing from {}", sd.source().display()));
+    let v = t
+        .to_f32()
+        .or_else(|| {
+            t.to_i64()
+                .map(|v| v.into_iter().map(|x| x as f32).collect())
+        })
+        .unwrap();
+    (v, t.shape().to_vec())
+}
+
+fn tensor(sd: &StateDict, name: &str) -> Tensor {
+    let (v, shape) = values(sd, name);
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn host(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The README's suggested tolerance from `checks.json`: max(1e-4·max(1, scale), 10·f32-vs-f64
+/// error), rounded up to one significant digit.
+struct Tolerances(serde_json::Value);
+
+impl Tolerances {
+    fn load(dir: &Path) -> Self {
+        let text = std::fs::read_to_string(dir.join("checks.json")).unwrap();
+        Tolerances(serde_json::from_str(&text).unwrap())
+    }
+
+    fn atol(&self, tag: &str, output: &str) -> f32 {
+        let e = &self.0["precision"][format!("cases/{tag}")][output];
+        let scale = e["scale"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("checks.json has no precision for {tag}/{output}"));
+        let raw = (1e-4 * scale.max(1.0)).max(10.0 * e["max_abs"].as_f64().unwrap());
+        let unit = 10f64.powf(raw.log10().floor());
+        ((raw / unit).ceil() * unit) as f32
+    }
+}
+
+/// Compares `ours` with fixture `name` (same number of elements) within the tolerance of
+/// `output` (defaults to the name without the tag).
+fn check(sd: &StateDict, tol: &Tolerances, tag: &str, name: &str, ours: &[f32], output: &str) {
+    let (want, _) = values(sd, &format!("{tag}.{name}"));
+    let d = max_abs_diff(ours, &want);
+    let atol = tol.atol(tag, output);
+    assert!(d <= atol, "{tag}.{name}: max abs diff {d} > {atol}");
+    eprintln!("{tag}.{name}: max abs diff {d:.2e} (atol {atol:.0e})");
+}
+
+/// `[C][N]` (channel-major) to `[N][C]` (token-major).
+fn tokens(v: &[f32], channels: usize) -> Vec<f32> {
+    let n = v.len() / channels;
+    let mut t = vec![0.0; v.len()];
+    for c in 0..channels {
+        for i in 0..n {
+            t[i * channels + c] = v[c * n + i];
+        }
+    }
+    t
+}
+
+/// The network with the fixture formula weights, loaded strictly through a state dict.
+fn fixture_net(dir: &Path) -> DevaNet {
+    let (seed, layout) = fixture_layout(dir);
+    let mut w =
+        Weights::from_state_dict(synthetic::state_dict(&layout, seed).unwrap(), &Device::Cpu);
+    let net = DevaNet::load(&mut w).unwrap();
+    w.finish().unwrap();
+    net
+}
+
+/// An 8-bit frame from a `[3, H, W]` float image in [0, 1] (values are multiples of 1/255).
+fn frame_from(v: &[f32], width: usize, height: usize, index: usize) -> Frame {
+    let plane = width * height;
+    let image = image::RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let p = y as usize * width + x as usize;
+        image::Rgb([0, 1, 2].map(|c| (v[c * plane + p] * 255.0).round() as u8))
+    });
+    Frame {
+        index,
+        name: format!("{index:05}"),
+        image,
+    }
+}
+
+#[test]
+fn network_layout_equals_the_official_state_dict() {
+    let Some(dir) = common::fixtures("deva_net") else {
+        return;
+    };
+    let (seed, layout) = fixture_layout(&dir);
+    let mut w = Weights::synthetic(seed, &Device::Cpu);
+    DevaNet::load(&mut w).unwrap();
+    let ours = w.finish().unwrap();
+    assert_eq!(ours.len(), layout.len());
+    for (a, b) in ours.iter().zip(&layout) {
+        assert_eq!(a, b);
+    }
+    // The formula state dict loads strictly; a renamed or mis-shaped key is named.
+    let mut sd = synthetic::state_dict(&layout, seed).unwrap();
+    let victim = &layout[layout.len() / 2];
+    let t = sd.get(&victim.name).unwrap().clone();
+    let mut renamed = StateDict::new("renamed.pth");
+    for (k, v) in sd.iter() {
+        let k = if k == victim.name {
+            format!("{k}_x")
+        } else {
+            k.to_string()
+        };
+        renamed.insert(k, v.clone());
+    }
+    let mut w = Weights::from_state_dict(renamed, &Device::Cpu);
+    let e = DevaNet::load(&mut w).unwrap_err().to_string();
+    assert!(e.contains(&victim.name) && e.contains("renamed.pth"), "{e}");
+    let bad = checkpoint::RawTensor::from_f32(vec![t.numel()], &t.to_f32().unwrap()).unwrap();
+    sd.insert(victim.name.clone(), bad);
+    let mut w = Weights::from_state_dict(sd, &Device::Cpu);
+    let e = DevaNet::load(&mut w).unwrap_err().to_string();
+    assert!(e.contains(&victim.name) && e.contains("shape"), "{e}");
+}
+
+#[test]
+fn modules_match_the_reference() {
+    let Some(dir) = common::fixtures("deva_net") else {
+        return;
+    };
+    let cases = checkpoint::load(dir.join("cases.safetensors"), &[]).unwrap();
+    let tol = Tolerances::load(&dir);
+    let net = fixture_net(&dir);
+    for tag in size_tags(&cases) {
+        let get = |n: &str| tensor(&cases, &format!("{tag}.{n}"));
+
+        // Input: normalisation and padding.
+        let (_, shape) = values(&cases, &format!("{tag}.image"));
+        let (h, w) = (shape[2], shape[3]);
+        let pad = Padding::new(w, h);
+        let (want_pad, _) = values(&cases, &format!("{tag}.pad"));
+        let ours_pad = [
+            pad.left,
+            pad.padded_width - w - pad.left,
+            pad.top,
+            pad.padded_height - h - pad.top,
+        ];
+        assert_eq!(
+            ours_pad.map(|p| p as f32).to_vec(),
+            want_pad,
+            "{tag} padding"
+        );
+        let frame = frame_from(&values(&cases, &format!("{tag}.image")).0, w, h, 0);
+        let norm = normalized_padded(&frame.image, &pad);
+        let (want, _) = values(&cases, &format!("{tag}.image_norm_padded"));
+        assert!(max_abs_diff(&norm, &want) <= 1e-6, "{tag} normalisation");
+
+        // Pixel encoder and key projection.
+        let f = net.encode_image(&get("image_norm_padded")).unwrap();
+        for (name, t) in [
+            ("f16", &f.f16),
+            ("f8", &f.f8),
+            ("f4", &f.f4),
+            ("key_feat", &f.key_feat),
+        ] {
+            check(
+                &cases,
+                &tol,
+                &tag,
+                &format!("enc.{name}"),
+                &host(t),
+                &format!("enc.{name}"),
+            );
+        }
+        let k = net.transform_key(&get("enc.key_feat")).unwrap();
+        for (name, t) in [
+            ("key", &k.key),
+            ("shrinkage", &k.shrinkage),
+            ("selection", &k.selection),
+        ] {
+            check(
+                &cases,
+                &tol,
+                &tag,
+                &format!("enc.{name}"),
+                &host(t),
+                &format!("enc.{name}"),
+            );
+        }
+
+        // Mask encoder (values and deep sensory update) of both memory frames.
+        for m in ["mem0", "mem1"] {
+            let mf = net
+                .encode_image(&get(&format!("{m}.image_norm_padded")))
+                .unwrap();
+            check(
+                &cases,
+                &tol,
+                &tag,
+                &format!("{m}.f16"),
+                &host(&mf.f16),
+                &format!("{m}.f16"),
+            );
+            let masks = get(&format!("{m}.masks_padded"));
+            let (_, n, hp, wp) = masks.dims4().unwrap();
+            let masks = masks.reshape((n, 1, hp, wp)).unwrap();
+            let sensory = get(&format!("{m}.sensory_in")).squeeze(0).unwrap();
+            let (value, sensory) = net
+                .encode_mask(
+                    &get(&format!("{m}.image_norm_padded")),
+                    &get(&format!("{m}.f16")),
+                    &sensory,
+                    &masks,
+                    0,
+                )
+                .unwrap();
+            check(
+                &cases,
+                &tol,
+                &tag,
+                &format!("{m}.value"),
+                &host(&value),
+                &format!("{m}.value"),
+            );
+            check(
+                &cases,
+                &tol,
+                &tag,
+                &format!("{m}.sensory_out"),
+                &host(&sensory),
+                &format!("{m}.sensory_out"),
+            );
+            // Chunked encoding gives the same numbers.
+            let (value1, _) = net
+                .encode_mask(
+                    &get(&format!("{m}.image_norm_padded")),
+                    &get(&format!("{m}.f16")),
+                    &get(&format!("{m}.sensory_in")).squeeze(0).unwrap(),
+                    &masks,
+                    1,
+                )
+                .unwrap();
+            assert!(max_abs_diff(&host(&value1), &host(&value)) < 1e-4);
+        }
+
+        // Memory read: similarity, top-k affinity, readout through the memory store.
+        let (mk, mk_shape) = values(&cases, &format!("{tag}.readout.memory_key"));
+        let n_mem = mk_shape[1];
+        let (ms, _) = values(&cases, &format!("{tag}.readout.memory_shrinkage"));
+        let qk = tokens(
+            &values(&cases, &format!("{tag}.readout.query_key")).0,
+            KEY_DIM,
+        );
+        let qe = tokens(
+            &values(&cases, &format!("{tag}.readout.query_selection")).0,
+            KEY_DIM,
+        );
+        let hw = qk.len() / KEY_DIM;
+        let mk_t = tokens(&mk, KEY_DIM);
+        let set = KeySet {
+            key: &mk_t,
+            shrinkage: &ms,
+        };
+        let query = Query::new(&qk, &qe);
+        let sim = similarity(&query, &[set]);
+        check(
+            &cases,
+            &tol,
+            &tag,
+            "readout.similarity",
+            &tokens(&sim, hw),
+            "readout.similarity",
+        );
+        let top = TopK::compute(&query, &[set], 30);
+        check(
+            &cases,
+            &tol,
+            &tag,
+            "readout.affinity",
+            &top.dense(),
+            "readout.affinity",
+        );
+
+        let mut memory = Memory::new(MemorySettings {
+            top_k: 30,
+            max_frames: 10,
+            min_frames: 5,
+            max_long_term: 10000,
+            prototypes: 128,
+            long_term: true,
+            count_long_term_usage: false,
+        });
+        for m in ["mem0", "mem1"] {
+            let key = tokens(&values(&cases, &format!("{tag}.{m}.key")).0, KEY_DIM);
+            let selection = tokens(&values(&cases, &format!("{tag}.{m}.selection")).0, KEY_DIM);
+            let (shrinkage, _) = values(&cases, &format!("{tag}.{m}.shrinkage"));
+            let (v, _) = values(&cases, &format!("{tag}.{m}.value"));
+            let plane = VALUE_DIM * hw;
+            let vals: Vec<(ObjectId, Vec<f32>)> = (0..v.len() / plane)
+                .map(|i| (i as ObjectId + 1, v[i * plane..(i + 1) * plane].to_vec()))
+                .collect();
+            memory.add(
+                &FrameKeys {
+                    key,
+                    shrinkage,
+                    selection,
+                },
+                &vals,
+            );
+        }
+        let stored = memory.working_keys(0).unwrap();
+        assert_eq!(tokens(&mk, KEY_DIM), stored.key, "{tag} memory keys");
+        let (mv, _) = values(&cases, &format!("{tag}.readout.memory_value"));
+        let stored_v = memory.working_values(1).unwrap();
+        assert_eq!(
+            tokens(&mv[..VALUE_DIM * n_mem], VALUE_DIM),
+            stored_v,
+            "{tag} memory values"
+        );
+        let out: Vec<f32> = memory
+            .read(&qk, &qe)
+            .into_iter()
+            .flat_map(|(_, r)| r)
+            .collect();
+        check(&cases, &tol, &tag, "readout.out", &out, "readout.out");
+
+        // Decoder and segmentation head.
+        let readout = get("readout.out").squeeze(0).unwrap();
+        let sensory = get("seg.sensory_in").squeeze(0).unwrap();
+        let mask16 = get("seg.last_mask16").squeeze(0).unwrap();
+        let last = get("seg.last_mask");
+        let (_, n, hp, wp) = last.dims4().unwrap();
+        let last = last.reshape((n, 1, hp, wp)).unwrap();
+        let skips = net.decoder_skips(&f).unwrap();
+        let f16 = get("enc.f16");
+        let d = net
+            .decode(&f16, &skips, &readout, &sensory, &mask16, true, 0)
+            .unwrap();
+        check(
+            &cases,
+            &tol,
+            &tag,
+            "seg.decoder_logits",
+            &host(&d.logits),
+            "seg.decoder_logits",
+        );
+        check(
+            &cases,
+            &tol,
+            &tag,
+            "seg.sensory_out",
+            &host(&d.sensory.unwrap()),
+            "seg.sensory_out",
+        );
+        let (logits, prob, _) = net
+            .segment(&f16, &skips, &readout, &sensory, &last, false, 1)
+            .unwrap();
+        check(
+            &cases,
+            &tol,
+            &tag,
+            "seg.logits",
+            &host(&logits),
+            "seg.logits",
+        );
+        let prob = host(&prob);
+        check(&cases, &tol, &tag, "seg.prob", &prob, "seg.prob");
+        let unpadded: Vec<f32> = prob
+            .chunks(pad.padded_len())
+            .flat_map(|c| pad.unpad(c))
+            .collect();
+        check(
+            &cases,
+            &tol,
+            &tag,
+            "seg.prob_unpadded",
+            &unpadded,
+            "seg.prob",
+        );
+    }
 }

@@ -667,3 +667,337 @@ fn modules_match_the_reference() {
         );
     }
 }
+
+/// The memory settings of an engine variant (`engine_variants_config.json`).
+fn variant_config(v: &serde_json::Value) -> MemoryConfig {
+    let u = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} missing")) as usize;
+    MemoryConfig {
+        mem_every: u("mem_every"),
+        top_k: u("top_k"),
+        max_mid_term_frames: u("max_mid_term_frames"),
+        min_mid_term_frames: u("min_mid_term_frames"),
+        max_long_term_elements: u("max_long_term_elements"),
+        num_prototypes: u("num_prototypes"),
+        enable_long_term: v["enable_long_term"].as_bool().unwrap(),
+        long_term_usage: if v["enable_long_term_count_usage"].as_bool().unwrap() {
+            UsageCounting::On
+        } else {
+            UsageCounting::Off
+        },
+        chunk_size: v["chunk_size"].as_i64().unwrap(),
+    }
+}
+
+/// One engine run: images, first mask and object ids of a size tag.
+struct EngineVideo {
+    frames: Vec<Frame>,
+    first: IdMap,
+    objects: Vec<ObjectId>,
+}
+
+fn engine_video(sd: &StateDict, tag: &str) -> EngineVideo {
+    let (images, shape) = values(sd, &format!("{tag}.images"));
+    let (t, h, w) = (shape[0], shape[2], shape[3]);
+    let frames = (0..t)
+        .map(|i| frame_from(&images[i * 3 * h * w..(i + 1) * 3 * h * w], w, h, i))
+        .collect();
+    let (first, _) = values(sd, &format!("{tag}.first_mask"));
+    let first = IdMap::from_vec(w, h, first.iter().map(|&v| v as ObjectId).collect()).unwrap();
+    let (objects, _) = values(sd, &format!("{tag}.objects"));
+    EngineVideo {
+        frames,
+        first,
+        objects: objects.iter().map(|&v| v as ObjectId).collect(),
+    }
+}
+
+/// Checks one frame's probabilities against the reference: max abs ≤ 5e-4, argmax equal on
+/// ≥ 99.9 % of the pixels and only where the reference's top-2 gap is below 1e-3.
+fn check_engine_frame(sd: &StateDict, key: &str, t: usize, probs: &ObjectProbs) {
+    let (want, shape) = values(sd, &format!("{key}.prob"));
+    let plane = shape[2] * shape[3];
+    let frame_len = shape[1] * plane;
+    let want = &want[t * frame_len..(t + 1) * frame_len];
+    assert_eq!(
+        probs.num_channels(),
+        shape[1],
+        "{key} frame {t}: channel count"
+    );
+    let d = max_abs_diff(probs.data(), want);
+    assert!(d <= 5e-4, "{key} frame {t}: max abs prob diff {d}");
+    let (ref_arg, _) = values(sd, &format!("{key}.argmax"));
+    let ref_arg = &ref_arg[t * plane..(t + 1) * plane];
+    let ours = probs.argmax();
+    let channel_of = |id: ObjectId| -> f32 {
+        probs
+            .ids()
+            .iter()
+            .position(|&i| i == id)
+            .map_or(0.0, |c| (c + 1) as f32)
+    };
+    let mut mismatched = 0;
+    for p in 0..plane {
+        if channel_of(ours.data()[p]) != ref_arg[p] {
+            mismatched += 1;
+            let mut col: Vec<f32> = (0..shape[1]).map(|c| want[c * plane + p]).collect();
+            col.sort_by(|a, b| b.total_cmp(a));
+            assert!(
+                col[0] - col[1] < 1e-3,
+                "{key} frame {t}: argmax differs at pixel {p}"
+            );
+        }
+    }
+    assert!(
+        mismatched as f64 <= 1e-3 * plane as f64,
+        "{key} frame {t}: {mismatched} pixels differ"
+    );
+    eprintln!("{key} frame {t}: max abs {d:.2e}, {mismatched} argmax mismatches");
+}
+
+#[test]
+fn engine_variants_match_the_reference() {
+    let Some(dir) = common::fixtures("deva_net") else {
+        return;
+    };
+    let sd = checkpoint::load(dir.join("engine.safetensors"), &[]).unwrap();
+    let text = std::fs::read_to_string(dir.join("engine_variants_config.json")).unwrap();
+    let variants: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let net = fixture_net(&dir);
+    for tag in size_tags(&sd) {
+        let video = engine_video(&sd, &tag);
+        for (name, v) in variants.as_object().unwrap() {
+            let key = format!("{tag}.{name}");
+            let config = variant_config(v);
+            let mut prop = DevaPropagator::new(net.clone(), &config, &Device::Cpu).unwrap();
+            let last = video.frames.len() - 1;
+            let mut last_mem = 0;
+            for (t, frame) in video.frames.iter().enumerate() {
+                // The eval_vos loop: the given mask at t = 0, propagation afterwards; memory
+                // every mem_every frames, never at the last frame.
+                let (probs, memorize) = if t == 0 {
+                    let p = ObjectProbs::one_hot(&video.first, &video.objects).unwrap();
+                    (p.aggregate(), true)
+                } else {
+                    let p = prop.propagate(frame).unwrap();
+                    (p, t - last_mem >= config.mem_every && t != last)
+                };
+                check_engine_frame(&sd, &key, t, &probs);
+                prop.update(frame, &probs, memorize).unwrap();
+                if memorize {
+                    last_mem = t;
+                }
+                prop.release_frame(frame.index);
+            }
+        }
+    }
+}
+
+/// A synthetic video frame: a gradient with two squares moving in opposite directions.
+fn moving_squares(index: usize, size: usize) -> Frame {
+    let s = size as i64;
+    let side = s / 4;
+    let t = index as i64;
+    let a = ((t * 3) % (s - side), s / 4);
+    let b = (s / 2, (s - side) - (t * 2) % (s - side));
+    let image = image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
+        let (x, y) = (x as i64, y as i64);
+        let inside = |(x0, y0): (i64, i64)| x >= x0 && x < x0 + side && y >= y0 && y < y0 + side;
+        if inside(a) {
+            image::Rgb([230, 40, 40])
+        } else if inside(b) {
+            image::Rgb([40, 40, 230])
+        } else {
+            image::Rgb([(x * 3 % 256) as u8, (y * 2 % 256) as u8, 90])
+        }
+    });
+    Frame {
+        index,
+        name: format!("{index:05}"),
+        image,
+    }
+}
+
+/// Hard masks of the two squares of frame 0 (ids 1 and 2).
+fn square_masks(frame: &Frame) -> ObjectProbs {
+    let (w, h) = (frame.width(), frame.height());
+    let ids: Vec<ObjectId> = frame
+        .image
+        .pixels()
+        .map(|p| match p.0 {
+            [230, 40, 40] => 1,
+            [40, 40, 230] => 2,
+            _ => 0,
+        })
+        .collect();
+    ObjectProbs::one_hot(&IdMap::from_vec(w, h, ids).unwrap(), &[1, 2]).unwrap()
+}
+
+#[test]
+fn long_video_memory_stays_bounded() {
+    let config = MemoryConfig {
+        mem_every: 1,
+        top_k: 30,
+        max_mid_term_frames: 4,
+        min_mid_term_frames: 2,
+        max_long_term_elements: 40,
+        num_prototypes: 8,
+        enable_long_term: true,
+        long_term_usage: UsageCounting::On,
+        chunk_size: -1,
+    };
+    let size = 32;
+    let mut prop = DevaPropagator::synthetic(0, &config, &Device::Cpu).unwrap();
+    let tokens = (size / 16) * (size / 16);
+    let mut most_long_term = 0;
+    let frames = 210;
+    for t in 0..frames {
+        let frame = moving_squares(t, size);
+        let mut masks = if t == 0 {
+            square_masks(&frame)
+        } else {
+            prop.propagate(&frame).unwrap()
+        };
+        if t == 100 {
+            // A third object appears (its own bucket): the square of object 2, re-labelled.
+            let mut data = masks.data().to_vec();
+            let plane = size * size;
+            let obj2: Vec<f32> = data[2 * plane..3 * plane].to_vec();
+            data.extend(obj2.iter().map(|&p| if p > 0.5 { 1.0 } else { 0.0 }));
+            masks = ObjectProbs::new(vec![1, 2, 3], size, size, data).unwrap();
+        }
+        if t == 150 {
+            prop.remove_objects(&[1]).unwrap();
+            masks = masks.select(&[2, 3]);
+        }
+        prop.update(&frame, &masks, true).unwrap();
+        prop.release_frame(t);
+        let sizes = prop.memory().sizes();
+        // Object 3 opened a second bucket; removing object 1 leaves object 2 in the first.
+        assert_eq!(sizes.len(), if t < 100 { 1 } else { 2 }, "frame {t}");
+        for s in &sizes {
+            assert!(
+                s.working <= config.max_mid_term_frames * tokens,
+                "frame {t}: {s:?}"
+            );
+            assert!(
+                s.long_term <= config.max_long_term_elements,
+                "frame {t}: {s:?}"
+            );
+            most_long_term = most_long_term.max(s.long_term);
+        }
+        assert!(masks.data().iter().all(|v| v.is_finite()));
+    }
+    // Consolidation filled long-term memory, so eviction ran.
+    assert!(most_long_term > config.max_long_term_elements - config.num_prototypes);
+    assert_eq!(prop.objects(), &[2, 3]);
+}
+
+#[test]
+fn memory_bounds_hold_at_default_settings() {
+    let d = MemoryConfig::default();
+    let mut memory = Memory::new(MemorySettings {
+        top_k: d.top_k,
+        max_frames: d.max_mid_term_frames,
+        min_frames: d.min_mid_term_frames,
+        max_long_term: d.max_long_term_elements,
+        prototypes: d.num_prototypes,
+        long_term: d.enable_long_term,
+        count_long_term_usage: true,
+    });
+    // 6x6 tokens per frame: (T_max − T_min) frames hold more candidates than prototypes.
+    let hw = 36;
+    let pseudo = |n: usize, seed: u64| -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| (synthetic::splitmix64(seed * 1_000_003 + i) >> 40) as f32 / 16_777_216.0)
+            .collect()
+    };
+    let mut most = 0;
+    for t in 0..450u64 {
+        let keys = FrameKeys {
+            key: pseudo(hw * KEY_DIM, 3 * t),
+            shrinkage: pseudo(hw, 3 * t + 1).iter().map(|v| v + 1.0).collect(),
+            selection: pseudo(hw * KEY_DIM, 3 * t + 2),
+        };
+        let value = vec![(7, pseudo(hw * VALUE_DIM, t + 99_999))];
+        memory.add(&keys, &value);
+        let out = memory.read(&keys.key, &keys.selection);
+        assert!(out[0].1.iter().all(|v| v.is_finite()));
+        let s = memory.sizes()[0];
+        assert!(s.working <= d.max_mid_term_frames * hw, "frame {t}: {s:?}");
+        assert!(s.long_term <= d.max_long_term_elements, "frame {t}: {s:?}");
+        most = most.max(s.long_term);
+    }
+    assert!(
+        most > d.max_long_term_elements - d.num_prototypes,
+        "eviction never ran"
+    );
+}
+
+#[test]
+fn align_leaves_the_tracker_state_untouched() {
+    let config = MemoryConfig::default();
+    let size = 48;
+    let mut a = DevaPropagator::synthetic(1, &config, &Device::Cpu).unwrap();
+    let mut b = DevaPropagator::synthetic(1, &config, &Device::Cpu).unwrap();
+    let f0 = moving_squares(0, size);
+    let masks = square_masks(&f0);
+    for p in [&mut a, &mut b] {
+        p.update(&f0, &masks, true).unwrap();
+    }
+    for t in 1..4 {
+        let f = moving_squares(t, size);
+        let pa = a.propagate(&f).unwrap();
+        // b additionally aligns another frame's masks onto this one, in between.
+        let other = moving_squares(10 + t, size);
+        let aligned = b.align(&other, &square_masks(&other), &f).unwrap();
+        assert_eq!(aligned.ids(), &[1, 2]);
+        assert!(aligned.data().iter().all(|v| v.is_finite()));
+        let pb = b.propagate(&f).unwrap();
+        assert_eq!(pa, pb, "frame {t}");
+        a.update(&f, &pa, t % 2 == 0).unwrap();
+        b.update(&f, &pb, t % 2 == 0).unwrap();
+        assert_eq!(a.memory().sizes(), b.memory().sizes());
+    }
+}
+
+#[test]
+fn chunked_objects_give_the_same_masks() {
+    let size = 48;
+    let mut probs = Vec::new();
+    for chunk in [-1, 1] {
+        let config = MemoryConfig {
+            chunk_size: chunk,
+            ..MemoryConfig::default()
+        };
+        let mut p = DevaPropagator::synthetic(2, &config, &Device::Cpu).unwrap();
+        let f0 = moving_squares(0, size);
+        p.update(&f0, &square_masks(&f0), true).unwrap();
+        let f1 = moving_squares(1, size);
+        let r = p.propagate(&f1).unwrap();
+        p.update(&f1, &r, true).unwrap();
+        probs.push(p.propagate(&moving_squares(2, size)).unwrap());
+    }
+    assert!(max_abs_diff(probs[0].data(), probs[1].data()) < 1e-5);
+}
+
+#[test]
+fn bad_inputs_are_errors_naming_the_frame() {
+    let mut p = DevaPropagator::synthetic(3, &MemoryConfig::default(), &Device::Cpu).unwrap();
+    let f0 = moving_squares(0, 48);
+    let masks = square_masks(&f0);
+    p.update(&f0, &masks, true).unwrap();
+    let small = moving_squares(1, 32);
+    let e = p.propagate(&small).unwrap_err().to_string();
+    assert!(e.contains("frame 1") && e.contains("32x32"), "{e}");
+    let f1 = moving_squares(1, 48);
+    let e = p
+        .update(&f1, &masks.select(&[2]), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("frame 1") && e.contains("object 1"), "{e}");
+    let bad = MemoryConfig {
+        min_mid_term_frames: 20,
+        ..MemoryConfig::default()
+    };
+    assert!(DevaPropagator::synthetic(3, &bad, &Device::Cpu).is_err());
+}

@@ -22,6 +22,8 @@ const COLUMN_BLOCK: usize = 16384;
 /// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    /// On the CPU with the shifted-product path: tap-major `[k·k, c_out, c_in]`, so that every
+    /// tap's matrix is contiguous; otherwise PyTorch's `[c_out, c_in, k, k]`.
     weight: Tensor,
     bias: Tensor,
     geometry: Geometry,
@@ -39,6 +41,12 @@ struct Geometry {
 impl Geometry {
     fn out_len(&self, len: usize) -> usize {
         (len + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Whether the CPU path multiplies per tap over shifted views (else one product over a
+    /// column buffer, or a plain product for 1×1 stride-1 convolutions).
+    fn shifted(&self) -> bool {
+        self.k > 1 && self.c_in * self.k * self.k > COLUMN_BUFFER_MAX_K
     }
 }
 
@@ -88,16 +96,28 @@ impl Conv2d {
         device: &candle_core::Device,
     ) -> Result<Self> {
         let bias = bias.unwrap_or_else(|| vec![0.0; shape.c_out]);
+        let geometry = Geometry {
+            c_in: shape.c_in,
+            c_out: shape.c_out,
+            k: shape.k,
+            stride: shape.stride,
+            pad: shape.pad,
+        };
+        let weight = if device.is_cpu() && geometry.shifted() {
+            let kk = shape.k * shape.k;
+            let mut taps = vec![0.0f32; weight.len()];
+            for (i, v) in weight.iter().enumerate() {
+                let (oc, tap) = (i / kk, i % kk);
+                taps[tap * shape.c_out * shape.c_in + oc] = *v;
+            }
+            Tensor::from_vec(taps, (kk, shape.c_out, shape.c_in), device)?
+        } else {
+            Tensor::from_vec(weight, &shape.weight_shape(), device)?
+        };
         Ok(Conv2d {
-            weight: Tensor::from_vec(weight, &shape.weight_shape(), device)?,
+            weight,
             bias: Tensor::from_vec(bias, shape.c_out, device)?,
-            geometry: Geometry {
-                c_in: shape.c_in,
-                c_out: shape.c_out,
-                k: shape.k,
-                stride: shape.stride,
-                pad: shape.pad,
-            },
+            geometry,
         })
     }
 
@@ -242,7 +262,7 @@ impl ConvOp {
         for (row, b) in acc.chunks_mut(n).zip(bias) {
             row.fill(*b);
         }
-        if k_len <= COLUMN_BUFFER_MAX_K {
+        if !g.shifted() {
             for start in (0..n).step_by(COLUMN_BLOCK) {
                 let len = COLUMN_BLOCK.min(n - start);
                 let mut buf = vec![0.0f32; k_len * len];
@@ -272,11 +292,7 @@ impl ConvOp {
                         g.c_in,
                         &mut acc,
                         n,
-                        MatRef {
-                            data: &weight[kh * g.k + kw..],
-                            rs: k_len,
-                            cs: kk,
-                        },
+                        MatRef::rows(&weight[(kh * g.k + kw) * g.c_out * g.c_in..], g.c_in),
                         MatRef::rows(&planes.data[at..], planes.plane_len),
                         true,
                     );

@@ -1,6 +1,9 @@
 //! Class-agnostic propagators: carry object masks from frame to frame.
 
 pub mod deva;
+mod static_motion;
+
+pub use static_motion::StaticPropagator;
 
 use crate::error::Result;
 use crate::mask::{ObjectId, ObjectProbs};

@@ -20,6 +20,8 @@ use deva::propagator::deva::network::{DevaNet, KEY_DIM, VALUE_DIM};
 use deva::propagator::deva::readout::{similarity, KeySet, Query, TopK};
 use deva::propagator::deva::DevaPropagator;
 use deva::propagator::Propagator;
+use deva::segmenter::{ImageSegmenter, SegmenterKind};
+use deva::tracker::Tracker;
 use deva::video::Frame;
 
 /// The `state_dict_keys.json` layout: (seed, every key with shape and dtype in order).
@@ -1000,4 +1002,59 @@ fn bad_inputs_are_errors_naming_the_frame() {
         ..MemoryConfig::default()
     };
     assert!(DevaPropagator::synthetic(3, &bad, &Device::Cpu).is_err());
+}
+
+/// A reference segmenter that gives the first-frame mask of a VOS video and nothing later.
+struct FirstMask(Option<IdMap>);
+
+impl ImageSegmenter for FirstMask {
+    fn name(&self) -> &str {
+        "first-mask"
+    }
+    fn kind(&self) -> SegmenterKind {
+        SegmenterKind::Reference
+    }
+    fn segment(
+        &mut self,
+        frame: &Frame,
+        _tracked: Option<&deva::mask::BinaryMask>,
+    ) -> deva::Result<Option<deva::mask::Segmentation>> {
+        Ok(match (frame.index, &self.0) {
+            (0, Some(map)) => Some(deva::mask::Segmentation::from_map(map.clone())),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn tracker_in_reference_mode_matches_the_engine() {
+    let Some(dir) = common::fixtures("deva_net") else {
+        return;
+    };
+    let sd = checkpoint::load(dir.join("engine.safetensors"), &[]).unwrap();
+    let text = std::fs::read_to_string(dir.join("engine_variants_config.json")).unwrap();
+    let variants: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let net = fixture_net(&dir);
+    for tag in size_tags(&sd) {
+        let video = engine_video(&sd, &tag);
+        for (name, v) in variants.as_object().unwrap() {
+            let key = format!("{tag}.{name}");
+            let mut config = deva::Config::default();
+            config.input.size = v["size"].as_i64().unwrap() as i32;
+            config.memory = variant_config(v);
+            let prop = DevaPropagator::new(net.clone(), &config.memory, &Device::Cpu).unwrap();
+            let seg = FirstMask(Some(video.first.clone()));
+            let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
+            let mut out = Vec::new();
+            for frame in &video.frames {
+                out.extend(tracker.step(frame.clone()).unwrap());
+            }
+            out.extend(tracker.finish().unwrap());
+            assert_eq!(out.len(), video.frames.len(), "{key}");
+            for (t, tf) in out.iter().enumerate() {
+                assert_eq!(tf.index, t);
+                check_engine_frame(&sd, &key, t, &tf.probs.select(&video.objects));
+            }
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! Image segmenters: anything that proposes non-overlapping segments on a single frame.
 
+pub mod saliency;
+
 use crate::error::Result;
 use crate::mask::{BinaryMask, Segmentation};
 use crate::video::Frame;

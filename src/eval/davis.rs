@@ -142,6 +142,68 @@ impl Statistics {
     }
 }
 
+/// Mean, recall and decay of J and F, under the official names.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    /// Mean J.
+    #[serde(rename = "J-Mean")]
+    pub j_mean: f64,
+    /// J recall (fraction of frames with J > 0.5).
+    #[serde(rename = "J-Recall")]
+    pub j_recall: f64,
+    /// J decay.
+    #[serde(rename = "J-Decay")]
+    pub j_decay: f64,
+    /// Mean F.
+    #[serde(rename = "F-Mean")]
+    pub f_mean: f64,
+    /// F recall.
+    #[serde(rename = "F-Recall")]
+    pub f_recall: f64,
+    /// F decay.
+    #[serde(rename = "F-Decay")]
+    pub f_decay: f64,
+}
+
+impl Scores {
+    /// The scores of per-frame J and F statistics.
+    pub fn new(j: Statistics, f: Statistics) -> Self {
+        Scores {
+            j_mean: j.mean,
+            j_recall: j.recall,
+            j_decay: j.decay,
+            f_mean: f.mean,
+            f_recall: f.recall,
+            f_decay: f.decay,
+        }
+    }
+
+    /// The six values with their official names, in order.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("J-Mean", self.j_mean),
+            ("J-Recall", self.j_recall),
+            ("J-Decay", self.j_decay),
+            ("F-Mean", self.f_mean),
+            ("F-Recall", self.f_recall),
+            ("F-Decay", self.f_decay),
+        ]
+    }
+
+    /// Field-wise means (numpy `mean`) over `all`.
+    fn mean_of(all: &[Scores]) -> Self {
+        let avg = |f: fn(&Scores) -> f64| np_mean(&all.iter().map(f).collect::<Vec<_>>());
+        Scores {
+            j_mean: avg(|s| s.j_mean),
+            j_recall: avg(|s| s.j_recall),
+            j_decay: avg(|s| s.j_decay),
+            f_mean: avg(|s| s.f_mean),
+            f_recall: avg(|s| s.f_recall),
+            f_decay: avg(|s| s.f_decay),
+        }
+    }
+}
+
 /// Scores of one object (a GT object and the prediction matched to it).
 #[derive(Debug, Clone, Serialize)]
 pub struct DavisObject {
@@ -151,24 +213,9 @@ pub struct DavisObject {
     pub gt_id: u32,
     /// The predicted id scored against it; `None` when there is none (zero padding).
     pub pred_id: Option<u32>,
-    /// Mean of J over the scored frames.
-    #[serde(rename = "J-Mean")]
-    pub j_mean: f64,
-    /// Fraction of frames with J > 0.5.
-    #[serde(rename = "J-Recall")]
-    pub j_recall: f64,
-    /// J decay.
-    #[serde(rename = "J-Decay")]
-    pub j_decay: f64,
-    /// Mean of F over the scored frames.
-    #[serde(rename = "F-Mean")]
-    pub f_mean: f64,
-    /// Fraction of frames with F > 0.5.
-    #[serde(rename = "F-Recall")]
-    pub f_recall: f64,
-    /// F decay.
-    #[serde(rename = "F-Decay")]
-    pub f_decay: f64,
+    /// Mean, recall and decay of J and F.
+    #[serde(flatten)]
+    pub scores: Scores,
     /// (mean J + mean F) / 2, the quantity the unsupervised matching maximises.
     pub mean_jf: f64,
     /// J per scored frame.
@@ -208,24 +255,9 @@ pub struct DavisReport {
     /// (J-Mean + F-Mean) / 2.
     #[serde(rename = "J&F")]
     pub jf: f64,
-    /// Mean over objects of the per-object J mean.
-    #[serde(rename = "J-Mean")]
-    pub j_mean: f64,
-    /// Mean over objects of the J recall.
-    #[serde(rename = "J-Recall")]
-    pub j_recall: f64,
-    /// Mean over objects of the J decay.
-    #[serde(rename = "J-Decay")]
-    pub j_decay: f64,
-    /// Mean over objects of the per-object F mean.
-    #[serde(rename = "F-Mean")]
-    pub f_mean: f64,
-    /// Mean over objects of the F recall.
-    #[serde(rename = "F-Recall")]
-    pub f_recall: f64,
-    /// Mean over objects of the F decay.
-    #[serde(rename = "F-Decay")]
-    pub f_decay: f64,
+    /// Means over all objects of the per-object scores.
+    #[serde(flatten)]
+    pub scores: Scores,
     /// Per-sequence results.
     pub sequences: Vec<DavisSequence>,
 }
@@ -238,21 +270,12 @@ impl Report for DavisReport {
                 "", "J&F", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay",
             ],
         );
-        global.push_numbers(
-            "global",
-            &[
-                self.jf,
-                self.j_mean,
-                self.j_recall,
-                self.j_decay,
-                self.f_mean,
-                self.f_recall,
-                self.f_decay,
-            ],
-        );
+        let mut values = vec![self.jf];
+        values.extend(self.scores.named().map(|(_, v)| v));
+        global.push_numbers("global", &values);
         let mut per = Table::new("per object", &["object", "J-Mean", "F-Mean"]);
         for o in self.sequences.iter().flat_map(|s| &s.objects) {
-            per.push_numbers(&o.key, &[o.j_mean, o.f_mean]);
+            per.push_numbers(&o.key, &[o.scores.j_mean, o.scores.f_mean]);
         }
         vec![global, per]
     }
@@ -288,19 +311,16 @@ pub fn evaluate(
             Ok(s)
         })
         .collect::<Result<Vec<DavisSequence>>>()?;
-    let objects: Vec<&DavisObject> = sequences.iter().flat_map(|s| &s.objects).collect();
-    let avg =
-        |f: fn(&DavisObject) -> f64| np_mean(&objects.iter().map(|o| f(o)).collect::<Vec<_>>());
-    let (j_mean, f_mean) = (avg(|o| o.j_mean), avg(|o| o.f_mean));
+    let objects: Vec<Scores> = sequences
+        .iter()
+        .flat_map(|s| &s.objects)
+        .map(|o| o.scores)
+        .collect();
+    let scores = Scores::mean_of(&objects);
     Ok(DavisReport {
         task: options.task,
-        jf: (j_mean + f_mean) / 2.0,
-        j_mean,
-        j_recall: avg(|o| o.j_recall),
-        j_decay: avg(|o| o.j_decay),
-        f_mean,
-        f_recall: avg(|o| o.f_recall),
-        f_decay: avg(|o| o.f_decay),
+        jf: (scores.j_mean + scores.f_mean) / 2.0,
+        scores,
         sequences,
     })
 }
@@ -622,17 +642,11 @@ fn evaluate_sequence(
         .enumerate()
         .map(|(i, &(r, g))| {
             let (js, fs) = &series[r][g];
-            let (sj, sf) = (Statistics::of(js), Statistics::of(fs));
             DavisObject {
                 key: format!("{name}_{}", i + 1),
                 gt_id: g as u32 + 1,
                 pred_id: (r < n_pred).then_some(r as u32 + 1),
-                j_mean: sj.mean,
-                j_recall: sj.recall,
-                j_decay: sj.decay,
-                f_mean: sf.mean,
-                f_recall: sf.recall,
-                f_decay: sf.decay,
+                scores: Scores::new(Statistics::of(js), Statistics::of(fs)),
                 mean_jf: mean_jf(r, g),
                 j_per_frame: js.clone(),
                 f_per_frame: fs.clone(),

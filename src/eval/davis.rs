@@ -24,6 +24,7 @@ use super::numeric::{fraction, np_mean, np_nanmean};
 use super::report::{Report, Table};
 use crate::error::{Error, Result};
 use crate::imageio::read_index_png;
+use crate::mask::IdMap;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -325,15 +326,8 @@ pub fn evaluate(
     })
 }
 
-/// A GT frame decoded into object labels: ids, with `VOID` kept only for DAVIS-2017 data.
-struct GtFrame {
-    width: usize,
-    height: usize,
-    labels: Vec<u32>,
-}
-
 /// Reads a DAVIS mask PNG (palette or grayscale); returns it with whether it had a palette.
-fn read_mask(path: &Path) -> Result<(crate::mask::IdMap, bool)> {
+fn read_mask(path: &Path) -> Result<(IdMap, bool)> {
     let png = read_index_png(path)?;
     if png.rgb_ids {
         return Err(Error::image(
@@ -345,29 +339,30 @@ fn read_mask(path: &Path) -> Result<(crate::mask::IdMap, bool)> {
 }
 
 /// Whether a non-palette mask holds only 0 and 255 (the DAVIS-2016 binary convention).
-fn is_binary_0_255(map: &crate::mask::IdMap, has_palette: bool) -> bool {
+fn is_binary_0_255(map: &IdMap, has_palette: bool) -> bool {
     !has_palette && map.data().iter().all(|&v| v == 0 || v == 255)
 }
 
-fn read_gt(path: &Path, format: GtFormat) -> Result<GtFrame> {
-    let (map, has_palette) = read_mask(path)?;
-    let labels = match format {
-        GtFormat::Davis2016 => {
-            if !is_binary_0_255(&map, has_palette) {
-                return Err(Error::image(
-                    path,
-                    "DAVIS-2016 ground truth must be a grayscale PNG holding only 0 and 255",
-                ));
-            }
-            map.data().iter().map(|&v| u32::from(v == 255)).collect()
+/// Maps the DAVIS-2016 object value 255 to id 1, in place.
+fn binary_to_object_one(map: &mut IdMap) {
+    for v in map.data_mut() {
+        *v = u32::from(*v == 255);
+    }
+}
+
+/// Reads a GT frame as object ids (with `VOID` kept only for DAVIS-2017 data).
+fn read_gt(path: &Path, format: GtFormat) -> Result<IdMap> {
+    let (mut map, has_palette) = read_mask(path)?;
+    if format == GtFormat::Davis2016 {
+        if !is_binary_0_255(&map, has_palette) {
+            return Err(Error::image(
+                path,
+                "DAVIS-2016 ground truth must be a grayscale PNG holding only 0 and 255",
+            ));
         }
-        _ => map.data().to_vec(),
-    };
-    Ok(GtFrame {
-        width: map.width(),
-        height: map.height(),
-        labels,
-    })
+        binary_to_object_one(&mut map);
+    }
+    Ok(map)
 }
 
 /// The sorted GT frame names (file stems) of a sequence.
@@ -419,8 +414,8 @@ impl SequenceSetup<'_> {
         let gt_path = self.gt_dir.join(format!("{frame}.png"));
         let pred_path = self.pred_dir.join(format!("{frame}.png"));
         let gt = read_gt(&gt_path, self.format)?;
-        if (gt.width, gt.height) != (self.width, self.height) {
-            return Err(size_error(&gt_path, gt.width, gt.height, self));
+        if (gt.width(), gt.height()) != (self.width, self.height) {
+            return Err(size_error(&gt_path, gt.width(), gt.height(), self));
         }
         if !pred_path.is_file() {
             return Err(Error::invalid(format!(
@@ -438,17 +433,11 @@ impl SequenceSetup<'_> {
             ));
         }
         // A DAVIS-2016 prediction stored like its ground truth (0 / 255) means object 1.
-        let binary_pred =
-            self.format == GtFormat::Davis2016 && is_binary_0_255(&pred_map, pred_palette);
-        let pred: Vec<u32> = if binary_pred {
-            pred_map
-                .data()
-                .iter()
-                .map(|&v| u32::from(v == 255))
-                .collect()
-        } else {
-            pred_map.data().to_vec()
-        };
+        let mut pred_map = pred_map;
+        if self.format == GtFormat::Davis2016 && is_binary_0_255(&pred_map, pred_palette) {
+            binary_to_object_one(&mut pred_map);
+        }
+        let pred = pred_map.data();
         let max_pred_id = pred.iter().copied().max().unwrap_or(0);
         let limit = match self.task {
             DavisTask::Semi => self.num_objects,
@@ -472,7 +461,7 @@ impl SequenceSetup<'_> {
         let (w, h) = (self.width, self.height);
         // The semi-supervised protocol uses no void; DAVIS-2016 data has none.
         let void = (self.task == DavisTask::Unsup && self.format == GtFormat::Davis2017)
-            .then(|| BitImage::from_labels(w, h, &gt.labels, |l| l == VOID));
+            .then(|| BitImage::from_labels(w, h, gt.data(), |l| l == VOID));
         let with_void_removed = |mut m: BitImage| {
             if let Some(v) = &void {
                 m.clear_where(v);
@@ -480,7 +469,7 @@ impl SequenceSetup<'_> {
             m
         };
         let gt_masks: Vec<BitImage> =
-            BitImage::per_label(w, h, &gt.labels, self.num_objects as usize + 1)
+            BitImage::per_label(w, h, gt.data(), self.num_objects as usize + 1)
                 .into_iter()
                 .skip(1)
                 .map(with_void_removed)
@@ -497,7 +486,7 @@ impl SequenceSetup<'_> {
             .map(|(g, gb)| (jaccard(&empty_mask, g), f_measure(&empty_bound, gb)))
             .collect();
         let mut pairs = Vec::new();
-        let pred_masks = BitImage::per_label(w, h, &pred, max_pred_id as usize + 1);
+        let pred_masks = BitImage::per_label(w, h, pred, max_pred_id as usize + 1);
         for (id, mask) in pred_masks.into_iter().enumerate().skip(1) {
             if mask.is_empty() {
                 continue;
@@ -562,7 +551,7 @@ fn evaluate_sequence(
     };
     let first = read_gt(&first_path, format)?;
     let num_objects = first
-        .labels
+        .data()
         .iter()
         .copied()
         .filter(|&l| l != VOID || format == GtFormat::Davis2016)
@@ -591,9 +580,9 @@ fn evaluate_sequence(
         task: options.task,
         format,
         num_objects,
-        width: first.width,
-        height: first.height,
-        radius: tolerance_radius(first.width, first.height),
+        width: first.width(),
+        height: first.height(),
+        radius: tolerance_radius(first.width(), first.height()),
         gt_dir: &gt_dir,
         pred_dir: &pred_dir,
     };
@@ -656,8 +645,8 @@ fn evaluate_sequence(
     Ok(DavisSequence {
         name: name.to_string(),
         gt_format: format,
-        width: first.width,
-        height: first.height,
+        width: first.width(),
+        height: first.height(),
         frames: frames.len(),
         scored_frames: scored,
         tolerance_px: setup.radius,

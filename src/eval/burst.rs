@@ -402,7 +402,10 @@ impl GroundTruth {
                     let category = seq
                         .track_category_ids
                         .get(local)
-                        .and_then(Value::as_i64)
+                        .and_then(|v| match v {
+                            Value::String(s) => s.trim().parse().ok(),
+                            v => v.as_i64(),
+                        })
                         .ok_or_else(|| {
                             Error::parse(
                                 path,

@@ -28,6 +28,9 @@ enum Call {
 
 type Log<T> = Rc<RefCell<Vec<T>>>;
 
+/// A segmenter call: frame index and, if given, the `tracked` mask's (area, width, height).
+type SegmentCall = (usize, Option<(usize, usize, usize)>);
+
 /// `StaticPropagator` plus a log of calls and of the frame sizes it saw.
 struct Recorder {
     inner: StaticPropagator,
@@ -47,7 +50,9 @@ impl Propagator for Recorder {
     }
     fn propagate(&mut self, frame: &Frame) -> Result<ObjectProbs> {
         self.calls.borrow_mut().push(Call::Propagate(frame.index));
-        self.sizes.borrow_mut().push((frame.width(), frame.height()));
+        self.sizes
+            .borrow_mut()
+            .push((frame.width(), frame.height()));
         self.inner.propagate(frame)
     }
     fn update(&mut self, frame: &Frame, masks: &ObjectProbs, memorize: bool) -> Result<()> {
@@ -62,7 +67,9 @@ impl Propagator for Recorder {
         self.inner.remove_objects(ids)
     }
     fn align(&mut self, src: &Frame, masks: &ObjectProbs, dst: &Frame) -> Result<ObjectProbs> {
-        self.calls.borrow_mut().push(Call::Align(src.index, dst.index));
+        self.calls
+            .borrow_mut()
+            .push(Call::Align(src.index, dst.index));
         self.inner.align(src, masks, dst)
     }
     fn release_frame(&mut self, _index: usize) {}
@@ -79,7 +86,7 @@ type ScriptFn = dyn Fn(usize, usize, usize) -> Option<Segmentation>;
 struct Script {
     kind: SegmenterKind,
     script: Box<ScriptFn>,
-    log: Log<(usize, Option<(usize, usize, usize)>)>,
+    log: Log<SegmentCall>,
 }
 
 impl ImageSegmenter for Script {
@@ -103,7 +110,7 @@ impl ImageSegmenter for Script {
 struct Harness {
     calls: Log<Call>,
     sizes: Log<(usize, usize)>,
-    segmented: Log<(usize, Option<(usize, usize, usize)>)>,
+    segmented: Log<SegmentCall>,
 }
 
 impl Harness {
@@ -164,7 +171,9 @@ fn frame(t: usize) -> Frame {
 }
 
 fn rect(w: usize, h: usize, x0: usize, y0: usize, rw: usize, rh: usize) -> BinaryMask {
-    BinaryMask::from_fn(w, h, |x, y| x >= x0 && x < x0 + rw && y >= y0 && y < y0 + rh)
+    BinaryMask::from_fn(w, h, |x, y| {
+        x >= x0 && x < x0 + rw && y >= y0 && y < y0 + rh
+    })
 }
 
 fn info(id: ObjectId, category: Option<u32>) -> SegmentInfo {
@@ -194,11 +203,30 @@ fn segmentation(w: usize, h: usize, parts: &[(SegmentInfo, BinaryMask)]) -> Segm
 /// A 20×20 square moving right one pixel every other frame (scaled to the frame size).
 fn square(t: usize, w: usize, h: usize) -> BinaryMask {
     let s = |v: usize, full: usize, of: usize| v * of / full;
-    rect(w, h, s(4 + t / 2, W, w), s(6, H, h), s(20, W, w), s(20, H, h))
+    rect(
+        w,
+        h,
+        s(4 + t / 2, W, w),
+        s(6, H, h),
+        s(20, W, w),
+        s(20, H, h),
+    )
 }
 
 fn indices(frames: &[TrackedFrame]) -> Vec<usize> {
     frames.iter().map(|f| f.index).collect()
+}
+
+/// Steps through frames `0..n`, checking that each frame is final at once (no lag).
+fn run_without_lag(tr: &mut Tracker, n: usize) -> Vec<TrackedFrame> {
+    let mut out = Vec::new();
+    for t in 0..n {
+        let done = tr.step(frame(t)).unwrap();
+        assert_eq!(indices(&done), vec![t]);
+        out.extend(done);
+    }
+    assert!(tr.finish().unwrap().is_empty());
+    out
 }
 
 fn config(temporal: Temporal) -> Config {
@@ -213,15 +241,13 @@ fn online_emits_every_frame_at_once_and_merges_every_k_frames() {
     let mut c = config(Temporal::Online);
     c.memory.mem_every = 3;
     let (mut tr, h) = tracker(&c, SegmenterKind::Proposals, true, |t, w, hh| {
-        Some(segmentation(w, hh, &[(info(3, Some(t as u32 % 2)), square(t, w, hh))]))
+        Some(segmentation(
+            w,
+            hh,
+            &[(info(3, Some(t as u32 % 2)), square(t, w, hh))],
+        ))
     });
-    let mut out = Vec::new();
-    for t in 0..12 {
-        let done = tr.step(frame(t)).unwrap();
-        assert_eq!(indices(&done), vec![t]);
-        out.extend(done);
-    }
-    assert!(tr.finish().unwrap().is_empty());
+    let out = run_without_lag(&mut tr, 12);
     assert_eq!(h.segmented_frames(), vec![0, 5, 10]);
     // Frame 0 has no tracked object yet; later detection frames see the tracked square.
     let seen = h.segmented.borrow().clone();
@@ -404,7 +430,12 @@ fn offline_returns_every_frame_at_finish_from_the_key_frame() {
     // the object covers the 12x12 core everywhere (zero motion).
     for f in &out {
         let seg = f.segmentation();
-        assert_eq!(seg.map.mask(9), rect(W, H, 10, 8, 12, 12), "frame {}", f.index);
+        assert_eq!(
+            seg.map.mask(9),
+            rect(W, H, 10, 8, 12, 12),
+            "frame {}",
+            f.index
+        );
         // Categories 1, 4 and 7 once each: the smallest wins.
         assert_eq!(seg.segments[0].category_id, Some(1));
     }
@@ -419,7 +450,9 @@ fn offline_without_proposals_gives_background() {
     }
     let out = tr.finish().unwrap();
     assert_eq!(indices(&out), vec![0, 1, 2, 3]);
-    assert!(out.iter().all(|f| f.objects.is_empty() && f.segmentation().map.ids().is_empty()));
+    assert!(out
+        .iter()
+        .all(|f| f.objects.is_empty() && f.segmentation().map.ids().is_empty()));
 }
 
 #[test]
@@ -468,13 +501,7 @@ fn vos_adds_objects_mid_video_and_keeps_them() {
     c.tracker.max_missed_detection_count = 0;
     c.memory.mem_every = 4;
     let (mut tr, h) = tracker(&c, SegmenterKind::Reference, true, vos_script);
-    let mut out = Vec::new();
-    for t in 0..16 {
-        let done = tr.step(frame(t)).unwrap();
-        assert_eq!(indices(&done), vec![t]);
-        out.extend(done);
-    }
-    assert!(tr.finish().unwrap().is_empty());
+    let out = run_without_lag(&mut tr, 16);
     let ids = |t: usize| out[t].segmentation().map.ids();
     assert_eq!(ids(4), vec![1]);
     assert_eq!(ids(5), vec![1, 2]);
@@ -482,13 +509,20 @@ fn vos_adds_objects_mid_video_and_keeps_them() {
     assert_eq!(ids(15), vec![1, 2, 3, 4]);
     // Object 2 is given over part of object 1: 1 keeps only what 2 does not claim.
     let mut one = rect(W, H, 2, 2, 10, 10);
-    for (d, &v) in one.data_mut().iter_mut().zip(rect(W, H, 8, 8, 10, 10).data()) {
+    for (d, &v) in one
+        .data_mut()
+        .iter_mut()
+        .zip(rect(W, H, 8, 8, 10, 10).data())
+    {
         *d &= !v;
     }
     assert_eq!(out[5].segmentation().map.mask(1), one);
     // Re-listed object 1 is overwritten with its new mask (no new id, no crash).
     assert_eq!(out[8].segmentation().map.mask(1), rect(W, H, 30, 2, 10, 10));
-    assert_eq!(out[15].segmentation().map.mask(1), rect(W, H, 30, 2, 10, 10));
+    assert_eq!(
+        out[15].segmentation().map.mask(1),
+        rect(W, H, 30, 2, 10, 10)
+    );
     assert_eq!(out[15].objects.len(), 4);
     assert_eq!(out[15].objects[1].category_id, Some(7));
     // Channel order = insertion order; memory at given frames and every 4 frames after.
@@ -537,7 +571,10 @@ fn vos_given_step_zeroes_predictions_under_the_new_mask_then_aggregates() {
         m.data().iter().map(|&v| v as ObjectId).collect()
     })
     .unwrap();
-    assert_eq!(out[0].probs, ObjectProbs::one_hot(&first, &[1]).unwrap().aggregate());
+    assert_eq!(
+        out[0].probs,
+        ObjectProbs::one_hot(&first, &[1]).unwrap().aggregate()
+    );
 }
 
 #[test]
@@ -552,7 +589,9 @@ fn frames_are_resized_to_the_internal_size() {
         out.extend(tr.step(frame(t)).unwrap());
     }
     assert!(h.sizes.borrow().iter().all(|&s| s == (42, 24)));
-    assert!(out.iter().all(|f| (f.probs.width(), f.probs.height()) == (42, 24)));
+    assert!(out
+        .iter()
+        .all(|f| (f.probs.width(), f.probs.height()) == (42, 24)));
     assert!(out.iter().all(|f| (f.width, f.height) == (W, H)));
     let seg = out[0].segmentation();
     assert_eq!((seg.map.width(), seg.map.height()), (W, H));
@@ -641,7 +680,13 @@ fn vos_on_cutie_judo_keeps_every_object_introduced_mid_video() {
     for (t, file) in names.iter().enumerate() {
         let image = deva::imageio::read_rgb(&images.join(file)).unwrap();
         let name = file.trim_end_matches(".jpg").to_string();
-        let done = tracker.step(Frame { index: t, name, image }).unwrap();
+        let done = tracker
+            .step(Frame {
+                index: t,
+                name,
+                image,
+            })
+            .unwrap();
         assert_eq!(indices(&done), vec![t]);
         out.extend(done);
     }
@@ -658,7 +703,11 @@ fn vos_on_cutie_judo_keeps_every_object_introduced_mid_video() {
         .collect();
     for f in &out {
         let seg = f.segmentation();
-        let live: Vec<usize> = given.iter().filter(|g| g.0 <= f.index).map(|g| g.0).collect();
+        let live: Vec<usize> = given
+            .iter()
+            .filter(|g| g.0 <= f.index)
+            .map(|g| g.0)
+            .collect();
         assert_eq!(f.objects.len(), live.len(), "frame {}", f.index);
         for (k, (t, mask)) in given.iter().enumerate().filter(|(_, g)| g.0 <= f.index) {
             let mut expected = mask.clone();

@@ -1,5 +1,7 @@
 //! Class-agnostic propagators: carry object masks from frame to frame.
 
+pub mod flow;
+
 use crate::error::Result;
 use crate::mask::{ObjectId, ObjectProbs};
 use crate::video::Frame;

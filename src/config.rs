@@ -214,13 +214,21 @@ pub struct FlowConfig {
     pub consistency_px: f32,
     /// Forward–backward consistency: tolerance relative to the squared motion.
     pub consistency_rel: f32,
-    /// Radius (pixels) of the neighbourhood from which occluded pixels take their masks.
+    /// Radius (pixels) of the neighbourhood from which inconsistent (occluded) pixels take the
+    /// masks of consistent pixels of similar colour (0 = off: they rely on the forward splat
+    /// and the colour model). Off by default: on DAVIS it pulled the occluder back into the
+    /// pixels it had just uncovered.
     pub fill_radius: usize,
+    /// Colour scale σ (colours in [0, 1]) of the joint-bilateral weights of that filling.
+    pub fill_color_sigma: f32,
     /// Radius of the guided filter that re-anchors masks to image edges (0 = off).
     pub filter_radius: usize,
     /// Regularisation ε of the guided filter (colours in [0, 1]); smaller follows edges
     /// more closely.
     pub filter_eps: f32,
+    /// Exponent γ that sharpens the final masks (`p_k^γ / Σ_j p_j^γ`) so that soft tails left
+    /// by warping and filtering do not accumulate over time (1 = off).
+    pub sharpen: f32,
     /// Histogram bins per colour channel of the per-object colour models.
     pub color_bins: usize,
     /// Exponent of the colour likelihood on occluded (inconsistent) pixels (0 = off).
@@ -244,9 +252,11 @@ impl Default for FlowConfig {
             refine_gamma: 10.0,
             consistency_px: 1.0,
             consistency_rel: 0.05,
-            fill_radius: 10,
+            fill_radius: 0,
+            fill_color_sigma: 0.1,
             filter_radius: 4,
             filter_eps: 1e-3,
+            sharpen: 2.0,
             color_bins: 16,
             color_weight_occluded: 1.0,
             color_weight_visible: 0.1,
@@ -279,10 +289,12 @@ impl FlowConfig {
                     .iter()
                     .all(|v| v.is_finite() && *v >= 0.0)
                     && self.consistency_px > 0.0
+                    && self.fill_color_sigma > 0.0
                     && self.consistency_rel >= 0.0
+                    && self.sharpen >= 1.0
                     && self.color_weight_occluded >= 0.0
                     && self.color_weight_visible >= 0.0,
-                "flow weights (refine_*, filter_eps, color_weight_*) must be finite and not negative, flow.consistency_px positive",
+                "flow weights (refine_*, filter_eps, color_weight_*) must be finite and not negative, flow.consistency_px and flow.fill_color_sigma positive, flow.sharpen at least 1",
             ),
             (
                 (2..=64).contains(&self.color_bins),

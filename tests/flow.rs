@@ -192,3 +192,291 @@ fn forward_backward_consistency_flags_the_strip_that_leaves_the_view() {
     );
     assert!(kept > 0.95, "only {kept:.3} of the interior consistent");
 }
+
+/// Semi-supervised video object segmentation: the first ground-truth mask of a DAVIS-16
+/// sequence is propagated through the whole sequence (memorising every fifth frame, as the
+/// tracker does); returns the per-frame IoU (J) with the ground truth of frames 1..n−1 (the
+/// DAVIS protocol leaves out the first and last frame).
+fn davis_semi_supervised(seq: &str, config: &FlowConfig) -> Option<Vec<f64>> {
+    use deva::mask::ObjectProbs;
+    use deva::propagator::{FlowPropagator, Propagator};
+    use deva::video::Frame;
+    let dir = common::data("davis16")?;
+    let frames_dir = dir.join("JPEGImages/480p").join(seq);
+    let mut names: Vec<_> = std::fs::read_dir(&frames_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    names.sort();
+    // GT PNGs are 0/255 grayscale: 255 → object 1.
+    let gt = |path: &std::path::Path| {
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let png = dir
+            .join("Annotations/480p")
+            .join(seq)
+            .join(format!("{stem}.png"));
+        deva::imageio::read_index_png(&png)
+            .unwrap()
+            .map
+            .remap(|v| u32::from(v != 0))
+    };
+    let mut prop = FlowPropagator::new(config.clone()).unwrap();
+    let mut ious = Vec::new();
+    for (t, path) in names.iter().enumerate() {
+        let frame = Frame {
+            index: t,
+            name: format!("{t:05}"),
+            image: deva::imageio::read_rgb(path).unwrap(),
+        };
+        let truth = gt(path);
+        let probs = if t == 0 {
+            ObjectProbs::one_hot(&truth, &[1]).unwrap()
+        } else {
+            prop.propagate(&frame).unwrap()
+        };
+        if t > 0 && t + 1 < names.len() {
+            ious.push(probs.argmax().mask(1).iou(&truth.mask(1)).unwrap());
+        }
+        prop.update(&frame, &probs, t % 5 == 0).unwrap();
+        if t > 0 {
+            prop.release_frame(t - 1);
+        }
+    }
+    Some(ious)
+}
+
+#[test]
+fn davis_first_mask_propagation_keeps_the_object() {
+    // Floors chosen from measurements (see the report) with a margin.
+    let floors = [("blackswan", 0.85), ("car-shadow", 0.75), ("dog", 0.60)];
+    let config = FlowConfig::default();
+    for (seq, floor) in floors {
+        let Some(ious) = davis_semi_supervised(seq, &config) else {
+            return;
+        };
+        let mean = ious.iter().sum::<f64>() / ious.len() as f64;
+        eprintln!(
+            "{seq}: mean J {mean:.3} over {} frames, last {:.3}",
+            ious.len(),
+            ious[ious.len() - 1]
+        );
+        assert!(mean > floor, "{seq}: mean J {mean:.3} below {floor}");
+    }
+}
+
+/// Smooth value noise in [0, 1]: hashed lattice values every 4 pixels, bilinear in between.
+fn noise(x: f32, y: f32, seed: u32) -> f32 {
+    let hash = |i: i32, j: i32| {
+        let mut h =
+            (i as u32).wrapping_mul(0x9E37_79B1) ^ (j as u32).wrapping_mul(0x85EB_CA77) ^ seed;
+        h ^= h >> 15;
+        h = h.wrapping_mul(0x2C1B_3C6D);
+        h ^= h >> 12;
+        (h & 0xFFFF) as f32 / 65535.0
+    };
+    let (gx, gy) = (x / 4.0, y / 4.0);
+    let (i, j) = (gx.floor() as i32, gy.floor() as i32);
+    let (fx, fy) = (gx - i as f32, gy - j as f32);
+    let top = hash(i, j) * (1.0 - fx) + hash(i + 1, j) * fx;
+    let bot = hash(i, j + 1) * (1.0 - fx) + hash(i + 1, j + 1) * fx;
+    top * (1.0 - fy) + bot * fy
+}
+
+/// A textured square of side `side` with top-left corner `(sx, sy)` over a static textured
+/// background; the square's texture moves with it.
+fn square_scene(w: u32, h: u32, sx: f32, sy: f32, side: f32) -> (RgbImage, deva::mask::IdMap) {
+    let inside = |x: f32, y: f32| x >= sx && x < sx + side && y >= sy && y < sy + side;
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        let (xf, yf) = (x as f32, y as f32);
+        let px = if inside(xf, yf) {
+            let (lx, ly) = (xf - sx, yf - sy);
+            [
+                200.0 * noise(lx, ly, 11) + 55.0,
+                120.0 * noise(lx, ly, 12),
+                90.0 * noise(lx, ly, 13),
+            ]
+        } else {
+            [
+                90.0 * noise(xf, yf, 1),
+                60.0 + 150.0 * noise(xf, yf, 2),
+                60.0 + 150.0 * noise(xf, yf, 3),
+            ]
+        };
+        image::Rgb(px.map(|v: f32| v.round() as u8))
+    });
+    let map = deva::mask::IdMap::from_vec(
+        w as usize,
+        h as usize,
+        (0..w * h)
+            .map(|i| u32::from(inside((i % w) as f32, (i / w) as f32)) * 7)
+            .collect(),
+    )
+    .unwrap();
+    (img, map)
+}
+
+fn frame(index: usize, image: RgbImage) -> deva::video::Frame {
+    deva::video::Frame {
+        index,
+        name: format!("{index:05}"),
+        image,
+    }
+}
+
+/// Every pixel's channels are in [0, 1] and sum to one.
+fn assert_distribution(p: &deva::mask::ObjectProbs) {
+    let hw = p.width() * p.height();
+    for i in 0..hw {
+        let s: f32 = (0..p.num_channels()).map(|c| p.channel(c)[i]).sum();
+        assert!((s - 1.0).abs() < 1e-4, "pixel {i} sums to {s}");
+        assert!((0..p.num_channels()).all(|c| (0.0..=1.0).contains(&p.channel(c)[i])));
+    }
+}
+
+#[test]
+fn a_moving_textured_square_is_tracked_over_many_frames() {
+    use deva::mask::ObjectProbs;
+    use deva::propagator::{FlowPropagator, Propagator};
+    let (w, h, side) = (192, 144, 48.0);
+    let pos = |t: usize| {
+        (
+            20.0 + 3.4 * t as f32,
+            16.0 + 2.1 * t as f32 + 6.0 * (t as f32 * 0.3).sin(),
+        )
+    };
+    let mut prop = FlowPropagator::new(FlowConfig::default()).unwrap();
+    let (img, map) = square_scene(w, h, pos(0).0, pos(0).1, side);
+    prop.update(
+        &frame(0, img),
+        &ObjectProbs::one_hot(&map, &[7]).unwrap(),
+        true,
+    )
+    .unwrap();
+    let mut last_iou = 0.0;
+    for t in 1..=24 {
+        let (img, map) = square_scene(w, h, pos(t).0, pos(t).1, side);
+        let f = frame(t, img);
+        let probs = prop.propagate(&f).unwrap();
+        assert_eq!(probs.ids(), &[7]);
+        assert_distribution(&probs);
+        last_iou = probs.argmax().mask(7).iou(&map.mask(7)).unwrap();
+        prop.update(&f, &probs, t % 5 == 0).unwrap();
+        prop.release_frame(t - 1);
+    }
+    eprintln!("IoU after 24 frames: {last_iou:.3}");
+    assert!(last_iou > 0.9, "IoU after 24 frames {last_iou:.3}");
+}
+
+#[test]
+fn align_maps_masks_of_one_frame_onto_another_without_touching_state() {
+    use deva::mask::ObjectProbs;
+    use deva::propagator::{FlowPropagator, Propagator};
+    let (w, h) = (160, 120);
+    let (a_img, a_map) = square_scene(w, h, 40.0, 30.0, 44.0);
+    let (b_img, b_map) = square_scene(w, h, 47.5, 25.0, 44.0);
+    let mut prop = FlowPropagator::new(FlowConfig::default()).unwrap();
+    let masks = ObjectProbs::one_hot(&a_map, &[7]).unwrap();
+    let aligned = prop
+        .align(&frame(3, a_img), &masks, &frame(9, b_img))
+        .unwrap();
+    assert_eq!(aligned.ids(), &[7]);
+    assert_distribution(&aligned);
+    let iou = aligned.argmax().mask(7).iou(&b_map.mask(7)).unwrap();
+    let before = masks.argmax().mask(7).iou(&b_map.mask(7)).unwrap();
+    eprintln!("align IoU {iou:.3} (unaligned {before:.3})");
+    assert!(iou > 0.9, "aligned IoU {iou:.3}");
+    assert!(prop.objects().is_empty());
+    assert!(!prop.has_memory());
+}
+
+#[test]
+fn update_remove_and_reset_follow_the_trait() {
+    use deva::mask::{IdMap, ObjectProbs};
+    use deva::propagator::{FlowPropagator, Propagator};
+    let (w, h) = (96, 64);
+    let (img, _) = square_scene(w, h, 10.0, 10.0, 20.0);
+    let f0 = frame(0, img.clone());
+    let f1 = frame(1, img);
+    let mut prop = FlowPropagator::new(FlowConfig::default()).unwrap();
+    assert_eq!(prop.name(), "flow");
+
+    // Without memory: background everywhere.
+    let p = prop.propagate(&f0).unwrap();
+    assert!(p.ids().is_empty() && p.channel(0).iter().all(|&v| v == 1.0));
+
+    // Two objects, then a third added later; the new one is appended in channel order.
+    let map = IdMap::from_vec(
+        w,
+        h,
+        (0..w * h)
+            .map(|i| [0, 4, 9][(i % w) * 3 / w] as u32)
+            .collect(),
+    )
+    .unwrap();
+    prop.update(&f0, &ObjectProbs::one_hot(&map, &[9, 4]).unwrap(), false)
+        .unwrap();
+    assert_eq!(prop.objects(), &[9, 4]);
+    assert!(!prop.has_memory());
+    // Objects are known but memory is empty: still background, with their channels.
+    let p = prop.propagate(&f1).unwrap();
+    assert_eq!(p.ids(), &[9, 4]);
+    assert!(p.channel(0).iter().all(|&v| v == 1.0));
+
+    let map3 = IdMap::from_vec(
+        w,
+        h,
+        (0..w * h)
+            .map(|i| [12, 4, 9][(i % w) * 3 / w] as u32)
+            .collect(),
+    )
+    .unwrap();
+    prop.update(
+        &f0,
+        &ObjectProbs::one_hot(&map3, &[4, 12, 9]).unwrap(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(prop.objects(), &[9, 4, 12]);
+    assert!(prop.has_memory());
+
+    // A tracked object missing from an update is an error that names it.
+    let e = prop
+        .update(&f1, &ObjectProbs::one_hot(&map3, &[4, 12]).unwrap(), true)
+        .unwrap_err();
+    assert!(e.to_string().contains('9'), "{e}");
+    // A size mismatch is an error naming the frame.
+    let small = ObjectProbs::background(10, 10);
+    let e = prop.update(&f1, &small, false).unwrap_err().to_string();
+    assert!(e.contains("frame 1"), "{e}");
+
+    // Propagating onto the same image keeps every object where it was.
+    let p = prop.propagate(&f1).unwrap();
+    assert_eq!(p.ids(), &[9, 4, 12]);
+    assert_distribution(&p);
+    let same = p.argmax();
+    let agree = same
+        .data()
+        .iter()
+        .zip(map3.data())
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(agree as f64 > 0.97 * (w * h) as f64, "{agree}");
+
+    // Removing an object: it disappears from the channels, its pixels become background.
+    prop.remove_objects(&[4]).unwrap();
+    assert_eq!(prop.objects(), &[9, 12]);
+    let p = prop.propagate(&f1).unwrap();
+    assert_eq!(p.ids(), &[9, 12]);
+    assert_distribution(&p);
+    let m = p.argmax();
+    let middle = (0..w * h).filter(|i| (i % w) * 3 / w == 1);
+    let bg = middle.clone().filter(|&i| m.data()[i] == 0).count();
+    assert!(bg as f64 > 0.9 * middle.count() as f64);
+
+    // Reset forgets everything.
+    prop.reset();
+    assert!(prop.objects().is_empty() && !prop.has_memory());
+    let p = prop.propagate(&f1).unwrap();
+    assert!(p.ids().is_empty() && p.channel(0).iter().all(|&v| v == 1.0));
+}

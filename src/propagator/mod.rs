@@ -2,6 +2,8 @@
 
 pub mod flow;
 
+pub use flow::FlowPropagator;
+
 use crate::error::Result;
 use crate::mask::{ObjectId, ObjectProbs};
 use crate::video::Frame;

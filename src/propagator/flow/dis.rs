@@ -6,7 +6,7 @@
 //!    starting from the flow of the coarser level;
 //! 2. *densification*: every pixel takes the average of the displacements of the patches that
 //!    cover it, each weighted by `1 / max(1, |I₁(x + u) − I₀(x)|)`;
-//! 3. *variational refinement* of the dense field (see [`super::variational`]).
+//! 3. *variational refinement* of the dense field (module `variational`).
 
 use super::field::FlowField;
 use super::plane::Plane;
@@ -102,13 +102,6 @@ fn patch_origins(len: usize, size: usize, stride: usize) -> Vec<usize> {
     v
 }
 
-/// Reusable buffers of the inverse search of one patch.
-struct PatchBuffers {
-    template: Vec<f32>,
-    jx: Vec<f32>,
-    jy: Vec<f32>,
-}
-
 /// Samples the `size × size` patch of `image` whose origin is displaced to `(x0, y0)`.
 /// All pixels share the same sub-pixel offset, so interior patches use four fixed weights.
 fn sample_patch(image: &Plane, x0: f32, y0: f32, size: usize, out: &mut [f32]) {
@@ -139,121 +132,198 @@ fn sample_patch(image: &Plane, x0: f32, y0: f32, size: usize, out: &mut [f32]) {
     }
 }
 
-/// Inverse-compositional search of one patch with origin `(px, py)` of `from` in `to`,
-/// starting at displacement `init`. Returns the displacement with the smallest
-/// mean-normalised SSD seen; one that strays more than a patch size from `init` is rejected.
-fn search_patch(
-    from: &Level,
-    to: &Plane,
-    (px, py): (usize, usize),
+/// One patch of the inverse search: its template, mean-normalised template gradients and
+/// the inverse-compositional Hessian, plus a sampling buffer.
+struct Patch {
+    origin: (usize, usize),
     size: usize,
-    init: (f32, f32),
-    iterations: usize,
-    buf: &mut PatchBuffers,
-) -> (f32, f32) {
-    let n = size * size;
-    let w = from.image.width();
-    let (mut mx, mut my) = (0.0f32, 0.0f32);
-    for r in 0..size {
-        let o = (py + r) * w + px;
-        buf.template[r * size..(r + 1) * size].copy_from_slice(&from.image.data()[o..o + size]);
-        buf.jx[r * size..(r + 1) * size].copy_from_slice(&from.dx.data()[o..o + size]);
-        buf.jy[r * size..(r + 1) * size].copy_from_slice(&from.dy.data()[o..o + size]);
+    template: Vec<f32>,
+    jx: Vec<f32>,
+    jy: Vec<f32>,
+    hessian: (f32, f32, f32),
+    warped: Vec<f32>,
+}
+
+impl Patch {
+    fn new(size: usize) -> Patch {
+        Patch {
+            origin: (0, 0),
+            size,
+            template: vec![0.0; size * size],
+            jx: vec![0.0; size * size],
+            jy: vec![0.0; size * size],
+            hessian: (0.0, 0.0, 0.0),
+            warped: vec![0.0; size * size],
+        }
     }
-    for i in 0..n {
-        mx += buf.jx[i];
-        my += buf.jy[i];
+
+    /// Loads the patch of `from` with origin `(px, py)`.
+    fn load(&mut self, from: &Level, (px, py): (usize, usize)) {
+        let size = self.size;
+        let n = (size * size) as f32;
+        let w = from.image.width();
+        self.origin = (px, py);
+        for r in 0..size {
+            let o = (py + r) * w + px;
+            let dst = r * size..(r + 1) * size;
+            self.template[dst.clone()].copy_from_slice(&from.image.data()[o..o + size]);
+            self.jx[dst.clone()].copy_from_slice(&from.dx.data()[o..o + size]);
+            self.jy[dst].copy_from_slice(&from.dy.data()[o..o + size]);
+        }
+        let mx = self.jx.iter().sum::<f32>() / n;
+        let my = self.jy.iter().sum::<f32>() / n;
+        let (mut hxx, mut hxy, mut hyy) = (0.0f32, 0.0f32, 0.0f32);
+        for (gx, gy) in self.jx.iter_mut().zip(self.jy.iter_mut()) {
+            *gx -= mx;
+            *gy -= my;
+            hxx += *gx * *gx;
+            hxy += *gx * *gy;
+            hyy += *gy * *gy;
+        }
+        self.hessian = (hxx, hxy, hyy);
     }
-    let (mx, my) = (mx / n as f32, my / n as f32);
-    let (mut hxx, mut hxy, mut hyy) = (0.0f32, 0.0f32, 0.0f32);
-    for i in 0..n {
-        buf.jx[i] -= mx;
-        buf.jy[i] -= my;
-        hxx += buf.jx[i] * buf.jx[i];
-        hxy += buf.jx[i] * buf.jy[i];
-        hyy += buf.jy[i] * buf.jy[i];
-    }
-    // A quadratic prior `λ|u − init|²` with λ relative to the patch's texture: along an edge,
-    // where the Hessian is nearly singular, the ill-determined component stays at its initial
-    // value instead of sliding along the edge (the aperture problem); flat patches keep their
-    // initial value; textured patches are barely biased.
-    let lambda = PRIOR * (hxx + hyy) + 1e-2 * n as f32;
-    let (hxx, hyy) = (hxx + lambda, hyy + lambda);
-    let det = hxx * hyy - hxy * hxy;
-    let mut warped = vec![0.0f32; n];
-    let (mut u, mut v) = init;
-    let mut best = (f32::INFINITY, init);
-    for it in 0..=iterations {
-        sample_patch(to, px as f32 + u, py as f32 + v, size, &mut warped);
+
+    /// Samples `to` under the patch displaced by `(u, v)`; returns the mean-normalised SSD
+    /// and the gradient `Σ J·d` of the difference `d`.
+    fn residual(&mut self, to: &Plane, (u, v): (f32, f32)) -> (f32, f32, f32) {
+        let (px, py) = self.origin;
+        sample_patch(
+            to,
+            px as f32 + u,
+            py as f32 + v,
+            self.size,
+            &mut self.warped,
+        );
         let (mut s, mut s2, mut bx, mut by) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let d = warped[i] - buf.template[i];
+        for i in 0..self.warped.len() {
+            let d = self.warped[i] - self.template[i];
             s += d;
             s2 += d * d;
-            bx += buf.jx[i] * d;
-            by += buf.jy[i] * d;
+            bx += self.jx[i] * d;
+            by += self.jy[i] * d;
         }
-        let ssd = s2 - s * s / n as f32;
-        if ssd < best.0 {
-            best = (ssd, (u, v));
-        }
-        if it == iterations || det <= 0.0 {
-            break;
-        }
-        // Gauss–Newton step on SSD + prior: (H + λI) δ = −b − λ(u − init).
-        let (gx, gy) = (-bx - lambda * (u - init.0), -by - lambda * (v - init.1));
-        let du = (hyy * gx - hxy * gy) / det;
-        let dv = (hxx * gy - hxy * gx) / det;
-        u += du;
-        v += dv;
-        if du * du + dv * dv < 1e-4 {
-            // Converged: score the final position on the next pass, then stop.
-            sample_patch(to, px as f32 + u, py as f32 + v, size, &mut warped);
-            let (mut s, mut s2) = (0.0f32, 0.0f32);
-            for i in 0..n {
-                let d = warped[i] - buf.template[i];
-                s += d;
-                s2 += d * d;
-            }
-            let ssd = s2 - s * s / n as f32;
-            if ssd < best.0 {
-                best = (ssd, (u, v));
-            }
-            break;
-        }
+        (s2 - s * s / self.warped.len() as f32, bx, by)
     }
-    let (bu, bv) = best.1;
-    if (bu - init.0).powi(2) + (bv - init.1).powi(2) > (size * size) as f32 {
-        init
-    } else {
-        best.1
+
+    /// Inverse-compositional Gauss–Newton from `start`; returns the displacement with the
+    /// smallest mean-normalised SSD seen and that SSD. One that strays more than a patch
+    /// size from `start` is rejected.
+    fn search(&mut self, to: &Plane, start: (f32, f32), iterations: usize) -> ((f32, f32), f32) {
+        let n = (self.size * self.size) as f32;
+        let (hxx, hxy, hyy) = self.hessian;
+        // A quadratic prior `λ|u − start|²` with λ relative to the patch's texture: along an
+        // edge, where the Hessian is nearly singular, the ill-determined component stays at
+        // its starting value instead of sliding along the edge (the aperture problem); flat
+        // patches keep their start; textured patches are barely biased.
+        let lambda = PRIOR * (hxx + hyy) + 1e-2 * n;
+        let (axx, ayy) = (hxx + lambda, hyy + lambda);
+        let det = axx * ayy - hxy * hxy;
+        let (mut u, mut v) = start;
+        let mut best = ((u, v), f32::INFINITY);
+        for it in 0..=iterations {
+            let (ssd, bx, by) = self.residual(to, (u, v));
+            if ssd < best.1 {
+                best = ((u, v), ssd);
+            }
+            if it == iterations || det <= 0.0 {
+                break;
+            }
+            // Gauss–Newton step on SSD + prior: (H + λI) δ = −b − λ(u − start).
+            let (gx, gy) = (-bx - lambda * (u - start.0), -by - lambda * (v - start.1));
+            let du = (ayy * gx - hxy * gy) / det;
+            let dv = (axx * gy - hxy * gx) / det;
+            u += du;
+            v += dv;
+            if du * du + dv * dv < 1e-4 {
+                let (ssd, _, _) = self.residual(to, (u, v));
+                if ssd < best.1 {
+                    best = ((u, v), ssd);
+                }
+                break;
+            }
+        }
+        let ((bu, bv), _) = best;
+        if (bu - start.0).powi(2) + (bv - start.1).powi(2) > n {
+            (start, self.residual(to, start).0)
+        } else {
+            best
+        }
     }
 }
 
 /// Sparse patch displacements of one level, then densified into a field.
+///
+/// Spatial propagation (as in OpenCV's DIS): along every patch row, left to right, a patch
+/// starts from its left neighbour's result when that matches better than the coarser
+/// level's flow; afterwards right-to-left, top-to-bottom and bottom-to-top passes let every
+/// patch take a neighbour's displacement when it matches better. This keeps the coarse
+/// level's blurred motion boundaries from leaking into weakly textured neighbours.
 fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -> FlowField {
     let (w, h) = (from.image.width(), from.image.height());
     let size = config.patch_size.min(w).min(h);
     let stride = config.patch_stride.min(size);
     let xs = patch_origins(w, size, stride);
     let ys = patch_origins(h, size, stride);
+    let (nx, ny) = (xs.len(), ys.len());
     let half = size / 2;
-    // Inverse search, parallel over patch rows.
-    let sparse: Vec<Vec<(f32, f32)>> = ys
+    // Row passes, parallel over patch rows.
+    let mut grid: Vec<((f32, f32), f32)> = ys
         .par_iter()
-        .map(|&py| {
-            let mut buf = PatchBuffers {
-                template: vec![0.0; size * size],
-                jx: vec![0.0; size * size],
-                jy: vec![0.0; size * size],
-            };
-            xs.iter()
-                .map(|&px| {
-                    let start = init.at(px + half, py + half);
-                    search_patch(from, to, (px, py), size, start, config.iterations, &mut buf)
-                })
-                .collect()
+        .flat_map_iter(|&py| {
+            let mut patch = Patch::new(size);
+            let mut row: Vec<((f32, f32), f32)> = Vec::with_capacity(nx);
+            for (i, &px) in xs.iter().enumerate() {
+                patch.load(from, (px, py));
+                let coarse = init.at(px + half, py + half);
+                let mut start = (coarse, patch.residual(to, coarse).0);
+                if i > 0 {
+                    let cand = row[i - 1].0;
+                    let ssd = patch.residual(to, cand).0;
+                    if ssd < start.1 {
+                        start = (cand, ssd);
+                    }
+                }
+                row.push(patch.search(to, start.0, config.iterations));
+            }
+            for i in (0..nx.saturating_sub(1)).rev() {
+                patch.load(from, (xs[i], py));
+                let cand = row[i + 1].0;
+                let ssd = patch.residual(to, cand).0;
+                if ssd < row[i].1 {
+                    row[i] = (cand, ssd);
+                }
+            }
+            row
         })
+        .collect();
+    // Column passes, parallel over patch columns.
+    let columns: Vec<Vec<((f32, f32), f32)>> = (0..nx)
+        .into_par_iter()
+        .map(|i| {
+            let mut patch = Patch::new(size);
+            let mut col: Vec<((f32, f32), f32)> = (0..ny).map(|j| grid[j * nx + i]).collect();
+            let order: Vec<(usize, usize)> = (1..ny)
+                .map(|j| (j, j - 1))
+                .chain((0..ny.saturating_sub(1)).rev().map(|j| (j, j + 1)))
+                .collect();
+            for (j, from_j) in order {
+                patch.load(from, (xs[i], ys[j]));
+                let cand = col[from_j].0;
+                let ssd = patch.residual(to, cand).0;
+                if ssd < col[j].1 {
+                    col[j] = (cand, ssd);
+                }
+            }
+            col
+        })
+        .collect();
+    for (i, col) in columns.into_iter().enumerate() {
+        for (j, v) in col.into_iter().enumerate() {
+            grid[j * nx + i] = v;
+        }
+    }
+    let sparse: Vec<Vec<(f32, f32)>> = (0..ny)
+        .map(|j| (0..nx).map(|i| grid[j * nx + i].0).collect())
         .collect();
     // Densification, parallel over image rows.
     let mut u = vec![0.0f32; w * h];

@@ -153,50 +153,43 @@ impl Plane {
     }
 
     /// Mean over the `(2r+1)²` window around each pixel, the window cut at the border
-    /// (normalised by the pixels inside). Separable running sums: O(1) per pixel.
+    /// (normalised by the pixels inside): sliding sums along rows (row-parallel), then down the
+    /// columns.
     pub fn box_mean(&self, r: usize) -> Plane {
         let (w, h) = (self.width, self.height);
-        // Horizontal pass: row-wise running sums.
-        let mut tmp = vec![0.0f32; w * h];
-        tmp.par_chunks_mut(w)
+        let mut rows = vec![0.0f32; w * h];
+        rows.par_chunks_mut(w)
             .zip(self.data.par_chunks(w))
             .for_each(|(out, row)| {
-                let mut prefix = Vec::with_capacity(w + 1);
-                prefix.push(0.0f64);
-                let mut acc = 0.0f64;
-                for &v in row {
-                    acc += v as f64;
-                    prefix.push(acc);
-                }
-                for (x, o) in out.iter_mut().enumerate() {
+                let mut acc: f32 = row[..(r + 1).min(w)].iter().sum();
+                for x in 0..w {
                     let lo = x.saturating_sub(r);
                     let hi = (x + r + 1).min(w);
-                    *o = ((prefix[hi] - prefix[lo]) / (hi - lo) as f64) as f32;
+                    out[x] = acc / (hi - lo) as f32;
+                    if x + r + 1 < w {
+                        acc += row[x + r + 1];
+                    }
+                    if x >= r {
+                        acc -= row[x - r];
+                    }
                 }
             });
-        // Vertical pass: a running column sum per row band, sequential over rows but vectorised
-        // over the width.
+        // Vertical pass: running sums of whole rows.
         let mut data = vec![0.0f32; w * h];
-        let mut acc = vec![0.0f64; w];
-        let (mut lo, mut hi) = (0usize, 0usize);
-        for y in 0..h {
-            let want_lo = y.saturating_sub(r);
-            let want_hi = (y + r + 1).min(h);
-            while hi < want_hi {
-                for (a, &v) in acc.iter_mut().zip(&tmp[hi * w..(hi + 1) * w]) {
-                    *a += v as f64;
-                }
-                hi += 1;
+        let mut acc = vec![0.0f32; w];
+        for row in rows.chunks(w).take(r + 1) {
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+        }
+        for (y, out) in data.chunks_mut(w).enumerate() {
+            let n = ((y + r + 1).min(h) - y.saturating_sub(r)) as f32;
+            out.iter_mut().zip(&acc).for_each(|(o, a)| *o = a / n);
+            if y + r + 1 < h {
+                let add = &rows[(y + r + 1) * w..(y + r + 2) * w];
+                acc.iter_mut().zip(add).for_each(|(a, v)| *a += v);
             }
-            while lo < want_lo {
-                for (a, &v) in acc.iter_mut().zip(&tmp[lo * w..(lo + 1) * w]) {
-                    *a -= v as f64;
-                }
-                lo += 1;
-            }
-            let n = (hi - lo) as f64;
-            for (o, &a) in data[y * w..(y + 1) * w].iter_mut().zip(&acc) {
-                *o = (a / n) as f32;
+            if y >= r {
+                let sub = &rows[(y - r) * w..(y - r + 1) * w];
+                acc.iter_mut().zip(sub).for_each(|(a, v)| *a -= v);
             }
         }
         Plane::from_vec(w, h, data)
@@ -231,8 +224,8 @@ mod tests {
     fn box_mean_matches_direct_window_average() {
         let p = Plane::from_fn(7, 5, |x, y| ((x * 31 + y * 17) % 11) as f32);
         let m = p.box_mean(2);
-        for y in 0..5 {
-            for x in 0..7 {
+        for y in 0..5usize {
+            for x in 0..7usize {
                 let (mut s, mut n) = (0.0, 0.0);
                 for yy in y.saturating_sub(2)..(y + 3).min(5) {
                     for xx in x.saturating_sub(2)..(x + 3).min(7) {

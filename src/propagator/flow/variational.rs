@@ -18,6 +18,9 @@ const EPSILON: f32 = 1e-3;
 const ZETA: f32 = 0.1;
 /// SOR relaxation factor.
 const OMEGA: f32 = 1.6;
+/// Edge-aware smoothness: links are weighted by `exp(−κ·|∇I₀| / 255)`, so that motion
+/// boundaries can form at image edges (as in DeepFlow's local smoothness weight).
+const EDGE_KAPPA: f32 = 10.0;
 
 /// Per-pixel image derivatives at the linearisation point.
 struct Derivatives {
@@ -139,6 +142,13 @@ pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig)
     let (w, h) = (i0.width(), i0.height());
     let n = w * h;
     let d = Derivatives::new(i0, i1, flow);
+    let (gx, gy) = gradients(i0);
+    let edge: Vec<f32> = gx
+        .data()
+        .iter()
+        .zip(gy.data())
+        .map(|(a, b)| (-EDGE_KAPPA * (a * a + b * b).sqrt() / 255.0).exp())
+        .collect();
     let (u0, v0) = (flow.u().to_vec(), flow.v().to_vec());
     let mut du = vec![0.0f32; n];
     let mut dv = vec![0.0f32; n];
@@ -146,10 +156,12 @@ pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig)
         let t = data_term(&d, &du, &dv, config);
         let uu: Vec<f32> = u0.iter().zip(&du).map(|(a, b)| a + b).collect();
         let vv: Vec<f32> = v0.iter().zip(&dv).map(|(a, b)| a + b).collect();
-        let s = smoothness(&uu, &vv, w, h, config.refine_alpha);
+        let mut s = smoothness(&uu, &vv, w, h, config.refine_alpha);
+        s.iter_mut().zip(&edge).for_each(|(a, e)| *a *= e);
+        let links = Links::new(&s, w, h);
         for _ in 0..config.sor_iterations {
             for colour in 0..2 {
-                let (nu, nv) = sor_half_sweep(&t, &s, &u0, &v0, &du, &dv, w, h, colour);
+                let (nu, nv) = sor_half_sweep(&t, &links, &u0, &v0, &du, &dv, w, colour);
                 du = nu;
                 dv = nv;
             }
@@ -164,46 +176,63 @@ pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig)
     }
 }
 
+/// Links of every pixel to its left, right, upper and lower neighbours (0 outside the image).
+struct Links {
+    left: Vec<f32>,
+    right: Vec<f32>,
+    up: Vec<f32>,
+    down: Vec<f32>,
+}
+
+impl Links {
+    fn new(s: &[f32], w: usize, h: usize) -> Links {
+        let n = w * h;
+        let at = |p: usize, ok: bool| if ok { s[p] } else { 0.0 };
+        Links {
+            left: (0..n).map(|p| at(p.wrapping_sub(1), p % w > 0)).collect(),
+            right: (0..n).map(|p| at(p, p % w + 1 < w)).collect(),
+            up: (0..n).map(|p| at(p.wrapping_sub(w), p >= w)).collect(),
+            down: (0..n).map(|p| at(p, p + w < n)).collect(),
+        }
+    }
+}
+
 /// One red–black SOR half sweep: updates the pixels with `(x + y) % 2 == colour`, whose
 /// neighbours all have the other colour, so rows are independent.
 #[allow(clippy::too_many_arguments)]
 fn sor_half_sweep(
     t: &DataTerm,
-    s: &[f32],
+    links: &Links,
     u0: &[f32],
     v0: &[f32],
     du: &[f32],
     dv: &[f32],
     w: usize,
-    h: usize,
     colour: usize,
 ) -> (Vec<f32>, Vec<f32>) {
+    let n = du.len();
     let mut nu = du.to_vec();
     let mut nv = dv.to_vec();
+    // Neighbour indices are clamped into the image; their link weight is 0 outside.
+    let (uu, vv): (Vec<f32>, Vec<f32>) = (
+        u0.iter().zip(du).map(|(a, b)| a + b).collect(),
+        v0.iter().zip(dv).map(|(a, b)| a + b).collect(),
+    );
     nu.par_chunks_mut(w)
         .zip(nv.par_chunks_mut(w))
         .enumerate()
         .for_each(|(y, (ru, rv))| {
+            let row = y * w;
+            let up = if y > 0 { row - w } else { row };
+            let down = if row + w < n { row + w } else { row };
             for x in ((y + colour) % 2..w).step_by(2) {
-                let p = y * w + x;
-                let (mut sw, mut su, mut sv) = (0.0f32, 0.0f32, 0.0f32);
-                let mut link = |q: usize, wq: f32| {
-                    sw += wq;
-                    su += wq * (u0[q] + du[q] - u0[p]);
-                    sv += wq * (v0[q] + dv[q] - v0[p]);
-                };
-                if x > 0 {
-                    link(p - 1, s[p - 1]);
-                }
-                if x + 1 < w {
-                    link(p + 1, s[p]);
-                }
-                if y > 0 {
-                    link(p - w, s[p - w]);
-                }
-                if y + 1 < h {
-                    link(p + w, s[p]);
-                }
+                let p = row + x;
+                let (l, r) = (row + x.saturating_sub(1), row + (x + 1).min(w - 1));
+                let (q_up, q_down) = (up + x, down + x);
+                let (wl, wr, wu, wd) = (links.left[p], links.right[p], links.up[p], links.down[p]);
+                let sw = wl + wr + wu + wd;
+                let su = wl * uu[l] + wr * uu[r] + wu * uu[q_up] + wd * uu[q_down] - sw * u0[p];
+                let sv = wl * vv[l] + wr * vv[r] + wu * vv[q_up] + wd * vv[q_down] - sw * v0[p];
                 let new_u = (t.b1[p] + su - t.a12[p] * dv[p]) / (t.a11[p] + sw);
                 let u = (1.0 - OMEGA) * du[p] + OMEGA * new_u;
                 let new_v = (t.b2[p] + sv - t.a12[p] * u) / (t.a22[p] + sw);

@@ -1,5 +1,11 @@
 //! Image segmenters: anything that proposes non-overlapping segments on a single frame.
 
+pub mod detections;
+pub mod masks;
+
+pub use detections::DetectionSegmenter;
+pub use masks::MaskSegmenter;
+
 use crate::error::Result;
 use crate::mask::{BinaryMask, Segmentation};
 use crate::video::Frame;

@@ -383,30 +383,28 @@ mod tests {
         let mask = Plane::from_fn(w, h, |x, _| (1.0 - (x as f32 - 4.0) / 8.0).clamp(0.0, 1.0));
         let guide = Guide::new(&img, 2, 1e-3);
         let q = guide.filter(&mask);
-        // The filtered mask is flat within each colour region near the edge and jumps there.
+        // The input steps by 0.125 per pixel; the filtered mask jumps at the colour edge.
         assert!(
             q.at(7, 1) - q.at(8, 1) > 0.3,
             "{} {}",
             q.at(7, 1),
             q.at(8, 1)
         );
-        assert!((q.at(6, 1) - q.at(7, 1)).abs() < 0.05);
     }
 
     #[test]
     fn colour_model_prefers_the_channel_that_owns_the_colour() {
-        let img = RgbImage::from_fn(4, 1, |x, _| {
-            if x < 2 {
-                image::Rgb([250, 0, 0])
-            } else {
-                image::Rgb([0, 250, 0])
-            }
+        // 20 red object pixels, 20 green background pixels; 64 bins with 0.5 prior each:
+        // object red density (20 + 0.5) / 52, background red density 0.5 / 52.
+        let img = RgbImage::from_fn(40, 1, |x, _| {
+            image::Rgb(if x < 20 { [250, 0, 0] } else { [0, 250, 0] })
         });
-        let bg = [0.0, 0.0, 1.0, 1.0];
-        let obj = [1.0, 1.0, 0.0, 0.0];
+        let bg: Vec<f32> = (0..40).map(|x| if x < 20 { 0.0 } else { 1.0 }).collect();
+        let obj: Vec<f32> = bg.iter().map(|v| 1.0 - v).collect();
         let m = ColorModel::fit(&img, &[&bg, &obj], 4);
         let red = bin_of(&[250, 0, 0], 4);
-        assert!(m.density(1)[red] > 10.0 * m.density(0)[red]);
+        assert!((m.density(1)[red] - 20.5 / 52.0).abs() < 1e-6);
+        assert!((m.density(0)[red] - 0.5 / 52.0).abs() < 1e-6);
         let total: f32 = m.density(0).iter().sum();
         assert!((total - 1.0).abs() < 1e-4);
     }

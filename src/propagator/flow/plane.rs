@@ -240,11 +240,11 @@ mod tests {
 
     #[test]
     fn half_keeps_linear_ramps_and_derivatives_are_central() {
-        let p = Plane::from_fn(5, 4, |x, y| (x + 10 * y) as f32);
+        let p = Plane::from_fn(9, 8, |x, y| (x + 10 * y) as f32);
         let h = p.half();
-        assert_eq!((h.width(), h.height()), (2, 2));
+        assert_eq!((h.width(), h.height()), (4, 4));
         // A linear ramp is reproduced at the new centres (2x + 0.5, 2y + 0.5) away from the
-        // border: (2.5, 2.5) → 2.5 + 25 (rows 1..4 and columns 1..4 are inside).
+        // border: (2.5, 2.5) → 2.5 + 25 (taps on rows and columns 1..=4, all inside).
         assert_eq!(h.at(1, 1), 27.5);
         assert_eq!(p.diff_x().at(2, 1), 2.0);
         assert_eq!(p.diff_x().at(0, 1), 1.0);

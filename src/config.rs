@@ -216,8 +216,7 @@ pub struct FlowConfig {
     pub consistency_rel: f32,
     /// Radius (pixels) of the neighbourhood from which inconsistent (occluded) pixels take the
     /// masks of consistent pixels of similar colour (0 = off: they rely on the forward splat
-    /// and the colour model). Off by default: on DAVIS it pulled the occluder back into the
-    /// pixels it had just uncovered.
+    /// and the colour model).
     pub fill_radius: usize,
     /// Colour scale σ (colours in [0, 1]) of the joint-bilateral weights of that filling.
     pub fill_color_sigma: f32,
@@ -252,7 +251,7 @@ impl Default for FlowConfig {
             refine_gamma: 10.0,
             consistency_px: 1.0,
             consistency_rel: 0.05,
-            fill_radius: 0,
+            fill_radius: 10,
             fill_color_sigma: 0.1,
             filter_radius: 4,
             filter_eps: 1e-3,

@@ -1,8 +1,10 @@
 //! Class-agnostic propagators: carry object masks from frame to frame.
 
 pub mod deva;
+pub mod flow;
 mod static_motion;
 
+pub use flow::FlowPropagator;
 pub use static_motion::StaticPropagator;
 
 use crate::error::Result;

@@ -1,0 +1,411 @@
+//! Dense Inverse Search optical flow (Kroeger, Timofte, Dai, Van Gool, ECCV 2016).
+//!
+//! Coarse to fine over an image pyramid, each level runs three steps:
+//! 1. *inverse search*: square patches on a regular grid of the first image are matched in the
+//!    second by inverse-compositional Gauss–Newton on the mean-normalised patch difference,
+//!    starting from the flow of the coarser level;
+//! 2. *densification*: every pixel takes the average of the displacements of the patches that
+//!    cover it, each weighted by `1 / max(1, |I₁(x + u) − I₀(x)|)`;
+//! 3. *variational refinement* of the dense field (module `variational`).
+
+use super::field::FlowField;
+use super::plane::Plane;
+use super::variational;
+use crate::config::FlowConfig;
+use image::RgbImage;
+use rayon::prelude::*;
+
+/// Weight of the inverse search's prior towards the coarser level's displacement, relative
+/// to the trace of the patch Hessian.
+const PRIOR: f32 = 0.05;
+
+/// One pyramid level: grey image (0..255) and its derivatives.
+#[derive(Debug)]
+struct Level {
+    image: Plane,
+    dx: Plane,
+    dy: Plane,
+}
+
+/// A grey-level image pyramid of one frame (level 0 = full size, each next level halved).
+#[derive(Debug)]
+pub struct Pyramid {
+    levels: Vec<Level>,
+}
+
+impl Pyramid {
+    /// Builds `levels` levels (at least one) of `image`.
+    pub fn new(image: &RgbImage, levels: usize) -> Pyramid {
+        let mut planes = vec![Plane::luma(image)];
+        while planes.len() < levels.max(1) {
+            let next = planes[planes.len() - 1].half();
+            planes.push(next);
+        }
+        let levels = planes
+            .into_iter()
+            .map(|image| {
+                let half = |p: Plane| {
+                    let mut p = p;
+                    p.data_mut().iter_mut().for_each(|v| *v *= 0.5);
+                    p
+                };
+                Level {
+                    dx: half(image.diff_x()),
+                    dy: half(image.diff_y()),
+                    image,
+                }
+            })
+            .collect();
+        Pyramid { levels }
+    }
+
+    /// Number of levels.
+    pub fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Whether the pyramid is empty (never: a pyramid has at least one level).
+    pub fn is_empty(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// Width and height of level 0.
+    pub fn size(&self) -> (usize, usize) {
+        let p = &self.levels[0].image;
+        (p.width(), p.height())
+    }
+}
+
+/// Coarsest level for an image of `width × height`: the configured one, or the DIS rule
+/// (coarsest image about four patches across its larger side), never below the finest level
+/// and never smaller than one patch in either side.
+pub fn coarsest_level(config: &FlowConfig, width: usize, height: usize) -> usize {
+    let auto = || {
+        let ratio = width.max(height) as f64 / (4 * config.patch_size) as f64;
+        (ratio.log2() + 0.5).floor().max(0.0) as usize
+    };
+    let mut level = config.coarsest_level.unwrap_or_else(auto);
+    while level > 0 && (width >> level < config.patch_size || height >> level < config.patch_size) {
+        level -= 1;
+    }
+    level.max(config.finest_level)
+}
+
+/// Patch origins along one axis of length `len`: every `stride` pixels, the last one flush
+/// with the end so that every pixel is covered.
+fn patch_origins(len: usize, size: usize, stride: usize) -> Vec<usize> {
+    let last = len - size;
+    let mut v: Vec<usize> = (0..=last).step_by(stride).collect();
+    if *v.last().expect("at least origin 0") != last {
+        v.push(last);
+    }
+    v
+}
+
+/// Samples the `size × size` patch of `image` whose origin is displaced to `(x0, y0)`.
+/// All pixels share the same sub-pixel offset, so interior patches use four fixed weights.
+fn sample_patch(image: &Plane, x0: f32, y0: f32, size: usize, out: &mut [f32]) {
+    let (w, h) = (image.width(), image.height());
+    let (fx0, fy0) = (x0.floor(), y0.floor());
+    let inside = fx0 >= 0.0 && fy0 >= 0.0 && fx0 as usize + size < w && fy0 as usize + size < h;
+    if !inside {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = image.sample(x0 + (i % size) as f32, y0 + (i / size) as f32);
+        }
+        return;
+    }
+    let (ax, ay) = (x0 - fx0, y0 - fy0);
+    let (w00, w10, w01, w11) = (
+        (1.0 - ax) * (1.0 - ay),
+        ax * (1.0 - ay),
+        (1.0 - ax) * ay,
+        ax * ay,
+    );
+    let (bx, by) = (fx0 as usize, fy0 as usize);
+    let d = image.data();
+    for r in 0..size {
+        let row0 = &d[(by + r) * w + bx..(by + r) * w + bx + size + 1];
+        let row1 = &d[(by + r + 1) * w + bx..(by + r + 1) * w + bx + size + 1];
+        for (c, o) in out[r * size..(r + 1) * size].iter_mut().enumerate() {
+            *o = w00 * row0[c] + w10 * row0[c + 1] + w01 * row1[c] + w11 * row1[c + 1];
+        }
+    }
+}
+
+/// One patch of the inverse search: its template, mean-normalised template gradients and
+/// the inverse-compositional Hessian, plus a sampling buffer.
+struct Patch {
+    origin: (usize, usize),
+    size: usize,
+    template: Vec<f32>,
+    jx: Vec<f32>,
+    jy: Vec<f32>,
+    hessian: (f32, f32, f32),
+    warped: Vec<f32>,
+}
+
+impl Patch {
+    fn new(size: usize) -> Patch {
+        Patch {
+            origin: (0, 0),
+            size,
+            template: vec![0.0; size * size],
+            jx: vec![0.0; size * size],
+            jy: vec![0.0; size * size],
+            hessian: (0.0, 0.0, 0.0),
+            warped: vec![0.0; size * size],
+        }
+    }
+
+    /// Loads the patch of `from` with origin `(px, py)`.
+    fn load(&mut self, from: &Level, (px, py): (usize, usize)) {
+        let size = self.size;
+        let n = (size * size) as f32;
+        let w = from.image.width();
+        self.origin = (px, py);
+        for r in 0..size {
+            let o = (py + r) * w + px;
+            let dst = r * size..(r + 1) * size;
+            self.template[dst.clone()].copy_from_slice(&from.image.data()[o..o + size]);
+            self.jx[dst.clone()].copy_from_slice(&from.dx.data()[o..o + size]);
+            self.jy[dst].copy_from_slice(&from.dy.data()[o..o + size]);
+        }
+        let mx = self.jx.iter().sum::<f32>() / n;
+        let my = self.jy.iter().sum::<f32>() / n;
+        let (mut hxx, mut hxy, mut hyy) = (0.0f32, 0.0f32, 0.0f32);
+        for (gx, gy) in self.jx.iter_mut().zip(self.jy.iter_mut()) {
+            *gx -= mx;
+            *gy -= my;
+            hxx += *gx * *gx;
+            hxy += *gx * *gy;
+            hyy += *gy * *gy;
+        }
+        self.hessian = (hxx, hxy, hyy);
+    }
+
+    /// Samples `to` under the patch displaced by `(u, v)`; returns the mean-normalised SSD
+    /// and the gradient `Σ J·d` of the difference `d`.
+    fn residual(&mut self, to: &Plane, (u, v): (f32, f32)) -> (f32, f32, f32) {
+        let (px, py) = self.origin;
+        sample_patch(
+            to,
+            px as f32 + u,
+            py as f32 + v,
+            self.size,
+            &mut self.warped,
+        );
+        let (mut s, mut s2, mut bx, mut by) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+        for i in 0..self.warped.len() {
+            let d = self.warped[i] - self.template[i];
+            s += d;
+            s2 += d * d;
+            bx += self.jx[i] * d;
+            by += self.jy[i] * d;
+        }
+        (s2 - s * s / self.warped.len() as f32, bx, by)
+    }
+
+    /// Inverse-compositional Gauss–Newton from `start`; returns the displacement with the
+    /// smallest mean-normalised SSD seen and that SSD. One that strays more than a patch
+    /// size from `start` is rejected.
+    fn search(&mut self, to: &Plane, start: (f32, f32), iterations: usize) -> ((f32, f32), f32) {
+        let n = (self.size * self.size) as f32;
+        let (hxx, hxy, hyy) = self.hessian;
+        // A quadratic prior `λ|u − start|²` with λ relative to the patch's texture: along an
+        // edge, where the Hessian is nearly singular, the ill-determined component stays at
+        // its starting value instead of sliding along the edge (the aperture problem); flat
+        // patches keep their start; textured patches are barely biased.
+        let lambda = PRIOR * (hxx + hyy) + 1e-2 * n;
+        let (axx, ayy) = (hxx + lambda, hyy + lambda);
+        let det = axx * ayy - hxy * hxy;
+        let (mut u, mut v) = start;
+        let mut best = ((u, v), f32::INFINITY);
+        for it in 0..=iterations {
+            let (ssd, bx, by) = self.residual(to, (u, v));
+            if ssd < best.1 {
+                best = ((u, v), ssd);
+            }
+            if it == iterations || det <= 0.0 {
+                break;
+            }
+            // Gauss–Newton step on SSD + prior: (H + λI) δ = −b − λ(u − start).
+            let (gx, gy) = (-bx - lambda * (u - start.0), -by - lambda * (v - start.1));
+            let du = (ayy * gx - hxy * gy) / det;
+            let dv = (axx * gy - hxy * gx) / det;
+            u += du;
+            v += dv;
+            if du * du + dv * dv < 1e-4 {
+                let (ssd, _, _) = self.residual(to, (u, v));
+                if ssd < best.1 {
+                    best = ((u, v), ssd);
+                }
+                break;
+            }
+        }
+        let ((bu, bv), _) = best;
+        if (bu - start.0).powi(2) + (bv - start.1).powi(2) > n {
+            (start, self.residual(to, start).0)
+        } else {
+            best
+        }
+    }
+}
+
+/// Sparse patch displacements of one level, then densified into a field.
+///
+/// Spatial propagation (as in OpenCV's DIS): along every patch row, left to right, a patch
+/// starts from its left neighbour's result when that matches better than the coarser
+/// level's flow; afterwards right-to-left, top-to-bottom and bottom-to-top passes let every
+/// patch take a neighbour's displacement when it matches better. This keeps the coarse
+/// level's blurred motion boundaries from leaking into weakly textured neighbours.
+fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -> FlowField {
+    let (w, h) = (from.image.width(), from.image.height());
+    let size = config.patch_size.min(w).min(h);
+    let stride = config.patch_stride.min(size);
+    let xs = patch_origins(w, size, stride);
+    let ys = patch_origins(h, size, stride);
+    let (nx, ny) = (xs.len(), ys.len());
+    let half = size / 2;
+    // Row passes, parallel over patch rows.
+    let mut grid: Vec<((f32, f32), f32)> = ys
+        .par_iter()
+        .flat_map_iter(|&py| {
+            let mut patch = Patch::new(size);
+            let mut row: Vec<((f32, f32), f32)> = Vec::with_capacity(nx);
+            for (i, &px) in xs.iter().enumerate() {
+                patch.load(from, (px, py));
+                let coarse = init.at(px + half, py + half);
+                let mut start = (coarse, patch.residual(to, coarse).0);
+                if i > 0 {
+                    let cand = row[i - 1].0;
+                    let ssd = patch.residual(to, cand).0;
+                    if ssd < start.1 {
+                        start = (cand, ssd);
+                    }
+                }
+                row.push(patch.search(to, start.0, config.iterations));
+            }
+            for i in (0..nx.saturating_sub(1)).rev() {
+                patch.load(from, (xs[i], py));
+                let cand = row[i + 1].0;
+                let ssd = patch.residual(to, cand).0;
+                if ssd < row[i].1 {
+                    row[i] = (cand, ssd);
+                }
+            }
+            row
+        })
+        .collect();
+    // Column passes, parallel over patch columns.
+    let columns: Vec<Vec<((f32, f32), f32)>> = (0..nx)
+        .into_par_iter()
+        .map(|i| {
+            let mut patch = Patch::new(size);
+            let mut col: Vec<((f32, f32), f32)> = (0..ny).map(|j| grid[j * nx + i]).collect();
+            let order: Vec<(usize, usize)> = (1..ny)
+                .map(|j| (j, j - 1))
+                .chain((0..ny.saturating_sub(1)).rev().map(|j| (j, j + 1)))
+                .collect();
+            for (j, from_j) in order {
+                patch.load(from, (xs[i], ys[j]));
+                let cand = col[from_j].0;
+                let ssd = patch.residual(to, cand).0;
+                if ssd < col[j].1 {
+                    col[j] = (cand, ssd);
+                }
+            }
+            col
+        })
+        .collect();
+    for (i, col) in columns.into_iter().enumerate() {
+        for (j, v) in col.into_iter().enumerate() {
+            grid[j * nx + i] = v;
+        }
+    }
+    let sparse: Vec<Vec<(f32, f32)>> = (0..ny)
+        .map(|j| (0..nx).map(|i| grid[j * nx + i].0).collect())
+        .collect();
+    // Densification, parallel over image rows.
+    let mut u = vec![0.0f32; w * h];
+    let mut v = vec![0.0f32; w * h];
+    u.par_chunks_mut(w)
+        .zip(v.par_chunks_mut(w))
+        .enumerate()
+        .for_each(|(y, (urow, vrow))| {
+            let mut acc = vec![(0.0f32, 0.0f32, 0.0f32); w];
+            let i0 = &from.image.data()[y * w..(y + 1) * w];
+            for (j, &py) in ys.iter().enumerate() {
+                if y < py || y >= py + size {
+                    continue;
+                }
+                for (i, &px) in xs.iter().enumerate() {
+                    let (pu, pv) = sparse[j][i];
+                    let ty = y as f32 + pv;
+                    for x in px..px + size {
+                        let d = to.sample(x as f32 + pu, ty) - i0[x];
+                        let wgt = 1.0 / d.abs().max(1.0);
+                        let a = &mut acc[x];
+                        a.0 += wgt * pu;
+                        a.1 += wgt * pv;
+                        a.2 += wgt;
+                    }
+                }
+            }
+            for (x, a) in acc.iter().enumerate() {
+                urow[x] = a.0 / a.2;
+                vrow[x] = a.1 / a.2;
+            }
+        });
+    FlowField::from_planes(Plane::from_vec(w, h, u), Plane::from_vec(w, h, v))
+}
+
+/// DIS optical flow from `from` to `to` (pyramids of equal size and depth): pixel `x` of the
+/// first frame is seen at `x + flow(x)` in the second. The field has the size of level 0.
+pub fn dis_flow(from: &Pyramid, to: &Pyramid, config: &FlowConfig) -> FlowField {
+    let (w, h) = from.size();
+    let coarsest = coarsest_level(config, w, h)
+        .min(from.len() - 1)
+        .min(to.len() - 1);
+    let finest = config.finest_level.min(coarsest);
+    let mut flow: Option<FlowField> = None;
+    for l in (finest..=coarsest).rev() {
+        let (a, b) = (&from.levels[l], &to.levels[l]);
+        let (lw, lh) = (a.image.width(), a.image.height());
+        let init = match flow {
+            None => FlowField::zeros(lw, lh),
+            Some(f) => f.upscale(1, lw, lh),
+        };
+        let mut dense = patch_flow(a, &b.image, &init, config);
+        if config.refine_iterations > 0 {
+            variational::refine(&a.image, &b.image, &mut dense, config);
+        }
+        flow = Some(dense);
+    }
+    let flow = flow.expect("at least one level");
+    if finest == 0 {
+        flow
+    } else {
+        flow.upscale(finest, w, h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_origins_cover_the_axis() {
+        assert_eq!(patch_origins(20, 8, 4), vec![0, 4, 8, 12]);
+        assert_eq!(patch_origins(21, 8, 4), vec![0, 4, 8, 12, 13]);
+        assert_eq!(patch_origins(8, 8, 4), vec![0]);
+    }
+
+    #[test]
+    fn coarsest_level_follows_the_dis_rule() {
+        let c = FlowConfig::default();
+        // 854 / 32 = 26.7 → log2 = 4.74 → 5
+        assert_eq!(coarsest_level(&c, 854, 480), 5);
+        // tiny images never go below one patch
+        assert_eq!(coarsest_level(&c, 40, 20), 1);
+    }
+}

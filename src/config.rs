@@ -15,6 +15,8 @@ pub struct Config {
     pub tracker: TrackerConfig,
     /// Memory of the DEVA propagation network.
     pub memory: MemoryConfig,
+    /// Salient-object segmenter (U²-Net, U²-Netp, IS-Net).
+    pub saliency: crate::segmenter::saliency::SaliencyConfig,
 }
 
 /// Input settings.
@@ -194,6 +196,7 @@ impl Config {
 
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
+        self.saliency.validate()?;
         let t = &self.tracker;
         let m = &self.memory;
         let checks: [(bool, &str); 8] = [

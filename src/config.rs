@@ -17,6 +17,8 @@ pub struct Config {
     pub memory: MemoryConfig,
     /// The weight-free optical-flow propagator.
     pub flow: FlowConfig,
+    /// Salient-object segmenter (U²-Net, U²-Netp, IS-Net).
+    pub saliency: crate::segmenter::saliency::SaliencyConfig,
 }
 
 /// Input settings.
@@ -325,6 +327,7 @@ impl Config {
 
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
+        self.saliency.validate()?;
         let t = &self.tracker;
         let m = &self.memory;
         let checks: [(bool, &str); 8] = [

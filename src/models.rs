@@ -730,6 +730,54 @@ mod tests {
         assert_eq!(got, Fetched::AlreadyPresent(e.path_in(dir.path())));
     }
 
+    /// Records the notes a fetch prints.
+    #[derive(Default)]
+    struct Notes(Vec<String>);
+
+    impl Progress for Notes {
+        fn begin(&mut self, _: &str, _: Option<u64>) {}
+        fn advance(&mut self, _: u64) {}
+        fn finish(&mut self) {}
+        fn note(&mut self, message: &str) {
+            self.0.push(message.to_string());
+        }
+    }
+
+    #[test]
+    fn fetch_replaces_a_corrupt_file_and_never_installs_a_wrong_download() {
+        if Command::new("curl").arg("--version").output().is_err() {
+            eprintln!("skipped: curl is not installed");
+            return;
+        }
+        // curl reads file:// addresses without a network.
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("published.bin");
+        std::fs::write(&source, b"abc").unwrap();
+        let models = dir.path().join("models");
+        let mut e = abc_entry();
+        e.source = Source::Https {
+            url: format!("file://{}", source.display()),
+        };
+        std::fs::create_dir_all(&models).unwrap();
+        std::fs::write(e.path_in(&models), b"abd").unwrap();
+        let mut notes = Notes::default();
+        let got = fetch(&e, &models, &mut notes).unwrap();
+        assert_eq!(got, Fetched::Installed(e.path_in(&models)));
+        assert_eq!(std::fs::read(e.path_in(&models)).unwrap(), b"abc");
+        assert!(
+            notes.0.iter().any(|n| n.contains("does not match")),
+            "{:?}",
+            notes.0
+        );
+        // The publisher's file changes: the download fails verification and nothing is installed.
+        std::fs::remove_file(e.path_in(&models)).unwrap();
+        std::fs::write(&source, b"xyz").unwrap();
+        let err = fetch(&e, &models, &mut NoProgress).unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&models).unwrap().collect();
+        assert!(left.is_empty(), "nothing is left behind: {left:?}");
+    }
+
     #[test]
     fn chunk_lists_must_tile_the_file() {
         let p = Path::new("resources.json");

@@ -140,19 +140,6 @@ fn push_floats(wire: Wire<'_>, out: &mut Vec<f32>, what: &str) -> WireResult<()>
     Ok(())
 }
 
-/// Appends a repeated double field, packed or not.
-fn push_doubles(wire: Wire<'_>, out: &mut Vec<f64>, what: &str) -> WireResult<()> {
-    match wire {
-        Wire::Fixed64(v) => out.push(f64::from_bits(v)),
-        Wire::Bytes(b) if b.len() % 8 == 0 => out.extend(
-            b.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap())),
-        ),
-        other => return Err(format!("{what}: expected doubles, got {other:?}")),
-    }
-    Ok(())
-}
-
 /// Prefixes a decoding error with the field path it occurred in.
 fn within<T>(what: impl std::fmt::Display, r: WireResult<T>) -> WireResult<T> {
     r.map_err(|e| format!("{what}: {e}"))
@@ -203,8 +190,6 @@ pub struct TensorProto<'a> {
     raw_data: Option<&'a [u8]>,
     float_data: Vec<f32>,
     int32_data: Vec<i64>,
-    int64_data: Vec<i64>,
-    double_data: Vec<f64>,
     external: bool,
 }
 
@@ -217,8 +202,6 @@ impl<'a> TensorProto<'a> {
             raw_data: None,
             float_data: Vec::new(),
             int32_data: Vec::new(),
-            int64_data: Vec::new(),
-            double_data: Vec::new(),
             external: false,
         };
         let mut r = Reader::new(buf);
@@ -228,10 +211,8 @@ impl<'a> TensorProto<'a> {
                 2 => t.data_type = DataType::from_code(expect_varint(wire, "data_type")? as i32),
                 4 => push_floats(wire, &mut t.float_data, "float_data")?,
                 5 => push_ints(wire, &mut t.int32_data, "int32_data")?,
-                7 => push_ints(wire, &mut t.int64_data, "int64_data")?,
                 8 => t.name = expect_str(wire, "name")?,
                 9 => t.raw_data = Some(expect_bytes(wire, "raw_data")?),
-                10 => push_doubles(wire, &mut t.double_data, "double_data")?,
                 14 => t.external = expect_varint(wire, "data_location")? == 1,
                 _ => {}
             }
@@ -262,18 +243,27 @@ impl<'a> TensorProto<'a> {
         Ok(values)
     }
 
-    fn raw_chunks<const N: usize>(&self, raw: &[u8]) -> std::result::Result<Vec<[u8; N]>, String> {
-        if raw.len() % N != 0 {
+    /// Decodes little-endian elements of `N` bytes from `raw_data`.
+    fn decode_raw<const N: usize, T>(
+        &self,
+        raw: &[u8],
+        decode: impl Fn([u8; N]) -> T,
+    ) -> std::result::Result<Vec<T>, String> {
+        if !raw.len().is_multiple_of(N) {
             return Err(format!(
                 "tensor {:?}: raw_data of {} bytes is not a multiple of {N}",
                 self.name,
                 raw.len()
             ));
         }
-        Ok(raw.chunks_exact(N).map(|c| c.try_into().unwrap()).collect())
+        Ok(raw
+            .chunks_exact(N)
+            .map(|c| decode(c.try_into().unwrap()))
+            .collect())
     }
 
-    /// The values as `f32` (FLOAT as is, FLOAT16 and DOUBLE converted), checked against the shape.
+    /// The values as `f32` (FLOAT as is, FLOAT16 and raw DOUBLE converted), checked against the
+    /// shape.
     pub fn to_f32(&self) -> std::result::Result<Vec<f32>, String> {
         if self.external {
             return Err(format!(
@@ -282,58 +272,23 @@ impl<'a> TensorProto<'a> {
             ));
         }
         let values = match (self.data_type, self.raw_data) {
-            (DataType::Float, Some(raw)) => self
-                .raw_chunks::<4>(raw)?
-                .into_iter()
-                .map(f32::from_le_bytes)
-                .collect(),
+            (DataType::Float, Some(raw)) => self.decode_raw(raw, f32::from_le_bytes)?,
             (DataType::Float, None) => self.float_data.clone(),
-            (DataType::Float16, Some(raw)) => self
-                .raw_chunks::<2>(raw)?
-                .into_iter()
-                .map(|b| half::f16::from_le_bytes(b).to_f32())
-                .collect(),
+            (DataType::Float16, Some(raw)) => {
+                self.decode_raw(raw, |b| half::f16::from_le_bytes(b).to_f32())?
+            }
             // FLOAT16 values without raw_data are stored as their bit patterns in int32_data.
             (DataType::Float16, None) => self
                 .int32_data
                 .iter()
                 .map(|&v| half::f16::from_bits(v as u16).to_f32())
                 .collect(),
-            (DataType::Double, Some(raw)) => self
-                .raw_chunks::<8>(raw)?
-                .into_iter()
-                .map(|b| f64::from_le_bytes(b) as f32)
-                .collect(),
-            (DataType::Double, None) => self.double_data.iter().map(|&v| v as f32).collect(),
+            (DataType::Double, Some(raw)) => {
+                self.decode_raw(raw, |b| f64::from_le_bytes(b) as f32)?
+            }
             (t, _) => {
                 return Err(format!(
                     "tensor {:?} has element type {t:?}, not a floating-point type",
-                    self.name
-                ))
-            }
-        };
-        self.checked(values)
-    }
-
-    /// The values as `i64` (INT64, INT32 and UINT8 tensors), checked against the shape.
-    pub fn to_i64(&self) -> std::result::Result<Vec<i64>, String> {
-        let values = match (self.data_type, self.raw_data) {
-            (DataType::Int64, Some(raw)) => self
-                .raw_chunks::<8>(raw)?
-                .into_iter()
-                .map(i64::from_le_bytes)
-                .collect(),
-            (DataType::Int64, None) => self.int64_data.clone(),
-            (DataType::Int32, Some(raw)) => self
-                .raw_chunks::<4>(raw)?
-                .into_iter()
-                .map(|b| i64::from(i32::from_le_bytes(b)))
-                .collect(),
-            (DataType::Int32 | DataType::Uint8, None) => self.int32_data.clone(),
-            (DataType::Uint8, Some(raw)) => raw.iter().map(|&b| i64::from(b)).collect(),
-            (t, _) => {
-                return Err(format!(
-                    "tensor {:?} has element type {t:?}, not an integer type",
                     self.name
                 ))
             }
@@ -837,7 +792,6 @@ mod tests {
         let w = g.initializer("w").unwrap();
         assert_eq!(w.shape(), vec![1, 1, 2, 2]);
         assert_eq!(w.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
-        assert!(w.to_i64().is_err());
         assert_eq!(
             g.initializer("b").unwrap().to_f32().unwrap(),
             vec![0.5, -1.25]

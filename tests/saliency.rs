@@ -101,6 +101,12 @@ fn fetched(model: SaliencyModel) -> Option<PathBuf> {
     }
 }
 
+/// U²-Netp, which the tests require (fetched by `scripts/test.sh`).
+fn required_u2netp() -> PathBuf {
+    fetched(SaliencyModel::U2netp)
+        .expect("U²-Netp is required: run `deva models fetch u2netp` (scripts/test.sh does)")
+}
+
 fn sha256_file(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap();
     Sha256::digest(&bytes)
@@ -266,9 +272,7 @@ fn check_u2(model: SaliencyModel, path: &Path, f: &Fixture) {
 #[test]
 fn u2netp_matches_onnxruntime() {
     let Some(f) = fixture() else { return };
-    let path = fetched(SaliencyModel::U2netp)
-        .expect("U²-Netp is required: run `deva models fetch u2netp` (scripts/test.sh does)");
-    check_u2(SaliencyModel::U2netp, &path, &f);
+    check_u2(SaliencyModel::U2netp, &required_u2netp(), &f);
 }
 
 #[test]
@@ -317,11 +321,11 @@ fn isnet_matches_onnxruntime() {
 #[test]
 fn segmenter_thresholds_the_network_map_at_frame_size() {
     let Some(f) = fixture() else { return };
-    let dir = models::default_dir().unwrap();
     let config = SaliencyConfig::default();
     assert_eq!(config.model, SaliencyModel::U2netp);
-    let mut seg = SaliencySegmenter::from_models_dir(&config, &dir, &Device::Cpu)
-        .expect("U²-Netp is required: run `deva models fetch u2netp` (scripts/test.sh does)");
+    let network =
+        SaliencyNetwork::load(SaliencyModel::U2netp, &required_u2netp(), &Device::Cpu).unwrap();
+    let mut seg = SaliencySegmenter::new(network, &config).unwrap();
     let rule = MaskRule {
         threshold: config.threshold,
         min_blob_fraction: config.min_blob_fraction,

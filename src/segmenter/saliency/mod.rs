@@ -256,6 +256,29 @@ mod tests {
     }
 
     #[test]
+    fn config_file_has_a_saliency_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[saliency]\nmodel = \"u2net\"\nthreshold = 0.6\n").unwrap();
+        let c = crate::Config::from_toml_file(&p).unwrap();
+        assert_eq!(c.saliency.model, SaliencyModel::U2net);
+        assert_eq!(c.saliency.threshold, 0.6);
+        assert_eq!(
+            c.saliency.keep_largest,
+            SaliencyConfig::default().keep_largest
+        );
+        std::fs::write(&p, "[saliency]\nthreshold = 1.5\n").unwrap();
+        let e = crate::Config::from_toml_file(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("saliency.threshold") && e.contains("c.toml"),
+            "{e}"
+        );
+        std::fs::write(&p, "[saliency]\nthreshhold = 0.5\n").unwrap();
+        let e = crate::Config::from_toml_file(&p).unwrap_err().to_string();
+        assert!(e.contains("threshhold"), "{e}");
+    }
+
+    #[test]
     fn every_model_is_in_the_manifest() {
         let m = Manifest::builtin().unwrap();
         for model in [

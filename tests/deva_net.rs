@@ -756,10 +756,14 @@ fn check_engine_frame(sd: &StateDict, key: &str, t: usize, probs: &ObjectProbs) 
     eprintln!("{key} frame {t}: max abs {d:.2e}, {mismatched} argmax mismatches");
 }
 
-#[test]
-fn engine_variants_match_the_reference() {
+/// Calls `run(fixture, "tag.variant", video, variant config)` for every size tag of
+/// `engine.safetensors` and every variant of `engine_variants_config.json`, with the fixture
+/// network; `false` when fixtures are not available.
+fn each_engine_run(
+    mut run: impl FnMut(&StateDict, &str, &EngineVideo, &serde_json::Value, &DevaNet),
+) -> bool {
     let Some(dir) = common::fixtures("deva_net") else {
-        return;
+        return false;
     };
     let sd = checkpoint::load(dir.join("engine.safetensors"), &[]).unwrap();
     let text = std::fs::read_to_string(dir.join("engine_variants_config.json")).unwrap();
@@ -768,30 +772,37 @@ fn engine_variants_match_the_reference() {
     for tag in size_tags(&sd) {
         let video = engine_video(&sd, &tag);
         for (name, v) in variants.as_object().unwrap() {
-            let key = format!("{tag}.{name}");
-            let config = variant_config(v);
-            let mut prop = DevaPropagator::new(net.clone(), &config, &Device::Cpu).unwrap();
-            let last = video.frames.len() - 1;
-            let mut last_mem = 0;
-            for (t, frame) in video.frames.iter().enumerate() {
-                // The eval_vos loop: the given mask at t = 0, propagation afterwards; memory
-                // every mem_every frames, never at the last frame.
-                let (probs, memorize) = if t == 0 {
-                    let p = ObjectProbs::one_hot(&video.first, &video.objects).unwrap();
-                    (p.aggregate(), true)
-                } else {
-                    let p = prop.propagate(frame).unwrap();
-                    (p, t - last_mem >= config.mem_every && t != last)
-                };
-                check_engine_frame(&sd, &key, t, &probs);
-                prop.update(frame, &probs, memorize).unwrap();
-                if memorize {
-                    last_mem = t;
-                }
-                prop.release_frame(frame.index);
-            }
+            run(&sd, &format!("{tag}.{name}"), &video, v, &net);
         }
     }
+    true
+}
+
+#[test]
+fn engine_variants_match_the_reference() {
+    each_engine_run(|sd, key, video, v, net| {
+        let config = variant_config(v);
+        let mut prop = DevaPropagator::new(net.clone(), &config, &Device::Cpu).unwrap();
+        let last = video.frames.len() - 1;
+        let mut last_mem = 0;
+        for (t, frame) in video.frames.iter().enumerate() {
+            // The eval_vos loop: the given mask at t = 0, propagation afterwards; memory
+            // every mem_every frames, never at the last frame.
+            let (probs, memorize) = if t == 0 {
+                let p = ObjectProbs::one_hot(&video.first, &video.objects).unwrap();
+                (p.aggregate(), true)
+            } else {
+                let p = prop.propagate(frame).unwrap();
+                (p, t - last_mem >= config.mem_every && t != last)
+            };
+            check_engine_frame(sd, key, t, &probs);
+            prop.update(frame, &probs, memorize).unwrap();
+            if memorize {
+                last_mem = t;
+            }
+            prop.release_frame(frame.index);
+        }
+    });
 }
 
 /// A synthetic video frame: a gradient with two squares moving in opposite directions.
@@ -1028,33 +1039,22 @@ impl ImageSegmenter for FirstMask {
 
 #[test]
 fn tracker_in_reference_mode_matches_the_engine() {
-    let Some(dir) = common::fixtures("deva_net") else {
-        return;
-    };
-    let sd = checkpoint::load(dir.join("engine.safetensors"), &[]).unwrap();
-    let text = std::fs::read_to_string(dir.join("engine_variants_config.json")).unwrap();
-    let variants: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let net = fixture_net(&dir);
-    for tag in size_tags(&sd) {
-        let video = engine_video(&sd, &tag);
-        for (name, v) in variants.as_object().unwrap() {
-            let key = format!("{tag}.{name}");
-            let mut config = deva::Config::default();
-            config.input.size = v["size"].as_i64().unwrap() as i32;
-            config.memory = variant_config(v);
-            let prop = DevaPropagator::new(net.clone(), &config.memory, &Device::Cpu).unwrap();
-            let seg = FirstMask(Some(video.first.clone()));
-            let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
-            let mut out = Vec::new();
-            for frame in &video.frames {
-                out.extend(tracker.step(frame.clone()).unwrap());
-            }
-            out.extend(tracker.finish().unwrap());
-            assert_eq!(out.len(), video.frames.len(), "{key}");
-            for (t, tf) in out.iter().enumerate() {
-                assert_eq!(tf.index, t);
-                check_engine_frame(&sd, &key, t, &tf.probs.select(&video.objects));
-            }
+    each_engine_run(|sd, key, video, v, net| {
+        let mut config = deva::Config::default();
+        config.input.size = v["size"].as_i64().unwrap() as i32;
+        config.memory = variant_config(v);
+        let prop = DevaPropagator::new(net.clone(), &config.memory, &Device::Cpu).unwrap();
+        let seg = FirstMask(Some(video.first.clone()));
+        let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
+        let mut out = Vec::new();
+        for frame in &video.frames {
+            out.extend(tracker.step(frame.clone()).unwrap());
         }
-    }
+        out.extend(tracker.finish().unwrap());
+        assert_eq!(out.len(), video.frames.len(), "{key}");
+        for (t, tf) in out.iter().enumerate() {
+            assert_eq!(tf.index, t);
+            check_engine_frame(sd, key, t, &tf.probs.select(&video.objects));
+        }
+    });
 }

@@ -526,3 +526,28 @@ impl Propagator for DevaPropagator {
         self.frames.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counting_follows_the_reference_formula() {
+        let c = MemoryConfig::default();
+        // length / (10 − 5) · 128 ≥ 10000 from 391 frames on.
+        assert!(!settings(&c, Some(390)).count_long_term_usage);
+        assert!(settings(&c, Some(391)).count_long_term_usage);
+        assert!(settings(&c, None).count_long_term_usage);
+        let off = MemoryConfig {
+            long_term_usage: UsageCounting::Off,
+            ..c.clone()
+        };
+        assert!(!settings(&off, None).count_long_term_usage);
+        let no_long_term = MemoryConfig {
+            enable_long_term: false,
+            long_term_usage: UsageCounting::On,
+            ..c
+        };
+        assert!(!settings(&no_long_term, None).count_long_term_usage);
+    }
+}

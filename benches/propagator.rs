@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench propagator` runs the timing. With `DEVA_BENCH_RSS_FRAMES=N` set, it
 //! instead tracks 2 objects through N frames and prints the resident set (VmRSS) and its
-//! peak (VmHWM) every 50 frames, to show that memory stays bounded.
+//! peak (VmHWM) every 50 frames, to show that memory stays bounded. Under `cargo test` it only
+//! runs a few small frames as a smoke test.
 
 use std::time::Instant;
 
@@ -16,21 +17,35 @@ use deva::propagator::deva::DevaPropagator;
 use deva::propagator::Propagator;
 use deva::video::Frame;
 
-const WIDTH: usize = 854;
-const HEIGHT: usize = 480;
+/// Frame size of the timing.
+const SIZE: Size = Size {
+    width: 854,
+    height: 480,
+};
+/// Frame size of the smoke test under `cargo test`.
+const SMOKE_SIZE: Size = Size {
+    width: 96,
+    height: 64,
+};
+
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    width: usize,
+    height: usize,
+}
 
 /// Where object `i` of `n` is on frame `t` (x, y, side).
-fn object_box(i: usize, n: usize, t: usize) -> (usize, usize, usize) {
-    let side = 60;
-    let x = (40 + i * (WIDTH - 2 * side) / n.max(1) + 3 * t) % (WIDTH - side);
-    let y = (60 + 70 * i + 2 * t) % (HEIGHT - side);
+fn object_box(i: usize, n: usize, t: usize, s: Size) -> (usize, usize, usize) {
+    let side = s.height / 8;
+    let x = (40 + i * (s.width - 2 * side) / n.max(1) + 3 * t) % (s.width - side);
+    let y = (60 + 70 * i + 2 * t) % (s.height - side);
     (x, y, side)
 }
 
 /// A textured frame with `n` moving squares.
-fn frame(t: usize, n: usize) -> Frame {
-    let boxes: Vec<_> = (0..n).map(|i| object_box(i, n, t)).collect();
-    let image = image::RgbImage::from_fn(WIDTH as u32, HEIGHT as u32, |x, y| {
+fn frame(t: usize, n: usize, s: Size) -> Frame {
+    let boxes: Vec<_> = (0..n).map(|i| object_box(i, n, t, s)).collect();
+    let image = image::RgbImage::from_fn(s.width as u32, s.height as u32, |x, y| {
         let (x, y) = (x as usize, y as usize);
         for (i, &(bx, by, s)) in boxes.iter().enumerate() {
             if x >= bx && x < bx + s && y >= by && y < by + s {
@@ -51,32 +66,33 @@ fn frame(t: usize, n: usize) -> Frame {
 }
 
 /// One-hot masks of the squares of frame 0.
-fn first_masks(n: usize) -> ObjectProbs {
-    let mut map = vec![0 as ObjectId; WIDTH * HEIGHT];
+fn first_masks(n: usize, s: Size) -> ObjectProbs {
+    let mut map = vec![0 as ObjectId; s.width * s.height];
     for i in 0..n {
-        let (bx, by, s) = object_box(i, n, 0);
-        for y in by..by + s {
-            for x in bx..bx + s {
-                map[y * WIDTH + x] = i as ObjectId + 1;
+        let (bx, by, side) = object_box(i, n, 0, s);
+        for y in by..by + side {
+            for x in bx..bx + side {
+                map[y * s.width + x] = i as ObjectId + 1;
             }
         }
     }
     let ids: Vec<ObjectId> = (1..=n as ObjectId).collect();
-    let map = IdMap::from_vec(WIDTH, HEIGHT, map).expect("sizes agree");
+    let map = IdMap::from_vec(s.width, s.height, map).expect("sizes agree");
     ObjectProbs::one_hot(&map, &ids).expect("valid ids")
 }
 
 /// A propagator tracking `n` objects from frame 0, and a step function for frames 1, 2, …
-fn tracker(n: usize) -> (DevaPropagator, impl FnMut(&mut DevaPropagator)) {
+fn tracker(n: usize, s: Size) -> (DevaPropagator, impl FnMut(&mut DevaPropagator)) {
     let config = MemoryConfig::default();
     let mut p = DevaPropagator::synthetic(0, &config, &Device::Cpu).expect("synthetic weights");
-    let f0 = frame(0, n);
-    p.update(&f0, &first_masks(n), true).expect("first frame");
+    let f0 = frame(0, n, s);
+    p.update(&f0, &first_masks(n, s), true)
+        .expect("first frame");
     p.release_frame(0);
     let mut t = 0;
     let step = move |p: &mut DevaPropagator| {
         t += 1;
-        let f = frame(t, n);
+        let f = frame(t, n, s);
         let probs = p.propagate(&f).expect("propagate");
         p.update(&f, &probs, t % config.mem_every == 0)
             .expect("update");
@@ -92,7 +108,7 @@ fn bench(c: &mut Criterion) {
     group.warm_up_time(std::time::Duration::from_millis(1));
     group.measurement_time(std::time::Duration::from_secs(20));
     for n in [1, 2, 5] {
-        let (mut p, mut step) = tracker(n);
+        let (mut p, mut step) = tracker(n, SIZE);
         group.bench_function(format!("{n}_objects"), |b| b.iter(|| step(&mut p)));
     }
     group.finish();
@@ -128,7 +144,7 @@ fn cpu_seconds() -> f64 {
 }
 
 fn rss_run(frames: usize) {
-    let (mut p, mut step) = tracker(2);
+    let (mut p, mut step) = tracker(2, SIZE);
     let start = Instant::now();
     let (mut last, mut last_cpu, mut last_t) = (Instant::now(), cpu_seconds(), 0);
     for t in 1..frames {
@@ -159,6 +175,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
     {
         rss_run(n);
+        return;
+    }
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test`: check that the benchmark runs, on small frames.
+        let (mut p, mut step) = tracker(2, SMOKE_SIZE);
+        for _ in 0..3 {
+            step(&mut p);
+        }
         return;
     }
     let mut c = Criterion::default().configure_from_args();

@@ -77,6 +77,18 @@ fn read_zip(path: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Copies the zip `src` to `dst` with its `data.pkl` replaced by `edit(data.pkl)`.
+fn rewrite_pickle(src: &Path, dst: &Path, edit: impl Fn(&[u8]) -> Vec<u8>) {
+    let records: Vec<(String, Vec<u8>)> = read_zip(src)
+        .into_iter()
+        .map(|(n, b)| {
+            let b = if n.ends_with("data.pkl") { edit(&b) } else { b };
+            (n, b)
+        })
+        .collect();
+    write_zip(dst, &records);
+}
+
 #[test]
 fn pth_subset_equals_the_weight_formula() {
     let Some(dir) = common::fixtures("deva_net") else {
@@ -142,24 +154,16 @@ fn damaged_pth_files_give_errors_naming_them() {
         .map(|(k, t)| (k.to_string(), t.clone()))
         .unwrap();
     let renamed = format!("{}X", &victim[..victim.len() - 1]);
-    let records: Vec<(String, Vec<u8>)> = read_zip(&src)
-        .into_iter()
-        .map(|(n, b)| {
-            if n.ends_with("data.pkl") {
-                let pos = b
-                    .windows(victim.len())
-                    .position(|w| w == victim.as_bytes())
-                    .unwrap();
-                let mut b = b.clone();
-                b[pos..pos + victim.len()].copy_from_slice(renamed.as_bytes());
-                (n, b)
-            } else {
-                (n, b)
-            }
-        })
-        .collect();
     let bad = tmp.path().join("renamed.pth");
-    write_zip(&bad, &records);
+    rewrite_pickle(&src, &bad, |b| {
+        let pos = b
+            .windows(victim.len())
+            .position(|w| w == victim.as_bytes())
+            .unwrap();
+        let mut b = b.to_vec();
+        b[pos..pos + victim.len()].copy_from_slice(renamed.as_bytes());
+        b
+    });
     let sd2 = checkpoint::load(&bad, &[]).unwrap();
     let mut w = Weights::from_state_dict(sd2.clone(), &candle_core::Device::Cpu);
     let e = w.values(&victim, t.shape()).unwrap_err().to_string();
@@ -169,22 +173,14 @@ fn damaged_pth_files_give_errors_naming_them() {
     assert!(e.contains("unexpected key"), "{e}");
 
     // Nested dicts are reached by explicit key path only.
-    let nested: Vec<(String, Vec<u8>)> = read_zip(&src)
-        .into_iter()
-        .map(|(n, b)| {
-            if n.ends_with("data.pkl") {
-                // {'model': <state dict>}: wrap the top-level dict.
-                let mut p = b"\x80\x02}X\x05\x00\x00\x00model".to_vec();
-                p.extend_from_slice(&b[2..b.len() - 1]);
-                p.extend_from_slice(b"s.");
-                (n, p)
-            } else {
-                (n, b)
-            }
-        })
-        .collect();
     let wrapped = tmp.path().join("wrapped.pth");
-    write_zip(&wrapped, &nested);
+    rewrite_pickle(&src, &wrapped, |b| {
+        // {'model': <state dict>}: wrap the top-level dict.
+        let mut p = b"\x80\x02}X\x05\x00\x00\x00model".to_vec();
+        p.extend_from_slice(&b[2..b.len() - 1]);
+        p.extend_from_slice(b"s.");
+        p
+    });
     let inner = checkpoint::load(&wrapped, &["model"]).unwrap();
     assert_eq!(inner.len(), sd.len());
     let flat = checkpoint::load(&wrapped, &[]).unwrap();
@@ -331,9 +327,13 @@ impl Tolerances {
     }
 }
 
-/// Compares `ours` with fixture `name` (same number of elements) within the tolerance of
-/// `output` (defaults to the name without the tag).
-fn check(sd: &StateDict, tol: &Tolerances, tag: &str, name: &str, ours: &[f32], output: &str) {
+/// Compares `ours` with fixture `{tag}.{name}` within the tolerance of that output.
+fn check(sd: &StateDict, tol: &Tolerances, tag: &str, name: &str, ours: &[f32]) {
+    check_as(sd, tol, tag, name, ours, name);
+}
+
+/// Compares `ours` with fixture `{tag}.{name}` within the tolerance of `output`.
+fn check_as(sd: &StateDict, tol: &Tolerances, tag: &str, name: &str, ours: &[f32], output: &str) {
     let (want, _) = values(sd, &format!("{tag}.{name}"));
     let d = max_abs_diff(ours, &want);
     let atol = tol.atol(tag, output);
@@ -447,35 +447,17 @@ fn modules_match_the_reference() {
 
         // Pixel encoder and key projection.
         let f = net.encode_image(&get("image_norm_padded")).unwrap();
-        for (name, t) in [
-            ("f16", &f.f16),
-            ("f8", &f.f8),
-            ("f4", &f.f4),
-            ("key_feat", &f.key_feat),
-        ] {
-            check(
-                &cases,
-                &tol,
-                &tag,
-                &format!("enc.{name}"),
-                &host(t),
-                &format!("enc.{name}"),
-            );
-        }
         let k = net.transform_key(&get("enc.key_feat")).unwrap();
         for (name, t) in [
-            ("key", &k.key),
-            ("shrinkage", &k.shrinkage),
-            ("selection", &k.selection),
+            ("enc.f16", &f.f16),
+            ("enc.f8", &f.f8),
+            ("enc.f4", &f.f4),
+            ("enc.key_feat", &f.key_feat),
+            ("enc.key", &k.key),
+            ("enc.shrinkage", &k.shrinkage),
+            ("enc.selection", &k.selection),
         ] {
-            check(
-                &cases,
-                &tol,
-                &tag,
-                &format!("enc.{name}"),
-                &host(t),
-                &format!("enc.{name}"),
-            );
+            check(&cases, &tol, &tag, name, &host(t));
         }
 
         // Mask encoder (values and deep sensory update) of both memory frames.
@@ -483,14 +465,7 @@ fn modules_match_the_reference() {
             let mf = net
                 .encode_image(&get(&format!("{m}.image_norm_padded")))
                 .unwrap();
-            check(
-                &cases,
-                &tol,
-                &tag,
-                &format!("{m}.f16"),
-                &host(&mf.f16),
-                &format!("{m}.f16"),
-            );
+            check(&cases, &tol, &tag, &format!("{m}.f16"), &host(&mf.f16));
             let masks = get(&format!("{m}.masks_padded"));
             let (_, n, hp, wp) = masks.dims4().unwrap();
             let masks = masks.reshape((n, 1, hp, wp)).unwrap();
@@ -504,21 +479,13 @@ fn modules_match_the_reference() {
                     0,
                 )
                 .unwrap();
-            check(
-                &cases,
-                &tol,
-                &tag,
-                &format!("{m}.value"),
-                &host(&value),
-                &format!("{m}.value"),
-            );
+            check(&cases, &tol, &tag, &format!("{m}.value"), &host(&value));
             check(
                 &cases,
                 &tol,
                 &tag,
                 &format!("{m}.sensory_out"),
                 &host(&sensory),
-                &format!("{m}.sensory_out"),
             );
             // Chunked encoding gives the same numbers.
             let (value1, _) = net
@@ -553,23 +520,9 @@ fn modules_match_the_reference() {
         };
         let query = Query::new(&qk, &qe);
         let sim = similarity(&query, &[set]);
-        check(
-            &cases,
-            &tol,
-            &tag,
-            "readout.similarity",
-            &tokens(&sim, hw),
-            "readout.similarity",
-        );
+        check(&cases, &tol, &tag, "readout.similarity", &tokens(&sim, hw));
         let top = TopK::compute(&query, &[set], 30);
-        check(
-            &cases,
-            &tol,
-            &tag,
-            "readout.affinity",
-            &top.dense(),
-            "readout.affinity",
-        );
+        check(&cases, &tol, &tag, "readout.affinity", &top.dense());
 
         let mut memory = Memory::new(MemorySettings {
             top_k: 30,
@@ -612,7 +565,7 @@ fn modules_match_the_reference() {
             .into_iter()
             .flat_map(|(_, r)| r)
             .collect();
-        check(&cases, &tol, &tag, "readout.out", &out, "readout.out");
+        check(&cases, &tol, &tag, "readout.out", &out);
 
         // Decoder and segmentation head.
         let readout = get("readout.out").squeeze(0).unwrap();
@@ -626,40 +579,25 @@ fn modules_match_the_reference() {
         let d = net
             .decode(&f16, &skips, &readout, &sensory, &mask16, true, 0)
             .unwrap();
-        check(
-            &cases,
-            &tol,
-            &tag,
-            "seg.decoder_logits",
-            &host(&d.logits),
-            "seg.decoder_logits",
-        );
+        check(&cases, &tol, &tag, "seg.decoder_logits", &host(&d.logits));
         check(
             &cases,
             &tol,
             &tag,
             "seg.sensory_out",
             &host(&d.sensory.unwrap()),
-            "seg.sensory_out",
         );
         let (logits, prob, _) = net
             .segment(&f16, &skips, &readout, &sensory, &last, false, 1)
             .unwrap();
-        check(
-            &cases,
-            &tol,
-            &tag,
-            "seg.logits",
-            &host(&logits),
-            "seg.logits",
-        );
+        check(&cases, &tol, &tag, "seg.logits", &host(&logits));
         let prob = host(&prob);
-        check(&cases, &tol, &tag, "seg.prob", &prob, "seg.prob");
+        check(&cases, &tol, &tag, "seg.prob", &prob);
         let unpadded: Vec<f32> = prob
             .chunks(pad.padded_len())
             .flat_map(|c| pad.unpad(c))
             .collect();
-        check(
+        check_as(
             &cases,
             &tol,
             &tag,
@@ -756,10 +694,14 @@ fn check_engine_frame(sd: &StateDict, key: &str, t: usize, probs: &ObjectProbs) 
     eprintln!("{key} frame {t}: max abs {d:.2e}, {mismatched} argmax mismatches");
 }
 
-#[test]
-fn engine_variants_match_the_reference() {
+/// Calls `run(fixture, "tag.variant", video, variant config)` for every size tag of
+/// `engine.safetensors` and every variant of `engine_variants_config.json`, with the fixture
+/// network; `false` when fixtures are not available.
+fn each_engine_run(
+    mut run: impl FnMut(&StateDict, &str, &EngineVideo, &serde_json::Value, &DevaNet),
+) -> bool {
     let Some(dir) = common::fixtures("deva_net") else {
-        return;
+        return false;
     };
     let sd = checkpoint::load(dir.join("engine.safetensors"), &[]).unwrap();
     let text = std::fs::read_to_string(dir.join("engine_variants_config.json")).unwrap();
@@ -768,30 +710,37 @@ fn engine_variants_match_the_reference() {
     for tag in size_tags(&sd) {
         let video = engine_video(&sd, &tag);
         for (name, v) in variants.as_object().unwrap() {
-            let key = format!("{tag}.{name}");
-            let config = variant_config(v);
-            let mut prop = DevaPropagator::new(net.clone(), &config, &Device::Cpu).unwrap();
-            let last = video.frames.len() - 1;
-            let mut last_mem = 0;
-            for (t, frame) in video.frames.iter().enumerate() {
-                // The eval_vos loop: the given mask at t = 0, propagation afterwards; memory
-                // every mem_every frames, never at the last frame.
-                let (probs, memorize) = if t == 0 {
-                    let p = ObjectProbs::one_hot(&video.first, &video.objects).unwrap();
-                    (p.aggregate(), true)
-                } else {
-                    let p = prop.propagate(frame).unwrap();
-                    (p, t - last_mem >= config.mem_every && t != last)
-                };
-                check_engine_frame(&sd, &key, t, &probs);
-                prop.update(frame, &probs, memorize).unwrap();
-                if memorize {
-                    last_mem = t;
-                }
-                prop.release_frame(frame.index);
-            }
+            run(&sd, &format!("{tag}.{name}"), &video, v, &net);
         }
     }
+    true
+}
+
+#[test]
+fn engine_variants_match_the_reference() {
+    each_engine_run(|sd, key, video, v, net| {
+        let config = variant_config(v);
+        let mut prop = DevaPropagator::new(net.clone(), &config, &Device::Cpu).unwrap();
+        let last = video.frames.len() - 1;
+        let mut last_mem = 0;
+        for (t, frame) in video.frames.iter().enumerate() {
+            // The eval_vos loop: the given mask at t = 0, propagation afterwards; memory
+            // every mem_every frames, never at the last frame.
+            let (probs, memorize) = if t == 0 {
+                let p = ObjectProbs::one_hot(&video.first, &video.objects).unwrap();
+                (p.aggregate(), true)
+            } else {
+                let p = prop.propagate(frame).unwrap();
+                (p, t - last_mem >= config.mem_every && t != last)
+            };
+            check_engine_frame(sd, key, t, &probs);
+            prop.update(frame, &probs, memorize).unwrap();
+            if memorize {
+                last_mem = t;
+            }
+            prop.release_frame(frame.index);
+        }
+    });
 }
 
 /// A synthetic video frame: a gradient with two squares moving in opposite directions.
@@ -1028,33 +977,22 @@ impl ImageSegmenter for FirstMask {
 
 #[test]
 fn tracker_in_reference_mode_matches_the_engine() {
-    let Some(dir) = common::fixtures("deva_net") else {
-        return;
-    };
-    let sd = checkpoint::load(dir.join("engine.safetensors"), &[]).unwrap();
-    let text = std::fs::read_to_string(dir.join("engine_variants_config.json")).unwrap();
-    let variants: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let net = fixture_net(&dir);
-    for tag in size_tags(&sd) {
-        let video = engine_video(&sd, &tag);
-        for (name, v) in variants.as_object().unwrap() {
-            let key = format!("{tag}.{name}");
-            let mut config = deva::Config::default();
-            config.input.size = v["size"].as_i64().unwrap() as i32;
-            config.memory = variant_config(v);
-            let prop = DevaPropagator::new(net.clone(), &config.memory, &Device::Cpu).unwrap();
-            let seg = FirstMask(Some(video.first.clone()));
-            let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
-            let mut out = Vec::new();
-            for frame in &video.frames {
-                out.extend(tracker.step(frame.clone()).unwrap());
-            }
-            out.extend(tracker.finish().unwrap());
-            assert_eq!(out.len(), video.frames.len(), "{key}");
-            for (t, tf) in out.iter().enumerate() {
-                assert_eq!(tf.index, t);
-                check_engine_frame(&sd, &key, t, &tf.probs.select(&video.objects));
-            }
+    each_engine_run(|sd, key, video, v, net| {
+        let mut config = deva::Config::default();
+        config.input.size = v["size"].as_i64().unwrap() as i32;
+        config.memory = variant_config(v);
+        let prop = DevaPropagator::new(net.clone(), &config.memory, &Device::Cpu).unwrap();
+        let seg = FirstMask(Some(video.first.clone()));
+        let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
+        let mut out = Vec::new();
+        for frame in &video.frames {
+            out.extend(tracker.step(frame.clone()).unwrap());
         }
-    }
+        out.extend(tracker.finish().unwrap());
+        assert_eq!(out.len(), video.frames.len(), "{key}");
+        for (t, tf) in out.iter().enumerate() {
+            assert_eq!(tf.index, t);
+            check_engine_frame(sd, key, t, &tf.probs.select(&video.objects));
+        }
+    });
 }

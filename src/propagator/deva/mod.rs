@@ -1,5 +1,21 @@
 //! The DEVA propagation network as a [`Propagator`]: XMem-style memory (working, long-term,
 //! sensory) read by an anisotropic L2 top-k attention, decoded into object masks.
+//!
+//! Driven as the reference's `DEVAInferenceCore.step` loop (propagate, then update with the
+//! final masks, memorising every `mem_every` frames), it gives the reference's numbers.
+//! Where the reference fails or grows without bound, this port decides:
+//! - the top-k softmax subtracts the largest selected similarity (the reference can divide
+//!   0 by 0 when every similarity is below about −87);
+//! - the previous mask's padding holds the network's own prediction when the masks given to
+//!   [`update`](Propagator::update) are the propagated ones (as in the reference's `step`),
+//!   zeros otherwise (as for merged or given masks);
+//! - without long-term memory, working memory keeps its first and latest `T_max − 1` frames
+//!   (the reference keeps everything); without usage counting, full long-term memory drops
+//!   its oldest tokens (the reference raises);
+//! - top-k and the number of prototypes are capped at the tokens available; ties keep the
+//!   earlier token;
+//! - objects added without being memorised read nothing (zero readout) until memorised;
+//! - at most a few frames' features stay cached even if they are never released.
 
 pub mod input;
 pub mod memory;
@@ -97,9 +113,11 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
 impl DevaPropagator {
     /// A propagator around a built network; `config` is validated.
     pub fn new(net: DevaNet, config: &MemoryConfig, device: &Device) -> Result<Self> {
-        let mut c = crate::Config::default();
-        c.memory = config.clone();
-        c.validate()?;
+        crate::Config {
+            memory: config.clone(),
+            ..Default::default()
+        }
+        .validate()?;
         Ok(DevaPropagator {
             net,
             device: device.clone(),
@@ -123,7 +141,7 @@ impl DevaPropagator {
         device: &Device,
     ) -> Result<Self> {
         let mut dict = checkpoint::load(path.as_ref(), &[])?;
-        if dict.len() > 0 && dict.names().all(|n| n.starts_with("module.")) {
+        if !dict.is_empty() && dict.names().all(|n| n.starts_with("module.")) {
             dict = dict.strip_prefix("module.");
         }
         let mut w = Weights::from_state_dict(dict, device);
@@ -506,5 +524,30 @@ impl Propagator for DevaPropagator {
         self.last_prediction = None;
         self.size = None;
         self.frames.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counting_follows_the_reference_formula() {
+        let c = MemoryConfig::default();
+        // length / (10 − 5) · 128 ≥ 10000 from 391 frames on.
+        assert!(!settings(&c, Some(390)).count_long_term_usage);
+        assert!(settings(&c, Some(391)).count_long_term_usage);
+        assert!(settings(&c, None).count_long_term_usage);
+        let off = MemoryConfig {
+            long_term_usage: UsageCounting::Off,
+            ..c.clone()
+        };
+        assert!(!settings(&off, None).count_long_term_usage);
+        let no_long_term = MemoryConfig {
+            enable_long_term: false,
+            long_term_usage: UsageCounting::On,
+            ..c
+        };
+        assert!(!settings(&no_long_term, None).count_long_term_usage);
     }
 }

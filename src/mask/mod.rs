@@ -3,6 +3,7 @@
 mod probs;
 mod rle;
 
+pub(crate) use probs::bilinear_taps;
 pub use probs::ObjectProbs;
 pub use rle::Rle;
 

@@ -36,3 +36,4 @@ pub trait ImageSegmenter {
         tracked: Option<&BinaryMask>,
     ) -> Result<Option<Segmentation>>;
 }
+pub mod sam;

@@ -1,0 +1,18 @@
+//! Segment Anything (SAM, Kirillov et al. 2023): the network (ViT image encoders, prompt
+//! encoder, mask decoder) loaded from official checkpoints, the prompted predictor, the
+//! automatic mask generator, and the segmenters built on them.
+
+mod attention;
+mod decoder;
+mod model;
+mod predictor;
+mod prompt;
+pub mod transform;
+mod vit;
+pub mod weights;
+
+pub use decoder::DecoderConfig;
+pub use model::{EncoderConfig, SamArch, SamModel};
+pub use predictor::{ImageEmbedding, PointPrompt, Prediction, Prompt};
+pub use prompt::PromptEmbeddings;
+pub use vit::VitConfig;

@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub use crate::segmenter::sam::{SamConfig, SamVariant};
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -15,6 +17,8 @@ pub struct Config {
     pub tracker: TrackerConfig,
     /// Memory of the DEVA propagation network.
     pub memory: MemoryConfig,
+    /// Segment Anything: automatic mask generator and segment selection.
+    pub sam: SamConfig,
 }
 
 /// Input settings.
@@ -217,7 +221,7 @@ impl Config {
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(Error::Config(msg.to_string())),
-            None => Ok(()),
+            None => self.sam.validate(),
         }
     }
 }

@@ -2,15 +2,20 @@
 //! encoder, mask decoder) loaded from official checkpoints, the prompted predictor, the
 //! automatic mask generator, and the segmenters built on them.
 
+pub mod amg;
 mod attention;
+mod config;
 mod decoder;
 mod model;
 mod predictor;
 mod prompt;
+mod regions;
 pub mod transform;
 mod vit;
 pub mod weights;
 
+pub use amg::AmgMask;
+pub use config::{SamConfig, SamVariant};
 pub use decoder::DecoderConfig;
 pub use model::{EncoderConfig, SamArch, SamModel};
 pub use predictor::{ImageEmbedding, PointPrompt, Prediction, Prompt};

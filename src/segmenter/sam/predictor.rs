@@ -180,7 +180,8 @@ impl SamModel {
         let (low, iou) = self.decode(&emb.features, &prompts, multimask)?;
         let low = low.squeeze(0)?;
         let iou = iou.squeeze(0)?.to_vec1::<f32>()?;
-        let upscaler = self.upscaler(emb, &low)?;
+        let (_, lh, lw) = low.dims3()?;
+        let upscaler = self.upscaler(emb, (lh, lw));
         let logits = low
             .to_vec3::<f32>()?
             .into_iter()
@@ -195,21 +196,9 @@ impl SamModel {
         })
     }
 
-    /// The upscaler from this model's low-resolution logits (last two dims of `low`) to the
-    /// original image of `emb`.
-    pub fn upscaler(&self, emb: &ImageEmbedding, low: &Tensor) -> Result<MaskUpscaler> {
-        let dims = low.dims();
-        if dims.len() < 2 {
-            return Err(Error::invalid(
-                "low-resolution logits need two spatial dimensions",
-            ));
-        }
-        let (lh, lw) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-        Ok(MaskUpscaler::new(
-            (lh, lw),
-            self.arch().img_size,
-            emb.input_size,
-            emb.original_size,
-        ))
+    /// The upscaler from low-resolution logits of `low` `(h, w)` to the original image of
+    /// `emb`.
+    pub fn upscaler(&self, emb: &ImageEmbedding, low: (usize, usize)) -> MaskUpscaler {
+        MaskUpscaler::new(low, self.arch().img_size, emb.input_size, emb.original_size)
     }
 }

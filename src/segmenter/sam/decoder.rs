@@ -5,7 +5,6 @@ use crate::error::Result;
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::segment_anything::transformer::TwoWayTransformer;
-use candle_transformers::models::segment_anything::LayerNorm2d;
 
 /// Sizes of the mask decoder (all read from the checkpoint except the attention heads).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,43 +61,65 @@ impl Mlp {
     }
 }
 
-/// A 2×2, stride-2 transposed convolution, computed as one matrix product.
+/// The output upscaling (two 2×2 stride-2 transposed convolutions with a channel LayerNorm
+/// and GELUs between), computed channel-last: each transposed convolution is one matrix
+/// product whose columns are ordered (dy, dx, channel), so pixels stay grouped by the token
+/// they come from and the norm runs over the last dimension.
 #[derive(Debug)]
-struct Upsample2x {
-    /// `(in, out·4)`, columns ordered (out, dy, dx).
-    weight: Tensor,
-    bias: Tensor,
-    out: usize,
+struct Upscaling {
+    /// `(C, 4·C/4)` and `(C/4, 4·C/8)` matrices, columns ordered (dy, dx, out).
+    w1: Tensor,
+    b1: Tensor,
+    ln_weight: Tensor,
+    ln_bias: Tensor,
+    w2: Tensor,
+    b2: Tensor,
 }
 
-impl Upsample2x {
-    fn new(input: usize, out: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = vb
-            .get((input, out, 2, 2), "weight")?
-            .reshape((input, out * 4))?;
-        Ok(Upsample2x {
-            weight,
-            bias: vb.get(out, "bias")?,
-            out,
+/// A transposed-convolution weight `(in, out, 2, 2)` as an `(in, 4·out)` matrix with columns
+/// ordered (dy, dx, out), and its bias repeated for the four sub-pixels.
+fn subpixel_matrix(vb: &VarBuilder, input: usize, out: usize) -> Result<(Tensor, Tensor)> {
+    let w = vb
+        .get((input, out, 2, 2), "weight")?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?
+        .reshape((input, 4 * out))?;
+    let b = vb.get(out, "bias")?;
+    Ok((w, Tensor::cat(&[&b, &b, &b, &b], 0)?))
+}
+
+impl Upscaling {
+    fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        let (w1, b1) = subpixel_matrix(&vb.pp("0"), dim, dim / 4)?;
+        let (w2, b2) = subpixel_matrix(&vb.pp("3"), dim / 4, dim / 8)?;
+        Ok(Upscaling {
+            w1,
+            b1,
+            ln_weight: vb.get(dim / 4, "1.weight")?,
+            ln_bias: vb.get(dim / 4, "1.bias")?,
+            w2,
+            b2,
         })
     }
 
-    /// `(B, C, H, W)` → `(B, out, 2H, 2W)`.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = xs.dims4()?;
-        let cols = xs
-            .permute((0, 2, 3, 1))?
-            .contiguous()?
-            .reshape((b * h * w, c))?
-            .matmul(&self.weight)?;
-        let up = cols
-            .reshape((b, h, w, self.out, 2, 2))?
-            .permute((0, 3, 1, 4, 2, 5))?
-            .contiguous()?
-            .reshape((b, self.out, 2 * h, 2 * w))?;
-        Ok(up.broadcast_add(&self.bias.reshape((1, self.out, 1, 1))?)?)
+    /// Tokens `(B, h·w, C)` → upscaled features `(B, h·w·16, C/8)`, rows ordered
+    /// (y, x, dy1, dx1, dy2, dx2) for output pixel (4y + 2dy1 + dy2, 4x + 2dx1 + dx2).
+    fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let (b, n, c) = tokens.dims3()?;
+        let c1 = self.ln_weight.dim(0)?;
+        let t = tokens
+            .reshape((b * n, c))?
+            .matmul(&self.w1)?
+            .broadcast_add(&self.b1)?
+            .reshape((b * n * 4, c1))?;
+        let t = candle_nn::ops::layer_norm(&t, &self.ln_weight, &self.ln_bias, 1e-6)?.gelu_erf()?;
+        let t = t.matmul(&self.w2)?.broadcast_add(&self.b2)?.gelu_erf()?;
+        Ok(t.reshape((b, n * 16, ()))?)
     }
 }
+
+/// Prompts decoded together; keeps the largest intermediate tensors at a few MB.
+const DECODE_CHUNK: usize = 2;
 
 /// The mask decoder.
 #[derive(Debug)]
@@ -106,9 +127,7 @@ pub struct MaskDecoder {
     config: DecoderConfig,
     output_tokens: Tensor,
     transformer: TwoWayTransformer,
-    upscale1: Upsample2x,
-    upscale_ln: LayerNorm2d,
-    upscale2: Upsample2x,
+    upscaling: Upscaling,
     hypernetworks: Vec<Mlp>,
     iou_head: Mlp,
 }
@@ -140,9 +159,7 @@ impl MaskDecoder {
                 config.mlp_dim,
                 vb.pp("transformer"),
             )?,
-            upscale1: Upsample2x::new(d, d / 4, vb.pp("output_upscaling.0"))?,
-            upscale_ln: LayerNorm2d::new(d / 4, 1e-6, vb.pp("output_upscaling.1"))?,
-            upscale2: Upsample2x::new(d / 4, d / 8, vb.pp("output_upscaling.3"))?,
+            upscaling: Upscaling::new(d, vb.pp("output_upscaling"))?,
             hypernetworks,
             iou_head: Mlp::new(
                 d,
@@ -155,10 +172,42 @@ impl MaskDecoder {
     }
 
     /// Predicts masks for a batch of `B` prompts on one image embedding `(1, C, h, w)` with
-    /// position encoding `image_pe` `(1, C, h, w)`. Returns low-resolution mask logits
-    /// `(B, M, 4h, 4w)` and predicted IoUs `(B, M)`, where `M` is the number of multimask
-    /// outputs (tokens 1..) when `multimask`, else 1 (token 0).
+    /// position encoding `image_pe` `(1, C, h, w)`; `dense` has batch 1 or `B`. Returns
+    /// low-resolution mask logits `(B, M, 4h, 4w)` and predicted IoUs `(B, M)`, where `M` is
+    /// the number of multimask outputs (tokens 1..) when `multimask`, else 1 (token 0).
     pub fn forward(
+        &self,
+        image_embeddings: &Tensor,
+        image_pe: &Tensor,
+        sparse: &Tensor,
+        dense: &Tensor,
+        multimask: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let b = sparse.dim(0)?;
+        let shared_dense = dense.dim(0)? == 1;
+        let mut masks = Vec::with_capacity(b.div_ceil(DECODE_CHUNK));
+        let mut ious = Vec::with_capacity(masks.capacity());
+        for start in (0..b).step_by(DECODE_CHUNK) {
+            let len = DECODE_CHUNK.min(b - start);
+            let dense = if shared_dense {
+                dense.clone()
+            } else {
+                dense.narrow(0, start, len)?
+            };
+            let (m, i) = self.forward_chunk(
+                image_embeddings,
+                image_pe,
+                &sparse.narrow(0, start, len)?,
+                &dense,
+                multimask,
+            )?;
+            masks.push(m);
+            ious.push(i);
+        }
+        Ok((Tensor::cat(&masks, 0)?, Tensor::cat(&ious, 0)?))
+    }
+
+    fn forward_chunk(
         &self,
         image_embeddings: &Tensor,
         image_pe: &Tensor,
@@ -181,18 +230,11 @@ impl MaskDecoder {
         let (_, c, h, w) = image_embeddings.dims4()?;
         let src = image_embeddings
             .broadcast_as((b, c, h, w))?
-            .broadcast_add(dense)?
-            .contiguous()?;
-        let pos = image_pe.broadcast_as((b, c, h, w))?.contiguous()?;
-        let (hs, src) = self.transformer.forward(&src, &pos, &tokens)?;
+            .broadcast_add(dense)?;
+        let pos = image_pe.broadcast_as((b, c, h, w))?;
+        let (hs, keys) = self.transformer.forward(&src, &pos, &tokens)?;
         let iou_token_out = hs.narrow(1, 0, 1)?.squeeze(1)?;
-        let src = src.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))?;
-        let up = self
-            .upscale1
-            .forward(&src)?
-            .apply(&self.upscale_ln)?
-            .gelu_erf()?;
-        let up = self.upscale2.forward(&up)?.gelu_erf()?;
+        let up = self.upscaling.forward(&keys.contiguous()?)?;
         let range = if multimask {
             1..self.config.num_mask_tokens
         } else {
@@ -205,11 +247,14 @@ impl MaskDecoder {
                 self.hypernetworks[i].forward(&token)
             })
             .collect::<Result<Vec<_>>>()?;
-        let hyper = Tensor::stack(&hyper, 1)?;
-        let (_, uc, uh, uw) = up.dims4()?;
-        let masks = hyper
-            .matmul(&up.reshape((b, uc, uh * uw))?)?
-            .reshape((b, (), uh, uw))?;
+        let m = hyper.len();
+        // (B, h·w·16, M) in sub-pixel order → (B, M, 4h, 4w).
+        let masks = up
+            .matmul(&Tensor::stack(&hyper, 2)?)?
+            .reshape(vec![b, h, w, 2, 2, 2, 2, m])?
+            .permute([0, 7, 1, 3, 5, 2, 4, 6])?
+            .contiguous()?
+            .reshape((b, m, 4 * h, 4 * w))?;
         let iou = self
             .iou_head
             .forward(&iou_token_out)?

@@ -4,20 +4,24 @@
 
 pub mod amg;
 mod attention;
+mod auto;
 mod config;
 mod decoder;
 mod model;
 mod predictor;
 mod prompt;
+mod prompted;
 mod regions;
 pub mod transform;
 mod vit;
 pub mod weights;
 
 pub use amg::AmgMask;
+pub use auto::{masks_to_segmentation, untracked_points, SamAutoSegmenter};
 pub use config::{SamConfig, SamVariant};
 pub use decoder::DecoderConfig;
 pub use model::{EncoderConfig, SamArch, SamModel};
 pub use predictor::{ImageEmbedding, PointPrompt, Prediction, Prompt};
 pub use prompt::PromptEmbeddings;
+pub use prompted::{parse_boxes, ObjectPrompt, SamPromptSegmenter};
 pub use vit::VitConfig;

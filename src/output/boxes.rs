@@ -1,0 +1,170 @@
+//! Box results of tracked objects: MOT-style text with every object on every frame, and
+//! single-object result files in the LaSOT and GOT-10k layouts (as read by `deva eval boxes`).
+//!
+//! Coordinate conventions follow each benchmark's ground truth: MOT and LaSOT use 1-based
+//! pixel coordinates (the top-left pixel is (1, 1)), GOT-10k 0-based ones; widths and heights
+//! are pixel extents of the tight box of the object's mask.
+
+use crate::error::Result;
+use crate::fsutil::write_atomic_with;
+use crate::mask::{BBox, ObjectId, Segmentation};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The box of every object on every frame (`None` where the object is absent), by id.
+pub fn object_boxes(frames: &[Segmentation]) -> BTreeMap<ObjectId, Vec<Option<BBox>>> {
+    let mut out: BTreeMap<ObjectId, Vec<Option<BBox>>> = BTreeMap::new();
+    for (t, seg) in frames.iter().enumerate() {
+        for (id, b) in seg.map.bboxes() {
+            out.entry(id).or_insert_with(|| vec![None; frames.len()])[t] = Some(b);
+        }
+    }
+    out
+}
+
+/// Writes MOT-style text: `frame,id,x,y,w,h,score,-1,-1,-1` for each object on each frame
+/// (frames numbered from 1 in sequence order, objects by id, 1-based pixels; the score is the
+/// segment's score, or 1 when it has none).
+pub fn write_mot(path: &Path, frames: &[Segmentation]) -> Result<()> {
+    write_atomic_with(path, |w| {
+        for (t, seg) in frames.iter().enumerate() {
+            for (id, b) in seg.map.bboxes() {
+                let score = seg.info(id).and_then(|s| s.score).unwrap_or(1.0);
+                writeln!(
+                    w,
+                    "{},{id},{},{},{},{},{score},-1,-1,-1",
+                    t + 1,
+                    b.x + 1,
+                    b.y + 1,
+                    b.w,
+                    b.h
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// A single-object box result layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxFormat {
+    /// LaSOT: `<name>.txt`, one `x,y,w,h` line per frame in 1-based pixels; frames without
+    /// the object are `NaN,NaN,NaN,NaN` (the toolkit repeats the previous box).
+    Lasot,
+    /// GOT-10k: `<name>/<name>_001.txt`, one `x,y,w,h` line per frame in 0-based pixels;
+    /// frames without the object are `0,0,0,0`.
+    Got10k,
+}
+
+/// Writes one object's boxes (one per frame) to `path` in `format`.
+pub fn write_box_file(path: &Path, boxes: &[Option<BBox>], format: BoxFormat) -> Result<()> {
+    let offset = match format {
+        BoxFormat::Lasot => 1,
+        BoxFormat::Got10k => 0,
+    };
+    write_atomic_with(path, |w| {
+        for b in boxes {
+            match (b, format) {
+                (Some(b), _) => writeln!(w, "{},{},{},{}", b.x + offset, b.y + offset, b.w, b.h)?,
+                (None, BoxFormat::Lasot) => writeln!(w, "NaN,NaN,NaN,NaN")?,
+                (None, BoxFormat::Got10k) => writeln!(w, "0,0,0,0")?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes one result file per object of a sequence under `dir` and returns their paths. A
+/// sequence with one object is named `sequence`; with several, each object is named
+/// `<sequence>_<id>`.
+pub fn write_sequence_boxes(
+    dir: &Path,
+    sequence: &str,
+    frames: &[Segmentation],
+    format: BoxFormat,
+) -> Result<Vec<PathBuf>> {
+    let objects = object_boxes(frames);
+    let single = objects.len() == 1;
+    objects
+        .iter()
+        .map(|(id, boxes)| {
+            let name = if single {
+                sequence.to_string()
+            } else {
+                format!("{sequence}_{id}")
+            };
+            let path = match format {
+                BoxFormat::Lasot => dir.join(format!("{name}.txt")),
+                BoxFormat::Got10k => dir.join(&name).join(format!("{name}_001.txt")),
+            };
+            write_box_file(&path, boxes, format)?;
+            Ok(path)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::{BinaryMask, IdMap, SegmentInfo};
+
+    fn frame(objects: &[(ObjectId, [usize; 4], Option<f32>)]) -> Segmentation {
+        let mut map = IdMap::new(20, 10);
+        let mut segments = Vec::new();
+        for &(id, [x, y, w, h], score) in objects {
+            let m = BinaryMask::from_fn(20, 10, |px, py| {
+                px >= x && px < x + w && py >= y && py < y + h
+            });
+            map.paint(&m, id).unwrap();
+            segments.push(SegmentInfo {
+                score,
+                ..SegmentInfo::new(id)
+            });
+        }
+        Segmentation { map, segments }
+    }
+
+    fn sequence() -> Vec<Segmentation> {
+        vec![
+            frame(&[(1, [0, 0, 3, 2], Some(0.5)), (7, [10, 4, 5, 6], None)]),
+            frame(&[(7, [11, 5, 2, 2], None)]),
+        ]
+    }
+
+    #[test]
+    fn mot_lines_are_one_based_with_scores() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mot.txt");
+        write_mot(&p, &sequence()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "1,1,1,1,3,2,0.5,-1,-1,-1\n1,7,11,5,5,6,1,-1,-1,-1\n2,7,12,6,2,2,1,-1,-1,-1\n"
+        );
+    }
+
+    #[test]
+    fn lasot_and_got10k_files_per_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_sequence_boxes(dir.path(), "seq", &sequence(), BoxFormat::Lasot).unwrap();
+        assert_eq!(
+            paths,
+            vec![dir.path().join("seq_1.txt"), dir.path().join("seq_7.txt")]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&paths[0]).unwrap(),
+            "1,1,3,2\nNaN,NaN,NaN,NaN\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&paths[1]).unwrap(),
+            "11,5,5,6\n12,6,2,2\n"
+        );
+
+        let one = vec![frame(&[(3, [2, 1, 4, 4], None)]), frame(&[])];
+        let paths = write_sequence_boxes(dir.path(), "solo", &one, BoxFormat::Got10k).unwrap();
+        assert_eq!(paths, vec![dir.path().join("solo/solo_001.txt")]);
+        assert_eq!(
+            std::fs::read_to_string(&paths[0]).unwrap(),
+            "2,1,4,4\n0,0,0,0\n"
+        );
+    }
+}

@@ -17,6 +17,7 @@ pub mod models;
 pub mod nn;
 pub mod objects;
 pub mod output;
+pub mod overlap;
 pub mod propagator;
 pub mod segmenter;
 pub mod tracker;

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Segment and track objects in a video or a folder of frames.
-    Track(track::TrackArgs),
+    Track(Box<track::TrackArgs>),
     /// Score predictions against ground truth with the official benchmark metrics.
     Eval(eval::EvalArgs),
     /// List, fetch and verify model weights.
@@ -32,7 +32,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Track(a) => track::run(a),
+        Command::Track(a) => track::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Models(a) => models::run(a),
         Command::Demo(a) => demo::run(a),

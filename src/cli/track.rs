@@ -1,10 +1,316 @@
-//! `deva track` (to be written).
+//! `deva track`: segment and track objects in a video or a folder of frames.
+
+use anyhow::{bail, Context};
+use deva::config::Temporal;
+use deva::output::{self, OutputFormat, OutputOptions, RunStats, Writer};
+use deva::propagator::{Propagator, StaticPropagator};
+use deva::segmenter::detections::check_coverage;
+use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter};
+use deva::tracker::Tracker;
+use deva::video::{self, FolderSource, FrameSource};
+use deva::Config;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const EXAMPLES: &str = "\
+Examples:
+  # VIPSeg-style detections (DEVA's example), semi-online, RGB-id PNGs + pred.json:
+  deva track example/vipseg/images/12_1mWNahzcsAc --detections example/vipseg/source/12_1mWNahzcsAc \\
+      --config configs/vipseg_semionline.toml --format vipseg --out out/
+  # Semi-supervised VOS from given masks, DAVIS palette PNGs, overlay video:
+  deva track clip.mp4 --init-masks masks/ --config configs/davis.toml --overlay-video --out out/
+
+Press Ctrl-C once to stop cleanly: the frames done so far keep their JSON and video.";
+
+/// Which propagator carries objects from frame to frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PropagatorChoice {
+    /// Zero motion: masks stay where they were (a weight-free baseline).
+    #[default]
+    Static,
+    /// No propagation: every frame gets its own image segmentation, ids as the segmenter gives
+    /// them (a baseline).
+    None,
+}
+
+impl PropagatorChoice {
+    /// The propagator, or `None` for image-only mode.
+    fn build(self) -> Option<Box<dyn Propagator>> {
+        match self {
+            PropagatorChoice::Static => Some(Box::new(StaticPropagator::new())),
+            PropagatorChoice::None => None,
+        }
+    }
+}
 
 /// Arguments of `deva track`.
 #[derive(Debug, clap::Args)]
-pub struct TrackArgs {}
+#[command(
+    group(clap::ArgGroup::new("segmenter").required(true).multiple(false)),
+    after_help = EXAMPLES
+)]
+pub struct TrackArgs {
+    /// Input: a folder of JPEG/PNG frames (taken in file-name order; output files keep the
+    /// names) or a video file (mp4, avi, mkv, webm, mov, m4v; decoded with the system's
+    /// ffmpeg, frames named 00000, 00001, ...).
+    pub input: PathBuf,
+
+    /// Output folder (created if missing); what goes in it depends on --format. [required]
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Segmenter: precomputed detections in DEVA's format, a folder with `<frame>.png` (palette
+    /// index or RGB id = R + 256·G + 65536·B) and optionally `<frame>.json` (a list of {"id",
+    /// "category_id", "isthing", "score"}); frames without a PNG have no detections.
+    /// [required: exactly one segmenter]
+    #[arg(long, value_name = "DIR", group = "segmenter")]
+    pub detections: Option<PathBuf>,
+
+    /// Segmenter: given object masks to follow exactly (semi-supervised VOS), DAVIS layout
+    /// `<frame>.png` on the first frame and on any frame where objects appear. [required:
+    /// exactly one segmenter]
+    #[arg(long, value_name = "DIR", group = "segmenter")]
+    pub init_masks: Option<PathBuf>,
+
+    /// Settings file (TOML, see configs/); flags below override it. [default: built-in
+    /// defaults, the paper's settings]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Temporal schedule: online (merge each detection_every-th frame's segmentation),
+    /// semionline (consensus over num_voting_frames frames; outputs lag behind), offline
+    /// (whole video buffered). [default: from --config, else semionline]
+    #[arg(long, value_name = "MODE")]
+    pub temporal: Option<Temporal>,
+
+    /// Internal resolution: shorter side in pixels, -1 for native. Outputs are always at the
+    /// input resolution. [default: from --config, else 480]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub size: Option<i32>,
+
+    /// Merge image segmentations every N frames. [default: from --config, else 5]
+    #[arg(long, value_name = "N")]
+    pub detection_every: Option<usize>,
+
+    /// Frames per consensus clip (semionline) or sampled frames (offline). [default: from
+    /// --config, else 3]
+    #[arg(long, value_name = "N")]
+    pub num_voting_frames: Option<usize>,
+
+    /// Delete an object after it is missed by more than N merges. [default: from --config,
+    /// else 5]
+    #[arg(long, value_name = "N")]
+    pub max_missed_detection_count: Option<usize>,
+
+    /// At most N tracked objects; 0 or less for no limit. [default: from --config, else -1]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_num_objects: Option<i64>,
+
+    /// Output layout: davis (palette PNGs, ids ≤ 255), vipseg (RGB-id PNGs + pred.json),
+    /// burst (RGB-id PNGs + pred.json with COCO RLE), demo (Annotations/ + pred.json).
+    /// [default: davis with --init-masks, else demo]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<OutputFormat>,
+
+    /// Propagator that carries objects through time.
+    #[arg(long, value_enum, default_value_t)]
+    pub propagator: PropagatorChoice,
+
+    /// Video name in output paths and JSON (BURST: `<dataset>/<sequence>`). [default: the
+    /// input folder or file name; BURST: `<parent folder>/<input name>`]
+    #[arg(long, value_name = "NAME")]
+    pub video_name: Option<String>,
+
+    /// Resize (nearest neighbour) masks whose size differs from their frame instead of
+    /// failing. [default: off]
+    #[arg(long)]
+    pub resize_masks: bool,
+
+    /// Also write overlay JPEGs (objects blended in colour, boxes and labels) under
+    /// `<out>/Visualizations/`. [default: off]
+    #[arg(long)]
+    pub overlay: bool,
+
+    /// Also write an overlay mp4 next to the overlay folder (needs ffmpeg). [default: off]
+    #[arg(long)]
+    pub overlay_video: bool,
+
+    /// Frame rate of the overlay video. [default: the input video's rate, 24 for frame
+    /// folders]
+    #[arg(long, value_name = "FPS")]
+    pub fps: Option<f64>,
+
+    /// Category names for overlay labels, comma-separated, indexed by category id from 0.
+    /// [default: category numbers]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub category_names: Vec<String>,
+}
+
+/// The configuration: built-in defaults, then the config file, then flags.
+fn resolve_config(args: &TrackArgs) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(p) => Config::from_toml_file(p)?,
+        None => Config::default(),
+    };
+    let t = &mut c.tracker;
+    if let Some(v) = args.temporal {
+        t.temporal = v;
+    }
+    if let Some(v) = args.detection_every {
+        t.detection_every = v;
+    }
+    if let Some(v) = args.num_voting_frames {
+        t.num_voting_frames = v;
+    }
+    if let Some(v) = args.max_missed_detection_count {
+        t.max_missed_detection_count = v;
+    }
+    if let Some(v) = args.max_num_objects {
+        t.max_num_objects = v;
+    }
+    if let Some(v) = args.size {
+        c.input.size = v;
+    }
+    c.validate().context("settings after applying the flags")?;
+    Ok(c)
+}
+
+/// The chosen segmenter, its frame names, and the palette of given masks.
+struct SegmenterSetup {
+    segmenter: Box<dyn ImageSegmenter>,
+    names: Vec<String>,
+    dir: PathBuf,
+    palette: Option<Vec<u8>>,
+}
+
+fn segmenter(args: &TrackArgs) -> anyhow::Result<SegmenterSetup> {
+    if let Some(dir) = &args.detections {
+        let s = DetectionSegmenter::open(dir, args.resize_masks)?;
+        return Ok(SegmenterSetup {
+            names: s.frame_names().map(String::from).collect(),
+            dir: dir.clone(),
+            segmenter: Box::new(s),
+            palette: None,
+        });
+    }
+    if let Some(dir) = &args.init_masks {
+        let s = MaskSegmenter::open(dir, args.resize_masks)?;
+        return Ok(SegmenterSetup {
+            names: s.frame_names().map(String::from).collect(),
+            dir: dir.clone(),
+            palette: s.palette()?,
+            segmenter: Box::new(s),
+        });
+    }
+    bail!("choose a segmenter: --detections DIR or --init-masks DIR")
+}
+
+/// The frame names of the input, when they are known before decoding.
+fn frame_names(input: &Path, source: &dyn FrameSource) -> anyhow::Result<Option<Vec<String>>> {
+    if input.is_dir() {
+        let folder = FolderSource::open(input)?;
+        return Ok(Some(
+            folder
+                .files()
+                .iter()
+                .map(|f| f.file_stem().unwrap_or_default().to_string_lossy().into())
+                .collect(),
+        ));
+    }
+    Ok(source
+        .frame_count()
+        .map(|n| (0..n).map(|i| format!("{i:05}")).collect()))
+}
+
+fn progress_bar(total: Option<usize>) -> ProgressBar {
+    let bar = match total {
+        Some(n) => ProgressBar::new(n as u64),
+        None => ProgressBar::new_spinner(),
+    };
+    let template = match total {
+        Some(_) => "{bar:30} {pos}/{len} frames read, {msg} [{elapsed_precise} < {eta_precise}]",
+        None => "{spinner} {pos} frames read, {msg} [{elapsed_precise}]",
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar
+}
 
 /// Runs `deva track`.
-pub fn run(_args: TrackArgs) -> anyhow::Result<()> {
-    anyhow::bail!("deva track is not implemented yet")
+pub fn run(args: TrackArgs) -> anyhow::Result<()> {
+    let config = resolve_config(&args)?;
+    let setup = segmenter(&args)?;
+    let mut source = video::open(&args.input)?;
+    if let Some(frames) = frame_names(&args.input, source.as_ref())? {
+        check_coverage(&setup.dir, &setup.names, &frames)?;
+    }
+    let format = args.format.unwrap_or(if args.init_masks.is_some() {
+        OutputFormat::Davis
+    } else {
+        OutputFormat::Demo
+    });
+    let video = match (&args.video_name, format) {
+        (Some(v), _) => v.clone(),
+        (None, OutputFormat::Burst) => {
+            let abs = std::path::absolute(&args.input).unwrap_or(args.input.clone());
+            let parent = abs.parent().map(video::video_name).unwrap_or_default();
+            format!("{parent}/{}", video::video_name(&args.input))
+        }
+        (None, _) => video::video_name(&args.input),
+    };
+    let mut opts = OutputOptions::new(&args.out, format, &video);
+    opts.palette = setup.palette;
+    opts.overlay = args.overlay;
+    opts.overlay_video = args.overlay_video;
+    opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
+    opts.category_names = args.category_names.clone();
+    let writer = Writer::new(opts)?;
+    let images = if writer.needs_images() {
+        Some(video::open(&args.input)?)
+    } else {
+        None
+    };
+    let mut tracker = Tracker::new(&config, setup.segmenter, args.propagator.build())?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Failing to install the handler only loses the clean stop; Ctrl-C still ends the run.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+
+    let layout = writer.layout().clone();
+    let bar = progress_bar(source.frame_count());
+    let mut show = |s: &RunStats| {
+        bar.set_position(s.frames_read as u64);
+        bar.set_message(if s.finishing {
+            format!("{} written, finishing", s.frames_written)
+        } else {
+            format!("{} written", s.frames_written)
+        });
+    };
+    let result = output::run(
+        source.as_mut(),
+        &mut tracker,
+        writer,
+        images,
+        &stop,
+        &mut show,
+    );
+    bar.finish_and_clear();
+    let stats = result?;
+    let json = layout
+        .json
+        .map(|p| format!(", {}", p.display()))
+        .unwrap_or_default();
+    eprintln!(
+        "{} {} frames: masks in {}{json}",
+        if stats.stopped {
+            "stopped after"
+        } else {
+            "wrote"
+        },
+        stats.frames_written,
+        layout.masks.display()
+    );
+    Ok(())
 }

@@ -1,5 +1,9 @@
 //! Class-agnostic propagators: carry object masks from frame to frame.
 
+mod static_motion;
+
+pub use static_motion::StaticPropagator;
+
 use crate::error::Result;
 use crate::mask::{ObjectId, ObjectProbs};
 use crate::video::Frame;

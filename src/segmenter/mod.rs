@@ -1,5 +1,12 @@
 //! Image segmenters: anything that proposes non-overlapping segments on a single frame.
 
+pub mod detections;
+pub mod masks;
+pub mod sam;
+
+pub use detections::DetectionSegmenter;
+pub use masks::MaskSegmenter;
+
 use crate::error::Result;
 use crate::mask::{BinaryMask, Segmentation};
 use crate::video::Frame;
@@ -36,4 +43,3 @@ pub trait ImageSegmenter {
         tracked: Option<&BinaryMask>,
     ) -> Result<Option<Segmentation>>;
 }
-pub mod sam;

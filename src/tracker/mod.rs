@@ -1,1 +1,267 @@
-//! (to be written)
+//! The tracker: drives segmenter, propagator, consensus and merge over a stream of frames.
+//!
+//! Schedules (chosen from the configuration, the segmenter's kind and whether there is a
+//! propagator):
+//! - **image-only** (no propagator): every frame gets its own raw segmentation, with the
+//!   segmenter's ids, at the original resolution;
+//! - **VOS / reference** (segmenter kind [`SegmenterKind::Reference`]): masks given on any
+//!   frame add new objects or overwrite re-listed ones; objects are never deleted;
+//!   `tracker.temporal` is ignored;
+//! - **online**: every `detection_every`-th frame's raw segmentation is merged (no lag);
+//! - **semi-online**: the consensus of `num_voting_frames` frames is merged every
+//!   `detection_every` frames (lag `num_voting_frames − 1`);
+//! - **offline**: the whole video is buffered; a key-frame consensus of uniformly sampled
+//!   frames is propagated backwards and forwards from the key frame (everything at
+//!   [`Tracker::finish`]).
+//!
+//! Frames are resized to the internal size (`input.size`) before the propagator;
+//! segmentations are made on the original frames and resized to the internal size with
+//! nearest-neighbour sampling.
+
+mod engine;
+mod offline;
+mod semionline;
+mod vos;
+
+use crate::config::{Config, Temporal};
+use crate::error::{Error, Result};
+use crate::mask::{BinaryMask, ObjectProbs, SegmentInfo, Segmentation};
+use crate::propagator::Propagator;
+use crate::segmenter::{ImageSegmenter, SegmenterKind};
+use crate::video::{internal_size, Frame};
+use engine::Engine;
+use offline::Offline;
+use semionline::Clips;
+
+/// One finished frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedFrame {
+    /// Position in the video.
+    pub index: usize,
+    /// Frame name (for output files).
+    pub name: String,
+    /// Original frame width.
+    pub width: usize,
+    /// Original frame height.
+    pub height: usize,
+    /// Soft masks at the internal resolution (channel order = `probs.ids()`); at the original
+    /// resolution in image-only mode.
+    pub probs: ObjectProbs,
+    /// Live objects with their voted category (mode, ties to the smallest), mean score and
+    /// isthing.
+    pub objects: Vec<SegmentInfo>,
+}
+
+impl TrackedFrame {
+    /// The final segmentation at the original resolution: bilinear resize of `probs` and
+    /// argmax; `segments` are the `objects` present in the map.
+    pub fn segmentation(&self) -> Segmentation {
+        let map = self.probs.resize_argmax(self.width, self.height);
+        let present = map.areas();
+        let segments = self
+            .objects
+            .iter()
+            .filter(|o| present.contains_key(&o.id))
+            .cloned()
+            .collect();
+        Segmentation { map, segments }
+    }
+}
+
+/// A frame at its original and at the internal resolution.
+pub(crate) struct Prepared {
+    /// As fed to the tracker.
+    original: Frame,
+    /// Resized to the internal size (what the propagator sees).
+    internal: Frame,
+}
+
+impl Prepared {
+    /// Resizes `original` to the internal size for `size` (`input.size`).
+    fn new(original: Frame, size: i32) -> Self {
+        let (w, h) = internal_size(original.width(), original.height(), size);
+        let internal = if (w, h) == (original.width(), original.height()) {
+            original.clone()
+        } else {
+            original.resized(w, h)
+        };
+        Prepared { original, internal }
+    }
+
+    /// The finished frame with these masks and objects.
+    fn finish(&self, probs: ObjectProbs, objects: Vec<SegmentInfo>) -> TrackedFrame {
+        TrackedFrame {
+            index: self.original.index,
+            name: self.original.name.clone(),
+            width: self.original.width(),
+            height: self.original.height(),
+            probs,
+            objects,
+        }
+    }
+}
+
+/// The segmenter and the checks every schedule shares.
+pub(crate) struct Input<'a> {
+    segmenter: Box<dyn ImageSegmenter + 'a>,
+    size: i32,
+    /// Size of the first frame; all must match it.
+    dims: Option<(usize, usize)>,
+}
+
+impl<'a> Input<'a> {
+    /// Fails unless `frame` has the size of the video's first frame.
+    fn check(&mut self, frame: &Frame) -> Result<()> {
+        let dims = (frame.width(), frame.height());
+        match self.dims {
+            None => self.dims = Some(dims),
+            Some(d) if d != dims => {
+                return Err(Error::invalid(format!(
+                    "frame {} ({}) is {}x{} but the video's frames are {}x{}",
+                    frame.index, frame.name, dims.0, dims.1, d.0, d.1
+                )))
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Segments `frame` (original resolution) and checks the result.
+    fn segment(
+        &mut self,
+        frame: &Frame,
+        tracked: Option<&BinaryMask>,
+    ) -> Result<Option<Segmentation>> {
+        let Some(seg) = self.segmenter.segment(frame, tracked)? else {
+            return Ok(None);
+        };
+        let name = self.segmenter.name();
+        if seg.map.width() != frame.width() || seg.map.height() != frame.height() {
+            return Err(Error::invalid(format!(
+                "segmenter {name} returned a {}x{} segmentation for frame {} ({}) of size {}x{}",
+                seg.map.width(),
+                seg.map.height(),
+                frame.index,
+                frame.name,
+                frame.width(),
+                frame.height()
+            )));
+        }
+        seg.validate().map_err(|e| {
+            Error::invalid(format!(
+                "segmenter {name}, frame {} ({}): {e}",
+                frame.index, frame.name
+            ))
+        })?;
+        Ok(Some(seg))
+    }
+
+    /// Segments a prepared frame and resizes the result to the internal size.
+    fn segment_internal(
+        &mut self,
+        frame: &Prepared,
+        tracked: Option<&BinaryMask>,
+    ) -> Result<Option<Segmentation>> {
+        let seg = self.segment(&frame.original, tracked)?;
+        Ok(seg.map(|s| s.resize_nearest(frame.internal.width(), frame.internal.height())))
+    }
+}
+
+/// Which schedule runs.
+enum Schedule<'a> {
+    /// No propagator.
+    ImageOnly,
+    /// Given masks, never deleted.
+    Vos(Engine<'a>),
+    /// Online (clips of one frame) and semi-online.
+    Clips(Clips<'a>),
+    /// Whole-video key-frame consensus.
+    Offline(Offline<'a>),
+}
+
+/// Tracks objects through a video, one frame at a time.
+pub struct Tracker<'a> {
+    input: Input<'a>,
+    schedule: Schedule<'a>,
+}
+
+impl<'a> Tracker<'a> {
+    /// A tracker for one video. `propagator = None` is image-only mode: every frame gets its
+    /// own raw segmentation with the segmenter's ids (the `--propagator none` baseline).
+    pub fn new(
+        config: &Config,
+        segmenter: Box<dyn ImageSegmenter + 'a>,
+        propagator: Option<Box<dyn Propagator + 'a>>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let kind = segmenter.kind();
+        let schedule = match propagator {
+            None => Schedule::ImageOnly,
+            Some(p) => {
+                let engine = Engine::new(p, config);
+                match (kind, config.tracker.temporal) {
+                    (SegmenterKind::Reference, _) => Schedule::Vos(engine),
+                    (_, Temporal::Offline) => Schedule::Offline(Offline::new(engine, config)),
+                    (_, temporal) => Schedule::Clips(Clips::new(engine, config, temporal)),
+                }
+            }
+        };
+        Ok(Tracker {
+            input: Input {
+                segmenter,
+                size: config.input.size,
+                dims: None,
+            },
+            schedule,
+        })
+    }
+
+    /// Feeds the next frame at its original resolution (all frames of a video must have one
+    /// size). Returns the frames that became final, in order (semi-online: a lag of
+    /// `num_voting_frames − 1`; offline: nothing until [`finish`](Self::finish)).
+    pub fn step(&mut self, frame: Frame) -> Result<Vec<TrackedFrame>> {
+        self.input.check(&frame)?;
+        match &mut self.schedule {
+            Schedule::ImageOnly => Ok(vec![image_only(&mut self.input, frame)?]),
+            Schedule::Vos(engine) => {
+                let frame = Prepared::new(frame, self.input.size);
+                Ok(vec![vos::step(engine, &mut self.input, frame)?])
+            }
+            Schedule::Clips(clips) => {
+                let frame = Prepared::new(frame, self.input.size);
+                clips.step(&mut self.input, frame)
+            }
+            Schedule::Offline(offline) => {
+                offline.push(frame);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// End of video: returns all remaining frames, in order. A semi-online clip cut short by
+    /// the end still gets the consensus of the frames it has.
+    pub fn finish(&mut self) -> Result<Vec<TrackedFrame>> {
+        match &mut self.schedule {
+            Schedule::ImageOnly | Schedule::Vos(_) => Ok(Vec::new()),
+            Schedule::Clips(clips) => clips.finish(),
+            Schedule::Offline(offline) => offline.finish(&mut self.input),
+        }
+    }
+}
+
+/// Image-only mode: the frame's raw segmentation as one-hot masks at the original size.
+fn image_only(input: &mut Input, frame: Frame) -> Result<TrackedFrame> {
+    let seg = input
+        .segment(&frame, None)?
+        .unwrap_or_else(|| Segmentation::empty(frame.width(), frame.height()));
+    let ids: Vec<_> = seg.segments.iter().map(|s| s.id).collect();
+    let probs = ObjectProbs::one_hot(&seg.map, &ids)?;
+    Ok(TrackedFrame {
+        index: frame.index,
+        name: frame.name,
+        width: seg.map.width(),
+        height: seg.map.height(),
+        probs,
+        objects: seg.segments,
+    })
+}

@@ -1,8 +1,14 @@
 //! Frames and where they come from: image folders, video files, and the internal resolution.
 
+pub mod ffmpeg;
+pub mod folder;
 mod resize;
+mod source;
 
+pub use ffmpeg::{VideoFileSource, VideoFileWriter};
+pub use folder::FolderSource;
 pub use resize::{internal_size, resize_rgb};
+pub use source::{is_video_file, open, video_name, FrameSource, VIDEO_EXTENSIONS};
 
 use image::RgbImage;
 

@@ -1,5 +1,5 @@
-//! SAM checkpoints: reading the tensors (`.pth` zip state dict or safetensors), inferring the
-//! architecture from their names and shapes, and strict key checks.
+//! SAM checkpoints: the named tensors of a `.pth` or safetensors file, and strict loading
+//! through a candle `VarBuilder` that reports keys the model did not use.
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Shape, Tensor};
@@ -19,27 +19,19 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads a checkpoint: safetensors when the file name ends in `.safetensors`, otherwise a
-    /// PyTorch zip state dict (no pickle code is executed: only tensor records are read).
+    /// Reads a checkpoint (`.pth` zip state dict or safetensors) with [`nn::checkpoint`]:
+    /// no pickle code is executed.
+    ///
+    /// [`nn::checkpoint`]: crate::nn::checkpoint
     pub fn read(path: &Path) -> Result<Checkpoint> {
-        if !path.is_file() {
-            return Err(Error::checkpoint(path, "file not found"));
-        }
-        let is_safetensors = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        let tensors: HashMap<String, Tensor> = if is_safetensors {
-            candle_core::safetensors::load(path, &Device::Cpu)
-                .map_err(|e| Error::checkpoint(path, e))?
-        } else {
-            candle_core::pickle::read_all_with_key(path, None)
-                .map_err(|e| Error::checkpoint(path, e))?
-                .into_iter()
-                .collect()
-        };
-        if tensors.is_empty() {
+        let dict = crate::nn::checkpoint::load(path, &[])?;
+        if dict.is_empty() {
             return Err(Error::checkpoint(path, "no tensors found"));
         }
+        let tensors = dict
+            .iter()
+            .map(|(k, v)| Ok((k.to_string(), v.to_tensor(&Device::Cpu)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
         Ok(Checkpoint {
             path: path.to_path_buf(),
             tensors,

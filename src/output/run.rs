@@ -1,0 +1,271 @@
+//! Running a whole video: frames from a source through a tracker into a writer.
+
+use super::Writer;
+use crate::error::{Error, Result};
+use crate::mask::Segmentation;
+use crate::tracker::{TrackedFrame, Tracker};
+use crate::video::{Frame, FrameSource};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The final segmentation of one frame, at the frame's original resolution.
+#[derive(Debug, Clone)]
+pub struct FrameResult {
+    /// Position in the video.
+    pub index: usize,
+    /// Frame name (used for output file names).
+    pub name: String,
+    /// Object ids and their information.
+    pub segmentation: Segmentation,
+}
+
+/// Something that turns frames into final segmentations in order, possibly with a delay.
+pub trait Tracking {
+    /// Feeds the next frame; returns the frames that became final, in order.
+    fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>>;
+    /// Ends the video; returns the remaining frames, in order.
+    fn finish(&mut self) -> Result<Vec<FrameResult>>;
+}
+
+impl From<&TrackedFrame> for FrameResult {
+    fn from(t: &TrackedFrame) -> Self {
+        FrameResult {
+            index: t.index,
+            name: t.name.clone(),
+            segmentation: t.segmentation(),
+        }
+    }
+}
+
+impl Tracking for Tracker<'_> {
+    fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>> {
+        Ok(Tracker::step(self, frame)?
+            .iter()
+            .map(FrameResult::from)
+            .collect())
+    }
+
+    fn finish(&mut self) -> Result<Vec<FrameResult>> {
+        Ok(Tracker::finish(self)?
+            .iter()
+            .map(FrameResult::from)
+            .collect())
+    }
+}
+
+/// Counts reported while running and at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Frames taken from the source.
+    pub frames_read: usize,
+    /// Frames written.
+    pub frames_written: usize,
+    /// Whether the run was stopped early (outputs cover the frames written).
+    pub stopped: bool,
+    /// Whether all frames are read and the tracker is finishing.
+    pub finishing: bool,
+}
+
+/// Writes results, taking each frame's image from `images` (a second pass over the same
+/// frames) when the writer draws overlays.
+struct Sink<'a> {
+    writer: Writer,
+    images: Option<Box<dyn FrameSource + 'a>>,
+}
+
+impl Sink<'_> {
+    fn write_all(&mut self, results: Vec<FrameResult>) -> Result<()> {
+        for r in results {
+            let image = match self.images.as_mut() {
+                None => None,
+                Some(src) => Some(image_for(src.as_mut(), &r)?),
+            };
+            self.writer.write(&r, image.as_ref().map(|f| &f.image))?;
+        }
+        Ok(())
+    }
+}
+
+/// Advances `src` to the frame of `r`.
+fn image_for(src: &mut dyn FrameSource, r: &FrameResult) -> Result<Frame> {
+    loop {
+        match src.next() {
+            Some(Ok(f)) if f.index == r.index => return Ok(f),
+            Some(Ok(f)) if f.index < r.index => continue,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "frame {} ({}) is not in the image source, or results are out of order",
+                    r.index, r.name
+                )))
+            }
+        }
+    }
+}
+
+/// Runs a video: reads every frame of `source`, feeds it to `tracking` and writes the results
+/// with `writer`, calling `progress` after each frame. When the writer draws overlays,
+/// `images` must yield the same frames again (a second, independent reader), which keeps
+/// memory bounded whatever the tracker's delay.
+///
+/// When `stop` becomes true, reading stops, the tracker is not finished, and the writer
+/// completes its JSON and video for the frames written so far (a clean stop). On an error
+/// nothing more is written and the JSON is not produced.
+pub fn run<'a>(
+    source: &mut dyn FrameSource,
+    tracking: &mut dyn Tracking,
+    writer: Writer,
+    images: Option<Box<dyn FrameSource + 'a>>,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&RunStats),
+) -> Result<RunStats> {
+    if writer.needs_images() && images.is_none() {
+        return Err(Error::invalid(
+            "overlays need a second reader of the frames",
+        ));
+    }
+    let mut sink = Sink { writer, images };
+    let mut stats = RunStats::default();
+    for frame in &mut *source {
+        if stop.load(Ordering::Relaxed) {
+            stats.stopped = true;
+            break;
+        }
+        let frame = frame?;
+        stats.frames_read += 1;
+        sink.write_all(tracking.step(frame)?)?;
+        stats.frames_written = sink.writer.frames_written();
+        progress(&stats);
+    }
+    if !stats.stopped {
+        stats.finishing = true;
+        progress(&stats);
+        sink.write_all(tracking.finish()?)?;
+    }
+    stats.frames_written = sink.writer.finish()?;
+    progress(&stats);
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mask::IdMap;
+    use crate::output::{OutputFormat, OutputOptions};
+    use crate::video::FolderSource;
+    use image::{Rgb, RgbImage};
+    use std::path::Path;
+
+    /// Labels pixels brighter than 100 as object 1 and returns frames with a delay of one.
+    struct Threshold {
+        pending: Option<Frame>,
+    }
+
+    fn label(f: Frame) -> FrameResult {
+        let data = f.image.pixels().map(|p| (p.0[0] > 100) as u32).collect();
+        let map = IdMap::from_vec(f.width(), f.height(), data).unwrap();
+        FrameResult {
+            index: f.index,
+            name: f.name,
+            segmentation: Segmentation::from_map(map),
+        }
+    }
+
+    impl Tracking for Threshold {
+        fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>> {
+            Ok(self.pending.replace(frame).map(label).into_iter().collect())
+        }
+        fn finish(&mut self) -> Result<Vec<FrameResult>> {
+            Ok(self.pending.take().map(label).into_iter().collect())
+        }
+    }
+
+    fn frames(dir: &Path, n: usize) {
+        for i in 0..n {
+            let mut img = RgbImage::new(4, 2);
+            img.put_pixel(i as u32 % 4, 0, Rgb([200, 0, 0]));
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn runs_a_delayed_tracker_with_overlays() {
+        let input = tempfile::tempdir().unwrap();
+        frames(input.path(), 5);
+        let out = tempfile::tempdir().unwrap();
+        let mut opts = OutputOptions::new(out.path(), OutputFormat::Demo, "v");
+        opts.overlay = true;
+        let mut src = FolderSource::open(input.path()).unwrap();
+        let images = FolderSource::open(input.path()).unwrap();
+        let mut seen = Vec::new();
+        let stats = run(
+            &mut src,
+            &mut Threshold { pending: None },
+            Writer::new(opts).unwrap(),
+            Some(Box::new(images)),
+            &AtomicBool::new(false),
+            &mut |s| seen.push(*s),
+        )
+        .unwrap();
+        assert_eq!(
+            (stats.frames_read, stats.frames_written, stats.stopped),
+            (5, 5, false)
+        );
+        assert_eq!(
+            seen[0].frames_written, 0,
+            "first result arrives with the second frame"
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("pred.json")).unwrap()).unwrap();
+        let frames = doc["annotations"].as_array().unwrap();
+        assert_eq!(frames.len(), 5);
+        assert_eq!(frames[3]["file_name"], "003.jpg");
+        assert_eq!(
+            frames[3]["segments_info"][0]["bbox"],
+            serde_json::json!([3, 0, 1, 1])
+        );
+        assert!(out.path().join("Visualizations/004.jpg").is_file());
+    }
+
+    #[test]
+    fn a_stop_writes_what_is_done_and_an_error_writes_no_json() {
+        let input = tempfile::tempdir().unwrap();
+        frames(input.path(), 4);
+        let out = tempfile::tempdir().unwrap();
+        let stop = AtomicBool::new(false);
+        let mut src = FolderSource::open(input.path()).unwrap();
+        let opts = OutputOptions::new(out.path(), OutputFormat::Demo, "v");
+        let stats = run(
+            &mut src,
+            &mut Threshold { pending: None },
+            Writer::new(opts.clone()).unwrap(),
+            None,
+            &stop,
+            &mut |s| {
+                if s.frames_read == 3 {
+                    stop.store(true, Ordering::Relaxed)
+                }
+            },
+        )
+        .unwrap();
+        assert!(stats.stopped);
+        assert_eq!((stats.frames_read, stats.frames_written), (3, 2));
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("pred.json")).unwrap()).unwrap();
+        assert_eq!(doc["annotations"].as_array().unwrap().len(), 2);
+
+        std::fs::write(input.path().join("002.png"), b"broken").unwrap();
+        let out2 = tempfile::tempdir().unwrap();
+        let mut src = FolderSource::open(input.path()).unwrap();
+        let e = run(
+            &mut src,
+            &mut Threshold { pending: None },
+            Writer::new(OutputOptions::new(out2.path(), OutputFormat::Demo, "v")).unwrap(),
+            None,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("002.png"), "{e}");
+        assert!(!out2.path().join("pred.json").exists());
+    }
+}

@@ -1,0 +1,106 @@
+//! Given object masks (semi-supervised video object segmentation): DAVIS layout
+//! `<dir>/<frame>.png`, on the first frame or on any frames, where objects may appear.
+
+use super::detections::MaskDir;
+use super::{ImageSegmenter, SegmenterKind};
+use crate::error::Result;
+use crate::mask::{BinaryMask, Segmentation};
+use crate::video::Frame;
+use std::path::Path;
+
+/// Reference masks read from a folder of palette (or grayscale, or RGB-id) PNGs; the tracker
+/// follows them exactly on the frames that have one.
+#[derive(Debug, Clone)]
+pub struct MaskSegmenter {
+    masks: MaskDir,
+}
+
+impl MaskSegmenter {
+    /// Indexes the masks in `dir` (only `.png` files). With `resize`, masks of another size
+    /// are resized (nearest) to their frame instead of failing.
+    pub fn open(dir: &Path, resize: bool) -> Result<Self> {
+        Ok(MaskSegmenter {
+            masks: MaskDir::open(dir, false, resize)?,
+        })
+    }
+
+    /// The palette of the first mask, to write outputs in the same colours.
+    pub fn palette(&self) -> Result<Option<Vec<u8>>> {
+        self.masks.first_palette()
+    }
+
+    /// The frame names that have a mask, sorted.
+    pub fn frame_names(&self) -> impl Iterator<Item = &str> {
+        self.masks.names()
+    }
+}
+
+impl ImageSegmenter for MaskSegmenter {
+    fn name(&self) -> &str {
+        "masks"
+    }
+
+    fn kind(&self) -> SegmenterKind {
+        SegmenterKind::Reference
+    }
+
+    fn segment(
+        &mut self,
+        frame: &Frame,
+        _tracked: Option<&BinaryMask>,
+    ) -> Result<Option<Segmentation>> {
+        let Some((png, path)) = self.masks.read(frame)? else {
+            return Ok(None);
+        };
+        self.masks
+            .fit(Segmentation::from_map(png.map), path, frame)
+            .map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imageio::{davis_palette, write_palette_png};
+    use crate::mask::{IdMap, SegmentInfo};
+    use image::RgbImage;
+
+    #[test]
+    fn masks_are_references_with_their_palette() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut palette = davis_palette();
+        palette[3..6].copy_from_slice(&[1, 2, 3]);
+        let m0 = IdMap::from_vec(2, 2, vec![0, 1, 1, 0]).unwrap();
+        let m5 = IdMap::from_vec(2, 2, vec![0, 0, 4, 0]).unwrap();
+        write_palette_png(&dir.path().join("00000.png"), &m0, &palette).unwrap();
+        write_palette_png(&dir.path().join("00005.png"), &m5, &davis_palette()).unwrap();
+
+        let mut seg = MaskSegmenter::open(dir.path(), false).unwrap();
+        assert_eq!(seg.kind(), SegmenterKind::Reference);
+        assert_eq!(seg.palette().unwrap().unwrap()[3..6], [1, 2, 3]);
+        assert_eq!(seg.frame_names().collect::<Vec<_>>(), ["00000", "00005"]);
+        let frame = |name: &str, w: u32| Frame {
+            index: 0,
+            name: name.into(),
+            image: RgbImage::new(w, 2),
+        };
+        let s = seg.segment(&frame("00005", 2), None).unwrap().unwrap();
+        assert_eq!(s.map, m5);
+        assert_eq!(s.segments, vec![SegmentInfo::new(4)]);
+        assert!(seg.segment(&frame("00001", 2), None).unwrap().is_none());
+        let e = seg
+            .segment(&frame("00000", 3), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("00000.png") && e.contains("2x2") && e.contains("3x2"),
+            "{e}"
+        );
+
+        std::fs::write(dir.path().join("00001.json"), "[]").unwrap();
+        let e = MaskSegmenter::open(dir.path(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("00001.json"), "{e}");
+    }
+}

@@ -439,3 +439,116 @@ fn automatic_mask_generator_matches_reference() {
         );
     }
 }
+
+/// MobileSAM's TinyViT against the official code. Oracle: tests/sam_data/mobile_sam_oracle.py
+/// ran ChaoningZhang/MobileSAM's `tiny_vit_sam.TinyViT` (build_sam_vit_t configuration, torch
+/// 2.15 float32 CPU) with the synthetic weight formula of `deva::nn::synthetic` and a formula
+/// input, and stored every 61st output value (no fixture set has MobileSAM).
+#[test]
+fn tiny_vit_matches_mobile_sam() {
+    use deva::segmenter::sam::{SamArch, TinyVitConfig};
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sam_data/mobile_sam_tiny_vit.json");
+    let oracle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let seed = oracle["seed"].as_u64().unwrap();
+    let arch = SamArch::with_tiny_vit(TinyVitConfig::mobile_sam());
+    let sam = SamModel::synthetic(&arch, seed, &Device::Cpu).unwrap();
+    let s = arch.img_size;
+    let input: Vec<f32> = (0..3 * s * s)
+        .map(|i| {
+            let (c, y, x) = ((i / (s * s)) as f64, ((i / s) % s) as f64, (i % s) as f64);
+            (1.5 * (0.01 * x * (c + 1.0) + 0.013 * y).sin()) as f32
+        })
+        .collect();
+    let input = Tensor::from_vec(input, (1, 3, s, s), &Device::Cpu).unwrap();
+    let out = sam.encode(&input, None).unwrap();
+    let shape: Vec<usize> = f64s(&oracle["shape"]).iter().map(|&v| v as usize).collect();
+    assert_eq!(out.dims(), shape.as_slice());
+    let stride = oracle["stride"].as_u64().unwrap() as usize;
+    let ours: Vec<f32> = out
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .step_by(stride)
+        .collect();
+    let want: Vec<f32> = f64s(&oracle["samples"]).iter().map(|&v| v as f32).collect();
+    assert_eq!(ours.len(), want.len());
+    let scale = oracle["max_abs"].as_f64().unwrap() as f32;
+    let d = ours
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        d <= 1e-4 * scale.max(1.0),
+        "TinyViT: max diff {d:e} (scale {scale})"
+    );
+    eprintln!("TinyViT: max diff {d:.3e} over {} samples", want.len());
+}
+
+#[test]
+fn checkpoint_errors_name_the_file_and_key() {
+    use deva::config::SamVariant;
+    use deva::segmenter::sam::weights::Checkpoint;
+    use deva::segmenter::sam::SamArch;
+    let Some(dir) = common::fixtures("sam") else {
+        return;
+    };
+    let pth = dir.join("weights.pth");
+    let ck = Checkpoint::read(&pth).unwrap();
+    let arch = SamArch::from_checkpoint(&ck).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // The same tensors as safetensors give the same architecture and load strictly.
+    let st = tmp.path().join("w.safetensors");
+    candle_core::safetensors::save(&ck.tensors, &st).unwrap();
+    let from_st = SamModel::load(&st, &Device::Cpu).unwrap();
+    assert_eq!(from_st.arch(), &arch);
+
+    let mut missing = ck.tensors.clone();
+    missing.remove("mask_decoder.iou_token.weight");
+    let p = tmp.path().join("missing.safetensors");
+    candle_core::safetensors::save(&missing, &p).unwrap();
+    let e = SamModel::load(&p, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        e.contains("mask_decoder.iou_token.weight") && e.contains("missing.safetensors"),
+        "{e}"
+    );
+
+    let mut extra = ck.tensors.clone();
+    extra.insert(
+        "extra.weight".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let p = tmp.path().join("extra.safetensors");
+    candle_core::safetensors::save(&extra, &p).unwrap();
+    let e = SamModel::load(&p, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("unexpected key extra.weight"), "{e}");
+
+    let mut reshaped = ck.tensors.clone();
+    reshaped.insert(
+        "prompt_encoder.no_mask_embed.weight".into(),
+        Tensor::zeros((2, 256), DType::F32, &Device::Cpu).unwrap(),
+    );
+    let p = tmp.path().join("reshaped.safetensors");
+    candle_core::safetensors::save(&reshaped, &p).unwrap();
+    let e = SamModel::load(&p, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("prompt_encoder.no_mask_embed.weight"), "{e}");
+
+    let bytes = std::fs::read(&pth).unwrap();
+    let p = tmp.path().join("truncated.pth");
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let e = SamModel::load(&p, &Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("truncated.pth"), "{e}");
+
+    let e = SamModel::load_variant(&pth, SamVariant::Mobile, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("weights.pth") && e.contains("sam.variant"),
+        "{e}"
+    );
+}

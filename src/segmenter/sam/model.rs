@@ -1,12 +1,14 @@
 //! The SAM network: an image encoder (ViT or TinyViT), the prompt encoder and the mask
 //! decoder, built from an official checkpoint whose sizes are read from its tensors.
 
+use super::config::SamVariant;
 use super::decoder::{DecoderConfig, MaskDecoder};
 use super::prompt::{PromptEmbeddings, PromptEncoder};
+use super::tiny_vit::{TinyVit, TinyVitConfig, UNUSED_KEYS};
 use super::vit::{ImageEncoderVit, VitConfig};
-use super::weights::{build_strict, Checkpoint};
-use crate::error::Result;
-use candle_core::{Device, Tensor};
+use super::weights::{build_strict, Checkpoint, SyntheticStore};
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::path::Path;
 
@@ -15,6 +17,18 @@ use std::path::Path;
 pub enum EncoderConfig {
     /// The ViT of SAM ViT-B/L/H.
     Vit(VitConfig),
+    /// The TinyViT of MobileSAM.
+    TinyVit(TinyVitConfig),
+}
+
+impl EncoderConfig {
+    /// The checkpoint family this encoder belongs to.
+    pub fn variant(&self) -> SamVariant {
+        match self {
+            EncoderConfig::Vit(_) => SamVariant::Original,
+            EncoderConfig::TinyVit(_) => SamVariant::Mobile,
+        }
+    }
 }
 
 /// The sizes of a whole SAM model.
@@ -37,10 +51,20 @@ pub struct SamArch {
 impl SamArch {
     /// The official architecture around a ViT encoder.
     pub fn with_vit(vit: VitConfig) -> Self {
-        let img_size = vit.img_size;
-        let grid = vit.img_size / vit.patch_size;
+        let (img_size, patch) = (vit.img_size, vit.patch_size);
+        Self::with_encoder(EncoderConfig::Vit(vit), img_size, patch)
+    }
+
+    /// MobileSAM's architecture around a TinyViT encoder.
+    pub fn with_tiny_vit(tiny: TinyVitConfig) -> Self {
+        let img_size = tiny.img_size;
+        Self::with_encoder(EncoderConfig::TinyVit(tiny), img_size, 16)
+    }
+
+    fn with_encoder(encoder: EncoderConfig, img_size: usize, stride: usize) -> Self {
+        let grid = img_size / stride;
         SamArch {
-            encoder: EncoderConfig::Vit(vit),
+            encoder,
             img_size,
             embedding_size: (grid, grid),
             prompt_dim: 256,
@@ -59,8 +83,11 @@ impl SamArch {
 
     /// Reads every size from the checkpoint's keys and shapes.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self> {
-        let vit = VitConfig::from_checkpoint(ck, "image_encoder")?;
-        let mut arch = SamArch::with_vit(vit);
+        let mut arch = if TinyVitConfig::is_tiny_vit(ck, "image_encoder") {
+            SamArch::with_tiny_vit(TinyVitConfig::from_checkpoint(ck, "image_encoder")?)
+        } else {
+            SamArch::with_vit(VitConfig::from_checkpoint(ck, "image_encoder")?)
+        };
         arch.prompt_dim = ck.dims("prompt_encoder.no_mask_embed.weight")?[1];
         arch.mask_in_chans = ck.dims("prompt_encoder.mask_downscaling.3.weight")?[0];
         let d = &mut arch.decoder;
@@ -81,6 +108,7 @@ impl SamArch {
 #[derive(Debug)]
 enum ImageEncoder {
     Vit(ImageEncoderVit),
+    TinyVit(TinyVit),
 }
 
 /// A SAM model.
@@ -100,6 +128,9 @@ impl SamModel {
         let encoder = match &arch.encoder {
             EncoderConfig::Vit(c) => {
                 ImageEncoder::Vit(ImageEncoderVit::new(c, vb.pp("image_encoder"))?)
+            }
+            EncoderConfig::TinyVit(c) => {
+                ImageEncoder::TinyVit(TinyVit::new(c, vb.pp("image_encoder"))?)
             }
         };
         let prompt = PromptEncoder::new(
@@ -122,11 +153,40 @@ impl SamModel {
     }
 
     /// Loads an official checkpoint (`.pth` or `.safetensors`); the architecture is read
-    /// from it and every key must be used.
+    /// from it and every key must be used (TinyViT's unused classifier head excepted).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let ck = Checkpoint::read(path)?;
         let arch = SamArch::from_checkpoint(&ck)?;
-        build_strict(&ck, device, &[], |vb| SamModel::new(&arch, vb))
+        build_strict(&ck, device, &UNUSED_KEYS, |vb| SamModel::new(&arch, vb))
+    }
+
+    /// A model with synthetic weights ([`SyntheticStore`]) of the given size, for tests and
+    /// benchmarks.
+    pub fn synthetic(arch: &SamArch, seed: u64, device: &Device) -> Result<Self> {
+        let store = SyntheticStore { seed };
+        let vb = VarBuilder::from_backend(Box::new(store), DType::F32, device.clone());
+        SamModel::new(arch, vb)
+    }
+
+    /// Loads a checkpoint that must be of the `expected` family.
+    pub fn load_variant(path: &Path, expected: SamVariant, device: &Device) -> Result<Self> {
+        let model = Self::load(path, device)?;
+        let found = model.arch.encoder.variant();
+        if found != expected {
+            let name = |v: SamVariant| match v {
+                SamVariant::Original => "original (ViT)",
+                SamVariant::Mobile => "mobile (TinyViT)",
+            };
+            return Err(Error::checkpoint(
+                path,
+                format!(
+                    "holds a {} SAM, but sam.variant is {}",
+                    name(found),
+                    name(expected)
+                ),
+            ));
+        }
+        Ok(model)
     }
 
     /// The model's sizes.
@@ -145,6 +205,7 @@ impl SamModel {
     pub fn encode(&self, input: &Tensor, trace: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
         match &self.encoder {
             ImageEncoder::Vit(e) => e.forward(input, trace),
+            ImageEncoder::TinyVit(e) => e.forward(input, trace),
         }
     }
 

@@ -307,7 +307,7 @@ impl Block {
 }
 
 /// Splits `(B, H, W, C)` into `(B·nh·nw, win, win, C)` windows, zero-padding bottom/right.
-fn window_partition(xs: &Tensor, win: usize) -> Result<(Tensor, (usize, usize))> {
+pub(super) fn window_partition(xs: &Tensor, win: usize) -> Result<(Tensor, (usize, usize))> {
     let (b, h, w, c) = xs.dims4()?;
     let (hp, wp) = (h.div_ceil(win) * win, w.div_ceil(win) * win);
     let xs = xs
@@ -322,7 +322,7 @@ fn window_partition(xs: &Tensor, win: usize) -> Result<(Tensor, (usize, usize))>
 }
 
 /// Inverse of [`window_partition`], dropping the padding.
-fn window_unpartition(
+pub(super) fn window_unpartition(
     windows: &Tensor,
     win: usize,
     (hp, wp): (usize, usize),

@@ -137,3 +137,35 @@ pub fn build_strict<T>(
     }
     Ok(model)
 }
+
+/// A variable store that makes up every requested tensor with the project's synthetic weight
+/// formula ([`crate::nn::synthetic`]), for tests and benchmarks without real checkpoints.
+/// Tensors under a `.bn.` path segment are BatchNorm parameters; BatchNorm step counters are
+/// reported absent.
+pub struct SyntheticStore {
+    /// Seed of the formula.
+    pub seed: u64,
+}
+
+impl SimpleBackend for SyntheticStore {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let bn = name.contains(".bn.");
+        let values = crate::nn::synthetic::float_values(name, s.dims(), bn, self.seed);
+        Tensor::from_vec(values, s, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("synthetic weights need a shape for {name}")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        !name.ends_with("num_batches_tracked")
+    }
+}

@@ -11,38 +11,132 @@ use crate::mask::{BBox, ObjectId, Segmentation};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The box of every object on every frame (`None` where the object is absent), by id.
-pub fn object_boxes(frames: &[Segmentation]) -> BTreeMap<ObjectId, Vec<Option<BBox>>> {
-    let mut out: BTreeMap<ObjectId, Vec<Option<BBox>>> = BTreeMap::new();
-    for (t, seg) in frames.iter().enumerate() {
-        for (id, b) in seg.map.bboxes() {
-            out.entry(id).or_insert_with(|| vec![None; frames.len()])[t] = Some(b);
-        }
-    }
-    out
+/// One object's box on one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoxRecord {
+    /// The object.
+    pub id: ObjectId,
+    /// Its tight box.
+    pub bbox: BBox,
+    /// The segment's score, if any.
+    pub score: Option<f32>,
 }
 
-/// Writes MOT-style text: `frame,id,x,y,w,h,score,-1,-1,-1` for each object on each frame
-/// (frames numbered from 1 in sequence order, objects by id, 1-based pixels; the score is the
-/// segment's score, or 1 when it has none).
-pub fn write_mot(path: &Path, frames: &[Segmentation]) -> Result<()> {
-    write_atomic_with(path, |w| {
-        for (t, seg) in frames.iter().enumerate() {
-            for (id, b) in seg.map.bboxes() {
-                let score = seg.info(id).and_then(|s| s.score).unwrap_or(1.0);
-                writeln!(
-                    w,
-                    "{},{id},{},{},{},{},{score},-1,-1,-1",
-                    t + 1,
-                    b.x + 1,
-                    b.y + 1,
-                    b.w,
-                    b.h
-                )?;
+/// The boxes of every object on every frame of a sequence, recorded frame by frame (only
+/// boxes are kept, so long videos stay cheap).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BoxRecorder {
+    frames: Vec<Vec<BoxRecord>>,
+}
+
+impl BoxRecorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a whole sequence of segmentations, in frame order.
+    pub fn from_frames(frames: &[Segmentation]) -> Self {
+        let mut r = Self::new();
+        frames.iter().for_each(|s| r.push(s));
+        r
+    }
+
+    /// Records the next frame.
+    pub fn push(&mut self, seg: &Segmentation) {
+        let boxes = seg
+            .map
+            .bboxes()
+            .into_iter()
+            .map(|(id, bbox)| BoxRecord {
+                id,
+                bbox,
+                score: seg.info(id).and_then(|s| s.score),
+            })
+            .collect();
+        self.frames.push(boxes);
+    }
+
+    /// Number of frames recorded.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether no frame was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The boxes of each frame, objects by id.
+    pub fn frames(&self) -> &[Vec<BoxRecord>] {
+        &self.frames
+    }
+
+    /// The box of every object on every frame (`None` where the object is absent), by id.
+    pub fn object_boxes(&self) -> BTreeMap<ObjectId, Vec<Option<BBox>>> {
+        let mut out: BTreeMap<ObjectId, Vec<Option<BBox>>> = BTreeMap::new();
+        for (t, boxes) in self.frames.iter().enumerate() {
+            for b in boxes {
+                out.entry(b.id)
+                    .or_insert_with(|| vec![None; self.frames.len()])[t] = Some(b.bbox);
             }
         }
-        Ok(())
-    })
+        out
+    }
+
+    /// Writes MOT-style text: `frame,id,x,y,w,h,score,-1,-1,-1` for each object on each
+    /// frame (frames numbered from 1 in sequence order, objects by id, 1-based pixels; the
+    /// score is the segment's score, or 1 when it has none).
+    pub fn write_mot(&self, path: &Path) -> Result<()> {
+        write_atomic_with(path, |w| {
+            for (t, boxes) in self.frames.iter().enumerate() {
+                for r in boxes {
+                    let b = r.bbox;
+                    writeln!(
+                        w,
+                        "{},{},{},{},{},{},{},-1,-1,-1",
+                        t + 1,
+                        r.id,
+                        b.x + 1,
+                        b.y + 1,
+                        b.w,
+                        b.h,
+                        r.score.unwrap_or(1.0)
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes one result file per object under `dir` and returns their paths. A sequence
+    /// with one object is named `sequence`; with several, each object is named
+    /// `<sequence>_<id>`.
+    pub fn write_sequence(
+        &self,
+        dir: &Path,
+        sequence: &str,
+        format: BoxFormat,
+    ) -> Result<Vec<PathBuf>> {
+        let objects = self.object_boxes();
+        let single = objects.len() == 1;
+        objects
+            .iter()
+            .map(|(id, boxes)| {
+                let name = if single {
+                    sequence.to_string()
+                } else {
+                    format!("{sequence}_{id}")
+                };
+                let path = match format {
+                    BoxFormat::Lasot => dir.join(format!("{name}.txt")),
+                    BoxFormat::Got10k => dir.join(&name).join(format!("{name}_001.txt")),
+                };
+                write_box_file(&path, boxes, format)?;
+                Ok(path)
+            })
+            .collect()
+    }
 }
 
 /// A single-object box result layout.
@@ -72,35 +166,6 @@ pub fn write_box_file(path: &Path, boxes: &[Option<BBox>], format: BoxFormat) ->
         }
         Ok(())
     })
-}
-
-/// Writes one result file per object of a sequence under `dir` and returns their paths. A
-/// sequence with one object is named `sequence`; with several, each object is named
-/// `<sequence>_<id>`.
-pub fn write_sequence_boxes(
-    dir: &Path,
-    sequence: &str,
-    frames: &[Segmentation],
-    format: BoxFormat,
-) -> Result<Vec<PathBuf>> {
-    let objects = object_boxes(frames);
-    let single = objects.len() == 1;
-    objects
-        .iter()
-        .map(|(id, boxes)| {
-            let name = if single {
-                sequence.to_string()
-            } else {
-                format!("{sequence}_{id}")
-            };
-            let path = match format {
-                BoxFormat::Lasot => dir.join(format!("{name}.txt")),
-                BoxFormat::Got10k => dir.join(&name).join(format!("{name}_001.txt")),
-            };
-            write_box_file(&path, boxes, format)?;
-            Ok(path)
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -135,7 +200,7 @@ mod tests {
     fn mot_lines_are_one_based_with_scores() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("mot.txt");
-        write_mot(&p, &sequence()).unwrap();
+        BoxRecorder::from_frames(&sequence()).write_mot(&p).unwrap();
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
             "1,1,1,1,3,2,0.5,-1,-1,-1\n1,7,11,5,5,6,1,-1,-1,-1\n2,7,12,6,2,2,1,-1,-1,-1\n"
@@ -145,7 +210,9 @@ mod tests {
     #[test]
     fn lasot_and_got10k_files_per_object() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = write_sequence_boxes(dir.path(), "seq", &sequence(), BoxFormat::Lasot).unwrap();
+        let paths = BoxRecorder::from_frames(&sequence())
+            .write_sequence(dir.path(), "seq", BoxFormat::Lasot)
+            .unwrap();
         assert_eq!(
             paths,
             vec![dir.path().join("seq_1.txt"), dir.path().join("seq_7.txt")]
@@ -160,7 +227,9 @@ mod tests {
         );
 
         let one = vec![frame(&[(3, [2, 1, 4, 4], None)]), frame(&[])];
-        let paths = write_sequence_boxes(dir.path(), "solo", &one, BoxFormat::Got10k).unwrap();
+        let paths = BoxRecorder::from_frames(&one)
+            .write_sequence(dir.path(), "solo", BoxFormat::Got10k)
+            .unwrap();
         assert_eq!(paths, vec![dir.path().join("solo/solo_001.txt")]);
         assert_eq!(
             std::fs::read_to_string(&paths[0]).unwrap(),

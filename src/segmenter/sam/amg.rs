@@ -11,6 +11,7 @@ use crate::mask::{BinaryMask, Rle};
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
+use std::cmp::Ordering;
 
 /// One generated mask.
 #[derive(Debug, Clone)]
@@ -294,14 +295,19 @@ fn process_batch(
     let out: Vec<Option<Record>> = (0..n * m)
         .into_par_iter()
         .map(|e| {
-            if iou_thresh > 0.0 && !(iou[e] > iou_thresh) {
+            // Comparisons with NaN fail, as in the reference: such masks are dropped.
+            if iou_thresh > 0.0 && iou[e].partial_cmp(&iou_thresh) != Some(Ordering::Greater) {
                 return None;
             }
             let logits = upscaler.apply(&low[e * lh * lw..(e + 1) * lh * lw]);
             let inter = logits.iter().filter(|&&v| v > hi).count();
             let union = logits.iter().filter(|&&v| v > lo).count();
             let stability = inter as f32 / union as f32;
-            if stab_thresh > 0.0 && !(stability >= stab_thresh) {
+            if stab_thresh > 0.0
+                && stability
+                    .partial_cmp(&stab_thresh)
+                    .is_none_or(Ordering::is_lt)
+            {
                 return None;
             }
             let binary: Vec<bool> = logits.iter().map(|&v| v > 0.0).collect();

@@ -354,7 +354,7 @@ impl ImageEncoderVit {
     /// Builds the encoder from the variables under `vb` (official key names).
     pub fn new(config: &VitConfig, vb: VarBuilder) -> Result<Self> {
         let c = config;
-        if c.patch_size == 0 || c.img_size % c.patch_size != 0 || c.num_heads == 0 {
+        if c.patch_size == 0 || !c.img_size.is_multiple_of(c.patch_size) || c.num_heads == 0 {
             return Err(Error::invalid(format!("invalid ViT configuration {c:?}")));
         }
         let grid = c.img_size / c.patch_size;

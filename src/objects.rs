@@ -46,6 +46,16 @@ impl Votes {
             .map(|(c, _)| c)
     }
 
+    /// Segment information with the voted category and the mean score.
+    pub fn info(&self, id: ObjectId, isthing: Option<bool>) -> SegmentInfo {
+        SegmentInfo {
+            id,
+            category_id: self.category(),
+            score: self.score(),
+            isthing,
+        }
+    }
+
     /// The mean score, `None` without any score.
     pub fn score(&self) -> Option<f32> {
         if self.scores.is_empty() {
@@ -72,12 +82,7 @@ pub struct TrackedObject {
 impl TrackedObject {
     /// The object as segment information: voted category and mean score.
     pub fn info(&self) -> SegmentInfo {
-        SegmentInfo {
-            id: self.id,
-            category_id: self.votes.category(),
-            score: self.votes.score(),
-            isthing: self.isthing,
-        }
+        self.votes.info(self.id, self.isthing)
     }
 }
 

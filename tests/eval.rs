@@ -29,6 +29,18 @@ fn case_dirs(root: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// Runs `check(name, folder, expected)` on every case folder of a fixture group (skipped when
+/// `DEVA_FIXTURES` is unset).
+fn for_each_case(group: &str, mut check: impl FnMut(&str, &Path, &Value)) {
+    let Some(root) = common::fixtures(group) else {
+        return;
+    };
+    for case in case_dirs(&root) {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        check(&name, &case, &read_json(&case.join("expected.json")));
+    }
+}
+
 /// `got` equals the expected JSON number within the tolerance (`null` stands for NaN).
 #[track_caller]
 fn assert_close(got: f64, expected: &Value, what: &str) {
@@ -71,12 +83,7 @@ fn string_list(v: &Value) -> Vec<&str> {
 
 #[test]
 fn davis_cases_match_official() {
-    let Some(root) = common::fixtures("eval/davis") else {
-        return;
-    };
-    for case in case_dirs(&root) {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let exp = read_json(&case.join("expected.json"));
+    for_each_case("eval/davis", |name, case, exp| {
         let task: DavisTask = exp["task"].as_str().expect("task").parse().unwrap();
         let options = DavisOptions {
             task,
@@ -85,16 +92,8 @@ fn davis_cases_match_official() {
         };
         let report = davis::evaluate(&case.join("gt"), &case.join("pred"), &options, &no_progress)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let globals = [
-            ("J&F-Mean", report.jf),
-            ("J-Mean", report.j_mean),
-            ("J-Recall", report.j_recall),
-            ("J-Decay", report.j_decay),
-            ("F-Mean", report.f_mean),
-            ("F-Recall", report.f_recall),
-            ("F-Decay", report.f_decay),
-        ];
-        for (key, got) in globals {
+        assert_close(report.jf, &exp["J&F-Mean"], &format!("{name} J&F-Mean"));
+        for (key, got) in report.scores.named() {
             assert_close(got, &exp[key], &format!("{name} {key}"));
         }
         let opts = &exp["options"];
@@ -131,20 +130,13 @@ fn davis_cases_match_official() {
                 .get(&o.key)
                 .unwrap_or_else(|| panic!("{name}: object {} not expected", o.key));
             let what = format!("{name} {}", o.key);
-            for (key, got) in [
-                ("J-Mean", o.j_mean),
-                ("J-Recall", o.j_recall),
-                ("J-Decay", o.j_decay),
-                ("F-Mean", o.f_mean),
-                ("F-Recall", o.f_recall),
-                ("F-Decay", o.f_decay),
-            ] {
+            for (key, got) in o.scores.named() {
                 assert_close(got, &e[key], &format!("{what} {key}"));
             }
             assert_series(&o.j_per_frame, &e["J_per_frame"], &format!("{what} J"));
             assert_series(&o.f_per_frame, &e["F_per_frame"], &format!("{what} F"));
-            assert_close(o.j_mean, &exp["per_object_J"][&o.key], &what);
-            assert_close(o.f_mean, &exp["per_object_F"][&o.key], &what);
+            assert_close(o.scores.j_mean, &exp["per_object_J"][&o.key], &what);
+            assert_close(o.scores.f_mean, &exp["per_object_F"][&o.key], &what);
         }
         if let Some(matching) = exp["unsup_matching"].as_object() {
             for (seq, entries) in matching {
@@ -164,7 +156,7 @@ fn davis_cases_match_official() {
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -199,9 +191,9 @@ fn stq_unit_cases_match_official() {
         }
         let r = stq.result();
         let e = &case["expected"];
-        assert_close(r.stq, &e["STQ"], &format!("{name} STQ"));
-        assert_close(r.aq, &e["AQ"], &format!("{name} AQ"));
-        assert_close(r.iou, &e["IoU"], &format!("{name} IoU"));
+        assert_close(r.scores.stq, &e["STQ"], &format!("{name} STQ"));
+        assert_close(r.scores.aq, &e["AQ"], &format!("{name} AQ"));
+        assert_close(r.scores.iou, &e["IoU"], &format!("{name} IoU"));
         let ids: Vec<String> = e["ID_per_seq"]
             .as_array()
             .unwrap()
@@ -211,9 +203,10 @@ fn stq_unit_cases_match_official() {
         let got_ids: Vec<String> = r.sequences.iter().map(|s| s.id.clone()).collect();
         assert_eq!(got_ids, ids, "{name} sequence ids");
         for (i, s) in r.sequences.iter().enumerate() {
-            assert_close(s.stq, &e["STQ_per_seq"][i], &format!("{name} STQ[{i}]"));
-            assert_close(s.aq, &e["AQ_per_seq"][i], &format!("{name} AQ[{i}]"));
-            assert_close(s.iou, &e["IoU_per_seq"][i], &format!("{name} IoU[{i}]"));
+            let q = &s.scores;
+            assert_close(q.stq, &e["STQ_per_seq"][i], &format!("{name} STQ[{i}]"));
+            assert_close(q.aq, &e["AQ_per_seq"][i], &format!("{name} AQ[{i}]"));
+            assert_close(q.iou, &e["IoU_per_seq"][i], &format!("{name} IoU[{i}]"));
             assert_eq!(
                 Some(s.length as u64),
                 e["Length_per_seq"][i].as_u64(),
@@ -226,12 +219,7 @@ fn stq_unit_cases_match_official() {
 #[test]
 fn vipseg_cases_match_official() {
     use deva::eval::vipseg;
-    let Some(root) = common::fixtures("eval/vipseg") else {
-        return;
-    };
-    for case in case_dirs(&root) {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let exp = read_json(&case.join("expected.json"));
+    for_each_case("eval/vipseg", |name, case, exp| {
         let report = vipseg::evaluate(
             &case.join("panoptic_gt_VIPSeg_val.json"),
             &case.join("panomasksRGB"),
@@ -292,16 +280,16 @@ fn vipseg_cases_match_official() {
             }
         }
         let stq = &exp["STQ"];
-        assert_close(report.stq, &stq["STQ"], &format!("{name} STQ"));
-        assert_close(report.aq, &stq["AQ"], &format!("{name} AQ"));
-        assert_close(report.iou, &stq["IoU"], &format!("{name} IoU"));
+        assert_close(report.stq.stq, &stq["STQ"], &format!("{name} STQ"));
+        assert_close(report.stq.aq, &stq["AQ"], &format!("{name} AQ"));
+        assert_close(report.stq.iou, &stq["IoU"], &format!("{name} IoU"));
         let n = stq["STQ_per_seq"].as_array().unwrap().len();
         assert_eq!(report.sequences.len(), n, "{name}: videos");
         for (i, s) in report.sequences.iter().enumerate() {
             let what = format!("{name} {}", s.video_id);
-            assert_close(s.stq, &stq["STQ_per_seq"][i], &what);
-            assert_close(s.aq, &stq["AQ_per_seq"][i], &what);
-            assert_close(s.iou, &stq["IoU_per_seq"][i], &what);
+            assert_close(s.stq.stq, &stq["STQ_per_seq"][i], &what);
+            assert_close(s.stq.aq, &stq["AQ_per_seq"][i], &what);
+            assert_close(s.stq.iou, &stq["IoU_per_seq"][i], &what);
             assert_eq!(
                 Some(s.frames as u64),
                 stq["Length_per_seq"][i].as_u64(),
@@ -314,18 +302,13 @@ fn vipseg_cases_match_official() {
                 assert_eq!(Some(s.height as u64), v["height"].as_u64(), "{what} height");
             }
         }
-    }
+    });
 }
 
 #[test]
 fn burst_cases_match_official() {
     use deva::eval::burst;
-    let Some(root) = common::fixtures("eval/burst") else {
-        return;
-    };
-    for case in case_dirs(&root) {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let exp = read_json(&case.join("expected.json"));
+    for_each_case("eval/burst", |name, case, exp| {
         let report = burst::evaluate(&case.join("gt"), &case.join("pred.json"), &no_progress)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         for (split, e) in ["all", "common", "uncommon"].map(|s| (s, &exp[s])) {
@@ -337,17 +320,7 @@ fn burst_cases_match_official() {
                 .get(split)
                 .unwrap_or_else(|| panic!("{name}: split {split} not evaluated"));
             let what = format!("{name} {split}");
-            for (key, got) in [
-                ("OWTA", r.owta),
-                ("DetRe", r.det_re),
-                ("AssA", r.ass_a),
-                ("HOTA", r.hota),
-                ("DetA", r.det_a),
-                ("DetPr", r.det_pr),
-                ("AssRe", r.ass_re),
-                ("AssPr", r.ass_pr),
-                ("LocA", r.loc_a),
-            ] {
+            for (key, got) in r.summary.named() {
                 assert_close(got, &e[key], &format!("{what} {key}"));
             }
             let pa = &r.per_alpha;
@@ -395,30 +368,20 @@ fn burst_cases_match_official() {
                 ] {
                     assert_eq!(Some(got as u64), es[key].as_u64(), "{sw} {key}");
                 }
-                for (key, got) in [
-                    ("OWTA", s.owta),
-                    ("DetRe", s.det_re),
-                    ("AssA", s.ass_a),
-                    ("HOTA", s.hota),
-                    ("DetA", s.det_a),
-                ] {
+                // per-sequence summaries hold OWTA, DetRe, AssA, HOTA and DetA
+                for (key, got) in s.summary.named().into_iter().take(5) {
                     assert_close(got, &es[key], &format!("{sw} {key}"));
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn box_cases_match_official() {
     use deva::eval::boxes::{got10k, lasot};
     use deva::eval::input::read_name_list;
-    let Some(root) = common::fixtures("eval/boxes") else {
-        return;
-    };
-    for case in case_dirs(&root) {
-        let name = case.file_name().unwrap().to_string_lossy().into_owned();
-        let exp = read_json(&case.join("expected.json"));
+    for_each_case("eval/boxes", |name, case, exp| {
         let protocol = exp["protocol"].as_str().expect("protocol");
         if protocol.starts_with("LaSOT") {
             let seqs = read_name_list(&case.join("sequences.txt")).unwrap();
@@ -542,7 +505,7 @@ fn box_cases_match_official() {
         } else {
             panic!("{name}: unknown protocol {protocol:?}");
         }
-    }
+    });
 }
 
 /// Writes a synthetic 64x48, 5-frame DAVIS-2017 sequence `seq` (palette PNGs): GT object 1 is
@@ -645,9 +608,8 @@ fn davis_void_and_proposals_match_official_oracle() {
             sequences: None,
         };
         let r = davis::evaluate(&gt, &pred, &options, &no_progress).unwrap();
-        let got = [
-            r.jf, r.j_mean, r.j_recall, r.j_decay, r.f_mean, r.f_recall, r.f_decay,
-        ];
+        let mut got = vec![r.jf];
+        got.extend(r.scores.named().map(|(_, v)| v));
         for (g, w) in got.iter().zip(want.global) {
             assert!(
                 (g - w).abs() <= TOL,
@@ -660,7 +622,7 @@ fn davis_void_and_proposals_match_official_oracle() {
         assert_eq!(objects.len(), 2);
         for (o, (j, f)) in objects.iter().zip(want.objects) {
             assert!(
-                (o.j_mean - j).abs() <= TOL && (o.f_mean - f).abs() <= TOL,
+                (o.scores.j_mean - j).abs() <= TOL && (o.scores.f_mean - f).abs() <= TOL,
                 "{o:?}"
             );
         }
@@ -740,7 +702,7 @@ fn davis2016_binary_masks_are_object_one() {
     .unwrap();
     assert_eq!(r.sequences[0].gt_format, GtFormat::Davis2016);
     assert_eq!(r.sequences[0].objects.len(), 1);
-    assert_eq!((r.j_mean, r.f_mean, r.jf), (1.0, 1.0, 1.0));
+    assert_eq!((r.scores.j_mean, r.scores.f_mean, r.jf), (1.0, 1.0, 1.0));
 }
 
 #[test]
@@ -880,4 +842,51 @@ fn box_errors_name_the_file() {
     std::fs::write(root.join("pred/s/s_001.txt"), "1,1,10,10\n2,2,10,10\n").unwrap();
     let r = got10k::evaluate(&root.join("gt"), &root.join("pred"), &names).unwrap();
     assert_eq!((r.n_ious, r.sr50), (1, 1.0));
+}
+
+#[test]
+fn cli_writes_json_report_with_global_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gt, pred) = (dir.path().join("gt"), dir.path().join("pred"));
+    write_synthetic_davis(&gt, &pred, true);
+    let json = dir.path().join("out/report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deva"))
+        .args(["eval", "davis", "--task", "unsup", "--gt"])
+        .arg(&gt)
+        .arg("--pred")
+        .arg(&pred)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("J&F"));
+    let r = read_json(&json);
+    // the official value of this synthetic case (see davis_void_and_proposals_match_official_oracle)
+    assert_close(
+        r["J&F"].as_f64().unwrap(),
+        &serde_json::json!(0.7727276124899145),
+        "J&F",
+    );
+    for key in [
+        "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay",
+    ] {
+        assert!(r[key].is_f64(), "{key} missing at the top level");
+    }
+    assert_eq!(r["sequences"][0]["objects"][0]["key"], "seq_1");
+    // errors exit non-zero and name the file
+    std::fs::remove_file(pred.join("seq/00004.png")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deva"))
+        .args(["eval", "davis", "--task", "unsup", "--gt"])
+        .arg(&gt)
+        .arg("--pred")
+        .arg(&pred)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("seq/00004.png"));
 }

@@ -28,6 +28,9 @@ enum Call {
 
 type Log<T> = Rc<RefCell<Vec<T>>>;
 
+/// A segmenter call: frame index and, if given, the `tracked` mask's (area, width, height).
+type SegmentCall = (usize, Option<(usize, usize, usize)>);
+
 /// `StaticPropagator` plus a log of calls and of the frame sizes it saw.
 struct Recorder {
     inner: StaticPropagator,
@@ -83,7 +86,7 @@ type ScriptFn = dyn Fn(usize, usize, usize) -> Option<Segmentation>;
 struct Script {
     kind: SegmenterKind,
     script: Box<ScriptFn>,
-    log: Log<(usize, Option<(usize, usize, usize)>)>,
+    log: Log<SegmentCall>,
 }
 
 impl ImageSegmenter for Script {
@@ -107,7 +110,7 @@ impl ImageSegmenter for Script {
 struct Harness {
     calls: Log<Call>,
     sizes: Log<(usize, usize)>,
-    segmented: Log<(usize, Option<(usize, usize, usize)>)>,
+    segmented: Log<SegmentCall>,
 }
 
 impl Harness {
@@ -214,6 +217,18 @@ fn indices(frames: &[TrackedFrame]) -> Vec<usize> {
     frames.iter().map(|f| f.index).collect()
 }
 
+/// Steps through frames `0..n`, checking that each frame is final at once (no lag).
+fn run_without_lag(tr: &mut Tracker, n: usize) -> Vec<TrackedFrame> {
+    let mut out = Vec::new();
+    for t in 0..n {
+        let done = tr.step(frame(t)).unwrap();
+        assert_eq!(indices(&done), vec![t]);
+        out.extend(done);
+    }
+    assert!(tr.finish().unwrap().is_empty());
+    out
+}
+
 fn config(temporal: Temporal) -> Config {
     let mut c = Config::default();
     c.input.size = -1;
@@ -232,13 +247,7 @@ fn online_emits_every_frame_at_once_and_merges_every_k_frames() {
             &[(info(3, Some(t as u32 % 2)), square(t, w, hh))],
         ))
     });
-    let mut out = Vec::new();
-    for t in 0..12 {
-        let done = tr.step(frame(t)).unwrap();
-        assert_eq!(indices(&done), vec![t]);
-        out.extend(done);
-    }
-    assert!(tr.finish().unwrap().is_empty());
+    let out = run_without_lag(&mut tr, 12);
     assert_eq!(h.segmented_frames(), vec![0, 5, 10]);
     // Frame 0 has no tracked object yet; later detection frames see the tracked square.
     let seen = h.segmented.borrow().clone();
@@ -492,13 +501,7 @@ fn vos_adds_objects_mid_video_and_keeps_them() {
     c.tracker.max_missed_detection_count = 0;
     c.memory.mem_every = 4;
     let (mut tr, h) = tracker(&c, SegmenterKind::Reference, true, vos_script);
-    let mut out = Vec::new();
-    for t in 0..16 {
-        let done = tr.step(frame(t)).unwrap();
-        assert_eq!(indices(&done), vec![t]);
-        out.extend(done);
-    }
-    assert!(tr.finish().unwrap().is_empty());
+    let out = run_without_lag(&mut tr, 16);
     let ids = |t: usize| out[t].segmentation().map.ids();
     assert_eq!(ids(4), vec![1]);
     assert_eq!(ids(5), vec![1, 2]);

@@ -37,12 +37,7 @@ pub struct VotedSegment {
 impl VotedSegment {
     /// The segment as segment information (voted category, mean score).
     pub fn info(&self) -> SegmentInfo {
-        SegmentInfo {
-            id: self.id,
-            category_id: self.votes.category(),
-            score: self.votes.score(),
-            isthing: self.isthing,
-        }
+        self.votes.info(self.id, self.isthing)
     }
 }
 
@@ -212,6 +207,7 @@ impl<'s> SupportGraph<'s> {
         }
         // Each pixel is covered by at most one proposal per frame: the latest drawn wins.
         let mut map = vec![0 as ObjectId; self.width * self.height];
+        let mut drawn = vec![0u64; n + 1];
         for (p, out) in map.iter_mut().enumerate() {
             let mut best = 0;
             for (f, l) in self.labels.iter().enumerate() {
@@ -221,12 +217,12 @@ impl<'s> SupportGraph<'s> {
                     *out = (self.offsets[f] + x) as ObjectId;
                 }
             }
+            drawn[*out as usize] += 1;
         }
         let map = IdMap::from_vec(self.width, self.height, map)?;
-        let present = map.areas();
         let segments = order
             .iter()
-            .filter(|&&i| present.contains_key(&(i as ObjectId + 1)))
+            .filter(|&&i| drawn[i + 1] > 0)
             .map(|&i| {
                 let mut votes = Votes::of(self.infos[i]);
                 for &(u, v) in &self.conflicts {
@@ -457,4 +453,4 @@ fn confident_fraction(m: &ObjectProbs) -> f64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

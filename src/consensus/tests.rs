@@ -164,8 +164,8 @@ fn selection_rejects_bad_input() {
     );
 }
 
-/// A filled rectangle.
-fn rect(w: usize, h: usize, x0: i32, y0: i32, rw: i32, rh: i32) -> BinaryMask {
+/// A filled rectangle (also used by the merge tests).
+pub(crate) fn rect(w: usize, h: usize, x0: i32, y0: i32, rw: i32, rh: i32) -> BinaryMask {
     BinaryMask::from_fn(w, h, |x, y| {
         let (x, y) = (x as i32, y as i32);
         x >= x0 && x < x0 + rw && y >= y0 && y < y0 + rh

@@ -1,5 +1,14 @@
 //! Binary images with rows packed into 64-bit words, for fast region and boundary measures.
 
+/// A word with the lowest `n` bits set (`n` ≤ 64).
+fn low_bits(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
 /// A binary image; bit `x % 64` of word `x / 64` of a row is pixel `x`. Bits past the width are
 /// always zero.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,10 +80,22 @@ impl BitImage {
     pub fn per_label(width: usize, height: usize, labels: &[u32], count: usize) -> Vec<Self> {
         let mut imgs = vec![BitImage::new(width, height); count];
         let wpr = width.div_ceil(64);
+        let mut words = vec![0u64; count];
         for (y, row) in labels.chunks_exact(width.max(1)).take(height).enumerate() {
-            for (x, &l) in row.iter().enumerate() {
-                if let Some(img) = imgs.get_mut(l as usize) {
-                    img.bits[y * wpr + x / 64] |= 1 << (x % 64);
+            for (k, chunk) in row.chunks(64).enumerate() {
+                if chunk.iter().all(|&l| l == 0) && count > 0 {
+                    // only label 0: the common background chunk
+                    imgs[0].bits[y * wpr + k] = low_bits(chunk.len());
+                    continue;
+                }
+                words.fill(0);
+                for (b, &l) in chunk.iter().enumerate() {
+                    if let Some(w) = words.get_mut(l as usize) {
+                        *w |= 1 << b;
+                    }
+                }
+                for (img, &w) in imgs.iter_mut().zip(&words) {
+                    img.bits[y * wpr + k] = w;
                 }
             }
         }
@@ -201,14 +222,17 @@ mod tests {
 
     #[test]
     fn from_labels_matches_from_fn() {
-        let labels: Vec<u8> = (0..70 * 2).map(|i| (i % 3) as u8).collect();
-        let a = BitImage::from_labels(70, 2, &labels, |l| l == 1);
-        let b = BitImage::from_fn(70, 2, |x, y| labels[y * 70 + x] == 1);
+        // the first row and a half are background (whole zero words take a fast path)
+        let labels: Vec<u8> = (0..70 * 3)
+            .map(|i| if i < 100 { 0 } else { (i % 3) as u8 })
+            .collect();
+        let a = BitImage::from_labels(70, 3, &labels, |l| l == 1);
+        let b = BitImage::from_fn(70, 3, |x, y| labels[y * 70 + x] == 1);
         assert_eq!(a, b);
         let wide: Vec<u32> = labels.iter().map(|&l| l as u32).collect();
-        let split = BitImage::per_label(70, 2, &wide, 2);
+        let split = BitImage::per_label(70, 3, &wide, 2);
         assert_eq!(split.len(), 2);
         assert_eq!(split[1], b);
-        assert_eq!(split[0], BitImage::from_labels(70, 2, &labels, |l| l == 0));
+        assert_eq!(split[0], BitImage::from_labels(70, 3, &labels, |l| l == 0));
     }
 }

@@ -26,41 +26,40 @@ pub fn boundary_map(seg: &BitImage) -> BitImage {
     if w == 0 || h == 0 {
         return out;
     }
-    let wpr = seg.words_per_row();
     let last = out.last_word_mask();
+    let empty = vec![0u64; seg.words_per_row()];
     for y in 0..h {
         let cur = seg.row(y);
-        let mut row = vec![0u64; wpr];
-        if y + 1 < h {
-            let next = seg.row(y + 1);
-            for k in 0..wpr {
-                let east = shifted_word_down(cur, k, 1);
+        let next = if y + 1 < h { seg.row(y + 1) } else { &empty };
+        let row = out.row_mut(y);
+        for k in 0..row.len() {
+            let east = shifted_word_down(cur, k, 1);
+            row[k] = if y + 1 < h {
                 let south_east = shifted_word_down(next, k, 1);
-                row[k] = (cur[k] ^ east) | (cur[k] ^ next[k]) | (cur[k] ^ south_east);
-            }
-        } else {
-            for k in 0..wpr {
-                row[k] = cur[k] ^ shifted_word_down(cur, k, 1);
-            }
+                (cur[k] ^ east) | (cur[k] ^ next[k]) | (cur[k] ^ south_east)
+            } else {
+                cur[k] ^ east
+            };
         }
-        row[wpr - 1] &= last;
+        *row.last_mut().expect("non-empty row") &= last;
+        // last column: only the south neighbour counts (never on the last row)
         let x = w - 1;
-        let edge = y + 1 < h && (seg.get(x, y) != seg.get(x, y + 1));
         let bit = 1u64 << (x % 64);
+        let edge = (cur[x / 64] ^ next[x / 64]) & bit != 0 && y + 1 < h;
         if edge {
             row[x / 64] |= bit;
         } else {
             row[x / 64] &= !bit;
         }
-        out.row_mut(y).copy_from_slice(&row);
     }
     out
 }
 
 /// Word `k` of `row` shifted towards lower x by `s` bits (pixel x takes the value of x + s).
+#[inline]
 fn shifted_word_down(row: &[u64], k: usize, s: usize) -> u64 {
     let (q, b) = (s / 64, s % 64);
-    let get = |i: usize| row.get(i).copied().unwrap_or(0);
+    let get = |i: usize| if i < row.len() { row[i] } else { 0 };
     if b == 0 {
         get(k + q)
     } else {
@@ -69,25 +68,26 @@ fn shifted_word_down(row: &[u64], k: usize, s: usize) -> u64 {
 }
 
 /// Word `k` of `row` shifted towards higher x by `s` bits (pixel x takes the value of x − s).
+#[inline]
 fn shifted_word_up(row: &[u64], k: usize, s: usize) -> u64 {
     let (q, b) = (s / 64, s % 64);
-    let get = |i: Option<usize>| i.and_then(|i| row.get(i)).copied().unwrap_or(0);
-    let lo = k.checked_sub(q);
+    let get = |i: usize| if i < q { 0 } else { row[i - q] };
     if b == 0 {
-        get(lo)
+        get(k)
     } else {
-        (get(lo) << b) | (get(lo.and_then(|i| i.checked_sub(1))) >> (64 - b))
+        (get(k) << b) | if k > q { row[k - q - 1] >> (64 - b) } else { 0 }
     }
 }
 
-/// Dilates a packed row horizontally by `d` pixels on each side (by doubling steps).
-fn dilate_row(row: &mut [u64], d: usize, last_mask: u64) {
+/// Dilates a packed row horizontally by `d` pixels on each side (by doubling steps);
+/// `scratch` is a buffer of the row's length.
+fn dilate_row(row: &mut [u64], d: usize, last_mask: u64, scratch: &mut [u64]) {
     let mut covered = 0;
     while covered < d {
         let s = (covered + 1).min(d - covered);
-        let src = row.to_vec();
-        for k in 0..row.len() {
-            row[k] = src[k] | shifted_word_up(&src, k, s) | shifted_word_down(&src, k, s);
+        scratch.copy_from_slice(row);
+        for (k, out) in row.iter_mut().enumerate() {
+            *out = scratch[k] | shifted_word_up(scratch, k, s) | shifted_word_down(scratch, k, s);
         }
         if let Some(l) = row.last_mut() {
             *l &= last_mask;
@@ -96,14 +96,10 @@ fn dilate_row(row: &mut [u64], d: usize, last_mask: u64) {
     }
 }
 
-/// Dilation with the Euclidean disk of radius `r` (offsets with dx² + dy² ≤ r²), zero border.
-pub fn dilate_disk(img: &BitImage, r: usize) -> BitImage {
-    let (w, h) = (img.width(), img.height());
-    if r == 0 || img.is_empty() {
-        return img.clone();
-    }
-    // Half-width of the disk at vertical offset dy.
-    let half: Vec<usize> = (0..=r)
+/// Half-width of the disk of radius `r` at each vertical offset `0..=r`: the largest `w`
+/// with `w² + dy² ≤ r²`.
+fn disk_half_widths(r: usize) -> Vec<usize> {
+    (0..=r)
         .map(|dy| {
             let rest = r * r - dy * dy;
             let mut k = (rest as f64).sqrt() as usize;
@@ -115,51 +111,31 @@ pub fn dilate_disk(img: &BitImage, r: usize) -> BitImage {
             }
             k
         })
-        .collect();
-    let mut widths = half.clone();
-    widths.sort_unstable();
-    widths.dedup();
-    let slot: Vec<usize> = half
-        .iter()
-        .map(|d| widths.binary_search(d).expect("width listed"))
-        .collect();
-    let wpr = img.words_per_row();
-    let last = img.last_word_mask();
-    let nonempty: Vec<bool> = (0..h).map(|y| !img.row_is_empty(y)).collect();
-    // dilated[slot][y] = row y dilated horizontally by widths[slot]
-    let mut dilated = vec![vec![0u64; wpr * h]; widths.len()];
-    for y in (0..h).filter(|&y| nonempty[y]) {
-        let mut row = img.row(y).to_vec();
-        let mut done = 0;
-        for (s, &d) in widths.iter().enumerate() {
-            dilate_row(&mut row, d - done, last);
-            done = d;
-            dilated[s][y * wpr..(y + 1) * wpr].copy_from_slice(&row);
-        }
-    }
-    let mut out = BitImage::new(w, h);
-    for y in 0..h {
-        let lo = y.saturating_sub(r);
-        let hi = (y + r).min(h - 1);
-        let out_row = out.row_mut(y);
-        for src in (lo..=hi).filter(|&src| nonempty[src]) {
-            let s = slot[src.abs_diff(y)];
-            let words = &dilated[s][src * wpr..(src + 1) * wpr];
-            for (o, &v) in out_row.iter_mut().zip(words) {
-                *o |= v;
-            }
-        }
-    }
-    out
+        .collect()
 }
 
-/// The boundary of one mask prepared for matching: its map, the map dilated by the tolerance
-/// disk, and the number of boundary pixels.
+/// No stored row.
+const NO_ROW: usize = usize::MAX;
+
+/// The boundary of one mask prepared for tolerance queries: its map, the number of boundary
+/// pixels, and each non-empty row dilated horizontally by every half-width of the disk.
+///
+/// The map dilated by the disk (offsets with dx² + dy² ≤ r², zero border) is, at row y, the OR
+/// over |dy| ≤ r of row y + dy dilated horizontally by the half-width at dy; it is evaluated
+/// only at the words where a query has pixels.
 #[derive(Debug, Clone)]
 pub struct Boundary {
     map: BitImage,
-    dilated: BitImage,
     count: u64,
+    radius: usize,
+    /// Index into `widths` of the half-width at each |dy|.
+    slot: Vec<usize>,
+    /// Number of distinct half-widths.
+    widths: usize,
+    /// Position of each image row in `rows` (`NO_ROW` for empty rows).
+    row_index: Vec<usize>,
+    /// For each stored row, its horizontal dilations, `widths × words_per_row` words.
+    rows: Vec<u64>,
 }
 
 impl Boundary {
@@ -167,17 +143,78 @@ impl Boundary {
     pub fn new(mask: &BitImage, radius: usize) -> Self {
         let map = boundary_map(mask);
         let count = map.count_ones();
-        let dilated = dilate_disk(&map, radius);
+        let half = disk_half_widths(radius);
+        let mut widths = half.clone();
+        widths.sort_unstable();
+        widths.dedup();
+        let slot = half
+            .iter()
+            .map(|d| widths.binary_search(d).expect("width listed"))
+            .collect();
+        let wpr = map.words_per_row();
+        let last = map.last_word_mask();
+        let mut row_index = vec![NO_ROW; map.height()];
+        let mut rows = Vec::new();
+        let mut row = vec![0u64; wpr];
+        let mut scratch = vec![0u64; wpr];
+        for y in (0..map.height()).filter(|&y| !map.row_is_empty(y)) {
+            row_index[y] = rows.len() / (wpr * widths.len());
+            row.copy_from_slice(map.row(y));
+            let mut done = 0;
+            for &d in &widths {
+                dilate_row(&mut row, d - done, last, &mut scratch);
+                done = d;
+                rows.extend_from_slice(&row);
+            }
+        }
         Boundary {
             map,
-            dilated,
             count,
+            radius,
+            slot,
+            widths: widths.len(),
+            row_index,
+            rows,
         }
     }
 
     /// Number of boundary pixels.
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// The boundary map.
+    pub fn map(&self) -> &BitImage {
+        &self.map
+    }
+
+    /// Word `k` of row `y` of the boundary map dilated by the tolerance disk.
+    pub fn dilated_word(&self, y: usize, k: usize) -> u64 {
+        let wpr = self.map.words_per_row();
+        let lo = y.saturating_sub(self.radius);
+        let hi = (y + self.radius).min(self.map.height() - 1);
+        let mut word = 0;
+        for src in lo..=hi {
+            let stored = self.row_index[src];
+            if stored != NO_ROW {
+                let s = self.slot[src.abs_diff(y)];
+                word |= self.rows[(stored * self.widths + s) * wpr + k];
+            }
+        }
+        word
+    }
+
+    /// Number of pixels of `other` (same size) within the tolerance of this boundary.
+    pub fn matched(&self, other: &BitImage) -> u64 {
+        let mut n = 0;
+        for y in 0..other.height() {
+            for (k, &w) in other.row(y).iter().enumerate() {
+                if w != 0 {
+                    n += (w & self.dilated_word(y, k)).count_ones() as u64;
+                }
+            }
+        }
+        n
     }
 }
 
@@ -191,8 +228,8 @@ pub fn f_measure(pred: &Boundary, gt: &Boundary) -> f64 {
         (0, _) => (1.0, 0.0),
         (_, 0) => (0.0, 1.0),
         _ => (
-            pred.map.count_and(&gt.dilated) as f64 / n_fg as f64,
-            gt.map.count_and(&pred.dilated) as f64 / n_gt as f64,
+            gt.matched(&pred.map) as f64 / n_fg as f64,
+            pred.matched(&gt.map) as f64 / n_gt as f64,
         ),
     };
     if precision + recall == 0.0 {
@@ -284,10 +321,19 @@ mod tests {
             let b = boundary_map(&seg);
             assert_eq!(b, naive_boundary(&seg), "boundary {w}x{h}");
             for r in [0, 1, 2, 5, 8, 70] {
+                let prepared = Boundary::new(&seg, r);
+                let mut dilated = BitImage::new(w, h);
+                for y in 0..h {
+                    for k in 0..dilated.words_per_row() {
+                        dilated.row_mut(y)[k] = prepared.dilated_word(y, k);
+                    }
+                }
+                assert_eq!(dilated, naive_dilate(&b, r), "dilate r={r} {w}x{h}");
+                let other = pattern(w, h, i as u64 + 40);
                 assert_eq!(
-                    dilate_disk(&b, r),
-                    naive_dilate(&b, r),
-                    "dilate r={r} {w}x{h}"
+                    prepared.matched(&other),
+                    other.count_and(&naive_dilate(&b, r)),
+                    "matched r={r} {w}x{h}"
                 );
             }
         }

@@ -15,7 +15,7 @@
 //!   the 19 alphas. Rows are GT annotations and columns predictions in file order (JSON key
 //!   order), which decides assignment ties.
 
-use super::hota::{self, combine_sequences, eval_sequence, HotaResult, Timestep, NUM_ALPHAS};
+use super::hota::{self, combine_sequences, eval_sequence, HotaResult, HotaSummary, Timestep};
 use super::input::read_json;
 use super::lap::{linear_sum_assignment, Matrix};
 use super::report::{Report, Table};
@@ -74,6 +74,25 @@ struct BurstSequence {
     segmentations: Vec<Map<String, Value>>,
 }
 
+impl BurstSequence {
+    /// One segmentation dictionary per annotated image, as the format requires.
+    fn check_lengths(&self, path: &Path) -> Result<()> {
+        if self.segmentations.len() == self.annotated_image_paths.len() {
+            return Ok(());
+        }
+        Err(Error::parse(
+            path,
+            format!(
+                "sequence {}/{}: {} segmentation entries for {} annotated images",
+                self.dataset,
+                self.seq_name,
+                self.segmentations.len(),
+                self.annotated_image_paths.len()
+            ),
+        ))
+    }
+}
+
 #[derive(Deserialize)]
 struct Detection {
     rle: String,
@@ -127,52 +146,16 @@ pub struct BurstSequenceRow {
     /// Annotated frames.
     pub num_timesteps: usize,
     /// Means over alpha.
-    #[serde(rename = "OWTA")]
-    pub owta: f64,
-    /// Mean DetRe.
-    #[serde(rename = "DetRe")]
-    pub det_re: f64,
-    /// Mean AssA.
-    #[serde(rename = "AssA")]
-    pub ass_a: f64,
-    /// Mean HOTA.
-    #[serde(rename = "HOTA")]
-    pub hota: f64,
-    /// Mean DetA.
-    #[serde(rename = "DetA")]
-    pub det_a: f64,
+    #[serde(flatten)]
+    pub summary: HotaSummary,
 }
 
 /// The result for one GT file (class split).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BurstSplit {
     /// Means over alpha of the combined per-alpha values.
-    #[serde(rename = "OWTA")]
-    pub owta: f64,
-    /// Mean DetRe.
-    #[serde(rename = "DetRe")]
-    pub det_re: f64,
-    /// Mean AssA.
-    #[serde(rename = "AssA")]
-    pub ass_a: f64,
-    /// Mean HOTA.
-    #[serde(rename = "HOTA")]
-    pub hota: f64,
-    /// Mean DetA.
-    #[serde(rename = "DetA")]
-    pub det_a: f64,
-    /// Mean DetPr.
-    #[serde(rename = "DetPr")]
-    pub det_pr: f64,
-    /// Mean AssRe.
-    #[serde(rename = "AssRe")]
-    pub ass_re: f64,
-    /// Mean AssPr.
-    #[serde(rename = "AssPr")]
-    pub ass_pr: f64,
-    /// Mean LocA.
-    #[serde(rename = "LocA")]
-    pub loc_a: f64,
+    #[serde(flatten)]
+    pub summary: HotaSummary,
     /// The combined per-alpha values and counts.
     pub per_alpha: HotaResult,
     /// Per-sequence rows, sorted by name.
@@ -261,7 +244,8 @@ impl Report for BurstReport {
             &["sequence", "OWTA", "DetRe", "AssA", "HOTA", "DetA"],
         );
         for s in &self.splits.all.sequences {
-            per.push_numbers(&s.name, &[s.owta, s.det_re, s.ass_a, s.hota, s.det_a]);
+            let m = &s.summary;
+            per.push_numbers(&s.name, &[m.owta, m.det_re, m.ass_a, m.hota, m.det_a]);
         }
         vec![t, per]
     }
@@ -286,10 +270,10 @@ pub fn evaluate(
         common: optional(SPLIT_FILES[1])?,
         uncommon: optional(SPLIT_FILES[2])?,
     };
-    let get = |f: fn(&BurstSplit) -> f64| BySplit {
-        all: f(&splits.all),
-        common: splits.common.as_ref().map(f),
-        uncommon: splits.uncommon.as_ref().map(f),
+    let get = |f: fn(&HotaSummary) -> f64| BySplit {
+        all: f(&splits.all.summary),
+        common: splits.common.as_ref().map(|s| f(&s.summary)),
+        uncommon: splits.uncommon.as_ref().map(|s| f(&s.summary)),
     };
     Ok(BurstReport {
         owta: get(|r| r.owta),
@@ -323,17 +307,8 @@ fn evaluate_split(
         .collect::<Result<Vec<(BurstSequenceRow, HotaResult)>>>()?;
     let per_seq: Vec<HotaResult> = results.iter().map(|(_, r)| r.clone()).collect();
     let c = combine_sequences(&per_seq);
-    let m = HotaResult::mean;
     Ok(BurstSplit {
-        owta: m(&c.owta),
-        det_re: m(&c.det_re),
-        ass_a: m(&c.ass_a),
-        hota: m(&c.hota),
-        det_a: m(&c.det_a),
-        det_pr: m(&c.det_pr),
-        ass_re: m(&c.ass_re),
-        ass_pr: m(&c.ass_pr),
-        loc_a: m(&c.loc_a),
+        summary: HotaSummary::of(&c),
         sequences: results.into_iter().map(|(row, _)| row).collect(),
         per_alpha: c,
     })
@@ -387,16 +362,7 @@ impl GroundTruth {
             }
             let width = seq.width.ok_or_else(|| missing("width"))?;
             let height = seq.height.ok_or_else(|| missing("height"))?;
-            if seq.segmentations.len() != seq.annotated_image_paths.len() {
-                return Err(Error::parse(
-                    path,
-                    format!(
-                        "sequence {what}: {} segmentation entries for {} annotated images",
-                        seq.segmentations.len(),
-                        seq.annotated_image_paths.len()
-                    ),
-                ));
-            }
+            seq.check_lengths(path)?;
             let video_name = format!("{split}/{}/{}", seq.dataset, seq.seq_name);
             let first_image = images.len();
             for img in &seq.annotated_image_paths {
@@ -436,7 +402,10 @@ impl GroundTruth {
                     let category = seq
                         .track_category_ids
                         .get(local)
-                        .and_then(Value::as_i64)
+                        .and_then(|v| match v {
+                            Value::String(s) => s.trim().parse().ok(),
+                            v => v.as_i64(),
+                        })
                         .ok_or_else(|| {
                             Error::parse(
                                 path,
@@ -512,16 +481,7 @@ fn tracker_dets(gt: &GroundTruth, pred: &BurstJson, path: &Path) -> Result<Vec<V
     let mut dets = Vec::new();
     for seq in &pred.sequences {
         let what = format!("{}/{}", seq.dataset, seq.seq_name);
-        if seq.segmentations.len() != seq.annotated_image_paths.len() {
-            return Err(Error::parse(
-                path,
-                format!(
-                    "sequence {what}: {} segmentation entries for {} annotated images",
-                    seq.segmentations.len(),
-                    seq.annotated_image_paths.len()
-                ),
-            ));
-        }
+        seq.check_lengths(path)?;
         for (frame, img) in seq.segmentations.iter().zip(&seq.annotated_image_paths) {
             let name = format!("{split}/{}/{}/{img}", seq.dataset, seq.seq_name);
             let Some(&image) = gt.image_by_name.get(&name) else {
@@ -665,7 +625,6 @@ fn evaluate_video(video: &GtVideo, tracker: &[StepDets]) -> Result<(BurstSequenc
         num_tracker_ids: tr_ids.len(),
     };
     let r = eval_sequence(&seq)?;
-    let m = HotaResult::mean;
     let row = BurstSequenceRow {
         name: video.name.clone(),
         num_gt_dets: seq.num_gt_dets(),
@@ -673,13 +632,8 @@ fn evaluate_video(video: &GtVideo, tracker: &[StepDets]) -> Result<(BurstSequenc
         num_gt_ids: seq.num_gt_ids,
         num_tracker_ids: seq.num_tracker_ids,
         num_timesteps: video.num_images,
-        owta: m(&r.owta),
-        det_re: m(&r.det_re),
-        ass_a: m(&r.ass_a),
-        hota: m(&r.hota),
-        det_a: m(&r.det_a),
+        summary: HotaSummary::of(&r),
     };
-    debug_assert_eq!(r.tp.len(), NUM_ALPHAS);
     Ok((row, r))
 }
 
@@ -696,25 +650,11 @@ mod tests {
 
     #[test]
     fn box_iou_without_plus_one() {
-        let a = BBox {
-            x: 0,
-            y: 0,
-            w: 10,
-            h: 10,
-        };
-        let b = BBox {
-            x: 0,
-            y: 0,
-            w: 5,
-            h: 10,
-        };
-        assert_eq!(box_iou(&a, &b), 0.5);
-        let empty = BBox {
-            x: 0,
-            y: 0,
-            w: 0,
-            h: 0,
-        };
+        let bb = |x, y, w, h| BBox { x, y, w, h };
+        let a = bb(0, 0, 10, 10);
+        assert_eq!(box_iou(&a, &bb(0, 0, 5, 10)), 0.5);
+        assert_eq!(box_iou(&a, &bb(5, 5, 10, 10)), 25.0 / 175.0);
+        let empty = bb(0, 0, 0, 0);
         assert_eq!(box_iou(&a, &empty), 0.0);
         assert_eq!(box_iou(&empty, &empty), 0.0);
     }

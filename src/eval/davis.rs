@@ -24,6 +24,7 @@ use super::numeric::{fraction, np_mean, np_nanmean};
 use super::report::{Report, Table};
 use crate::error::{Error, Result};
 use crate::imageio::read_index_png;
+use crate::mask::IdMap;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -142,6 +143,68 @@ impl Statistics {
     }
 }
 
+/// Mean, recall and decay of J and F, under the official names.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scores {
+    /// Mean J.
+    #[serde(rename = "J-Mean")]
+    pub j_mean: f64,
+    /// J recall (fraction of frames with J > 0.5).
+    #[serde(rename = "J-Recall")]
+    pub j_recall: f64,
+    /// J decay.
+    #[serde(rename = "J-Decay")]
+    pub j_decay: f64,
+    /// Mean F.
+    #[serde(rename = "F-Mean")]
+    pub f_mean: f64,
+    /// F recall.
+    #[serde(rename = "F-Recall")]
+    pub f_recall: f64,
+    /// F decay.
+    #[serde(rename = "F-Decay")]
+    pub f_decay: f64,
+}
+
+impl Scores {
+    /// The scores of per-frame J and F statistics.
+    pub fn new(j: Statistics, f: Statistics) -> Self {
+        Scores {
+            j_mean: j.mean,
+            j_recall: j.recall,
+            j_decay: j.decay,
+            f_mean: f.mean,
+            f_recall: f.recall,
+            f_decay: f.decay,
+        }
+    }
+
+    /// The six values with their official names, in order.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("J-Mean", self.j_mean),
+            ("J-Recall", self.j_recall),
+            ("J-Decay", self.j_decay),
+            ("F-Mean", self.f_mean),
+            ("F-Recall", self.f_recall),
+            ("F-Decay", self.f_decay),
+        ]
+    }
+
+    /// Field-wise means (numpy `mean`) over `all`.
+    fn mean_of(all: &[Scores]) -> Self {
+        let avg = |f: fn(&Scores) -> f64| np_mean(&all.iter().map(f).collect::<Vec<_>>());
+        Scores {
+            j_mean: avg(|s| s.j_mean),
+            j_recall: avg(|s| s.j_recall),
+            j_decay: avg(|s| s.j_decay),
+            f_mean: avg(|s| s.f_mean),
+            f_recall: avg(|s| s.f_recall),
+            f_decay: avg(|s| s.f_decay),
+        }
+    }
+}
+
 /// Scores of one object (a GT object and the prediction matched to it).
 #[derive(Debug, Clone, Serialize)]
 pub struct DavisObject {
@@ -151,24 +214,9 @@ pub struct DavisObject {
     pub gt_id: u32,
     /// The predicted id scored against it; `None` when there is none (zero padding).
     pub pred_id: Option<u32>,
-    /// Mean of J over the scored frames.
-    #[serde(rename = "J-Mean")]
-    pub j_mean: f64,
-    /// Fraction of frames with J > 0.5.
-    #[serde(rename = "J-Recall")]
-    pub j_recall: f64,
-    /// J decay.
-    #[serde(rename = "J-Decay")]
-    pub j_decay: f64,
-    /// Mean of F over the scored frames.
-    #[serde(rename = "F-Mean")]
-    pub f_mean: f64,
-    /// Fraction of frames with F > 0.5.
-    #[serde(rename = "F-Recall")]
-    pub f_recall: f64,
-    /// F decay.
-    #[serde(rename = "F-Decay")]
-    pub f_decay: f64,
+    /// Mean, recall and decay of J and F.
+    #[serde(flatten)]
+    pub scores: Scores,
     /// (mean J + mean F) / 2, the quantity the unsupervised matching maximises.
     pub mean_jf: f64,
     /// J per scored frame.
@@ -208,24 +256,9 @@ pub struct DavisReport {
     /// (J-Mean + F-Mean) / 2.
     #[serde(rename = "J&F")]
     pub jf: f64,
-    /// Mean over objects of the per-object J mean.
-    #[serde(rename = "J-Mean")]
-    pub j_mean: f64,
-    /// Mean over objects of the J recall.
-    #[serde(rename = "J-Recall")]
-    pub j_recall: f64,
-    /// Mean over objects of the J decay.
-    #[serde(rename = "J-Decay")]
-    pub j_decay: f64,
-    /// Mean over objects of the per-object F mean.
-    #[serde(rename = "F-Mean")]
-    pub f_mean: f64,
-    /// Mean over objects of the F recall.
-    #[serde(rename = "F-Recall")]
-    pub f_recall: f64,
-    /// Mean over objects of the F decay.
-    #[serde(rename = "F-Decay")]
-    pub f_decay: f64,
+    /// Means over all objects of the per-object scores.
+    #[serde(flatten)]
+    pub scores: Scores,
     /// Per-sequence results.
     pub sequences: Vec<DavisSequence>,
 }
@@ -238,21 +271,12 @@ impl Report for DavisReport {
                 "", "J&F", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay",
             ],
         );
-        global.push_numbers(
-            "global",
-            &[
-                self.jf,
-                self.j_mean,
-                self.j_recall,
-                self.j_decay,
-                self.f_mean,
-                self.f_recall,
-                self.f_decay,
-            ],
-        );
+        let mut values = vec![self.jf];
+        values.extend(self.scores.named().map(|(_, v)| v));
+        global.push_numbers("global", &values);
         let mut per = Table::new("per object", &["object", "J-Mean", "F-Mean"]);
         for o in self.sequences.iter().flat_map(|s| &s.objects) {
-            per.push_numbers(&o.key, &[o.j_mean, o.f_mean]);
+            per.push_numbers(&o.key, &[o.scores.j_mean, o.scores.f_mean]);
         }
         vec![global, per]
     }
@@ -288,32 +312,22 @@ pub fn evaluate(
             Ok(s)
         })
         .collect::<Result<Vec<DavisSequence>>>()?;
-    let objects: Vec<&DavisObject> = sequences.iter().flat_map(|s| &s.objects).collect();
-    let avg =
-        |f: fn(&DavisObject) -> f64| np_mean(&objects.iter().map(|o| f(o)).collect::<Vec<_>>());
-    let (j_mean, f_mean) = (avg(|o| o.j_mean), avg(|o| o.f_mean));
+    let objects: Vec<Scores> = sequences
+        .iter()
+        .flat_map(|s| &s.objects)
+        .map(|o| o.scores)
+        .collect();
+    let scores = Scores::mean_of(&objects);
     Ok(DavisReport {
         task: options.task,
-        jf: (j_mean + f_mean) / 2.0,
-        j_mean,
-        j_recall: avg(|o| o.j_recall),
-        j_decay: avg(|o| o.j_decay),
-        f_mean,
-        f_recall: avg(|o| o.f_recall),
-        f_decay: avg(|o| o.f_decay),
+        jf: (scores.j_mean + scores.f_mean) / 2.0,
+        scores,
         sequences,
     })
 }
 
-/// A GT frame decoded into object labels: ids, with `VOID` kept only for DAVIS-2017 data.
-struct GtFrame {
-    width: usize,
-    height: usize,
-    labels: Vec<u32>,
-}
-
 /// Reads a DAVIS mask PNG (palette or grayscale); returns it with whether it had a palette.
-fn read_mask(path: &Path) -> Result<(crate::mask::IdMap, bool)> {
+fn read_mask(path: &Path) -> Result<(IdMap, bool)> {
     let png = read_index_png(path)?;
     if png.rgb_ids {
         return Err(Error::image(
@@ -325,29 +339,30 @@ fn read_mask(path: &Path) -> Result<(crate::mask::IdMap, bool)> {
 }
 
 /// Whether a non-palette mask holds only 0 and 255 (the DAVIS-2016 binary convention).
-fn is_binary_0_255(map: &crate::mask::IdMap, has_palette: bool) -> bool {
+fn is_binary_0_255(map: &IdMap, has_palette: bool) -> bool {
     !has_palette && map.data().iter().all(|&v| v == 0 || v == 255)
 }
 
-fn read_gt(path: &Path, format: GtFormat) -> Result<GtFrame> {
-    let (map, has_palette) = read_mask(path)?;
-    let labels = match format {
-        GtFormat::Davis2016 => {
-            if !is_binary_0_255(&map, has_palette) {
-                return Err(Error::image(
-                    path,
-                    "DAVIS-2016 ground truth must be a grayscale PNG holding only 0 and 255",
-                ));
-            }
-            map.data().iter().map(|&v| u32::from(v == 255)).collect()
+/// Maps the DAVIS-2016 object value 255 to id 1, in place.
+fn binary_to_object_one(map: &mut IdMap) {
+    for v in map.data_mut() {
+        *v = u32::from(*v == 255);
+    }
+}
+
+/// Reads a GT frame as object ids (with `VOID` kept only for DAVIS-2017 data).
+fn read_gt(path: &Path, format: GtFormat) -> Result<IdMap> {
+    let (mut map, has_palette) = read_mask(path)?;
+    if format == GtFormat::Davis2016 {
+        if !is_binary_0_255(&map, has_palette) {
+            return Err(Error::image(
+                path,
+                "DAVIS-2016 ground truth must be a grayscale PNG holding only 0 and 255",
+            ));
         }
-        _ => map.data().to_vec(),
-    };
-    Ok(GtFrame {
-        width: map.width(),
-        height: map.height(),
-        labels,
-    })
+        binary_to_object_one(&mut map);
+    }
+    Ok(map)
 }
 
 /// The sorted GT frame names (file stems) of a sequence.
@@ -399,8 +414,8 @@ impl SequenceSetup<'_> {
         let gt_path = self.gt_dir.join(format!("{frame}.png"));
         let pred_path = self.pred_dir.join(format!("{frame}.png"));
         let gt = read_gt(&gt_path, self.format)?;
-        if (gt.width, gt.height) != (self.width, self.height) {
-            return Err(size_error(&gt_path, gt.width, gt.height, self));
+        if (gt.width(), gt.height()) != (self.width, self.height) {
+            return Err(size_error(&gt_path, gt.width(), gt.height(), self));
         }
         if !pred_path.is_file() {
             return Err(Error::invalid(format!(
@@ -418,17 +433,11 @@ impl SequenceSetup<'_> {
             ));
         }
         // A DAVIS-2016 prediction stored like its ground truth (0 / 255) means object 1.
-        let binary_pred =
-            self.format == GtFormat::Davis2016 && is_binary_0_255(&pred_map, pred_palette);
-        let pred: Vec<u32> = if binary_pred {
-            pred_map
-                .data()
-                .iter()
-                .map(|&v| u32::from(v == 255))
-                .collect()
-        } else {
-            pred_map.data().to_vec()
-        };
+        let mut pred_map = pred_map;
+        if self.format == GtFormat::Davis2016 && is_binary_0_255(&pred_map, pred_palette) {
+            binary_to_object_one(&mut pred_map);
+        }
+        let pred = pred_map.data();
         let max_pred_id = pred.iter().copied().max().unwrap_or(0);
         let limit = match self.task {
             DavisTask::Semi => self.num_objects,
@@ -452,7 +461,7 @@ impl SequenceSetup<'_> {
         let (w, h) = (self.width, self.height);
         // The semi-supervised protocol uses no void; DAVIS-2016 data has none.
         let void = (self.task == DavisTask::Unsup && self.format == GtFormat::Davis2017)
-            .then(|| BitImage::from_labels(w, h, &gt.labels, |l| l == VOID));
+            .then(|| BitImage::from_labels(w, h, gt.data(), |l| l == VOID));
         let with_void_removed = |mut m: BitImage| {
             if let Some(v) = &void {
                 m.clear_where(v);
@@ -460,7 +469,7 @@ impl SequenceSetup<'_> {
             m
         };
         let gt_masks: Vec<BitImage> =
-            BitImage::per_label(w, h, &gt.labels, self.num_objects as usize + 1)
+            BitImage::per_label(w, h, gt.data(), self.num_objects as usize + 1)
                 .into_iter()
                 .skip(1)
                 .map(with_void_removed)
@@ -477,7 +486,7 @@ impl SequenceSetup<'_> {
             .map(|(g, gb)| (jaccard(&empty_mask, g), f_measure(&empty_bound, gb)))
             .collect();
         let mut pairs = Vec::new();
-        let pred_masks = BitImage::per_label(w, h, &pred, max_pred_id as usize + 1);
+        let pred_masks = BitImage::per_label(w, h, pred, max_pred_id as usize + 1);
         for (id, mask) in pred_masks.into_iter().enumerate().skip(1) {
             if mask.is_empty() {
                 continue;
@@ -542,7 +551,7 @@ fn evaluate_sequence(
     };
     let first = read_gt(&first_path, format)?;
     let num_objects = first
-        .labels
+        .data()
         .iter()
         .copied()
         .filter(|&l| l != VOID || format == GtFormat::Davis2016)
@@ -571,9 +580,9 @@ fn evaluate_sequence(
         task: options.task,
         format,
         num_objects,
-        width: first.width,
-        height: first.height,
-        radius: tolerance_radius(first.width, first.height),
+        width: first.width(),
+        height: first.height(),
+        radius: tolerance_radius(first.width(), first.height()),
         gt_dir: &gt_dir,
         pred_dir: &pred_dir,
     };
@@ -622,17 +631,11 @@ fn evaluate_sequence(
         .enumerate()
         .map(|(i, &(r, g))| {
             let (js, fs) = &series[r][g];
-            let (sj, sf) = (Statistics::of(js), Statistics::of(fs));
             DavisObject {
                 key: format!("{name}_{}", i + 1),
                 gt_id: g as u32 + 1,
                 pred_id: (r < n_pred).then_some(r as u32 + 1),
-                j_mean: sj.mean,
-                j_recall: sj.recall,
-                j_decay: sj.decay,
-                f_mean: sf.mean,
-                f_recall: sf.recall,
-                f_decay: sf.decay,
+                scores: Scores::new(Statistics::of(js), Statistics::of(fs)),
                 mean_jf: mean_jf(r, g),
                 j_per_frame: js.clone(),
                 f_per_frame: fs.clone(),
@@ -642,8 +645,8 @@ fn evaluate_sequence(
     Ok(DavisSequence {
         name: name.to_string(),
         gt_format: format,
-        width: first.width,
-        height: first.height,
+        width: first.width(),
+        height: first.height(),
         frames: frames.len(),
         scored_frames: scored,
         tolerance_px: setup.radius,

@@ -126,10 +126,70 @@ impl HotaResult {
             self.owta[a] = (self.det_re[a] * self.ass_a[a]).sqrt();
         }
     }
+}
 
-    /// The mean over alphas of a per-alpha field (the single number that is reported).
-    pub fn mean(values: &PerAlpha) -> f64 {
-        np_mean(values)
+/// The reported numbers: means over the alphas (numpy `mean`) of the per-alpha values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HotaSummary {
+    /// Open-world tracking accuracy.
+    #[serde(rename = "OWTA")]
+    pub owta: f64,
+    /// Detection recall.
+    #[serde(rename = "DetRe")]
+    pub det_re: f64,
+    /// Association accuracy.
+    #[serde(rename = "AssA")]
+    pub ass_a: f64,
+    /// HOTA.
+    #[serde(rename = "HOTA")]
+    pub hota: f64,
+    /// Detection accuracy.
+    #[serde(rename = "DetA")]
+    pub det_a: f64,
+    /// Detection precision.
+    #[serde(rename = "DetPr")]
+    pub det_pr: f64,
+    /// Association recall.
+    #[serde(rename = "AssRe")]
+    pub ass_re: f64,
+    /// Association precision.
+    #[serde(rename = "AssPr")]
+    pub ass_pr: f64,
+    /// Localisation accuracy.
+    #[serde(rename = "LocA")]
+    pub loc_a: f64,
+}
+
+impl HotaSummary {
+    /// The values with their official names: OWTA, DetRe, AssA, HOTA, DetA, then DetPr,
+    /// AssRe, AssPr, LocA.
+    pub fn named(&self) -> [(&'static str, f64); 9] {
+        [
+            ("OWTA", self.owta),
+            ("DetRe", self.det_re),
+            ("AssA", self.ass_a),
+            ("HOTA", self.hota),
+            ("DetA", self.det_a),
+            ("DetPr", self.det_pr),
+            ("AssRe", self.ass_re),
+            ("AssPr", self.ass_pr),
+            ("LocA", self.loc_a),
+        ]
+    }
+
+    /// The means over alpha of `r`.
+    pub fn of(r: &HotaResult) -> Self {
+        HotaSummary {
+            owta: np_mean(&r.owta),
+            det_re: np_mean(&r.det_re),
+            ass_a: np_mean(&r.ass_a),
+            hota: np_mean(&r.hota),
+            det_a: np_mean(&r.det_a),
+            det_pr: np_mean(&r.det_pr),
+            ass_re: np_mean(&r.ass_re),
+            ass_pr: np_mean(&r.ass_pr),
+            loc_a: np_mean(&r.loc_a),
+        }
     }
 }
 

@@ -66,20 +66,38 @@ struct SequenceStats {
     length: usize,
 }
 
+/// STQ with its two factors.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StqScores {
+    /// sqrt(AQ · IoU).
+    #[serde(rename = "STQ")]
+    pub stq: f64,
+    /// Association quality (overall: weighted by the number of GT tracks per sequence).
+    #[serde(rename = "AQ")]
+    pub aq: f64,
+    /// Mean class IoU (overall: of the summed confusion matrices).
+    #[serde(rename = "IoU")]
+    pub iou: f64,
+}
+
+impl StqScores {
+    fn new(aq: f64, iou: f64) -> Self {
+        StqScores {
+            stq: (aq * iou).sqrt(),
+            aq,
+            iou,
+        }
+    }
+}
+
 /// STQ of one sequence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StqSequence {
     /// Sequence id.
     pub id: String,
-    /// sqrt(AQ · IoU) of the sequence.
-    #[serde(rename = "STQ")]
-    pub stq: f64,
-    /// Association quality of the sequence.
-    #[serde(rename = "AQ")]
-    pub aq: f64,
-    /// Mean class IoU of the sequence.
-    #[serde(rename = "IoU")]
-    pub iou: f64,
+    /// The sequence's scores.
+    #[serde(flatten)]
+    pub scores: StqScores,
     /// Number of frames.
     pub length: usize,
 }
@@ -87,15 +105,9 @@ pub struct StqSequence {
 /// The overall result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StqResult {
-    /// sqrt(AQ · IoU).
-    #[serde(rename = "STQ")]
-    pub stq: f64,
-    /// Association quality, weighted by the number of GT tracks of each sequence.
-    #[serde(rename = "AQ")]
-    pub aq: f64,
-    /// Mean class IoU over all sequences' summed confusion matrices.
-    #[serde(rename = "IoU")]
-    pub iou: f64,
+    /// The overall scores.
+    #[serde(flatten)]
+    pub scores: StqScores,
     /// Per-sequence values, in order of first update.
     pub sequences: Vec<StqSequence>,
 }
@@ -287,17 +299,13 @@ impl StQuality {
             let aq_seq = aq_sums[i] / (tubes[i] as f64).max(EPSILON);
             sequences.push(StqSequence {
                 id: seq.id.clone(),
-                stq: (aq_seq * iou).sqrt(),
-                aq: aq_seq,
-                iou,
+                scores: StqScores::new(aq_seq, iou),
                 length: seq.length,
             });
         }
         let iou = mean_class_iou(&total, size);
         StqResult {
-            stq: (aq * iou).sqrt(),
-            aq,
-            iou,
+            scores: StqScores::new(aq, iou),
             sequences,
         }
     }

@@ -16,7 +16,7 @@
 
 use super::input::{flag, read_json, string_or_number};
 use super::report::{Report, Table};
-use super::stq::{StQuality, StqConfig, StqResult};
+use super::stq::{StQuality, StqConfig, StqResult, StqScores};
 use crate::error::{Error, Result};
 use crate::imageio::read_index_png;
 use crate::mask::IdMap;
@@ -158,15 +158,9 @@ pub struct VipsegSequence {
     pub width: usize,
     /// Frame height.
     pub height: usize,
-    /// STQ of the video.
-    #[serde(rename = "STQ")]
-    pub stq: f64,
-    /// AQ of the video.
-    #[serde(rename = "AQ")]
-    pub aq: f64,
-    /// Mean class IoU of the video.
-    #[serde(rename = "IoU")]
-    pub iou: f64,
+    /// STQ, AQ and IoU of the video.
+    #[serde(flatten)]
+    pub stq: StqScores,
 }
 
 /// The VIPSeg report.
@@ -196,15 +190,9 @@ pub struct VipsegReport {
     /// VPQ^inf (x100).
     #[serde(rename = "VPQinf")]
     pub vpq_inf: f64,
-    /// STQ (fraction).
-    #[serde(rename = "STQ")]
-    pub stq: f64,
-    /// Association quality of STQ.
-    #[serde(rename = "AQ")]
-    pub aq: f64,
-    /// Segmentation quality of STQ (mean class IoU).
-    #[serde(rename = "IoU")]
-    pub iou: f64,
+    /// STQ and its factors AQ and IoU (fractions).
+    #[serde(flatten)]
+    pub stq: StqScores,
     /// VPQ per window size.
     pub windows: Vec<VpqWindow>,
     /// Per-video rows.
@@ -218,15 +206,16 @@ impl Report for VipsegReport {
             vpq.push_numbers(&w.k, &[w.vpq.all, w.vpq.things, w.vpq.stuff]);
         }
         let mut global = Table::new("VIPSeg", &["", "VPQ (x100)", "STQ", "AQ", "IoU"]);
-        global.push_numbers("global", &[self.vpq, self.stq, self.aq, self.iou]);
+        let q = &self.stq;
+        global.push_numbers("global", &[self.vpq, q.stq, q.aq, q.iou]);
         let mut per = Table::new("per video", &["video", "frames", "STQ", "AQ", "IoU"]);
         for s in &self.sequences {
             per.push(vec![
                 s.video_id.clone(),
                 s.frames.to_string(),
-                super::report::number(s.stq),
-                super::report::number(s.aq),
-                super::report::number(s.iou),
+                super::report::number(s.stq.stq),
+                super::report::number(s.stq.aq),
+                super::report::number(s.stq.iou),
             ]);
         }
         vec![global, vpq, per]
@@ -350,9 +339,7 @@ pub fn evaluate(
             frames,
             width,
             height,
-            stq: s.stq,
-            aq: s.aq,
-            iou: s.iou,
+            stq: s.scores,
         })
         .collect();
     let all: Vec<f64> = windows.iter().map(|w| w.vpq.all).collect();
@@ -366,9 +353,7 @@ pub fn evaluate(
         vpq8: all[4],
         vpq10: all[5],
         vpq_inf: all[6],
-        stq: stq_result.stq,
-        aq: stq_result.aq,
-        iou: stq_result.iou,
+        stq: stq_result.scores,
         windows,
         sequences,
     })

@@ -338,8 +338,11 @@ impl IdMap {
     /// Pixel count of every non-zero id present.
     pub fn areas(&self) -> BTreeMap<ObjectId, usize> {
         let mut areas = BTreeMap::new();
-        for &id in self.data.iter().filter(|&&id| id != 0) {
-            *areas.entry(id).or_insert(0) += 1;
+        // Count runs of equal ids so the map is touched once per run, not once per pixel.
+        for run in self.data.chunk_by(|a, b| a == b) {
+            if run[0] != 0 {
+                *areas.entry(run[0]).or_insert(0) += run.len();
+            }
         }
         areas
     }

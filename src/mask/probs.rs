@@ -68,9 +68,11 @@ impl ObjectProbs {
         let mut data = vec![0.0f32; (ids.len() + 1) * hw];
         let channel_of: std::collections::HashMap<ObjectId, usize> =
             ids.iter().enumerate().map(|(i, &id)| (id, i + 1)).collect();
-        for (p, id) in map.data().iter().enumerate() {
-            let c = channel_of.get(id).copied().unwrap_or(0);
-            data[c * hw + p] = 1.0;
+        let mut start = 0;
+        for run in map.data().chunk_by(|a, b| a == b) {
+            let c = channel_of.get(&run[0]).copied().unwrap_or(0);
+            data[c * hw + start..c * hw + start + run.len()].fill(1.0);
+            start += run.len();
         }
         ObjectProbs::new(ids.to_vec(), w, h, data)
     }

@@ -3,18 +3,12 @@
 //! mask after the other), written independently of the code under test.
 
 use super::*;
+use crate::consensus::tests::rect;
 use crate::consensus::VotedSegment;
 use crate::mask::BinaryMask;
 use crate::objects::Votes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn rect(w: usize, h: usize, x0: i32, y0: i32, rw: i32, rh: i32) -> BinaryMask {
-    BinaryMask::from_fn(w, h, |x, y| {
-        let (x, y) = (x as i32, y as i32);
-        x >= x0 && x < x0 + rw && y >= y0 && y < y0 + rh
-    })
-}
 
 fn map_of(w: usize, h: usize, parts: &[(ObjectId, BinaryMask)]) -> IdMap {
     let mut map = IdMap::new(w, h);

@@ -1,7 +1,12 @@
 //! Shared candle building blocks and checkpoint loading.
 
+pub mod blocks;
 pub mod checkpoint;
+pub mod conv;
+pub mod linalg;
 mod pickle;
+pub mod resample;
+pub mod resnet;
 pub mod synthetic;
 pub mod weights;
 

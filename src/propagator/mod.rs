@@ -1,5 +1,6 @@
 //! Class-agnostic propagators: carry object masks from frame to frame.
 
+pub mod deva;
 mod static_motion;
 
 pub use static_motion::StaticPropagator;

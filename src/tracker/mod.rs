@@ -32,6 +32,7 @@ use crate::video::{internal_size, Frame};
 use engine::Engine;
 use offline::Offline;
 use semionline::Clips;
+use std::collections::HashSet;
 
 /// One finished frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,11 +58,19 @@ impl TrackedFrame {
     /// argmax; `segments` are the `objects` present in the map.
     pub fn segmentation(&self) -> Segmentation {
         let map = self.probs.resize_argmax(self.width, self.height);
-        let present = map.areas();
+        // Ids come in runs along rows: only record changes.
+        let mut present = HashSet::new();
+        let mut last = 0;
+        for &id in map.data().iter().filter(|&&id| id != 0) {
+            if id != last {
+                present.insert(id);
+                last = id;
+            }
+        }
         let segments = self
             .objects
             .iter()
-            .filter(|o| present.contains_key(&o.id))
+            .filter(|o| present.contains(&o.id))
             .cloned()
             .collect();
         Segmentation { map, segments }

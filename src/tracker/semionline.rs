@@ -22,7 +22,7 @@ use crate::mask::Segmentation;
 pub(crate) fn key_index(keyframe: KeyFrame, len: usize) -> usize {
     match keyframe {
         KeyFrame::First => 0,
-        KeyFrame::Middle => ((len + 1) / 2).min(len - 1),
+        KeyFrame::Middle => len.div_ceil(2).min(len - 1),
         KeyFrame::Last => len - 1,
     }
 }

@@ -1,0 +1,409 @@
+//! 2-D convolution with square kernels, zero padding and stride 1 or 2, as used by ResNets
+//! and DEVA's decoder, with a fast CPU path.
+//!
+//! On the CPU a convolution is computed as k² matrix products over shifted views of a padded
+//! copy of the input (no im2col buffer): with the input split into stride² phase planes, the
+//! tap (kh, kw) of every output pixel reads one contiguous run of its plane. Inputs with few
+//! channels (stems, attention maps) use a column buffer and one product instead. Other devices
+//! use candle's `conv2d`.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::linalg::{gemm_acc, MatRef};
+use super::weights::{BatchNormAffine, Weights};
+use crate::error::Result;
+
+/// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
+const COLUMN_BUFFER_MAX_K: usize = 256;
+/// Column block of the column-buffer path (bounds its memory).
+const COLUMN_BLOCK: usize = 16384;
+
+/// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// On the CPU with the shifted-product path: tap-major `[k·k, c_out, c_in]`, so that every
+    /// tap's matrix is contiguous; otherwise PyTorch's `[c_out, c_in, k, k]`.
+    weight: Tensor,
+    bias: Tensor,
+    geometry: Geometry,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    fn out_len(&self, len: usize) -> usize {
+        (len + 2 * self.pad - self.k) / self.stride + 1
+    }
+
+    /// Whether the CPU path multiplies per tap over shifted views (else one product over a
+    /// column buffer, or a plain product for 1×1 stride-1 convolutions).
+    fn shifted(&self) -> bool {
+        self.k > 1 && self.c_in * self.k * self.k > COLUMN_BUFFER_MAX_K
+    }
+}
+
+/// Shape of a convolution: channels in and out, kernel size, stride, padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Square kernel size.
+    pub k: usize,
+    /// Stride (1 or 2).
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+}
+
+impl ConvShape {
+    /// A stride-1 convolution with "same" padding (`k / 2`).
+    pub fn same(c_in: usize, c_out: usize, k: usize) -> Self {
+        ConvShape {
+            c_in,
+            c_out,
+            k,
+            stride: 1,
+            pad: k / 2,
+        }
+    }
+
+    /// This shape with another stride.
+    pub fn with_stride(self, stride: usize) -> Self {
+        ConvShape { stride, ..self }
+    }
+
+    fn weight_shape(&self) -> [usize; 4] {
+        [self.c_out, self.c_in, self.k, self.k]
+    }
+}
+
+impl Conv2d {
+    /// A convolution from weights `[c_out, c_in, k, k]` (row-major) and an optional bias.
+    pub fn from_parts(
+        shape: ConvShape,
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let bias = bias.unwrap_or_else(|| vec![0.0; shape.c_out]);
+        let geometry = Geometry {
+            c_in: shape.c_in,
+            c_out: shape.c_out,
+            k: shape.k,
+            stride: shape.stride,
+            pad: shape.pad,
+        };
+        let weight = if device.is_cpu() && geometry.shifted() {
+            let kk = shape.k * shape.k;
+            let mut taps = vec![0.0f32; weight.len()];
+            for (i, v) in weight.iter().enumerate() {
+                let (oc, tap) = (i / kk, i % kk);
+                taps[tap * shape.c_out * shape.c_in + oc] = *v;
+            }
+            Tensor::from_vec(taps, (kk, shape.c_out, shape.c_in), device)?
+        } else {
+            Tensor::from_vec(weight, &shape.weight_shape(), device)?
+        };
+        Ok(Conv2d {
+            weight,
+            bias: Tensor::from_vec(bias, shape.c_out, device)?,
+            geometry,
+        })
+    }
+
+    /// Loads `{prefix}.weight` and `{prefix}.bias`.
+    pub fn load(w: &mut Weights, prefix: &str, shape: ConvShape) -> Result<Self> {
+        let weight = w.values(&format!("{prefix}.weight"), &shape.weight_shape())?;
+        let bias = w.values(&format!("{prefix}.bias"), &[shape.c_out])?;
+        Conv2d::from_parts(shape, weight, Some(bias), w.device())
+    }
+
+    /// Loads a bias-free `{conv}.weight` followed by the eval-mode BatchNorm `{bn}`, folded
+    /// into one convolution.
+    pub fn load_with_batch_norm(
+        w: &mut Weights,
+        conv: &str,
+        bn: &str,
+        shape: ConvShape,
+    ) -> Result<Self> {
+        let mut weight = w.values(&format!("{conv}.weight"), &shape.weight_shape())?;
+        let BatchNormAffine { scale, shift } = w.batch_norm(bn, shape.c_out)?;
+        let per_out = shape.c_in * shape.k * shape.k;
+        for (row, s) in weight.chunks_mut(per_out).zip(&scale) {
+            row.iter_mut().for_each(|v| *v *= s);
+        }
+        Conv2d::from_parts(shape, weight, Some(shift), w.device())
+    }
+
+    /// Applies the convolution to `x` of shape `[batch, c_in, h, w]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.geometry;
+        let (_, c, _, _) = x.dims4()?;
+        if c != g.c_in {
+            return Err(crate::Error::invalid(format!(
+                "convolution expects {} input channels, got {c}",
+                g.c_in
+            )));
+        }
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            let x = x.contiguous()?;
+            Ok(x.apply_op3_no_bwd(&self.weight, &self.bias, &ConvOp(g))?)
+        } else {
+            let y = x.conv2d(&self.weight, g.pad, g.stride, 1, 1)?;
+            Ok(y.broadcast_add(&self.bias.reshape((1, g.c_out, 1, 1))?)?)
+        }
+    }
+}
+
+struct ConvOp(Geometry);
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv2d: operand is not contiguous"),
+    }
+}
+
+/// The padded input of one image split into `stride²` phase planes of `rows × cols` (+ tail).
+struct Planes {
+    data: Vec<f32>,
+    plane_len: usize,
+    cols: usize,
+}
+
+impl Planes {
+    fn build(x: &[f32], c: usize, h: usize, w: usize, g: &Geometry, out_h: usize) -> Planes {
+        let s = g.stride;
+        let (hp, wp) = (h + 2 * g.pad, w + 2 * g.pad);
+        let cols = wp.div_ceil(s);
+        let reach = (g.k - 1) / s;
+        let rows = hp.div_ceil(s).max(out_h + reach);
+        let plane_len = rows * cols + reach;
+        let mut data = vec![0.0f32; s * s * c * plane_len];
+        // Layout: [phase][channel][plane]; each (phase, channel) block filled independently.
+        data.par_chunks_mut(plane_len)
+            .enumerate()
+            .for_each(|(i, plane)| {
+                let (phase, ch) = (i / c, i % c);
+                let (a, b) = (phase / s, phase % s);
+                let src = &x[ch * h * w..(ch + 1) * h * w];
+                for r in 0..rows {
+                    let yp = s * r + a;
+                    if yp < g.pad || yp - g.pad >= h {
+                        continue;
+                    }
+                    let row = &src[(yp - g.pad) * w..(yp - g.pad + 1) * w];
+                    let dst = &mut plane[r * cols..(r + 1) * cols];
+                    if s == 1 {
+                        dst[g.pad..g.pad + w].copy_from_slice(row);
+                    } else {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let xp = s * j + b;
+                            if xp >= g.pad && xp - g.pad < w {
+                                *d = row[xp - g.pad];
+                            }
+                        }
+                    }
+                }
+            });
+        Planes {
+            data,
+            plane_len,
+            cols,
+        }
+    }
+
+    /// Start of the run that tap (kh, kw) of channel `ch` reads.
+    fn tap(&self, g: &Geometry, c_in: usize, ch: usize, kh: usize, kw: usize) -> usize {
+        let s = g.stride;
+        let phase = (kh % s) * s + kw % s;
+        (phase * c_in + ch) * self.plane_len + (kh / s) * self.cols + kw / s
+    }
+}
+
+impl ConvOp {
+    /// One image: `x [c_in, h, w]` into `out [c_out, out_h, out_w]`.
+    fn image(&self, x: &[f32], h: usize, w: usize, weight: &[f32], bias: &[f32], out: &mut [f32]) {
+        let g = &self.0;
+        let (out_h, out_w) = (g.out_len(h), g.out_len(w));
+        let kk = g.k * g.k;
+        let k_len = g.c_in * kk;
+        if g.k == 1 && g.stride == 1 && g.pad == 0 {
+            for (row, b) in out.chunks_mut(h * w).zip(bias) {
+                row.fill(*b);
+            }
+            gemm_acc(
+                g.c_out,
+                h * w,
+                g.c_in,
+                out,
+                h * w,
+                MatRef::rows(weight, g.c_in),
+                MatRef::rows(x, h * w),
+                true,
+            );
+            return;
+        }
+        let planes = Planes::build(x, g.c_in, h, w, g, out_h);
+        let cols = planes.cols;
+        let n = out_h * cols;
+        let mut acc = vec![0.0f32; g.c_out * n];
+        for (row, b) in acc.chunks_mut(n).zip(bias) {
+            row.fill(*b);
+        }
+        if !g.shifted() {
+            for start in (0..n).step_by(COLUMN_BLOCK) {
+                let len = COLUMN_BLOCK.min(n - start);
+                let mut buf = vec![0.0f32; k_len * len];
+                buf.par_chunks_mut(len).enumerate().for_each(|(r, dst)| {
+                    let (ch, kh, kw) = (r / kk, (r % kk) / g.k, r % g.k);
+                    let at = planes.tap(g, g.c_in, ch, kh, kw) + start;
+                    dst.copy_from_slice(&planes.data[at..at + len]);
+                });
+                gemm_acc(
+                    g.c_out,
+                    len,
+                    k_len,
+                    &mut acc[start..],
+                    n,
+                    MatRef::rows(weight, k_len),
+                    MatRef::rows(&buf, len),
+                    true,
+                );
+            }
+        } else {
+            for kh in 0..g.k {
+                for kw in 0..g.k {
+                    let at = planes.tap(g, g.c_in, 0, kh, kw);
+                    gemm_acc(
+                        g.c_out,
+                        n,
+                        g.c_in,
+                        &mut acc,
+                        n,
+                        MatRef::rows(&weight[(kh * g.k + kw) * g.c_out * g.c_in..], g.c_in),
+                        MatRef::rows(&planes.data[at..], planes.plane_len),
+                        true,
+                    );
+                }
+            }
+        }
+        // Drop the columns past the output width.
+        out.par_chunks_mut(out_h * out_w)
+            .zip(acc.par_chunks(n))
+            .for_each(|(o, a)| {
+                for (orow, arow) in o.chunks_mut(out_w).zip(a.chunks(cols)) {
+                    orow.copy_from_slice(&arow[..out_w]);
+                }
+            });
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        "deva-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let x = f32_slice(s1, l1)?;
+        let weight = f32_slice(s2, l2)?;
+        let bias = f32_slice(s3, l3)?;
+        let (b, _, h, w) = l1.shape().dims4()?;
+        let (out_h, out_w) = (g.out_len(h), g.out_len(w));
+        let mut out = vec![0.0f32; b * g.c_out * out_h * out_w];
+        for (xi, oi) in x
+            .chunks(g.c_in * h * w)
+            .zip(out.chunks_mut(g.c_out * out_h * out_w))
+        {
+            self.image(xi, h, w, weight, bias, oi);
+        }
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((b, g.c_out, out_h, out_w)),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn pseudo(n: usize, seed: u64) -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| {
+                let z = crate::nn::synthetic::splitmix64(seed.wrapping_add(i));
+                (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Compares with candle's own conv2d (an independent implementation) for every path.
+    #[test]
+    fn matches_candle_conv2d() {
+        let dev = Device::Cpu;
+        let cases = [
+            // (c_in, c_out, k, stride, pad, h, w)
+            (3, 5, 7, 2, 3, 21, 18),
+            (2, 1, 7, 1, 3, 9, 11),
+            (40, 6, 3, 1, 1, 10, 13),
+            (40, 6, 3, 2, 1, 11, 12),
+            (33, 7, 1, 1, 0, 5, 6),
+            (33, 7, 1, 2, 0, 9, 7),
+        ];
+        for (i, &(c_in, c_out, k, stride, pad, h, w)) in cases.iter().enumerate() {
+            let shape = ConvShape {
+                c_in,
+                c_out,
+                k,
+                stride,
+                pad,
+            };
+            let wv = pseudo(c_out * c_in * k * k, 10 + i as u64);
+            let bv = pseudo(c_out, 20 + i as u64);
+            let conv = Conv2d::from_parts(shape, wv.clone(), Some(bv.clone()), &dev).unwrap();
+            let x = Tensor::from_vec(pseudo(2 * c_in * h * w, i as u64), (2, c_in, h, w), &dev)
+                .unwrap();
+            let ours = conv.forward(&x).unwrap();
+            let wt = Tensor::from_vec(wv, (c_out, c_in, k, k), &dev).unwrap();
+            let bt = Tensor::from_vec(bv, (1, c_out, 1, 1), &dev).unwrap();
+            let theirs = x
+                .conv2d(&wt, pad, stride, 1, 1)
+                .unwrap()
+                .broadcast_add(&bt)
+                .unwrap();
+            assert_eq!(ours.dims(), theirs.dims(), "case {i}");
+            let d = (ours - theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "case {i}: max diff {d}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Dense matrix products on the CPU through the `gemm` crate.
+
+/// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix with rows of `cols` elements.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        MatRef {
+            data,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with rows of `cols` elements.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        MatRef {
+            data,
+            rs: 1,
+            cs: cols,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m × n] += lhs[m × k] · rhs[k × n]`, with `dst` row-major (row stride `dst_rs`).
+/// `parallel` lets gemm use rayon's threads.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: MatRef,
+    rhs: MatRef,
+    parallel: bool,
+) {
+    assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len());
+    assert!(
+        lhs.fits(m, k) && rhs.fits(k, n),
+        "matrix operand out of bounds"
+    );
+    let parallelism = match rayon::current_num_threads() {
+        t if t > 1 && parallel => gemm::Parallelism::Rayon(t),
+        _ => gemm::Parallelism::None,
+    };
+    // SAFETY: the asserts above keep every access of the three operands in bounds.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            true,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strided_product_matches_the_definition() {
+        // lhs 2x3 row-major, rhs given as the transpose of a 2x3 row-major matrix (3x2).
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5];
+        let mut d = vec![10.0; 4];
+        gemm_acc(
+            2,
+            2,
+            3,
+            &mut d,
+            2,
+            MatRef::rows(&a, 3),
+            MatRef::transposed(&b, 3),
+            false,
+        );
+        // Row 0: (1,2,3)·(1,0,-1) = -2, (1,2,3)·(2,1,0.5) = 5.5; row 1: -2, 16.
+        assert_eq!(d, vec![8.0, 15.5, 8.0, 26.0]);
+    }
+}

@@ -1,0 +1,510 @@
+//! The DEVA propagation network as a [`Propagator`]: XMem-style memory (working, long-term,
+//! sensory) read by an anisotropic L2 top-k attention, decoded into object masks.
+
+pub mod input;
+pub mod memory;
+pub mod network;
+pub mod readout;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use self::input::{normalized_padded, Padding};
+use self::memory::{FrameKeys, Memory, MemorySettings};
+use self::network::{DecoderSkips, DevaNet, KEY_DIM, VALUE_DIM};
+use self::readout::{transpose, KeySet, Query, TopK};
+use super::Propagator;
+use crate::config::{MemoryConfig, UsageCounting};
+use crate::error::{Error, Result};
+use crate::mask::{ObjectId, ObjectProbs};
+use crate::nn::{checkpoint, Weights};
+use crate::video::Frame;
+
+/// Frames whose features stay cached at most (the oldest index goes first); callers normally
+/// release frames themselves.
+const MAX_CACHED_FRAMES: usize = 8;
+
+/// What is kept of one encoded frame.
+struct FrameState {
+    pad: Padding,
+    /// Normalised, padded image `[1, 3, H, W]`.
+    image: Tensor,
+    /// `f16` `[1, 512, h, w]`.
+    f16: Tensor,
+    skips: DecoderSkips,
+    keys: FrameKeys,
+}
+
+/// The propagated probabilities of the last frame, padded, per object.
+struct Prediction {
+    frame: usize,
+    pad: Padding,
+    channels: HashMap<ObjectId, Vec<f32>>,
+}
+
+/// The DEVA propagator (reference `DEVAInferenceCore` without detection merging).
+pub struct DevaPropagator {
+    net: DevaNet,
+    device: Device,
+    config: MemoryConfig,
+    video_length: Option<usize>,
+    memory: Memory,
+    objects: Vec<ObjectId>,
+    /// Sensory state per object, `[1, 512, h, w]`.
+    sensory: HashMap<ObjectId, Tensor>,
+    /// Final masks of the last updated frame, padded, per object.
+    last_mask: HashMap<ObjectId, Vec<f32>>,
+    last_prediction: Option<Prediction>,
+    /// Size of the frames this propagator tracks (fixed by the first one).
+    size: Option<(usize, usize)>,
+    frames: BTreeMap<usize, Arc<FrameState>>,
+}
+
+/// Memory settings from the configuration; usage counting per the reference formula
+/// `enable_long_term ∧ length / (T_max − T_min) · P ≥ LT_max` when the length is known.
+fn settings(config: &MemoryConfig, video_length: Option<usize>) -> MemorySettings {
+    let count = match config.long_term_usage {
+        UsageCounting::On => true,
+        UsageCounting::Off => false,
+        UsageCounting::Auto => match video_length {
+            Some(n) => {
+                let span = (config.max_mid_term_frames - config.min_mid_term_frames) as f64;
+                n as f64 / span * config.num_prototypes as f64
+                    >= config.max_long_term_elements as f64
+            }
+            None => true,
+        },
+    };
+    MemorySettings {
+        top_k: config.top_k,
+        max_frames: config.max_mid_term_frames,
+        min_frames: config.min_mid_term_frames,
+        max_long_term: config.max_long_term_elements,
+        prototypes: config.num_prototypes,
+        long_term: config.enable_long_term,
+        count_long_term_usage: config.enable_long_term && count,
+    }
+}
+
+/// Host copy of a tensor's values.
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl DevaPropagator {
+    /// A propagator around a built network; `config` is validated.
+    pub fn new(net: DevaNet, config: &MemoryConfig, device: &Device) -> Result<Self> {
+        let mut c = crate::Config::default();
+        c.memory = config.clone();
+        c.validate()?;
+        Ok(DevaPropagator {
+            net,
+            device: device.clone(),
+            config: config.clone(),
+            video_length: None,
+            memory: Memory::new(settings(config, None)),
+            objects: Vec::new(),
+            sensory: HashMap::new(),
+            last_mask: HashMap::new(),
+            last_prediction: None,
+            size: None,
+            frames: BTreeMap::new(),
+        })
+    }
+
+    /// Loads `DEVA-propagation.pth` (or a safetensors conversion) strictly: every key and
+    /// shape is checked, a `module.` prefix is removed.
+    pub fn from_checkpoint(
+        path: impl AsRef<Path>,
+        config: &MemoryConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut dict = checkpoint::load(path.as_ref(), &[])?;
+        if dict.len() > 0 && dict.names().all(|n| n.starts_with("module.")) {
+            dict = dict.strip_prefix("module.");
+        }
+        let mut w = Weights::from_state_dict(dict, device);
+        let net = DevaNet::load(&mut w)?;
+        w.finish()?;
+        DevaPropagator::new(net, config, device)
+    }
+
+    /// A propagator with synthetic formula weights (see [`crate::nn::synthetic`]), for tests
+    /// and benchmarks.
+    pub fn synthetic(seed: u64, config: &MemoryConfig, device: &Device) -> Result<Self> {
+        let mut w = Weights::synthetic(seed, device);
+        let net = DevaNet::load(&mut w)?;
+        DevaPropagator::new(net, config, device)
+    }
+
+    /// Tells the propagator the video length (frames), which decides long-term usage
+    /// counting under [`UsageCounting::Auto`]; takes effect until the first memory frame.
+    pub fn set_video_length(&mut self, frames: Option<usize>) {
+        self.video_length = frames;
+        if !self.memory.is_engaged() {
+            self.memory = Memory::new(settings(&self.config, frames));
+        }
+    }
+
+    /// The memory (for inspection).
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// The network.
+    pub fn net(&self) -> &DevaNet {
+        &self.net
+    }
+
+    fn chunk(&self) -> usize {
+        self.config.chunk_size.max(0) as usize
+    }
+
+    fn check_size(&mut self, frame: &Frame) -> Result<()> {
+        let size = (frame.width(), frame.height());
+        match self.size {
+            None => {
+                self.size = Some(size);
+                Ok(())
+            }
+            Some(s) if s == size => Ok(()),
+            Some((w, h)) => Err(Error::invalid(format!(
+                "frame {} ({}) is {}x{}, but this video's frames are {w}x{h}",
+                frame.index, frame.name, size.0, size.1
+            ))),
+        }
+    }
+
+    /// The cached features of `frame`, computed on first use.
+    fn frame_state(&mut self, frame: &Frame) -> Result<Arc<FrameState>> {
+        let pad = Padding::new(frame.width(), frame.height());
+        if let Some(s) = self.frames.get(&frame.index) {
+            if s.pad == pad {
+                return Ok(s.clone());
+            }
+        }
+        let image = Tensor::from_vec(
+            normalized_padded(&frame.image, &pad),
+            (1, 3, pad.padded_height, pad.padded_width),
+            &self.device,
+        )?;
+        let features = self.net.encode_image(&image)?;
+        let skips = self.net.decoder_skips(&features)?;
+        let k = self.net.transform_key(&features.key_feat)?;
+        let hw = pad.grid().0 * pad.grid().1;
+        let keys = FrameKeys {
+            key: transpose(&host(&k.key)?, KEY_DIM, hw),
+            shrinkage: host(&k.shrinkage)?,
+            selection: transpose(&host(&k.selection)?, KEY_DIM, hw),
+        };
+        let state = Arc::new(FrameState {
+            pad,
+            image,
+            f16: features.f16,
+            skips,
+            keys,
+        });
+        while self.frames.len() >= MAX_CACHED_FRAMES {
+            self.frames.pop_first();
+        }
+        self.frames.insert(frame.index, state.clone());
+        Ok(state)
+    }
+
+    /// Stacks per-object padded planes into `[n, 1, H, W]`.
+    fn mask_tensor(&self, planes: &[&[f32]], pad: &Padding) -> Result<Tensor> {
+        let data: Vec<f32> = planes.iter().flat_map(|p| p.iter().copied()).collect();
+        Ok(Tensor::from_vec(
+            data,
+            (planes.len(), 1, pad.padded_height, pad.padded_width),
+            &self.device,
+        )?)
+    }
+
+    fn zero_sensory(&self, pad: &Padding, n: usize) -> Result<Tensor> {
+        let (gw, gh) = pad.grid();
+        Ok(Tensor::zeros(
+            (n, VALUE_DIM, gh, gw),
+            DType::F32,
+            &self.device,
+        )?)
+    }
+
+    fn sensory_of(&self, ids: &[ObjectId], pad: &Padding) -> Result<Tensor> {
+        let parts = ids
+            .iter()
+            .map(|id| match self.sensory.get(id) {
+                Some(t) => Ok(t.clone()),
+                None => self.zero_sensory(pad, 1),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    fn store_sensory(&mut self, ids: &[ObjectId], sensory: &Tensor) -> Result<()> {
+        for (i, &id) in ids.iter().enumerate() {
+            self.sensory.insert(id, sensory.narrow(0, i, 1)?);
+        }
+        Ok(())
+    }
+
+    /// Readout tensor `[n, 512, h, w]` from per-object readouts `[512][h·w]`.
+    fn readout_tensor(
+        &self,
+        ids: &[ObjectId],
+        readouts: &[(ObjectId, Vec<f32>)],
+        pad: &Padding,
+    ) -> Result<Tensor> {
+        let (gw, gh) = pad.grid();
+        let plane = VALUE_DIM * gw * gh;
+        let mut data = Vec::with_capacity(ids.len() * plane);
+        for id in ids {
+            match readouts.iter().find(|(o, _)| o == id) {
+                Some((_, r)) => data.extend_from_slice(r),
+                None => data.extend(std::iter::repeat_n(0.0, plane)),
+            }
+        }
+        Ok(Tensor::from_vec(
+            data,
+            (ids.len(), VALUE_DIM, gh, gw),
+            &self.device,
+        )?)
+    }
+
+    /// Unpadded probabilities from `[n + 1, 1, H, W]` (background first).
+    fn to_probs(ids: &[ObjectId], prob: &[f32], pad: &Padding) -> Result<ObjectProbs> {
+        let data = prob
+            .chunks(pad.padded_len())
+            .flat_map(|c| pad.unpad(c))
+            .collect();
+        ObjectProbs::new(ids.to_vec(), pad.width, pad.height, data)
+    }
+
+    /// The padded previous mask of each object of `masks`: the propagated prediction of this
+    /// frame where `masks` still equals it (the reference keeps the network's own output in
+    /// the padding then), zero padding otherwise.
+    fn padded_masks(&self, frame: &Frame, masks: &ObjectProbs, pad: &Padding) -> Vec<Vec<f32>> {
+        let prediction = self
+            .last_prediction
+            .as_ref()
+            .filter(|p| p.frame == frame.index && p.pad == *pad);
+        masks
+            .ids()
+            .iter()
+            .map(|id| {
+                let given = masks.object(*id).expect("ids of masks have maps");
+                match prediction.and_then(|p| p.channels.get(id)) {
+                    Some(padded) if pad.unpad(padded) == given => padded.clone(),
+                    _ => pad.pad(given),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Propagator for DevaPropagator {
+    fn name(&self) -> &str {
+        "deva"
+    }
+
+    fn objects(&self) -> &[ObjectId] {
+        &self.objects
+    }
+
+    fn has_memory(&self) -> bool {
+        self.memory.is_engaged()
+    }
+
+    fn propagate(&mut self, frame: &Frame) -> Result<ObjectProbs> {
+        self.check_size(frame)?;
+        let (w, h) = (frame.width(), frame.height());
+        let ids = self.objects.clone();
+        if ids.is_empty() || !self.memory.is_engaged() {
+            let mut data = vec![1.0; w * h];
+            data.resize((ids.len() + 1) * w * h, 0.0);
+            return ObjectProbs::new(ids, w, h, data);
+        }
+        let st = self.frame_state(frame)?;
+        let pad = st.pad;
+        let readouts = self.memory.read(&st.keys.key, &st.keys.selection);
+        let readout = self.readout_tensor(&ids, &readouts, &pad)?;
+        let sensory = self.sensory_of(&ids, &pad)?;
+        let zero = vec![0.0; pad.padded_len()];
+        let planes: Vec<&[f32]> = ids
+            .iter()
+            .map(|id| {
+                self.last_mask
+                    .get(id)
+                    .map_or(zero.as_slice(), |m| m.as_slice())
+            })
+            .collect();
+        let last_mask = self.mask_tensor(&planes, &pad)?;
+        let (_, prob, new_sensory) = self.net.segment(
+            &st.f16,
+            &st.skips,
+            &readout,
+            &sensory,
+            &last_mask,
+            true,
+            self.chunk(),
+        )?;
+        if let Some(s) = new_sensory {
+            self.store_sensory(&ids, &s)?;
+        }
+        let prob = host(&prob)?;
+        let channels = ids
+            .iter()
+            .zip(prob.chunks(pad.padded_len()).skip(1))
+            .map(|(id, c)| (*id, c.to_vec()))
+            .collect();
+        self.last_prediction = Some(Prediction {
+            frame: frame.index,
+            pad,
+            channels,
+        });
+        Self::to_probs(&ids, &prob, &pad)
+    }
+
+    fn update(&mut self, frame: &Frame, masks: &ObjectProbs, memorize: bool) -> Result<()> {
+        self.check_size(frame)?;
+        if (masks.width(), masks.height()) != (frame.width(), frame.height()) {
+            return Err(Error::invalid(format!(
+                "masks for frame {} ({}) are {}x{}, the frame is {}x{}",
+                frame.index,
+                frame.name,
+                masks.width(),
+                masks.height(),
+                frame.width(),
+                frame.height()
+            )));
+        }
+        if let Some(missing) = self.objects.iter().find(|o| !masks.ids().contains(o)) {
+            return Err(Error::invalid(format!(
+                "masks for frame {} ({}) lack tracked object {missing}",
+                frame.index, frame.name
+            )));
+        }
+        let new: Vec<ObjectId> = masks
+            .ids()
+            .iter()
+            .copied()
+            .filter(|o| !self.objects.contains(o))
+            .collect();
+        self.objects.extend(&new);
+        let pad = Padding::new(frame.width(), frame.height());
+        let padded = self.padded_masks(frame, masks, &pad);
+        self.last_mask = masks.ids().iter().copied().zip(padded).collect();
+        self.last_prediction = None;
+        if !memorize || self.objects.is_empty() {
+            return Ok(());
+        }
+        let st = self.frame_state(frame)?;
+        let ids = self.objects.clone();
+        let planes: Vec<&[f32]> = ids.iter().map(|id| self.last_mask[id].as_slice()).collect();
+        let mask = self.mask_tensor(&planes, &pad)?;
+        let sensory = self.sensory_of(&ids, &pad)?;
+        let (value, sensory) =
+            self.net
+                .encode_mask(&st.image, &st.f16, &sensory, &mask, self.chunk())?;
+        self.store_sensory(&ids, &sensory)?;
+        let value = host(&value)?;
+        let plane = value.len() / ids.len();
+        let values: Vec<(ObjectId, Vec<f32>)> = ids
+            .iter()
+            .copied()
+            .zip(value.chunks(plane).map(<[f32]>::to_vec))
+            .collect();
+        self.memory.add(&st.keys, &values);
+        Ok(())
+    }
+
+    fn remove_objects(&mut self, ids: &[ObjectId]) -> Result<()> {
+        self.objects.retain(|o| !ids.contains(o));
+        self.memory.retain_objects(&self.objects);
+        for id in ids {
+            self.sensory.remove(id);
+            self.last_mask.remove(id);
+        }
+        self.last_prediction = None;
+        Ok(())
+    }
+
+    fn align(&mut self, src: &Frame, masks: &ObjectProbs, dst: &Frame) -> Result<ObjectProbs> {
+        if (src.width(), src.height()) != (dst.width(), dst.height())
+            || (masks.width(), masks.height()) != (src.width(), src.height())
+        {
+            return Err(Error::invalid(format!(
+                "align: frame {} ({}x{}), its masks ({}x{}) and frame {} ({}x{}) must have one size",
+                src.index,
+                src.width(),
+                src.height(),
+                masks.width(),
+                masks.height(),
+                dst.index,
+                dst.width(),
+                dst.height()
+            )));
+        }
+        let ids = masks.ids().to_vec();
+        let pad = Padding::new(dst.width(), dst.height());
+        if ids.is_empty() {
+            return Ok(ObjectProbs::background(pad.width, pad.height));
+        }
+        let s = self.frame_state(src)?;
+        let d = self.frame_state(dst)?;
+        let planes: Vec<Vec<f32>> = ids
+            .iter()
+            .map(|id| pad.pad(masks.object(*id).expect("ids of masks have maps")))
+            .collect();
+        let plane_refs: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
+        let mask = self.mask_tensor(&plane_refs, &pad)?;
+        let zero = self.zero_sensory(&pad, ids.len())?;
+        let (value, sensory) =
+            self.net
+                .encode_mask(&s.image, &s.f16, &zero, &mask, self.chunk())?;
+        let hw = s.keys.shrinkage.len();
+        let top = TopK::compute(
+            &Query::new(&d.keys.key, &d.keys.selection),
+            &[KeySet {
+                key: &s.keys.key,
+                shrinkage: &s.keys.shrinkage,
+            }],
+            self.config.top_k,
+        );
+        let value = host(&value)?;
+        let readouts: Vec<(ObjectId, Vec<f32>)> = ids
+            .iter()
+            .copied()
+            .zip(value.chunks(VALUE_DIM * hw))
+            .map(|(id, v)| (id, top.read(&[&transpose(v, VALUE_DIM, hw)], VALUE_DIM)))
+            .collect();
+        let readout = self.readout_tensor(&ids, &readouts, &pad)?;
+        let (_, prob, _) = self.net.segment(
+            &d.f16,
+            &d.skips,
+            &readout,
+            &sensory,
+            &mask,
+            false,
+            self.chunk(),
+        )?;
+        Self::to_probs(&ids, &host(&prob)?, &pad)
+    }
+
+    fn release_frame(&mut self, index: usize) {
+        self.frames.remove(&index);
+    }
+
+    fn reset(&mut self) {
+        self.memory = Memory::new(settings(&self.config, self.video_length));
+        self.objects.clear();
+        self.sensory.clear();
+        self.last_mask.clear();
+        self.last_prediction = None;
+        self.size = None;
+        self.frames.clear();
+    }
+}

@@ -1,0 +1,484 @@
+//! The DEVA propagation network (reference §1): pixel encoder, key projection, mask encoder
+//! and mask decoder. Object tensors are `[objects, channels, h, w]` (the reference's batch of
+//! one with its group dimension folded in); image tensors have a batch of one.
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::nn::blocks::{FusionBlock, GroupResBlock};
+use crate::nn::conv::{Conv2d, ConvShape};
+use crate::nn::resample::{area_downsample, upsample_bilinear};
+use crate::nn::resnet::{BlockKind, Stage, Stem};
+use crate::nn::Weights;
+
+/// Key (and selection) channels.
+pub const KEY_DIM: usize = 64;
+/// Memory value channels, also the width of the sensory (hidden) state.
+pub const VALUE_DIM: usize = 512;
+/// Projected image feature channels.
+const PIX_FEAT_DIM: usize = 512;
+/// Clamp of the soft aggregation.
+const AGGREGATE_EPS: f64 = 1e-7;
+
+/// Image features of one frame (`encode_image`), plus the decoder's projections of the
+/// skip features, which depend only on the image.
+#[derive(Debug, Clone)]
+pub struct ImageFeatures {
+    /// `proj1(layer3)`: `[1, 512, H/16, W/16]`.
+    pub f16: Tensor,
+    /// `layer2` output: `[1, 512, H/8, W/8]`.
+    pub f8: Tensor,
+    /// `layer1` output: `[1, 256, H/4, W/4]`.
+    pub f4: Tensor,
+    /// `proj2(layer3)`, input of the key projection: `[1, 512, H/16, W/16]`.
+    pub key_feat: Tensor,
+}
+
+/// Key, shrinkage and selection of one frame (`transform_key`), each `[1, C, H/16, W/16]`.
+#[derive(Debug, Clone)]
+pub struct KeyFeatures {
+    /// Key (64 channels).
+    pub key: Tensor,
+    /// Shrinkage `d² + 1` (1 channel).
+    pub shrinkage: Tensor,
+    /// Selection `sigmoid(e)` (64 channels).
+    pub selection: Tensor,
+}
+
+/// What the decoder returns for a chunk of objects.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Object logits at stride 4: `[objects, 1, H/4, W/4]`.
+    pub logits: Tensor,
+    /// Updated sensory state, when requested.
+    pub sensory: Option<Tensor>,
+}
+
+/// The GRU-like update shared by both sensory updaters (reference §1.8):
+/// `h' = σ(f) · h · (1 − σ(u)) + σ(u) · tanh(c)` with `values = [f | u | c]`.
+fn gated_update(values: &Tensor, h: &Tensor) -> Result<Tensor> {
+    let forget = candle_nn::ops::sigmoid(&values.narrow(1, 0, VALUE_DIM)?)?;
+    let update = candle_nn::ops::sigmoid(&values.narrow(1, VALUE_DIM, VALUE_DIM)?)?;
+    let new_value = values.narrow(1, 2 * VALUE_DIM, VALUE_DIM)?.tanh()?;
+    let kept = ((forget * h)? * update.affine(-1.0, 1.0)?)?;
+    Ok((kept + (update * new_value)?)?)
+}
+
+#[derive(Debug, Clone)]
+struct PixelEncoder {
+    stem: Stem,
+    res2: Stage,
+    layer2: Stage,
+    layer3: Stage,
+    /// `proj1` and `proj2` stacked into one 1×1 convolution (1024 → 512 + 512).
+    proj: Conv2d,
+}
+
+impl PixelEncoder {
+    fn load(w: &mut Weights) -> Result<Self> {
+        let p = "pixel_encoder";
+        let stem = Stem::load(w, p, 3)?;
+        let res2 = Stage::load(w, &format!("{p}.res2"), BlockKind::Bottleneck, 64, 64, 3, 1)?;
+        let layer2 = Stage::load(
+            w,
+            &format!("{p}.layer2"),
+            BlockKind::Bottleneck,
+            256,
+            128,
+            4,
+            2,
+        )?;
+        let layer3 = Stage::load(
+            w,
+            &format!("{p}.layer3"),
+            BlockKind::Bottleneck,
+            512,
+            256,
+            6,
+            2,
+        )?;
+        let mut weight = Vec::new();
+        let mut bias = Vec::new();
+        for name in ["proj1", "proj2"] {
+            weight.extend(w.values(&format!("{p}.{name}.weight"), &[PIX_FEAT_DIM, 1024, 1, 1])?);
+            bias.extend(w.values(&format!("{p}.{name}.bias"), &[PIX_FEAT_DIM])?);
+        }
+        let shape = ConvShape::same(1024, 2 * PIX_FEAT_DIM, 1);
+        let proj = Conv2d::from_parts(shape, weight, Some(bias), w.device())?;
+        Ok(PixelEncoder {
+            stem,
+            res2,
+            layer2,
+            layer3,
+            proj,
+        })
+    }
+
+    fn forward(&self, image: &Tensor) -> Result<ImageFeatures> {
+        let x = self.stem.forward(image)?;
+        let f4 = self.res2.forward(&x)?;
+        let f8 = self.layer2.forward(&f4)?;
+        let f16 = self.layer3.forward(&f8)?;
+        let proj = self.proj.forward(&f16)?;
+        Ok(ImageFeatures {
+            f16: proj.narrow(1, 0, PIX_FEAT_DIM)?.contiguous()?,
+            f8,
+            f4,
+            key_feat: proj.narrow(1, PIX_FEAT_DIM, PIX_FEAT_DIM)?.contiguous()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MaskEncoder {
+    stem: Stem,
+    layers: [Stage; 3],
+    fuser: FusionBlock,
+    /// SensoryDeepUpdater's `transform`: 3×3, 512 + 512 → 3 · 512.
+    sensory_transform: Conv2d,
+}
+
+impl MaskEncoder {
+    fn load(w: &mut Weights) -> Result<Self> {
+        let p = "mask_encoder";
+        let stem = Stem::load(w, p, 4)?;
+        let layers = [
+            Stage::load(w, &format!("{p}.layer1"), BlockKind::Basic, 64, 64, 2, 1)?,
+            Stage::load(w, &format!("{p}.layer2"), BlockKind::Basic, 64, 128, 2, 2)?,
+            Stage::load(w, &format!("{p}.layer3"), BlockKind::Basic, 128, 256, 2, 2)?,
+        ];
+        let fuser = FusionBlock::load(
+            w,
+            &format!("{p}.fuser"),
+            PIX_FEAT_DIM,
+            256,
+            VALUE_DIM,
+            VALUE_DIM,
+        )?;
+        let sensory_transform = Conv2d::load(
+            w,
+            &format!("{p}.sensory_update.transform"),
+            ConvShape::same(2 * VALUE_DIM, 3 * VALUE_DIM, 3),
+        )?;
+        Ok(MaskEncoder {
+            stem,
+            layers,
+            fuser,
+            sensory_transform,
+        })
+    }
+
+    /// Values and deep-updated sensory of a chunk of objects.
+    fn forward(
+        &self,
+        image: &Tensor,
+        f16: &Tensor,
+        sensory: &Tensor,
+        masks: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (n, _, h, w) = masks.dims4()?;
+        let g = Tensor::cat(&[&image.broadcast_as((n, 3, h, w))?, masks], 1)?;
+        let mut g = self.stem.forward(&g)?;
+        for layer in &self.layers {
+            g = layer.forward(&g)?;
+        }
+        let value = self.fuser.forward(f16, &g)?;
+        let values = self
+            .sensory_transform
+            .forward(&Tensor::cat(&[&value, sensory], 1)?)?;
+        let sensory = gated_update(&values, sensory)?;
+        Ok((value, sensory))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct KeyProjection {
+    /// `key_proj`, `d_proj` and `e_proj` stacked into one 3×3 convolution (64 + 1 + 64).
+    conv: Conv2d,
+}
+
+impl KeyProjection {
+    fn load(w: &mut Weights) -> Result<Self> {
+        let mut weight = Vec::new();
+        let mut bias = Vec::new();
+        for (name, c) in [("key_proj", KEY_DIM), ("d_proj", 1), ("e_proj", KEY_DIM)] {
+            weight.extend(w.values(&format!("key_proj.{name}.weight"), &[c, PIX_FEAT_DIM, 3, 3])?);
+            bias.extend(w.values(&format!("key_proj.{name}.bias"), &[c])?);
+        }
+        let shape = ConvShape::same(PIX_FEAT_DIM, 2 * KEY_DIM + 1, 3);
+        Ok(KeyProjection {
+            conv: Conv2d::from_parts(shape, weight, Some(bias), w.device())?,
+        })
+    }
+
+    fn forward(&self, key_feat: &Tensor) -> Result<KeyFeatures> {
+        let y = self.conv.forward(key_feat)?;
+        let d = y.narrow(1, KEY_DIM, 1)?;
+        Ok(KeyFeatures {
+            key: y.narrow(1, 0, KEY_DIM)?.contiguous()?,
+            shrinkage: (d.sqr()? + 1.0)?,
+            selection: candle_nn::ops::sigmoid(&y.narrow(1, KEY_DIM + 1, KEY_DIM)?.contiguous()?)?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MaskDecoder {
+    fuser: FusionBlock,
+    sensory_compress: Conv2d,
+    g16: Conv2d,
+    g8: Conv2d,
+    g4: Conv2d,
+    sensory_transform: Conv2d,
+    proc8: Conv2d,
+    proc4: Conv2d,
+    up_16_8: GroupResBlock,
+    up_8_4: GroupResBlock,
+    pred: Conv2d,
+}
+
+impl MaskDecoder {
+    fn load(w: &mut Weights) -> Result<Self> {
+        let p = "mask_decoder";
+        let v = VALUE_DIM;
+        let fuser = FusionBlock::load(w, &format!("{p}.fuser"), PIX_FEAT_DIM, v, v, v)?;
+        let c1 = |w: &mut Weights, name: &str, c_in, c_out| {
+            Conv2d::load(w, &format!("{p}.{name}"), ConvShape::same(c_in, c_out, 1))
+        };
+        let sensory_compress = c1(w, "sensory_compress", v + 1, v)?;
+        let g16 = c1(w, "sensory_update.g16_conv", v, v)?;
+        let g8 = c1(w, "sensory_update.g8_conv", 256, v)?;
+        let g4 = c1(w, "sensory_update.g4_conv", 257, v)?;
+        let sensory_transform = Conv2d::load(
+            w,
+            &format!("{p}.sensory_update.transform"),
+            ConvShape::same(2 * v, 3 * v, 3),
+        )?;
+        let proc8 = c1(w, "decoder_feat_proc.transforms.0", 512, 512)?;
+        let proc4 = c1(w, "decoder_feat_proc.transforms.1", 256, 256)?;
+        let up_16_8 = GroupResBlock::load(w, &format!("{p}.up_16_8.out_conv"), v, 256)?;
+        let up_8_4 = GroupResBlock::load(w, &format!("{p}.up_8_4.out_conv"), 256, 256)?;
+        let pred = Conv2d::load(w, &format!("{p}.pred"), ConvShape::same(256, 1, 3))?;
+        // Training-only auxiliary head: part of the checkpoint, unused at inference.
+        w.skip(
+            &format!("{p}.sensory_linear_pred.projection.weight"),
+            &[v + 1, v, 1, 1],
+        )?;
+        w.skip(
+            &format!("{p}.sensory_linear_pred.projection.bias"),
+            &[v + 1],
+        )?;
+        Ok(MaskDecoder {
+            fuser,
+            sensory_compress,
+            g16,
+            g8,
+            g4,
+            sensory_transform,
+            proc8,
+            proc4,
+            up_16_8,
+            up_8_4,
+            pred,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        f16: &Tensor,
+        skip8: &Tensor,
+        skip4: &Tensor,
+        readout: &Tensor,
+        sensory: &Tensor,
+        mask16: &Tensor,
+        update_sensory: bool,
+    ) -> Result<Decoded> {
+        let compressed = self
+            .sensory_compress
+            .forward(&Tensor::cat(&[sensory, mask16], 1)?)?;
+        let p16 = self.fuser.forward(f16, &(readout + compressed)?)?;
+        let p8 = self
+            .up_16_8
+            .forward(&upsample_bilinear(&p16, 2)?.broadcast_add(skip8)?)?;
+        let p4 = self
+            .up_8_4
+            .forward(&upsample_bilinear(&p8, 2)?.broadcast_add(skip4)?)?;
+        let logits = self.pred.forward(&p4.relu()?)?;
+        let sensory = if update_sensory {
+            let p4 = Tensor::cat(&[&p4, &logits], 1)?;
+            let g = ((self.g16.forward(&p16)? + self.g8.forward(&area_downsample(&p8, 2)?)?)?
+                + self.g4.forward(&area_downsample(&p4, 4)?)?)?;
+            let values = self
+                .sensory_transform
+                .forward(&Tensor::cat(&[&g, sensory], 1)?)?;
+            Some(gated_update(&values, sensory)?)
+        } else {
+            None
+        };
+        Ok(Decoded { logits, sensory })
+    }
+}
+
+/// Decoder inputs that depend only on the image (computed once per frame).
+#[derive(Debug, Clone)]
+pub struct DecoderSkips {
+    /// `decoder_feat_proc.transforms.0(f8)`.
+    pub skip8: Tensor,
+    /// `decoder_feat_proc.transforms.1(f4)`.
+    pub skip4: Tensor,
+}
+
+/// The DEVA propagation network.
+#[derive(Debug, Clone)]
+pub struct DevaNet {
+    pixel_encoder: PixelEncoder,
+    mask_encoder: MaskEncoder,
+    key_proj: KeyProjection,
+    mask_decoder: MaskDecoder,
+}
+
+impl DevaNet {
+    /// Builds the network from `w` (state-dict order: pixel encoder, mask encoder, key
+    /// projection, mask decoder). Call [`Weights::finish`] afterwards for strictness.
+    pub fn load(w: &mut Weights) -> Result<Self> {
+        Ok(DevaNet {
+            pixel_encoder: PixelEncoder::load(w)?,
+            mask_encoder: MaskEncoder::load(w)?,
+            key_proj: KeyProjection::load(w)?,
+            mask_decoder: MaskDecoder::load(w)?,
+        })
+    }
+
+    /// `encode_image` of a normalised, padded image `[1, 3, H, W]` (H, W multiples of 16).
+    pub fn encode_image(&self, image: &Tensor) -> Result<ImageFeatures> {
+        self.pixel_encoder.forward(image)
+    }
+
+    /// `transform_key` of the key features.
+    pub fn transform_key(&self, key_feat: &Tensor) -> Result<KeyFeatures> {
+        self.key_proj.forward(key_feat)
+    }
+
+    /// The decoder's projections of the skip features of one frame.
+    pub fn decoder_skips(&self, features: &ImageFeatures) -> Result<DecoderSkips> {
+        Ok(DecoderSkips {
+            skip8: self.mask_decoder.proc8.forward(&features.f8)?,
+            skip4: self.mask_decoder.proc4.forward(&features.f4)?,
+        })
+    }
+
+    /// `encode_mask` with deep update: memory values `[n, 512, h, w]` and the new sensory state
+    /// of objects with soft `masks` `[n, 1, H, W]` and `sensory` `[n, 512, h, w]`, in chunks of
+    /// `chunk` objects (0 = all at once; the result does not depend on it).
+    pub fn encode_mask(
+        &self,
+        image: &Tensor,
+        f16: &Tensor,
+        sensory: &Tensor,
+        masks: &Tensor,
+        chunk: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let parts = for_chunks(masks.dim(0)?, chunk, |start, len| {
+            let (v, s) = self.mask_encoder.forward(
+                image,
+                f16,
+                &sensory.narrow(0, start, len)?,
+                &masks.narrow(0, start, len)?,
+            )?;
+            Ok(vec![v, s])
+        })?;
+        Ok((cat0(&parts, 0)?, cat0(&parts, 1)?))
+    }
+
+    /// The mask decoder alone (`mask_decoder(...)`): object logits at stride 4 and, if
+    /// `update_sensory`, the new sensory state; `mask16` is the previous mask at stride 16.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode(
+        &self,
+        f16: &Tensor,
+        skips: &DecoderSkips,
+        readout: &Tensor,
+        sensory: &Tensor,
+        mask16: &Tensor,
+        update_sensory: bool,
+        chunk: usize,
+    ) -> Result<Decoded> {
+        let parts = for_chunks(readout.dim(0)?, chunk, |start, len| {
+            let d = self.mask_decoder.forward(
+                f16,
+                &skips.skip8,
+                &skips.skip4,
+                &readout.narrow(0, start, len)?,
+                &sensory.narrow(0, start, len)?,
+                &mask16.narrow(0, start, len)?,
+                update_sensory,
+            )?;
+            Ok(std::iter::once(d.logits).chain(d.sensory).collect())
+        })?;
+        Ok(Decoded {
+            logits: cat0(&parts, 0)?,
+            sensory: if update_sensory {
+                Some(cat0(&parts, 1)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `segment`: the previous `last_mask` `[n, 1, H, W]` is area-downsampled to stride 16,
+    /// the decoder runs, and its logits are turned into probabilities `[n + 1, H, W]`
+    /// (background first). Returns (aggregated upsampled logits, probabilities, sensory).
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &self,
+        f16: &Tensor,
+        skips: &DecoderSkips,
+        readout: &Tensor,
+        sensory: &Tensor,
+        last_mask: &Tensor,
+        update_sensory: bool,
+        chunk: usize,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let mask16 = area_downsample(last_mask, 16)?;
+        let d = self.decode(f16, skips, readout, sensory, &mask16, update_sensory, chunk)?;
+        let prob = candle_nn::ops::sigmoid(&d.logits)?;
+        let logits = upsample_bilinear(&aggregate(&prob)?, 4)?;
+        let prob = candle_nn::ops::softmax(&logits, 0)?;
+        Ok((logits, prob, d.sensory))
+    }
+}
+
+/// Soft aggregation (reference `aggregate`): object probabilities `[n, 1, h, w]` become logits
+/// `[n + 1, 1, h, w]` of [background = Π(1 − pᵢ), p₁ … pₙ] clamped to [1e-7, 1 − 1e-7].
+pub fn aggregate(prob: &Tensor) -> Result<Tensor> {
+    let n = prob.dim(0)?;
+    let mut bg = prob.narrow(0, 0, 1)?.affine(-1.0, 1.0)?;
+    for i in 1..n {
+        bg = (bg * prob.narrow(0, i, 1)?.affine(-1.0, 1.0)?)?;
+    }
+    let p = Tensor::cat(&[&bg, prob], 0)?.clamp(AGGREGATE_EPS, 1.0 - AGGREGATE_EPS)?;
+    Ok((&p / p.affine(-1.0, 1.0)?)?.log()?)
+}
+
+/// Runs `f(start, len)` over chunks of `n` objects (`chunk` 0 = one chunk).
+fn for_chunks(
+    n: usize,
+    chunk: usize,
+    mut f: impl FnMut(usize, usize) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Vec<Tensor>>> {
+    let size = if chunk == 0 { n.max(1) } else { chunk };
+    (0..n)
+        .step_by(size)
+        .map(|start| f(start, size.min(n - start)))
+        .collect()
+}
+
+/// Concatenates the `i`-th tensor of every chunk along the object dimension.
+fn cat0(parts: &[Vec<Tensor>], i: usize) -> Result<Tensor> {
+    let ts: Vec<&Tensor> = parts.iter().map(|p| &p[i]).collect();
+    if ts.len() == 1 {
+        return Ok(ts[0].clone());
+    }
+    Ok(Tensor::cat(&ts, 0)?)
+}

@@ -698,3 +698,74 @@ fn box_initialised_track_writes_masks_and_boxes_for_every_frame() {
         report.success_auc
     );
 }
+
+/// `deva track --init-box ... --sam-weights ... --boxes` on five DAVIS frames.
+#[test]
+fn cli_tracks_from_a_box_and_writes_box_files() {
+    let Some(fx) = common::fixtures("sam") else {
+        return;
+    };
+    let Some(davis) = common::data("davis16") else {
+        return;
+    };
+    let seq_dir = davis.join("JPEGImages/480p");
+    let mut seqs: Vec<_> = std::fs::read_dir(&seq_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    seqs.sort();
+    let mut frames: Vec<_> = std::fs::read_dir(&seqs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    frames.sort();
+    let tmp = tempfile::tempdir().unwrap();
+    let clip = tmp.path().join("clip");
+    std::fs::create_dir(&clip).unwrap();
+    for f in &frames[..5] {
+        std::fs::copy(f, clip.join(f.file_name().unwrap())).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let deva = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_deva"));
+        cmd.arg("track")
+            .arg(&clip)
+            .arg("--out")
+            .arg(&out)
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let weights = fx.join("weights.pth");
+    let w = weights.to_str().unwrap();
+    let run = deva(&[
+        "--init-box",
+        "100,80,200,150",
+        "--sam-weights",
+        w,
+        "--boxes",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mot = std::fs::read_to_string(out.join("boxes/mot.txt")).unwrap();
+    assert_eq!(mot.lines().count(), 5);
+    assert!(mot
+        .lines()
+        .all(|l| l.split(',').count() == 10 && l.ends_with(",-1,-1,-1")));
+    let lasot = std::fs::read_to_string(out.join("boxes/lasot/clip.txt")).unwrap();
+    assert_eq!(lasot.lines().count(), 5);
+    assert!(out.join("boxes/got10k/clip/clip_001.txt").is_file());
+    assert_eq!(
+        std::fs::read_dir(out.join("clip")).unwrap().count(),
+        5,
+        "a mask per frame"
+    );
+
+    let run = deva(&["--init-box", "100,80,200,150"]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--sam-weights"));
+    let run = deva(&["--init-box", "100,80,200", "--sam-weights", w]);
+    assert!(String::from_utf8_lossy(&run.stderr).contains("x,y,w,h"));
+}

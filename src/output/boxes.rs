@@ -5,9 +5,11 @@
 //! pixel coordinates (the top-left pixel is (1, 1)), GOT-10k 0-based ones; widths and heights
 //! are pixel extents of the tight box of the object's mask.
 
+use super::{FrameResult, Tracking};
 use crate::error::Result;
 use crate::fsutil::write_atomic_with;
 use crate::mask::{BBox, ObjectId, Segmentation};
+use crate::video::Frame;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -136,6 +138,43 @@ impl BoxRecorder {
                 Ok(path)
             })
             .collect()
+    }
+}
+
+/// A [`Tracking`] that records the boxes of every frame it passes on.
+pub struct RecordBoxes<'a, T: Tracking + ?Sized> {
+    /// The wrapped tracking.
+    pub inner: &'a mut T,
+    /// The boxes of the frames passed on so far.
+    pub boxes: BoxRecorder,
+}
+
+impl<'a, T: Tracking + ?Sized> RecordBoxes<'a, T> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'a mut T) -> Self {
+        RecordBoxes {
+            inner,
+            boxes: BoxRecorder::new(),
+        }
+    }
+
+    fn record(&mut self, results: Vec<FrameResult>) -> Vec<FrameResult> {
+        results
+            .iter()
+            .for_each(|r| self.boxes.push(&r.segmentation));
+        results
+    }
+}
+
+impl<T: Tracking + ?Sized> Tracking for RecordBoxes<'_, T> {
+    fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>> {
+        let r = self.inner.step(frame)?;
+        Ok(self.record(r))
+    }
+
+    fn finish(&mut self) -> Result<Vec<FrameResult>> {
+        let r = self.inner.finish()?;
+        Ok(self.record(r))
     }
 }
 

@@ -144,4 +144,17 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("sam.crop_overlap_ratio"), "{e}");
     }
+
+    #[test]
+    fn the_sam_section_reads_from_toml() {
+        let c: crate::Config =
+            toml::from_str("[sam]\npoints_per_side = 8\nvariant = \"mobile\"\n").unwrap();
+        assert_eq!(c.sam.points_per_side, 8);
+        assert_eq!(c.sam.variant, SamVariant::Mobile);
+        assert_eq!(c.sam.points_per_batch, 64);
+        let e = toml::from_str::<crate::Config>("[sam]\npoints_per_sid = 8\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("points_per_sid"), "{e}");
+    }
 }

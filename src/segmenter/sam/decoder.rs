@@ -1,10 +1,10 @@
 //! SAM's mask decoder: a two-way transformer over prompt tokens and image embedding, then
 //! upscaled embeddings multiplied by per-mask hypernetwork outputs, plus an IoU head.
 
+use super::transformer::{ImageTokens, TwoWayTransformer};
 use crate::error::Result;
 use candle_core::{Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
-use candle_transformers::models::segment_anything::transformer::TwoWayTransformer;
 
 /// Sizes of the mask decoder (all read from the checkpoint except the attention heads).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,23 +184,35 @@ impl MaskDecoder {
         multimask: bool,
     ) -> Result<(Tensor, Tensor)> {
         let b = sparse.dim(0)?;
-        let shared_dense = dense.dim(0)? == 1;
+        let (_, _, h, w) = image_embeddings.dims4()?;
+        let tokens = |x: &Tensor| -> Result<Tensor> {
+            Ok(x.flatten_from(2)?.transpose(1, 2)?.contiguous()?)
+        };
+        let pe = tokens(image_pe)?;
+        let shared = if dense.dim(0)? == 1 {
+            let keys = tokens(&image_embeddings.broadcast_add(dense)?)?;
+            Some(self.transformer.share_image(&keys, &pe)?)
+        } else {
+            None
+        };
         let mut masks = Vec::with_capacity(b.div_ceil(DECODE_CHUNK));
         let mut ious = Vec::with_capacity(masks.capacity());
         for start in (0..b).step_by(DECODE_CHUNK) {
             let len = DECODE_CHUNK.min(b - start);
-            let dense = if shared_dense {
-                dense.clone()
-            } else {
-                dense.narrow(0, start, len)?
+            let sparse = sparse.narrow(0, start, len)?;
+            let per_prompt;
+            let image = match &shared {
+                Some(s) => ImageTokens::Shared(s),
+                None => {
+                    per_prompt =
+                        tokens(&image_embeddings.broadcast_add(&dense.narrow(0, start, len)?)?)?;
+                    ImageTokens::PerPrompt {
+                        keys: &per_prompt,
+                        pe: &pe,
+                    }
+                }
             };
-            let (m, i) = self.forward_chunk(
-                image_embeddings,
-                image_pe,
-                &sparse.narrow(0, start, len)?,
-                &dense,
-                multimask,
-            )?;
+            let (m, i) = self.forward_chunk(&sparse, image, (h, w), multimask)?;
             masks.push(m);
             ious.push(i);
         }
@@ -209,10 +221,9 @@ impl MaskDecoder {
 
     fn forward_chunk(
         &self,
-        image_embeddings: &Tensor,
-        image_pe: &Tensor,
         sparse: &Tensor,
-        dense: &Tensor,
+        image: ImageTokens,
+        (h, w): (usize, usize),
         multimask: bool,
     ) -> Result<(Tensor, Tensor)> {
         let (b, _, d) = sparse.dims3()?;
@@ -227,12 +238,7 @@ impl MaskDecoder {
             1,
         )?
         .contiguous()?;
-        let (_, c, h, w) = image_embeddings.dims4()?;
-        let src = image_embeddings
-            .broadcast_as((b, c, h, w))?
-            .broadcast_add(dense)?;
-        let pos = image_pe.broadcast_as((b, c, h, w))?;
-        let (hs, keys) = self.transformer.forward(&src, &pos, &tokens)?;
+        let (hs, keys) = self.transformer.forward(&tokens, image)?;
         let iou_token_out = hs.narrow(1, 0, 1)?.squeeze(1)?;
         let up = self.upscaling.forward(&keys.contiguous()?)?;
         let range = if multimask {

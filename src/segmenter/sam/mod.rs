@@ -14,6 +14,7 @@ mod prompted;
 mod regions;
 mod tiny_vit;
 pub mod transform;
+mod transformer;
 mod vit;
 pub mod weights;
 

@@ -32,10 +32,11 @@ struct RelPosSoftmax {
     kw: usize,
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+/// The f32 data of a contiguous CPU tensor.
+pub(super) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("rel_pos_softmax: input is not contiguous"),
+        None => candle_core::bail!("custom op: input is not contiguous"),
     }
 }
 
@@ -54,9 +55,9 @@ impl CustomOp3 for RelPosSoftmax {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (kh, kw) = (self.kh, self.kw);
-        let attn = contiguous(s1, l1)?;
-        let rel_h = contiguous(s2, l2)?;
-        let rel_w = contiguous(s3, l3)?;
+        let attn = contiguous_f32(s1, l1)?;
+        let rel_h = contiguous_f32(s2, l2)?;
+        let rel_w = contiguous_f32(s3, l3)?;
         let row = kh * kw;
         let rows = attn.len() / row;
         if rel_h.len() != rows * kh || rel_w.len() != rows * kw {

@@ -3,6 +3,7 @@
 //! joined by patch-merging convolutions, and SAM's neck. BatchNorms are folded into the
 //! preceding convolutions (eval mode).
 
+use super::attention::contiguous_f32;
 use super::vit::{window_partition, window_unpartition};
 use super::weights::Checkpoint;
 use crate::error::{Error, Result};
@@ -107,13 +108,6 @@ struct Depthwise {
     stride: usize,
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("depthwise conv: input is not contiguous"),
-    }
-}
-
 impl CustomOp2 for Depthwise {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
@@ -128,7 +122,7 @@ impl CustomOp2 for Depthwise {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let k = l2.shape().dims4()?.2;
-        let (x, kern) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let (x, kern) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
         let pad = k / 2;
         let s = self.stride;
         let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);

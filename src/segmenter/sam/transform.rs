@@ -1,10 +1,11 @@
 //! SAM's input and output geometry: resizing so that the longest side is the model's input
-//! size (Pillow's bilinear resize, bit-exact), prompt coordinates in the resized frame,
+//! size (Pillow's bilinear resize, bit-exact, as torchvision does for PIL images), prompt coordinates in the resized frame,
 //! normalisation and zero padding, and upscaling low-resolution mask logits back to the
 //! original image.
 
 use crate::error::Result;
 use crate::mask::bilinear_taps;
+use crate::video::pillow::{self, PillowFilter};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
@@ -34,100 +35,10 @@ pub fn apply_coords(
     ((x * sx) as f32, (y * sy) as f32)
 }
 
-/// Fixed-point precision of Pillow's 8-bit resampling.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-
-/// Pillow's bilinear coefficients for resampling `in_len` samples to `out_len`: for each
-/// output sample, the first input index and fixed-point weights.
-fn pil_coeffs(in_len: usize, out_len: usize) -> Vec<(usize, Vec<i64>)> {
-    let scale = in_len as f64 / out_len as f64;
-    let filterscale = scale.max(1.0);
-    let support = filterscale;
-    (0..out_len)
-        .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5) as i64).max(0) as usize;
-            let hi = ((center + support + 0.5) as i64).min(in_len as i64) as usize;
-            let w: Vec<f64> = (lo..hi)
-                .map(|j| {
-                    let t = ((j as f64 - center + 0.5) / filterscale).abs();
-                    if t < 1.0 {
-                        1.0 - t
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            let sum: f64 = w.iter().sum();
-            let fixed = w
-                .iter()
-                .map(|&v| {
-                    let v = if sum != 0.0 { v / sum } else { v };
-                    let s = v * (1u64 << PRECISION_BITS) as f64;
-                    if v < 0.0 {
-                        (s - 0.5) as i64
-                    } else {
-                        (s + 0.5) as i64
-                    }
-                })
-                .collect();
-            (lo, fixed)
-        })
-        .collect()
-}
-
-/// Rounds a fixed-point accumulator to a byte as Pillow does.
-fn clip8(acc: i64) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Pillow's `Image.resize(size, BILINEAR)` on an RGB image, bit-exact: horizontal pass into
-/// 8-bit, then vertical pass, both with antialiasing when downscaling.
-pub fn pil_resize_bilinear(img: &RgbImage, width: usize, height: usize) -> RgbImage {
-    let (iw, ih) = (img.width() as usize, img.height() as usize);
-    let half = 1i64 << (PRECISION_BITS - 1);
-    let src = img.as_raw();
-    let horizontal = if width != iw {
-        let xc = pil_coeffs(iw, width);
-        let mut out = vec![0u8; ih * width * 3];
-        for y in 0..ih {
-            let row = &src[y * iw * 3..(y + 1) * iw * 3];
-            for (x, (lo, k)) in xc.iter().enumerate() {
-                for c in 0..3 {
-                    let acc = k
-                        .iter()
-                        .enumerate()
-                        .fold(half, |a, (j, &w)| a + row[(lo + j) * 3 + c] as i64 * w);
-                    out[(y * width + x) * 3 + c] = clip8(acc);
-                }
-            }
-        }
-        out
-    } else {
-        src.to_vec()
-    };
-    let out = if height != ih {
-        let yc = pil_coeffs(ih, height);
-        let mut out = vec![0u8; height * width * 3];
-        for (y, (lo, k)) in yc.iter().enumerate() {
-            for i in 0..width * 3 {
-                let acc = k.iter().enumerate().fold(half, |a, (j, &w)| {
-                    a + horizontal[(lo + j) * width * 3 + i] as i64 * w
-                });
-                out[y * width * 3 + i] = clip8(acc);
-            }
-        }
-        out
-    } else {
-        horizontal
-    };
-    RgbImage::from_raw(width as u32, height as u32, out).expect("buffer sized for the image")
-}
-
 /// The image resized so that its longest side is `long` (SAM's `ResizeLongestSide`).
 pub fn resize_longest_side(img: &RgbImage, long: usize) -> RgbImage {
     let (h, w) = preprocess_shape(img.height() as usize, img.width() as usize, long);
-    pil_resize_bilinear(img, w, h)
+    pillow::resize(img, w, h, PillowFilter::Bilinear)
 }
 
 /// The model input `(1, 3, size, size)`: the resized image normalised with
@@ -229,23 +140,6 @@ mod tests {
         assert_eq!(preprocess_shape(360, 480, 1024), (768, 1024));
         assert_eq!(preprocess_shape(480, 854, 1024), (576, 1024));
         assert_eq!(preprocess_shape(1000, 3, 1024), (1024, 3));
-    }
-
-    #[test]
-    fn pil_resize_matches_pillow_when_shrinking_one_axis_and_growing_the_other() {
-        // Oracle: Pillow 13.0, `Image.fromarray(a).resize((3, 8), Image.BILINEAR)` for the
-        // 7x5 RGB image a[y, x, c] = (37x + 91y + 53c) % 256, computed once in Python.
-        let img = RgbImage::from_fn(7, 5, |x, y| {
-            image::Rgb([0u32, 1, 2].map(|c| ((37 * x + 91 * y + 53 * c) % 256) as u8))
-        });
-        let r = pil_resize_bilinear(&img, 3, 8);
-        let expected: [u8; 72] = [
-            32, 85, 138, 111, 164, 202, 190, 152, 95, 72, 125, 154, 144, 171, 143, 142, 120, 111,
-            125, 171, 167, 179, 174, 72, 82, 84, 137, 148, 125, 98, 94, 118, 119, 105, 141, 194,
-            125, 102, 92, 76, 118, 148, 144, 169, 170, 56, 102, 149, 123, 175, 158, 201, 169, 67,
-            100, 153, 175, 137, 130, 117, 114, 127, 108, 140, 193, 191, 144, 91, 84, 42, 95, 148,
-        ];
-        assert_eq!(r.as_raw().as_slice(), expected.as_slice());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Speed of SAM on the CPU with a ViT-B-sized encoder (768 dims, depth 12, 12 heads; synthetic
 //! weights, so no checkpoint is needed): one image embedding at 1024², and one automatic
 //! mask-generator pass with a 32 × 32 point grid (embedding included) on an 854 × 480 frame.
-//! Each iteration takes seconds to minutes: criterion's minimum of 10 samples is used.
+//! Each iteration takes seconds to minutes: `cargo bench --bench sam -- --quick` times one
+//! iteration of each; without `--quick` criterion's minimum of 10 samples is taken.
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -5,6 +5,8 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub use crate::segmenter::sam::{SamConfig, SamVariant};
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +21,8 @@ pub struct Config {
     pub flow: FlowConfig,
     /// Salient-object segmenter (U²-Net, U²-Netp, IS-Net).
     pub saliency: crate::segmenter::saliency::SaliencyConfig,
+    /// Segment Anything: automatic mask generator and segment selection.
+    pub sam: SamConfig,
 }
 
 /// Input settings.
@@ -350,7 +354,8 @@ impl Config {
             ),
         ];
         first_failure(&checks)?;
-        self.flow.validate()
+        self.flow.validate()?;
+        self.sam.validate()
     }
 }
 

@@ -2,9 +2,11 @@
 
 use anyhow::{bail, Context};
 use deva::config::Temporal;
+use deva::output::boxes::{BoxFormat, BoxRecorder, RecordBoxes};
 use deva::output::{self, OutputFormat, OutputOptions, RunStats, Writer};
 use deva::propagator::{Propagator, StaticPropagator};
 use deva::segmenter::detections::check_coverage;
+use deva::segmenter::sam::{parse_boxes, SamAutoSegmenter, SamModel, SamPromptSegmenter};
 use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter};
 use deva::tracker::Tracker;
 use deva::video::{self, FolderSource, FrameSource};
@@ -73,6 +75,31 @@ pub struct TrackArgs {
     /// exactly one segmenter]
     #[arg(long, value_name = "DIR", group = "segmenter")]
     pub init_masks: Option<PathBuf>,
+
+    /// Segmenter: start tracks from boxes on the first frame, `x,y,w,h` in pixels (x, y the
+    /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
+    /// mask (needs --sam-weights). [required: exactly one segmenter]
+    #[arg(long, value_name = "BOXES", group = "segmenter")]
+    pub init_box: Option<String>,
+
+    /// Segmenter: SAM's automatic mode, grid point prompts outside tracked regions (DEVA's
+    /// "segment everything"; use with --config configs/automatic.toml for incremental merging;
+    /// generator settings in the [sam] section). Needs --sam-weights. [required: exactly one
+    /// segmenter]
+    #[arg(long, group = "segmenter")]
+    pub sam_auto: bool,
+
+    /// SAM checkpoint for --init-box and --sam-auto: the official `.pth` (sam_vit_h_4b8939.pth,
+    /// sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth, mobile_sam.pt) or a safetensors
+    /// conversion; the encoder size is read from the file. [required with those segmenters]
+    #[arg(long, value_name = "FILE")]
+    pub sam_weights: Option<PathBuf>,
+
+    /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
+    /// (frame,id,x,y,w,h,score,-1,-1,-1, 1-based), `lasot/<video>[_<id>].txt` and
+    /// `got10k/<name>/<name>_001.txt`. [default: off]
+    #[arg(long)]
+    pub boxes: bool,
 
     /// Settings file (TOML, see configs/); flags below override it. [default: built-in
     /// defaults, the paper's settings]
@@ -185,7 +212,10 @@ struct SegmenterSetup {
     palette: Option<Vec<u8>>,
 }
 
-fn segmenter(args: &TrackArgs) -> anyhow::Result<SegmenterSetup> {
+fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
+    if args.init_box.is_some() || args.sam_auto {
+        return sam_segmenter(args, config);
+    }
     if let Some(dir) = &args.detections {
         let s = DetectionSegmenter::open(dir, args.resize_masks)?;
         return Ok(SegmenterSetup {
@@ -204,7 +234,33 @@ fn segmenter(args: &TrackArgs) -> anyhow::Result<SegmenterSetup> {
             segmenter: Box::new(s),
         });
     }
-    bail!("choose a segmenter: --detections DIR or --init-masks DIR")
+    bail!("choose a segmenter: --detections DIR, --init-masks DIR, --init-box BOXES or --sam-auto")
+}
+
+/// The SAM segmenters (--init-box, --sam-auto).
+fn sam_segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
+    let Some(weights) = &args.sam_weights else {
+        bail!("--init-box and --sam-auto need --sam-weights FILE (a SAM or MobileSAM checkpoint)")
+    };
+    let model = SamModel::load_variant(weights, config.sam.variant, &deva::nn::device())?;
+    let model = Arc::new(model);
+    let segmenter: Box<dyn ImageSegmenter> = match &args.init_box {
+        Some(text) => {
+            let boxes = parse_boxes(text).context("--init-box")?;
+            Box::new(SamPromptSegmenter::from_boxes(model, 0, &boxes)?)
+        }
+        None => Box::new(SamAutoSegmenter::new(
+            model,
+            config.sam.clone(),
+            config.input.size,
+        )?),
+    };
+    Ok(SegmenterSetup {
+        segmenter,
+        names: Vec::new(),
+        dir: weights.clone(),
+        palette: None,
+    })
 }
 
 /// The frame names of the input, when they are known before decoding.
@@ -224,6 +280,16 @@ fn frame_names(input: &Path, source: &dyn FrameSource) -> anyhow::Result<Option<
         .map(|n| (0..n).map(|i| format!("{i:05}")).collect()))
 }
 
+/// Writes the box results of `--boxes` (the video name may contain `/` for BURST; the box
+/// files use its last part).
+fn write_boxes(boxes: &BoxRecorder, dir: &Path, video: &str) -> anyhow::Result<()> {
+    let name = video.rsplit('/').next().unwrap_or(video);
+    boxes.write_mot(&dir.join("mot.txt"))?;
+    boxes.write_sequence(&dir.join("lasot"), name, BoxFormat::Lasot)?;
+    boxes.write_sequence(&dir.join("got10k"), name, BoxFormat::Got10k)?;
+    Ok(())
+}
+
 fn progress_bar(total: Option<usize>) -> ProgressBar {
     let bar = match total {
         Some(n) => ProgressBar::new(n as u64),
@@ -240,16 +306,20 @@ fn progress_bar(total: Option<usize>) -> ProgressBar {
 /// Runs `deva track`.
 pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     let config = resolve_config(&args)?;
-    let setup = segmenter(&args)?;
+    let setup = segmenter(&args, &config)?;
     let mut source = video::open(&args.input)?;
     if let Some(frames) = frame_names(&args.input, source.as_ref())? {
-        check_coverage(&setup.dir, &setup.names, &frames)?;
+        if args.init_box.is_none() && !args.sam_auto {
+            check_coverage(&setup.dir, &setup.names, &frames)?;
+        }
     }
-    let format = args.format.unwrap_or(if args.init_masks.is_some() {
-        OutputFormat::Davis
-    } else {
-        OutputFormat::Demo
-    });
+    let format = args
+        .format
+        .unwrap_or(if args.init_masks.is_some() || args.init_box.is_some() {
+            OutputFormat::Davis
+        } else {
+            OutputFormat::Demo
+        });
     let video = match (&args.video_name, format) {
         (Some(v), _) => v.clone(),
         (None, OutputFormat::Burst) => {
@@ -288,9 +358,10 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
+    let mut recorder = RecordBoxes::new(&mut tracker);
     let result = output::run(
         source.as_mut(),
-        &mut tracker,
+        &mut recorder,
         writer,
         images,
         &stop,
@@ -298,6 +369,9 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     );
     bar.finish_and_clear();
     let stats = result?;
+    if args.boxes {
+        write_boxes(&recorder.boxes, &args.out.join("boxes"), &video)?;
+    }
     let json = layout
         .json
         .map(|p| format!(", {}", p.display()))

@@ -5,6 +5,7 @@
 //! Every file is written atomically; JSON documents and the mp4 are completed by
 //! [`Writer::finish`] (at the end of the video or on a clean stop).
 
+pub mod boxes;
 pub mod font;
 pub mod json;
 pub mod overlay;

@@ -3,6 +3,7 @@
 pub mod detections;
 pub mod masks;
 pub mod saliency;
+pub mod sam;
 
 pub use detections::DetectionSegmenter;
 pub use masks::MaskSegmenter;

@@ -2,6 +2,7 @@
 
 pub mod ffmpeg;
 pub mod folder;
+pub mod pillow;
 mod resize;
 mod source;
 

@@ -1,0 +1,204 @@
+//! Prompted prediction on one image, as the official `SamPredictor`: the image is embedded
+//! once, then points, boxes and mask inputs given in original-image pixels give masks at the
+//! original size.
+
+use super::model::SamModel;
+use super::prompt::PromptEmbeddings;
+use super::transform::{apply_coords, input_tensor, resize_longest_side, MaskUpscaler};
+use crate::error::{Error, Result};
+use crate::mask::BinaryMask;
+use candle_core::{DType, Tensor};
+use image::RgbImage;
+
+/// An image embedded by SAM, with the sizes needed to map prompts and masks.
+#[derive(Debug, Clone)]
+pub struct ImageEmbedding {
+    /// The embedding `(1, C, h, w)`.
+    pub features: Tensor,
+    /// `(h, w)` of the original image.
+    pub original_size: (usize, usize),
+    /// `(h, w)` of the resized image inside the padded model input.
+    pub input_size: (usize, usize),
+}
+
+/// One point prompt in original-image pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PointPrompt {
+    /// Column (x).
+    pub x: f64,
+    /// Row (y).
+    pub y: f64,
+    /// Foreground (`true`) or background point.
+    pub positive: bool,
+}
+
+/// The prompts for one prediction.
+#[derive(Debug, Clone, Default)]
+pub struct Prompt {
+    /// Point prompts.
+    pub points: Vec<PointPrompt>,
+    /// A box `[x0, y0, x1, y1]` in original-image pixels.
+    pub bbox: Option<[f64; 4]>,
+    /// Low-resolution mask logits from an earlier prediction, `(1, 4h, 4w)`.
+    pub mask_input: Option<Tensor>,
+}
+
+/// Masks predicted for one prompt.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Width of the original image.
+    pub width: usize,
+    /// Height of the original image.
+    pub height: usize,
+    /// Mask logits at the original size, one row-major map per output.
+    pub logits: Vec<Vec<f32>>,
+    /// Predicted IoU of each output.
+    pub iou: Vec<f32>,
+    /// Low-resolution logits `(M, 4h, 4w)`, usable as a later `mask_input`.
+    pub low_res: Tensor,
+}
+
+impl Prediction {
+    /// Output `i` binarised at logit 0.
+    pub fn mask(&self, i: usize) -> BinaryMask {
+        let data = self.logits[i].iter().map(|&v| v > 0.0).collect();
+        BinaryMask::from_vec(self.width, self.height, data).expect("logits sized for the image")
+    }
+
+    /// The output with the highest predicted IoU (the first on ties).
+    pub fn best(&self) -> usize {
+        let mut best = 0;
+        for (i, &v) in self.iou.iter().enumerate() {
+            if v > self.iou[best] {
+                best = i;
+            }
+        }
+        best
+    }
+}
+
+impl SamModel {
+    /// Embeds an RGB image: resize so the longest side is the input size, normalise, pad,
+    /// encode.
+    pub fn embed_image(&self, image: &RgbImage) -> Result<ImageEmbedding> {
+        let resized = resize_longest_side(image, self.arch().img_size);
+        self.embed_resized(&resized, (image.height() as usize, image.width() as usize))
+    }
+
+    /// Embeds an image already resized by [`resize_longest_side`] from an original of
+    /// `original_size` `(h, w)`.
+    pub fn embed_resized(
+        &self,
+        resized: &RgbImage,
+        original_size: (usize, usize),
+    ) -> Result<ImageEmbedding> {
+        let input = self.input_tensor(resized)?;
+        let features = self.encode(&input, None)?;
+        Ok(ImageEmbedding {
+            features,
+            original_size,
+            input_size: (resized.height() as usize, resized.width() as usize),
+        })
+    }
+
+    /// The normalised, padded model input for a resized image; its longest side must be the
+    /// model's input size.
+    pub fn input_tensor(&self, resized: &RgbImage) -> Result<Tensor> {
+        let size = self.arch().img_size;
+        let (w, h) = (resized.width() as usize, resized.height() as usize);
+        if w.max(h) != size {
+            return Err(Error::invalid(format!(
+                "SAM input is {w}x{h}; its longest side must be {size}"
+            )));
+        }
+        input_tensor(resized, size, self.device())
+    }
+
+    /// The prompt embeddings of one prompt (coordinates mapped into the model input).
+    pub fn prompt_embeddings(
+        &self,
+        emb: &ImageEmbedding,
+        prompt: &Prompt,
+    ) -> Result<PromptEmbeddings> {
+        let dev = self.device();
+        let map = |x: f64, y: f64| apply_coords((x, y), emb.original_size, emb.input_size);
+        let points = if prompt.points.is_empty() {
+            None
+        } else {
+            let n = prompt.points.len();
+            let coords: Vec<f32> = prompt
+                .points
+                .iter()
+                .flat_map(|p| {
+                    let (x, y) = map(p.x, p.y);
+                    [x, y]
+                })
+                .collect();
+            let labels: Vec<f32> = prompt
+                .points
+                .iter()
+                .map(|p| if p.positive { 1.0 } else { 0.0 })
+                .collect();
+            Some((
+                Tensor::from_vec(coords, (1, n, 2), dev)?,
+                Tensor::from_vec(labels, (1, n), dev)?,
+            ))
+        };
+        let boxes = match prompt.bbox {
+            Some([x0, y0, x1, y1]) => {
+                let (a, b) = map(x0, y0);
+                let (c, d) = map(x1, y1);
+                Some(Tensor::from_vec(vec![a, b, c, d], (1, 4), dev)?)
+            }
+            None => None,
+        };
+        let masks = match &prompt.mask_input {
+            Some(m) => Some(m.to_dtype(DType::F32)?.unsqueeze(0)?),
+            None => None,
+        };
+        self.embed_prompts(
+            points.as_ref().map(|(p, l)| (p, l)),
+            boxes.as_ref(),
+            masks.as_ref(),
+        )
+    }
+
+    /// Predicts masks for one prompt (`SamPredictor.predict`); `multimask` returns the three
+    /// multimask outputs, otherwise the single-mask output.
+    pub fn predict(
+        &self,
+        emb: &ImageEmbedding,
+        prompt: &Prompt,
+        multimask: bool,
+    ) -> Result<Prediction> {
+        if prompt.points.is_empty() && prompt.bbox.is_none() && prompt.mask_input.is_none() {
+            return Err(Error::invalid(
+                "a SAM prompt needs points, a box or a mask input",
+            ));
+        }
+        let prompts = self.prompt_embeddings(emb, prompt)?;
+        let (low, iou) = self.decode(&emb.features, &prompts, multimask)?;
+        let low = low.squeeze(0)?;
+        let iou = iou.squeeze(0)?.to_vec1::<f32>()?;
+        let (_, lh, lw) = low.dims3()?;
+        let upscaler = self.upscaler(emb, (lh, lw));
+        let logits = low
+            .to_vec3::<f32>()?
+            .into_iter()
+            .map(|m| upscaler.apply(&m.concat()))
+            .collect();
+        Ok(Prediction {
+            width: emb.original_size.1,
+            height: emb.original_size.0,
+            logits,
+            iou,
+            low_res: low,
+        })
+    }
+
+    /// The upscaler from low-resolution logits of `low` `(h, w)` to the original image of
+    /// `emb`.
+    pub fn upscaler(&self, emb: &ImageEmbedding, low: (usize, usize)) -> MaskUpscaler {
+        MaskUpscaler::new(low, self.arch().img_size, emb.input_size, emb.original_size)
+    }
+}

@@ -1,0 +1,539 @@
+//! The TinyViT image encoder of MobileSAM: a convolutional stem and MBConv stage, then
+//! windowed-attention stages with learned relative biases and depthwise "local" convolutions,
+//! joined by patch-merging convolutions, and SAM's neck. BatchNorms are folded into the
+//! preceding convolutions (eval mode).
+
+use super::attention::contiguous_f32;
+use super::vit::{window_partition, window_unpartition};
+use super::weights::Checkpoint;
+use crate::error::{Error, Result};
+use candle_core::{CpuStorage, CustomOp2, Layout, Module, Shape, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_transformers::models::segment_anything::LayerNorm2d;
+use rayon::prelude::*;
+
+/// Size of a TinyViT encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TinyVitConfig {
+    /// Side of the square input image (1024; not recorded in checkpoints).
+    pub img_size: usize,
+    /// Channels of each stage.
+    pub embed_dims: Vec<usize>,
+    /// Blocks of each stage (stage 0 is convolutional).
+    pub depths: Vec<usize>,
+    /// Attention heads of each stage (entry 0 unused).
+    pub num_heads: Vec<usize>,
+    /// Attention window side of each stage (entry 0 unused).
+    pub window_sizes: Vec<usize>,
+    /// Hidden/input ratio of the attention stages' MLPs.
+    pub mlp_ratio: usize,
+    /// Hidden/input ratio of the MBConv blocks.
+    pub mbconv_expand_ratio: usize,
+    /// Channels of the output embedding (256).
+    pub out_chans: usize,
+}
+
+/// Keys of MobileSAM checkpoints that the encoder does not use (TinyViT's classifier head).
+pub const UNUSED_KEYS: [&str; 4] = [
+    "image_encoder.norm_head.weight",
+    "image_encoder.norm_head.bias",
+    "image_encoder.head.weight",
+    "image_encoder.head.bias",
+];
+
+impl TinyVitConfig {
+    /// MobileSAM's encoder (TinyViT-5M at 1024²).
+    pub fn mobile_sam() -> Self {
+        TinyVitConfig {
+            img_size: 1024,
+            embed_dims: vec![64, 128, 160, 320],
+            depths: vec![2, 2, 6, 2],
+            num_heads: vec![2, 4, 5, 10],
+            window_sizes: vec![7, 7, 14, 7],
+            mlp_ratio: 4,
+            mbconv_expand_ratio: 4,
+            out_chans: 256,
+        }
+    }
+
+    /// Whether the tensors under `prefix` are a TinyViT.
+    pub fn is_tiny_vit(ck: &Checkpoint, prefix: &str) -> bool {
+        ck.tensors
+            .contains_key(&format!("{prefix}.patch_embed.seq.0.c.weight"))
+    }
+
+    /// Reads the sizes from the checkpoint's keys and shapes.
+    pub fn from_checkpoint(ck: &Checkpoint, prefix: &str) -> Result<Self> {
+        let mut c = TinyVitConfig {
+            embed_dims: vec![ck.dims(&format!("{prefix}.patch_embed.seq.2.c.weight"))?[0]],
+            depths: vec![ck.count(&format!("{prefix}.layers.0.blocks"), "conv1.c.weight")],
+            num_heads: vec![0],
+            window_sizes: vec![0],
+            mlp_ratio: 4,
+            ..TinyVitConfig::mobile_sam()
+        };
+        let hidden = ck.dims(&format!("{prefix}.layers.0.blocks.0.conv1.c.weight"))?[0];
+        c.mbconv_expand_ratio = hidden / c.embed_dims[0];
+        for i in 1.. {
+            let blocks = format!("{prefix}.layers.{i}.blocks");
+            let depth = ck.count(&blocks, "attn.norm.weight");
+            if depth == 0 {
+                break;
+            }
+            let dim = ck.dims(&format!("{blocks}.0.attn.norm.weight"))?[0];
+            let bias = ck.dims(&format!("{blocks}.0.attn.attention_biases"))?;
+            let window = (bias[1] as f64).sqrt().round() as usize;
+            if window * window != bias[1] {
+                return Err(ck.error(format!(
+                    "{blocks}.0.attn.attention_biases has {} offsets, not a square window",
+                    bias[1]
+                )));
+            }
+            c.mlp_ratio = ck.dims(&format!("{blocks}.0.mlp.fc1.weight"))?[0] / dim;
+            c.embed_dims.push(dim);
+            c.depths.push(depth);
+            c.num_heads.push(bias[0]);
+            c.window_sizes.push(window);
+        }
+        if c.depths.len() < 2 || c.depths[0] == 0 {
+            return Err(ck.error(format!("{prefix}: no TinyViT stages found")));
+        }
+        c.out_chans = ck.dims(&format!("{prefix}.neck.0.weight"))?[0];
+        Ok(c)
+    }
+}
+
+/// Depthwise convolution `(B, C, H, W)` with `(C, 1, k, k)` kernels, zero padding `k / 2`.
+struct Depthwise {
+    stride: usize,
+}
+
+impl CustomOp2 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let k = l2.shape().dims4()?.2;
+        let (x, kern) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let pad = k / 2;
+        let s = self.stride;
+        let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);
+        let mut out = vec![0f32; b * c * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(bc, dst)| {
+                let src = &x[bc * h * w..(bc + 1) * h * w];
+                let kk = &kern[(bc % c) * k * k..(bc % c + 1) * k * k];
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0f32;
+                        for ky in 0..k {
+                            let iy = (oy * s + ky) as isize - pad as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            let row = &src[iy as usize * w..(iy as usize + 1) * w];
+                            for kx in 0..k {
+                                let ix = (ox * s + kx) as isize - pad as isize;
+                                if ix >= 0 && ix < w as isize {
+                                    acc += kk[ky * k + kx] * row[ix as usize];
+                                }
+                            }
+                        }
+                        dst[oy * ow + ox] = acc;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+}
+
+/// A convolution followed by an eval-mode BatchNorm, folded into one convolution.
+#[derive(Debug)]
+struct ConvBn {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    groups: usize,
+}
+
+impl ConvBn {
+    fn new(
+        vb: VarBuilder,
+        (input, out): (usize, usize),
+        k: usize,
+        stride: usize,
+        groups: usize,
+    ) -> Result<Self> {
+        let w = vb.get((out, input / groups, k, k), "c.weight")?;
+        let bn = vb.pp("bn");
+        let gamma = bn.get(out, "weight")?;
+        let beta = bn.get(out, "bias")?;
+        let mean = bn.get(out, "running_mean")?;
+        let var = bn.get(out, "running_var")?;
+        if bn.contains_tensor("num_batches_tracked") {
+            bn.get_unchecked("num_batches_tracked")?;
+        }
+        let scale = (gamma / (var + 1e-5)?.sqrt()?)?;
+        Ok(ConvBn {
+            weight: w.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?,
+            bias: (beta - (mean * &scale)?)?,
+            stride,
+            groups,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let k = self.weight.dim(3)?;
+        let y = if self.groups > 1 && self.groups == x.dim(1)? && x.device().is_cpu() {
+            x.contiguous()?.apply_op2_no_bwd(
+                &self.weight,
+                &Depthwise {
+                    stride: self.stride,
+                },
+            )?
+        } else {
+            x.conv2d(&self.weight, k / 2, self.stride, 1, self.groups)?
+        };
+        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
+    }
+}
+
+/// Inverted residual block of stage 0.
+#[derive(Debug)]
+struct MbConv {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+}
+
+impl MbConv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv1.forward(x)?.gelu_erf()?;
+        let y = self.conv2.forward(&y)?.gelu_erf()?;
+        let y = self.conv3.forward(&y)?;
+        Ok((y + x)?.gelu_erf()?)
+    }
+}
+
+/// Downsampling between stages (NCHW in and out).
+#[derive(Debug)]
+struct PatchMerging {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+}
+
+impl PatchMerging {
+    fn new(vb: VarBuilder, dim: usize, out: usize) -> Result<Self> {
+        // MobileSAM keeps the 64 × 64 grid before its last stage: no stride for these widths.
+        let stride = if [320, 448, 576].contains(&out) { 1 } else { 2 };
+        Ok(PatchMerging {
+            conv1: ConvBn::new(vb.pp("conv1"), (dim, out), 1, 1, 1)?,
+            conv2: ConvBn::new(vb.pp("conv2"), (out, out), 3, stride, out)?,
+            conv3: ConvBn::new(vb.pp("conv3"), (out, out), 1, 1, 1)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.conv1.forward(x)?.gelu_erf()?;
+        let y = self.conv2.forward(&y)?.gelu_erf()?;
+        self.conv3.forward(&y)
+    }
+}
+
+/// Windowed self-attention with a learned bias per head and (|dy|, |dx|) offset.
+#[derive(Debug)]
+struct Attention {
+    norm: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+    key_dim: usize,
+    /// `(heads, N, N)` bias for windows of N tokens.
+    bias: Tensor,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, dim: usize, heads: usize, window: usize) -> Result<Self> {
+        let key_dim = dim / heads;
+        // Offsets are numbered in order of first appearance over all (query, key) pairs of
+        // the window, as in the reference.
+        let points: Vec<(usize, usize)> = (0..window)
+            .flat_map(|y| (0..window).map(move |x| (y, x)))
+            .collect();
+        let mut offsets = std::collections::HashMap::new();
+        let mut idxs = Vec::with_capacity(points.len() * points.len());
+        for p in &points {
+            for q in &points {
+                let off = (p.0.abs_diff(q.0), p.1.abs_diff(q.1));
+                let next = offsets.len() as u32;
+                idxs.push(*offsets.entry(off).or_insert(next));
+            }
+        }
+        let biases = vb.get((heads, offsets.len()), "attention_biases")?;
+        let n = points.len();
+        let idx = Tensor::from_vec(idxs, n * n, biases.device())?;
+        let bias = biases.index_select(&idx, 1)?.reshape((heads, n, n))?;
+        Ok(Attention {
+            norm: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm"))?,
+            qkv: candle_nn::linear(dim, 3 * dim, vb.pp("qkv"))?,
+            proj: candle_nn::linear(dim, dim, vb.pp("proj"))?,
+            heads,
+            key_dim,
+            bias,
+        })
+    }
+
+    /// Windows `(nW, N, C)` → `(nW, N, C)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (nw, n, c) = x.dims3()?;
+        let (h, kd) = (self.heads, self.key_dim);
+        let qkv = self
+            .qkv
+            .forward(&self.norm.forward(x)?)?
+            .reshape((nw, n, h, 3 * kd))?
+            .permute((0, 2, 1, 3))?;
+        let q = qkv.narrow(3, 0, kd)?.contiguous()?;
+        let k = qkv.narrow(3, kd, kd)?.contiguous()?;
+        let v = qkv.narrow(3, 2 * kd, kd)?.contiguous()?;
+        let attn = (q.matmul(&k.t()?)? * (1.0 / (kd as f64).sqrt()))?.broadcast_add(&self.bias)?;
+        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
+        let out = attn
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((nw, n, c))?;
+        Ok(self.proj.forward(&out)?)
+    }
+}
+
+/// A TinyViT block on tokens `(B, H, W, C)`.
+#[derive(Debug)]
+struct Block {
+    attn: Attention,
+    window: usize,
+    local_conv: ConvBn,
+    mlp_norm: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Block {
+    fn new(
+        vb: VarBuilder,
+        dim: usize,
+        heads: usize,
+        window: usize,
+        mlp_ratio: usize,
+    ) -> Result<Self> {
+        Ok(Block {
+            attn: Attention::new(vb.pp("attn"), dim, heads, window)?,
+            window,
+            local_conv: ConvBn::new(vb.pp("local_conv"), (dim, dim), 3, 1, dim)?,
+            mlp_norm: candle_nn::layer_norm(dim, 1e-5, vb.pp("mlp.norm"))?,
+            fc1: candle_nn::linear(dim, mlp_ratio * dim, vb.pp("mlp.fc1"))?,
+            fc2: candle_nn::linear(mlp_ratio * dim, dim, vb.pp("mlp.fc2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        // Raw tokens are padded and split into windows; the norm is inside the attention.
+        let (windows, padded) = window_partition(x, self.window)?;
+        let win = self.window;
+        let attended = self
+            .attn
+            .forward(&windows.reshape(((), win * win, c))?)?
+            .reshape(((), win, win, c))?;
+        let x = (x + window_unpartition(&attended, win, padded, (h, w))?)?;
+        let x = self
+            .local_conv
+            .forward(&x.permute((0, 3, 1, 2))?.contiguous()?)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?;
+        let m = self.mlp_norm.forward(&x)?;
+        let m = self.fc2.forward(&self.fc1.forward(&m)?.gelu_erf()?)?;
+        debug_assert_eq!(m.dims(), [b, h, w, c]);
+        Ok((x + m)?)
+    }
+}
+
+/// One stage: convolutional (stage 0) or attention blocks, then optional patch merging.
+#[derive(Debug)]
+enum Stage {
+    Conv(Vec<MbConv>),
+    Attention(Vec<Block>),
+}
+
+/// The TinyViT image encoder.
+#[derive(Debug)]
+pub struct TinyVit {
+    stem1: ConvBn,
+    stem2: ConvBn,
+    stages: Vec<(Stage, Option<PatchMerging>)>,
+    neck_conv1: candle_nn::Conv2d,
+    neck_ln1: LayerNorm2d,
+    neck_conv2: candle_nn::Conv2d,
+    neck_ln2: LayerNorm2d,
+}
+
+impl TinyVit {
+    /// Builds the encoder from the variables under `vb` (MobileSAM's key names).
+    pub fn new(c: &TinyVitConfig, vb: VarBuilder) -> Result<Self> {
+        let n = c.embed_dims.len();
+        if n < 2
+            || [&c.depths, &c.num_heads, &c.window_sizes]
+                .iter()
+                .any(|v| v.len() != n)
+        {
+            return Err(Error::invalid(format!(
+                "invalid TinyViT configuration {c:?}"
+            )));
+        }
+        let d0 = c.embed_dims[0];
+        let stem = vb.pp("patch_embed.seq");
+        let stem1 = ConvBn::new(stem.pp("0"), (3, d0 / 2), 3, 2, 1)?;
+        let stem2 = ConvBn::new(stem.pp("2"), (d0 / 2, d0), 3, 2, 1)?;
+        let mut stages = Vec::with_capacity(n);
+        for i in 0..n {
+            let vb = vb.pp(format!("layers.{i}"));
+            let dim = c.embed_dims[i];
+            let stage = if i == 0 {
+                let hidden = dim * c.mbconv_expand_ratio;
+                Stage::Conv(
+                    (0..c.depths[0])
+                        .map(|j| {
+                            let vb = vb.pp(format!("blocks.{j}"));
+                            Ok(MbConv {
+                                conv1: ConvBn::new(vb.pp("conv1"), (dim, hidden), 1, 1, 1)?,
+                                conv2: ConvBn::new(vb.pp("conv2"), (hidden, hidden), 3, 1, hidden)?,
+                                conv3: ConvBn::new(vb.pp("conv3"), (hidden, dim), 1, 1, 1)?,
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            } else {
+                Stage::Attention(
+                    (0..c.depths[i])
+                        .map(|j| {
+                            Block::new(
+                                vb.pp(format!("blocks.{j}")),
+                                dim,
+                                c.num_heads[i],
+                                c.window_sizes[i],
+                                c.mlp_ratio,
+                            )
+                        })
+                        .collect::<Result<_>>()?,
+                )
+            };
+            let merge = if i + 1 < n {
+                Some(PatchMerging::new(
+                    vb.pp("downsample"),
+                    dim,
+                    c.embed_dims[i + 1],
+                )?)
+            } else {
+                None
+            };
+            stages.push((stage, merge));
+        }
+        let last = c.embed_dims[n - 1];
+        let pad1 = candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        Ok(TinyVit {
+            stem1,
+            stem2,
+            stages,
+            neck_conv1: candle_nn::conv2d_no_bias(
+                last,
+                c.out_chans,
+                1,
+                Default::default(),
+                vb.pp("neck.0"),
+            )?,
+            neck_ln1: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.1"))?,
+            neck_conv2: candle_nn::conv2d_no_bias(
+                c.out_chans,
+                c.out_chans,
+                3,
+                pad1,
+                vb.pp("neck.2"),
+            )?,
+            neck_ln2: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.3"))?,
+        })
+    }
+
+    /// Encodes a preprocessed `(B, 3, S, S)` image into `(B, out_chans, S/16, S/16)`. When
+    /// `trace` is given, it receives each stage's output (NCHW).
+    pub fn forward(&self, image: &Tensor, mut trace: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
+        let mut x = self.stem1.forward(image)?.gelu_erf()?;
+        x = self.stem2.forward(&x)?;
+        for (stage, merge) in &self.stages {
+            x = match stage {
+                Stage::Conv(blocks) => {
+                    for b in blocks {
+                        x = b.forward(&x)?;
+                    }
+                    x
+                }
+                Stage::Attention(blocks) => {
+                    let mut t = x.permute((0, 2, 3, 1))?.contiguous()?;
+                    for b in blocks {
+                        t = b.forward(&t)?;
+                    }
+                    t.permute((0, 3, 1, 2))?.contiguous()?
+                }
+            };
+            if let Some(m) = merge {
+                x = m.forward(&x)?;
+            }
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(x.clone());
+            }
+        }
+        Ok(x.apply(&self.neck_conv1)?
+            .apply(&self.neck_ln1)?
+            .apply(&self.neck_conv2)?
+            .apply(&self.neck_ln2)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn depthwise_op_equals_grouped_convolution() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 8), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (3, 1, 3, 3), &dev).unwrap();
+        for stride in [1, 2] {
+            let ours = x.apply_op2_no_bwd(&k, &Depthwise { stride }).unwrap();
+            let candle = x.conv2d(&k, 1, stride, 1, 3).unwrap();
+            let d = (ours - candle)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "stride {stride}: {d}");
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The ViT image encoder of SAM (ViT-B/L/H): patch embedding, absolute position embedding,
+//! transformer blocks with windowed or global attention and decomposed relative position
+//! embeddings, and the convolutional neck.
+
+use super::attention::rel_pos_softmax;
+use super::weights::Checkpoint;
+use crate::error::{Error, Result};
+use crate::mask::bilinear_taps;
+use candle_core::{Module, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_transformers::models::segment_anything::{LayerNorm2d, MlpBlock};
+
+/// Size of a ViT image encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VitConfig {
+    /// Side of the square input image (1024).
+    pub img_size: usize,
+    /// Side of a patch (16).
+    pub patch_size: usize,
+    /// Token dimension.
+    pub embed_dim: usize,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Attention heads per block.
+    pub num_heads: usize,
+    /// Side of the attention windows of non-global blocks.
+    pub window_size: usize,
+    /// Blocks that attend globally.
+    pub global_attn_indexes: Vec<usize>,
+    /// Channels of the output embedding (256).
+    pub out_chans: usize,
+    /// Whether the qkv projection has a bias.
+    pub qkv_bias: bool,
+    /// Whether an absolute position embedding is added after the patch embedding.
+    pub use_abs_pos: bool,
+}
+
+impl VitConfig {
+    fn official(embed_dim: usize, depth: usize, num_heads: usize, global: [usize; 4]) -> Self {
+        VitConfig {
+            img_size: 1024,
+            patch_size: 16,
+            embed_dim,
+            depth,
+            num_heads,
+            window_size: 14,
+            global_attn_indexes: global.to_vec(),
+            out_chans: 256,
+            qkv_bias: true,
+            use_abs_pos: true,
+        }
+    }
+
+    /// SAM ViT-B (`sam_vit_b_01ec64.pth`).
+    pub fn vit_b() -> Self {
+        Self::official(768, 12, 12, [2, 5, 8, 11])
+    }
+
+    /// SAM ViT-L (`sam_vit_l_0b3195.pth`).
+    pub fn vit_l() -> Self {
+        Self::official(1024, 24, 16, [5, 11, 17, 23])
+    }
+
+    /// SAM ViT-H (`sam_vit_h_4b8939.pth`).
+    pub fn vit_h() -> Self {
+        Self::official(1280, 32, 16, [7, 15, 23, 31])
+    }
+
+    /// Reads the size from the shapes of the tensors under `prefix` (e.g. `image_encoder`):
+    /// depth from the block keys, heads from the relative position tables, global blocks from
+    /// tables that span the whole token grid, window size from the others.
+    pub fn from_checkpoint(ck: &Checkpoint, prefix: &str) -> Result<Self> {
+        let pw = ck.dims(&format!("{prefix}.patch_embed.proj.weight"))?;
+        if pw.len() != 4 || pw[1] != 3 || pw[2] != pw[3] {
+            return Err(ck.error(format!(
+                "{prefix}.patch_embed.proj.weight has shape {pw:?}, expected (dim, 3, p, p)"
+            )));
+        }
+        let (embed_dim, patch_size) = (pw[0], pw[2]);
+        let pos_key = format!("{prefix}.pos_embed");
+        let use_abs_pos = ck.tensors.contains_key(&pos_key);
+        let grid = if use_abs_pos {
+            let p = ck.dims(&pos_key)?;
+            if p.len() != 4 || p[1] != p[2] || p[3] != embed_dim {
+                return Err(ck.error(format!(
+                    "{pos_key} has shape {p:?}, expected (1, g, g, {embed_dim})"
+                )));
+            }
+            p[1]
+        } else {
+            1024 / patch_size
+        };
+        let depth = ck.count(&format!("{prefix}.blocks"), "norm1.weight");
+        if depth == 0 {
+            return Err(ck.error(format!("missing key {prefix}.blocks.0.norm1.weight")));
+        }
+        let mut window_size = 0;
+        let mut global_attn_indexes = Vec::new();
+        let mut head_dim = 0;
+        for i in 0..depth {
+            let r = ck.dims(&format!("{prefix}.blocks.{i}.attn.rel_pos_h"))?;
+            if r.len() != 2 || r[0] % 2 == 0 {
+                return Err(ck.error(format!(
+                    "{prefix}.blocks.{i}.attn.rel_pos_h has shape {r:?}, expected (2s - 1, head_dim)"
+                )));
+            }
+            head_dim = r[1];
+            let side = r[0].div_ceil(2);
+            if side == grid {
+                global_attn_indexes.push(i);
+            } else if window_size == 0 || window_size == side {
+                window_size = side;
+            } else {
+                return Err(ck.error(format!(
+                    "{prefix}.blocks.{i}.attn.rel_pos_h implies window {side}, other blocks use {window_size}"
+                )));
+            }
+        }
+        if head_dim == 0 || embed_dim % head_dim != 0 {
+            return Err(ck.error(format!(
+                "relative position tables of width {head_dim} do not divide the embedding dimension {embed_dim}"
+            )));
+        }
+        let neck = ck.dims(&format!("{prefix}.neck.0.weight"))?;
+        Ok(VitConfig {
+            img_size: grid * patch_size,
+            patch_size,
+            embed_dim,
+            depth,
+            num_heads: embed_dim / head_dim,
+            window_size,
+            global_attn_indexes,
+            out_chans: neck[0],
+            qkv_bias: ck
+                .tensors
+                .contains_key(&format!("{prefix}.blocks.0.attn.qkv.bias")),
+            use_abs_pos,
+        })
+    }
+}
+
+/// Multi-head self-attention with decomposed relative position embeddings.
+#[derive(Debug)]
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    num_heads: usize,
+    rel_pos_h: Tensor,
+    rel_pos_w: Tensor,
+}
+
+/// Largest attention matrix (in elements) computed at once; larger batches are split.
+const ATTENTION_CHUNK: usize = 1 << 25;
+
+impl Attention {
+    fn new(
+        dim: usize,
+        num_heads: usize,
+        qkv_bias: bool,
+        size: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let qkv = if qkv_bias {
+            candle_nn::linear(dim, 3 * dim, vb.pp("qkv"))?
+        } else {
+            candle_nn::linear_no_bias(dim, 3 * dim, vb.pp("qkv"))?
+        };
+        let head_dim = dim / num_heads;
+        let rel_pos_h = vb.get((2 * size - 1, head_dim), "rel_pos_h")?;
+        let rel_pos_w = vb.get((2 * size - 1, head_dim), "rel_pos_w")?;
+        Ok(Attention {
+            qkv,
+            proj: candle_nn::linear(dim, dim, vb.pp("proj"))?,
+            num_heads,
+            rel_pos_h,
+            rel_pos_w,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, h, w, c) = xs.dims4()?;
+        let heads = self.num_heads;
+        let hd = c / heads;
+        let qkv = self
+            .qkv
+            .forward(&xs.reshape((b, h * w, c))?)?
+            .reshape((b, h * w, 3, heads, hd))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?
+            .reshape((3, b * heads, h * w, hd))?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let r_h = rel_pos_table(h, h, &self.rel_pos_h)?;
+        let r_w = rel_pos_table(w, w, &self.rel_pos_w)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let n = b * heads;
+        let per_item = (h * w) * (h * w);
+        let chunk = (ATTENTION_CHUNK / per_item).clamp(1, n);
+        let mut outs = Vec::with_capacity(n.div_ceil(chunk));
+        for start in (0..n).step_by(chunk) {
+            let len = chunk.min(n - start);
+            let q = q.narrow(0, start, len)?;
+            let k = k.narrow(0, start, len)?;
+            let v = v.narrow(0, start, len)?;
+            let attn = (&q * scale)?.matmul(&k.t()?)?;
+            let (rel_h, rel_w) = decomposed_rel_pos(&q, (h, w), &r_h, &r_w)?;
+            let attn = rel_pos_softmax(&attn, &rel_h, &rel_w)?;
+            outs.push(attn.matmul(&v)?);
+        }
+        let out = Tensor::cat(&outs, 0)?
+            .reshape((b, heads, h, w, hd))?
+            .permute((0, 2, 3, 1, 4))?
+            .contiguous()?
+            .reshape((b, h * w, c))?;
+        Ok(self.proj.forward(&out)?.reshape((b, h, w, c))?)
+    }
+}
+
+/// The relative position table for `q_size` queries and `k_size` keys: `(q_size, k_size, C)`,
+/// linearly interpolated first when its length does not match.
+fn rel_pos_table(q_size: usize, k_size: usize, rel_pos: &Tensor) -> Result<Tensor> {
+    let max_dist = 2 * q_size.max(k_size) - 1;
+    let (len, ch) = rel_pos.dims2()?;
+    let table = if len == max_dist {
+        rel_pos.clone()
+    } else {
+        let src = rel_pos.to_vec2::<f32>()?;
+        let rows: Vec<f32> = (0..max_dist)
+            .flat_map(|i| {
+                let (i0, i1, t) = bilinear_taps(i, len, max_dist);
+                let (a, b) = (&src[i0], &src[i1]);
+                (0..ch).map(move |c| a[c] * (1.0 - t) + b[c] * t)
+            })
+            .collect();
+        Tensor::from_vec(rows, (max_dist, ch), rel_pos.device())?
+    };
+    let q_scale = (k_size as f64 / q_size as f64).max(1.0);
+    let k_scale = (q_size as f64 / k_size as f64).max(1.0);
+    let idx: Vec<u32> = (0..q_size)
+        .flat_map(|i| {
+            (0..k_size).map(move |j| {
+                (i as f64 * q_scale - j as f64 * k_scale + (k_size - 1) as f64 * k_scale) as u32
+            })
+        })
+        .collect();
+    let idx = Tensor::from_vec(idx, q_size * k_size, rel_pos.device())?;
+    Ok(table.index_select(&idx, 0)?.reshape((q_size, k_size, ch))?)
+}
+
+/// The height and width terms of the decomposed relative position bias for queries `q`
+/// (`(n, h·w, C)`): `(n, h, w, k_h)` and `(n, h, w, k_w)`.
+fn decomposed_rel_pos(
+    q: &Tensor,
+    (h, w): (usize, usize),
+    r_h: &Tensor,
+    r_w: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (n, _, c) = q.dims3()?;
+    let r_q = q.reshape((n, h, w, c))?;
+    // rel_h[n, y, x, k] = Σ_c q[n, y, x, c] · r_h[y, k, c]: batch over y.
+    let q_by_row = r_q
+        .permute((1, 0, 2, 3))?
+        .contiguous()?
+        .reshape((h, n * w, c))?;
+    let rel_h = q_by_row
+        .matmul(&r_h.transpose(1, 2)?.contiguous()?)?
+        .reshape((h, n, w, ()))?
+        .permute((1, 0, 2, 3))?
+        .contiguous()?;
+    // rel_w[n, y, x, k] = Σ_c q[n, y, x, c] · r_w[x, k, c]: batch over x.
+    let q_by_col = r_q
+        .permute((2, 0, 1, 3))?
+        .contiguous()?
+        .reshape((w, n * h, c))?;
+    let rel_w = q_by_col
+        .matmul(&r_w.transpose(1, 2)?.contiguous()?)?
+        .reshape((w, n, h, ()))?
+        .permute((1, 2, 0, 3))?
+        .contiguous()?;
+    Ok((rel_h, rel_w))
+}
+
+/// One transformer block; `window == 0` attends globally.
+#[derive(Debug)]
+struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: MlpBlock,
+    window: usize,
+}
+
+impl Block {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let shortcut = xs;
+        let x = self.norm1.forward(xs)?;
+        let x = if self.window > 0 {
+            let (_, h, w, _) = x.dims4()?;
+            let (windows, padded) = window_partition(&x, self.window)?;
+            let attended = self.attn.forward(&windows)?;
+            window_unpartition(&attended, self.window, padded, (h, w))?
+        } else {
+            self.attn.forward(&x)?
+        };
+        let x = (shortcut + x)?;
+        Ok((&x + self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+    }
+}
+
+/// Splits `(B, H, W, C)` into `(B·nh·nw, win, win, C)` windows, zero-padding bottom/right.
+pub(super) fn window_partition(xs: &Tensor, win: usize) -> Result<(Tensor, (usize, usize))> {
+    let (b, h, w, c) = xs.dims4()?;
+    let (hp, wp) = (h.div_ceil(win) * win, w.div_ceil(win) * win);
+    let xs = xs
+        .pad_with_zeros(1, 0, hp - h)?
+        .pad_with_zeros(2, 0, wp - w)?;
+    let windows = xs
+        .reshape((b, hp / win, win, wp / win, win, c))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .contiguous()?
+        .reshape(((), win, win, c))?;
+    Ok((windows, (hp, wp)))
+}
+
+/// Inverse of [`window_partition`], dropping the padding.
+pub(super) fn window_unpartition(
+    windows: &Tensor,
+    win: usize,
+    (hp, wp): (usize, usize),
+    (h, w): (usize, usize),
+) -> Result<Tensor> {
+    let c = windows.dim(3)?;
+    let b = windows.dim(0)? / ((hp / win) * (wp / win));
+    let xs = windows
+        .reshape((b, hp / win, wp / win, win, win, c))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .contiguous()?
+        .reshape((b, hp, wp, c))?;
+    Ok(xs.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()?)
+}
+
+/// The ViT image encoder.
+#[derive(Debug)]
+pub struct ImageEncoderVit {
+    patch_embed: candle_nn::Conv2d,
+    pos_embed: Option<Tensor>,
+    blocks: Vec<Block>,
+    neck_conv1: candle_nn::Conv2d,
+    neck_ln1: LayerNorm2d,
+    neck_conv2: candle_nn::Conv2d,
+    neck_ln2: LayerNorm2d,
+}
+
+impl ImageEncoderVit {
+    /// Builds the encoder from the variables under `vb` (official key names).
+    pub fn new(config: &VitConfig, vb: VarBuilder) -> Result<Self> {
+        let c = config;
+        if c.patch_size == 0 || !c.img_size.is_multiple_of(c.patch_size) || c.num_heads == 0 {
+            return Err(Error::invalid(format!("invalid ViT configuration {c:?}")));
+        }
+        let grid = c.img_size / c.patch_size;
+        let patch_cfg = candle_nn::Conv2dConfig {
+            stride: c.patch_size,
+            ..Default::default()
+        };
+        let patch_embed = candle_nn::conv2d(
+            3,
+            c.embed_dim,
+            c.patch_size,
+            patch_cfg,
+            vb.pp("patch_embed.proj"),
+        )?;
+        let pos_embed = if c.use_abs_pos {
+            Some(vb.get((1, grid, grid, c.embed_dim), "pos_embed")?)
+        } else {
+            None
+        };
+        let blocks = (0..c.depth)
+            .map(|i| {
+                let vb = vb.pp(format!("blocks.{i}"));
+                let window = if c.global_attn_indexes.contains(&i) {
+                    0
+                } else {
+                    c.window_size
+                };
+                let size = if window == 0 { grid } else { window };
+                Ok(Block {
+                    norm1: candle_nn::layer_norm(c.embed_dim, 1e-6, vb.pp("norm1"))?,
+                    attn: Attention::new(
+                        c.embed_dim,
+                        c.num_heads,
+                        c.qkv_bias,
+                        size,
+                        vb.pp("attn"),
+                    )?,
+                    norm2: candle_nn::layer_norm(c.embed_dim, 1e-6, vb.pp("norm2"))?,
+                    mlp: MlpBlock::new(
+                        c.embed_dim,
+                        4 * c.embed_dim,
+                        candle_nn::Activation::Gelu,
+                        vb.pp("mlp"),
+                    )?,
+                    window,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let neck_conv1 = candle_nn::conv2d_no_bias(
+            c.embed_dim,
+            c.out_chans,
+            1,
+            Default::default(),
+            vb.pp("neck.0"),
+        )?;
+        let pad1 = candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let neck_conv2 =
+            candle_nn::conv2d_no_bias(c.out_chans, c.out_chans, 3, pad1, vb.pp("neck.2"))?;
+        Ok(ImageEncoderVit {
+            patch_embed,
+            pos_embed,
+            blocks,
+            neck_conv1,
+            neck_ln1: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.1"))?,
+            neck_conv2,
+            neck_ln2: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.3"))?,
+        })
+    }
+
+    /// Encodes a preprocessed `(B, 3, S, S)` image into `(B, out_chans, S/p, S/p)`. When
+    /// `trace` is given, it receives the tokens after the position embedding and after each
+    /// block (`(B, S/p, S/p, dim)`).
+    pub fn forward(&self, image: &Tensor, mut trace: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
+        let mut x = self.patch_embed.forward(image)?.permute((0, 2, 3, 1))?;
+        if let Some(pos) = &self.pos_embed {
+            x = x.broadcast_add(pos)?;
+        }
+        let mut x = x.contiguous()?;
+        if let Some(t) = trace.as_deref_mut() {
+            t.push(x.clone());
+        }
+        for block in &self.blocks {
+            x = block.forward(&x)?;
+            if let Some(t) = trace.as_deref_mut() {
+                t.push(x.clone());
+            }
+        }
+        let x = x.permute((0, 3, 1, 2))?;
+        Ok(x.apply(&self.neck_conv1)?
+            .apply(&self.neck_ln1)?
+            .apply(&self.neck_conv2)?
+            .apply(&self.neck_ln2)?)
+    }
+}

@@ -4,6 +4,7 @@ pub mod ffmpeg;
 pub mod folder;
 mod resize;
 mod source;
+pub mod synthetic;
 
 pub use ffmpeg::{VideoFileSource, VideoFileWriter};
 pub use folder::FolderSource;

@@ -4,7 +4,9 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::mask::{Segmentation, SegmentInfo};
 use crate::models::Manifest;
+use crate::output::{FrameResult, Tracking};
 use crate::propagator::deva::DevaPropagator;
 use crate::propagator::{FlowPropagator, Propagator, StaticPropagator};
 use crate::segmenter::saliency::{SaliencyConfig, SaliencyModel, SaliencySegmenter};
@@ -125,6 +127,49 @@ pub fn build_saliency(
     SaliencySegmenter::from_models_dir(&config, dir, &crate::nn::device())
 }
 
+/// All objects of a segmentation as one object, id 1 (binary foreground, the DAVIS-2016
+/// convention). Its information is that of the largest object.
+pub fn foreground(seg: &Segmentation) -> Segmentation {
+    let map = seg.map.remap(|id| u32::from(id != 0));
+    let areas = seg.map.areas();
+    let largest = seg
+        .segments
+        .iter()
+        .filter_map(|s| Some((*areas.get(&s.id)?, s)))
+        .max_by_key(|(area, s)| (*area, std::cmp::Reverse(s.id)));
+    let segments = match largest {
+        Some((_, s)) => vec![SegmentInfo { id: 1, ..s.clone() }],
+        None if map.data().contains(&1) => vec![SegmentInfo::new(1)],
+        None => Vec::new(),
+    };
+    Segmentation { map, segments }
+}
+
+/// A tracking whose results are merged into one foreground object ([`foreground`]).
+pub struct Foreground<'a>(pub &'a mut dyn Tracking);
+
+impl Foreground<'_> {
+    fn convert(results: Vec<FrameResult>) -> Vec<FrameResult> {
+        results
+            .into_iter()
+            .map(|r| FrameResult {
+                segmentation: foreground(&r.segmentation),
+                ..r
+            })
+            .collect()
+    }
+}
+
+impl Tracking for Foreground<'_> {
+    fn step(&mut self, frame: crate::video::Frame) -> Result<Vec<FrameResult>> {
+        self.0.step(frame).map(Self::convert)
+    }
+
+    fn finish(&mut self) -> Result<Vec<FrameResult>> {
+        self.0.finish().map(Self::convert)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +191,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("u3net") && e.contains("saliency:isnet"), "{e}");
+    }
+
+    #[test]
+    fn foreground_merges_every_object_into_object_one() {
+        use crate::mask::IdMap;
+        let map = IdMap::from_vec(3, 2, vec![0, 7, 7, 9, 0, 7]).unwrap();
+        let info = |id, score| SegmentInfo {
+            id,
+            category_id: Some(id),
+            score: Some(score),
+            isthing: None,
+        };
+        let seg = Segmentation {
+            map,
+            segments: vec![info(9, 0.2), info(7, 0.9)],
+        };
+        let fg = foreground(&seg);
+        assert_eq!(fg.map.data(), [0, 1, 1, 1, 0, 1]);
+        // The largest object (7, three pixels) gives its information.
+        assert_eq!(fg.segments, vec![info(7, 0.9)].into_iter().map(|s| SegmentInfo { id: 1, ..s }).collect::<Vec<_>>());
+        fg.validate().unwrap();
+        let empty = Segmentation::from_map(IdMap::new(2, 2));
+        assert_eq!(foreground(&empty), empty);
     }
 
     #[test]

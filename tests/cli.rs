@@ -330,6 +330,7 @@ fn help_explains_every_flag_with_its_default() {
             "--weights",
             "--video-name",
             "--resize-masks",
+            "--foreground",
             "--overlay",
             "--overlay-video",
             "--fps",
@@ -796,6 +797,18 @@ fn segmenter_errors_are_named() {
     assert_fails_naming(&o, &["u2netp.onnx", "deva models fetch u2netp"]);
 }
 
+/// The distinct raw indices of an 8-bit palette PNG (decoded with the `png` crate, without
+/// expanding the palette).
+fn palette_indices(path: &Path) -> BTreeSet<u8> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    assert_eq!(reader.info().color_type, png::ColorType::Indexed);
+    assert_eq!(reader.info().bit_depth, png::BitDepth::Eight);
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    buf[..frame.buffer_size()].iter().copied().collect()
+}
+
 /// Intersection over union of the foreground of a DAVIS palette PNG and `truth`.
 fn foreground_iou(png: &Path, truth: &deva::mask::BinaryMask) -> f64 {
     let img = image::open(png).unwrap().to_luma8();
@@ -833,6 +846,7 @@ fn saliency_with_flow_tracks_the_generated_clip() {
         let out = dir.path().join(format!("{propagator}-{temporal}"));
         let o = deva(&[
             &"track",
+            &"--foreground",
             &frames,
             &"--segmenter",
             &"saliency:u2netp",
@@ -854,6 +868,11 @@ fn saliency_with_flow_tracks_the_generated_clip() {
         let ious: Vec<f64> = (0..clip.frames)
             .map(|t| foreground_iou(&out.join("clip").join(format!("{t:05}.png")), &clip.mask(t)))
             .collect();
+        // --foreground: every object is written as object 1.
+        for t in 0..clip.frames {
+            let ids = palette_indices(&out.join("clip").join(format!("{t:05}.png")));
+            assert!(ids.iter().all(|&i| i <= 1), "frame {t}: ids {ids:?}");
+        }
         let worst = ious.iter().cloned().fold(1.0, f64::min);
         assert!(
             worst > 0.85,

@@ -3,8 +3,8 @@
 use anyhow::{bail, Context};
 use clap::ValueEnum;
 use deva::config::Temporal;
-use deva::output::{self, OutputFormat, OutputOptions, RunStats, Writer};
-use deva::pipeline::{self, DevaWeights, PropagatorChoice, SegmenterChoice};
+use deva::output::{self, OutputFormat, OutputOptions, RunStats, Tracking, Writer};
+use deva::pipeline::{self, DevaWeights, Foreground, PropagatorChoice, SegmenterChoice};
 use deva::propagator::Propagator;
 use deva::segmenter::detections::check_coverage;
 use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter, SegmenterKind};
@@ -130,6 +130,11 @@ pub struct TrackArgs {
     /// failing. [default: off]
     #[arg(long)]
     pub resize_masks: bool,
+
+    /// Write all objects as one, id 1: binary foreground masks (the DAVIS-2016 convention,
+    /// scored with `deva eval davis --task semi`). [default: off: one id per object]
+    #[arg(long)]
+    pub foreground: bool,
 
     /// Also write overlay JPEGs (objects blended in colour, boxes and labels) under
     /// `<out>/Visualizations/`. [default: off]
@@ -348,9 +353,16 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
+    let mut merged;
+    let tracking: &mut dyn Tracking = if args.foreground {
+        merged = Foreground(&mut tracker);
+        &mut merged
+    } else {
+        &mut tracker
+    };
     let result = output::run(
         source.as_mut(),
-        &mut tracker,
+        tracking,
         writer,
         images,
         &stop,

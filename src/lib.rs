@@ -19,6 +19,7 @@ pub mod objects;
 pub mod onnx;
 pub mod output;
 pub mod overlap;
+pub mod pipeline;
 pub mod propagator;
 pub mod segmenter;
 pub mod tracker;

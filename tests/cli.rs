@@ -8,6 +8,7 @@ mod common;
 
 use deva::config::{Config, Temporal};
 use deva::mask::Rle;
+use deva::video::synthetic::SyntheticClip;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -275,42 +276,24 @@ fn tracks_vipseg_detections_semionline() {
     track_vipseg("semionline");
 }
 
-#[test]
-fn help_explains_every_flag_with_its_default() {
-    let o = deva(&[&"track", &"--help"]);
+/// Asserts that `deva <command> --help` lists every flag with a paragraph that states its
+/// default (or that it is required).
+fn assert_help_documents(command: &str, flags: &[&str]) {
+    let o = deva(&[&command, &"--help"]);
     assert_ok(&o);
     let help = String::from_utf8_lossy(&o.stdout);
-    for flag in [
-        "--out",
-        "--detections",
-        "--init-masks",
-        "--config",
-        "--temporal",
-        "--size",
-        "--detection-every",
-        "--num-voting-frames",
-        "--max-missed-detection-count",
-        "--max-num-objects",
-        "--format",
-        "--propagator",
-        "--video-name",
-        "--resize-masks",
-        "--overlay",
-        "--overlay-video",
-        "--fps",
-        "--category-names",
-    ] {
+    for flag in flags {
         // The flag's own paragraph, from its line in the options list to the next flag.
         let lines: Vec<&str> = help.lines().collect();
         let is_flag_line = |l: &str| {
             let t = l.trim_start();
             let t = t.strip_prefix("-o, ").unwrap_or(t);
-            t.starts_with(&format!("{flag} ")) || t == flag
+            t.starts_with(&format!("{flag} ")) || t == *flag
         };
         let at = lines
             .iter()
             .position(|l| is_flag_line(l))
-            .unwrap_or_else(|| panic!("{flag} missing from --help:\n{help}"));
+            .unwrap_or_else(|| panic!("{flag} missing from {command} --help:\n{help}"));
         let paragraph: Vec<&str> = std::iter::once(lines[at])
             .chain(lines[at + 1..].iter().copied().take_while(|l| {
                 let t = l.trim_start();
@@ -320,9 +303,48 @@ fn help_explains_every_flag_with_its_default() {
         let text = paragraph.join("\n");
         assert!(
             text.contains("default") || text.contains("required"),
-            "{flag} states no default in --help:\n{text}"
+            "{flag} states no default in {command} --help:\n{text}"
         );
     }
+}
+
+#[test]
+fn help_explains_every_flag_with_its_default() {
+    assert_help_documents(
+        "track",
+        &[
+            "--out",
+            "--detections",
+            "--init-masks",
+            "--segmenter",
+            "--init-box",
+            "--sam-auto",
+            "--sam-weights",
+            "--boxes",
+            "--models-dir",
+            "--config",
+            "--temporal",
+            "--size",
+            "--detection-every",
+            "--num-voting-frames",
+            "--max-missed-detection-count",
+            "--max-num-objects",
+            "--format",
+            "--propagator",
+            "--weights",
+            "--video-name",
+            "--resize-masks",
+            "--foreground",
+            "--overlay",
+            "--overlay-video",
+            "--fps",
+            "--category-names",
+        ],
+    );
+    assert_help_documents(
+        "demo",
+        &["--out", "--segmenter", "--frames", "--models-dir"],
+    );
 }
 
 #[test]
@@ -617,4 +639,303 @@ fn video_file_round_trip() {
         .output()
         .unwrap();
     assert_fails_naming(&o, &["ffprobe", "install"]);
+}
+
+/// Frames of the generated demo clip (`clip`), as PNGs in `dir`.
+fn write_clip(dir: &Path, clip: &SyntheticClip) {
+    std::fs::create_dir_all(dir).unwrap();
+    for t in 0..clip.frames {
+        clip.image(t).save(dir.join(format!("{t:05}.png"))).unwrap();
+    }
+}
+
+/// A two-frame clip with a first-frame mask: enough to reach the propagator.
+fn tiny_vos(dir: &Path) -> (PathBuf, PathBuf) {
+    let clip = SyntheticClip {
+        frames: 2,
+        width: 64,
+        height: 48,
+    };
+    let (frames, masks) = (dir.join("frames"), dir.join("masks"));
+    write_clip(&frames, &clip);
+    std::fs::create_dir_all(&masks).unwrap();
+    let m = clip.mask(0);
+    image::GrayImage::from_fn(64, 48, |x, y| {
+        image::Luma([m.get(x as usize, y as usize) as u8])
+    })
+    .save(masks.join("00000.png"))
+    .unwrap();
+    (frames, masks)
+}
+
+/// The models folder when U²-Netp is fetched there, else `None` with a "skipped" line.
+fn models_with_u2netp() -> Option<PathBuf> {
+    let dir = deva::models::default_dir().unwrap();
+    let entry = deva::models::Manifest::builtin().unwrap();
+    if entry.get("u2netp").unwrap().presence(&dir) == deva::models::Presence::Present {
+        Some(dir)
+    } else {
+        eprintln!(
+            "skipped: run deva models fetch u2netp (looked in {})",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn weights_and_propagator_errors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, masks) = tiny_vos(dir.path());
+    let out = dir.path().join("out");
+    let track = |extra: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+            vec![&"track", &frames, &"--init-masks", &masks, &"--out", &out];
+        args.extend_from_slice(extra);
+        deva(&args)
+    };
+    let missing = dir.path().join("DEVA-missing.pth");
+    assert_fails_naming(
+        &track(&[&"--weights", &missing]),
+        &["DEVA-missing.pth", "not found"],
+    );
+    let corrupt = dir.path().join("DEVA-corrupt.pth");
+    std::fs::write(&corrupt, b"not a checkpoint").unwrap();
+    assert_fails_naming(&track(&[&"--weights", &corrupt]), &["DEVA-corrupt.pth"]);
+    let empty = dir.path().join("models");
+    std::fs::create_dir(&empty).unwrap();
+    assert_fails_naming(
+        &track(&[&"--propagator", &"deva", &"--models-dir", &empty]),
+        &["deva models fetch deva-propagation"],
+    );
+    assert_fails_naming(
+        &track(&[&"--weights", &corrupt, &"--propagator", &"flow"]),
+        &["--weights", "flow"],
+    );
+    assert!(!out.exists(), "nothing is written when set-up fails");
+
+    // Each weight-free propagator runs and says which one it is; flow is the default.
+    for (flag, name) in [
+        (None, "flow"),
+        (Some("static"), "static"),
+        (Some("none"), "none"),
+    ] {
+        let o = match flag {
+            Some(p) => track(&[&"--propagator", &p]),
+            None => track(&[]),
+        };
+        assert_ok(&o);
+        assert!(
+            stderr(&o).contains(&format!("propagator {name}")),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(stems(&out.join("frames"), "png"), ["00000", "00001"]);
+    }
+}
+
+#[test]
+fn segmenter_errors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, masks) = tiny_vos(dir.path());
+    let out = dir.path().join("out");
+    // An unknown name is a usage error (exit 2) that lists the known ones.
+    let o = deva(&[
+        &"track",
+        &frames,
+        &"--segmenter",
+        &"saliency:u3net",
+        &"--out",
+        &out,
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for n in [
+        "saliency:u3net",
+        "saliency:u2netp",
+        "saliency:u2net",
+        "saliency:isnet",
+    ] {
+        assert!(err.contains(n), "{n}: {err}");
+    }
+    // Two segmenters at once.
+    let o = deva(&[
+        &"track",
+        &frames,
+        &"--segmenter",
+        &"saliency:u2netp",
+        &"--init-masks",
+        &masks,
+        &"--out",
+        &out,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A model that is not in the models folder: the error says how to fetch it.
+    let empty = dir.path().join("models");
+    std::fs::create_dir(&empty).unwrap();
+    for model in ["u2netp", "u2net", "isnet"] {
+        let o = deva(&[
+            &"track",
+            &frames,
+            &"--segmenter",
+            &format!("saliency:{model}"),
+            &"--models-dir",
+            &empty,
+            &"--out",
+            &out,
+        ]);
+        assert_fails_naming(&o, &[&format!("deva models fetch {model}")]);
+    }
+    // A corrupt model file is named.
+    std::fs::write(empty.join("u2netp.onnx"), b"truncated").unwrap();
+    let o = deva(&[
+        &"track",
+        &frames,
+        &"--segmenter",
+        &"saliency:u2netp",
+        &"--models-dir",
+        &empty,
+        &"--out",
+        &out,
+    ]);
+    assert_fails_naming(&o, &["u2netp.onnx", "deva models fetch u2netp"]);
+}
+
+/// The distinct raw indices of an 8-bit palette PNG (decoded with the `png` crate, without
+/// expanding the palette).
+fn palette_indices(path: &Path) -> BTreeSet<u8> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    assert_eq!(reader.info().color_type, png::ColorType::Indexed);
+    assert_eq!(reader.info().bit_depth, png::BitDepth::Eight);
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    buf[..frame.buffer_size()].iter().copied().collect()
+}
+
+/// Intersection over union of the foreground of a DAVIS palette PNG and `truth`.
+fn foreground_iou(png: &Path, truth: &deva::mask::BinaryMask) -> f64 {
+    let img = image::open(png).unwrap().to_luma8();
+    assert_eq!(
+        (img.width() as usize, img.height() as usize),
+        (truth.width(), truth.height())
+    );
+    let (mut inter, mut union) = (0usize, 0usize);
+    for (p, &t) in img.pixels().zip(truth.data()) {
+        let f = p.0[0] != 0;
+        inter += (f && t) as usize;
+        union += (f || t) as usize;
+    }
+    inter as f64 / union.max(1) as f64
+}
+
+#[test]
+fn saliency_with_flow_tracks_the_generated_clip() {
+    let Some(models) = models_with_u2netp() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clip = SyntheticClip {
+        frames: 12,
+        width: 320,
+        height: 180,
+    };
+    let frames = dir.path().join("clip");
+    write_clip(&frames, &clip);
+    for (propagator, temporal) in [
+        ("flow", "semionline"),
+        ("flow", "offline"),
+        ("none", "online"),
+    ] {
+        let out = dir.path().join(format!("{propagator}-{temporal}"));
+        let o = deva(&[
+            &"track",
+            &"--foreground",
+            &frames,
+            &"--segmenter",
+            &"saliency:u2netp",
+            &"--models-dir",
+            &models,
+            &"--propagator",
+            &propagator,
+            &"--temporal",
+            &temporal,
+            &"--size",
+            &"-1",
+            &"--format",
+            &"davis",
+            &"--out",
+            &out,
+        ]);
+        assert_ok(&o);
+        // The generator's own object masks are the ground truth.
+        let ious: Vec<f64> = (0..clip.frames)
+            .map(|t| foreground_iou(&out.join("clip").join(format!("{t:05}.png")), &clip.mask(t)))
+            .collect();
+        // --foreground: every object is written as object 1.
+        for t in 0..clip.frames {
+            let ids = palette_indices(&out.join("clip").join(format!("{t:05}.png")));
+            assert!(ids.iter().all(|&i| i <= 1), "frame {t}: ids {ids:?}");
+        }
+        let worst = ious.iter().cloned().fold(1.0, f64::min);
+        assert!(
+            worst > 0.85,
+            "{propagator} {temporal}: IoU per frame {ious:?}"
+        );
+    }
+}
+
+#[test]
+fn demo_writes_masks_json_and_overlays() {
+    let Some(models) = models_with_u2netp() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let o = deva(&[
+        &"demo",
+        &"--frames",
+        &"6",
+        &"--out",
+        &out,
+        &"--models-dir",
+        &models,
+    ]);
+    assert_ok(&o);
+    let names: Vec<String> = (0..6).map(|t| format!("{t:05}")).collect();
+    assert_eq!(stems(&out.join("input"), "jpg"), names);
+    assert_eq!(stems(&out.join("Annotations"), "png"), names);
+    assert_eq!(stems(&out.join("Visualizations"), "jpg"), names);
+    let doc = read_json(&out.join("pred.json"));
+    let records = doc["annotations"].as_array().unwrap();
+    assert_eq!(records.len(), 6);
+    let clip = SyntheticClip::default();
+    for (t, r) in records.iter().enumerate() {
+        // One object, found where the generator put it.
+        let segs = r["segments_info"].as_array().unwrap();
+        assert_eq!(segs.len(), 1, "frame {t}: {r}");
+        let (w, _, ids) = read_rgb_ids(&out.join(format!("Annotations/{t:05}.png")));
+        let mask = clip.mask(t);
+        let id = segs[0]["id"].as_u64().unwrap() as u32;
+        let inter = ids
+            .iter()
+            .zip(mask.data())
+            .filter(|(&i, &m)| i == id && m)
+            .count();
+        let union = ids
+            .iter()
+            .zip(mask.data())
+            .filter(|(&i, &m)| i == id || m)
+            .count();
+        assert!(inter as f64 / union as f64 > 0.85, "frame {t}");
+        assert_eq!(w as usize, clip.width);
+    }
+    let mp4 = out.join("Visualizations.mp4");
+    if deva::video::ffmpeg::available() {
+        let info = deva::video::ffmpeg::probe(&mp4).unwrap();
+        assert_eq!(info.frame_count, Some(6), "{info:?}");
+    } else {
+        assert!(!mp4.exists());
+        assert!(stderr(&o).contains("ffmpeg"), "{}", stderr(&o));
+    }
 }

@@ -96,7 +96,8 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
     }
 }
 
-fn fetch_one(entry: &ModelEntry, dir: &std::path::Path) -> anyhow::Result<()> {
+/// Fetches one model into `dir`, printing where it comes from and what happened.
+pub(super) fn fetch_one(entry: &ModelEntry, dir: &std::path::Path) -> anyhow::Result<()> {
     eprintln!(
         "{}: {} ({})",
         entry.name,

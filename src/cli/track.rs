@@ -1,13 +1,15 @@
 //! `deva track`: segment and track objects in a video or a folder of frames.
 
 use anyhow::{bail, Context};
+use clap::ValueEnum;
 use deva::config::Temporal;
 use deva::output::boxes::{BoxFormat, BoxRecorder, RecordBoxes};
-use deva::output::{self, OutputFormat, OutputOptions, RunStats, Writer};
-use deva::propagator::{Propagator, StaticPropagator};
+use deva::output::{self, OutputFormat, OutputOptions, RunStats, Tracking, Writer};
+use deva::pipeline::{self, DevaWeights, Foreground, PropagatorChoice, SegmenterChoice};
+use deva::propagator::Propagator;
 use deva::segmenter::detections::check_coverage;
 use deva::segmenter::sam::{parse_boxes, SamAutoSegmenter, SamModel, SamPromptSegmenter};
-use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter};
+use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter, SegmenterKind};
 use deva::tracker::Tracker;
 use deva::video::{self, FolderSource, FrameSource};
 use deva::Config;
@@ -23,34 +25,15 @@ Examples:
       --config configs/vipseg_semionline.toml --format vipseg --out out/
   # Semi-supervised VOS from given masks, DAVIS palette PNGs, overlay video:
   deva track clip.mp4 --init-masks masks/ --config configs/davis.toml --overlay-video --out out/
+  # Unsupervised: salient objects found by U²-Netp, carried by optical flow:
+  deva track frames/ --segmenter saliency:u2netp --propagator flow --out out/
 
 Press Ctrl-C once to stop cleanly: the frames done so far keep their JSON and video.";
-
-/// Which propagator carries objects from frame to frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum PropagatorChoice {
-    /// Zero motion: masks stay where they were (a weight-free baseline).
-    #[default]
-    Static,
-    /// No propagation: every frame gets its own image segmentation, ids as the segmenter gives
-    /// them (a baseline).
-    None,
-}
-
-impl PropagatorChoice {
-    /// The propagator, or `None` for image-only mode.
-    fn build(self) -> Option<Box<dyn Propagator>> {
-        match self {
-            PropagatorChoice::Static => Some(Box::new(StaticPropagator::new())),
-            PropagatorChoice::None => None,
-        }
-    }
-}
 
 /// Arguments of `deva track`.
 #[derive(Debug, clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("segmenter").required(true).multiple(false)),
+    group(clap::ArgGroup::new("segmenters").required(true).multiple(false)),
     after_help = EXAMPLES
 )]
 pub struct TrackArgs {
@@ -67,26 +50,26 @@ pub struct TrackArgs {
     /// index or RGB id = R + 256·G + 65536·B) and optionally `<frame>.json` (a list of {"id",
     /// "category_id", "isthing", "score"}); frames without a PNG have no detections.
     /// [required: exactly one segmenter]
-    #[arg(long, value_name = "DIR", group = "segmenter")]
+    #[arg(long, value_name = "DIR", group = "segmenters")]
     pub detections: Option<PathBuf>,
 
     /// Segmenter: given object masks to follow exactly (semi-supervised VOS), DAVIS layout
     /// `<frame>.png` on the first frame and on any frame where objects appear. [required:
     /// exactly one segmenter]
-    #[arg(long, value_name = "DIR", group = "segmenter")]
+    #[arg(long, value_name = "DIR", group = "segmenters")]
     pub init_masks: Option<PathBuf>,
 
     /// Segmenter: start tracks from boxes on the first frame, `x,y,w,h` in pixels (x, y the
     /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
     /// mask (needs --sam-weights). [required: exactly one segmenter]
-    #[arg(long, value_name = "BOXES", group = "segmenter")]
+    #[arg(long, value_name = "BOXES", group = "segmenters")]
     pub init_box: Option<String>,
 
     /// Segmenter: SAM's automatic mode, grid point prompts outside tracked regions (DEVA's
     /// "segment everything"; use with --config configs/automatic.toml for incremental merging;
     /// generator settings in the [sam] section). Needs --sam-weights. [required: exactly one
     /// segmenter]
-    #[arg(long, group = "segmenter")]
+    #[arg(long, group = "segmenters")]
     pub sam_auto: bool,
 
     /// SAM checkpoint for --init-box and --sam-auto: the official `.pth` (sam_vit_h_4b8939.pth,
@@ -95,11 +78,17 @@ pub struct TrackArgs {
     #[arg(long, value_name = "FILE")]
     pub sam_weights: Option<PathBuf>,
 
-    /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
-    /// (frame,id,x,y,w,h,score,-1,-1,-1, 1-based), `lasot/<video>[_<id>].txt` and
-    /// `got10k/<name>/<name>_001.txt`. [default: off]
-    #[arg(long)]
-    pub boxes: bool,
+    /// Segmenter: an image model run on the frames: saliency:u2netp, saliency:u2net or
+    /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
+    /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config).
+    /// [required: exactly one segmenter]
+    #[arg(long, value_name = "NAME", group = "segmenters")]
+    pub segmenter: Option<SegmenterChoice>,
+
+    /// Folder of model weights for --segmenter and --propagator deva. [default: $DEVA_MODELS
+    /// if set, else ~/.cache/deva/models]
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
 
     /// Settings file (TOML, see configs/); flags below override it. [default: built-in
     /// defaults, the paper's settings]
@@ -141,9 +130,17 @@ pub struct TrackArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<OutputFormat>,
 
-    /// Propagator that carries objects through time.
-    #[arg(long, value_enum, default_value_t)]
-    pub propagator: PropagatorChoice,
+    /// Propagator that carries objects through time: flow (weight-free optical flow, settings
+    /// in the [flow] section of --config), deva (the DEVA network; weights from --weights, else
+    /// deva-propagation in --models-dir), static (zero motion) or none (image-only: every frame
+    /// segmented on its own). [default: deva with --weights, else flow]
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub propagator: Option<PropagatorChoice>,
+
+    /// Weights of the DEVA propagation network (DEVA-propagation.pth, or a .safetensors
+    /// conversion); selects --propagator deva unless another is named. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
 
     /// Video name in output paths and JSON (BURST: `<dataset>/<sequence>`). [default: the
     /// input folder or file name; BURST: `<parent folder>/<input name>`]
@@ -154,6 +151,17 @@ pub struct TrackArgs {
     /// failing. [default: off]
     #[arg(long)]
     pub resize_masks: bool,
+
+    /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
+    /// (frame,id,x,y,w,h,score,-1,-1,-1, 1-based), `lasot/<video>[_<id>].txt` and
+    /// `got10k/<name>/<name>_001.txt`. [default: off]
+    #[arg(long)]
+    pub boxes: bool,
+
+    /// Write all objects as one, id 1: binary foreground masks (the DAVIS-2016 convention,
+    /// scored with `deva eval davis --task semi`). [default: off: one id per object]
+    #[arg(long)]
+    pub foreground: bool,
 
     /// Also write overlay JPEGs (objects blended in colour, boxes and labels) under
     /// `<out>/Visualizations/`. [default: off]
@@ -204,12 +212,20 @@ fn resolve_config(args: &TrackArgs) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-/// The chosen segmenter, its frame names, and the palette of given masks.
+/// The chosen segmenter, the folder and frame names of precomputed masks (checked against the
+/// input), and the palette of given masks.
 struct SegmenterSetup {
     segmenter: Box<dyn ImageSegmenter>,
-    names: Vec<String>,
-    dir: PathBuf,
+    masks: Option<(PathBuf, Vec<String>)>,
     palette: Option<Vec<u8>>,
+}
+
+/// The models folder: `--models-dir`, else the default.
+fn models_dir(args: &TrackArgs) -> anyhow::Result<PathBuf> {
+    Ok(match &args.models_dir {
+        Some(d) => d.clone(),
+        None => deva::models::default_dir()?,
+    })
 }
 
 fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
@@ -219,8 +235,7 @@ fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup
     if let Some(dir) = &args.detections {
         let s = DetectionSegmenter::open(dir, args.resize_masks)?;
         return Ok(SegmenterSetup {
-            names: s.frame_names().map(String::from).collect(),
-            dir: dir.clone(),
+            masks: Some((dir.clone(), s.frame_names().map(String::from).collect())),
             segmenter: Box::new(s),
             palette: None,
         });
@@ -228,13 +243,22 @@ fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup
     if let Some(dir) = &args.init_masks {
         let s = MaskSegmenter::open(dir, args.resize_masks)?;
         return Ok(SegmenterSetup {
-            names: s.frame_names().map(String::from).collect(),
-            dir: dir.clone(),
+            masks: Some((dir.clone(), s.frame_names().map(String::from).collect())),
             palette: s.palette()?,
             segmenter: Box::new(s),
         });
     }
-    bail!("choose a segmenter: --detections DIR, --init-masks DIR, --init-box BOXES or --sam-auto")
+    if let Some(SegmenterChoice::Saliency(model)) = args.segmenter {
+        let s = pipeline::build_saliency(model, &config.saliency, &models_dir(args)?)?;
+        return Ok(SegmenterSetup {
+            segmenter: Box::new(s),
+            masks: None,
+            palette: None,
+        });
+    }
+    bail!(
+        "choose a segmenter: --detections DIR, --init-masks DIR, --segmenter NAME, --init-box BOXES or --sam-auto"
+    )
 }
 
 /// The SAM segmenters (--init-box, --sam-auto).
@@ -257,10 +281,47 @@ fn sam_segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterS
     };
     Ok(SegmenterSetup {
         segmenter,
-        names: Vec::new(),
-        dir: weights.clone(),
+        masks: None,
         palette: None,
     })
+}
+
+/// The propagator named by `--propagator` / `--weights` (`None`: image-only).
+fn propagator(
+    args: &TrackArgs,
+    config: &Config,
+    frames: Option<usize>,
+) -> anyhow::Result<Option<Box<dyn Propagator>>> {
+    let choice = args
+        .propagator
+        .unwrap_or(PropagatorChoice::default_for(args.weights.as_deref()));
+    if args.weights.is_some() && choice != PropagatorChoice::Deva {
+        bail!(
+            "--weights gives the DEVA network's weights, which --propagator {} does not use",
+            choice
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
+        );
+    }
+    let dir;
+    let weights = match &args.weights {
+        Some(w) => DevaWeights::File(w),
+        None => {
+            dir = models_dir(args)?;
+            DevaWeights::ModelsDir(&dir)
+        }
+    };
+    Ok(pipeline::build_propagator(choice, config, weights, frames)?)
+}
+
+/// Writes the box results of `--boxes` (the video name may contain `/` for BURST; the box
+/// files use its last part).
+fn write_boxes(boxes: &BoxRecorder, dir: &Path, video: &str) -> anyhow::Result<()> {
+    let name = video.rsplit('/').next().unwrap_or(video);
+    boxes.write_mot(&dir.join("mot.txt"))?;
+    boxes.write_sequence(&dir.join("lasot"), name, BoxFormat::Lasot)?;
+    boxes.write_sequence(&dir.join("got10k"), name, BoxFormat::Got10k)?;
+    Ok(())
 }
 
 /// The frame names of the input, when they are known before decoding.
@@ -278,16 +339,6 @@ fn frame_names(input: &Path, source: &dyn FrameSource) -> anyhow::Result<Option<
     Ok(source
         .frame_count()
         .map(|n| (0..n).map(|i| format!("{i:05}")).collect()))
-}
-
-/// Writes the box results of `--boxes` (the video name may contain `/` for BURST; the box
-/// files use its last part).
-fn write_boxes(boxes: &BoxRecorder, dir: &Path, video: &str) -> anyhow::Result<()> {
-    let name = video.rsplit('/').next().unwrap_or(video);
-    boxes.write_mot(&dir.join("mot.txt"))?;
-    boxes.write_sequence(&dir.join("lasot"), name, BoxFormat::Lasot)?;
-    boxes.write_sequence(&dir.join("got10k"), name, BoxFormat::Got10k)?;
-    Ok(())
 }
 
 fn progress_bar(total: Option<usize>) -> ProgressBar {
@@ -308,11 +359,24 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     let config = resolve_config(&args)?;
     let setup = segmenter(&args, &config)?;
     let mut source = video::open(&args.input)?;
-    if let Some(frames) = frame_names(&args.input, source.as_ref())? {
-        if args.init_box.is_none() && !args.sam_auto {
-            check_coverage(&setup.dir, &setup.names, &frames)?;
-        }
+    if let (Some(frames), Some((dir, names))) = (
+        frame_names(&args.input, source.as_ref())?,
+        setup.masks.as_ref(),
+    ) {
+        check_coverage(dir, names, &frames)?;
     }
+    let propagator = propagator(&args, &config, source.frame_count())?;
+    let schedule = match setup.segmenter.kind() {
+        SegmenterKind::Reference => "given masks followed exactly".to_string(),
+        SegmenterKind::Proposals => {
+            format!("temporal {:?}", config.tracker.temporal).to_lowercase()
+        }
+    };
+    eprintln!(
+        "segmenter {}, propagator {}, {schedule}",
+        setup.segmenter.name(),
+        propagator.as_ref().map_or("none", |p| p.name()),
+    );
     let format = args
         .format
         .unwrap_or(if args.init_masks.is_some() || args.init_box.is_some() {
@@ -341,7 +405,7 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut tracker = Tracker::new(&config, setup.segmenter, args.propagator.build())?;
+    let mut tracker = Tracker::new(&config, setup.segmenter, propagator)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -358,7 +422,14 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
-    let mut recorder = RecordBoxes::new(&mut tracker);
+    let mut merged;
+    let tracking: &mut dyn Tracking = if args.foreground {
+        merged = Foreground(&mut tracker);
+        &mut merged
+    } else {
+        &mut tracker
+    };
+    let mut recorder = RecordBoxes::new(tracking);
     let result = output::run(
         source.as_mut(),
         &mut recorder,

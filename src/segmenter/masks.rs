@@ -1,5 +1,8 @@
 //! Given object masks (semi-supervised video object segmentation): DAVIS layout
 //! `<dir>/<frame>.png`, on the first frame or on any frames, where objects may appear.
+//!
+//! A grayscale PNG holding only 0 and 255 follows the DAVIS-2016 binary convention: 255 is
+//! object 1 (as `deva eval davis` reads such ground truth).
 
 use super::detections::MaskDir;
 use super::{ImageSegmenter, SegmenterKind};
@@ -52,8 +55,16 @@ impl ImageSegmenter for MaskSegmenter {
         let Some((png, path)) = self.masks.read(frame)? else {
             return Ok(None);
         };
+        let binary = png.palette.is_none()
+            && !png.rgb_ids
+            && png.map.data().iter().all(|&v| v == 0 || v == 255);
+        let map = if binary {
+            png.map.remap(|v| u32::from(v == 255))
+        } else {
+            png.map
+        };
         self.masks
-            .fit(Segmentation::from_map(png.map), path, frame)
+            .fit(Segmentation::from_map(map), path, frame)
             .map(Some)
     }
 }
@@ -96,6 +107,24 @@ mod tests {
             e.contains("00000.png") && e.contains("2x2") && e.contains("3x2"),
             "{e}"
         );
+
+        // A DAVIS-2016 binary mask (grayscale 0 / 255): 255 is object 1; other grayscale
+        // values are ids.
+        let gray = tempfile::tempdir().unwrap();
+        let pixels = |v: u8| image::GrayImage::from_vec(2, 1, vec![0, v]).unwrap();
+        pixels(255).save(gray.path().join("00000.png")).unwrap();
+        pixels(7).save(gray.path().join("00001.png")).unwrap();
+        let mut g = MaskSegmenter::open(gray.path(), false).unwrap();
+        let ids = |g: &mut MaskSegmenter, name: &str| {
+            let f = Frame {
+                index: 0,
+                name: name.into(),
+                image: RgbImage::new(2, 1),
+            };
+            g.segment(&f, None).unwrap().unwrap().map.data().to_vec()
+        };
+        assert_eq!(ids(&mut g, "00000"), [0, 1]);
+        assert_eq!(ids(&mut g, "00001"), [0, 7]);
 
         std::fs::write(dir.path().join("00001.json"), "[]").unwrap();
         let e = MaskSegmenter::open(dir.path(), false)

@@ -5,6 +5,7 @@ pub mod folder;
 pub mod pillow;
 mod resize;
 mod source;
+pub mod synthetic;
 
 pub use ffmpeg::{VideoFileSource, VideoFileWriter};
 pub use folder::FolderSource;

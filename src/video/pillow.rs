@@ -127,6 +127,21 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: PillowFilter)
 mod tests {
     use super::*;
 
+    #[test]
+    fn weights_sum_to_one_in_fixed_point() {
+        for filter in [PillowFilter::Bilinear, PillowFilter::Lanczos] {
+            for (i, o) in [(854, 320), (480, 320), (10, 25), (7, 7)] {
+                for (_, k) in filter.taps(i, o) {
+                    let s: i64 = k.iter().sum();
+                    assert!(
+                        (s - (1 << PRECISION_BITS)).abs() <= k.len() as i64,
+                        "{filter:?} {i}->{o}: {s}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The 7×5 RGB image a[y, x, c] = (37x + 91y + 53c) % 256.
     fn pattern() -> RgbImage {
         RgbImage::from_fn(7, 5, |x, y| {

@@ -5,110 +5,14 @@
 //! rounding, so both resizers reproduce the originals bit for bit.
 
 use crate::error::Result;
+use crate::video::pillow::{self, PillowFilter};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
-/// Fixed-point precision of Pillow's 8-bit resampling (`PRECISION_BITS = 32 − 8 − 2`).
-const PRECISION_BITS: u32 = 22;
-
-/// Pillow's `lanczos_filter`: `sinc(t)·sinc(t/3)` on `[−3, 3)`.
-fn lanczos(t: f64) -> f64 {
-    fn sinc(x: f64) -> f64 {
-        if x == 0.0 {
-            1.0
-        } else {
-            let x = x * std::f64::consts::PI;
-            x.sin() / x
-        }
-    }
-    if (-3.0..3.0).contains(&t) {
-        sinc(t) * sinc(t / 3.0)
-    } else {
-        0.0
-    }
-}
-
-/// Fixed-point LANCZOS taps of one axis as Pillow computes them: for each output index, the
-/// first input index and the weights (normalised in f64, then rounded half away from zero
-/// to `PRECISION_BITS` fractional bits).
-fn lanczos_taps(in_len: usize, out_len: usize) -> Vec<(usize, Vec<i32>)> {
-    let scale = in_len as f64 / out_len as f64;
-    let filterscale = scale.max(1.0);
-    let support = 3.0 * filterscale;
-    let ss = 1.0 / filterscale;
-    (0..out_len)
-        .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            // C's (int) conversion truncates towards zero, as `as i64` does.
-            let lo = ((center - support + 0.5) as i64).max(0) as usize;
-            let hi = ((center + support + 0.5) as i64).min(in_len as i64) as usize;
-            let w: Vec<f64> = (lo..hi)
-                .map(|j| lanczos((j as f64 - center + 0.5) * ss))
-                .collect();
-            let sum: f64 = w.iter().sum();
-            let one = f64::from(1u32 << PRECISION_BITS);
-            let fixed = w
-                .iter()
-                .map(|&v| {
-                    let v = if sum != 0.0 { v / sum } else { v };
-                    if v < 0.0 {
-                        (-0.5 + v * one) as i32
-                    } else {
-                        (0.5 + v * one) as i32
-                    }
-                })
-                .collect();
-            (lo, fixed)
-        })
-        .collect()
-}
-
-/// One separable 8-bit pass: `out[i] = clamp((2^21 + Σ src[j]·k[j]) >> 22)`.
-fn fixed_point_tap(taps: &[i32], samples: impl Iterator<Item = u8>) -> u8 {
-    let acc = taps
-        .iter()
-        .zip(samples)
-        .fold(1i32 << (PRECISION_BITS - 1), |acc, (&k, s)| {
-            acc + i32::from(s) * k
-        });
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Pillow's `Image.resize((width, height), Image.LANCZOS)` of an 8-bit RGB image: horizontal
-/// pass first, then vertical, each rounding to 8 bits (`libImaging/Resample.c`).
+/// Pillow's `Image.resize((width, height), Image.LANCZOS)` of an 8-bit RGB image, as rembg
+/// calls it.
 pub fn resize_lanczos(img: &RgbImage, width: usize, height: usize) -> RgbImage {
-    let (iw, ih) = (img.width() as usize, img.height() as usize);
-    let src = img.as_raw();
-    let horizontal = if iw == width {
-        src.clone()
-    } else {
-        let taps = lanczos_taps(iw, width);
-        let mut out = vec![0u8; ih * width * 3];
-        for y in 0..ih {
-            let row = &src[y * iw * 3..(y + 1) * iw * 3];
-            for (x, (lo, k)) in taps.iter().enumerate() {
-                for c in 0..3 {
-                    let samples = (0..k.len()).map(|j| row[(lo + j) * 3 + c]);
-                    out[(y * width + x) * 3 + c] = fixed_point_tap(k, samples);
-                }
-            }
-        }
-        out
-    };
-    let vertical = if ih == height {
-        horizontal
-    } else {
-        let taps = lanczos_taps(ih, height);
-        let mut out = vec![0u8; height * width * 3];
-        for (y, (lo, k)) in taps.iter().enumerate() {
-            for x in 0..width * 3 {
-                let samples = (0..k.len()).map(|j| horizontal[(lo + j) * width * 3 + x]);
-                out[y * width * 3 + x] = fixed_point_tap(k, samples);
-            }
-        }
-        out
-    };
-    RgbImage::from_raw(width as u32, height as u32, vertical).expect("buffer sized for the image")
+    pillow::resize(img, width, height, PillowFilter::Lanczos)
 }
 
 /// JavaScript's `Math.round`: the nearest integer, halves rounded up.
@@ -190,16 +94,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lanczos_weights_sum_to_one_in_fixed_point_and_resizing_keeps_flat_images() {
-        for (i, o) in [(854, 320), (480, 320), (10, 25), (7, 7)] {
-            for (_, k) in lanczos_taps(i, o) {
-                let s: i32 = k.iter().sum();
-                assert!(
-                    (s - (1 << PRECISION_BITS)).abs() <= k.len() as i32,
-                    "{i}->{o}: {s}"
-                );
-            }
-        }
+    fn resizing_keeps_flat_images() {
         let flat = RgbImage::from_pixel(37, 23, image::Rgb([0, 128, 255]));
         let r = resize_lanczos(&flat, 16, 40);
         assert!(r.pixels().all(|p| p.0 == [0, 128, 255]));

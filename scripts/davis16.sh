@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # DAVIS-2016 numbers of the weight-free pipeline (README "Results"):
 #   (a) image-only saliency:      deva track --segmenter saliency:u2netp --propagator none
-#   (b) unsupervised, decoupled:  deva track --segmenter saliency:u2netp --propagator flow
+#   (b) unsupervised, decoupled:  deva track --detections <(a)'s masks> --propagator flow
 #                                 --config configs/davis16_unsupervised.toml --foreground
+#       ((a) writes exactly the saliency segmenter's masks, so (b) reads them back as precomputed
+#       detections instead of running the network a second time; `--segmenter saliency:u2netp`
+#       in place of `--detections` gives the same result)
 #   (c) semi-supervised:          deva track --init-masks <first GT mask only> --propagator flow
 #                                 --config configs/davis.toml
 # then `deva eval davis` (unsupervised protocol for (a) and (b), semi-supervised protocol for
@@ -61,7 +64,8 @@ for seq in $sequences; do
   for run in $runs; do
     case $run in
       a) track a "$seq" --segmenter "saliency:$model" --propagator none ;;
-      b) track b "$seq" --segmenter "saliency:$model" --propagator flow --config "$b_config" \
+      b) [ -d "$out/a/$seq" ] || { echo "(b) reads the masks of (a): run a first" >&2; exit 1; }
+         track b "$seq" --detections "$out/a/$seq" --propagator flow --config "$b_config" \
            --foreground ;;
       c) mkdir -p "$out/c_init/$seq"
          cp "$gt/$seq/00000.png" "$out/c_init/$seq/"

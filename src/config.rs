@@ -109,6 +109,21 @@ pub struct TrackerConfig {
     pub alpha: f64,
     /// IoU above which a propagated and a new segment are associated when merging.
     pub merge_iou: f64,
+    /// Mask of a tracked object confirmed by a new segment.
+    pub matched_mask: MatchedMask,
+}
+
+/// The mask a merge gives a tracked object that a new segment confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchedMask {
+    /// The union of the propagated and the new mask (the paper's rule; suits an accurate
+    /// propagator such as the DEVA network).
+    #[default]
+    Union,
+    /// The new mask alone: the image segmentation resets the object's shape, so a drifting
+    /// propagator (the weight-free flow) cannot make it grow merge after merge.
+    Segment,
 }
 
 impl Default for TrackerConfig {
@@ -124,6 +139,7 @@ impl Default for TrackerConfig {
             support_iou: 0.5,
             alpha: 0.5,
             merge_iou: 0.5,
+            matched_mask: MatchedMask::Union,
         }
     }
 }

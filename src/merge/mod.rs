@@ -1,6 +1,6 @@
 //! Merging propagation with a consensus (paper §3.2.2): tracked objects and new segments are
 //! associated by maximum bipartite matching on IoU; matched pairs become their union under the
-//! tracked id, unmatched segments become new objects, unmatched objects keep their propagated
+//! tracked id (or the new segment alone, with `matched_mask = "segment"`), unmatched segments become new objects, unmatched objects keep their propagated
 //! mask and count a miss; objects missed too often are deleted.
 //!
 //! Matching and drawing go group by group in the order unknown, stuff, things (`isthing`
@@ -13,7 +13,7 @@
 //! objects are dropped. Those kept are the ones with the highest voted score (segments
 //! without a score last), then the largest area, then the earliest listed.
 
-use crate::config::TrackerConfig;
+use crate::config::{MatchedMask, TrackerConfig};
 use crate::consensus::Consensus;
 use crate::error::{Error, Result};
 use crate::mask::{IdMap, ObjectId};
@@ -115,7 +115,10 @@ pub fn merge(
         for j in (0..segs.len()).filter(|&j| keep[j] && group(segs[j].isthing) == g) {
             in_group.push(match match_of_new[j] {
                 Some(i) => (
-                    our_area[i] + new_area[j] - ov.intersection(i, j),
+                    match config.matched_mask {
+                        MatchedMask::Union => our_area[i] + new_area[j] - ov.intersection(i, j),
+                        MatchedMask::Segment => new_area[j],
+                    },
                     Item::Matched { our: i, new: j },
                 ),
                 None => (new_area[j], Item::New { new: j }),
@@ -138,7 +141,9 @@ pub fn merge(
         let rank = k + 1;
         label[rank] = match *item {
             Item::Matched { our, new } => {
-                our_rank[our] = rank;
+                if config.matched_mask == MatchedMask::Union {
+                    our_rank[our] = rank;
+                }
                 new_rank[new] = rank;
                 let o = objects.get_mut(ours[our]).expect("tracked object");
                 o.votes.absorb(&segs[new].votes);

@@ -261,6 +261,34 @@ fn matched_pairs_become_their_union_and_the_rest_passes_through() {
 }
 
 #[test]
+fn matched_mask_segment_replaces_the_propagated_shape() {
+    let (w, h) = (30, 20);
+    let mut objects = manager(&[(1, None), (2, None)]);
+    let forward = map_of(
+        w,
+        h,
+        &[(1, rect(w, h, 0, 0, 10, 10)), (2, rect(w, h, 20, 0, 5, 5))],
+    );
+    // IoU with object 1: 80 / 110 > 0.5; it covers columns 2..11 only.
+    let proposals = consensus(
+        w,
+        h,
+        &[(segment(9, None, 3, Some(0.5)), rect(w, h, 2, 0, 9, 10))],
+    );
+    let config = TrackerConfig {
+        matched_mask: crate::config::MatchedMask::Segment,
+        ..config(5, false, -1)
+    };
+    let out = merge(&forward, &mut objects, &proposals, &config).unwrap();
+    // Object 1 is exactly the segment: its propagated columns 0 and 1 become background.
+    assert_eq!(out.map.mask(1), rect(w, h, 2, 0, 9, 10));
+    assert_eq!(out.map.mask(0).area(), w * h - 90 - 25);
+    assert_eq!(out.map.mask(2), rect(w, h, 20, 0, 5, 5));
+    assert!(out.added.is_empty());
+    assert_eq!(objects.get(1).unwrap().misses, 0);
+}
+
+#[test]
 fn objects_are_deleted_after_more_than_l_misses() {
     let (w, h) = (20, 10);
     let forward = map_of(w, h, &[(1, rect(w, h, 0, 0, 5, 5))]);

@@ -16,24 +16,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-if ! command -v cargo >/dev/null; then
-  echo "cargo not found: install Rust 1.88 or newer from https://rustup.rs, then run this again" >&2
-  exit 1
-fi
-
-if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ffmpeg with apt-get"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
-  else
-    echo "ffmpeg/ffprobe not found and not installable here (needs root and apt-get):" \
-      "the demo writes overlay frames but no mp4, and cannot read video files; see README.md"
-  fi
-fi
+FFMPEG_MISSING="the demo writes overlay frames but no mp4, and cannot read video files" \
+  source scripts/setup.sh
 
 echo "building deva (release)"
 cargo build --release --bin deva

@@ -7,23 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. Rust toolchain: a rustup install lives in ~/.cargo/bin (see README.md to install Rust).
-if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-
-# 2. FFmpeg (video files in and out). Installed with apt-get when running as root; otherwise
-#    the video tests print "skipped" with the reason.
-if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ffmpeg with apt-get"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
-  else
-    echo "ffmpeg/ffprobe not found and not installable here (needs root and apt-get):" \
-      "video tests will be skipped; see README.md to install FFmpeg"
-  fi
-fi
+# 1. Rust toolchain on PATH; 2. FFmpeg (without it the video tests print "skipped").
+FFMPEG_MISSING="video tests will be skipped" source scripts/setup.sh
 
 # 3. Models: U²-Netp (4.6 MB) through the tool itself, into $DEVA_MODELS or ~/.cache/deva/models.
 cargo run --quiet --bin deva -- models fetch u2netp 2>&1

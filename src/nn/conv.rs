@@ -167,14 +167,6 @@ impl Conv2d {
 
 struct ConvOp(Geometry);
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: operand is not contiguous"),
-    }
-}
-
 /// The padded input of one image split into `stride²` phase planes of `rows × cols` (+ tail).
 struct Planes {
     data: Vec<f32>,
@@ -325,9 +317,9 @@ impl CustomOp3 for ConvOp {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let x = f32_slice(s1, l1)?;
-        let weight = f32_slice(s2, l2)?;
-        let bias = f32_slice(s3, l3)?;
+        let x = crate::nn::contiguous_f32(s1, l1)?;
+        let weight = crate::nn::contiguous_f32(s2, l2)?;
+        let bias = crate::nn::contiguous_f32(s3, l3)?;
         let (b, _, h, w) = l1.shape().dims4()?;
         let (out_h, out_w) = (g.out_len(h), g.out_len(w));
         let mut out = vec![0.0f32; b * g.c_out * out_h * out_w];
@@ -392,17 +384,7 @@ mod tests {
                 .unwrap()
                 .broadcast_add(&bt)
                 .unwrap();
-            assert_eq!(ours.dims(), theirs.dims(), "case {i}");
-            let d = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = crate::nn::max_abs_diff(&ours, &theirs);
             assert!(d < 1e-5, "case {i}: max diff {d}");
         }
     }

@@ -14,7 +14,24 @@ pub use checkpoint::{RawTensor, StateDict, TensorDType};
 pub use synthetic::TensorSpec;
 pub use weights::Weights;
 
-use candle_core::Device;
+use candle_core::{CpuStorage, Device, Layout};
+
+/// The f32 values of a custom op's contiguous CPU operand.
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("custom op: operand is not contiguous"),
+    }
+}
+
+/// Largest absolute difference between two tensors of one shape (tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("difference of two f32 tensors")
+}
 
 /// The device networks run on: the first CUDA GPU when built with the `cuda` feature and one
 /// is present, otherwise the CPU.

@@ -2,7 +2,7 @@
 //! RGB id = R + 256·G + 65536·B) plus an optional JSON list of
 //! `{"id", "category_id", "isthing", "score"}`, matched to frames by file stem.
 
-use super::{ImageSegmenter, SegmenterKind};
+use super::ImageSegmenter;
 use crate::error::{Error, Result};
 use crate::imageio::{read_index_png, IndexPng};
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
@@ -238,10 +238,6 @@ impl DetectionSegmenter {
 impl ImageSegmenter for DetectionSegmenter {
     fn name(&self) -> &str {
         "detections"
-    }
-
-    fn kind(&self) -> SegmenterKind {
-        SegmenterKind::Proposals
     }
 
     fn segment(

@@ -2,6 +2,7 @@
 //! on the CPU (the bias is never materialised at full size).
 
 use crate::error::Result;
+use crate::nn::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -30,14 +31,6 @@ pub fn rel_pos_softmax(attn: &Tensor, rel_h: &Tensor, rel_w: &Tensor) -> Result<
 struct RelPosSoftmax {
     kh: usize,
     kw: usize,
-}
-
-/// The f32 data of a contiguous CPU tensor.
-pub(super) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("custom op: input is not contiguous"),
-    }
 }
 
 impl CustomOp3 for RelPosSoftmax {

@@ -7,7 +7,7 @@ use super::config::SamConfig;
 use super::model::SamModel;
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, IdMap, SegmentInfo, Segmentation};
-use crate::segmenter::{ImageSegmenter, SegmenterKind};
+use crate::segmenter::ImageSegmenter;
 use crate::video::{internal_size, Frame};
 use std::sync::Arc;
 
@@ -222,10 +222,6 @@ impl SamAutoSegmenter {
 impl ImageSegmenter for SamAutoSegmenter {
     fn name(&self) -> &str {
         "sam-auto"
-    }
-
-    fn kind(&self) -> SegmenterKind {
-        SegmenterKind::Proposals
     }
 
     fn segment(

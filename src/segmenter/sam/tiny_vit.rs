@@ -3,10 +3,10 @@
 //! joined by patch-merging convolutions, and SAM's neck. BatchNorms are folded into the
 //! preceding convolutions (eval mode).
 
-use super::attention::contiguous_f32;
 use super::vit::{window_partition, window_unpartition};
 use super::weights::Checkpoint;
 use crate::error::{Error, Result};
+use crate::nn::contiguous_f32;
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Shape, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::segment_anything::LayerNorm2d;
@@ -523,16 +523,7 @@ mod tests {
         for stride in [1, 2] {
             let ours = x.apply_op2_no_bwd(&k, &Depthwise { stride }).unwrap();
             let candle = x.conv2d(&k, 1, stride, 1, 3).unwrap();
-            let d = (ours - candle)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = crate::nn::max_abs_diff(&ours, &candle);
             assert!(d < 1e-5, "stride {stride}: {d}");
         }
     }

@@ -90,7 +90,7 @@ done
 python3 - "$out" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
-names = {"a": "(a) image-only saliency", "b": "(b) saliency + consensus + flow",
+names = {"a": "(a) image-only saliency", "b": "(b) merge + flow, on (a)'s masks",
          "c": "(c) semi-supervised, first mask + flow"}
 cols = [(r, t) for r in "abc" for t in ("unsup", "semi")
         if os.path.exists(os.path.join(out, f"{r}_{t}.json"))]

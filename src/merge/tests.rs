@@ -229,15 +229,20 @@ fn merge_equals_the_naive_reference_on_random_frames() {
     }
 }
 
-#[test]
-fn matched_pairs_become_their_union_and_the_rest_passes_through() {
-    let (w, h) = (30, 20);
-    let mut objects = manager(&[(1, None), (2, None)]);
+/// Objects 1 (10×10 at the origin) and 2 (5×5 at x = 20), tracked and propagated.
+fn two_tracked_squares(w: usize, h: usize) -> (ObjectManager, IdMap) {
     let forward = map_of(
         w,
         h,
         &[(1, rect(w, h, 0, 0, 10, 10)), (2, rect(w, h, 20, 0, 5, 5))],
     );
+    (manager(&[(1, None), (2, None)]), forward)
+}
+
+#[test]
+fn matched_pairs_become_their_union_and_the_rest_passes_through() {
+    let (w, h) = (30, 20);
+    let (mut objects, forward) = two_tracked_squares(w, h);
     let proposals = consensus(
         w,
         h,
@@ -263,12 +268,7 @@ fn matched_pairs_become_their_union_and_the_rest_passes_through() {
 #[test]
 fn matched_mask_segment_replaces_the_propagated_shape() {
     let (w, h) = (30, 20);
-    let mut objects = manager(&[(1, None), (2, None)]);
-    let forward = map_of(
-        w,
-        h,
-        &[(1, rect(w, h, 0, 0, 10, 10)), (2, rect(w, h, 20, 0, 5, 5))],
-    );
+    let (mut objects, forward) = two_tracked_squares(w, h);
     // IoU with object 1: 80 / 110 > 0.5; it covers columns 2..11 only.
     let proposals = consensus(
         w,

@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench propagator` runs the timing. With `DEVA_BENCH_RSS_FRAMES=N` set, it
 //! instead tracks 2 objects through N frames and prints the resident set (VmRSS) and its
-//! peak (VmHWM) every 50 frames, to show that memory stays bounded. Under `cargo test` it only
+//! peak (VmHWM) every 50 frames, to show that memory stays bounded; `DEVA_BENCH_RSS_SIZE=WxH`
+//! sets the frame size of that run (default 854x480). Under `cargo test` it only
 //! runs a few small frames as a smoke test.
 
 use std::time::Instant;
@@ -143,8 +144,27 @@ fn cpu_seconds() -> f64 {
     (tick(11) + tick(12)) / 100.0
 }
 
+/// The frame size of the RSS run: `DEVA_BENCH_RSS_SIZE=WxH`, else [`SIZE`].
+fn rss_size() -> Size {
+    let Ok(text) = std::env::var("DEVA_BENCH_RSS_SIZE") else {
+        return SIZE;
+    };
+    let parsed = text
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)));
+    match parsed {
+        Some((width, height)) if width >= 64 && height >= 64 => Size { width, height },
+        _ => panic!("DEVA_BENCH_RSS_SIZE={text}: expected WxH, both at least 64"),
+    }
+}
+
 fn rss_run(frames: usize) {
-    let (mut p, mut step) = tracker(2, SIZE);
+    let size = rss_size();
+    println!(
+        "{frames} frames of {}x{}, 2 objects",
+        size.width, size.height
+    );
+    let (mut p, mut step) = tracker(2, size);
     let start = Instant::now();
     let (mut last, mut last_cpu, mut last_t) = (Instant::now(), cpu_seconds(), 0);
     for t in 1..frames {

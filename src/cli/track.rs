@@ -429,19 +429,18 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     } else {
         &mut tracker
     };
-    let mut recorder = RecordBoxes::new(tracking);
-    let result = output::run(
-        source.as_mut(),
-        &mut recorder,
-        writer,
-        images,
-        &stop,
-        &mut show,
-    );
+    // Boxes are only computed when --boxes asks for them.
+    let mut recorder = None;
+    let tracking: &mut dyn Tracking = if args.boxes {
+        recorder.insert(RecordBoxes::new(tracking))
+    } else {
+        tracking
+    };
+    let result = output::run(source.as_mut(), tracking, writer, images, &stop, &mut show);
     bar.finish_and_clear();
     let stats = result?;
-    if args.boxes {
-        write_boxes(&recorder.boxes, &args.out.join("boxes"), &video)?;
+    if let Some(r) = &recorder {
+        write_boxes(&r.boxes, &args.out.join("boxes"), &video)?;
     }
     let json = layout
         .json

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::ValueEnum;
 use deva::config::Temporal;
 use deva::output::boxes::{BoxFormat, BoxRecorder, RecordBoxes};
-use deva::output::{self, OutputFormat, OutputOptions, RunStats, Tracking, Writer};
+use deva::output::{self, Layout, OutputFormat, OutputOptions, RunStats, Tracking, Writer};
 use deva::pipeline::{self, DevaWeights, Foreground, PropagatorChoice, SegmenterChoice};
 use deva::propagator::Propagator;
 use deva::segmenter::detections::check_coverage;
@@ -46,6 +46,52 @@ pub struct TrackArgs {
     #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
 
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Output layout: davis (palette PNGs, ids ≤ 255), vipseg (RGB-id PNGs + pred.json;
+    /// several processes may write videos into one --out), burst (RGB-id PNGs + pred.json
+    /// with COCO RLE), demo (Annotations/ + pred.json). [default: davis with --init-masks,
+    /// else demo]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<OutputFormat>,
+
+    /// Video name in output paths and JSON (BURST: `<dataset>/<sequence>`). [default: the
+    /// input folder or file name; BURST: `<parent folder>/<input name>`]
+    #[arg(long, value_name = "NAME")]
+    pub video_name: Option<String>,
+
+    /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
+    /// (frame,id,x,y,w,h,score,-1,-1,-1, 1-based), `lasot/<video>[_<id>].txt` and
+    /// `got10k/<name>/<name>_001.txt`. [default: off]
+    #[arg(long)]
+    pub boxes: bool,
+
+    /// Also write overlay JPEGs (objects blended in colour, boxes and labels) under
+    /// `<out>/Visualizations/`. [default: off]
+    #[arg(long)]
+    pub overlay: bool,
+
+    /// Also write an overlay mp4 next to the overlay folder (needs ffmpeg). [default: off]
+    #[arg(long)]
+    pub overlay_video: bool,
+
+    /// Frame rate of the overlay video. [default: the input video's rate, 24 for frame
+    /// folders]
+    #[arg(long, value_name = "FPS")]
+    pub fps: Option<f64>,
+
+    /// Category names for overlay labels, comma-separated, indexed by category id from 0.
+    /// [default: category numbers]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub category_names: Vec<String>,
+}
+
+/// The segmenter, propagator and settings: shared by `deva track` (one video) and `deva run`
+/// (each video of a dataset; there --detections and --init-masks name a folder with one
+/// sub-folder per video). The commands declare the `segmenters` group.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
     /// Segmenter: precomputed detections in DEVA's format, a folder with `<frame>.png` (palette
     /// index or RGB id = R + 256·G + 65536·B) and optionally `<frame>.json` (a list of {"id",
     /// "category_id", "isthing", "score"}); frames without a PNG have no detections.
@@ -124,12 +170,6 @@ pub struct TrackArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_num_objects: Option<i64>,
 
-    /// Output layout: davis (palette PNGs, ids ≤ 255), vipseg (RGB-id PNGs + pred.json),
-    /// burst (RGB-id PNGs + pred.json with COCO RLE), demo (Annotations/ + pred.json).
-    /// [default: davis with --init-masks, else demo]
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<OutputFormat>,
-
     /// Propagator that carries objects through time: flow (weight-free optical flow, settings
     /// in the [flow] section of --config), deva (the DEVA network; weights from --weights, else
     /// deva-propagation in --models-dir), static (zero motion) or none (image-only: every frame
@@ -142,49 +182,19 @@ pub struct TrackArgs {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
 
-    /// Video name in output paths and JSON (BURST: `<dataset>/<sequence>`). [default: the
-    /// input folder or file name; BURST: `<parent folder>/<input name>`]
-    #[arg(long, value_name = "NAME")]
-    pub video_name: Option<String>,
-
     /// Resize (nearest neighbour) masks whose size differs from their frame instead of
     /// failing. [default: off]
     #[arg(long)]
     pub resize_masks: bool,
 
-    /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
-    /// (frame,id,x,y,w,h,score,-1,-1,-1, 1-based), `lasot/<video>[_<id>].txt` and
-    /// `got10k/<name>/<name>_001.txt`. [default: off]
-    #[arg(long)]
-    pub boxes: bool,
-
     /// Write all objects as one, id 1: binary foreground masks (the DAVIS-2016 convention,
     /// scored with `deva eval davis --task semi`). [default: off: one id per object]
     #[arg(long)]
     pub foreground: bool,
-
-    /// Also write overlay JPEGs (objects blended in colour, boxes and labels) under
-    /// `<out>/Visualizations/`. [default: off]
-    #[arg(long)]
-    pub overlay: bool,
-
-    /// Also write an overlay mp4 next to the overlay folder (needs ffmpeg). [default: off]
-    #[arg(long)]
-    pub overlay_video: bool,
-
-    /// Frame rate of the overlay video. [default: the input video's rate, 24 for frame
-    /// folders]
-    #[arg(long, value_name = "FPS")]
-    pub fps: Option<f64>,
-
-    /// Category names for overlay labels, comma-separated, indexed by category id from 0.
-    /// [default: category numbers]
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub category_names: Vec<String>,
 }
 
 /// The configuration: built-in defaults, then the config file, then flags.
-fn resolve_config(args: &TrackArgs) -> anyhow::Result<Config> {
+pub(super) fn resolve_config(args: &PipelineArgs) -> anyhow::Result<Config> {
     let mut c = match &args.config {
         Some(p) => Config::from_toml_file(p)?,
         None => Config::default(),
@@ -221,14 +231,14 @@ struct SegmenterSetup {
 }
 
 /// The models folder: `--models-dir`, else the default.
-fn models_dir(args: &TrackArgs) -> anyhow::Result<PathBuf> {
+fn models_dir(args: &PipelineArgs) -> anyhow::Result<PathBuf> {
     Ok(match &args.models_dir {
         Some(d) => d.clone(),
         None => deva::models::default_dir()?,
     })
 }
 
-fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
+fn segmenter(args: &PipelineArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
     if args.init_box.is_some() || args.sam_auto {
         return sam_segmenter(args, config);
     }
@@ -262,7 +272,7 @@ fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup
 }
 
 /// The SAM segmenters (--init-box, --sam-auto).
-fn sam_segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
+fn sam_segmenter(args: &PipelineArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
     let Some(weights) = &args.sam_weights else {
         bail!("--init-box and --sam-auto need --sam-weights FILE (a SAM or MobileSAM checkpoint)")
     };
@@ -288,7 +298,7 @@ fn sam_segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterS
 
 /// The propagator named by `--propagator` / `--weights` (`None`: image-only).
 fn propagator(
-    args: &TrackArgs,
+    args: &PipelineArgs,
     config: &Config,
     frames: Option<usize>,
 ) -> anyhow::Result<Option<Box<dyn Propagator>>> {
@@ -354,36 +364,95 @@ fn progress_bar(total: Option<usize>) -> ProgressBar {
     bar
 }
 
-/// Runs `deva track`.
-pub fn run(args: TrackArgs) -> anyhow::Result<()> {
-    let config = resolve_config(&args)?;
-    let setup = segmenter(&args, &config)?;
-    let mut source = video::open(&args.input)?;
-    if let (Some(frames), Some((dir, names))) = (
-        frame_names(&args.input, source.as_ref())?,
-        setup.masks.as_ref(),
-    ) {
+/// One video tracked into `opts` (whose palette is set from given masks): what happened, and
+/// the boxes when `record_boxes`. `progress` is called after each frame; `stop` stops cleanly.
+pub(super) struct Tracked {
+    pub stats: RunStats,
+    pub boxes: Option<BoxRecorder>,
+}
+
+/// Tracks the video `input` (opened as `source`) with the segmenter and propagator of `args`
+/// and `config`, writing with `opts`; prints the pipeline unless `quiet`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn track_video(
+    args: &PipelineArgs,
+    config: &Config,
+    input: &Path,
+    mut source: Box<dyn FrameSource>,
+    mut opts: OutputOptions,
+    record_boxes: bool,
+    quiet: bool,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&RunStats),
+) -> anyhow::Result<Tracked> {
+    let setup = segmenter(args, config)?;
+    if let (Some(frames), Some((dir, names))) =
+        (frame_names(input, source.as_ref())?, setup.masks.as_ref())
+    {
         check_coverage(dir, names, &frames)?;
     }
-    let propagator = propagator(&args, &config, source.frame_count())?;
-    let schedule = match setup.segmenter.kind() {
-        SegmenterKind::Reference => "given masks followed exactly".to_string(),
-        SegmenterKind::Proposals => {
-            format!("temporal {:?}", config.tracker.temporal).to_lowercase()
-        }
+    let propagator = propagator(args, config, source.frame_count())?;
+    if !quiet {
+        let schedule = match setup.segmenter.kind() {
+            SegmenterKind::Reference => "given masks followed exactly".to_string(),
+            SegmenterKind::Proposals => {
+                format!("temporal {:?}", config.tracker.temporal).to_lowercase()
+            }
+        };
+        eprintln!(
+            "segmenter {}, propagator {}, {schedule}",
+            setup.segmenter.name(),
+            propagator.as_ref().map_or("none", |p| p.name()),
+        );
+    }
+    opts.palette = setup.palette;
+    let writer = Writer::new(opts)?;
+    let images = if writer.needs_images() {
+        Some(video::open(input)?)
+    } else {
+        None
     };
-    eprintln!(
-        "segmenter {}, propagator {}, {schedule}",
-        setup.segmenter.name(),
-        propagator.as_ref().map_or("none", |p| p.name()),
-    );
-    let format = args
-        .format
-        .unwrap_or(if args.init_masks.is_some() || args.init_box.is_some() {
+    let mut tracker = Tracker::new(config, setup.segmenter, propagator)?;
+    let mut merged;
+    let tracking: &mut dyn Tracking = if args.foreground {
+        merged = Foreground(&mut tracker);
+        &mut merged
+    } else {
+        &mut tracker
+    };
+    // Boxes are only computed when asked for.
+    let mut recorder = None;
+    let tracking: &mut dyn Tracking = if record_boxes {
+        recorder.insert(RecordBoxes::new(tracking))
+    } else {
+        tracking
+    };
+    let stats = output::run(source.as_mut(), tracking, writer, images, stop, progress)?;
+    Ok(Tracked {
+        stats,
+        boxes: recorder.map(|r| r.boxes),
+    })
+}
+
+/// Installs the Ctrl-C handler: the returned flag becomes true on the first Ctrl-C.
+pub(super) fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Failing to install the handler only loses the clean stop; Ctrl-C still ends the run.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    stop
+}
+
+/// Runs `deva track`.
+pub fn run(args: TrackArgs) -> anyhow::Result<()> {
+    let config = resolve_config(&args.pipeline)?;
+    let format = args.format.unwrap_or(
+        if args.pipeline.init_masks.is_some() || args.pipeline.init_box.is_some() {
             OutputFormat::Davis
         } else {
             OutputFormat::Demo
-        });
+        },
+    );
     let video = match (&args.video_name, format) {
         (Some(v), _) => v.clone(),
         (None, OutputFormat::Burst) => {
@@ -394,25 +463,13 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
         (None, _) => video::video_name(&args.input),
     };
     let mut opts = OutputOptions::new(&args.out, format, &video);
-    opts.palette = setup.palette;
     opts.overlay = args.overlay;
     opts.overlay_video = args.overlay_video;
-    opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
     opts.category_names = args.category_names.clone();
-    let writer = Writer::new(opts)?;
-    let images = if writer.needs_images() {
-        Some(video::open(&args.input)?)
-    } else {
-        None
-    };
-    let mut tracker = Tracker::new(&config, setup.segmenter, propagator)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Failing to install the handler only loses the clean stop; Ctrl-C still ends the run.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
-
-    let layout = writer.layout().clone();
+    let source = video::open(&args.input)?;
+    opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
+    let layout = Layout::new(&opts);
+    let stop = stop_flag();
     let bar = progress_bar(source.frame_count());
     let mut show = |s: &RunStats| {
         bar.set_position(s.frames_read as u64);
@@ -422,25 +479,21 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
-    let mut merged;
-    let tracking: &mut dyn Tracking = if args.foreground {
-        merged = Foreground(&mut tracker);
-        &mut merged
-    } else {
-        &mut tracker
-    };
-    // Boxes are only computed when --boxes asks for them.
-    let mut recorder = None;
-    let tracking: &mut dyn Tracking = if args.boxes {
-        recorder.insert(RecordBoxes::new(tracking))
-    } else {
-        tracking
-    };
-    let result = output::run(source.as_mut(), tracking, writer, images, &stop, &mut show);
+    let result = track_video(
+        &args.pipeline,
+        &config,
+        &args.input,
+        source,
+        opts,
+        args.boxes,
+        false,
+        &stop,
+        &mut show,
+    );
     bar.finish_and_clear();
-    let stats = result?;
-    if let Some(r) = &recorder {
-        write_boxes(&r.boxes, &args.out.join("boxes"), &video)?;
+    let Tracked { stats, boxes } = result?;
+    if let Some(b) = &boxes {
+        write_boxes(b, &args.out.join("boxes"), &video)?;
     }
     let json = layout
         .json

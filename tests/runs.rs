@@ -203,7 +203,11 @@ fn davis_shards_and_a_killed_shard_merge_to_the_single_run() {
     // Three concurrent shard processes.
     let sharded = tmp.path().join("sharded");
     let children = (0..3)
-        .map(|i| davis_run(&root, &sharded, Some(&format!("{i}/3"))).spawn().unwrap())
+        .map(|i| {
+            davis_run(&root, &sharded, Some(&format!("{i}/3")))
+                .spawn()
+                .unwrap()
+        })
         .collect();
     wait_all(children);
     assert_eq!(overall(&status(&sharded)), [4, 0, 0, 0]);
@@ -221,7 +225,10 @@ fn davis_shards_and_a_killed_shard_merge_to_the_single_run() {
             .flatten()
             .map(|e| e.unwrap().path())
             .find(|p| {
-                p.file_name().unwrap().to_string_lossy().starts_with(&staging_prefix)
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&staging_prefix)
                     && files(p).keys().any(|f| f.ends_with(".png"))
             });
         if partial.is_some() {
@@ -232,10 +239,16 @@ fn davis_shards_and_a_killed_shard_merge_to_the_single_run() {
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    assert!(caught, "the run ended before its second video was half written");
+    assert!(
+        caught,
+        "the run ended before its second video was half written"
+    );
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
-    assert!(!temporaries(&killed).is_empty(), "the kill left its temporaries");
+    assert!(
+        !temporaries(&killed).is_empty(),
+        "the kill left its temporaries"
+    );
     let [done, running, failed, pending] = overall(&status(&killed));
     assert!(done < 4 && running == 0 && failed == 0 && pending == 4 - done);
     let e = deva(&[&"merge", &killed]).output().unwrap();
@@ -361,7 +374,10 @@ fn vipseg_shards_merge_to_the_single_run_and_auto_shards_follow_the_scheduler() 
     };
     for (explicit, env) in [
         // Kubernetes Indexed Job, completions: 3 (JOB_COMPLETIONS from the manifest).
-        ("1/3", &[("JOB_COMPLETION_INDEX", "1"), ("JOB_COMPLETIONS", "3")][..]),
+        (
+            "1/3",
+            &[("JOB_COMPLETION_INDEX", "1"), ("JOB_COMPLETIONS", "3")][..],
+        ),
         // sbatch --array=1-3: the third task.
         (
             "2/3",
@@ -381,7 +397,10 @@ fn vipseg_shards_merge_to_the_single_run_and_auto_shards_follow_the_scheduler() 
     }
     for (env, named) in [
         (&[("JOB_COMPLETION_INDEX", "1")][..], "JOB_COMPLETIONS"),
-        (&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "1")][..], "SLURM_ARRAY_TASK_COUNT"),
+        (
+            &[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "1")][..],
+            "SLURM_ARRAY_TASK_COUNT",
+        ),
         (&[][..], "JOB_COMPLETION_INDEX"),
     ] {
         let mut c = vipseg_run(&data, &dets, &tmp.path().join("bad"));

@@ -56,7 +56,10 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     };
     match (m.format, m.layout) {
         (OutputFormat::Davis, DatasetLayout::YoutubeVos) => {
-            bail!("YouTube-VOS is scored by its evaluation server: upload a zip of {}/Annotations", into.display())
+            bail!(
+                "YouTube-VOS is scored by its evaluation server: upload a zip of {}/Annotations",
+                into.display()
+            )
         }
         (OutputFormat::Davis, _) => {
             let options = DavisOptions {

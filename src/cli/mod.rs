@@ -5,6 +5,7 @@ mod eval;
 mod merge;
 mod models;
 mod run;
+mod spec;
 mod track;
 
 use clap::{Parser, Subcommand};

@@ -1,6 +1,7 @@
 //! `deva run`: every video of a dataset, sharded across processes, resumable; `--status`.
 
-use super::track::{resolve_config, stop_flag, track_video, PipelineArgs};
+use super::spec::FormatFlag;
+use super::track::{resolve_config, stop_flag, track_video, PipelineArgs, VideoJob};
 use anyhow::{anyhow, bail};
 use deva::dataset::shard::assign;
 use deva::dataset::store::{
@@ -8,11 +9,11 @@ use deva::dataset::store::{
 };
 use deva::dataset::{Dataset, DatasetLayout, RunStore, Shard, VideoEntry};
 use deva::output::{OutputFormat, OutputOptions, RunStats};
-use deva::{video, Config};
+use deva::{video, Config, SegmenterSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 const EXAMPLES: &str = "\
@@ -68,7 +69,7 @@ pub struct RunArgs {
     /// Result format. [default: from --layout: davis and youtube-vos → davis, vipseg →
     /// vipseg, burst → burst, folders → demo]
     #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<OutputFormat>,
+    pub format: Option<FormatFlag>,
 
     /// Print where the run in DIR stands (done / running / failed / pending videos per shard
     /// and overall, and the errors of failed videos), then exit.
@@ -93,40 +94,35 @@ fn default_format(layout: DatasetLayout) -> OutputFormat {
     }
 }
 
-/// An absolute path as text (processes of one run may be started in other folders).
-fn abs(p: Option<&Path>) -> Value {
-    match p {
-        Some(p) => json!(std::path::absolute(p).unwrap_or(p.to_path_buf())),
-        None => Value::Null,
+/// The folder of a folder segmenter (detections, masks), if that is the segmenter.
+fn segmenter_folder(config: &mut Config) -> Option<&mut PathBuf> {
+    match config.segmenter.as_mut()? {
+        SegmenterSpec::Detections(f) | SegmenterSpec::Masks(f) => Some(&mut f.dir),
+        _ => None,
     }
 }
 
-/// Everything that decides the results: hashed into the run's config hash.
-fn settings(p: &PipelineArgs, config: &Config, format: OutputFormat) -> anyhow::Result<Value> {
+/// Everything that decides the results: hashed into the run's config hash. Folder paths are
+/// made absolute (processes of one run may start in other folders).
+fn settings(config: &Config, p: &PipelineArgs, format: OutputFormat) -> anyhow::Result<Value> {
+    let mut config = config.clone();
+    if let Some(dir) = segmenter_folder(&mut config) {
+        *dir = std::path::absolute(&*dir)?;
+    }
     Ok(json!({
-        "config": serde_json::to_value(config)?,
-        "segmenter": {
-            "detections": abs(p.detections.as_deref()),
-            "init_masks": abs(p.init_masks.as_deref()),
-            "init_box": p.init_box,
-            "sam_auto": p.sam_auto,
-            "sam_weights": abs(p.sam_weights.as_deref()),
-            "segmenter": p.segmenter.map(|s| format!("{s:?}")),
-        },
-        "propagator": p.propagator.map(|c| format!("{c:?}")),
-        "weights": abs(p.weights.as_deref()),
-        "resize_masks": p.resize_masks,
+        "config": serde_json::to_value(&config)?,
         "foreground": p.foreground,
         "format": format,
     }))
 }
 
-/// The pipeline options of one video: folders of per-video inputs point at its sub-folder.
-fn for_video(p: &PipelineArgs, video: &str) -> PipelineArgs {
-    let mut p = p.clone();
-    p.detections = p.detections.map(|d| d.join(video));
-    p.init_masks = p.init_masks.map(|d| d.join(video));
-    p
+/// The settings of one video: a folder segmenter reads the video's sub-folder.
+fn for_video(config: &Config, video: &str) -> Config {
+    let mut config = config.clone();
+    if let Some(dir) = segmenter_folder(&mut config) {
+        *dir = dir.join(video);
+    }
+    config
 }
 
 fn progress_bar(frames: usize) -> ProgressBar {
@@ -161,9 +157,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(s) => Shard::parse(s)?,
     };
     let ds = Dataset::open(dataset, layout, args.videos.as_deref())?;
-    let format = args.format.unwrap_or(default_format(layout));
+    let format = args
+        .format
+        .map_or(default_format(layout), OutputFormat::from);
     let config = resolve_config(&args.pipeline)?;
-    let settings = settings(&args.pipeline, &config, format)?;
+    let settings = settings(&config, &args.pipeline, format)?;
     let hash = config_hash(&settings);
     let store = RunStore::new(out);
     store.prepare(&RunManifest {
@@ -215,33 +213,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let start = Instant::now();
         let opts = OutputOptions::new(claim.staging(), format, &v.name);
         let mut progress = |s: &RunStats| bar.set_position(base + s.frames_read as u64);
-        let result = video::open(&v.frames_dir).map_err(anyhow::Error::from).and_then(|source| {
-            track_video(
-                &for_video(&args.pipeline, &v.name),
-                &config,
-                &v.frames_dir,
-                source,
-                opts,
-                false,
-                k > 0,
-                &stop,
-                &mut progress,
-            )
-        });
+        let job = VideoJob {
+            input: &v.frames_dir,
+            opts,
+            boxes: None,
+            announce: k == 0,
+        };
+        let result = video::open(&v.frames_dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|source| {
+                let config = for_video(&config, &v.name);
+                track_video(&args.pipeline, &config, source, job, &stop, &mut progress)
+            });
         match result {
-            Ok(t) if t.stats.stopped => break, // the claim's temporaries go; redone next time
-            Ok(t) => {
+            Ok(stats) if stats.stopped => break, // the claim's temporaries go; redone next time
+            Ok(stats) => {
                 let seconds = start.elapsed().as_secs_f64();
                 claim.publish(&VideoRecord {
                     video: v.name.clone(),
-                    frames: t.stats.frames_written,
+                    frames: stats.frames_written,
                     config_hash: hash.clone(),
                     tool_version: TOOL_VERSION.into(),
                     shard: shard.to_string(),
                     seconds,
                 })?;
                 tally.done += 1;
-                say(&bar, format!("done {}: {} frames in {seconds:.1} s", v.name, t.stats.frames_written));
+                say(
+                    &bar,
+                    format!(
+                        "done {}: {} frames in {seconds:.1} s",
+                        v.name, stats.frames_written
+                    ),
+                );
             }
             Err(e) => {
                 let error = format!("{e:#}");

@@ -116,8 +116,13 @@ fn burst_sequence(path: &Path) -> Result<Value> {
     for f in frames {
         images.push(f["file_name"].clone());
         let mut tracks = Map::new();
-        for o in f["segmentations"].as_array().ok_or_else(|| bad("a frame without objects list"))? {
-            let id = o["id"].as_u64().ok_or_else(|| bad("an object without id"))?;
+        for o in f["segmentations"]
+            .as_array()
+            .ok_or_else(|| bad("a frame without objects list"))?
+        {
+            let id = o["id"]
+                .as_u64()
+                .ok_or_else(|| bad("an object without id"))?;
             size = size.or_else(|| o["rle"]["size"].as_array().cloned());
             tracks.insert(
                 id.to_string(),
@@ -209,7 +214,10 @@ fn build(store: &RunStore, m: &RunManifest, out: &Path) -> Result<()> {
     }
     match m.format {
         OutputFormat::Vipseg => write_json(&out.join("pred.json"), &vipseg_document(entries)),
-        OutputFormat::Burst => write_json(&out.join("results.json"), &json!({ "sequences": sequences })),
+        OutputFormat::Burst => write_json(
+            &out.join("results.json"),
+            &json!({ "sequences": sequences }),
+        ),
         _ => Ok(()),
     }
 }
@@ -219,7 +227,8 @@ mod tests {
     use super::*;
     use crate::dataset::store::{ListedVideo, VideoRecord, TOOL_VERSION};
     use crate::mask::{IdMap, SegmentInfo, Segmentation};
-    use crate::output::{FrameResult, Writer};
+    use crate::output::{FrameResult, Sink, Writer};
+    use std::sync::Arc;
 
     fn result(index: usize, ids: &[u32]) -> FrameResult {
         let map = IdMap::from_vec(2, 2, ids.to_vec()).unwrap();
@@ -237,6 +246,7 @@ mod tests {
         FrameResult {
             index,
             name: format!("{index:05}"),
+            image: Arc::new(image::RgbImage::new(2, 2)),
             segmentation: seg,
         }
     }
@@ -265,8 +275,8 @@ mod tests {
         for v in videos {
             let claim = store.begin(v, "h").unwrap().unwrap();
             let mut w = Writer::new(OutputOptions::new(claim.staging(), format, v)).unwrap();
-            w.write(&result(0, &[0, 3, 0, 0]), None).unwrap();
-            w.write(&result(1, &[0, 0, 3, 0]), None).unwrap();
+            w.write(&result(0, &[0, 3, 0, 0])).unwrap();
+            w.write(&result(1, &[0, 0, 3, 0])).unwrap();
             w.finish().unwrap();
             claim
                 .publish(&VideoRecord {
@@ -285,7 +295,12 @@ mod tests {
     #[test]
     fn vipseg_and_davis_submissions_have_every_video() {
         let d = tempfile::tempdir().unwrap();
-        let store = run(&d.path().join("out"), OutputFormat::Vipseg, DatasetLayout::Vipseg, &["b", "a"]);
+        let store = run(
+            &d.path().join("out"),
+            OutputFormat::Vipseg,
+            DatasetLayout::Vipseg,
+            &["b", "a"],
+        );
         let into = d.path().join("sub");
         let merged = merge(&store, &into).unwrap();
         assert_eq!((merged.videos, merged.frames), (2, 4));
@@ -299,23 +314,45 @@ mod tests {
         assert_eq!(ids, ["b", "a"], "the run's order");
         assert!(into.join("pan_pred/a/00001.png").is_file());
 
-        let store = run(&d.path().join("yt"), OutputFormat::Davis, DatasetLayout::YoutubeVos, &["v"]);
+        let store = run(
+            &d.path().join("yt"),
+            OutputFormat::Davis,
+            DatasetLayout::YoutubeVos,
+            &["v"],
+        );
         merge(&store, &into).unwrap();
         assert!(into.join("Annotations/v/00000.png").is_file());
-        assert!(!into.join("pred.json").exists(), "the old submission is replaced");
+        assert!(
+            !into.join("pred.json").exists(),
+            "the old submission is replaced"
+        );
     }
 
     #[test]
     fn burst_results_hold_one_rle_per_track_and_frame() {
         let d = tempfile::tempdir().unwrap();
-        let store = run(d.path(), OutputFormat::Burst, DatasetLayout::Burst, &["YFCC/s1"]);
+        let store = run(
+            d.path(),
+            OutputFormat::Burst,
+            DatasetLayout::Burst,
+            &["YFCC/s1"],
+        );
         let into = d.path().join("sub");
         merge(&store, &into).unwrap();
         let doc: Value = read_json(&into.join("results.json")).unwrap();
         let seq = &doc["sequences"][0];
-        assert_eq!((seq["dataset"].as_str(), seq["seq_name"].as_str()), (Some("YFCC"), Some("s1")));
-        assert_eq!((seq["width"].as_u64(), seq["height"].as_u64()), (Some(2), Some(2)));
-        assert_eq!(seq["annotated_image_paths"], json!(["00000.jpg", "00001.jpg"]));
+        assert_eq!(
+            (seq["dataset"].as_str(), seq["seq_name"].as_str()),
+            (Some("YFCC"), Some("s1"))
+        );
+        assert_eq!(
+            (seq["width"].as_u64(), seq["height"].as_u64()),
+            (Some(2), Some(2))
+        );
+        assert_eq!(
+            seq["annotated_image_paths"],
+            json!(["00000.jpg", "00001.jpg"])
+        );
         assert_eq!(seq["track_category_ids"], json!({"3": 7}));
         let rle = seq["segmentations"][1]["3"]["rle"].as_str().unwrap();
         let rle = crate::mask::Rle::from_compressed(2, 2, rle).unwrap();
@@ -325,7 +362,12 @@ mod tests {
     #[test]
     fn unfinished_and_foreign_videos_are_named() {
         let d = tempfile::tempdir().unwrap();
-        let store = run(d.path(), OutputFormat::Davis, DatasetLayout::Davis, &["a", "b"]);
+        let store = run(
+            d.path(),
+            OutputFormat::Davis,
+            DatasetLayout::Davis,
+            &["a", "b"],
+        );
         let mut m = store.manifest().unwrap();
         m.videos.push(ListedVideo {
             name: "c".into(),
@@ -333,7 +375,9 @@ mod tests {
         });
         store.prepare(&m).unwrap();
         let rec = store.video_dir("b").join("record.json");
-        let text = std::fs::read_to_string(&rec).unwrap().replace("\"h\"", "\"other\"");
+        let text = std::fs::read_to_string(&rec)
+            .unwrap()
+            .replace("\"h\"", "\"other\"");
         std::fs::write(&rec, text).unwrap();
         let into = d.path().join("sub");
         let e = merge(&store, &into).unwrap_err().to_string();

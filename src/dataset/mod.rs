@@ -62,7 +62,8 @@ impl DatasetLayout {
             .find(|p| p.is_dir())
             .cloned()
             .ok_or_else(|| {
-                let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+                let list: Vec<String> =
+                    candidates.iter().map(|p| p.display().to_string()).collect();
                 Error::invalid(format!(
                     "{}: not a {} dataset (expected the folder {})",
                     root.display(),
@@ -208,7 +209,11 @@ mod tests {
         frames(&r.join("JPEGImages/480p/a"), 2);
         std::fs::create_dir_all(r.join("JPEGImages/480p/.hidden")).unwrap();
         let ds = Dataset::open(r, DatasetLayout::Davis, None).unwrap();
-        let got: Vec<(&str, usize)> = ds.videos.iter().map(|v| (v.name.as_str(), v.frames)).collect();
+        let got: Vec<(&str, usize)> = ds
+            .videos
+            .iter()
+            .map(|v| (v.name.as_str(), v.frames))
+            .collect();
         assert_eq!(got, [("a", 2), ("b", 3)]);
 
         frames(&r.join("burst/YFCC/s2"), 1);

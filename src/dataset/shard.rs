@@ -38,7 +38,8 @@ impl Shard {
 
     /// Parses `i/n` (0-based `i < n`).
     pub fn parse(s: &str) -> Result<Shard> {
-        let bad = |why: &str| Error::Config(format!("shard {s:?}: {why} (expected i/n, 0 <= i < n)"));
+        let bad =
+            |why: &str| Error::Config(format!("shard {s:?}: {why} (expected i/n, 0 <= i < n)"));
         let (i, n) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
         let index: usize = i.trim().parse().map_err(|_| bad("i is not a number"))?;
         let count: usize = n.trim().parse().map_err(|_| bad("n is not a number"))?;
@@ -154,23 +155,37 @@ mod tests {
     fn kubernetes_and_slurm_variables_give_the_shard() {
         let k = env(&[(K8S_INDEX, "4"), (K8S_COUNT, "5")]);
         assert_eq!(Shard::from_env(k).unwrap(), Shard { index: 4, count: 5 });
-        let e = Shard::from_env(env(&[(K8S_INDEX, "0")])).unwrap_err().to_string();
+        let e = Shard::from_env(env(&[(K8S_INDEX, "0")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(K8S_COUNT), "{e}");
         let e = Shard::from_env(env(&[(K8S_INDEX, "5"), (K8S_COUNT, "5")]))
             .unwrap_err()
             .to_string();
         assert!(e.contains(K8S_INDEX) && e.contains(K8S_COUNT), "{e}");
         // sbatch --array=1-8
-        let s = env(&[(SLURM_ID, "8"), (SLURM_COUNT, "8"), (SLURM_MIN, "1"), ("SLURM_ARRAY_TASK_MAX", "8")]);
+        let s = env(&[
+            (SLURM_ID, "8"),
+            (SLURM_COUNT, "8"),
+            (SLURM_MIN, "1"),
+            ("SLURM_ARRAY_TASK_MAX", "8"),
+        ]);
         assert_eq!(Shard::from_env(s).unwrap(), Shard { index: 7, count: 8 });
         // sbatch --array=0-15:4
-        let s = env(&[(SLURM_ID, "12"), (SLURM_COUNT, "4"), (SLURM_MIN, "0"), (SLURM_STEP, "4")]);
+        let s = env(&[
+            (SLURM_ID, "12"),
+            (SLURM_COUNT, "4"),
+            (SLURM_MIN, "0"),
+            (SLURM_STEP, "4"),
+        ]);
         assert_eq!(Shard::from_env(s).unwrap(), Shard { index: 3, count: 4 });
         let e = Shard::from_env(env(&[(SLURM_ID, "1"), (SLURM_MIN, "0")]))
             .unwrap_err()
             .to_string();
         assert!(e.contains(SLURM_COUNT), "{e}");
-        let e = Shard::from_env(env(&[(SLURM_ID, "x")])).unwrap_err().to_string();
+        let e = Shard::from_env(env(&[(SLURM_ID, "x")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(SLURM_ID), "{e}");
         let e = Shard::from_env(env(&[])).unwrap_err().to_string();
         assert!(e.contains(K8S_INDEX) && e.contains(SLURM_ID), "{e}");
@@ -182,7 +197,9 @@ mod tests {
         let mut x: u64 = 12345;
         let frames: Vec<usize> = (0..200)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 20 + (x >> 33) as usize % 300
             })
             .collect();
@@ -196,7 +213,11 @@ mod tests {
             let longest = *frames.iter().max().unwrap();
             assert!(load.iter().all(|&l| l <= mean + longest), "{load:?}");
             for k in [1, 50, 199] {
-                assert_eq!(assign(&frames[..k], n), all[..k], "prefix {k} of {n} shards");
+                assert_eq!(
+                    assign(&frames[..k], n),
+                    all[..k],
+                    "prefix {k} of {n} shards"
+                );
             }
         }
     }

@@ -190,7 +190,11 @@ impl RunStore {
                 ))
             };
             if old.config_hash != manifest.config_hash {
-                return Err(differs("config hash", &old.config_hash, &manifest.config_hash));
+                return Err(differs(
+                    "config hash",
+                    &old.config_hash,
+                    &manifest.config_hash,
+                ));
             }
             if (old.layout, old.format) != (manifest.layout, manifest.format) {
                 return Err(differs(
@@ -208,7 +212,9 @@ impl RunStore {
                     .position(|(a, b)| a != b)
                     .unwrap_or(manifest.videos.len().min(old.videos.len()));
                 let name = |v: Option<&ListedVideo>| {
-                    v.map_or("(none)".to_string(), |v| format!("{} ({} frames)", v.name, v.frames))
+                    v.map_or("(none)".to_string(), |v| {
+                        format!("{} ({} frames)", v.name, v.frames)
+                    })
                 };
                 return Err(differs(
                     &format!("video #{at}"),
@@ -230,10 +236,12 @@ impl RunStore {
         if FileLock::is_held(&self.lock_path(video))? {
             return Ok(VideoState::Running);
         }
-        Ok(match read_json::<FailureRecord>(&self.failure_path(video))? {
-            Some(f) => VideoState::Failed(f.error),
-            None => VideoState::Pending,
-        })
+        Ok(
+            match read_json::<FailureRecord>(&self.failure_path(video))? {
+                Some(f) => VideoState::Failed(f.error),
+                None => VideoState::Pending,
+            },
+        )
     }
 
     /// The completion record of `video`, if it has one.
@@ -441,7 +449,15 @@ impl std::fmt::Display for RunStatus {
             )
         };
         for (i, c) in self.per_shard.iter().enumerate() {
-            row(f, &Shard { index: i, count: self.shards }.to_string(), c)?;
+            row(
+                f,
+                &Shard {
+                    index: i,
+                    count: self.shards,
+                }
+                .to_string(),
+                c,
+            )?;
         }
         row(f, "all", &self.overall)?;
         for (video, error) in &self.failures {
@@ -509,10 +525,20 @@ mod tests {
         s.prepare(&manifest(&[("a", 1)], "h1")).unwrap();
         s.prepare(&manifest(&[("a", 1), ("b", 2)], "h1")).unwrap();
         assert_eq!(s.manifest().unwrap().videos.len(), 2);
-        let e = s.prepare(&manifest(&[("a", 1), ("b", 2)], "h2")).unwrap_err();
-        assert!(e.to_string().contains("h1") && e.to_string().contains("h2"), "{e}");
-        let e = s.prepare(&manifest(&[("a", 1), ("c", 2)], "h1")).unwrap_err();
-        assert!(e.to_string().contains("b (2 frames)") && e.to_string().contains("c (2"), "{e}");
+        let e = s
+            .prepare(&manifest(&[("a", 1), ("b", 2)], "h2"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("h1") && e.to_string().contains("h2"),
+            "{e}"
+        );
+        let e = s
+            .prepare(&manifest(&[("a", 1), ("c", 2)], "h1"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("b (2 frames)") && e.to_string().contains("c (2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -536,7 +562,10 @@ mod tests {
             shard: "0/1".into(),
         })
         .unwrap();
-        assert_eq!(s.state("ds/b", "h").unwrap(), VideoState::Failed("boom".into()));
+        assert_eq!(
+            s.state("ds/b", "h").unwrap(),
+            VideoState::Failed("boom".into())
+        );
         assert_eq!(tree(&d.path().join("videos")), ["ds", "ds/b.failed.json"]);
 
         let c = s.begin("ds/b", "h").unwrap().unwrap();
@@ -544,7 +573,10 @@ mod tests {
         c.publish(&record("ds/b", "h")).unwrap();
         assert!(matches!(s.state("ds/b", "h").unwrap(), VideoState::Done(_)));
         assert_eq!(s.state("ds/b", "other").unwrap(), VideoState::Pending);
-        assert!(s.begin("ds/b", "h").unwrap().is_none(), "done videos are skipped");
+        assert!(
+            s.begin("ds/b", "h").unwrap().is_none(),
+            "done videos are skipped"
+        );
         assert_eq!(
             tree(&d.path().join("videos")),
             ["ds", "ds/b", "ds/b/f.png", "ds/b/record.json"]

@@ -212,7 +212,10 @@ mod tests {
         write_vipseg_video(&d, "v3", &[frame("x"), frame("y")]).unwrap();
         let doc: Value = read_json(&d.join("pred.json")).unwrap();
         let videos = doc["annotations"].as_array().unwrap();
-        let ids: Vec<&str> = videos.iter().map(|v| v["video_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = videos
+            .iter()
+            .map(|v| v["video_id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, names.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(videos[3]["annotations"][1]["file_name"], "y.jpg");
         assert!(!d.join(".pred.json.lock").exists());

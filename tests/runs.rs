@@ -416,6 +416,31 @@ fn vipseg_shards_merge_to_the_single_run_and_auto_shards_follow_the_scheduler() 
 }
 
 #[test]
+fn a_failed_video_is_recorded_and_the_others_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, dets) = vipseg_dataset(tmp.path(), 3);
+    let broken = dets.join("1_video/00000001.png");
+    std::fs::write(&broken, b"not a png").unwrap();
+    let out = tmp.path().join("out");
+    let o = vipseg_run(&data, &dets, &out).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 of 3 videos failed (1_video)"), "{err}");
+    let st = status(&out);
+    assert_eq!(overall(&st), [2, 0, 1, 0]);
+    assert!(st.contains("failed 1_video") && st.contains("00000001.png"), "{st}");
+
+    // Repaired, the rerun does only the failed video.
+    vipseg_dataset(tmp.path(), 3);
+    let o = run(&mut vipseg_run(&data, &dets, &out));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 videos done now, 2 done before, 0 failed"), "{err}");
+    assert_eq!(overall(&status(&out)), [3, 0, 0, 0]);
+    assert_eq!(temporaries(&out), Vec::<String>::new());
+    assert!(!out.join("videos/1_video.failed.json").exists());
+}
+
+#[test]
 fn concurrent_vipseg_tracks_into_one_folder_keep_every_video() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, dets) = vipseg_dataset(tmp.path(), 4);

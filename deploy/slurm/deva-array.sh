@@ -29,4 +29,4 @@ DEVA="${DEVA:-deva}"
 
 # Inside a container runtime, replace the line below with e.g.
 #   apptainer exec --bind /data,/scratch deva.sif deva run ...
-exec "$DEVA" run "$DATASET" --layout "$LAYOUT" --out "$OUT" --shard auto --no-progress "$@"
+exec "$DEVA" run "$DATASET" --layout "$LAYOUT" --out "$OUT" --shard auto "$@"

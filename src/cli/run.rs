@@ -17,6 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 const EXAMPLES: &str = "\
+--detections and --init-masks name a folder with one sub-folder per video.
+
 Examples:
   # VIPSeg val with precomputed detections (one sub-folder per video), 3 processes:
   for i in 0 1 2; do
@@ -72,7 +74,7 @@ pub struct RunArgs {
     pub format: Option<FormatFlag>,
 
     /// Print where the run in DIR stands (done / running / failed / pending videos per shard
-    /// and overall, and the errors of failed videos), then exit.
+    /// and overall, and the errors of failed videos), then exit. [default: off: track]
     #[arg(long, value_name = "DIR", conflicts_with_all = ["dataset", "out", "shard"])]
     pub status: Option<PathBuf>,
 

@@ -428,13 +428,19 @@ fn a_failed_video_is_recorded_and_the_others_go_on() {
     assert!(err.contains("1 of 3 videos failed (1_video)"), "{err}");
     let st = status(&out);
     assert_eq!(overall(&st), [2, 0, 1, 0]);
-    assert!(st.contains("failed 1_video") && st.contains("00000001.png"), "{st}");
+    assert!(
+        st.contains("failed 1_video") && st.contains("00000001.png"),
+        "{st}"
+    );
 
     // Repaired, the rerun does only the failed video.
     vipseg_dataset(tmp.path(), 3);
     let o = run(&mut vipseg_run(&data, &dets, &out));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("1 videos done now, 2 done before, 0 failed"), "{err}");
+    assert!(
+        err.contains("1 videos done now, 2 done before, 0 failed"),
+        "{err}"
+    );
     assert_eq!(overall(&status(&out)), [3, 0, 0, 0]);
     assert_eq!(temporaries(&out), Vec::<String>::new());
     assert!(!out.join("videos/1_video.failed.json").exists());

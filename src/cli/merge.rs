@@ -16,7 +16,7 @@ pub struct MergeArgs {
     pub out: PathBuf,
 
     /// Submission folder, replaced if it exists: DAVIS `<video>/*.png`; YouTube-VOS
-    /// `Annotations/<video>/*.png` (zip it for the server); VIPSeg `pred.json` + `pan_pred/`;
+    /// `Annotations/<video>/*.png` and submission.zip; VIPSeg `pred.json` + `pan_pred/`;
     /// BURST `results.json`. [default: OUT/merged]
     #[arg(long, value_name = "DIR")]
     pub into: Option<PathBuf>,
@@ -57,8 +57,8 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     match (m.format, m.layout) {
         (OutputFormat::Davis, DatasetLayout::YoutubeVos) => {
             bail!(
-                "YouTube-VOS is scored by its evaluation server: upload a zip of {}/Annotations",
-                into.display()
+                "YouTube-VOS is scored by its evaluation server: upload {}",
+                into.join("submission.zip").display()
             )
         }
         (OutputFormat::Davis, _) => {

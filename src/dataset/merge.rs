@@ -3,7 +3,7 @@
 //! | format (layout) | submission |
 //! |---|---|
 //! | davis | `<video>/<frame>.png` palette PNGs |
-//! | davis (youtube-vos layout) | `Annotations/<video>/<frame>.png` (zip the folder for the server) |
+//! | davis (youtube-vos layout) | `Annotations/<video>/<frame>.png` and the same in `submission.zip` |
 //! | vipseg | `pan_pred/<video>/<frame>.png` and `pred.json` |
 //! | burst | `results.json` in the BURST annotation format (COCO RLE per track) |
 //! | demo | `<video>/Annotations/` and `<video>/pred.json` |
@@ -99,6 +99,43 @@ fn copy_files(src: &Path, dst: &Path) -> Result<()> {
             std::fs::copy(&path, &to).map_err(|e| Error::io(&to, e))?;
         }
     }
+    Ok(())
+}
+
+/// Zips the folder `root/top` as `top/...` into `zip_path`, entries sorted by path, stored
+/// (PNGs are compressed already) with a fixed date, so equal folders give equal zips.
+fn write_zip(root: &Path, top: &str, zip_path: &Path) -> Result<()> {
+    let mut paths = Vec::new();
+    let mut stack = vec![root.join(top)];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let p = e.map_err(|e| Error::io(&dir, e))?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                paths.push(p);
+            }
+        }
+    }
+    paths.sort();
+    let zip_err = |e: zip::result::ZipError| Error::io(zip_path, std::io::Error::other(e));
+    let file = std::fs::File::create(zip_path).map_err(|e| Error::io(zip_path, e))?;
+    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .last_modified_time(zip::DateTime::default())
+        .unix_permissions(0o644);
+    for p in paths {
+        let name = p
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        zip.start_file(name, options).map_err(zip_err)?;
+        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        std::io::Write::write_all(&mut zip, &bytes).map_err(|e| Error::io(zip_path, e))?;
+    }
+    zip.finish().map_err(zip_err)?;
     Ok(())
 }
 
@@ -212,6 +249,9 @@ fn build(store: &RunStore, m: &RunManifest, out: &Path) -> Result<()> {
             }
         }
     }
+    if (m.format, m.layout) == (OutputFormat::Davis, DatasetLayout::YoutubeVos) {
+        write_zip(out, "Annotations", &out.join("submission.zip"))?;
+    }
     match m.format {
         OutputFormat::Vipseg => write_json(&out.join("pred.json"), &vipseg_document(entries)),
         OutputFormat::Burst => write_json(
@@ -321,7 +361,23 @@ mod tests {
             &["v"],
         );
         merge(&store, &into).unwrap();
-        assert!(into.join("Annotations/v/00000.png").is_file());
+        let png = std::fs::read(into.join("Annotations/v/00001.png")).unwrap();
+        let mut zip =
+            zip::ZipArchive::new(std::fs::File::open(into.join("submission.zip")).unwrap())
+                .unwrap();
+        let mut names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["Annotations/v/00000.png", "Annotations/v/00001.png"]
+        );
+        let mut zipped = Vec::new();
+        std::io::Read::read_to_end(
+            &mut zip.by_name("Annotations/v/00001.png").unwrap(),
+            &mut zipped,
+        )
+        .unwrap();
+        assert_eq!(zipped, png);
         assert!(
             !into.join("pred.json").exists(),
             "the old submission is replaced"

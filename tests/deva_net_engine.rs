@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::Device;
-use common::deva::{check_engine_frame, each_engine_run, variant_config};
+use common::deva_net::{check_engine_frame, each_engine_run, variant_config};
 use deva::mask::{IdMap, ObjectProbs};
 use deva::propagator::deva::DevaPropagator;
 use deva::propagator::Propagator;
@@ -17,6 +17,7 @@ use deva::video::Frame;
 fn engine_variants_match_the_reference() {
     each_engine_run(|sd, tol, key, video, v, net| {
         let config = variant_config(v);
+        let mem_every = v["mem_every"].as_u64().unwrap() as usize;
         let mut prop = DevaPropagator::new(net.clone(), &config, &Device::Cpu).unwrap();
         let last = video.frames.len() - 1;
         let mut last_mem = 0;
@@ -28,7 +29,7 @@ fn engine_variants_match_the_reference() {
                 (p.aggregate(), true)
             } else {
                 let p = prop.propagate(frame).unwrap();
-                (p, t - last_mem >= config.mem_every && t != last)
+                (p, t - last_mem >= mem_every && t != last)
             };
             check_engine_frame(sd, tol, key, t, &probs);
             prop.update(frame, &probs, memorize).unwrap();
@@ -67,8 +68,9 @@ fn tracker_in_reference_mode_matches_the_engine() {
     each_engine_run(|sd, tol, key, video, v, net| {
         let mut config = deva::Config::default();
         config.input.size = v["size"].as_i64().unwrap() as i32;
-        config.memory = variant_config(v);
-        let prop = DevaPropagator::new(net.clone(), &config.memory, &Device::Cpu).unwrap();
+        config.tracker.mem_every = v["mem_every"].as_u64().unwrap() as usize;
+        config.tracker.temporal = deva::config::Temporal::Vos;
+        let prop = DevaPropagator::new(net.clone(), &variant_config(v), &Device::Cpu).unwrap();
         let seg = FirstMask(Some(video.first.clone()));
         let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
         let mut out = Vec::new();

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::deva::{host, max_abs_diff, moving_squares, square_masks};
+use common::deva_net::{host, max_abs_diff, moving_squares, square_masks};
 use deva::config::{MemoryConfig, UsageCounting};
 use deva::mask::ObjectProbs;
 use deva::nn::synthetic;
@@ -16,7 +16,6 @@ use deva::propagator::Propagator;
 #[test]
 fn long_video_memory_stays_bounded() {
     let config = MemoryConfig {
-        mem_every: 1,
         top_k: 30,
         max_mid_term_frames: 4,
         min_mid_term_frames: 2,

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use common::deva_layout as fixture_layout;
+use common::deva::fixture_layout;
 use deva::nn::checkpoint::{self, StateDict, TensorDType};
 use deva::nn::synthetic;
 use deva::nn::Weights;

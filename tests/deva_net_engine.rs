@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::Device;
-use common::deva_net::{check_engine_frame, each_engine_run, variant_config};
+use common::deva::{check_engine_frame, each_engine_run, variant_config};
 use deva::mask::{IdMap, ObjectProbs};
 use deva::propagator::deva::DevaPropagator;
 use deva::propagator::Propagator;

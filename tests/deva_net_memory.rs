@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::deva_net::{host, max_abs_diff, moving_squares, square_masks};
+use common::deva::{host, max_abs_diff, moving_squares, square_masks};
 use deva::config::{MemoryConfig, UsageCounting};
 use deva::mask::ObjectProbs;
 use deva::nn::synthetic;

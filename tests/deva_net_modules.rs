@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::deva_net::{
+use common::deva::{
     check, check_as, fixture_net, frame_from, host, max_abs_diff, size_tags, tokens, values,
     Tolerances,
 };
@@ -25,7 +25,7 @@ fn modules_match_the_reference() {
     let tol = Tolerances::load(&dir);
     let net = fixture_net(&dir);
     for tag in size_tags(&cases) {
-        let get = |n: &str| common::deva_net::tensor(&cases, &format!("{tag}.{n}"));
+        let get = |n: &str| common::deva::tensor(&cases, &format!("{tag}.{n}"));
 
         // Input: normalisation and padding.
         let (_, shape) = values(&cases, &format!("{tag}.image"));

@@ -7,11 +7,38 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use deva::config::{MemoryConfig, UsageCounting};
 use deva::mask::{IdMap, ObjectId, ObjectProbs};
-use deva::nn::checkpoint::{self, StateDict};
-use deva::nn::synthetic;
+use deva::nn::checkpoint::{self, StateDict, TensorDType};
+use deva::nn::synthetic::{self, TensorSpec};
 use deva::nn::Weights;
 use deva::propagator::deva::network::DevaNet;
 use deva::video::Frame;
+
+/// The `state_dict_keys.json` layout: (seed, every key with shape and dtype in order).
+pub fn fixture_layout(dir: &Path) -> (u64, Vec<TensorSpec>) {
+    let text = std::fs::read_to_string(dir.join("state_dict_keys.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let seed = v["seed"].as_u64().unwrap();
+    let keys = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| TensorSpec {
+            name: e[0].as_str().unwrap().to_string(),
+            shape: e[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect(),
+            dtype: match e[2].as_str().unwrap() {
+                "float32" => TensorDType::F32,
+                "int64" => TensorDType::I64,
+                other => panic!("unexpected dtype {other} in state_dict_keys.json"),
+            },
+        })
+        .collect();
+    (seed, keys)
+}
 
 /// The size tags `s<H>x<W>` used as name prefixes in a fixture file.
 pub fn size_tags(sd: &StateDict) -> Vec<String> {
@@ -133,7 +160,7 @@ pub fn tokens(v: &[f32], channels: usize) -> Vec<f32> {
 
 /// The network with the fixture formula weights, loaded strictly through a state dict.
 pub fn fixture_net(dir: &Path) -> DevaNet {
-    let (seed, layout) = super::deva_layout(dir);
+    let (seed, layout) = fixture_layout(dir);
     let dict = synthetic::state_dict(&layout, seed).unwrap();
     Weights::from_state_dict(dict)
         .unwrap()

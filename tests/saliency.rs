@@ -358,3 +358,32 @@ fn segmenter_thresholds_the_network_map_at_frame_size() {
         }
     }
 }
+
+/// The ONNX model's initializers load through the strict weight backend: each with its own
+/// shape, none left unused; a wrong shape is an error naming the key and the file.
+#[test]
+fn onnx_initializers_load_through_the_strict_weight_backend() {
+    let Some(dir) = common::fixtures("saliency") else {
+        return;
+    };
+    let path = dir.join("u2netp.onnx");
+    let w = deva::nn::Weights::open(&path).unwrap();
+    let keys = w.keys();
+    assert!(keys.len() > 10, "{} initializers", keys.len());
+    let dims: Vec<Vec<usize>> = keys.iter().map(|k| w.dims(k).unwrap()).collect();
+    let cpu = candle_core::Device::Cpu;
+    w.build(&cpu, &[], |vb| {
+        for (k, d) in keys.iter().zip(&dims) {
+            vb.get(d.as_slice(), k)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let wrong = dims[0].iter().product::<usize>() + 1;
+    let e = deva::nn::Weights::open(&path)
+        .unwrap()
+        .build(&cpu, &[], |vb| Ok(vb.get(wrong, &keys[0])?))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&keys[0]) && e.contains("u2netp.onnx"), "{e}");
+}

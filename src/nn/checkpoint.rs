@@ -1,5 +1,10 @@
 //! Checkpoint files: PyTorch `.pth` (zip + pickle, read without executing code) and
 //! safetensors, loaded into a [`StateDict`] of named tensors.
+//!
+//! The `.pth` reader is the project's own (the `pickle` module's allow-list): it
+//! never executes pickled code, and it gathers strided (non-contiguous) views, which candle's
+//! `.pth` reader refuses. Storage records are read one at a time and dropped once their views
+//! are cut out.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -203,16 +208,6 @@ impl StateDict {
     /// Tensor names in file order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _)| k.as_str())
-    }
-
-    /// Removes `prefix` from every name that starts with it (e.g. `module.` of DataParallel).
-    pub fn strip_prefix(self, prefix: &str) -> StateDict {
-        let mut out = StateDict::new(self.source);
-        for (k, v) in self.entries {
-            let k = k.strip_prefix(prefix).map(str::to_string).unwrap_or(k);
-            out.insert(k, v);
-        }
-        out
     }
 
     /// An error about this checkpoint's file.

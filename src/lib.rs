@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod consensus;
+pub mod diagnostics;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

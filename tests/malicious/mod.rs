@@ -357,7 +357,7 @@ pub fn cases(canary: &Path) -> Vec<Case> {
         ),
         case(
             "huge_view_offset",
-            forged_tensor(4, u64::MAX >> 1, 2, 2),
+            forged_tensor(4, u64::MAX >> 1, 4, 1 << 62),
             Container::Pth,
             "overflows",
             false,

@@ -52,6 +52,24 @@ pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     Ok(img.to_rgb8())
 }
 
+/// The size an image file (JPEG or PNG) declares in its header, checked against
+/// [`MAX_PIXELS`]; the pixels are not decoded.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(Error::image(path, "not a JPEG or PNG image"));
+    }
+    reader.no_limits();
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| Error::image(path, format!("cannot read the image header: {e}")))?;
+    check_dimensions(path, w.into(), h.into())?;
+    Ok((w, h))
+}
+
 /// Checks that a JPEG's last scan is followed by its end-of-image marker. A decoder fills what
 /// a truncated file lacks with grey; the markers cannot occur inside entropy-coded data (0xFF
 /// is stuffed there), so a missing end marker after the last start-of-scan means a cut file.

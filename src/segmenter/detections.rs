@@ -5,7 +5,7 @@
 use super::ImageSegmenter;
 use crate::diagnostics::warn;
 use crate::error::{Error, Result};
-use crate::imageio::{read_index_png, IndexPng};
+use crate::imageio::{image_dimensions, read_index_png, IndexPng};
 use crate::mask::{sliver_ids, BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::video::folder::{extension, file_stem, sorted_entries};
 use crate::video::Frame;
@@ -106,6 +106,21 @@ impl MaskDir {
     /// The JSON side file of `frame`, if any.
     fn json(&self, frame: &Frame) -> Option<&Path> {
         self.jsons.get(&frame.name).map(PathBuf::as_path)
+    }
+
+    /// Checks every mask's header before any frame is tracked: within the pixel limit and,
+    /// unless masks are resized, of the frames' `width × height`.
+    pub(crate) fn check_sizes(&self, width: usize, height: usize) -> Result<()> {
+        for path in self.pngs.values() {
+            let (w, h) = image_dimensions(path)?;
+            if !self.resize && (w as usize, h as usize) != (width, height) {
+                return Err(Error::invalid(format!(
+                    "{}: mask is {w}x{h} but the frames are {width}x{height} (masks must have their frame's size; --resize-masks resizes them)",
+                    path.display(),
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Brings `seg` (read from `path`) to the frame's size: an error naming the file and
@@ -283,6 +298,10 @@ impl ImageSegmenter for DetectionSegmenter {
             }
         };
         self.masks.fit(seg, path, frame).map(Some)
+    }
+
+    fn check_frame_size(&self, width: usize, height: usize) -> Result<()> {
+        self.masks.check_sizes(width, height)
     }
 }
 

@@ -63,6 +63,10 @@ impl ImageSegmenter for MaskSegmenter {
             .fit(Segmentation::from_map(map), path, frame)
             .map(Some)
     }
+
+    fn check_frame_size(&self, width: usize, height: usize) -> Result<()> {
+        self.masks.check_sizes(width, height)
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +90,17 @@ mod tests {
         assert_eq!(seg.kind(), SegmenterKind::Reference);
         assert_eq!(seg.palette().unwrap().unwrap()[3..6], [1, 2, 3]);
         assert_eq!(seg.frame_names().collect::<Vec<_>>(), ["00000", "00005"]);
+        // A mask of another size is found before any frame is tracked.
+        seg.check_frame_size(2, 2).unwrap();
+        let e = seg.check_frame_size(3, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("00000.png") && e.contains("2x2") && e.contains("3x2"),
+            "{e}"
+        );
+        assert!(MaskSegmenter::open(dir.path(), true)
+            .unwrap()
+            .check_frame_size(3, 2)
+            .is_ok());
         let frame = |name: &str, w: u32| Frame {
             index: 0,
             name: name.into(),

@@ -30,6 +30,10 @@ struct Process {
 impl Process {
     /// Starts `cmd` with stderr captured; a missing program gives an install hint.
     fn spawn(program: &'static str, cmd: &mut Command) -> Result<Process> {
+        // A process group of its own: Ctrl-C in a terminal reaches this process, which stops
+        // cleanly and then ends the child, instead of killing the encoder mid-file.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
         let mut child = cmd
             .stderr(Stdio::piped())
             .spawn()
@@ -374,6 +378,10 @@ impl FrameSource for VideoFileSource {
 
     fn fps(&self) -> Option<f64> {
         self.info.fps
+    }
+
+    fn preflight(&mut self) -> Result<(usize, usize)> {
+        Ok((self.info.width, self.info.height))
     }
 }
 

@@ -18,6 +18,12 @@ pub trait FrameSource: Iterator<Item = Result<Frame>> {
 
     /// Frames per second, when the source has a rate (video files).
     fn fps(&self) -> Option<f64>;
+
+    /// Checks what can be checked before decoding (a folder: every file's image header, one
+    /// size for all, within [`MAX_PIXELS`](crate::imageio::MAX_PIXELS); a video: its probed
+    /// size) and returns the frame size, so that a run fails before its first frame instead of
+    /// part-way.
+    fn preflight(&mut self) -> Result<(usize, usize)>;
 }
 
 /// Opens `path` as a frame source: a folder of JPEG/PNG frames, or a video file

@@ -15,7 +15,9 @@
 //! `cargo test` (no `--bench` argument) a few small frames of each run as a smoke test.
 
 use candle_core::Device;
-use deva::config::{Config, FlowConfig, MemoryConfig};
+use deva::config::Config;
+use deva::propagator::deva::MemoryConfig;
+use deva::propagator::flow::FlowConfig;
 use deva::mask::{BinaryMask, IdMap, ObjectId, Segmentation};
 use deva::propagator::deva::DevaPropagator;
 use deva::propagator::flow::FlowPropagator;
@@ -90,7 +92,7 @@ fn frame(t: usize, w: usize, h: usize) -> Frame {
     Frame {
         index: t,
         name: format!("{t:05}"),
-        image,
+        image: image.into(),
     }
 }
 

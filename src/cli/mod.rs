@@ -3,6 +3,7 @@
 mod demo;
 mod eval;
 mod models;
+mod signals;
 mod spec;
 mod track;
 
@@ -40,9 +41,15 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<signals::Interrupted>() {
+            Some(stop) => {
+                eprintln!("{stop}");
+                ExitCode::from(stop.exit_code())
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -1,5 +1,6 @@
 //! `deva track`: segment and track objects in a video or a folder of frames.
 
+use super::signals;
 use super::spec::{self, FormatFlag, PropagatorFlag, SegmenterName, TemporalFlag};
 use anyhow::Context;
 use deva::models::ModelStore;
@@ -10,8 +11,7 @@ use deva::video::{self, FolderSource, FrameSource};
 use deva::{propagator, segmenter, Config, SegmenterSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::cell::Cell;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -281,6 +281,7 @@ fn video_name(args: &TrackArgs, format: OutputFormat) -> String {
 
 /// Runs `deva track`.
 pub fn run(args: TrackArgs) -> anyhow::Result<()> {
+    let stop = signals::install();
     let config = resolve_config(&args)?;
     let spec = config.segmenter.clone().context(
         "choose a segmenter: --detections DIR, --init-masks DIR, --segmenter NAME, --init-box BOXES, --sam-auto, or a [segmenter] section in --config",
@@ -289,6 +290,10 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     let store = model_store(args.models_dir.as_deref())?;
     let segmenter = segmenter::build(&spec, &store, &device)?;
     let mut source = video::open(&args.input)?;
+    // Everything that can be checked before the first frame is (frame headers, mask sizes,
+    // the output folder, ffmpeg for the overlay video), so that a run does not fail part-way.
+    let (width, height) = source.preflight()?;
+    segmenter.check_frame_size(width, height)?;
     if let Some(frames) = frame_names(&args.input, source.as_ref())? {
         segmenter.check_frames(&frames)?;
     }
@@ -334,13 +339,10 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     };
     let mut tracker = Tracker::new(&config, segmenter, propagator)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Failing to install the handler only loses the clean stop; Ctrl-C still ends the run.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
-
     let bar = progress_bar(source.frame_count());
+    let written = Cell::new(0);
     let mut show = |s: &RunStats| {
+        written.set(s.frames_written);
         bar.set_position(s.frames_read as u64);
         bar.set_message(if s.finishing {
             format!("{} written, finishing", s.frames_written)
@@ -348,26 +350,40 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
-    let result = output::run(
-        source.as_mut(),
-        &mut tracker,
-        sink.as_mut(),
-        &stop,
-        &mut show,
-    );
+    let result = output::run(source.as_mut(), &mut tracker, sink.as_mut(), stop, &mut show);
     bar.finish_and_clear();
-    let stats = result?;
-    let json = layout
-        .json
-        .map(|p| format!(", {}", p.display()))
-        .unwrap_or_default();
+    let json = layout.json.as_ref().map(|p| p.display().to_string());
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) if written.get() > 0 => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the outputs are incomplete: masks of the first {} frames are in {}{}",
+                written.get(),
+                layout.masks.display(),
+                json.map(|j| format!(", {j} was not written"))
+                    .unwrap_or_default()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if stats.stopped {
+        let done = match (stats.frames_written, json) {
+            (0, _) => "nothing was written; earlier results in the output folder are untouched"
+                .to_string(),
+            (n, json) => format!(
+                "masks of the first {n} frames are in {}{}",
+                layout.masks.display(),
+                json.map(|j| format!(", their JSON in {j}"))
+                    .unwrap_or_default()
+            ),
+        };
+        return Err(signals::Interrupted::requested(done)
+            .expect("a stopped run was asked to stop")
+            .into());
+    }
+    let json = json.map(|j| format!(", {j}")).unwrap_or_default();
     eprintln!(
-        "{} {} frames: masks in {}{json}",
-        if stats.stopped {
-            "stopped after"
-        } else {
-            "wrote"
-        },
+        "wrote {} frames: masks in {}{json}",
         stats.frames_written,
         layout.masks.display()
     );

@@ -177,7 +177,7 @@ mod tests {
             let f = Frame {
                 index: 0,
                 name: name.into(),
-                image: RgbImage::new(48, 48),
+                image: RgbImage::new(48, 48).into(),
             };
             seg.segment(&f, None).unwrap().unwrap();
         }

@@ -256,3 +256,29 @@ fn interrupts_exit_130_and_143_and_leave_no_temporaries() {
         }
     }
 }
+
+/// Defect 8: `--init-box` with a negative or fractional number said "invalid digit found in
+/// string" (or clap took the negative number for a flag).
+#[test]
+fn init_box_numbers_get_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, _) = clip(dir.path(), 1, (64, 48), "png");
+    let weights = dir.path().join("sam.pth");
+    std::fs::write(&weights, b"not read before the boxes are").unwrap();
+    for (boxes, says) in [
+        ("-5,2,3,4", "-5 is negative"),
+        ("1.5,2,3,4", "1.5 is not a whole number"),
+    ] {
+        let o = run(&[
+            &"track",
+            &frames,
+            &"--init-box",
+            &boxes,
+            &"--sam-weights",
+            &weights,
+            &"--out",
+            &dir.path().join("out"),
+        ]);
+        assert_fails_naming(&o, &["--init-box", says]);
+    }
+}

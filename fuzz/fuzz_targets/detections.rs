@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let frame = Frame {
         index: 0,
         name: "00000".into(),
-        image: image::RgbImage::new(8, 6),
+        image: image::RgbImage::new(8, 6).into(),
     };
     let _ = seg.segment(&frame, None);
 });

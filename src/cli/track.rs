@@ -58,7 +58,7 @@ pub struct TrackArgs {
     /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
     /// mask (needs --sam-weights); selects --temporal vos and --format davis. [required:
     /// exactly one segmenter]
-    #[arg(long, value_name = "BOXES", group = "segmenters")]
+    #[arg(long, value_name = "BOXES", group = "segmenters", allow_hyphen_values = true)]
     pub init_box: Option<String>,
 
     /// Segmenter: SAM's automatic mode, grid point prompts outside tracked regions (DEVA's

@@ -16,10 +16,10 @@
 
 use candle_core::Device;
 use deva::config::Config;
-use deva::propagator::deva::MemoryConfig;
-use deva::propagator::flow::FlowConfig;
 use deva::mask::{BinaryMask, IdMap, ObjectId, Segmentation};
 use deva::propagator::deva::DevaPropagator;
+use deva::propagator::deva::MemoryConfig;
+use deva::propagator::flow::FlowConfig;
 use deva::propagator::flow::FlowPropagator;
 use deva::propagator::Propagator;
 use deva::segmenter::{ImageSegmenter, SegmenterKind};
@@ -176,6 +176,14 @@ fn drift(samples: &[(usize, f64)]) -> Option<(usize, f64, f64)> {
     Some((at, base, worst))
 }
 
+/// One soak: label, propagator, frame count, frame size.
+type Run = (
+    &'static str,
+    fn() -> Box<dyn Propagator>,
+    usize,
+    (usize, usize),
+);
+
 fn flow_propagator() -> Box<dyn Propagator> {
     Box::new(FlowPropagator::new(FlowConfig::default()).unwrap())
 }
@@ -199,7 +207,7 @@ fn main() {
         return;
     };
     let only = std::env::var("DEVA_SOAK_ONLY").ok();
-    let runs: [(&str, fn() -> Box<dyn Propagator>, usize, (usize, usize)); 2] = [
+    let runs: [Run; 2] = [
         ("flow", flow_propagator, frames, (160, 96)),
         ("deva", deva_propagator, frames / 5, (427, 240)),
     ];

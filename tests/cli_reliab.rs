@@ -239,7 +239,10 @@ fn interrupts_exit_130_and_143_and_leave_no_temporaries() {
         let o = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(code), "{err}");
-        assert!(err.contains(&format!("interrupted by SIG{signal}")), "{err}");
+        assert!(
+            err.contains(&format!("interrupted by SIG{signal}")),
+            "{err}"
+        );
         let written = std::fs::read_dir(&masks_dir).unwrap().count();
         assert!(written < 400, "the run finished before the signal");
         let doc: serde_json::Value =

@@ -10,8 +10,8 @@ use deva::tracker::Tracker;
 use deva::video::{self, FolderSource, FrameSource};
 use deva::{propagator, segmenter, Config, SegmenterSpec};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::{Path, PathBuf};
 use std::cell::Cell;
+use std::path::{Path, PathBuf};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -58,7 +58,12 @@ pub struct TrackArgs {
     /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
     /// mask (needs --sam-weights); selects --temporal vos and --format davis. [required:
     /// exactly one segmenter]
-    #[arg(long, value_name = "BOXES", group = "segmenters", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "BOXES",
+        group = "segmenters",
+        allow_hyphen_values = true
+    )]
     pub init_box: Option<String>,
 
     /// Segmenter: SAM's automatic mode, grid point prompts outside tracked regions (DEVA's
@@ -350,7 +355,13 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
-    let result = output::run(source.as_mut(), &mut tracker, sink.as_mut(), stop, &mut show);
+    let result = output::run(
+        source.as_mut(),
+        &mut tracker,
+        sink.as_mut(),
+        stop,
+        &mut show,
+    );
     bar.finish_and_clear();
     let json = layout.json.as_ref().map(|p| p.display().to_string());
     let stats = match result {

@@ -395,7 +395,10 @@ mod tests {
         }
         let fresh = dir.path().join("new/out");
         Writer::new(OutputOptions::new(&fresh, OutputFormat::Demo, "v")).unwrap();
-        assert!(!dir.path().join("new").exists(), "nothing is created before a frame");
+        assert!(
+            !dir.path().join("new").exists(),
+            "nothing is created before a frame"
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

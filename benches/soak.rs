@@ -3,8 +3,9 @@
 //! segmenter that reports the visible squares; the tracker runs its default semi-online
 //! schedule (detections merged every 5 frames).
 //!
-//! `DEVA_SOAK_FRAMES=N cargo bench --bench soak` runs two soaks and samples the resident set
-//! (VmRSS) every 100 frames:
+//! `DEVA_SOAK_FRAMES=N cargo bench --bench soak` runs two soaks and reports the resident set
+//! (VmRSS, read after every frame) every 100 frames as the largest value of those 100 frames,
+//! which follows the working set without the noise of when the allocator returns memory:
 //! 1. N frames of 160×96 with the optical-flow propagator;
 //! 2. N / 5 frames of 427×240 with the DEVA propagator (synthetic formula weights, as
 //!    `benches/propagator.rs` uses; default memory settings).
@@ -127,7 +128,7 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Tracks through `frames` generated frames of `w × h`; prints the RSS every
+/// Tracks through `frames` generated frames of `w × h`; prints the largest RSS of every
 /// [`SAMPLE_EVERY`] frames when `report`. Returns the (frame, RSS) samples.
 fn soak(
     label: &str,
@@ -142,16 +143,18 @@ fn soak(
     let start = Instant::now();
     let mut samples = Vec::new();
     let mut objects = 0;
+    let mut window_max = 0.0f64;
     for t in 0..frames {
         for out in tracker.step(frame(t, w, h)).unwrap() {
-            objects = out.segmentation().segments.len();
+            objects = out.segmentation().map.ids().len();
         }
+        window_max = window_max.max(rss_mib());
         if (t + 1) % SAMPLE_EVERY == 0 || t + 1 == frames {
-            let rss = rss_mib();
+            let rss = std::mem::take(&mut window_max);
             samples.push((t + 1, rss));
             if report {
                 println!(
-                    "{label}: frame {:6}  RSS {rss:7.1} MiB  objects {objects}  {:.1} ms/frame",
+                    "{label}: frame {:6}  RSS {rss:7.1} MiB  objects in view {objects}  {:.1} ms/frame",
                     t + 1,
                     start.elapsed().as_secs_f64() * 1000.0 / (t + 1) as f64
                 );

@@ -43,6 +43,26 @@ impl Default for InputConfig {
     }
 }
 
+impl InputConfig {
+    /// The shorter sides accepted besides -1 (native): the network's stride of 16 is the
+    /// least that gives a mask, and 8192 keeps frames within the pixel limit.
+    pub const SIZES: std::ops::RangeInclusive<i32> = 16..=8192;
+
+    /// Fails unless `size` is -1 or in [`SIZES`](Self::SIZES), naming the valid range.
+    pub fn validate(&self) -> Result<()> {
+        if self.size == -1 || Self::SIZES.contains(&self.size) {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "input.size (--size) is {}; it must be -1 (native resolution) or a shorter side \
+             from {} to {} pixels",
+            self.size,
+            Self::SIZES.start(),
+            Self::SIZES.end()
+        )))
+    }
+}
+
 /// When image segmentations are merged into tracking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -240,6 +260,7 @@ impl Config {
             (t.alpha >= 0.0, "tracker.alpha must not be negative"),
         ];
         first_failure(&checks)?;
+        self.input.validate()?;
         if let Some(s) = &self.segmenter {
             s.validate()?;
         }
@@ -250,6 +271,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_out_of_range_name_the_valid_range() {
+        for size in [-1, 16, 480, 8192] {
+            InputConfig { size }.validate().unwrap();
+        }
+        for size in [0, -5, 1, 8, 15, 8193, 100_000] {
+            let mut c = Config::default();
+            c.input.size = size;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(&size.to_string()) && e.contains("-1") && e.contains("16 to 8192"),
+                "{size}: {e}"
+            );
+        }
+        let e = toml::from_str::<Config>("[input]\nsize = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("input.size"), "{e}");
+    }
 
     #[test]
     fn defaults_are_the_papers() {

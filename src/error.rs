@@ -8,14 +8,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in the library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An I/O operation on a named path failed.
-    #[error("{path}: {source}")]
+    /// An I/O operation on a named path failed. The cause is part of the message and not
+    /// also exposed as `source()`, so an error chain prints it once.
+    #[error("{path}: {error}")]
     Io {
         /// The file or folder involved.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An image file could not be decoded or encoded.
     #[error("{path}: {message}")]
@@ -59,9 +59,15 @@ pub enum Error {
     /// The integer-program solver failed.
     #[error("consensus solver: {0}")]
     Solver(String),
-    /// A tensor operation failed.
+    /// A tensor operation failed (the cause is in the message, not repeated as `source()`).
     #[error("tensor: {0}")]
-    Tensor(#[from] candle_core::Error),
+    Tensor(candle_core::Error),
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Tensor(e)
+    }
 }
 
 impl Error {
@@ -69,7 +75,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 
@@ -145,4 +151,25 @@ pub enum CheckpointProblem {
     /// Anything else: an unreadable or malformed file, a wrong model family.
     #[error("{0}")]
     Other(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_states_each_cause_once() {
+        let cause = std::io::Error::from_raw_os_error(20);
+        let text = cause.to_string();
+        let e = anyhow::Error::from(Error::io("/a/b", cause)).context("reading frames");
+        let chain = format!("{e:#}");
+        assert_eq!(chain.matches(&text).count(), 1, "{chain}");
+        assert!(
+            chain.contains("/a/b") && chain.contains("reading frames"),
+            "{chain}"
+        );
+        let t = Error::from(candle_core::Error::Msg("shape mismatch".into()));
+        let chain = format!("{:#}", anyhow::Error::from(t));
+        assert_eq!(chain.matches("shape mismatch").count(), 1, "{chain}");
+    }
 }

@@ -6,19 +6,90 @@ use crate::mask::{IdMap, ObjectId, MAX_RGB_ID};
 use image::RgbImage;
 use std::path::Path;
 
-/// Reads an RGB image (JPEG or PNG); the error names the file.
+/// The most pixels an image, mask or frame may have (134 million, e.g. 16384 × 8192): every
+/// buffer that a file's declared size drives is checked against it before it is allocated.
+pub const MAX_PIXELS: u64 = 1 << 27;
+
+/// Checks a declared `width × height` against [`MAX_PIXELS`]; the error names `path`, the
+/// declared size and the limit.
+pub fn check_dimensions(path: &Path, width: u64, height: u64) -> Result<()> {
+    if width.saturating_mul(height) > MAX_PIXELS {
+        return Err(Error::image(
+            path,
+            format!(
+                "declares {width}x{height} pixels, more than the limit of {MAX_PIXELS} pixels \
+                 (e.g. 16384x8192)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads an RGB image (JPEG or PNG); the error names the file. An image larger than
+/// [`MAX_PIXELS`] or a JPEG that ends before its last scan does (a truncated file) is refused.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
-    let reader = image::ImageReader::open(path)
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
+            .with_guessed_format()
+            .map_err(|e| Error::io(path, e))
+    };
+    let format = reader()?.format();
+    match format {
+        None => return Err(Error::image(path, "not a JPEG or PNG image")),
+        Some(image::ImageFormat::Jpeg) => check_jpeg_complete(path, &bytes)?,
+        Some(_) => {}
+    }
+    let mut header = reader()?;
+    header.no_limits();
+    let (w, h) = header
+        .into_dimensions()
+        .map_err(|e| Error::image(path, format!("cannot read the image header: {e}")))?;
+    check_dimensions(path, w.into(), h.into())?;
+    let img = reader()?
+        .decode()
+        .map_err(|e| Error::image(path, format!("cannot decode image: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+/// The size an image file (JPEG or PNG) declares in its header, checked against
+/// [`MAX_PIXELS`]; the pixels are not decoded.
+pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
     if reader.format().is_none() {
         return Err(Error::image(path, "not a JPEG or PNG image"));
     }
-    let img = reader
-        .decode()
-        .map_err(|e| Error::image(path, format!("cannot decode image: {e}")))?;
-    Ok(img.to_rgb8())
+    reader.no_limits();
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| Error::image(path, format!("cannot read the image header: {e}")))?;
+    check_dimensions(path, w.into(), h.into())?;
+    Ok((w, h))
+}
+
+/// Checks that a JPEG's last scan is followed by its end-of-image marker. A decoder fills what
+/// a truncated file lacks with grey; the markers cannot occur inside entropy-coded data (0xFF
+/// is stuffed there), so a missing end marker after the last start-of-scan means a cut file.
+fn check_jpeg_complete(path: &Path, bytes: &[u8]) -> Result<()> {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) if eoi > sos => Ok(()),
+        (None, _) => Err(Error::image(
+            path,
+            "JPEG has no image data (no start of scan)",
+        )),
+        _ => Err(Error::image(
+            path,
+            format!(
+                "JPEG is truncated: its image data end without an end-of-image marker \
+                 ({} bytes; the file was cut short?)",
+                bytes.len()
+            ),
+        )),
+    }
 }
 
 /// An id mask read from a PNG together with how its ids were stored.
@@ -30,6 +101,19 @@ pub struct IndexPng {
     pub palette: Option<Vec<u8>>,
     /// Whether ids were encoded as RGB (R + 256·G + 65536·B).
     pub rgb_ids: bool,
+    /// For a grayscale PNG, the value of white at its bit depth (255 for 8-bit, 65535 for
+    /// 16-bit); `None` for palette and RGB PNGs.
+    pub gray_white: Option<ObjectId>,
+}
+
+impl IndexPng {
+    /// A black-and-white grayscale mask (only 0 and white, at any bit depth) with white as
+    /// object 1: the DAVIS-2016 binary convention. `None` for any other mask.
+    pub fn binary_foreground(&self) -> Option<IdMap> {
+        let white = self.gray_white?;
+        let binary = self.map.data().iter().all(|&v| v == 0 || v == white);
+        binary.then(|| self.map.remap(|v| u32::from(v == white)))
+    }
 }
 
 /// Reads an id mask: palette PNG (index = id), 8/16-bit grayscale (value = id) or RGB
@@ -41,6 +125,8 @@ pub fn read_index_png(path: &Path) -> Result<IndexPng> {
     let mut reader = decoder
         .read_info()
         .map_err(|e| Error::image(path, format!("not a readable PNG: {e}")))?;
+    let declared = reader.info().size();
+    check_dimensions(path, declared.0.into(), declared.1.into())?;
     let mut buf = vec![
         0;
         reader
@@ -58,6 +144,8 @@ pub fn read_index_png(path: &Path) -> Result<IndexPng> {
     let mut data = Vec::with_capacity(w * h);
     let mut rgb_ids = false;
     use png::ColorType::*;
+    let gray_white = matches!(info.color_type, Grayscale | GrayscaleAlpha)
+        .then(|| ((1u32 << bits) - 1) as ObjectId);
     match (info.color_type, bits) {
         (Indexed, 1 | 2 | 4 | 8) | (Grayscale, 1 | 2 | 4 | 8) => {
             let per_byte = 8 / bits;
@@ -108,6 +196,7 @@ pub fn read_index_png(path: &Path) -> Result<IndexPng> {
         map: IdMap::from_vec(w, h, data)?,
         palette,
         rgb_ids,
+        gray_white,
     })
 }
 
@@ -239,5 +328,76 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.jpg"), "{e}");
+    }
+
+    /// A PNG whose header declares `w × h` 8-bit pixels of `color` (png colour type) and
+    /// whose image data are a few zero bytes.
+    pub(crate) fn png_declaring(w: u32, h: u32, color: u8) -> Vec<u8> {
+        let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            out.extend((data.len() as u32).to_be_bytes());
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend(kind);
+            out.extend(data);
+            out.extend(crc.sum().to_be_bytes());
+        };
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend(h.to_be_bytes());
+        ihdr.extend([8, color, 0, 0, 0]);
+        chunk(&mut png, b"IHDR", &ihdr);
+        chunk(
+            &mut png,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn huge_declared_sizes_are_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, color) in [("index.png", 3u8), ("gray.png", 0), ("rgb.png", 2)] {
+            let f = dir.path().join(name);
+            std::fs::write(&f, png_declaring(100_000, 100_000, color)).unwrap();
+            for e in [
+                read_index_png(&f).unwrap_err().to_string(),
+                read_rgb(&f).unwrap_err().to_string(),
+            ] {
+                assert!(e.contains(name) && e.contains("100000x100000"), "{e}");
+            }
+        }
+        // At the limit the header is accepted (and the missing data are then reported).
+        let f = dir.path().join("edge.png");
+        std::fs::write(&f, png_declaring(1 << 14, 1 << 13, 0)).unwrap();
+        let e = read_index_png(&f).unwrap_err().to_string();
+        assert!(!e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = RgbImage::from_fn(96, 64, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 13 % 256) as u8,
+                ((x * y) % 256) as u8,
+            ])
+        });
+        let full = dir.path().join("00001.jpg");
+        write_jpeg(&full, &img, 90).unwrap();
+        assert_eq!(read_rgb(&full).unwrap().dimensions(), (96, 64));
+        let bytes = std::fs::read(&full).unwrap();
+        let cut = dir.path().join("00002.jpg");
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let e = read_rgb(&cut).unwrap_err().to_string();
+        assert!(e.contains("00002.jpg") && e.contains("truncated"), "{e}");
+        // Bytes after the end marker (as some cameras append) are accepted.
+        let mut padded = bytes.clone();
+        padded.extend([0u8; 64]);
+        std::fs::write(&cut, &padded).unwrap();
+        assert!(read_rgb(&cut).is_ok());
     }
 }

@@ -43,6 +43,7 @@
 pub mod config;
 pub mod consensus;
 pub mod dataset;
+pub mod diagnostics;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

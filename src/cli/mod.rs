@@ -5,6 +5,7 @@ mod eval;
 mod merge;
 mod models;
 mod run;
+mod signals;
 mod spec;
 mod track;
 
@@ -49,9 +50,15 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<signals::Interrupted>() {
+            Some(stop) => {
+                eprintln!("{stop}");
+                ExitCode::from(stop.exit_code())
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -1,7 +1,7 @@
 //! `deva run`: every video of a dataset, sharded across processes, resumable; `--status`.
 
 use super::spec::FormatFlag;
-use super::track::{resolve_config, stop_flag, track_video, PipelineArgs, VideoJob};
+use super::track::{resolve_config, track_video, PipelineArgs, VideoJob};
 use anyhow::{anyhow, bail};
 use deva::dataset::shard::assign;
 use deva::dataset::store::{
@@ -198,7 +198,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ds.videos.len(),
         out.display()
     );
-    let stop = stop_flag();
+    let stop = super::signals::install();
     let bar = progress_bar(frames);
     let mut tally = Tally::default();
     for (k, v) in mine.iter().enumerate() {
@@ -225,7 +225,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::from)
             .and_then(|source| {
                 let config = for_video(&config, &v.name);
-                track_video(&args.pipeline, &config, source, job, &stop, &mut progress)
+                track_video(&args.pipeline, &config, source, job, stop, &mut progress)
             });
         match result {
             Ok(stats) if stats.stopped => break, // the claim's temporaries go; redone next time

@@ -1,5 +1,6 @@
 //! `deva track`: segment and track objects in a video or a folder of frames.
 
+use super::signals;
 use super::spec::{self, FormatFlag, PropagatorFlag, SegmenterName, TemporalFlag};
 use anyhow::Context;
 use deva::models::ModelStore;
@@ -9,9 +10,9 @@ use deva::tracker::Tracker;
 use deva::video::{self, FolderSource, FrameSource};
 use deva::{propagator, segmenter, Config, SegmenterSpec};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -111,7 +112,12 @@ pub struct PipelineArgs {
     /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
     /// mask (needs --sam-weights); selects --temporal vos and --format davis. [required:
     /// exactly one segmenter]
-    #[arg(long, value_name = "BOXES", group = "segmenters")]
+    #[arg(
+        long,
+        value_name = "BOXES",
+        group = "segmenters",
+        allow_hyphen_values = true
+    )]
     pub init_box: Option<String>,
 
     /// Segmenter: SAM's automatic mode, grid point prompts outside tracked regions (DEVA's
@@ -325,6 +331,10 @@ pub(crate) fn track_video(
     let device = deva::nn::parse_device(&args.device)?;
     let store = model_store(args.models_dir.as_deref())?;
     let segmenter = segmenter::build(&spec, &store, &device)?;
+    // Everything that can be checked before the first frame is (frame headers, mask sizes,
+    // the output folder, ffmpeg for the overlay video), so that a run does not fail part-way.
+    let (width, height) = source.preflight()?;
+    segmenter.check_frame_size(width, height)?;
     if let Some(frames) = frame_names(job.input, source.as_ref())? {
         segmenter.check_frames(&frames)?;
     }
@@ -364,15 +374,6 @@ pub(crate) fn track_video(
     )?)
 }
 
-/// Installs the Ctrl-C handler: the returned flag becomes true on the first Ctrl-C.
-pub(crate) fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Failing to install the handler only loses the clean stop; Ctrl-C still ends the run.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
-    stop
-}
-
 /// Runs `deva track`.
 pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     let config = resolve_config(&args.pipeline)?;
@@ -389,9 +390,11 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     opts.category_names = args.category_names.clone();
     opts.stuff_boxes = args.stuff_boxes;
     let layout = output::Layout::new(&opts);
-    let stop = stop_flag();
+    let stop = signals::install();
     let bar = progress_bar(source.frame_count());
+    let written = Cell::new(0);
     let mut show = |s: &RunStats| {
+        written.set(s.frames_written);
         bar.set_position(s.frames_read as u64);
         bar.set_message(if s.finishing {
             format!("{} written, finishing", s.frames_written)
@@ -405,20 +408,40 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
         boxes: args.boxes.then(|| args.out.join("boxes")),
         announce: true,
     };
-    let result = track_video(&args.pipeline, &config, source, job, &stop, &mut show);
+    let result = track_video(&args.pipeline, &config, source, job, stop, &mut show);
     bar.finish_and_clear();
-    let stats = result?;
-    let json = layout
-        .json
-        .map(|p| format!(", {}", p.display()))
-        .unwrap_or_default();
+    let json = layout.json.as_ref().map(|p| p.display().to_string());
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(e) if written.get() > 0 => {
+            return Err(e.context(format!(
+                "the outputs are incomplete: masks of the first {} frames are in {}{}",
+                written.get(),
+                layout.masks.display(),
+                json.map(|j| format!(", {j} was not written"))
+                    .unwrap_or_default()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    if stats.stopped {
+        let done = match (stats.frames_written, json) {
+            (0, _) => "nothing was written; earlier results in the output folder are untouched"
+                .to_string(),
+            (n, json) => format!(
+                "masks of the first {n} frames are in {}{}",
+                layout.masks.display(),
+                json.map(|j| format!(", their JSON in {j}"))
+                    .unwrap_or_default()
+            ),
+        };
+        return Err(signals::Interrupted::requested(done)
+            .expect("a stopped run was asked to stop")
+            .into());
+    }
+    let json = json.map(|j| format!(", {j}")).unwrap_or_default();
     eprintln!(
-        "{} {} frames: masks in {}{json}",
-        if stats.stopped {
-            "stopped after"
-        } else {
-            "wrote"
-        },
+        "wrote {} frames: masks in {}{json}",
         stats.frames_written,
         layout.masks.display()
     );

@@ -2,10 +2,14 @@
 
 mod probs;
 mod rle;
+mod sliver;
 
 pub(crate) use probs::bilinear_taps;
 pub use probs::ObjectProbs;
 pub use rle::Rle;
+#[cfg(test)]
+pub(crate) use sliver::antialiased_disc;
+pub use sliver::sliver_ids;
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,24 @@
 
 use super::{BBox, BinaryMask};
 use crate::error::{Error, Result};
+use crate::imageio::MAX_PIXELS;
+
+/// `height × width` if it is at most [`MAX_PIXELS`].
+fn pixel_count(height: usize, width: usize) -> Result<u64> {
+    (height as u64)
+        .checked_mul(width as u64)
+        .filter(|&n| n <= MAX_PIXELS)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "RLE mask size {height}x{width} exceeds the limit of {MAX_PIXELS} pixels"
+            ))
+        })
+}
+
+/// The sum of the counts, or `None` if it overflows.
+fn total(counts: &[u64]) -> Option<u64> {
+    counts.iter().try_fold(0u64, |a, &c| a.checked_add(c))
+}
 
 /// A COCO run-length encoded binary mask.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,15 +63,20 @@ impl Rle {
         }
     }
 
-    /// Decodes to a mask; fails if the counts do not add up to `height * width`.
+    /// Decodes to a mask; fails if the counts do not add up to `height * width` or the
+    /// mask would exceed [`MAX_PIXELS`].
     pub fn decode(&self) -> Result<BinaryMask> {
-        let total: u64 = self.counts.iter().sum();
-        let n = (self.height * self.width) as u64;
-        if total != n {
-            return Err(Error::invalid(format!(
-                "RLE counts sum to {total}, but the mask size {}x{} has {n} pixels",
-                self.height, self.width
-            )));
+        let n = pixel_count(self.height, self.width)?;
+        match total(&self.counts) {
+            Some(t) if t == n => {}
+            t => {
+                return Err(Error::invalid(format!(
+                    "RLE counts sum to {}, but the mask size {}x{} has {n} pixels",
+                    t.map_or("more than 2^64".to_string(), |t| t.to_string()),
+                    self.height,
+                    self.width
+                )))
+            }
         }
         let mut mask = BinaryMask::new(self.width, self.height);
         let mut pos = 0usize;
@@ -78,7 +101,7 @@ impl Rle {
     pub fn bbox(&self) -> BBox {
         let h = self.height as u64;
         let m = self.counts.len() / 2 * 2;
-        if m == 0 || h == 0 {
+        if m == 0 || h == 0 || self.width == 0 {
             return BBox {
                 x: 0,
                 y: 0,
@@ -89,8 +112,9 @@ impl Rle {
         let (mut xs, mut ys, mut xe, mut ye) = (self.width as u64, h, 0u64, 0u64);
         let (mut cc, mut xp) = (0u64, 0u64);
         for j in 0..m {
-            cc += self.counts[j];
-            let t = cc - (j % 2) as u64;
+            cc = cc.saturating_add(self.counts[j]);
+            // A leading empty foreground run has no last pixel; clamp as at the first pixel.
+            let t = cc.saturating_sub((j % 2) as u64);
             let (y, x) = (t % h, t / h);
             if j % 2 == 0 {
                 xp = x;
@@ -117,7 +141,7 @@ impl Rle {
         for (i, &c) in self.counts.iter().enumerate() {
             let mut x = c as i64;
             if i > 2 {
-                x -= self.counts[i - 2] as i64;
+                x = x.wrapping_sub(self.counts[i - 2] as i64);
             }
             loop {
                 let mut c = (x & 0x1f) as u8;
@@ -156,7 +180,7 @@ impl Rle {
                 p += 1;
                 k += 1;
                 if c & 0x20 == 0 {
-                    if c & 0x10 != 0 {
+                    if c & 0x10 != 0 && 5 * k < 64 {
                         x |= -1i64 << (5 * k);
                     }
                     break;
@@ -167,7 +191,9 @@ impl Rle {
             }
             let m = counts.len();
             if m > 2 {
-                x += counts[m - 2] as i64;
+                x = x.checked_add_unsigned(counts[m - 2]).ok_or_else(|| {
+                    Error::invalid(format!("RLE string has a count over 2^63 at position {p}"))
+                })?;
             }
             if x < 0 {
                 return Err(Error::invalid(format!(
@@ -181,11 +207,11 @@ impl Rle {
             width,
             counts,
         };
-        let total: u64 = rle.counts.iter().sum();
-        if total != (height * width) as u64 {
+        let n = pixel_count(height, width)?;
+        if total(&rle.counts) != Some(n) {
             return Err(Error::invalid(format!(
-                "RLE counts sum to {total}, but the mask size {height}x{width} has {} pixels",
-                height * width
+                "RLE counts sum to {}, but the mask size {height}x{width} has {n} pixels",
+                total(&rle.counts).map_or("more than 2^64".to_string(), |t| t.to_string()),
             )));
         }
         Ok(rle)
@@ -278,5 +304,47 @@ mod tests {
         }
         .decode()
         .is_err());
+    }
+
+    /// Inputs that overflowed a shift, a sum or an allocation before: each is an error (or,
+    /// for a degenerate but consistent RLE, a result) and never a panic or an abort.
+    #[test]
+    fn hostile_rles_are_errors_not_panics() {
+        // 13-character count whose last character carries the sign bit (a 65-bit shift).
+        assert!(Rle::from_compressed(1, 1, "oooooooooooo@").is_err());
+        // Counts near 2^63 whose running sums overflow.
+        let big = "oooooooooooo7";
+        assert!(Rle::from_compressed(1, 1, &big.repeat(2)).is_err());
+        assert!(Rle::from_compressed(1, 1, &big.repeat(20)).is_err());
+        // A huge declared size is refused before anything is allocated.
+        let huge = Rle {
+            height: 100_000,
+            width: 100_000,
+            counts: vec![10_000_000_000],
+        };
+        let e = huge.decode().unwrap_err().to_string();
+        assert!(e.contains("100000x100000"), "{e}");
+        let e = Rle::from_compressed(100_000, 100_000, "0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("100000x100000"), "{e}");
+        let e = Rle::from_compressed(usize::MAX, 3, "0")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exceeds"), "{e}");
+        // Empty leading runs: the box of an empty mask, without underflow.
+        let empty = Rle {
+            height: 2,
+            width: 2,
+            counts: vec![0, 0, 4],
+        };
+        assert_eq!(empty.decode().unwrap().area(), 0);
+        let _ = empty.bbox();
+        let no_columns = Rle {
+            height: 2,
+            width: 0,
+            counts: vec![0, 0],
+        };
+        assert_eq!(no_columns.bbox().xywh(), [0, 0, 0, 0]);
     }
 }

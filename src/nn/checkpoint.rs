@@ -242,16 +242,72 @@ pub fn is_zip(path: &Path) -> Result<bool> {
 /// are not tensors (epoch counters, strings) are skipped.
 pub fn load(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
     let path = path.as_ref();
-    if is_zip(path)? {
-        load_pth(path, key_path)
-    } else if key_path.is_empty() {
-        load_safetensors(path)
-    } else {
-        Err(Error::checkpoint(
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| read_head(&mut f, &mut head))
+        .map_err(|e| Error::io(path, e))?;
+    match CheckpointFormat::sniff(&head[..n]) {
+        CheckpointFormat::TorchZip => load_pth(path, key_path),
+        CheckpointFormat::Safetensors if key_path.is_empty() => load_safetensors(path),
+        CheckpointFormat::Safetensors => Err(Error::checkpoint(
             path,
             "a key path is only meaningful for PyTorch .pth files",
-        ))
+        )),
+        CheckpointFormat::Pickle => Err(Error::checkpoint(
+            path,
+            "a bare pickle (the legacy torch.save format of torch < 1.6, or pickle.dump): only \
+             zip .pth checkpoints are read; re-save it with a current torch.save",
+        )),
+        CheckpointFormat::Unknown => Err(Error::checkpoint(
+            path,
+            format!(
+                "not a checkpoint: neither a PyTorch zip .pth, a pickle nor safetensors \
+                 (first bytes {:02x?})",
+                &head[..n.min(8)]
+            ),
+        )),
     }
+}
+
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// A zip archive (`torch.save` since torch 1.6).
+    TorchZip,
+    /// A pickle stream (protocol 2 to 5): the legacy `torch.save` format or `pickle.dump`.
+    Pickle,
+    /// A safetensors file: an 8-byte little-endian header length, then a JSON object.
+    Safetensors,
+    /// None of these.
+    Unknown,
+}
+
+impl CheckpointFormat {
+    /// Recognises a checkpoint by its first (up to 16) bytes.
+    pub fn sniff(head: &[u8]) -> CheckpointFormat {
+        match head {
+            [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => CheckpointFormat::TorchZip,
+            [0x80, 2..=5, ..] => CheckpointFormat::Pickle,
+            [n0, n1, n2, n3, n4, n5, n6, n7, b'{', ..]
+                if u64::from_le_bytes([*n0, *n1, *n2, *n3, *n4, *n5, *n6, *n7]) >= 2 =>
+            {
+                CheckpointFormat::Safetensors
+            }
+            _ => CheckpointFormat::Unknown,
+        }
+    }
+}
+
+/// Fills as much of `buf` as the file has.
+fn read_head(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Reads a safetensors file.
@@ -353,7 +409,8 @@ pub fn load_pth(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> 
     };
 
     let mut tensors = Vec::new();
-    flatten(&node, "", &mut tensors).map_err(err)?;
+    let mut budget = MAX_ENTRIES;
+    flatten(&node, "", 0, &mut budget, &mut tensors).map_err(err)?;
     // One storage record in memory at a time: read it, cut its views out, drop it. A view
     // that is its whole storage takes the record's bytes without a copy.
     let mut by_storage: Vec<(String, Vec<usize>)> = Vec::new();
@@ -427,22 +484,45 @@ fn read_record<R: std::io::Read + std::io::Seek>(
     let mut f = zip
         .by_name(name)
         .map_err(|e| format!("record {name} missing from the archive: {e}"))?;
-    let mut buf = Vec::with_capacity(f.size() as usize);
-    f.read_to_end(&mut buf)
+    // The declared size only sizes the first allocation (bounded: a forged header must not
+    // reserve what the data do not hold); reading stops at the declared size.
+    let declared = f.size();
+    let mut buf = Vec::with_capacity(declared.min(1 << 26) as usize);
+    f.by_ref()
+        .take(declared)
+        .read_to_end(&mut buf)
         .map_err(|e| format!("record {name} unreadable (truncated file?): {e}"))?;
     Ok(buf)
 }
+
+/// Dicts nested deeper than this are refused (a dict that contains itself would never end).
+const MAX_DEPTH: usize = 64;
+
+/// At most this many dict entries are visited (shared sub-dicts are visited once per path).
+const MAX_ENTRIES: usize = 1_000_000;
 
 /// Collects the tensors of a (nested) dict with dotted names.
 fn flatten(
     node: &Value,
     prefix: &str,
+    depth: usize,
+    budget: &mut usize,
     out: &mut Vec<(String, TensorRef)>,
 ) -> std::result::Result<(), String> {
     let Value::Dict(d) = node else {
         return Ok(());
     };
-    for (k, v) in d.borrow().iter() {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "dicts nested deeper than {MAX_DEPTH} levels at '{prefix}' (a dict that contains \
+             itself?)"
+        ));
+    }
+    let d = d.borrow();
+    *budget = budget.checked_sub(d.len()).ok_or_else(|| {
+        format!("more than {MAX_ENTRIES} dict entries (shared sub-dicts repeated?)")
+    })?;
+    for (k, v) in d.iter() {
         let key = match k {
             Value::Str(s) => s.clone(),
             Value::Int(i) => i.to_string(),
@@ -455,32 +535,53 @@ fn flatten(
         };
         match v {
             Value::Tensor(t) => out.push((name, t.clone())),
-            Value::Dict(_) => flatten(v, &name, out)?,
+            Value::Dict(_) => flatten(v, &name, depth + 1, budget, out)?,
             _ => {}
         }
     }
     Ok(())
 }
 
-/// Copies a (possibly strided) view out of its storage into a contiguous tensor.
+/// Copies a (possibly strided) view out of its storage into a contiguous tensor. Sizes come
+/// from the file, so every product is checked: a view may not address more elements than its
+/// storage holds.
 fn materialize(t: &TensorRef, storage: &[u8]) -> std::result::Result<RawTensor, String> {
     let es = t.dtype.size();
-    if storage.len() < t.storage_len * es {
+    let too_large = || {
+        format!(
+            "view (offset {}, size {:?}, stride {:?}) of storage {} ({} elements) overflows",
+            t.offset, t.shape, t.stride, t.key, t.storage_len
+        )
+    };
+    let storage_bytes = t.storage_len.checked_mul(es).ok_or_else(too_large)?;
+    if storage.len() < storage_bytes {
         return Err(format!(
             "storage {} holds {} bytes, expected {} (truncated file?)",
             t.key,
             storage.len(),
-            t.storage_len * es
+            storage_bytes
         ));
     }
-    let numel: usize = t.shape.iter().product();
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1usize, |a, &n| a.checked_mul(n))
+        .ok_or_else(too_large)?;
+    if numel > t.storage_len {
+        return Err(format!(
+            "view of {numel} elements (size {:?}) is larger than its storage {} of {} elements",
+            t.shape, t.key, t.storage_len
+        ));
+    }
     if numel > 0 {
-        let last = t.offset
-            + t.shape
-                .iter()
-                .zip(&t.stride)
-                .map(|(&n, &s)| (n - 1) * s)
-                .sum::<usize>();
+        let last = t
+            .shape
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |a, (&n, &s)| {
+                a.checked_add((n - 1).checked_mul(s)?)
+            })
+            .ok_or_else(too_large)?;
         if last >= t.storage_len {
             return Err(format!(
                 "view (offset {}, size {:?}, stride {:?}) exceeds its storage of {} elements",

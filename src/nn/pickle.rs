@@ -3,8 +3,11 @@
 //! It understands the opcodes that `torch.save` writes for dicts of tensors (protocols 2 to 5)
 //! and accepts only the globals a state dict needs: `collections.OrderedDict`, the tensor and
 //! parameter rebuild functions of `torch._utils`, and the typed storage classes named in
-//! persistent ids. Any other global (for example `os.system` or `builtins.eval`) is refused with
-//! an error naming it, before anything could be called.
+//! persistent ids. Any other global (for example `os.system` or `builtins.eval`), reached by
+//! GLOBAL, STACK_GLOBAL or INST, is refused with an error naming it before anything could be
+//! called; object construction (OBJ, NEWOBJ, the extension registry) is refused by opcode.
+//! Tuples are shared, not copied, when the memo repeats them, and dropping a deeply nested
+//! value does not recurse, so neither memo references nor nesting can exhaust memory or stack.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -60,7 +63,7 @@ pub(crate) enum Value {
     Opaque(&'static str),
     Int(i64),
     Str(String),
-    Tuple(Vec<Value>),
+    Tuple(Rc<Vec<Value>>),
     List(Rc<RefCell<Vec<Value>>>),
     Dict(DictRef),
     Callable(Callable),
@@ -70,7 +73,43 @@ pub(crate) enum Value {
     Mark,
 }
 
+impl Drop for Value {
+    /// Dismantles nested containers with a work list instead of recursion.
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        self.take_children(&mut pending);
+        while let Some(mut v) = pending.pop() {
+            v.take_children(&mut pending);
+        }
+    }
+}
+
 impl Value {
+    /// Moves the children of a container that nothing else shares into `out`.
+    fn take_children(&mut self, out: &mut Vec<Value>) {
+        match self {
+            Value::Tuple(t) => {
+                if let Some(items) = Rc::get_mut(t) {
+                    out.append(items);
+                }
+            }
+            Value::List(l) => {
+                if let Some(items) = Rc::get_mut(l) {
+                    out.append(items.get_mut());
+                }
+            }
+            Value::Dict(d) => {
+                if let Some(items) = Rc::get_mut(d) {
+                    for (k, v) in items.get_mut().drain(..) {
+                        out.push(k);
+                        out.push(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Value::Opaque(kind) => kind,
@@ -338,10 +377,10 @@ impl Machine<'_> {
                     let v = self.bytes(n)?;
                     self.stack.push(v);
                 }
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b')' => self.stack.push(Value::Tuple(Rc::default())),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(Value::Tuple(Rc::new(items)));
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -350,7 +389,7 @@ impl Machine<'_> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(Value::Tuple(Rc::new(items)));
                 }
                 b']' => self.stack.push(Value::List(Rc::default())),
                 b'l' => {
@@ -406,12 +445,38 @@ impl Machine<'_> {
                     let c = resolve_global(&module, &name)?;
                     self.stack.push(Value::Callable(c));
                 }
+                b'i' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    resolve_global(&module, &name)?;
+                    return Err(format!(
+                        "refused pickle INST of {module}.{name} at byte {at}: objects are not \
+                         constructed"
+                    ));
+                }
+                b'o' | 0x81 | 0x92 => {
+                    let name = match op {
+                        b'o' => "OBJ",
+                        0x81 => "NEWOBJ",
+                        _ => "NEWOBJ_EX",
+                    };
+                    return Err(format!(
+                        "refused pickle {name} at byte {at}: objects are not constructed"
+                    ));
+                }
+                0x82..=0x84 => {
+                    return Err(format!(
+                        "refused pickle EXT{} at byte {at}: the extension registry names \
+                         callables, which are not accepted",
+                        [1, 2, 4][(op - 0x82) as usize]
+                    ))
+                }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    match (module, name) {
+                    match (&module, &name) {
                         (Value::Str(m), Value::Str(n)) => {
-                            let c = resolve_global(&m, &n)?;
+                            let c = resolve_global(m, n)?;
                             self.stack.push(Value::Callable(c));
                         }
                         _ => return Err("pickle STACK_GLOBAL without two strings".into()),
@@ -430,7 +495,8 @@ impl Machine<'_> {
                         Value::Dict(_) => {}
                         other => {
                             return Err(format!(
-                                "pickle BUILD on a {} is not accepted",
+                                "refused pickle BUILD on a {} at byte {at}: only a dict's \
+                                 state is accepted",
                                 other.kind()
                             ))
                         }
@@ -472,9 +538,12 @@ fn as_usizes(v: &Value, what: &str) -> Result<Vec<usize>, String> {
 /// Evaluates a whitelisted callable on its argument tuple.
 fn reduce(f: Value, args: Value) -> Result<Value, String> {
     let Value::Callable(c) = f else {
-        return Err(format!("pickle REDUCE of a {} is not accepted", f.kind()));
+        return Err(format!(
+            "refused pickle REDUCE of a {}: only whitelisted callables are evaluated",
+            f.kind()
+        ));
     };
-    let Value::Tuple(args) = args else {
+    let Value::Tuple(args) = &args else {
         return Err("pickle REDUCE arguments are not a tuple".into());
     };
     match c {
@@ -484,8 +553,8 @@ fn reduce(f: Value, args: Value) -> Result<Value, String> {
             }
             Ok(Value::Dict(Rc::default()))
         }
-        Callable::RebuildParameter => match args.into_iter().next() {
-            Some(t @ Value::Tensor(_)) => Ok(t),
+        Callable::RebuildParameter => match args.first() {
+            Some(t @ Value::Tensor(_)) => Ok(t.clone()),
             _ => Err("_rebuild_parameter without a tensor".into()),
         },
         Callable::RebuildTensor => {
@@ -519,7 +588,7 @@ fn reduce(f: Value, args: Value) -> Result<Value, String> {
 
 /// Turns a persistent id `('storage', StorageType, key, location, numel)` into a storage.
 fn persistent_storage(pid: Value) -> Result<Value, String> {
-    let Value::Tuple(items) = pid else {
+    let Value::Tuple(items) = &pid else {
         return Err("persistent id is not a tuple".into());
     };
     match items.as_slice() {
@@ -544,7 +613,8 @@ mod tests {
     fn reads_a_small_dict_and_refuses_code() {
         // {'a': 1, 'b': (2, 'x')} in protocol 2.
         let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aK\x01X\x01\x00\x00\x00bK\x02X\x01\x00\x00\x00x\x86u.";
-        let Value::Dict(d) = unpickle(p).unwrap() else {
+        let v = unpickle(p).unwrap();
+        let Value::Dict(d) = &v else {
             panic!("not a dict")
         };
         let d = d.borrow();

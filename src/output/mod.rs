@@ -141,6 +141,35 @@ fn check_video_name(name: &str) -> Result<()> {
     }
 }
 
+/// Checks, without creating anything, that `dir` can become the output folder: it is a
+/// folder or does not exist yet, and the nearest existing folder above it can be written.
+pub fn check_destination(dir: &Path) -> Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    if !existing.is_dir() {
+        return Err(Error::invalid(format!(
+            "{}: is a file, so the output folder {} cannot be made",
+            existing.display(),
+            dir.display()
+        )));
+    }
+    let probe = existing.join(format!(".deva-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| {
+        Error::invalid(format!(
+            "{}: cannot write there, so the output folder {} cannot be made: {e}",
+            existing.display(),
+            dir.display()
+        ))
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Writes the masks of one video frame by frame, and its JSON document at the end.
 pub struct Writer {
     opts: OutputOptions,
@@ -164,6 +193,7 @@ impl Writer {
     /// Prepares writing; nothing is created until the first frame.
     pub fn new(opts: OutputOptions) -> Result<Writer> {
         check_video_name(&opts.video)?;
+        check_destination(&opts.dir)?;
         let palette = opts.palette.clone().unwrap_or_else(davis_palette);
         Ok(Writer {
             layout: Layout::new(&opts),
@@ -352,6 +382,27 @@ mod tests {
         assert_eq!((l.masks, l.json), (d.join("v"), None));
         assert!(Writer::new(OutputOptions::new(d, OutputFormat::Davis, "../x")).is_err());
         assert!(Writer::new(OutputOptions::new(d, OutputFormat::Davis, "")).is_err());
+    }
+
+    #[test]
+    fn an_output_folder_under_a_file_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out");
+        std::fs::write(&file, b"x").unwrap();
+        for target in [file.clone(), file.join("sub")] {
+            let e = Writer::new(OutputOptions::new(&target, OutputFormat::Demo, "v"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("out: is a file"), "{e}");
+        }
+        let fresh = dir.path().join("new/out");
+        Writer::new(OutputOptions::new(&fresh, OutputFormat::Demo, "v")).unwrap();
+        assert!(
+            !dir.path().join("new").exists(),
+            "nothing is created before a frame"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -113,6 +113,16 @@ impl OverlaySink {
                 opts.fps
             )));
         }
+        if opts.overlay_video && !crate::video::ffmpeg::available() {
+            return Err(Error::External {
+                program: "ffmpeg".into(),
+                message: format!(
+                    "not found, and the overlay video needs it; {}",
+                    crate::video::ffmpeg::INSTALL_HINT
+                ),
+            });
+        }
+        super::check_destination(&opts.dir)?;
         Ok(OverlaySink {
             layout: Layout::new(opts),
             palette: opts.palette.clone().unwrap_or_else(davis_palette),

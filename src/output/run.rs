@@ -98,8 +98,10 @@ pub struct RunStats {
 /// to `sink`, calling `progress` after each frame.
 ///
 /// When `stop` becomes true, reading stops, the tracker is not finished, and the sink
-/// completes its files for the frames written so far (a clean stop). On an error nothing more
-/// is written and the sink is not finished (no JSON document is produced).
+/// completes its files for the frames written so far (a clean stop); a stop before any frame
+/// was written does not finish the sink, so an earlier run's JSON document, video and box
+/// files in the same folder are not replaced by empty ones. On an error nothing more is
+/// written and the sink is not finished (no JSON document is produced).
 pub fn run(
     source: &mut dyn FrameSource,
     tracking: &mut dyn Tracking,
@@ -130,7 +132,9 @@ pub fn run(
         progress(&stats);
         write_all(tracking.finish()?, &mut stats)?;
     }
-    sink.finish()?;
+    if !(stats.stopped && stats.frames_written == 0) {
+        sink.finish()?;
+    }
     progress(&stats);
     Ok(stats)
 }
@@ -253,5 +257,38 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("002.png"), "{e}");
         assert!(!out2.path().join("pred.json").exists());
+    }
+
+    /// A stop before the first result (the tracker's delay) must not replace the complete
+    /// `pred.json` of an earlier run with an empty one.
+    #[test]
+    fn a_stop_before_any_result_keeps_the_earlier_json() {
+        let input = tempfile::tempdir().unwrap();
+        frames(input.path(), 3);
+        let out = tempfile::tempdir().unwrap();
+        let opts = OutputOptions::new(out.path(), OutputFormat::Demo, "v");
+        let go = |stop_at: Option<usize>| {
+            let stop = AtomicBool::new(false);
+            let mut src = FolderSource::open(input.path()).unwrap();
+            run(
+                &mut src,
+                &mut Threshold { pending: None },
+                &mut Writer::new(opts.clone()).unwrap(),
+                &stop,
+                &mut |s| {
+                    if Some(s.frames_read) == stop_at {
+                        stop.store(true, Ordering::Relaxed)
+                    }
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(go(None).frames_written, 3);
+        let json = out.path().join("pred.json");
+        let complete = std::fs::read(&json).unwrap();
+        let stats = go(Some(1));
+        assert!(stats.stopped);
+        assert_eq!(stats.frames_written, 0);
+        assert_eq!(std::fs::read(&json).unwrap(), complete);
     }
 }

@@ -3,14 +3,17 @@
 //! `{"id", "category_id", "isthing", "score"}`, matched to frames by file stem.
 
 use super::ImageSegmenter;
+use crate::diagnostics::warn;
 use crate::error::{Error, Result};
-use crate::imageio::{read_index_png, IndexPng};
-use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::imageio::{image_dimensions, read_index_png, IndexPng};
+use crate::mask::{sliver_ids, BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::video::folder::{extension, file_stem, sorted_entries};
 use crate::video::Frame;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A folder of per-frame id-mask PNGs (and, where allowed, JSON side files), indexed by stem.
 #[derive(Debug, Clone)]
@@ -19,6 +22,8 @@ pub(crate) struct MaskDir {
     pngs: BTreeMap<String, PathBuf>,
     jsons: BTreeMap<String, PathBuf>,
     resize: bool,
+    /// Whether a mask that looks anti-aliased was reported (once per folder).
+    warned: Arc<AtomicBool>,
 }
 
 impl MaskDir {
@@ -58,6 +63,7 @@ impl MaskDir {
             pngs,
             jsons,
             resize,
+            warned: Arc::default(),
         })
     }
 
@@ -78,17 +84,49 @@ impl MaskDir {
         Ok(read_index_png(first)?.palette)
     }
 
-    /// The mask of `frame` and its path, or `None` if the frame has none.
+    /// The mask of `frame` and its path, or `None` if the frame has none. The first mask
+    /// that looks anti-aliased (many thin ids along edges) gives a warning.
     pub(crate) fn read(&self, frame: &Frame) -> Result<Option<(IndexPng, &Path)>> {
-        match self.pngs.get(&frame.name) {
-            None => Ok(None),
-            Some(p) => Ok(Some((read_index_png(p)?, p.as_path()))),
+        let Some(p) = self.pngs.get(&frame.name) else {
+            return Ok(None);
+        };
+        let png = read_index_png(p)?;
+        if !self.warned.load(Ordering::Relaxed) {
+            let slivers = sliver_ids(&png.map);
+            if !slivers.is_empty() {
+                self.warned.store(true, Ordering::Relaxed);
+                warn(format!(
+                    "{}: {} of its {} ids are thin slivers along other ids' edges (e.g. {:?}): \
+                     it looks like an anti-aliased or smoothly resized image, and every value \
+                     becomes an object; save id masks as palette PNGs resized nearest-neighbour",
+                    p.display(),
+                    slivers.len(),
+                    png.map.ids().len(),
+                    &slivers[..slivers.len().min(5)]
+                ));
+            }
         }
+        Ok(Some((png, p.as_path())))
     }
 
     /// The JSON side file of `frame`, if any.
     fn json(&self, frame: &Frame) -> Option<&Path> {
         self.jsons.get(&frame.name).map(PathBuf::as_path)
+    }
+
+    /// Checks every mask's header before any frame is tracked: within the pixel limit and,
+    /// unless masks are resized, of the frames' `width × height`.
+    pub(crate) fn check_sizes(&self, width: usize, height: usize) -> Result<()> {
+        for path in self.pngs.values() {
+            let (w, h) = image_dimensions(path)?;
+            if !self.resize && (w as usize, h as usize) != (width, height) {
+                return Err(Error::invalid(format!(
+                    "{}: mask is {w}x{h} but the frames are {width}x{height} (masks must have their frame's size; --resize-masks resizes them)",
+                    path.display(),
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Brings `seg` (read from `path`) to the frame's size: an error naming the file and
@@ -270,6 +308,10 @@ impl ImageSegmenter for DetectionSegmenter {
             }
         };
         self.masks.fit(seg, path, frame).map(Some)
+    }
+
+    fn check_frame_size(&self, width: usize, height: usize) -> Result<()> {
+        self.masks.check_sizes(width, height)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Given object masks (semi-supervised video object segmentation): DAVIS layout
 //! `<dir>/<frame>.png`, on the first frame or on any frames, where objects may appear.
 //!
-//! A grayscale PNG holding only 0 and 255 follows the DAVIS-2016 binary convention: 255 is
-//! object 1 (as `deva eval davis` reads such ground truth).
+//! A grayscale PNG holding only black and white (0 and 255 at 8 bits, 0 and 65535 at 16)
+//! follows the DAVIS-2016 binary convention: white is object 1 (as `deva eval davis` reads such ground truth).
 
 use super::detections::MaskDir;
 use super::{ImageSegmenter, SegmenterKind};
@@ -58,17 +58,17 @@ impl ImageSegmenter for MaskSegmenter {
         let Some((png, path)) = self.masks.read(frame)? else {
             return Ok(None);
         };
-        let binary = png.palette.is_none()
-            && !png.rgb_ids
-            && png.map.data().iter().all(|&v| v == 0 || v == 255);
-        let map = if binary {
-            png.map.remap(|v| u32::from(v == 255))
-        } else {
-            png.map
+        let map = match png.binary_foreground() {
+            Some(map) => map,
+            None => png.map,
         };
         self.masks
             .fit(Segmentation::from_map(map), path, frame)
             .map(Some)
+    }
+
+    fn check_frame_size(&self, width: usize, height: usize) -> Result<()> {
+        self.masks.check_sizes(width, height)
     }
 }
 
@@ -93,6 +93,17 @@ mod tests {
         assert_eq!(seg.kind(), SegmenterKind::Reference);
         assert_eq!(seg.palette().unwrap().unwrap()[3..6], [1, 2, 3]);
         assert_eq!(seg.frame_names().collect::<Vec<_>>(), ["00000", "00005"]);
+        // A mask of another size is found before any frame is tracked.
+        seg.check_frame_size(2, 2).unwrap();
+        let e = seg.check_frame_size(3, 2).unwrap_err().to_string();
+        assert!(
+            e.contains("00000.png") && e.contains("2x2") && e.contains("3x2"),
+            "{e}"
+        );
+        assert!(MaskSegmenter::open(dir.path(), true)
+            .unwrap()
+            .check_frame_size(3, 2)
+            .is_ok());
         let frame = |name: &str, w: u32| Frame {
             index: 0,
             name: name.into(),
@@ -128,11 +139,53 @@ mod tests {
         };
         assert_eq!(ids(&mut g, "00000"), [0, 1]);
         assert_eq!(ids(&mut g, "00001"), [0, 7]);
+        // The same convention at 16 bits: 65535 is object 1, other values are ids.
+        let wide = |v: u16| image::ImageBuffer::<image::Luma<u16>, _>::from_vec(2, 1, vec![0, v]);
+        wide(65535)
+            .unwrap()
+            .save(gray.path().join("00002.png"))
+            .unwrap();
+        wide(300)
+            .unwrap()
+            .save(gray.path().join("00003.png"))
+            .unwrap();
+        let mut g = MaskSegmenter::open(gray.path(), false).unwrap();
+        assert_eq!(ids(&mut g, "00002"), [0, 1]);
+        assert_eq!(ids(&mut g, "00003"), [0, 300]);
 
         std::fs::write(dir.path().join("00001.json"), "[]").unwrap();
         let e = MaskSegmenter::open(dir.path(), false)
             .unwrap_err()
             .to_string();
         assert!(e.contains("00001.json"), "{e}");
+    }
+
+    #[test]
+    fn an_antialiased_mask_gives_one_warning_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let disc = crate::mask::antialiased_disc(48);
+        let gray = |m: &IdMap| {
+            let px = m.data().iter().map(|&v| v as u8).collect();
+            image::GrayImage::from_vec(48, 48, px).unwrap()
+        };
+        gray(&disc).save(dir.path().join("aa_a.png")).unwrap();
+        gray(&disc).save(dir.path().join("aa_b.png")).unwrap();
+        let mut seg = MaskSegmenter::open(dir.path(), false).unwrap();
+        let marker = dir.path().to_string_lossy().into_owned();
+        assert!(crate::diagnostics::testing::warnings_containing(&marker).is_empty());
+        for name in ["aa_a", "aa_b"] {
+            let f = Frame {
+                index: 0,
+                name: name.into(),
+                image: RgbImage::new(48, 48).into(),
+            };
+            seg.segment(&f, None).unwrap().unwrap();
+        }
+        let w = crate::diagnostics::testing::warnings_containing(&marker);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("aa_a.png") && w[0].contains("anti-aliased"),
+            "{w:?}"
+        );
     }
 }

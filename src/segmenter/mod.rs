@@ -61,4 +61,10 @@ pub trait ImageSegmenter {
         frame: &Frame,
         tracked: Option<&BinaryMask>,
     ) -> Result<Option<Segmentation>>;
+
+    /// Checks, before any frame is segmented, what can be known in advance for frames of
+    /// `width × height` (for example that precomputed masks have that size).
+    fn check_frame_size(&self, _width: usize, _height: usize) -> Result<()> {
+        Ok(())
+    }
 }

@@ -132,11 +132,25 @@ pub(crate) struct Input<'a> {
 }
 
 impl<'a> Input<'a> {
-    /// Fails unless `frame` has the size of the video's first frame.
+    /// Fails unless `frame` has the size of the video's first frame, and (on the first frame)
+    /// unless the internal resolution fits [`MAX_PIXELS`](crate::imageio::MAX_PIXELS).
     fn check(&mut self, frame: &Frame) -> Result<()> {
         let dims = (frame.width(), frame.height());
         match self.dims {
-            None => self.dims = Some(dims),
+            None => {
+                let (w, h) = internal_size(dims.0, dims.1, self.size);
+                if (w as u64).saturating_mul(h as u64) > crate::imageio::MAX_PIXELS {
+                    return Err(Error::Config(format!(
+                        "input size {} makes the {}x{} frames {w}x{h} internally, more than \
+                         the limit of {} pixels; choose a smaller size",
+                        self.size,
+                        dims.0,
+                        dims.1,
+                        crate::imageio::MAX_PIXELS
+                    )));
+                }
+                self.dims = Some(dims)
+            }
             Some(d) if d != dims => {
                 return Err(Error::invalid(format!(
                     "frame {} ({}) is {}x{} but the video's frames are {}x{}",
@@ -327,4 +341,41 @@ fn image_only(input: &mut Input, frame: Frame) -> Result<TrackedFrame> {
         probs,
         objects: seg.segments,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::propagator::StaticPropagator;
+    use crate::segmenter::SegmenterKind;
+
+    struct Nothing;
+
+    impl ImageSegmenter for Nothing {
+        fn name(&self) -> &str {
+            "nothing"
+        }
+        fn kind(&self) -> SegmenterKind {
+            SegmenterKind::Proposals
+        }
+        fn segment(&mut self, _: &Frame, _: Option<&BinaryMask>) -> Result<Option<Segmentation>> {
+            Ok(None)
+        }
+    }
+
+    /// A large size on a long thin frame used to allocate gigabytes in the resize and abort.
+    #[test]
+    fn an_internal_size_over_the_pixel_limit_is_an_error() {
+        let mut config = Config::default();
+        config.input.size = 8192;
+        let propagator: Box<dyn Propagator> = Box::new(StaticPropagator::default());
+        let mut t = Tracker::new(&config, Box::new(Nothing), Some(propagator)).unwrap();
+        let frame = Frame {
+            index: 0,
+            name: "00000".into(),
+            image: image::RgbImage::new(1, 40).into(),
+        };
+        let e = t.step(frame).unwrap_err().to_string();
+        assert!(e.contains("8192") && e.contains("8192x327680"), "{e}");
+    }
 }

@@ -3,7 +3,9 @@
 
 use super::source::FrameSource;
 use super::Frame;
+use crate::diagnostics::warn;
 use crate::error::{Error, Result};
+use crate::imageio::check_dimensions;
 use image::RgbImage;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -28,6 +30,10 @@ struct Process {
 impl Process {
     /// Starts `cmd` with stderr captured; a missing program gives an install hint.
     fn spawn(program: &'static str, cmd: &mut Command) -> Result<Process> {
+        // A process group of its own: Ctrl-C in a terminal reaches this process, which stops
+        // cleanly and then ends the child, instead of killing the encoder mid-file.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
         let mut child = cmd
             .stderr(Stdio::piped())
             .spawn()
@@ -53,12 +59,13 @@ impl Process {
             .unwrap_or_default()
     }
 
-    /// Waits for the program; a failure exit becomes an error naming `path` with its stderr.
-    fn finish(mut self, path: &Path) -> Result<()> {
+    /// Waits for the program and returns what it printed; a failure exit becomes an error
+    /// naming `path` with its stderr.
+    fn finish(mut self, path: &Path) -> Result<String> {
         let status = self.child.wait().map_err(|e| Error::io(path, e))?;
         let stderr = self.stderr_text();
         if status.success() {
-            Ok(())
+            Ok(stderr)
         } else {
             Err(Error::External {
                 program: self.program.to_string(),
@@ -133,7 +140,9 @@ pub fn probe(path: &Path) -> Result<VideoInfo> {
     parse_probe(path, &out.stdout)
 }
 
-fn parse_probe(path: &Path, json: &[u8]) -> Result<VideoInfo> {
+/// Parses ffprobe's JSON (`-show_entries stream=width,height,...`) about `path`; a size over
+/// [`MAX_PIXELS`](crate::imageio::MAX_PIXELS) is refused.
+pub fn parse_probe(path: &Path, json: &[u8]) -> Result<VideoInfo> {
     let v: serde_json::Value = serde_json::from_slice(json)
         .map_err(|e| Error::parse(path, format!("unexpected ffprobe output: {e}")))?;
     let stream = v["streams"]
@@ -156,6 +165,7 @@ fn parse_probe(path: &Path, json: &[u8]) -> Result<VideoInfo> {
         .unwrap_or(0.0);
     let quarter_turn = (rotation.round() as i64).rem_euclid(180) == 90;
     let (width, height) = if quarter_turn { (h, w) } else { (w, h) };
+    check_dimensions(path, width as u64, height as u64)?;
     let rate = |key: &str| stream[key].as_str().and_then(parse_rate);
     Ok(VideoInfo {
         width,
@@ -168,18 +178,73 @@ fn parse_probe(path: &Path, json: &[u8]) -> Result<VideoInfo> {
     })
 }
 
-/// Fills `buf` from `r`; returns how many bytes were read (fewer only at end of stream).
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// What reading one frame of a raw RGB stream gave.
+#[derive(Debug)]
+pub enum RawRead {
+    /// A whole frame.
+    Frame(RgbImage),
+    /// The stream ended cleanly, between frames.
+    End,
+    /// The stream ended inside a frame after `bytes` of its `expected` bytes.
+    Truncated {
+        /// Bytes of the frame that arrived.
+        bytes: usize,
+        /// Bytes of a whole frame.
+        expected: usize,
+    },
+}
+
+/// Splits a raw RGB24 byte stream (what `ffmpeg -f rawvideo -pix_fmt rgb24` writes) into
+/// frames of a known size.
+#[derive(Debug)]
+pub struct RawFrames<R> {
+    reader: R,
+    width: usize,
+    height: usize,
+}
+
+impl<R: Read> RawFrames<R> {
+    /// Frames of `width × height` from `reader`; both must be positive and their product at
+    /// most [`MAX_PIXELS`](crate::imageio::MAX_PIXELS) (`path` names the stream in errors).
+    pub fn new(reader: R, width: usize, height: usize, path: &Path) -> Result<Self> {
+        if width == 0 || height == 0 {
+            return Err(Error::invalid(format!(
+                "{}: video frames of {width}x{height} pixels",
+                path.display()
+            )));
         }
+        check_dimensions(path, width as u64, height as u64)?;
+        Ok(RawFrames {
+            reader,
+            width,
+            height,
+        })
     }
-    Ok(n)
+
+    /// Reads the next frame.
+    pub fn read(&mut self) -> std::io::Result<RawRead> {
+        let (w, h) = (self.width, self.height);
+        let mut buf = vec![0u8; w * h * 3];
+        let mut n = 0;
+        while n < buf.len() {
+            match self.reader.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(match n {
+            0 => RawRead::End,
+            n if n < buf.len() => RawRead::Truncated {
+                bytes: n,
+                expected: buf.len(),
+            },
+            _ => RawRead::Frame(
+                RgbImage::from_raw(w as u32, h as u32, buf).expect("buffer of w * h * 3 bytes"),
+            ),
+        })
+    }
 }
 
 /// Frames of a video file decoded by `ffmpeg` into a raw RGB pipe, one at a time. Frames are
@@ -188,7 +253,7 @@ pub struct VideoFileSource {
     path: PathBuf,
     info: VideoInfo,
     process: Option<Process>,
-    stdout: Option<BufReader<ChildStdout>>,
+    stdout: Option<RawFrames<BufReader<ChildStdout>>>,
     index: usize,
 }
 
@@ -205,7 +270,15 @@ impl VideoFileSource {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped()),
         )?;
-        let stdout = process.child.stdout.take().map(BufReader::new);
+        let stdout = match process.child.stdout.take() {
+            Some(out) => Some(RawFrames::new(
+                BufReader::new(out),
+                info.width,
+                info.height,
+                path,
+            )?),
+            None => None,
+        };
         Ok(VideoFileSource {
             path: path.to_path_buf(),
             info,
@@ -220,12 +293,33 @@ impl VideoFileSource {
         &self.info
     }
 
-    /// Ends decoding: the process must have exited cleanly and produced at least one frame.
+    /// Ends decoding: the process must have exited cleanly without reporting errors (a
+    /// damaged or cut file makes ffmpeg print errors and stop early with a success status)
+    /// and produced at least one frame; fewer frames than the container declares give a
+    /// warning.
     fn end(&mut self) -> Option<Result<Frame>> {
         self.stdout = None;
         let process = self.process.take()?;
-        if let Err(e) = process.finish(&self.path) {
-            return Some(Err(e));
+        let stderr = match process.finish(&self.path) {
+            Ok(stderr) => stderr,
+            Err(e) => return Some(Err(e)),
+        };
+        if !stderr.is_empty() {
+            return Some(Err(Error::External {
+                program: "ffmpeg".into(),
+                message: format!(
+                    "{}: decoding failed after {} frames (damaged or truncated file?): {stderr}",
+                    self.path.display(),
+                    self.index
+                ),
+            }));
+        }
+        if let Some(declared) = self.info.frame_count.filter(|&n| n > self.index) {
+            warn(format!(
+                "{}: decoded {} frames but the container declares {declared}",
+                self.path.display(),
+                self.index
+            ));
         }
         (self.index == 0).then(|| {
             Err(Error::invalid(format!(
@@ -237,12 +331,9 @@ impl VideoFileSource {
 
     fn read_frame(&mut self) -> Option<Result<Frame>> {
         let stdout = self.stdout.as_mut()?;
-        let (w, h) = (self.info.width, self.info.height);
-        let mut buf = vec![0u8; w * h * 3];
-        match read_full(stdout, &mut buf) {
-            Ok(0) => self.end(),
-            Ok(n) if n == buf.len() => {
-                let image = RgbImage::from_raw(w as u32, h as u32, buf).expect("buffer size");
+        match stdout.read() {
+            Ok(RawRead::End) => self.end(),
+            Ok(RawRead::Frame(image)) => {
                 let frame = Frame {
                     index: self.index,
                     name: format!("{:05}", self.index),
@@ -251,16 +342,15 @@ impl VideoFileSource {
                 self.index += 1;
                 Some(Ok(frame))
             }
-            Ok(n) => {
+            Ok(RawRead::Truncated { bytes, expected }) => {
                 let stderr = self.process.take().map(Process::kill).unwrap_or_default();
                 self.stdout = None;
                 Some(Err(Error::External {
                     program: "ffmpeg".into(),
                     message: format!(
-                        "{}: frame {} is truncated ({n} of {} bytes): {stderr}",
+                        "{}: frame {} is truncated ({bytes} of {expected} bytes): {stderr}",
                         self.path.display(),
                         self.index,
-                        buf.len()
                     ),
                 }))
             }
@@ -288,6 +378,10 @@ impl FrameSource for VideoFileSource {
 
     fn fps(&self) -> Option<f64> {
         self.info.fps
+    }
+
+    fn preflight(&mut self) -> Result<(usize, usize)> {
+        Ok((self.info.width, self.info.height))
     }
 }
 
@@ -514,5 +608,72 @@ mod tests {
         std::fs::write(&path, b"not a video").unwrap();
         let e = VideoFileSource::open(&path).err().unwrap().to_string();
         assert!(e.contains("x.mp4") && e.contains("ffprobe"), "{e}");
+    }
+
+    /// An mp4 with its index at the front (`+faststart`), cut in half: ffmpeg decodes what it
+    /// can, prints errors and exits 0; the source must end with an error naming the file.
+    #[test]
+    fn a_truncated_video_is_an_error() {
+        if !available() {
+            eprintln!("skipped: ffmpeg/ffprobe not found; {INSTALL_HINT}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.mp4");
+        let mut w = VideoFileWriter::create(&path, 64, 48, 10.0).unwrap();
+        let mut seed = 1u32;
+        for _ in 0..20 {
+            let img = RgbImage::from_fn(64, 48, |_, _| {
+                seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                Rgb([(seed >> 24) as u8, (seed >> 16) as u8, (seed >> 8) as u8])
+            });
+            w.write(&img).unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let src = VideoFileSource::open(&path).unwrap();
+        assert_eq!(src.frame_count(), Some(20));
+        let results: Vec<Result<Frame>> = src.collect();
+        assert!(results.len() < 20, "{} results", results.len());
+        let e = results.last().unwrap().as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("cut.mp4") && e.contains("decoding failed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn raw_frame_streams_split_into_frames() {
+        let p = Path::new("pipe");
+        let bytes: Vec<u8> = (0..2 * 12 + 5).map(|i| i as u8).collect();
+        let mut frames = RawFrames::new(bytes.as_slice(), 2, 2, p).unwrap();
+        for k in 0..2u8 {
+            match frames.read().unwrap() {
+                RawRead::Frame(img) => assert_eq!(
+                    img.get_pixel(1, 1).0,
+                    [9 + 12 * k, 10 + 12 * k, 11 + 12 * k]
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            frames.read().unwrap(),
+            RawRead::Truncated {
+                bytes: 5,
+                expected: 12
+            }
+        ));
+        assert!(matches!(frames.read().unwrap(), RawRead::End));
+        let e = RawFrames::new(&[][..], 100_000, 100_000, p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipe") && e.contains("100000x100000"), "{e}");
+        assert!(RawFrames::new(&[][..], 0, 5, p).is_err());
+        let json = br#"{"streams":[{"width":100000,"height":90000}]}"#;
+        let e = parse_probe(Path::new("big.mp4"), json)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("big.mp4") && e.contains("100000x90000"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 use super::source::FrameSource;
 use super::Frame;
 use crate::error::{Error, Result};
-use crate::imageio::read_rgb;
+use crate::imageio::{image_dimensions, read_rgb};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -36,23 +36,26 @@ impl FolderSource {
         &self.files
     }
 
+    /// The error for frame `path` of `size` when the first frame is `first`.
+    fn size_mismatch(&self, path: &Path, size: (u32, u32), first: (u32, u32)) -> Error {
+        Error::invalid(format!(
+            "{}: frame is {}x{} but the first frame {} is {}x{} (all frames of a video must have one size)",
+            path.display(),
+            size.0,
+            size.1,
+            self.files[0].display(),
+            first.0,
+            first.1
+        ))
+    }
+
     fn read(&mut self, index: usize) -> Result<Frame> {
         let path = &self.files[index];
         let image = read_rgb(path)?;
         let size = image.dimensions();
         match self.first_size {
             None => self.first_size = Some(size),
-            Some(first) if first != size => {
-                return Err(Error::invalid(format!(
-                    "{}: frame is {}x{} but the first frame {} is {}x{} (all frames of a video must have one size)",
-                    path.display(),
-                    size.0,
-                    size.1,
-                    self.files[0].display(),
-                    first.0,
-                    first.1
-                )))
-            }
+            Some(first) if first != size => return Err(self.size_mismatch(path, size, first)),
             Some(_) => {}
         }
         Ok(Frame {
@@ -83,6 +86,17 @@ impl FrameSource for FolderSource {
 
     fn fps(&self) -> Option<f64> {
         None
+    }
+
+    fn preflight(&mut self) -> Result<(usize, usize)> {
+        let first = image_dimensions(&self.files[0])?;
+        for path in &self.files[1..] {
+            let size = image_dimensions(path)?;
+            if size != first {
+                return Err(self.size_mismatch(path, size, first));
+            }
+        }
+        Ok((first.0 as usize, first.1 as usize))
     }
 }
 
@@ -209,6 +223,27 @@ mod tests {
             "{e}"
         );
         assert!(src.next().is_none());
+
+        // The same two problems are found before decoding.
+        let e = FolderSource::open(dir.path())
+            .unwrap()
+            .preflight()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1.jpg"), "{e}");
+        std::fs::remove_file(dir.path().join("1.jpg")).unwrap();
+        let e = FolderSource::open(dir.path())
+            .unwrap()
+            .preflight()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2.png") && e.contains("5x3"), "{e}");
+        std::fs::remove_file(dir.path().join("2.png")).unwrap();
+        save(dir.path(), "3.png", 4, 3, 9);
+        assert_eq!(
+            FolderSource::open(dir.path()).unwrap().preflight().unwrap(),
+            (4, 3)
+        );
 
         let e = FolderSource::open(&dir.path().join("absent"))
             .unwrap_err()

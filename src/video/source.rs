@@ -12,4 +12,10 @@ pub trait FrameSource: Iterator<Item = Result<Frame>> {
 
     /// Frames per second, when the source has a rate (video files).
     fn fps(&self) -> Option<f64>;
+
+    /// Checks what can be checked before decoding (a folder: every file's image header, one
+    /// size for all, within [`MAX_PIXELS`](crate::imageio::MAX_PIXELS); a video: its probed
+    /// size) and returns the frame size, so that a run fails before its first frame instead of
+    /// part-way.
+    fn preflight(&mut self) -> Result<(usize, usize)>;
 }

@@ -29,11 +29,10 @@ pub fn parse_boxes(text: &str) -> Result<Vec<BBox>> {
         .map(|b| {
             let v: Vec<u32> = b
                 .split(',')
-                .map(|n| n.trim().parse::<u32>())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| {
-                    Error::invalid(format!("box {b:?}: {e} (expected x,y,w,h in pixels)"))
-                })?;
+                .map(|n| {
+                    pixel_count(n.trim()).map_err(|e| Error::invalid(format!("box {b:?}: {e}")))
+                })
+                .collect::<Result<_>>()?;
             match v[..] {
                 [x, y, w, h] if w > 0 && h > 0 => Ok(BBox { x, y, w, h }),
                 [_, _, _, _] => Err(Error::invalid(format!(
@@ -54,6 +53,26 @@ pub fn parse_boxes(text: &str) -> Result<Vec<BBox>> {
                 Ok(boxes)
             }
         })
+}
+
+/// One box coordinate: a whole, non-negative number of pixels below 2^32.
+fn pixel_count(n: &str) -> std::result::Result<u32, String> {
+    let expected = "box numbers are x,y,w,h in whole pixels";
+    let v: f64 = n
+        .parse()
+        .map_err(|_| format!("{n:?} is not a number ({expected})"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!(
+            "{n} is negative or not finite ({expected}, 0 or more)"
+        ));
+    }
+    if v.fract() != 0.0 {
+        return Err(format!("{n} is not a whole number ({expected})"));
+    }
+    if v > u32::MAX as f64 {
+        return Err(format!("{n} is too large ({expected})"));
+    }
+    Ok(v as u32)
 }
 
 /// Segments the frames that have prompts; other frames get nothing. Its masks are reference
@@ -196,5 +215,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"1,2,3\""));
+        for (bad, says) in [
+            ("-5,2,3,4", "-5 is negative"),
+            ("1.5,2,3,4", "1.5 is not a whole number"),
+            ("1,2,3,abc", "\"abc\" is not a number"),
+            ("1,2,3,1e12", "too large"),
+        ] {
+            let e = parse_boxes(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("whole pixels"), "{bad}: {e}");
+            assert!(!e.contains("invalid digit"), "{bad}: {e}");
+        }
+        assert_eq!(parse_boxes("1.0,2,3,4").unwrap()[0].x, 1);
     }
 }

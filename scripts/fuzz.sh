@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Fuzzes one reader of untrusted input for a while:
+#
+#   scripts/fuzz.sh TARGET SECONDS        (targets: scripts/fuzz.sh list)
+#
+# Installs cargo-fuzz when it is missing. cargo-fuzz needs nightly compiler flags; on a stable
+# toolchain RUSTC_BOOTSTRAP=1 unlocks them. Seeds come from the fixtures and data beside the
+# repository ($DEVA_FIXTURES, $DEVA_DATA, default ../shared/...), copied into
+# fuzz/corpus/TARGET (ignored by git); crashes land in fuzz/artifacts/TARGET. The last line
+# printed is libFuzzer's summary with the number of executions. FUZZ_SANITIZER=address turns
+# AddressSanitizer on (default none: the code under test is safe Rust, and it runs 2-3x faster).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root/fuzz"
+targets=$(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^deva-fuzz$')
+if [ "${1:-}" = list ] || [ $# -lt 1 ]; then
+    echo "usage: scripts/fuzz.sh TARGET SECONDS; targets:" $targets
+    exit $([ "${1:-}" = list ] && echo 0 || echo 2)
+fi
+target=$1
+seconds=${2:-60}
+echo "$targets" | grep -qx "$target" || { echo "unknown target $target; targets:" $targets; exit 2; }
+
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+export RUSTC_BOOTSTRAP=1
+
+fixtures=${DEVA_FIXTURES:-$root/../shared/fixtures}
+data=${DEVA_DATA:-$root/../shared/data}
+corpus=corpus/$target
+mkdir -p "$corpus"
+
+# Copies up to 100 files (smaller than 256 KiB) that `find` selects into the corpus.
+seed_files() {
+    find "$fixtures" "$data" "$root/configs" "$@" -type f -size -256k 2>/dev/null | head -n 100 |
+        while read -r f; do cp "$f" "$corpus/seed-$(echo "$f" | cksum | cut -d' ' -f1)"; done
+}
+
+case $target in
+    index_png | detections) seed_files -name '*.png' ;;
+    config_toml) seed_files -name '*.toml' ;;
+    burst_json) seed_files -path '*burst*' -name '*.json' ;;
+    vipseg_json) seed_files -path '*vipseg*' -name '*.json' ;;
+    onnx) seed_files -name '*.onnx' ;;
+    pickle | pth | safetensors | coco_rle | frame_stream)
+        python3 - "$target" "$corpus" "$fixtures" "$data" <<'PY'
+import glob, json, os, struct, sys, zipfile
+target, corpus, fixtures, data = sys.argv[1:]
+def put(name, b):
+    with open(os.path.join(corpus, "seed-" + name), "wb") as f:
+        f.write(b)
+files = glob.glob(fixtures + "/**/*", recursive=True) + glob.glob(data + "/**/*", recursive=True)
+for i, p in enumerate(f for f in files if f.endswith(".pth")):
+    with zipfile.ZipFile(p) as z:
+        pkl = [n for n in z.namelist() if n.endswith("data.pkl")][0]
+        if target == "pickle":
+            put(f"pkl{i}", z.read(pkl))
+        elif target == "pth":  # a small archive with the same pickle and no storages
+            out = os.path.join(corpus, f"seed-pth{i}")
+            with zipfile.ZipFile(out, "w") as o:
+                o.writestr("archive/data.pkl", z.read(pkl))
+for i, p in enumerate(f for f in files if f.endswith(".safetensors")):
+    with open(p, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = f.read(n)
+    if target == "safetensors":
+        put(f"st{i}", header + b"\0DATA\0" + bytes(64))
+    elif target == "pth":
+        put(f"st{i}", struct.pack("<Q", n) + header)
+if target == "coco_rle":
+    for p in [f for f in files if f.endswith(".json") and "burst" in f][:20]:
+        for j, m in enumerate(__import__("re").findall(rb'"rle":\s*"([^"]*)"', open(p, "rb").read())[:5]):
+            put(f"rle{abs(hash((p, j)))}", bytes([40, 60]) + m.replace(b"\\\\", b"\\"))
+if target == "frame_stream":
+    put("probe", json.dumps({"streams": [{"width": 8, "height": 6, "avg_frame_rate": "30000/1001",
+        "nb_frames": "20", "side_data_list": [{"rotation": -90}]}]}).encode())
+    put("frames", bytes([3, 2]) + bytes(range(40)))
+PY
+        ;;
+esac
+echo "$target: $(ls "$corpus" | wc -l) inputs in the corpus"
+
+sanitizer=${FUZZ_SANITIZER:-none}
+cargo fuzz run --sanitizer "$sanitizer" --debug-assertions "$target" "$corpus" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -max_len=1048576 \
+    -print_final_stats=1 2>&1 | tee "/tmp/deva-fuzz-$target.log" | grep -E 'stat::number_of_executed_units|Done|ERROR|panicked|SUMMARY|deadly|crash-|oom-|timeout-' || true
+grep -q 'stat::number_of_executed_units' "/tmp/deva-fuzz-$target.log"

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::video::resize_rgb;
+use crate::video::pillow::resize_torchvision;
 
 /// ImageNet mean (RGB) used by Mask2Former checkpoints.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -94,7 +94,7 @@ pub fn preprocess(img: &RgbImage, cfg: &PreprocessConfig, device: &Device) -> Re
         return Err(Error::invalid("mask2former: empty image"));
     }
     let (oh, ow) = input_size(h, w, cfg);
-    normalize(&resize_rgb(img, ow, oh), device)
+    normalize(&resize_torchvision(img, ow, oh), device)
 }
 
 #[cfg(test)]

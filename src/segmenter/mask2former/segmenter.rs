@@ -15,7 +15,8 @@ use super::preprocess::{aspect_size, normalize};
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::segmenter::ImageSegmenter;
-use crate::video::{resize_rgb, Frame};
+use crate::video::pillow::resize_torchvision;
+use crate::video::Frame;
 
 /// Stride the network input must be padded to.
 const SIZE_DIVISIBILITY: usize = 32;
@@ -95,7 +96,7 @@ impl Mask2FormerSegmenter {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let s = &self.settings;
         let (oh, ow) = aspect_size(h, w, s.shortest_edge, s.longest_edge);
-        let x = normalize(&resize_rgb(img, ow, oh), &self.device)?;
+        let x = normalize(&resize_torchvision(img, ow, oh), &self.device)?;
         let (ph, pw) = (
             oh.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY,
             ow.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY,

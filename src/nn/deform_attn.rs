@@ -167,10 +167,12 @@ impl MultiScaleDeformableAttention {
             .sampling_offsets
             .forward(query)?
             .reshape((b, nq, n_heads, n_levels, n_points, 2))?;
-        let weights = self
-            .attention_weights
-            .forward(query)?
-            .reshape((b, nq, n_heads, n_levels * n_points))?;
+        let weights = self.attention_weights.forward(query)?.reshape((
+            b,
+            nq,
+            n_heads,
+            n_levels * n_points,
+        ))?;
         let weights = candle_nn::ops::softmax_last_dim(&weights)?
             .reshape((b, nq, n_heads, n_levels, n_points))?;
 
@@ -263,8 +265,16 @@ pub fn ms_deform_sample(
         .to_dtype(DType::F32)?
         .permute((0, 2, 1, 3, 4, 5))?;
     let attn = weights.to_dtype(DType::F32)?.permute((0, 2, 1, 3, 4))?;
-    let x = loc.narrow(5, 0, 1)?.squeeze(5)?.broadcast_mul(&w_l)?.affine(1.0, -0.5)?;
-    let y = loc.narrow(5, 1, 1)?.squeeze(5)?.broadcast_mul(&h_l)?.affine(1.0, -0.5)?;
+    let x = loc
+        .narrow(5, 0, 1)?
+        .squeeze(5)?
+        .broadcast_mul(&w_l)?
+        .affine(1.0, -0.5)?;
+    let y = loc
+        .narrow(5, 1, 1)?
+        .squeeze(5)?
+        .broadcast_mul(&h_l)?
+        .affine(1.0, -0.5)?;
     let x0 = x.floor()?;
     let y0 = y.floor()?;
     let fx = (&x - &x0)?;
@@ -299,9 +309,7 @@ pub fn ms_deform_sample(
     let wts = Tensor::stack(&wts, 5)?
         .reshape((b, heads, nq, k))?
         .to_dtype(dtype)?;
-    let base: Vec<u32> = (0..(b * heads) as u32)
-        .map(|i| i * len_in as u32)
-        .collect();
+    let base: Vec<u32> = (0..(b * heads) as u32).map(|i| i * len_in as u32).collect();
     let base = Tensor::from_vec(base, (b, heads, 1, 1), dev)?;
     let idx = idx.broadcast_add(&base)?;
     let table = value
@@ -315,9 +323,7 @@ pub fn ms_deform_sample(
     while s < nq {
         let n = chunk.min(nq - s);
         let i = idx.narrow(2, s, n)?.contiguous()?.flatten_all()?;
-        let g = table
-            .index_select(&i, 0)?
-            .reshape((b * heads * n, k, hd))?;
+        let g = table.index_select(&i, 0)?.reshape((b * heads * n, k, hd))?;
         let w = wts.narrow(2, s, n)?.reshape((b * heads * n, k, 1))?;
         parts.push(g.broadcast_mul(&w)?.sum(1)?.reshape((b, heads, n, hd))?);
         s += n;
@@ -344,11 +350,7 @@ pub fn encoder_reference_points(levels: &Levels, device: &Device) -> Result<Tens
             }
         }
     }
-    Ok(Tensor::from_vec(
-        v,
-        (1, levels.len(), n_levels, 2),
-        device,
-    )?)
+    Ok(Tensor::from_vec(v, (1, levels.len(), n_levels, 2), device)?)
 }
 
 /// Splits the last dimension of a sequence into `[b, len, d]` levels back to maps
@@ -413,7 +415,12 @@ mod tests {
         close(&sample(&one, &v, &[(-1.0, 2.0)], &[1.0]), &[0.0]);
         // Two points weighted 0.25 / 0.75: 0.25·6 + 0.75·3.
         close(
-            &sample(&one, &v, &[(2.5 / 3.0, 0.75), (1.0 / 3.0, 0.5)], &[0.25, 0.75]),
+            &sample(
+                &one,
+                &v,
+                &[(2.5 / 3.0, 0.75), (1.0 / 3.0, 0.5)],
+                &[0.25, 0.75],
+            ),
             &[3.75],
         );
         // Two levels: (2x3) then (1x2) with values 10, 20 starting at 6.
@@ -450,9 +457,24 @@ mod tests {
             t(vec![0.0; 4], &[4, 1]),
             t(vec![1.0, 0.0, -1.0, 0.0], &[4]),
         );
-        linear(&mut map, "attention_weights", t(vec![0.0; 2], &[2, 1]), t(vec![0.0; 2], &[2]));
-        linear(&mut map, "value_proj", t(vec![1.0], &[1, 1]), t(vec![0.0], &[1]));
-        linear(&mut map, "output_proj", t(vec![2.0], &[1, 1]), t(vec![0.0], &[1]));
+        linear(
+            &mut map,
+            "attention_weights",
+            t(vec![0.0; 2], &[2, 1]),
+            t(vec![0.0; 2], &[2]),
+        );
+        linear(
+            &mut map,
+            "value_proj",
+            t(vec![1.0], &[1, 1]),
+            t(vec![0.0], &[1]),
+        );
+        linear(
+            &mut map,
+            "output_proj",
+            t(vec![2.0], &[1, 1]),
+            t(vec![0.0], &[1]),
+        );
         let vb = VarBuilder::from_tensors(map, DType::F32, &dev);
         let block = MultiScaleDeformableAttention::new(cfg, vb).unwrap();
         let levels = Levels::new(vec![(1, 4)]);
@@ -464,7 +486,9 @@ mod tests {
         close(&out.flatten_all().unwrap().to_vec1().unwrap(), &[4.0]);
         // Padding pixel 2 out: only pixel 0 (value 1) and a zero → 0.5 · 2.
         let pad = Tensor::from_vec(vec![0u8, 0, 1, 0], (1, 4), &dev).unwrap();
-        let out = block.forward(&query, &rp, &value, &levels, Some(&pad)).unwrap();
+        let out = block
+            .forward(&query, &rp, &value, &levels, Some(&pad))
+            .unwrap();
         close(&out.flatten_all().unwrap().to_vec1().unwrap(), &[1.0]);
         // Box form: centre x = 2.5/4, width 0.5: offsets ±1 / 2 points · 0.5 · 0.5 = ±0.125
         // normalised = ±0.5 px around pixel coordinate 2.0.

@@ -9,9 +9,8 @@ use common::npy_pickle::{self, Obj};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use deva::segmenter::mask2former::heads::ClassPredictor;
-use deva::segmenter::mask2former::pixel_decoder::PixelDecoder;
-use deva::segmenter::mask2former::transformer_decoder::TransformerDecoder;
 use deva::segmenter::mask2former::model::UNUSED_KEYS;
+use deva::segmenter::mask2former::pixel_decoder::PixelDecoder;
 use deva::segmenter::mask2former::postprocess::{
     instance, instance_candidates, panoptic, resize_mask_logits, IdRule, PanopticOptions,
     QueryPredictions, SegmentMap, HF_MASK_SIZE,
@@ -19,6 +18,7 @@ use deva::segmenter::mask2former::postprocess::{
 use deva::segmenter::mask2former::preprocess::{
     preprocess, PreprocessConfig, IMAGENET_MEAN, IMAGENET_STD,
 };
+use deva::segmenter::mask2former::transformer_decoder::TransformerDecoder;
 use deva::segmenter::mask2former::{load_detectron2, Mask2Former, Mask2FormerConfig};
 use deva::segmenter::sam::weights::{build_strict, Checkpoint};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -286,13 +286,21 @@ fn preprocessing_matches_the_processor() {
         let (a, b) = (resized_u8(&got), resized_u8(want));
         let max = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
         let same = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
-        assert!(max <= 1 && same >= 0.99, "{case}: max diff {max}, identical {same}");
+        assert!(
+            max <= 1 && same >= 0.99,
+            "{case}: max diff {max}, identical {same}"
+        );
         eprintln!("{case}: resized max diff {max}, identical {same:.4}");
     }
 }
 
 fn i64s(t: &Tensor) -> Vec<i64> {
-    t.to_dtype(DType::I64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// Compares a post-processed map with the stored `{prefix}.segmentation` and
@@ -309,11 +317,21 @@ fn check_segments(fx: &Fixture, case: &str, prefix: &str, got: &SegmentMap) {
         .unwrap()
         .to_vec1()
         .unwrap();
-    assert_eq!(got.segments.len(), ids.len(), "{case}.{prefix}: segment count");
+    assert_eq!(
+        got.segments.len(),
+        ids.len(),
+        "{case}.{prefix}: segment count"
+    );
     for (i, s) in got.segments.iter().enumerate() {
         assert_eq!(s.id as i64, ids[i], "{case}.{prefix}[{i}].id");
-        assert_eq!(s.label_id as i64, labels[i], "{case}.{prefix}[{i}].label_id");
-        assert_eq!(s.was_fused as i64, fused[i], "{case}.{prefix}[{i}].was_fused");
+        assert_eq!(
+            s.label_id as i64, labels[i],
+            "{case}.{prefix}[{i}].label_id"
+        );
+        assert_eq!(
+            s.was_fused as i64, fused[i],
+            "{case}.{prefix}[{i}].was_fused"
+        );
         assert!(
             (s.score - scores[i]).abs() <= 1e-4,
             "{case}.{prefix}[{i}].score {} vs {}",
@@ -388,7 +406,9 @@ fn post_processing_matches_panoptic_and_instance() {
 /// projections come back as `(name, part)` with part 0..3 for q, k, v.
 fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
     let sub = |s: &str, rules: &[(&str, &str)]| -> String {
-        rules.iter().fold(s.to_string(), |acc, (a, b)| acc.replace(a, b))
+        rules
+            .iter()
+            .fold(s.to_string(), |acc, (a, b)| acc.replace(a, b))
     };
     if k.contains("swin.layernorm") {
         return None;
@@ -409,12 +429,18 @@ fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
         let n = sub(
             r,
             &[
-                ("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+                (
+                    "embeddings.patch_embeddings.projection.",
+                    "patch_embed.proj.",
+                ),
                 ("embeddings.norm.", "patch_embed.norm."),
                 ("encoder.layers.", "layers."),
                 (".layernorm_before.", ".norm1."),
                 (".layernorm_after.", ".norm2."),
-                (".attention.self.relative_position_bias_table", ".attn.relative_position_bias_table"),
+                (
+                    ".attention.self.relative_position_bias_table",
+                    ".attn.relative_position_bias_table",
+                ),
                 (".attention.output.dense.", ".attn.proj."),
                 (".intermediate.dense.", ".mlp.fc1."),
                 (".output.dense.", ".mlp.fc2."),
@@ -458,7 +484,8 @@ fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
         let (i, t) = r.split_once('.').unwrap();
         for (j, x) in ["q", "k", "v"].iter().enumerate() {
             if let Some(param) = t.strip_prefix(&format!("self_attn.{x}_proj.")) {
-                let n = format!("{p}.transformer_self_attention_layers.{i}.self_attn.in_proj_{param}");
+                let n =
+                    format!("{p}.transformer_self_attention_layers.{i}.self_attn.in_proj_{param}");
                 return Some((n, Some(j)));
             }
         }
@@ -471,7 +498,14 @@ fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
         } else if let Some(x) = t.strip_prefix("cross_attn.") {
             ("cross_attention", format!("multihead_attn.{x}"))
         } else {
-            let x = sub(t, &[("fc1.", "linear1."), ("fc2.", "linear2."), ("final_layer_norm.", "norm.")]);
+            let x = sub(
+                t,
+                &[
+                    ("fc1.", "linear1."),
+                    ("fc2.", "linear2."),
+                    ("final_layer_norm.", "norm."),
+                ],
+            );
             ("ffn", x)
         };
         return Some((format!("{p}.transformer_{group}_layers.{i}.{rest}"), None));
@@ -481,7 +515,10 @@ fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
             r,
             &[
                 ("decoder.layernorm.", "decoder_norm."),
-                ("decoder.mask_predictor.mask_embedder.", "mask_embed.layers."),
+                (
+                    "decoder.mask_predictor.mask_embedder.",
+                    "mask_embed.layers.",
+                ),
                 ("queries_features.", "query_feat."),
                 ("queries_embedder.", "query_embed."),
             ],
@@ -516,7 +553,9 @@ fn detectron2_pickle(fx: &Fixture) -> Vec<u8> {
         };
         match part {
             None => items.push((name, array(&weights[k]))),
-            Some(i) => fused.entry(name).or_insert_with(|| vec![None; 3])[i] = Some(weights[k].clone()),
+            Some(i) => {
+                fused.entry(name).or_insert_with(|| vec![None; 3])[i] = Some(weights[k].clone())
+            }
         }
     }
     for (name, parts) in fused {
@@ -551,7 +590,9 @@ fn detectron2_pkl_loads_into_the_same_model() {
     let at = bytes.windows(10).position(|w| w == b"query_feat").unwrap();
     bytes[at..at + 10].copy_from_slice(b"query_fea7");
     std::fs::write(&path, &bytes).unwrap();
-    let e = load_detectron2(&path, &fx.config, &Device::Cpu).unwrap_err().to_string();
+    let e = load_detectron2(&path, &fx.config, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("query_fea7"), "{e}");
 }
 
@@ -572,13 +613,17 @@ fn pickles_calling_anything_else_are_refused_without_running() {
     s(&mut p, &format!("touch {}", marker.display()));
     p.extend_from_slice(&[0x85, b'R', b's', b'.']);
     std::fs::write(&path, &p).unwrap();
-    let e = deva::nn::checkpoint::load(&path, &["model"]).unwrap_err().to_string();
+    let e = deva::nn::checkpoint::load(&path, &["model"])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("os.system"), "{e}");
     assert!(!marker.exists(), "the pickle's call was executed");
     // numpy globals outside the allow-list too.
     let mut p = vec![0x80, 2];
     p.extend_from_slice(b"cnumpy\nload\n.");
     std::fs::write(&path, &p).unwrap();
-    let e = deva::nn::checkpoint::load(&path, &[]).unwrap_err().to_string();
+    let e = deva::nn::checkpoint::load(&path, &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("numpy.load"), "{e}");
 }

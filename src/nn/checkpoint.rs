@@ -450,7 +450,10 @@ fn numpy_dtype(d: &pickle::NumpyDtype) -> std::result::Result<TensorDType, Strin
 
 /// A contiguous row-major tensor from a pickled numpy array.
 fn numpy_to_raw(a: &NumpyArray) -> std::result::Result<RawTensor, String> {
-    let d = a.dtype.as_ref().ok_or("array was never filled (no BUILD)")?;
+    let d = a
+        .dtype
+        .as_ref()
+        .ok_or("array was never filled (no BUILD)")?;
     let dtype = numpy_dtype(d)?;
     let es = dtype.size();
     let numel: usize = a.shape.iter().product();

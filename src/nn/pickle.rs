@@ -152,9 +152,7 @@ fn resolve_global(module: &str, name: &str) -> Result<Callable, String> {
         ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
             Ok(Callable::NumpyReconstruct)
         }
-        ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => {
-            Ok(Callable::NumpyScalar)
-        }
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Ok(Callable::NumpyScalar),
         ("numpy", "ndarray") => Ok(Callable::NumpyNdarray),
         ("numpy", "dtype") => Ok(Callable::NumpyDtype),
         ("_codecs", "encode") => Ok(Callable::CodecsEncode),
@@ -595,7 +593,10 @@ fn reduce(f: Value, args: Value) -> Result<Value, String> {
                     Some(c @ ('<' | '>' | '|' | '=')) => (c, code[1..].to_string()),
                     _ => ('|', code.clone()),
                 };
-                Ok(Value::Dtype(Rc::new(RefCell::new(NumpyDtype { code, order }))))
+                Ok(Value::Dtype(Rc::new(RefCell::new(NumpyDtype {
+                    code,
+                    order,
+                }))))
             }
             _ => Err("numpy.dtype without a type code".into()),
         },

@@ -168,9 +168,7 @@ impl Mask2FormerConfig {
                 raw.activation_function
             ));
         }
-        let bc = raw
-            .backbone_config
-            .ok_or("backbone_config is missing")?;
+        let bc = raw.backbone_config.ok_or("backbone_config is missing")?;
         let kind = bc
             .get("model_type")
             .and_then(|v| v.as_str())
@@ -186,7 +184,11 @@ impl Mask2FormerConfig {
             "resnet" => BackboneConfig::ResNet(
                 serde_json::from_value(bc).map_err(|e| format!("backbone_config: {e}"))?,
             ),
-            other => return Err(format!("backbone_config.model_type '{other}' is not supported")),
+            other => {
+                return Err(format!(
+                    "backbone_config.model_type '{other}' is not supported"
+                ))
+            }
         };
         if backbone.channels().len() != 4 || raw.feature_strides.len() != 4 {
             return Err("the backbone must return four stages (strides 4, 8, 16, 32)".into());

@@ -84,7 +84,9 @@ pub fn load_detectron2(
         path: path.to_path_buf(),
         tensors,
     };
-    build_strict(&ckpt, device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
+    build_strict(&ckpt, device, UNUSED_KEYS, |vb| {
+        Mask2Former::new(config, vb)
+    })
 }
 
 /// Maps a detectron2 Mask2Former state dict (Swin or ResNet backbone) to Hugging Face keys.
@@ -258,7 +260,11 @@ fn map_predictor(
         let (i, tail) = layer(r).ok_or_else(unexpected)?;
         match tail.as_str() {
             "self_attn.in_proj_weight" | "self_attn.in_proj_bias" => {
-                let param = if tail.ends_with("weight") { "weight" } else { "bias" };
+                let param = if tail.ends_with("weight") {
+                    "weight"
+                } else {
+                    "bias"
+                };
                 let names =
                     ["q", "k", "v"].map(|n| format!("{dec}layers.{i}.self_attn.{n}_proj.{param}"));
                 return insert_split(out, src, key, t, names);
@@ -274,7 +280,10 @@ fn map_predictor(
             "{dec}layers.{i}.{}",
             replace_all(
                 &tail,
-                &[("multihead_attn.", "cross_attn."), ("norm.", "cross_attn_layer_norm.")]
+                &[
+                    ("multihead_attn.", "cross_attn."),
+                    ("norm.", "cross_attn_layer_norm.")
+                ]
             )
         )
     } else if let Some(r) = rest.strip_prefix("transformer_ffn_layers.") {
@@ -283,7 +292,11 @@ fn map_predictor(
             "{dec}layers.{i}.{}",
             replace_all(
                 &tail,
-                &[("linear1.", "fc1."), ("linear2.", "fc2."), ("norm.", "final_layer_norm.")]
+                &[
+                    ("linear1.", "fc1."),
+                    ("linear2.", "fc2."),
+                    ("norm.", "final_layer_norm.")
+                ]
             )
         )
     } else if let Some(r) = rest.strip_prefix("decoder_norm.") {

@@ -40,7 +40,11 @@ impl MaskPredictor {
     pub fn new(hidden: usize, mask_dim: usize, vb: VarBuilder) -> Result<Self> {
         let layers = (0..MLP_LAYERS)
             .map(|i| {
-                let out = if i + 1 == MLP_LAYERS { mask_dim } else { hidden };
+                let out = if i + 1 == MLP_LAYERS {
+                    mask_dim
+                } else {
+                    hidden
+                };
                 candle_nn::linear(hidden, out, vb.pp(format!("mask_embedder.{i}.0")))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;

@@ -12,8 +12,8 @@ use super::pixel_decoder::{PixelDecoder, PixelDecoderOutput};
 use super::resnet::ResNetBackbone;
 use super::transformer_decoder::{DecoderOutput, TransformerDecoder};
 use crate::error::{Error, Result};
-use crate::segmenter::sam::weights::{build_strict, Checkpoint};
 use crate::nn::swin::SwinBackbone;
+use crate::segmenter::sam::weights::{build_strict, Checkpoint};
 
 /// Checkpoint keys present in Hugging Face files that inference does not use: the loss's
 /// class weights and the Swin model's final norm (the backbone API never applies it).
@@ -63,7 +63,10 @@ pub struct Mask2FormerOutput {
 impl Mask2FormerOutput {
     /// Class logits of the last stage `[b, q, num_labels + 1]`.
     pub fn class_queries_logits(&self) -> &Tensor {
-        self.decoder.class_logits.last().expect("at least one stage")
+        self.decoder
+            .class_logits
+            .last()
+            .expect("at least one stage")
     }
 
     /// Mask logits of the last stage `[b, q, h/4, w/4]`.
@@ -117,7 +120,9 @@ impl Mask2Former {
             return super::detectron2::load_detectron2(path, config, device);
         }
         let ckpt = Checkpoint::read(path)?;
-        build_strict(&ckpt, device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
+        build_strict(&ckpt, device, UNUSED_KEYS, |vb| {
+            Mask2Former::new(config, vb)
+        })
     }
 
     /// The configuration.

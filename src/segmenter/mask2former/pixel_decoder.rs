@@ -8,8 +8,7 @@ use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, Module, VarB
 use super::config::Mask2FormerConfig;
 use crate::error::{Error, Result};
 use crate::nn::deform_attn::{
-    encoder_reference_points, split_levels, DeformAttnConfig, Levels,
-    MultiScaleDeformableAttention,
+    encoder_reference_points, split_levels, DeformAttnConfig, Levels, MultiScaleDeformableAttention,
 };
 
 /// Feature levels seen by the deformable encoder.
@@ -34,10 +33,20 @@ pub fn sine_position_embedding(
         .map(|k| 10000f32.powf((2 * (k / 2)) as f32 / feats as f32))
         .collect();
     let mut out = vec![0f32; 2 * feats * h * w];
-    let ye: Vec<f32> = (1..=h).map(|i| i as f32 / (h as f32 + 1e-6) * scale).collect();
-    let xe: Vec<f32> = (1..=w).map(|j| j as f32 / (w as f32 + 1e-6) * scale).collect();
+    let ye: Vec<f32> = (1..=h)
+        .map(|i| i as f32 / (h as f32 + 1e-6) * scale)
+        .collect();
+    let xe: Vec<f32> = (1..=w)
+        .map(|j| j as f32 / (w as f32 + 1e-6) * scale)
+        .collect();
     for (k, &d) in dim_t.iter().enumerate() {
-        let f = |v: f32| if k % 2 == 0 { (v / d).sin() } else { (v / d).cos() };
+        let f = |v: f32| {
+            if k % 2 == 0 {
+                (v / d).sin()
+            } else {
+                (v / d).cos()
+            }
+        };
         for i in 0..h {
             let py = f(ye[i]);
             for j in 0..w {
@@ -112,7 +121,11 @@ impl EncoderLayer {
         };
         Ok(EncoderLayer {
             self_attn: MultiScaleDeformableAttention::new(attn, vb.pp("self_attn"))?,
-            self_attn_layer_norm: candle_nn::layer_norm(d, NORM_EPS, vb.pp("self_attn_layer_norm"))?,
+            self_attn_layer_norm: candle_nn::layer_norm(
+                d,
+                NORM_EPS,
+                vb.pp("self_attn_layer_norm"),
+            )?,
             fc1: candle_nn::linear(d, cfg.encoder_feedforward_dim, vb.pp("fc1"))?,
             fc2: candle_nn::linear(cfg.encoder_feedforward_dim, d, vb.pp("fc2"))?,
             final_layer_norm: candle_nn::layer_norm(d, NORM_EPS, vb.pp("final_layer_norm"))?,
@@ -191,7 +204,14 @@ impl PixelDecoder {
             .rev()
             .map(|k| {
                 Ok((
-                    ConvNorm::new(channels[k], d, 1, false, false, vb.pp(format!("adapter_{}", k + 1)))?,
+                    ConvNorm::new(
+                        channels[k],
+                        d,
+                        1,
+                        false,
+                        false,
+                        vb.pp(format!("adapter_{}", k + 1)),
+                    )?,
                     ConvNorm::new(d, d, 3, false, true, vb.pp(format!("layer_{}", k + 1)))?,
                 ))
             })

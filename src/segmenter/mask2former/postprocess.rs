@@ -70,7 +70,9 @@ impl QueryPredictions {
 
     /// Number of classes (the no-object class excluded).
     pub fn num_labels(&self) -> usize {
-        self.class_logits.first().map_or(0, |r| r.len().saturating_sub(1))
+        self.class_logits
+            .first()
+            .map_or(0, |r| r.len().saturating_sub(1))
     }
 
     fn probs(&self) -> Vec<Vec<f32>> {

@@ -101,7 +101,9 @@ impl Mask2FormerSegmenter {
             oh.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY,
             ow.div_ceil(SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY,
         );
-        let x = x.pad_with_zeros(2, 0, ph - oh)?.pad_with_zeros(3, 0, pw - ow)?;
+        let x = x
+            .pad_with_zeros(2, 0, ph - oh)?
+            .pad_with_zeros(3, 0, pw - ow)?;
         let out = self.model.forward(&x)?;
         let masks = out.masks_queries_logits().squeeze(0)?;
         let masks = resize_mask_logits(&masks, None, (ph, pw))?;
@@ -136,8 +138,12 @@ impl Mask2FormerSegmenter {
                 *e = (s.label_id, s.score);
             }
         }
-        let present: std::collections::BTreeSet<i32> =
-            r.map.iter().copied().filter(|v| best.contains_key(v)).collect();
+        let present: std::collections::BTreeSet<i32> = r
+            .map
+            .iter()
+            .copied()
+            .filter(|v| best.contains_key(v))
+            .collect();
         let renumber: BTreeMap<i32, ObjectId> = present
             .iter()
             .enumerate()

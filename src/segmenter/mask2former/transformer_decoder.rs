@@ -117,7 +117,13 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, query_pos: &Tensor, mem: &Memory, mask: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        query_pos: &Tensor,
+        mem: &Memory,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
         let key = (mem.features + mem.pos)?;
         let cross = |h: &Tensor| {
             self.cross_attn
@@ -127,9 +133,8 @@ impl DecoderLayer {
             let q = (h + query_pos)?;
             self.self_attn.forward(&q, &q, h, None)
         };
-        let ffn = |h: &Tensor| -> Result<Tensor> {
-            Ok(self.fc2.forward(&self.fc1.forward(h)?.relu()?)?)
-        };
+        let ffn =
+            |h: &Tensor| -> Result<Tensor> { Ok(self.fc2.forward(&self.fc1.forward(h)?.relu()?)?) };
         if self.pre_norm {
             let x = (x + cross(&self.cross_attn_layer_norm.forward(x)?)?)?;
             let x = (&x + selfa(&self.self_attn_layer_norm.forward(&x)?)?)?;

@@ -27,7 +27,7 @@ impl SimpleBackend for RandomStore {
         if name.ends_with("running_var") {
             return Tensor::ones(s, dtype, dev);
         }
-        (Tensor::randn(0f32, 0.02, s, dev)?).to_dtype(dtype)
+        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
     }
 
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {

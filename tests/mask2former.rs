@@ -12,15 +12,20 @@ use deva::segmenter::mask2former::heads::ClassPredictor;
 use deva::segmenter::mask2former::model::UNUSED_KEYS;
 use deva::segmenter::mask2former::pixel_decoder::PixelDecoder;
 use deva::segmenter::mask2former::postprocess::{
-    instance, instance_candidates, panoptic, resize_mask_logits, IdRule, PanopticOptions,
+    instance, instance_candidates, panoptic, resize_mask_logits, Convention, PanopticOptions,
     QueryPredictions, SegmentMap, HF_MASK_SIZE,
 };
 use deva::segmenter::mask2former::preprocess::{
     preprocess, PreprocessConfig, IMAGENET_MEAN, IMAGENET_STD,
 };
 use deva::segmenter::mask2former::transformer_decoder::TransformerDecoder;
-use deva::segmenter::mask2former::{load_detectron2, Mask2Former, Mask2FormerConfig};
+use deva::segmenter::mask2former::{
+    load_detectron2, LabelSet, Mask2Former, Mask2FormerConfig, Mask2FormerSegmenter,
+    Mask2FormerSettings, Mask2FormerTask,
+};
 use deva::segmenter::sam::weights::{build_strict, Checkpoint};
+use deva::segmenter::ImageSegmenter;
+use deva::video::Frame;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -380,7 +385,7 @@ fn post_processing_matches_panoptic_and_instance() {
                 .into_iter()
                 .map(|v| v as usize)
                 .collect(),
-            id_rule: IdRule::HuggingFace,
+            convention: Convention::HuggingFace,
         };
         check_segments(&fx, &case, "post_panoptic", &panoptic(&pred, target, &opts));
         let order: Vec<usize> = i64s(fx.get(&key("post_instance.topk_indices")))
@@ -585,6 +590,14 @@ fn detectron2_pkl_loads_into_the_same_model() {
         let out = m.forward(fx.get(&key("pixel_values"))).unwrap();
         check_decoder(&fx, &case, &out.decoder);
     }
+    // The same file written by Python's pickle (tests/make_mask2former_d2_pkl.py), if given.
+    if let Some(py) = std::env::var_os("DEVA_M2F_D2_PKL") {
+        let m = load_detectron2(Path::new(&py), &fx.config, &Device::Cpu).expect("python pkl");
+        for case in fx.case_names() {
+            let out = m.forward(fx.get(&format!("{case}.pixel_values"))).unwrap();
+            check_decoder(&fx, &case, &out.decoder);
+        }
+    }
     // A key the mapping does not know is refused, naming it.
     let mut bytes = detectron2_pickle(&fx);
     let at = bytes.windows(10).position(|w| w == b"query_feat").unwrap();
@@ -626,4 +639,62 @@ fn pickles_calling_anything_else_are_refused_without_running() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("numpy.load"), "{e}");
+}
+
+#[test]
+fn segmenter_gives_labelled_segments_at_frame_size() {
+    let Some(dir) = common::fixtures("mask2former") else {
+        return;
+    };
+    let fx = load(&dir);
+    let pk = &fx.meta["panoptic_kwargs"];
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}")) as f32;
+    let size = &fx.meta["size"];
+    for task in [Mask2FormerTask::Panoptic, Mask2FormerTask::Instance] {
+        for case in fx.case_names() {
+            let stuff: Vec<usize> = i64s(fx.get(&format!("{case}.label_ids_to_fuse")))
+                .into_iter()
+                .map(|v| v as usize)
+                .collect();
+            let labels = LabelSet::from_names(&fx.config.id2label, &stuff);
+            let threshold = match task {
+                Mask2FormerTask::Panoptic => f(pk, "threshold"),
+                Mask2FormerTask::Instance => f(&fx.meta["instance_kwargs"], "threshold"),
+            };
+            let settings = Mask2FormerSettings {
+                task,
+                threshold,
+                mask_threshold: f(pk, "mask_threshold"),
+                overlap_threshold: f(pk, "overlap_mask_area_threshold"),
+                shortest_edge: size["shortest_edge"].as_u64().unwrap() as usize,
+                longest_edge: size["longest_edge"].as_u64().unwrap() as usize,
+            };
+            let mut seg =
+                Mask2FormerSegmenter::new(model(&fx), labels, settings, &Device::Cpu).unwrap();
+            let img = fx.get(&format!("{case}.image"));
+            let (h, w, _) = img.dims3().unwrap();
+            let data = img.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+            let frame = Frame {
+                index: 0,
+                name: case.clone(),
+                image: image::RgbImage::from_raw(w as u32, h as u32, data).unwrap(),
+            };
+            let s = seg.segment(&frame, None).unwrap().expect("a segmentation");
+            s.validate().unwrap();
+            assert_eq!((s.map.width(), s.map.height()), (w, h));
+            assert!(!s.segments.is_empty(), "{case} {task:?}: no segment");
+            for info in &s.segments {
+                let c = info.category_id.expect("category") as usize;
+                assert!(c < fx.config.num_labels(), "{case}: category {c}");
+                assert_eq!(
+                    info.isthing,
+                    Some(!stuff.contains(&c)),
+                    "{case}: kind of {c}"
+                );
+                let score = info.score.expect("score");
+                assert!(score >= threshold, "{case} {task:?}: score {score}");
+            }
+            eprintln!("{case} {task:?}: {} segments", s.segments.len());
+        }
+    }
 }

@@ -154,13 +154,19 @@ pub struct SegmentMap {
     pub segments: Vec<SegmentRecord>,
 }
 
-/// How panoptic fusion numbers segments.
+/// Whose panoptic fusion to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdRule {
-    /// Hugging Face: reusing a fused stuff id also resets the running counter to it (ids
-    /// may then repeat across classes).
+pub enum Convention {
+    /// Hugging Face `post_process_panoptic_segmentation`: a query's own area counts pixels
+    /// of its score-weighted probability; it is kept when won/own > the overlap threshold
+    /// and paints every pixel it wins; reusing a fused stuff id also resets the running
+    /// counter to it (ids may then repeat across classes) and is listed again; no query kept
+    /// gives a map of −1.
     HuggingFace,
-    /// detectron2: ids are unique; a fused stuff class keeps its first id.
+    /// detectron2 (the original Mask2Former): own area from the plain probability; kept when
+    /// won/own >= the threshold; paints the pixels it wins where its own probability passes
+    /// the mask threshold; ids are unique, a fused stuff class keeps its first id and is
+    /// listed once; no query kept gives a map of 0.
     Detectron2,
 }
 
@@ -175,12 +181,12 @@ pub struct PanopticOptions {
     pub overlap_mask_area_threshold: f32,
     /// Classes whose queries merge into one segment (stuff).
     pub label_ids_to_fuse: Vec<usize>,
-    /// Segment numbering.
-    pub id_rule: IdRule,
+    /// Fusion rules.
+    pub convention: Convention,
 }
 
-/// Panoptic segmentation at `target` `(h, w)` (ids from 1, 0 = no segment; with no kept
-/// query every pixel is −1, as Hugging Face returns).
+/// Panoptic segmentation at `target` `(h, w)` (ids from 1, 0 = no segment), following
+/// `opts.convention`.
 pub fn panoptic(
     pred: &QueryPredictions,
     target: (usize, usize),
@@ -204,23 +210,26 @@ pub fn panoptic(
             kept.push((q, label, score));
         }
     }
+    let hf = opts.convention == Convention::HuggingFace;
     if kept.is_empty() {
         return SegmentMap {
             width: tw,
             height: th,
-            map: vec![-1; th * tw],
+            map: vec![if hf { -1 } else { 0 }; th * tw],
             segments: Vec::new(),
         };
     }
-    let weighted: Vec<Vec<f32>> = kept
+    let probs: Vec<Vec<f32>> = kept
         .iter()
-        .map(|&(q, _, score)| {
+        .map(|&(q, _, _)| {
             let p: Vec<f32> = pred.mask_logits[q].iter().map(|&v| sigmoid(v)).collect();
             resize_bilinear(&p, pred.height, pred.width, th, tw)
-                .into_iter()
-                .map(|v| v * score)
-                .collect()
         })
+        .collect();
+    let weighted: Vec<Vec<f32>> = kept
+        .iter()
+        .zip(&probs)
+        .map(|(&(_, _, score), p)| p.iter().map(|v| v * score).collect())
         .collect();
     let n = th * tw;
     let winner: Vec<usize> = (0..n)
@@ -239,21 +248,31 @@ pub fn panoptic(
     let mut current = 0i32;
     let mut stuff: Vec<(usize, i32)> = Vec::new();
     for (k, &(q, label, score)) in kept.iter().enumerate() {
-        let area = winner.iter().filter(|&&w| w == k).count();
-        let original = weighted[k]
+        let own = if hf { &weighted[k] } else { &probs[k] };
+        let paint: Vec<bool> = winner
             .iter()
-            .filter(|&&v| v >= opts.mask_threshold)
-            .count();
-        if area == 0 || original == 0 {
+            .zip(own)
+            .map(|(&w, &p)| w == k && (hf || p >= opts.mask_threshold))
+            .collect();
+        let area = winner.iter().filter(|&&w| w == k).count();
+        let original = own.iter().filter(|&&v| v >= opts.mask_threshold).count();
+        if area == 0 || original == 0 || !paint.contains(&true) {
             continue;
         }
-        if area as f32 / original as f32 <= opts.overlap_mask_area_threshold {
+        let ratio = area as f32 / original as f32;
+        let keep = if hf {
+            ratio > opts.overlap_mask_area_threshold
+        } else {
+            ratio >= opts.overlap_mask_area_threshold
+        };
+        if !keep {
             continue;
         }
         let fuse = opts.label_ids_to_fuse.contains(&label);
-        let id = match stuff.iter().find(|(l, _)| *l == label) {
-            Some(&(_, id)) => {
-                if opts.id_rule == IdRule::HuggingFace {
+        let reused = stuff.iter().find(|(l, _)| *l == label).map(|&(_, id)| id);
+        let id = match reused {
+            Some(id) => {
+                if hf {
                     current = id;
                 }
                 id
@@ -263,10 +282,13 @@ pub fn panoptic(
                 current
             }
         };
-        for (m, &w) in map.iter_mut().zip(&winner) {
-            if w == k {
+        for (m, &p) in map.iter_mut().zip(&paint) {
+            if p {
                 *m = id;
             }
+        }
+        if reused.is_some() && !hf {
+            continue;
         }
         segments.push(SegmentRecord {
             id,
@@ -430,21 +452,28 @@ mod tests {
             mask_threshold: 0.5,
             overlap_mask_area_threshold: 0.8,
             label_ids_to_fuse: vec![1],
-            id_rule: IdRule::Detectron2,
+            convention: Convention::HuggingFace,
         };
         let r = panoptic(&pred, (1, 4), &opts);
         assert_eq!(r.map, vec![1, 1, 1, 1]);
         assert_eq!(r.segments.len(), 2);
         assert!(r.segments.iter().all(|s| s.id == 1 && s.was_fused));
+        // detectron2 lists a fused class once.
+        opts.convention = Convention::Detectron2;
+        let r = panoptic(&pred, (1, 4), &opts);
+        assert_eq!(r.map, vec![1, 1, 1, 1]);
+        assert_eq!(r.segments.len(), 1);
         // Not fused: two segments.
         opts.label_ids_to_fuse.clear();
         let r = panoptic(&pred, (1, 4), &opts);
         assert_eq!(r.map, vec![1, 1, 2, 2]);
-        // No-object wins: nothing kept, map is -1.
+        // No-object wins: nothing kept, map is 0 (detectron2) or -1 (Hugging Face).
         let pred = two_queries([[0.0, 0.0, 9.0], [0.0, 0.0, 9.0]]);
         let r = panoptic(&pred, (1, 4), &opts);
-        assert_eq!(r.map, vec![-1; 4]);
+        assert_eq!(r.map, vec![0; 4]);
         assert!(r.segments.is_empty());
+        opts.convention = Convention::HuggingFace;
+        assert_eq!(panoptic(&pred, (1, 4), &opts).map, vec![-1; 4]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use image::RgbImage;
 use super::labels::LabelSet;
 use super::model::Mask2Former;
 use super::postprocess::{
-    instance, instance_candidates, panoptic, resize_mask_logits, IdRule, PanopticOptions,
+    instance, instance_candidates, panoptic, resize_mask_logits, Convention, PanopticOptions,
     QueryPredictions, SegmentMap,
 };
 use super::preprocess::{aspect_size, normalize};
@@ -119,7 +119,7 @@ impl Mask2FormerSegmenter {
                     mask_threshold: s.mask_threshold,
                     overlap_mask_area_threshold: s.overlap_threshold,
                     label_ids_to_fuse: self.labels.stuff_ids(),
-                    id_rule: IdRule::Detectron2,
+                    convention: Convention::Detectron2,
                 },
             )),
             Mask2FormerTask::Instance => {

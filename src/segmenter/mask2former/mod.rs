@@ -13,6 +13,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod resnet;
 mod segmenter;
+pub mod spec;
 pub mod transformer_decoder;
 
 pub use config::{BackboneConfig, Mask2FormerConfig};
@@ -20,3 +21,4 @@ pub use detectron2::load_detectron2;
 pub use labels::{Label, LabelSet};
 pub use model::{Mask2Former, Mask2FormerOutput};
 pub use segmenter::{Mask2FormerSegmenter, Mask2FormerSettings, Mask2FormerTask};
+pub use spec::{Mask2FormerSpec, TaskName};

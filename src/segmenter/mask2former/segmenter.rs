@@ -61,6 +61,7 @@ impl Default for Mask2FormerSettings {
 }
 
 /// Mask2Former segmenting single frames.
+#[derive(Debug)]
 pub struct Mask2FormerSegmenter {
     model: Mask2Former,
     labels: LabelSet,

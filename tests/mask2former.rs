@@ -677,7 +677,9 @@ fn segmenter_gives_labelled_segments_at_frame_size() {
             let frame = Frame {
                 index: 0,
                 name: case.clone(),
-                image: image::RgbImage::from_raw(w as u32, h as u32, data).unwrap(),
+                image: image::RgbImage::from_raw(w as u32, h as u32, data)
+                    .unwrap()
+                    .into(),
             };
             let s = seg.segment(&frame, None).unwrap().expect("a segmentation");
             s.validate().unwrap();

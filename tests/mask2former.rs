@@ -23,7 +23,6 @@ use deva::segmenter::mask2former::{
     load_detectron2, LabelSet, Mask2Former, Mask2FormerConfig, Mask2FormerSegmenter,
     Mask2FormerSettings, Mask2FormerTask,
 };
-use deva::segmenter::sam::weights::{build_strict, Checkpoint};
 use deva::segmenter::ImageSegmenter;
 use deva::video::Frame;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -217,11 +216,12 @@ fn check_decoder(
 }
 
 fn model(fx: &Fixture) -> Mask2Former {
-    let ckpt = Checkpoint::read(&fx.dir.join("model.safetensors")).expect("model.safetensors");
-    build_strict(&ckpt, &Device::Cpu, UNUSED_KEYS, |vb| {
-        Mask2Former::new(&fx.config, vb)
-    })
-    .expect("strict load of the fixture model")
+    deva::nn::Weights::open(fx.dir.join("model.safetensors"))
+        .expect("model.safetensors")
+        .build(&Device::Cpu, UNUSED_KEYS, |vb| {
+            Mask2Former::new(&fx.config, vb)
+        })
+        .expect("strict load of the fixture model")
 }
 
 #[test]

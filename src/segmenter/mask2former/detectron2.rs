@@ -12,7 +12,7 @@ use super::config::Mask2FormerConfig;
 use super::model::{Mask2Former, UNUSED_KEYS};
 use crate::error::Result;
 use crate::nn::checkpoint::{RawTensor, StateDict};
-use crate::segmenter::sam::weights::{build_strict, Checkpoint};
+use crate::nn::Weights;
 
 /// detectron2 buffers that inference does not need (training statistics, constants).
 const DROPPED: &[&str] = &["pixel_mean", "pixel_std"];
@@ -75,18 +75,8 @@ pub fn load_detectron2(
     device: &Device,
 ) -> Result<Mask2Former> {
     let dict = crate::nn::checkpoint::load(path, &["model"])?;
-    let hf = to_hf(&dict)?;
-    let tensors = hf
-        .iter()
-        .map(|(k, v)| Ok((k.to_string(), v.to_tensor(&Device::Cpu)?)))
-        .collect::<Result<_>>()?;
-    let ckpt = Checkpoint {
-        path: path.to_path_buf(),
-        tensors,
-    };
-    build_strict(&ckpt, device, UNUSED_KEYS, |vb| {
-        Mask2Former::new(config, vb)
-    })
+    Weights::from_state_dict(to_hf(&dict)?)?
+        .build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
 }
 
 /// Maps a detectron2 Mask2Former state dict (Swin or ResNet backbone) to Hugging Face keys.

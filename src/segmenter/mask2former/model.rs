@@ -11,9 +11,9 @@ use super::heads::ClassPredictor;
 use super::pixel_decoder::{PixelDecoder, PixelDecoderOutput};
 use super::resnet::ResNetBackbone;
 use super::transformer_decoder::{DecoderOutput, TransformerDecoder};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::swin::SwinBackbone;
-use crate::segmenter::sam::weights::{build_strict, Checkpoint};
+use crate::nn::Weights;
 
 /// Checkpoint keys present in Hugging Face files that inference does not use: the loss's
 /// class weights and the Swin model's final norm (the backbone API never applies it).
@@ -112,17 +112,10 @@ impl Mask2Former {
     /// key used, every shape checked) or from a detectron2 `.pkl` (see
     /// [`load_detectron2`](super::detectron2::load_detectron2)), chosen by the file's content.
     pub fn load(path: &Path, config: &Mask2FormerConfig, device: &Device) -> Result<Self> {
-        let mut magic = [0u8; 2];
-        let n = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
-            .map_err(|e| Error::io(path, e))?;
-        if n == 2 && magic[0] == 0x80 {
+        if crate::nn::checkpoint::is_pickle(path)? {
             return super::detectron2::load_detectron2(path, config, device);
         }
-        let ckpt = Checkpoint::read(path)?;
-        build_strict(&ckpt, device, UNUSED_KEYS, |vb| {
-            Mask2Former::new(config, vb)
-        })
+        Weights::open(path)?.build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
     }
 
     /// The configuration.

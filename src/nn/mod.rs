@@ -20,21 +20,6 @@ pub use weights::Weights;
 
 use candle_core::{CpuStorage, Device, Layout};
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn devices_parse_or_say_why_not() {
-        assert!(super::parse_device("cpu").unwrap().is_cpu());
-        let e = super::parse_device("gpu").unwrap_err().to_string();
-        assert!(e.contains("'gpu'") && e.contains("cuda:N"), "{e}");
-        assert!(super::parse_device("cuda:x").is_err());
-        if !cfg!(feature = "cuda") {
-            let e = super::parse_device("cuda:1").unwrap_err().to_string();
-            assert!(e.contains("--features cuda"), "{e}");
-        }
-    }
-}
-
 /// The f32 values of a custom op's contiguous CPU operand.
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     match l.contiguous_offsets() {
@@ -70,4 +55,19 @@ pub fn parse_device(name: &str) -> crate::Result<Device> {
         ));
     }
     Device::new_cuda(ordinal).map_err(|e| bad(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn devices_parse_or_say_why_not() {
+        assert!(super::parse_device("cpu").unwrap().is_cpu());
+        let e = super::parse_device("gpu").unwrap_err().to_string();
+        assert!(e.contains("'gpu'") && e.contains("cuda:N"), "{e}");
+        assert!(super::parse_device("cuda:x").is_err());
+        if !cfg!(feature = "cuda") {
+            let e = super::parse_device("cuda:1").unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+    }
 }

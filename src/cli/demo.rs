@@ -75,7 +75,9 @@ fn write_clip(dir: &Path, frames: usize) -> anyhow::Result<()> {
 
 /// The model `segmenter` needs: fetched into the store's folder when missing or corrupt.
 fn ensure_model(segmenter: SegmenterName, store: &deva::ModelStore) -> anyhow::Result<()> {
-    let SegmenterName::Saliency(model) = segmenter;
+    let SegmenterName::Saliency(model) = segmenter else {
+        anyhow::bail!("deva demo runs the saliency segmenters only");
+    };
     let entry = store.entry(model.manifest_name())?;
     if entry.presence(store.dir()) != Presence::Present {
         super::models::fetch_one(entry, store.dir())?;
@@ -96,7 +98,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let video = deva::video::ffmpeg::available();
-    let SegmenterName::Saliency(model) = args.segmenter;
+    let SegmenterName::Saliency(model) = args.segmenter else {
+        anyhow::bail!("deva demo runs the saliency segmenters only");
+    };
     let mut cmd: Vec<OsString> = vec!["deva track".into(), input.clone().into()];
     for a in [
         "--out",

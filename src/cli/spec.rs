@@ -17,11 +17,18 @@ use std::path::Path;
 pub enum SegmenterName {
     /// `saliency:u2netp`, `saliency:u2net` or `saliency:isnet`.
     Saliency(SaliencyModel),
+    /// `mask2former`: settings (weights, task, thresholds) from the `[segmenter]` section.
+    Mask2former,
 }
 
 impl SegmenterName {
     /// Every name [`FromStr`](std::str::FromStr) accepts.
-    pub const NAMES: [&'static str; 3] = ["saliency:u2netp", "saliency:u2net", "saliency:isnet"];
+    pub const NAMES: [&'static str; 4] = [
+        "saliency:u2netp",
+        "saliency:u2net",
+        "saliency:isnet",
+        "mask2former",
+    ];
 }
 
 impl std::str::FromStr for SegmenterName {
@@ -29,6 +36,7 @@ impl std::str::FromStr for SegmenterName {
 
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let model = match s {
+            "mask2former" => return Ok(SegmenterName::Mask2former),
             "saliency:u2netp" => SaliencyModel::U2netp,
             "saliency:u2net" => SaliencyModel::U2net,
             "saliency:isnet" => SaliencyModel::Isnet,
@@ -143,6 +151,15 @@ pub fn segmenter(
             _ => SaliencyConfig::default(),
         };
         SegmenterSpec::Saliency(SaliencyConfig { model, ..settings })
+    } else if let Some(SegmenterName::Mask2former) = args.segmenter {
+        match from_config {
+            Some(spec @ SegmenterSpec::Mask2former(_)) => spec,
+            _ => bail!(
+                "--segmenter mask2former takes its settings from --config: add a [segmenter] \
+                 section with kind = \"mask2former\" and weights = \"<checkpoint>\" (see \
+                 configs/vipseg_online.toml)"
+            ),
+        }
     } else {
         return Ok(from_config);
     };

@@ -135,8 +135,9 @@ pub struct PipelineArgs {
 
     /// Segmenter: an image model run on the frames: saliency:u2netp, saliency:u2net or
     /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
-    /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config).
-    /// [required: exactly one segmenter]
+    /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config), or
+    /// mask2former (panoptic/instance Mask2Former; weights and settings in the [segmenter]
+    /// section of --config, kind = "mask2former"). [required: exactly one segmenter]
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
 

@@ -3,11 +3,13 @@
 pub mod blocks;
 pub mod checkpoint;
 pub mod conv;
+pub mod deform_attn;
 pub mod dtype;
 pub mod linalg;
 mod pickle;
 pub mod resample;
 pub mod resnet;
+pub mod swin;
 pub mod synthetic;
 pub mod weights;
 

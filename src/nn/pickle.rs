@@ -1,13 +1,18 @@
-//! A restricted pickle reader for PyTorch state dicts: it never executes code.
+//! A restricted pickle reader for PyTorch state dicts and pickled numpy arrays (detectron2's
+//! `.pkl` checkpoints): it never executes code.
 //!
-//! It understands the opcodes that `torch.save` writes for dicts of tensors (protocols 2 to 5)
-//! and accepts only the globals a state dict needs: `collections.OrderedDict`, the tensor and
-//! parameter rebuild functions of `torch._utils`, and the typed storage classes named in
-//! persistent ids. Any other global (for example `os.system` or `builtins.eval`), reached by
-//! GLOBAL, STACK_GLOBAL or INST, is refused with an error naming it before anything could be
-//! called; object construction (OBJ, NEWOBJ, the extension registry) is refused by opcode.
-//! Tuples are shared, not copied, when the memo repeats them, and dropping a deeply nested
-//! value does not recurse, so neither memo references nor nesting can exhaust memory or stack.
+//! It understands the opcodes that `torch.save` and `pickle.dump` write for dicts of tensors
+//! or arrays (protocols 2 to 5) and accepts only the globals such files need:
+//! `collections.OrderedDict`, the tensor and parameter rebuild functions of `torch._utils`,
+//! the typed storage classes named in persistent ids, and numpy's array reconstruction
+//! (`numpy.core.multiarray._reconstruct`, `numpy.ndarray`, `numpy.dtype`, plus
+//! `_codecs.encode` which protocol 2 uses for bytes). Any other global (for example
+//! `os.system` or `builtins.eval`) is refused with an error naming it, before anything could
+//! be called.
+//! Reached by GLOBAL, STACK_GLOBAL or INST, a refused global is named; object construction
+//! (OBJ, NEWOBJ, the extension registry) is refused by opcode. Tuples are shared, not copied,
+//! when the memo repeats them, and dropping a deeply nested value does not recurse, so neither
+//! memo references nor nesting can exhaust memory or stack.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,6 +31,39 @@ pub(crate) enum Callable {
     RebuildParameter,
     /// A typed storage class such as `torch.FloatStorage` (only inside persistent ids).
     Storage(TensorDType),
+    /// `numpy.core.multiarray._reconstruct(numpy.ndarray, shape, b'b')`: an empty array that a
+    /// following BUILD fills.
+    NumpyReconstruct,
+    /// The class `numpy.ndarray` (only as `_reconstruct`'s argument).
+    NumpyNdarray,
+    /// `numpy.dtype(code, align, copy)`: a dtype that a following BUILD may give a byte order.
+    NumpyDtype,
+    /// `numpy.core.multiarray.scalar(dtype, bytes)`: a numpy scalar (kept opaque).
+    NumpyScalar,
+    /// `_codecs.encode(text, 'latin1')`: bytes, as protocol 2 writes them.
+    CodecsEncode,
+}
+
+/// A numpy dtype: the type code (`f4`, `i8`, ...) and byte order (`<`, `>`, `|`, `=`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NumpyDtype {
+    /// Type code without byte order.
+    pub code: String,
+    /// Byte order character.
+    pub order: char,
+}
+
+/// A numpy array as pickled: dtype, shape, memory order and raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NumpyArray {
+    /// Element type; `None` until BUILD has run.
+    pub dtype: Option<NumpyDtype>,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Column-major (Fortran) data.
+    pub fortran: bool,
+    /// Raw element bytes.
+    pub data: Rc<Vec<u8>>,
 }
 
 /// A view of a storage, as `_rebuild_tensor_v2` describes it (sizes and strides in elements).
@@ -69,6 +107,10 @@ pub(crate) enum Value {
     Callable(Callable),
     Storage(StorageRef),
     Tensor(TensorRef),
+    Bool(bool),
+    Bytes(Rc<Vec<u8>>),
+    Dtype(Rc<RefCell<NumpyDtype>>),
+    Array(Rc<RefCell<NumpyArray>>),
     /// Internal stack marker.
     Mark,
 }
@@ -121,6 +163,10 @@ impl Value {
             Value::Callable(_) => "callable",
             Value::Storage(_) => "storage",
             Value::Tensor(_) => "tensor",
+            Value::Bool(_) => "bool",
+            Value::Bytes(_) => "bytes",
+            Value::Dtype(_) => "numpy dtype",
+            Value::Array(_) => "numpy array",
             Value::Mark => "mark",
         }
     }
@@ -143,13 +189,21 @@ fn resolve_global(module: &str, name: &str) -> Result<Callable, String> {
         ("torch", "CharStorage") => storage(TensorDType::I8),
         ("torch", "ByteStorage") => storage(TensorDType::U8),
         ("torch", "BoolStorage") => storage(TensorDType::Bool),
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+            Ok(Callable::NumpyReconstruct)
+        }
+        ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Ok(Callable::NumpyScalar),
+        ("numpy", "ndarray") => Ok(Callable::NumpyNdarray),
+        ("numpy", "dtype") => Ok(Callable::NumpyDtype),
+        ("_codecs", "encode") => Ok(Callable::CodecsEncode),
         ("torch.storage", "_load_from_bytes") => Err(format!(
             "refused global {module}.{name}: legacy (non-zip) PyTorch serialisation is not \
              supported; re-save the file with a current torch.save"
         )),
         _ => Err(format!(
             "refused global {module}.{name}: only state-dict globals (OrderedDict, tensor \
-             rebuild, typed storages) are accepted, nothing is executed"
+             rebuild, typed storages, numpy array reconstruction) are accepted, nothing is \
+             executed"
         )),
     }
 }
@@ -237,8 +291,8 @@ impl Machine<'_> {
     }
 
     fn bytes(&mut self, n: usize) -> Result<Value, String> {
-        self.take(n)?;
-        Ok(Value::Opaque("bytes"))
+        let b = self.take(n)?.to_vec();
+        Ok(Value::Bytes(Rc::new(b)))
     }
 
     fn memo_put(&mut self, index: u64) -> Result<(), String> {
@@ -311,7 +365,7 @@ impl Machine<'_> {
                     self.stack.push(v);
                 }
                 b'N' => self.stack.push(Value::Opaque("None")),
-                0x88 | 0x89 => self.stack.push(Value::Opaque("bool")),
+                0x88 | 0x89 => self.stack.push(Value::Bool(op == 0x88)),
                 b'J' => {
                     let v = self.le_uint(4)? as u32 as i32 as i64;
                     self.stack.push(Value::Int(v));
@@ -369,6 +423,11 @@ impl Machine<'_> {
                 }
                 b'T' | b'B' => {
                     let n = self.le_uint(4)? as usize;
+                    let v = self.bytes(n)?;
+                    self.stack.push(v);
+                }
+                0x96 => {
+                    let n = self.le_uint(8)? as usize;
                     let v = self.bytes(n)?;
                     self.stack.push(v);
                 }
@@ -489,10 +548,12 @@ impl Machine<'_> {
                     self.stack.push(v);
                 }
                 b'b' => {
-                    let _state = self.pop()?;
+                    let state = self.pop()?;
                     match self.top()? {
                         // OrderedDict state (the `_metadata` attribute of a state dict).
                         Value::Dict(_) => {}
+                        Value::Array(a) => build_array(&mut a.borrow_mut(), state)?,
+                        Value::Dtype(d) => build_dtype(&mut d.borrow_mut(), state)?,
                         other => {
                             return Err(format!(
                                 "refused pickle BUILD on a {} at byte {at}: only a dict's \
@@ -583,6 +644,78 @@ fn reduce(f: Value, args: Value) -> Result<Value, String> {
             }))
         }
         Callable::Storage(_) => Err("a storage class cannot be called".into()),
+        Callable::NumpyNdarray => Err("numpy.ndarray cannot be called directly".into()),
+        Callable::NumpyReconstruct => match args.as_slice() {
+            [Value::Callable(Callable::NumpyNdarray), shape, _] => {
+                as_usizes(shape, "numpy _reconstruct shape")?;
+                Ok(Value::Array(Rc::new(RefCell::new(NumpyArray {
+                    dtype: None,
+                    shape: Vec::new(),
+                    fortran: false,
+                    data: Rc::default(),
+                }))))
+            }
+            _ => Err("numpy _reconstruct is only accepted for numpy.ndarray".into()),
+        },
+        Callable::NumpyDtype => match args.first() {
+            Some(Value::Str(code)) => {
+                let (order, code) = match code.chars().next() {
+                    Some(c @ ('<' | '>' | '|' | '=')) => (c, code[1..].to_string()),
+                    _ => ('|', code.clone()),
+                };
+                Ok(Value::Dtype(Rc::new(RefCell::new(NumpyDtype {
+                    code,
+                    order,
+                }))))
+            }
+            _ => Err("numpy.dtype without a type code".into()),
+        },
+        Callable::NumpyScalar => Ok(Value::Opaque("numpy scalar")),
+        Callable::CodecsEncode => match args.as_slice() {
+            [Value::Str(text), Value::Str(enc)] if enc == "latin1" || enc == "latin-1" => {
+                let bytes = text
+                    .chars()
+                    .map(|c| u8::try_from(c as u32).map_err(|_| "non-latin1 byte string"))
+                    .collect::<Result<Vec<u8>, _>>()?;
+                Ok(Value::Bytes(Rc::new(bytes)))
+            }
+            _ => Err("_codecs.encode is only accepted for latin1 byte strings".into()),
+        },
+    }
+}
+
+/// Fills an array from numpy's `__setstate__` tuple `(version, shape, dtype, fortran, data)`.
+fn build_array(a: &mut NumpyArray, state: Value) -> Result<(), String> {
+    let Value::Tuple(items) = &state else {
+        return Err("numpy array state is not a tuple".into());
+    };
+    let [_, shape, Value::Dtype(dtype), Value::Bool(fortran), Value::Bytes(data)] =
+        items.as_slice()
+    else {
+        return Err(
+            "numpy array state is not (version, shape, dtype, fortran, bytes) (object arrays \
+             are refused)"
+                .into(),
+        );
+    };
+    a.shape = as_usizes(shape, "numpy array shape")?;
+    a.dtype = Some(dtype.borrow().clone());
+    a.fortran = *fortran;
+    a.data = data.clone();
+    Ok(())
+}
+
+/// Applies numpy's dtype `__setstate__` `(version, byte order, ...)`.
+fn build_dtype(d: &mut NumpyDtype, state: Value) -> Result<(), String> {
+    match &state {
+        Value::Tuple(items) => match items.get(1) {
+            Some(Value::Str(o)) if o.len() == 1 => {
+                d.order = o.chars().next().unwrap_or('|');
+                Ok(())
+            }
+            _ => Err("numpy dtype state without a byte order".into()),
+        },
+        _ => Err("numpy dtype state is not a tuple".into()),
     }
 }
 

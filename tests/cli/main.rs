@@ -10,6 +10,7 @@
 mod common;
 mod errors;
 mod flags;
+mod mask2former;
 mod runs;
 mod util;
 mod vipseg;

@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: where fixtures and data are.
 #![allow(dead_code)]
 
+pub mod npy_pickle;
+
 use std::path::PathBuf;
 
 /// The fixture folder `sub` under `$DEVA_FIXTURES`, or `None` (with a "skipped" line) when the

@@ -397,7 +397,7 @@ pub fn cases(canary: &Path) -> Vec<Case> {
             "bare_pickle_os_system",
             call_global(Pickle::new(op::PROTO2), "os", "system", &shell).stop(),
             Container::Raw,
-            "bare pickle",
+            "os.system",
             true,
         ),
         case(

@@ -7,6 +7,7 @@ pub mod linalg;
 mod pickle;
 pub mod resample;
 pub mod resnet;
+pub mod swin;
 pub mod synthetic;
 pub mod weights;
 

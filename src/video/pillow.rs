@@ -1,6 +1,8 @@
 //! Pillow's 8-bit `Image.resize` (libImaging/Resample.c), bit-exact: separable passes,
 //! horizontal first, each rounding to 8 bits, with fixed-point weights (22 fractional bits)
 //! normalised in f64; the filter widens by the scale when downscaling (antialiasing).
+//! [`resize_torchvision`] is the same algorithm with torchvision's int16 weights (uint8
+//! `resize(..., antialias=True)` on CPU), whose precision adapts to the largest weight.
 
 use image::RgbImage;
 
@@ -45,12 +47,11 @@ impl PillowFilter {
         }
     }
 
-    /// For each output sample: the first input index and the fixed-point weights.
-    fn taps(self, in_len: usize, out_len: usize) -> Vec<(usize, Vec<i64>)> {
+    /// For each output sample: the first input index and the normalised weights.
+    fn float_taps(self, in_len: usize, out_len: usize) -> Vec<(usize, Vec<f64>)> {
         let scale = in_len as f64 / out_len as f64;
         let filterscale = scale.max(1.0);
         let support = self.support() * filterscale;
-        let one = (1u64 << PRECISION_BITS) as f64;
         (0..out_len)
             .map(|i| {
                 let center = (i as f64 + 0.5) * scale;
@@ -61,47 +62,105 @@ impl PillowFilter {
                     .map(|j| self.eval((j as f64 - center + 0.5) / filterscale))
                     .collect();
                 let sum: f64 = w.iter().sum();
-                let fixed = w
+                let w = w
                     .iter()
-                    .map(|&v| {
-                        let v = if sum != 0.0 { v / sum } else { v };
-                        if v < 0.0 {
-                            (v * one - 0.5) as i64
-                        } else {
-                            (v * one + 0.5) as i64
-                        }
-                    })
+                    .map(|&v| if sum != 0.0 { v / sum } else { v })
                     .collect();
-                (lo, fixed)
+                (lo, w)
             })
             .collect()
     }
 }
 
-/// `clamp((2^21 + Σ sample·weight) >> 22)` over the taps.
-fn tap(weights: &[i64], samples: impl Iterator<Item = u8>) -> u8 {
+/// Weights of one axis in fixed point with `bits` fractional bits.
+struct Taps {
+    taps: Vec<(usize, Vec<i64>)>,
+    bits: u32,
+}
+
+/// How many fractional bits the fixed-point weights get.
+#[derive(Debug, Clone, Copy)]
+enum Precision {
+    /// Pillow: always [`PRECISION_BITS`].
+    Pillow,
+    /// torchvision: the most bits for which the largest weight of the axis, doubled, still
+    /// fits in an int16.
+    Int16,
+}
+
+fn fixed_taps(filter: PillowFilter, in_len: usize, out_len: usize, p: Precision) -> Taps {
+    let taps = filter.float_taps(in_len, out_len);
+    let bits = match p {
+        Precision::Pillow => PRECISION_BITS,
+        Precision::Int16 => {
+            let max = taps
+                .iter()
+                .flat_map(|(_, w)| w.iter().copied())
+                .fold(0f64, f64::max);
+            (0..15u32)
+                .find(|b| (0.5 + max * (1u64 << (b + 1)) as f64) as i64 >= 1 << 15)
+                .unwrap_or(15)
+        }
+    };
+    let one = (1u64 << bits) as f64;
+    let taps = taps
+        .into_iter()
+        .map(|(lo, w)| {
+            let fixed = w
+                .iter()
+                .map(|&v| {
+                    if v < 0.0 {
+                        (v * one - 0.5) as i64
+                    } else {
+                        (v * one + 0.5) as i64
+                    }
+                })
+                .collect();
+            (lo, fixed)
+        })
+        .collect();
+    Taps { taps, bits }
+}
+
+/// `clamp((2^(bits-1) + Σ sample·weight) >> bits)` over the taps.
+fn tap(weights: &[i64], bits: u32, samples: impl Iterator<Item = u8>) -> u8 {
     let acc = weights
         .iter()
         .zip(samples)
-        .fold(1i64 << (PRECISION_BITS - 1), |a, (&w, s)| a + s as i64 * w);
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+        .fold(1i64 << (bits - 1), |a, (&w, s)| a + s as i64 * w);
+    (acc >> bits).clamp(0, 255) as u8
 }
 
 /// Pillow's `Image.resize((width, height), filter)` of an 8-bit RGB image.
 pub fn resize(img: &RgbImage, width: usize, height: usize, filter: PillowFilter) -> RgbImage {
+    resample(img, width, height, filter, Precision::Pillow)
+}
+
+/// torchvision's `resize(uint8 image, (height, width), BILINEAR, antialias=True)` on CPU.
+pub fn resize_torchvision(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    resample(img, width, height, PillowFilter::Bilinear, Precision::Int16)
+}
+
+fn resample(
+    img: &RgbImage,
+    width: usize,
+    height: usize,
+    filter: PillowFilter,
+    p: Precision,
+) -> RgbImage {
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     let src = img.as_raw();
     let horizontal = if width == iw {
         src.to_vec()
     } else {
-        let taps = filter.taps(iw, width);
+        let Taps { taps, bits } = fixed_taps(filter, iw, width, p);
         let mut out = vec![0u8; ih * width * 3];
         for y in 0..ih {
             let row = &src[y * iw * 3..(y + 1) * iw * 3];
             for (x, (lo, k)) in taps.iter().enumerate() {
                 for c in 0..3 {
                     let samples = (0..k.len()).map(|j| row[(lo + j) * 3 + c]);
-                    out[(y * width + x) * 3 + c] = tap(k, samples);
+                    out[(y * width + x) * 3 + c] = tap(k, bits, samples);
                 }
             }
         }
@@ -110,12 +169,12 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: PillowFilter)
     let vertical = if height == ih {
         horizontal
     } else {
-        let taps = filter.taps(ih, height);
+        let Taps { taps, bits } = fixed_taps(filter, ih, height, p);
         let mut out = vec![0u8; height * width * 3];
         for (y, (lo, k)) in taps.iter().enumerate() {
             for i in 0..width * 3 {
                 let samples = (0..k.len()).map(|j| horizontal[(lo + j) * width * 3 + i]);
-                out[y * width * 3 + i] = tap(k, samples);
+                out[y * width * 3 + i] = tap(k, bits, samples);
             }
         }
         out
@@ -131,7 +190,7 @@ mod tests {
     fn weights_sum_to_one_in_fixed_point() {
         for filter in [PillowFilter::Bilinear, PillowFilter::Lanczos] {
             for (i, o) in [(854, 320), (480, 320), (10, 25), (7, 7)] {
-                for (_, k) in filter.taps(i, o) {
+                for (_, k) in fixed_taps(filter, i, o, Precision::Pillow).taps {
                     let s: i64 = k.iter().sum();
                     assert!(
                         (s - (1 << PRECISION_BITS)).abs() <= k.len() as i64,

@@ -9,8 +9,9 @@ use candle_nn::VarBuilder;
 use deva::nn::swin::{SwinBackbone, SwinConfig};
 use deva::segmenter::grounded::weights::{official_table, official_tied, OfficialSource};
 use deva::segmenter::grounded::{
-    phrase_masks, post_process, preprocess, BertMaskMode, GroundingDino, GroundingDinoConfig,
-    GroundingDinoOutput, ResizeRule, TextTokenizer, TokenBatch,
+    phrase_masks, post_process, preprocess, split_prompt, BertMaskMode, Caption, Detection,
+    GroundedSam, GroundingDino, GroundingDinoConfig, GroundingDinoOutput, ResizeRule,
+    TextModeConfig, TextTokenizer, TokenBatch,
 };
 use image::RgbImage;
 use std::collections::HashMap;
@@ -683,5 +684,167 @@ fn official_checkpoint_layout_loads_strictly() {
     assert!(
         err.contains(key) && err.contains("shape"),
         "error does not name {key}: {err}"
+    );
+}
+
+#[test]
+fn text_mode_captions_locate_each_phrase() {
+    let Some(dir) = common::fixtures("grounding_dino") else {
+        return;
+    };
+    let fx = load_fixture(&dir);
+    let tok = fx.tokenizer();
+    assert_eq!(
+        split_prompt(" person.hat .horse. "),
+        ["person", "hat", "horse"]
+    );
+    let mut checked = 0;
+    for case in fx.cases() {
+        let prompts = fx.prompts(&case);
+        let [prompt] = prompts.as_slice() else {
+            continue;
+        };
+        let phrases = split_prompt(prompt);
+        let caption = Caption::new(&tok, &phrases).unwrap();
+        // The caption built from the phrases tokenises like the prompt itself.
+        assert_eq!(
+            caption.tokens.ids[0],
+            fx.tokens(&case).ids[0],
+            "{case}: caption tokens"
+        );
+        for (p, span) in phrases.iter().zip(&caption.spans) {
+            let ids = &caption.tokens.ids[0][span.clone()];
+            assert_eq!(&tok.decode(ids).unwrap(), p, "{case}: span of {p:?}");
+        }
+        // Label containing a phrase -> that phrase; no phrase in the label -> the phrase
+        // with the highest token probability.
+        let l = caption.tokens.len();
+        for (i, span) in caption.spans.iter().enumerate() {
+            let mut d = Detection {
+                query: 0,
+                score: 0.9,
+                bbox: [0.0; 4],
+                token_probs: vec![0.1; l],
+                token_mask: vec![false; l],
+            };
+            for m in &mut d.token_mask[span.start..=span.end] {
+                *m = true;
+            }
+            assert_eq!(
+                caption.phrase_of(&tok, &d).unwrap(),
+                i,
+                "{case}: label of phrase {i}"
+            );
+            d.token_mask = vec![false; l];
+            d.token_probs[span.end - 1] = 0.3;
+            assert_eq!(
+                caption.phrase_of(&tok, &d).unwrap(),
+                i,
+                "{case}: best token in phrase {i}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no single-prompt case");
+}
+
+#[test]
+fn grounded_sam_segments_carry_their_phrases() {
+    let (Some(dir), Some(sam_dir)) = (common::fixtures("grounding_dino"), common::fixtures("sam"))
+    else {
+        return;
+    };
+    let fx = load_fixture(&dir);
+    let sam =
+        deva::segmenter::sam::SamModel::load(&sam_dir.join("weights.pth"), &Device::Cpu).unwrap();
+    let case = fx
+        .cases()
+        .into_iter()
+        .find(|c| fx.prompts(c).len() == 1 && fx.opt(c, "image").is_some())
+        .expect("a single-image case");
+    let prompt = fx.prompts(&case)[0].clone();
+    let config = TextModeConfig {
+        resize: fx.rule(&case),
+        ..Default::default()
+    };
+    let mut seg = GroundedSam::new(
+        fx.model(),
+        fx.tokenizer(),
+        std::sync::Arc::new(sam),
+        &prompt,
+        config,
+    )
+    .unwrap();
+    let phrases = split_prompt(&prompt);
+    let names = seg.category_names();
+    assert_eq!(names.len(), phrases.len() + 1);
+    assert_eq!(&names[1..], phrases.as_slice());
+
+    // Detections: the reference detections at the text-mode threshold after class-agnostic
+    // NMS, with scores close to the reference (the image is resized by the port here).
+    let image = fx.get(&case, "image");
+    let k = fx.meta["cases"][&case]["images"][0].as_u64().unwrap();
+    let dets = seg.detect(&fx.image(k)).unwrap();
+    let tag = format!("post_t0{}", (config.box_threshold * 100.0).round() as u32);
+    let ref_boxes: Vec<[f32; 4]> = fx
+        .get(&case, &format!("{tag}.b0.boxes"))
+        .to_vec2::<f32>()
+        .unwrap()
+        .iter()
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect();
+    let ref_scores = fx
+        .get(&case, &format!("{tag}.b0.scores"))
+        .to_vec1::<f32>()
+        .unwrap();
+    let keep = deva::segmenter::sam::amg::nms(&ref_boxes, &ref_scores, config.nms_threshold);
+    assert!(!keep.is_empty(), "{case}: no reference detection");
+    assert_eq!(dets.len(), keep.len(), "{case}: detections after NMS");
+    for (d, &i) in dets.iter().zip(&keep) {
+        assert!(
+            (d.score - ref_scores[i]).abs() < 2e-2,
+            "{case}: score {} vs {}",
+            d.score,
+            ref_scores[i]
+        );
+        for (a, b) in d.bbox.iter().zip(&ref_boxes[i]) {
+            assert!(
+                (a - b).abs() < 2.0,
+                "{case}: box {:?} vs {:?}",
+                d.bbox,
+                ref_boxes[i]
+            );
+        }
+        assert!(d.phrase < phrases.len());
+    }
+
+    // Segments: painted SAM masks, each with its detection's phrase as category.
+    let (h, w, _) = image.dims3().unwrap();
+    let frame = deva::video::Frame {
+        index: 0,
+        name: "0".into(),
+        image: fx.image(k),
+    };
+    let out = deva::segmenter::ImageSegmenter::segment(&mut seg, &frame, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!((out.map.width(), out.map.height()), (w, h));
+    let areas = out.map.areas();
+    assert!(out.segments.len() <= dets.len());
+    for s in &out.segments {
+        let c = s.category_id.expect("every segment has a category") as usize;
+        assert!((1..=phrases.len()).contains(&c), "category {c}");
+        assert!(
+            areas.get(&s.id).copied().unwrap_or(0) > 0,
+            "segment {} is empty",
+            s.id
+        );
+        let score = s.score.expect("detector score");
+        assert!(dets.iter().any(|d| d.score == score && d.phrase + 1 == c));
+    }
+    let listed: Vec<_> = out.segments.iter().map(|s| s.id).collect();
+    assert!(
+        areas.keys().all(|id| listed.contains(id)),
+        "painted ids without a segment"
     );
 }

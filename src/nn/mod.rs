@@ -3,6 +3,7 @@
 pub mod blocks;
 pub mod checkpoint;
 pub mod conv;
+pub mod deform_attn;
 pub mod linalg;
 mod pickle;
 pub mod resample;

@@ -163,6 +163,11 @@ impl GroundingDino {
                 tokens.ids.len()
             )));
         }
+        // Phrase masks come from the whole prompt, then everything is cut to max_text_len.
+        let (self_mask, positions) = batch_phrase_masks(tokens, dev)?;
+        let keep = tokens.len().min(c.max_text_len);
+        let self_mask = self_mask.narrow(1, 0, keep)?.narrow(2, 0, keep)?;
+        let positions = positions.narrow(1, 0, keep)?;
         let mut tokens = tokens.clone();
         for r in tokens
             .ids
@@ -178,7 +183,6 @@ impl GroundingDino {
         // Text.
         let ids = tokens.ids_tensor(dev)?;
         let text_mask = tokens.mask_tensor(dev)?;
-        let (self_mask, positions) = batch_phrase_masks(&tokens, dev)?;
         let text_bert = self
             .bert
             .forward(&ids, &self_mask, &positions, c.bert_mask)?;

@@ -514,6 +514,15 @@ pub fn official_to_hf(
 }
 
 impl GroundingDino {
+    /// Loads a checkpoint: the Hugging Face layout when its `config.json` is given, else an
+    /// official checkpoint (Swin-T or Swin-B release configuration).
+    pub fn load(weights: &Path, config: Option<&Path>, device: &Device) -> Result<Self> {
+        match config {
+            Some(c) => Self::load_hf(&GroundingDinoConfig::from_file(c)?, weights, device),
+            None => Self::load_official(weights, None, device),
+        }
+    }
+
     /// Loads a Hugging Face checkpoint (`model.safetensors`) with its configuration; every
     /// key must be used (the Swin model's unused final norm excepted).
     pub fn load_hf(config: &GroundingDinoConfig, weights: &Path, device: &Device) -> Result<Self> {

@@ -599,8 +599,10 @@ fn box_initialised_track_writes_masks_and_boxes_for_every_frame() {
     let sam = Arc::new(model(&fx));
     let mut reference = SamPromptSegmenter::from_boxes(sam.clone(), 0, &[init]).unwrap();
     let segmenter = SamPromptSegmenter::from_boxes(sam, 0, &[init]).unwrap();
+    let mut vos = deva::Config::default();
+    vos.tracker.temporal = deva::config::Temporal::Vos;
     let mut tracker = Tracker::new(
-        &deva::Config::default(),
+        &vos,
         Box::new(segmenter),
         Some(Box::new(StaticPropagator::new())),
     )
@@ -613,7 +615,7 @@ fn box_initialised_track_writes_masks_and_boxes_for_every_frame() {
         let frame = Frame {
             index: t,
             name: f.file_stem().unwrap().to_string_lossy().into_owned(),
-            image: deva::imageio::read_rgb(f).unwrap(),
+            image: deva::imageio::read_rgb(f).unwrap().into(),
         };
         if t == 0 {
             first_mask = reference.segment(&frame, None).unwrap();

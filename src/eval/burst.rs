@@ -4,7 +4,7 @@
 //!
 //! Facts of the official pipeline that this follows:
 //! * every RLE becomes its tight box (pycocotools `toBbox`, cast to int) and the similarity is
-//!   the box IoU (no +1) of these boxes, not the mask IoU; an empty mask is the box [0,0,0,0];
+//!   the box IoU (no +1) of these boxes, not the mask IoU; an empty mask is the box `[0,0,0,0]`;
 //! * GT tracks of the 45 distractor categories are dropped; the evaluated timesteps of a
 //!   sequence are its GT images with at least one remaining annotation, sorted by the frame
 //!   index parsed from the image name; predictions on other images are dropped;

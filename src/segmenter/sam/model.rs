@@ -209,7 +209,7 @@ impl SamModel {
         }
     }
 
-    /// Embeds prompts given in model-input coordinates; see [`PromptEncoder::forward`].
+    /// Embeds prompts given in model-input coordinates; see `PromptEncoder::forward`.
     pub fn embed_prompts(
         &self,
         points: Option<(&Tensor, &Tensor)>,

@@ -823,7 +823,7 @@ fn grounded_sam_segments_carry_their_phrases() {
     let frame = deva::video::Frame {
         index: 0,
         name: "0".into(),
-        image: fx.image(k),
+        image: fx.image(k).into(),
     };
     let out = deva::segmenter::ImageSegmenter::segment(&mut seg, &frame, None)
         .unwrap()

@@ -81,6 +81,20 @@ pub struct TrackArgs {
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
 
+    /// Segmenter: text prompt, phrases separated by `.` (e.g. "person.hat.horse"):
+    /// Grounding-DINO boxes of each phrase turned into SAM masks (DEVA's text mode; use with
+    /// --config configs/text.toml). Needs --gdino-weights and --sam-weights. Each object's
+    /// category is its phrase (category id = phrase index + 1, names in the overlay labels).
+    /// [required: exactly one segmenter]
+    #[arg(long, value_name = "PHRASES", group = "segmenters")]
+    pub prompt: Option<String>,
+
+    /// Grounding-DINO checkpoint for --prompt: the official groundingdino_swint_ogc.pth /
+    /// groundingdino_swinb_cogcoor.pth, or a Hugging Face model.safetensors with its
+    /// config.json beside it; tokenizer.json is read from the same folder.
+    #[arg(long, value_name = "FILE")]
+    pub gdino_weights: Option<PathBuf>,
+
     /// Folder of model weights for --segmenter and --propagator deva. [default: $DEVA_MODELS
     /// if set, else ~/.cache/deva/models]
     #[arg(long, value_name = "DIR")]
@@ -318,7 +332,10 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     opts.overlay = args.overlay;
     opts.overlay_video = args.overlay_video;
     opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
-    opts.category_names = args.category_names.clone();
+    opts.category_names = match (&spec, args.category_names.is_empty()) {
+        (SegmenterSpec::Text(t), true) => t.category_names(),
+        _ => args.category_names.clone(),
+    };
     opts.stuff_boxes = args.stuff_boxes;
     let layout = output::Layout::new(&opts);
     let mut sinks = output::writers(&opts)?;

@@ -2,6 +2,7 @@
 //! `[segmenter]` section of a config file, a library user or the command line give it; and
 //! [`build`], which turns a spec into a segmenter.
 
+use super::grounded::TextSpec;
 use super::saliency::{SaliencyConfig, SaliencySegmenter};
 use super::sam::{SamAutoSegmenter, SamConfig, SamModel, SamPromptSegmenter, SamVariant};
 use super::{DetectionSegmenter, ImageSegmenter, MaskSegmenter, SegmenterKind};
@@ -29,6 +30,8 @@ pub enum SegmenterSpec {
     SamBoxes(SamBoxesSpec),
     /// SAM's automatic mode: grid point prompts outside tracked regions.
     SamAuto(SamConfig),
+    /// Text prompt: Grounding-DINO boxes of the prompt's phrases turned into SAM masks.
+    Text(TextSpec),
     /// No image segmenter: objects come only from prompts ([`Tracker::add_prompt`]).
     ///
     /// [`Tracker::add_prompt`]: crate::Tracker::add_prompt
@@ -73,6 +76,7 @@ impl SegmenterSpec {
             SegmenterSpec::Saliency(_) => "saliency",
             SegmenterSpec::SamBoxes(_) => "sam_boxes",
             SegmenterSpec::SamAuto(_) => "sam_auto",
+            SegmenterSpec::Text(_) => "text",
             SegmenterSpec::Prompts => "prompts",
         }
     }
@@ -92,6 +96,7 @@ impl SegmenterSpec {
         match self {
             SegmenterSpec::Saliency(c) => c.validate(),
             SegmenterSpec::SamAuto(c) => c.validate(),
+            SegmenterSpec::Text(t) => t.validate(),
             SegmenterSpec::SamBoxes(b) if b.boxes.is_empty() => Err(Error::Config(
                 "segmenter.boxes must list at least one box".into(),
             )),
@@ -138,6 +143,7 @@ pub fn build(
             let model = load_sam(c.weights.as_deref(), c.variant, device)?;
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
+        SegmenterSpec::Text(t) => Box::new(t.build(device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),
     })
 }

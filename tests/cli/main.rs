@@ -11,5 +11,6 @@ mod common;
 mod errors;
 mod flags;
 mod runs;
+mod text;
 mod util;
 mod vipseg;

@@ -2,8 +2,10 @@
 //! SAM box prompt per kept box, masks painted largest first; each segment's category is its
 //! phrase (never none).
 
+use candle_core::Device;
 use image::RgbImage;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::model::GroundingDino;
@@ -13,7 +15,7 @@ use super::text::{TextTokenizer, TokenBatch};
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::segmenter::sam::amg::nms;
-use crate::segmenter::sam::{Prompt, SamModel};
+use crate::segmenter::sam::{Prompt, SamModel, SamVariant};
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
 
@@ -262,5 +264,137 @@ impl ImageSegmenter for GroundedSam {
             })
             .collect();
         Ok(Some(Segmentation { map, segments }))
+    }
+}
+
+/// Settings of the text mode (`[segmenter] kind = "text"`): the prompt, the Grounding-DINO
+/// and SAM checkpoints, and the thresholds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextSpec {
+    /// Phrases separated by `.`, e.g. `"person.hat.horse"`.
+    pub prompt: String,
+    /// Grounding-DINO checkpoint: an official `.pth` (`groundingdino_swint_ogc.pth`,
+    /// `groundingdino_swinb_cogcoor.pth`) or a Hugging Face `model.safetensors`.
+    pub weights: Option<PathBuf>,
+    /// Hugging Face `config.json` of `weights`; defaults to `config.json` beside a
+    /// `.safetensors` checkpoint. Without one the checkpoint is read as official.
+    pub config: Option<PathBuf>,
+    /// BERT `tokenizer.json`; defaults to `tokenizer.json` beside the checkpoint.
+    pub tokenizer: Option<PathBuf>,
+    /// SAM checkpoint for the box prompts.
+    pub sam_weights: Option<PathBuf>,
+    /// Expected SAM family.
+    pub sam_variant: SamVariant,
+    /// Minimum detector confidence of a box.
+    pub box_threshold: f32,
+    /// Minimum token probability for a box's label.
+    pub text_threshold: f32,
+    /// Class-agnostic NMS IoU threshold.
+    pub nms_threshold: f64,
+    /// Detector input: short side.
+    pub shortest_edge: usize,
+    /// Detector input: long side bound.
+    pub longest_edge: usize,
+}
+
+impl Default for TextSpec {
+    fn default() -> Self {
+        let m = TextModeConfig::default();
+        TextSpec {
+            prompt: String::new(),
+            weights: None,
+            config: None,
+            tokenizer: None,
+            sam_weights: None,
+            sam_variant: SamVariant::default(),
+            box_threshold: m.box_threshold,
+            text_threshold: m.text_threshold,
+            nms_threshold: m.nms_threshold,
+            shortest_edge: m.resize.shortest_edge,
+            longest_edge: m.resize.longest_edge,
+        }
+    }
+}
+
+impl TextSpec {
+    /// Checks the settings; messages name the key. (The prompt is checked when building,
+    /// so that a config file can leave it to `--prompt`.)
+    pub fn validate(&self) -> Result<()> {
+        for (k, v) in [
+            ("box_threshold", self.box_threshold),
+            ("text_threshold", self.text_threshold),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(Error::Config(format!("segmenter.{k} must be in [0, 1)")));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.nms_threshold) {
+            return Err(Error::Config(
+                "segmenter.nms_threshold must be in [0, 1]".into(),
+            ));
+        }
+        if self.shortest_edge == 0 || self.longest_edge < self.shortest_edge {
+            return Err(Error::Config(
+                "segmenter.shortest_edge must be positive and at most longest_edge".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Category names indexed by category id (0 unused, phrase `i` is id `i + 1`).
+    pub fn category_names(&self) -> Vec<String> {
+        std::iter::once(String::new())
+            .chain(split_prompt(&self.prompt))
+            .collect()
+    }
+
+    /// Loads the models and builds the segmenter on `device`.
+    pub fn build(&self, device: &Device) -> Result<GroundedSam> {
+        self.validate()?;
+        if split_prompt(&self.prompt).is_empty() {
+            return Err(Error::Config(
+                "segmenter.prompt must name at least one phrase (--prompt \"person.hat\")".into(),
+            ));
+        }
+        let Some(weights) = &self.weights else {
+            return Err(Error::Config(
+                "the text mode needs a Grounding-DINO checkpoint: set segmenter.weights (--gdino-weights FILE)"
+                    .into(),
+            ));
+        };
+        let Some(sam_weights) = &self.sam_weights else {
+            return Err(Error::Config(
+                "the text mode needs a SAM checkpoint: set segmenter.sam_weights (--sam-weights FILE)"
+                    .into(),
+            ));
+        };
+        let beside = |name: &str| weights.parent().map(|d| d.join(name));
+        let config = self.config.clone().or_else(|| {
+            let is_st = weights.extension().is_some_and(|e| e == "safetensors");
+            beside("config.json").filter(|p| is_st && p.is_file())
+        });
+        let tokenizer = self
+            .tokenizer
+            .clone()
+            .or_else(|| beside("tokenizer.json"))
+            .ok_or_else(|| Error::Config("segmenter.tokenizer is not set".into()))?;
+        let detector = GroundingDino::load(weights, config.as_deref(), device)?;
+        let tokenizer = TextTokenizer::from_file(&tokenizer)?;
+        let sam = Arc::new(SamModel::load_variant(
+            sam_weights,
+            self.sam_variant,
+            device,
+        )?);
+        let mode = TextModeConfig {
+            box_threshold: self.box_threshold,
+            text_threshold: self.text_threshold,
+            nms_threshold: self.nms_threshold,
+            resize: ResizeRule {
+                shortest_edge: self.shortest_edge,
+                longest_edge: self.longest_edge,
+            },
+        };
+        GroundedSam::new(detector, tokenizer, sam, &self.prompt, mode)
     }
 }

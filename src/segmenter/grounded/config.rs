@@ -149,13 +149,12 @@ impl GroundingDinoConfig {
             return bad("num_feature_levels is below the number of backbone outputs");
         }
         let d = self.d_model;
-        let divides = |n: usize, h: usize| h > 0 && n % h == 0;
+        let divides = |n: usize, h: usize| h > 0 && n.is_multiple_of(h);
         if !divides(d, self.encoder_attention_heads)
             || !divides(d, self.encoder_attention_heads / 2)
             || !divides(d, self.decoder_attention_heads)
             || !divides(self.encoder_ffn_dim / 2, self.encoder_attention_heads / 2)
-            || d % 32 != 0
-            || d % 2 != 0
+            || !d.is_multiple_of(32)
         {
             return bad("d_model / ffn widths are not divisible by the head counts (or GroupNorm's 32 groups)");
         }

@@ -7,23 +7,18 @@
 //! Under `cargo test` it only checks that a forward runs, on a tiny configuration.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use criterion::Criterion;
+use deva::nn::Weights;
 use deva::segmenter::grounded::weights::official_config;
 use deva::segmenter::grounded::{GroundingDino, GroundingDinoConfig, TokenBatch};
-use deva::segmenter::sam::weights::SyntheticStore;
 use std::time::Duration;
 
 /// `[CLS] person . horse . fence . [SEP]` in the bert-base-uncased vocabulary.
 const PROMPT_IDS: [i64; 8] = [101, 2711, 1012, 3586, 1012, 8638, 1012, 102];
 
 fn model(config: &GroundingDinoConfig) -> GroundingDino {
-    let vb = VarBuilder::from_backend(
-        Box::new(SyntheticStore { seed: 7 }),
-        DType::F32,
-        Device::Cpu,
-    );
-    GroundingDino::new(config, vb).expect("synthetic Grounding-DINO")
+    Weights::synthetic(7, &Device::Cpu, |vb| GroundingDino::new(config, vb))
+        .expect("synthetic Grounding-DINO")
 }
 
 /// Input of `(h, w)` pixels with a full pixel mask, and the prompt tokens.

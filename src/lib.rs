@@ -42,6 +42,7 @@
 
 pub mod config;
 pub mod consensus;
+pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

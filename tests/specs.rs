@@ -18,7 +18,7 @@ fn config(dir: &Path, toml: &str) -> deva::Result<Config> {
 
 /// A DEVA checkpoint with the fixture's layout and formula weights, as safetensors.
 fn deva_checkpoint(fixtures: &Path, path: &Path) {
-    let (seed, layout) = common::deva_layout(&fixtures.join("deva_net"));
+    let (seed, layout) = common::deva::fixture_layout(&fixtures.join("deva_net"));
     let sd = synthetic::state_dict(&layout, seed).unwrap();
     let tensors: std::collections::HashMap<String, candle_core::Tensor> = sd
         .iter()

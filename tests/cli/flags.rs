@@ -71,6 +71,23 @@ fn help_explains_every_flag_with_its_default() {
         "demo",
         &["--out", "--segmenter", "--frames", "--models-dir"],
     );
+    assert_help_documents(
+        "run",
+        &[
+            "--layout",
+            "--videos",
+            "--out",
+            "--shard",
+            "--format",
+            "--status",
+            "--detections",
+            "--init-masks",
+            "--propagator",
+            "--size",
+            "--device",
+        ],
+    );
+    assert_help_documents("merge", &["--into", "--eval", "--davis-task"]);
 }
 
 #[test]

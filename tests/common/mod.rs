@@ -44,31 +44,4 @@ pub fn data(sub: &str) -> Option<PathBuf> {
         None
     }
 }
-
-/// The DEVA network's state-dict layout and formula seed from the fixture's
-/// `state_dict_keys.json` in `dir` (`$DEVA_FIXTURES/deva_net`).
-pub fn deva_layout(dir: &std::path::Path) -> (u64, Vec<deva::nn::TensorSpec>) {
-    let text = std::fs::read_to_string(dir.join("state_dict_keys.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let seed = v["seed"].as_u64().unwrap();
-    let keys = v["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| deva::nn::TensorSpec {
-            name: e[0].as_str().unwrap().to_string(),
-            shape: e[1]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap() as usize)
-                .collect(),
-            dtype: match e[2].as_str().unwrap() {
-                "float32" => deva::nn::TensorDType::F32,
-                "int64" => deva::nn::TensorDType::I64,
-                other => panic!("unexpected dtype {other} in state_dict_keys.json"),
-            },
-        })
-        .collect();
-    (seed, keys)
-}
+pub mod deva;

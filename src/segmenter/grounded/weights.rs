@@ -10,10 +10,10 @@ use std::path::Path;
 
 use super::config::{BertConfig, GroundingDinoConfig};
 use super::model::GroundingDino;
-use crate::error::{Error, Result};
-use crate::nn::checkpoint;
+use crate::error::{CheckpointProblem, Error, Result};
+use crate::nn::checkpoint::{self, RawTensor, StateDict};
 use crate::nn::swin::SwinConfig;
-use crate::segmenter::sam::weights::{build_strict, Checkpoint};
+use crate::nn::Weights;
 
 /// Hugging Face keys the model does not read (the Swin model's final norm).
 const HF_UNUSED: [&str; 2] = [
@@ -526,9 +526,7 @@ impl GroundingDino {
     /// Loads a Hugging Face checkpoint (`model.safetensors`) with its configuration; every
     /// key must be used (the Swin model's unused final norm excepted).
     pub fn load_hf(config: &GroundingDinoConfig, weights: &Path, device: &Device) -> Result<Self> {
-        let c = config;
-        let ck = Checkpoint::read(weights)?;
-        build_strict(&ck, device, &HF_UNUSED, |vb| GroundingDino::new(c, vb))
+        Weights::open(weights)?.build(device, &HF_UNUSED, |vb| GroundingDino::new(config, vb))
     }
 
     /// Loads an official checkpoint (`.pth` or safetensors with the original key names).
@@ -550,27 +548,47 @@ impl GroundingDino {
                 official_config(w.dim(0)?)?
             }
         };
-        let tensors = official_to_hf(path, &official, &c)?;
-        let ck = Checkpoint {
-            path: path.to_path_buf(),
-            tensors,
-        };
+        let mut dict = StateDict::new(path);
+        for (k, t) in official_to_hf(path, &official, &c)? {
+            let values = t
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            dict.insert(k, RawTensor::from_f32(t.dims().to_vec(), &values)?);
+        }
         let table = official_table(&c);
-        build_strict(&ck, device, &[], |vb| GroundingDino::new(&c, vb)).map_err(|e| match e {
-            // Name the official key in shape errors.
-            Error::Checkpoint { path, mut message } => {
-                for (hf, src) in &table {
-                    if message.contains(&format!("key {hf} ")) {
-                        let (OfficialSource::Rename(n) | OfficialSource::Split { name: n, .. }) =
-                            src;
-                        message =
-                            message.replace(&format!("key {hf} "), &format!("key {n} (as {hf}) "));
-                        break;
+        Weights::from_state_dict(dict)?
+            .build(device, &[], |vb| GroundingDino::new(&c, vb))
+            .map_err(|e| match e {
+                // Name the official key in shape errors.
+                Error::Checkpoint {
+                    path,
+                    problem:
+                        CheckpointProblem::Shape {
+                            key,
+                            expected,
+                            found,
+                        },
+                } => {
+                    let key = match table.iter().find(|(hf, _)| *hf == key) {
+                        Some((
+                            _,
+                            OfficialSource::Rename(n) | OfficialSource::Split { name: n, .. },
+                        )) => {
+                            format!("{n} (as {key})")
+                        }
+                        None => key,
+                    };
+                    Error::Checkpoint {
+                        path,
+                        problem: CheckpointProblem::Shape {
+                            key,
+                            expected,
+                            found,
+                        },
                     }
                 }
-                Error::Checkpoint { path, message }
-            }
-            other => other,
-        })
+                other => other,
+            })
     }
 }

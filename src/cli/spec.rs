@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use deva::config::Temporal;
 use deva::output::OutputFormat;
 use deva::propagator::{DevaSpec, PropagatorSpec};
+use deva::segmenter::grounded::TextSpec;
 use deva::segmenter::saliency::{SaliencyConfig, SaliencyModel};
 use deva::segmenter::sam::{parse_boxes, SamConfig};
 use deva::segmenter::{FolderSpec, SamBoxesSpec, SegmenterSpec};
@@ -135,6 +136,17 @@ pub fn segmenter(
             variant,
             frame: 0,
             boxes: parse_boxes(text).context("--init-box")?,
+        })
+    } else if let Some(prompt) = &args.prompt {
+        let settings = match from_config {
+            Some(SegmenterSpec::Text(t)) => t,
+            _ => TextSpec::default(),
+        };
+        SegmenterSpec::Text(TextSpec {
+            prompt: prompt.clone(),
+            weights: args.gdino_weights.clone().or(settings.weights.clone()),
+            sam_weights: args.sam_weights.clone().or(settings.sam_weights.clone()),
+            ..settings
         })
     } else if args.sam_auto {
         let mut sam = match from_config {

@@ -141,6 +141,20 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
 
+    /// Segmenter: text prompt, phrases separated by `.` (e.g. "person.hat.horse"):
+    /// Grounding-DINO boxes of each phrase turned into SAM masks (DEVA's text mode; use with
+    /// --config configs/text.toml). Needs --gdino-weights and --sam-weights. Each object's
+    /// category is its phrase (category id = phrase index + 1, names in the overlay labels).
+    /// [required: exactly one segmenter]
+    #[arg(long, value_name = "PHRASES", group = "segmenters")]
+    pub prompt: Option<String>,
+
+    /// Grounding-DINO checkpoint for --prompt: the official groundingdino_swint_ogc.pth /
+    /// groundingdino_swinb_cogcoor.pth, or a Hugging Face model.safetensors with its
+    /// config.json beside it; tokenizer.json is read from the same folder.
+    #[arg(long, value_name = "FILE")]
+    pub gdino_weights: Option<PathBuf>,
+
     /// Folder of model weights for --segmenter and --propagator deva. [default: $DEVA_MODELS
     /// if set, else ~/.cache/deva/models]
     #[arg(long, value_name = "DIR")]
@@ -356,6 +370,9 @@ pub(crate) fn track_video(
     }
     let mut opts = job.opts;
     opts.palette = segmenter.palette()?;
+    if let (SegmenterSpec::Text(t), true) = (&spec, opts.category_names.is_empty()) {
+        opts.category_names = t.category_names();
+    }
     let mut sinks = output::writers(&opts)?;
     if let Some(dir) = &job.boxes {
         sinks.0.push(Box::new(BoxSink::new(dir, &opts.video)));

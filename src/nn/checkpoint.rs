@@ -211,6 +211,16 @@ impl StateDict {
         self.entries.iter().map(|(k, _)| k.as_str())
     }
 
+    /// Removes `prefix` from every name that starts with it (e.g. `module.` of DataParallel).
+    pub fn strip_prefix(self, prefix: &str) -> StateDict {
+        let mut out = StateDict::new(self.source);
+        for (k, v) in self.entries {
+            let k = k.strip_prefix(prefix).map(str::to_string).unwrap_or(k);
+            out.insert(k, v);
+        }
+        out
+    }
+
     /// An error about this checkpoint's file.
     pub fn error(&self, message: impl std::fmt::Display) -> Error {
         Error::checkpoint(&self.source, message)

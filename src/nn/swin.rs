@@ -81,7 +81,7 @@ impl SwinConfig {
             return bad("use_absolute_embeddings is not supported".into());
         }
         for (i, &h) in self.num_heads.iter().enumerate() {
-            if h == 0 || self.stage_channels(i) % h != 0 {
+            if h == 0 || !self.stage_channels(i).is_multiple_of(h) {
                 return bad(format!(
                     "stage {} has {} channels, not divisible by {h} heads",
                     i + 1,

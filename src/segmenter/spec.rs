@@ -2,6 +2,7 @@
 //! `[segmenter]` section of a config file, a library user or the command line give it; and
 //! [`build`], which turns a spec into a segmenter.
 
+use super::grounded::TextSpec;
 use super::mask2former::Mask2FormerSpec;
 use super::saliency::{SaliencyConfig, SaliencySegmenter};
 use super::sam::{SamAutoSegmenter, SamConfig, SamModel, SamPromptSegmenter, SamVariant};
@@ -32,6 +33,8 @@ pub enum SegmenterSpec {
     SamAuto(SamConfig),
     /// Mask2Former panoptic or instance segments (VIPSeg, BURST).
     Mask2former(Mask2FormerSpec),
+    /// Text prompt: Grounding-DINO boxes of the prompt's phrases turned into SAM masks.
+    Text(TextSpec),
     /// No image segmenter: objects come only from prompts ([`Tracker::add_prompt`]).
     ///
     /// [`Tracker::add_prompt`]: crate::Tracker::add_prompt
@@ -77,6 +80,7 @@ impl SegmenterSpec {
             SegmenterSpec::SamBoxes(_) => "sam_boxes",
             SegmenterSpec::SamAuto(_) => "sam_auto",
             SegmenterSpec::Mask2former(_) => "mask2former",
+            SegmenterSpec::Text(_) => "text",
             SegmenterSpec::Prompts => "prompts",
         }
     }
@@ -97,6 +101,7 @@ impl SegmenterSpec {
             SegmenterSpec::Saliency(c) => c.validate(),
             SegmenterSpec::SamAuto(c) => c.validate(),
             SegmenterSpec::Mask2former(m) => m.validate(),
+            SegmenterSpec::Text(t) => t.validate(),
             SegmenterSpec::SamBoxes(b) if b.boxes.is_empty() => Err(Error::Config(
                 "segmenter.boxes must list at least one box".into(),
             )),
@@ -144,6 +149,7 @@ pub fn build(
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
         SegmenterSpec::Mask2former(m) => Box::new(m.build(device)?),
+        SegmenterSpec::Text(t) => Box::new(t.build(device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),
     })
 }

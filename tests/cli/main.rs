@@ -12,5 +12,6 @@ mod errors;
 mod flags;
 mod mask2former;
 mod runs;
+mod text;
 mod util;
 mod vipseg;

@@ -1,0 +1,318 @@
+//! Text side of Grounding-DINO: WordPiece tokenisation (the `tokenizers` crate), the
+//! phrase-block self-attention mask and position ids, and the BERT encoder.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use std::path::Path;
+
+use super::config::BertConfig;
+use crate::error::{Error, Result};
+
+/// `[CLS]`, `[SEP]`, `.` and `?`: the tokens that close a phrase block.
+pub const DELIMITERS: [i64; 4] = [101, 102, 1012, 1029];
+
+/// A batch of tokenised prompts, padded to the longest with `[PAD]` = 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// Token ids, one row per prompt.
+    pub ids: Vec<Vec<i64>>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<Vec<i64>>,
+}
+
+impl TokenBatch {
+    /// Padded length.
+    pub fn len(&self) -> usize {
+        self.ids.first().map_or(0, Vec::len)
+    }
+
+    /// Whether the batch holds no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `input_ids` as an i64 tensor `(B, L)`.
+    pub fn ids_tensor(&self, dev: &Device) -> Result<Tensor> {
+        rows_tensor(&self.ids, dev)
+    }
+
+    /// The tokenizer attention mask as an i64 tensor `(B, L)`.
+    pub fn mask_tensor(&self, dev: &Device) -> Result<Tensor> {
+        rows_tensor(&self.attention_mask, dev)
+    }
+}
+
+fn rows_tensor(rows: &[Vec<i64>], dev: &Device) -> Result<Tensor> {
+    let l = rows.first().map_or(0, Vec::len);
+    let flat: Vec<i64> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(flat, (rows.len(), l), dev)?)
+}
+
+/// Uncased BERT WordPiece tokenizer read from a `tokenizer.json`, with padding and truncation
+/// off (batches are padded to the longest prompt).
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TextTokenizer")
+    }
+}
+
+impl TextTokenizer {
+    /// Reads `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::parse(path, format!("not a tokenizer.json: {e}")))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::parse(path, e))?;
+        Ok(TextTokenizer { inner })
+    }
+
+    /// Tokenises prompts (with `[CLS]` … `[SEP]`), padding to the longest.
+    pub fn encode_batch(&self, prompts: &[&str]) -> Result<TokenBatch> {
+        let mut ids = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let enc = self
+                .inner
+                .encode(*p, true)
+                .map_err(|e| Error::invalid(format!("tokenizing '{p}': {e}")))?;
+            ids.push(enc.get_ids().iter().map(|&i| i as i64).collect::<Vec<_>>());
+        }
+        let l = ids.iter().map(Vec::len).max().unwrap_or(0);
+        let attention_mask = ids
+            .iter()
+            .map(|r: &Vec<i64>| (0..l).map(|i| i64::from(i < r.len())).collect())
+            .collect();
+        for r in &mut ids {
+            r.resize(l, 0);
+        }
+        Ok(TokenBatch {
+            ids,
+            attention_mask,
+        })
+    }
+
+    /// Decodes ids to text, special tokens kept, `##` pieces glued, spaces before
+    /// punctuation removed.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        self.inner
+            .decode(&ids, false)
+            .map_err(|e| Error::invalid(format!("decoding tokens: {e}")))
+    }
+}
+
+/// The phrase-block self-attention mask (`L × L`, true = may attend) and position ids of one
+/// row of token ids. Each phrase with its closing delimiter forms a block whose tokens attend
+/// to each other and count positions from 0; `[CLS]`, a final `[SEP]` and padding attend only
+/// to themselves with position 0.
+pub fn phrase_masks(ids: &[i64]) -> (Vec<bool>, Vec<i64>) {
+    let l = ids.len();
+    let is_delim = |t: i64| DELIMITERS.contains(&t);
+    // next[i]: first delimiter at or after i (l if none).
+    let mut next = vec![l; l];
+    let mut n = l;
+    for i in (0..l).rev() {
+        if is_delim(ids[i]) {
+            n = i;
+        }
+        next[i] = n;
+    }
+    let valid = |i: usize| next[i] != 0 && next[i] + 1 != l && next[i] != l;
+    let mut mask = vec![false; l * l];
+    let mut pos = vec![0i64; l];
+    let mut prev: i64 = -1;
+    for i in 0..l {
+        mask[i * l + i] = true;
+        if valid(i) {
+            pos[i] = i as i64 - prev - 1;
+            for j in 0..l {
+                if next[j] == next[i] {
+                    mask[i * l + j] = true;
+                }
+            }
+        }
+        if is_delim(ids[i]) {
+            prev = i as i64;
+        }
+    }
+    (mask, pos)
+}
+
+/// Phrase masks of a batch: `(B, L, L)` u8 and position ids `(B, L)` i64.
+pub fn batch_phrase_masks(tokens: &TokenBatch, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let (b, l) = (tokens.ids.len(), tokens.len());
+    let mut masks = Vec::with_capacity(b * l * l);
+    let mut positions = Vec::with_capacity(b * l);
+    for row in &tokens.ids {
+        let (m, p) = phrase_masks(row);
+        masks.extend(m.into_iter().map(u8::from));
+        positions.extend(p);
+    }
+    Ok((
+        Tensor::from_vec(masks, (b, l, l), dev)?,
+        Tensor::from_vec(positions, (b, l), dev)?,
+    ))
+}
+
+/// How BERT applies the phrase-block self-attention mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BertMaskMode {
+    /// Blocked pairs get the most negative f32 added to their scores (official
+    /// Grounding-DINO, `transformers` 4.x).
+    #[default]
+    Block,
+    /// The boolean mask itself is added to the scores (+1 where allowed, 0 elsewhere), so
+    /// nothing is blocked: what `transformers` 5.x's eager BERT attention does with the
+    /// boolean mask Grounding-DINO passes it (the reference of the parity fixture).
+    AddAsScores,
+}
+
+/// Additive attention bias from a 0/1 mask: 0 where allowed, the most negative f32 elsewhere.
+pub(crate) fn additive_mask(allowed: &Tensor) -> Result<Tensor> {
+    let allowed = allowed.to_dtype(DType::F32)?;
+    Ok(((1.0 - allowed)? * f32::MIN as f64)?)
+}
+
+/// Multi-head scaled dot-product attention with an optional additive bias broadcastable to
+/// `(B, heads, Lq, Lk)`; `q`, `k`, `v` are `(B, L, heads·hd)`.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (b, lq, c) = q.dims3()?;
+    let lk = k.dim(1)?;
+    let hd = c / heads;
+    let split = |t: &Tensor, l: usize| -> Result<Tensor> {
+        Ok(t.reshape((b, l, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    };
+    let q = (split(q, lq)? * (hd as f64).powf(-0.5))?;
+    let (k, v) = (split(k, lk)?, split(v, lk)?);
+    let mut scores = q.matmul(&k.t()?)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, lq, c))?)
+}
+
+/// One BERT layer: self-attention and FFN, both post-norm.
+#[derive(Debug)]
+struct BertLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    out_norm: LayerNorm,
+    heads: usize,
+}
+
+impl BertLayer {
+    fn new(c: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let att = vb.pp("attention");
+        Ok(BertLayer {
+            query: candle_nn::linear(h, h, att.pp("self").pp("query"))?,
+            key: candle_nn::linear(h, h, att.pp("self").pp("key"))?,
+            value: candle_nn::linear(h, h, att.pp("self").pp("value"))?,
+            attn_out: candle_nn::linear(h, h, att.pp("output").pp("dense"))?,
+            attn_norm: candle_nn::layer_norm(
+                h,
+                c.layer_norm_eps,
+                att.pp("output").pp("LayerNorm"),
+            )?,
+            ffn_in: candle_nn::linear(h, i, vb.pp("intermediate").pp("dense"))?,
+            ffn_out: candle_nn::linear(i, h, vb.pp("output").pp("dense"))?,
+            out_norm: candle_nn::layer_norm(h, c.layer_norm_eps, vb.pp("output").pp("LayerNorm"))?,
+            heads: c.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        let a = attention(
+            &self.query.forward(x)?,
+            &self.key.forward(x)?,
+            &self.value.forward(x)?,
+            self.heads,
+            Some(bias),
+        )?;
+        let x = self.attn_norm.forward(&(x + self.attn_out.forward(&a)?)?)?;
+        let f = self
+            .ffn_out
+            .forward(&self.ffn_in.forward(&x)?.gelu_erf()?)?;
+        Ok(self.out_norm.forward(&(x + f)?)?)
+    }
+}
+
+/// The BERT text encoder (no pooler).
+#[derive(Debug)]
+pub struct Bert {
+    words: Embedding,
+    positions: Embedding,
+    token_types: Embedding,
+    norm: LayerNorm,
+    layers: Vec<BertLayer>,
+}
+
+impl Bert {
+    /// Builds BERT from variables with the Hugging Face names (`embeddings.*`,
+    /// `encoder.layer.N.*`).
+    pub fn new(c: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        let e = vb.pp("embeddings");
+        let h = c.hidden_size;
+        Ok(Bert {
+            words: candle_nn::embedding(c.vocab_size, h, e.pp("word_embeddings"))?,
+            positions: candle_nn::embedding(
+                c.max_position_embeddings,
+                h,
+                e.pp("position_embeddings"),
+            )?,
+            token_types: candle_nn::embedding(c.type_vocab_size, h, e.pp("token_type_embeddings"))?,
+            norm: candle_nn::layer_norm(h, c.layer_norm_eps, e.pp("LayerNorm"))?,
+            layers: (0..c.num_hidden_layers)
+                .map(|i| BertLayer::new(c, vb.pp("encoder").pp("layer").pp(i)))
+                .collect::<Result<Vec<_>>>()?,
+        })
+    }
+
+    /// Last hidden state `(B, L, hidden)` for token ids `(B, L)`, the phrase self-attention
+    /// mask `(B, L, L)` (1 = attend, applied as `mode` says) and position ids `(B, L)`;
+    /// token types are 0.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        self_mask: &Tensor,
+        positions: &Tensor,
+        mode: BertMaskMode,
+    ) -> Result<Tensor> {
+        let types = ids.zeros_like()?;
+        let x = (self.words.forward(ids)? + self.positions.forward(positions)?)?;
+        let x = (x + self.token_types.forward(&types)?)?;
+        let mut x = self.norm.forward(&x)?;
+        let bias = match mode {
+            BertMaskMode::Block => additive_mask(self_mask)?,
+            BertMaskMode::AddAsScores => self_mask.to_dtype(DType::F32)?,
+        }
+        .unsqueeze(1)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &bias)?;
+        }
+        Ok(x)
+    }
+}

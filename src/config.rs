@@ -23,6 +23,8 @@ pub struct Config {
     pub saliency: crate::segmenter::saliency::SaliencyConfig,
     /// Segment Anything: automatic mask generator and segment selection.
     pub sam: SamConfig,
+    /// SAM refinement of propagated masks (used with `--refine sam`).
+    pub refine: crate::refine::RefineConfig,
 }
 
 /// Input settings.
@@ -348,6 +350,7 @@ impl Config {
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
         self.saliency.validate()?;
+        self.refine.validate()?;
         let t = &self.tracker;
         let m = &self.memory;
         let checks: [(bool, &str); 8] = [

@@ -21,6 +21,7 @@ pub mod output;
 pub mod overlap;
 pub mod pipeline;
 pub mod propagator;
+pub mod refine;
 pub mod segmenter;
 pub mod tracker;
 pub mod video;

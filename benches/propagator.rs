@@ -62,7 +62,7 @@ fn frame(t: usize, n: usize, s: Size) -> Frame {
     Frame {
         index: t,
         name: format!("{t:05}"),
-        image,
+        image: image.into(),
     }
 }
 
@@ -95,8 +95,12 @@ fn tracker(n: usize, s: Size) -> (DevaPropagator, impl FnMut(&mut DevaPropagator
         t += 1;
         let f = frame(t, n, s);
         let probs = p.propagate(&f).expect("propagate");
-        p.update(&f, &probs, t % config.mem_every == 0)
-            .expect("update");
+        p.update(
+            &f,
+            &probs,
+            t % deva::config::TrackerConfig::default().mem_every == 0,
+        )
+        .expect("update");
         p.release_frame(t);
     };
     (p, step)

@@ -30,12 +30,12 @@ fn frame() -> Frame {
     Frame {
         index: 0,
         name: "00000".into(),
-        image,
+        image: image.into(),
     }
 }
 
 fn saliency(c: &mut Criterion) {
-    let dir = deva::models::default_dir().expect("a models folder");
+    let store = deva::models::ModelStore::default_location().expect("a models folder");
     let frame = frame();
     let mut group = c.benchmark_group("saliency_frame_854x480");
     group
@@ -51,7 +51,7 @@ fn saliency(c: &mut Criterion) {
             model,
             ..SaliencyConfig::default()
         };
-        let mut seg = match SaliencySegmenter::from_models_dir(&config, &dir, &Device::Cpu) {
+        let mut seg = match SaliencySegmenter::from_store(&config, &store, &Device::Cpu) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("skipped {}: {e}", model.manifest_name());

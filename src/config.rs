@@ -1,11 +1,18 @@
 //! Configuration: plain serde structs whose defaults are the paper's settings, overridable from
-//! `configs/*.toml` and from command-line flags.
+//! `configs/*.toml` and from command-line flags. Each component owns its settings in its own
+//! module; [`Config`] only gathers them: `[input]`, `[tracker]`, and the `[segmenter]` and
+//! `[propagator]` specs.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+pub use crate::propagator::deva::{MemoryConfig, UsageCounting};
+pub use crate::propagator::flow::FlowConfig;
+pub use crate::propagator::PropagatorSpec;
 pub use crate::segmenter::sam::{SamConfig, SamVariant};
+use crate::segmenter::SegmenterKind;
+pub use crate::segmenter::SegmenterSpec;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -15,15 +22,12 @@ pub struct Config {
     pub input: InputConfig,
     /// Consensus, merging and the temporal schedule.
     pub tracker: TrackerConfig,
-    /// Memory of the DEVA propagation network.
-    pub memory: MemoryConfig,
-    /// The weight-free optical-flow propagator.
-    pub flow: FlowConfig,
-    /// Salient-object segmenter (U²-Net, U²-Netp, IS-Net).
-    pub saliency: crate::segmenter::saliency::SaliencyConfig,
-    /// Segment Anything: automatic mask generator and segment selection.
-    pub sam: SamConfig,
-    /// SAM refinement of propagated masks (used with `--refine sam`).
+    /// The image segmenter (`[segmenter]`, `kind = ...`); unset: chosen by the caller (the
+    /// command line's flags).
+    pub segmenter: Option<SegmenterSpec>,
+    /// The propagator (`[propagator]`, `kind = ...`); default: optical flow.
+    pub propagator: PropagatorSpec,
+    /// SAM refinement of propagated masks (`[refine]`; used with `--refine sam`).
     pub refine: crate::refine::RefineConfig,
 }
 
@@ -55,6 +59,48 @@ pub enum Temporal {
     /// Key-frame consensus over uniformly sampled frames, then propagation forwards and
     /// backwards from the key frame (whole video buffered).
     Offline,
+    /// Video object segmentation: masks given on any frame (files, SAM boxes, prompts) are
+    /// followed exactly; objects are never deleted.
+    Vos,
+}
+
+impl Temporal {
+    /// The name used in config files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Temporal::Online => "online",
+            Temporal::SemiOnline => "semionline",
+            Temporal::Offline => "offline",
+            Temporal::Vos => "vos",
+        }
+    }
+
+    /// The schedule that suits a segmenter of `kind`: VOS for reference masks, semi-online for
+    /// proposals.
+    pub fn natural_for(kind: SegmenterKind) -> Temporal {
+        match kind {
+            SegmenterKind::Reference => Temporal::Vos,
+            SegmenterKind::Proposals => Temporal::SemiOnline,
+        }
+    }
+
+    /// Fails when this schedule cannot run a segmenter of `kind` (named `segmenter`): reference
+    /// masks need `vos`, proposals need one of the others.
+    pub fn check_segmenter(self, kind: SegmenterKind, segmenter: &str) -> Result<()> {
+        let ok = (kind == SegmenterKind::Reference) == (self == Temporal::Vos);
+        if ok {
+            return Ok(());
+        }
+        Err(Error::Config(match kind {
+            SegmenterKind::Reference => format!(
+                "segmenter {segmenter} gives masks to follow exactly, which needs tracker.temporal = \"vos\" (--temporal vos), not \"{}\"",
+                self.name()
+            ),
+            SegmenterKind::Proposals => format!(
+                "segmenter {segmenter} proposes segments, which tracker.temporal = \"vos\" cannot merge: use online, semionline or offline"
+            ),
+        }))
+    }
 }
 
 impl std::str::FromStr for Temporal {
@@ -65,8 +111,9 @@ impl std::str::FromStr for Temporal {
             "online" => Ok(Temporal::Online),
             "semionline" => Ok(Temporal::SemiOnline),
             "offline" => Ok(Temporal::Offline),
+            "vos" => Ok(Temporal::Vos),
             other => Err(Error::Config(format!(
-                "unknown temporal setting {other:?} (expected online, semionline or offline)"
+                "unknown temporal setting {other:?} (expected online, semionline, offline or vos)"
             ))),
         }
     }
@@ -93,6 +140,8 @@ pub struct TrackerConfig {
     pub temporal: Temporal,
     /// Merge image segmentations every this many frames.
     pub detection_every: usize,
+    /// Write a memory frame every this many frames (the propagator's memory schedule).
+    pub mem_every: usize,
     /// Frames per consensus clip in semi-online mode (offline: frames sampled for the key-frame
     /// consensus).
     pub num_voting_frames: usize,
@@ -133,6 +182,7 @@ impl Default for TrackerConfig {
         TrackerConfig {
             temporal: Temporal::SemiOnline,
             detection_every: 5,
+            mem_every: 5,
             num_voting_frames: 3,
             keyframe: KeyFrame::First,
             max_missed_detection_count: 5,
@@ -153,183 +203,8 @@ impl TrackerConfig {
     }
 }
 
-/// Whether long-term memory counts how often its elements are read (needed for eviction).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum UsageCounting {
-    /// Count when the video is long enough to fill long-term memory (reference formula), or
-    /// always when the length is unknown (streams).
-    #[default]
-    Auto,
-    /// Always count.
-    On,
-    /// Never count: long-term memory is not evicted.
-    Off,
-}
-
-/// Memory settings of the DEVA propagator (reference §2.1, §2.3).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MemoryConfig {
-    /// Write a memory frame every this many frames.
-    pub mem_every: usize,
-    /// Memory entries each query pixel reads (top-k).
-    pub top_k: usize,
-    /// Working memory holds at most this many frames (T_max).
-    pub max_mid_term_frames: usize,
-    /// Working memory keeps this many frames after consolidation (T_min).
-    pub min_mid_term_frames: usize,
-    /// Long-term memory holds at most this many elements (LT_max).
-    pub max_long_term_elements: usize,
-    /// Prototypes created per consolidation.
-    pub num_prototypes: usize,
-    /// Consolidate working memory into long-term memory.
-    pub enable_long_term: bool,
-    /// Count long-term usage.
-    pub long_term_usage: UsageCounting,
-    /// Objects processed together by the network; 0 or less: all at once.
-    pub chunk_size: i64,
-}
-
-impl Default for MemoryConfig {
-    fn default() -> Self {
-        MemoryConfig {
-            mem_every: 5,
-            top_k: 30,
-            max_mid_term_frames: 10,
-            min_mid_term_frames: 5,
-            max_long_term_elements: 10000,
-            num_prototypes: 128,
-            enable_long_term: true,
-            long_term_usage: UsageCounting::Auto,
-            chunk_size: -1,
-        }
-    }
-}
-
-/// Settings of the optical-flow propagator (`[flow]`): DIS optical flow (Kroeger et al., ECCV
-/// 2016) plus mask warping, occlusion filling and edge-aware re-anchoring.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FlowConfig {
-    /// Finest pyramid level the flow is estimated on (0 = full internal resolution, 1 = half,
-    /// ...); the result is upsampled bilinearly.
-    pub finest_level: usize,
-    /// Coarsest pyramid level; unset: chosen so that the coarsest image is about four
-    /// patches across (the DIS rule).
-    pub coarsest_level: Option<usize>,
-    /// Side of the square patches of the inverse search, in pixels.
-    pub patch_size: usize,
-    /// Distance between neighbouring patches, in pixels (overlap = size − stride).
-    pub patch_stride: usize,
-    /// Gauss–Newton iterations of the inverse search per patch.
-    pub iterations: usize,
-    /// Fixed-point iterations of the variational refinement per level (0 = none).
-    pub refine_iterations: usize,
-    /// SOR sweeps per fixed-point iteration.
-    pub sor_iterations: usize,
-    /// Smoothness weight α of the variational refinement.
-    pub refine_alpha: f32,
-    /// Brightness-constancy weight δ of the variational refinement.
-    pub refine_delta: f32,
-    /// Gradient-constancy weight γ of the variational refinement.
-    pub refine_gamma: f32,
-    /// Forward–backward consistency: absolute round-trip tolerance in pixels.
-    pub consistency_px: f32,
-    /// Forward–backward consistency: tolerance relative to the squared motion.
-    pub consistency_rel: f32,
-    /// Radius (pixels) of the neighbourhood from which inconsistent (occluded) pixels take the
-    /// masks of consistent pixels of similar colour (0 = off: they rely on the forward splat
-    /// and the colour model).
-    pub fill_radius: usize,
-    /// Colour scale σ (colours in [0, 1]) of the joint-bilateral weights of that filling.
-    pub fill_color_sigma: f32,
-    /// Radius of the guided filter that re-anchors masks to image edges (0 = off).
-    pub filter_radius: usize,
-    /// Regularisation ε of the guided filter (colours in [0, 1]); smaller follows edges
-    /// more closely.
-    pub filter_eps: f32,
-    /// Exponent γ that sharpens the final masks (`p_k^γ / Σ_j p_j^γ`) so that soft tails left
-    /// by warping and filtering do not accumulate over time (1 = off).
-    pub sharpen: f32,
-    /// Histogram bins per colour channel of the per-object colour models.
-    pub color_bins: usize,
-    /// Exponent of the colour likelihood on occluded (inconsistent) pixels (0 = off).
-    pub color_weight_occluded: f32,
-    /// Exponent of the colour likelihood on consistent pixels (0 = off).
-    pub color_weight_visible: f32,
-}
-
-impl Default for FlowConfig {
-    fn default() -> Self {
-        FlowConfig {
-            finest_level: 1,
-            coarsest_level: None,
-            patch_size: 8,
-            patch_stride: 4,
-            iterations: 16,
-            refine_iterations: 5,
-            sor_iterations: 5,
-            refine_alpha: 20.0,
-            refine_delta: 5.0,
-            refine_gamma: 10.0,
-            consistency_px: 1.0,
-            consistency_rel: 0.05,
-            fill_radius: 10,
-            fill_color_sigma: 0.1,
-            filter_radius: 4,
-            filter_eps: 1e-3,
-            sharpen: 2.0,
-            color_bins: 16,
-            color_weight_occluded: 1.0,
-            color_weight_visible: 0.1,
-        }
-    }
-}
-
-impl FlowConfig {
-    /// Checks value ranges; messages name the `flow.*` key.
-    pub fn validate(&self) -> Result<()> {
-        let checks: [(bool, &str); 6] = [
-            (
-                (2..=32).contains(&self.patch_size),
-                "flow.patch_size must be between 2 and 32",
-            ),
-            (
-                self.patch_stride >= 1 && self.patch_stride <= self.patch_size,
-                "flow.patch_stride must be between 1 and flow.patch_size",
-            ),
-            (
-                self.coarsest_level.is_none_or(|c| c >= self.finest_level && c <= 16),
-                "flow.coarsest_level must be between flow.finest_level and 16",
-            ),
-            (
-                self.finest_level <= 16,
-                "flow.finest_level must be at most 16",
-            ),
-            (
-                [self.refine_alpha, self.refine_delta, self.refine_gamma, self.filter_eps]
-                    .iter()
-                    .all(|v| v.is_finite() && *v >= 0.0)
-                    && self.consistency_px > 0.0
-                    && self.fill_color_sigma > 0.0
-                    && self.consistency_rel >= 0.0
-                    && self.sharpen >= 1.0
-                    && self.color_weight_occluded >= 0.0
-                    && self.color_weight_visible >= 0.0,
-                "flow weights (refine_*, filter_eps, color_weight_*) must be finite and not negative, flow.consistency_px and flow.fill_color_sigma positive, flow.sharpen at least 1",
-            ),
-            (
-                (2..=64).contains(&self.color_bins),
-                "flow.color_bins must be between 2 and 64",
-            ),
-        ];
-        first_failure(&checks)
-    }
-}
-
 /// `Ok` when every check holds, else a config error with the first failing check's message.
-fn first_failure(checks: &[(bool, &str)]) -> Result<()> {
+pub(crate) fn first_failure(checks: &[(bool, &str)]) -> Result<()> {
     match checks.iter().find(|(ok, _)| !ok) {
         Some((_, msg)) => Err(Error::Config(msg.to_string())),
         None => Ok(()),
@@ -349,32 +224,29 @@ impl Config {
 
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
-        self.saliency.validate()?;
         self.refine.validate()?;
         let t = &self.tracker;
-        let m = &self.memory;
-        let checks: [(bool, &str); 8] = [
-            (t.detection_every >= 1, "tracker.detection_every must be at least 1"),
-            (t.num_voting_frames >= 1, "tracker.num_voting_frames must be at least 1"),
+        let checks: [(bool, &str); 5] = [
+            (
+                t.detection_every >= 1,
+                "tracker.detection_every must be at least 1",
+            ),
+            (t.mem_every >= 1, "tracker.mem_every must be at least 1"),
+            (
+                t.num_voting_frames >= 1,
+                "tracker.num_voting_frames must be at least 1",
+            ),
             (
                 (0.0..1.0).contains(&t.support_iou) && (0.0..1.0).contains(&t.merge_iou),
                 "tracker.support_iou and tracker.merge_iou must be in [0, 1)",
             ),
             (t.alpha >= 0.0, "tracker.alpha must not be negative"),
-            (m.mem_every >= 1, "memory.mem_every must be at least 1"),
-            (m.top_k >= 1, "memory.top_k must be at least 1"),
-            (
-                m.min_mid_term_frames >= 1 && m.min_mid_term_frames < m.max_mid_term_frames,
-                "memory.min_mid_term_frames must be at least 1 and below memory.max_mid_term_frames",
-            ),
-            (
-                m.num_prototypes >= 1 && m.num_prototypes < m.max_long_term_elements,
-                "memory.num_prototypes must be at least 1 and below memory.max_long_term_elements",
-            ),
         ];
         first_failure(&checks)?;
-        self.flow.validate()?;
-        self.sam.validate()
+        if let Some(s) = &self.segmenter {
+            s.validate()?;
+        }
+        self.propagator.validate()
     }
 }
 
@@ -391,15 +263,10 @@ mod tests {
             (c.tracker.detection_every, c.tracker.num_voting_frames),
             (5, 3)
         );
-        assert_eq!((c.memory.top_k, c.memory.mem_every), (30, 5));
-        assert_eq!(
-            (c.memory.max_mid_term_frames, c.memory.min_mid_term_frames),
-            (10, 5)
-        );
-        assert_eq!(
-            (c.memory.max_long_term_elements, c.memory.num_prototypes),
-            (10000, 128)
-        );
+        let m = MemoryConfig::default();
+        assert_eq!((m.top_k, c.tracker.mem_every), (30, 5));
+        assert_eq!((m.max_mid_term_frames, m.min_mid_term_frames), (10, 5));
+        assert_eq!((m.max_long_term_elements, m.num_prototypes), (10000, 128));
         assert!(c.validate().is_ok());
     }
 
@@ -415,13 +282,17 @@ mod tests {
         let c = Config::from_toml_file(&p).unwrap();
         assert_eq!(c.tracker.temporal, Temporal::Online);
         assert_eq!(c.tracker.detection_every, 2);
-        assert_eq!(c.memory.top_k, 30);
+        assert_eq!(c.propagator, PropagatorSpec::default());
 
         std::fs::write(&p, "[tracker]\ndetection_evry = 2\n").unwrap();
         let e = Config::from_toml_file(&p).unwrap_err().to_string();
         assert!(e.contains("detection_evry") && e.contains("c.toml"), "{e}");
 
-        std::fs::write(&p, "[memory]\nmin_mid_term_frames = 12\n").unwrap();
+        std::fs::write(
+            &p,
+            "[propagator]\nkind = \"deva\"\n[propagator.memory]\nmin_mid_term_frames = 12\n",
+        )
+        .unwrap();
         let e = Config::from_toml_file(&p).unwrap_err().to_string();
         assert!(e.contains("min_mid_term_frames"), "{e}");
     }

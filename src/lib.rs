@@ -19,7 +19,6 @@ pub mod objects;
 pub mod onnx;
 pub mod output;
 pub mod overlap;
-pub mod pipeline;
 pub mod propagator;
 pub mod refine;
 pub mod segmenter;
@@ -28,3 +27,9 @@ pub mod video;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use mask::Segmentation;
+pub use models::ModelStore;
+pub use propagator::{Propagator, PropagatorSpec};
+pub use segmenter::{ImageSegmenter, SegmenterSpec};
+pub use tracker::{Prompt, TrackedFrame, Tracker};
+pub use video::Frame;

@@ -387,7 +387,8 @@ fn config_presets_parse_with_the_papers_settings() {
         ),
         (Temporal::Offline, 10)
     );
-    assert_eq!(parsed["davis"].memory, Config::default().memory);
+    assert_eq!(parsed["davis"].propagator, Config::default().propagator);
+    assert_eq!(t("davis").temporal, Temporal::Vos);
     assert!(parsed.values().all(|c| c.input.size == 480));
 }
 

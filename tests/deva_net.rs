@@ -373,7 +373,7 @@ fn frame_from(v: &[f32], width: usize, height: usize, index: usize) -> Frame {
     Frame {
         index,
         name: format!("{index:05}"),
-        image,
+        image: image.into(),
     }
 }
 
@@ -612,7 +612,6 @@ fn modules_match_the_reference() {
 fn variant_config(v: &serde_json::Value) -> MemoryConfig {
     let u = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} missing")) as usize;
     MemoryConfig {
-        mem_every: u("mem_every"),
         top_k: u("top_k"),
         max_mid_term_frames: u("max_mid_term_frames"),
         min_mid_term_frames: u("min_mid_term_frames"),
@@ -720,6 +719,7 @@ fn each_engine_run(
 fn engine_variants_match_the_reference() {
     each_engine_run(|sd, key, video, v, net| {
         let config = variant_config(v);
+        let mem_every = v["mem_every"].as_u64().unwrap() as usize;
         let mut prop = DevaPropagator::new(net.clone(), &config, &Device::Cpu).unwrap();
         let last = video.frames.len() - 1;
         let mut last_mem = 0;
@@ -731,7 +731,7 @@ fn engine_variants_match_the_reference() {
                 (p.aggregate(), true)
             } else {
                 let p = prop.propagate(frame).unwrap();
-                (p, t - last_mem >= config.mem_every && t != last)
+                (p, t - last_mem >= mem_every && t != last)
             };
             check_engine_frame(sd, key, t, &probs);
             prop.update(frame, &probs, memorize).unwrap();
@@ -764,7 +764,7 @@ fn moving_squares(index: usize, size: usize) -> Frame {
     Frame {
         index,
         name: format!("{index:05}"),
-        image,
+        image: image.into(),
     }
 }
 
@@ -786,7 +786,6 @@ fn square_masks(frame: &Frame) -> ObjectProbs {
 #[test]
 fn long_video_memory_stays_bounded() {
     let config = MemoryConfig {
-        mem_every: 1,
         top_k: 30,
         max_mid_term_frames: 4,
         min_mid_term_frames: 2,
@@ -980,8 +979,9 @@ fn tracker_in_reference_mode_matches_the_engine() {
     each_engine_run(|sd, key, video, v, net| {
         let mut config = deva::Config::default();
         config.input.size = v["size"].as_i64().unwrap() as i32;
-        config.memory = variant_config(v);
-        let prop = DevaPropagator::new(net.clone(), &config.memory, &Device::Cpu).unwrap();
+        config.tracker.mem_every = v["mem_every"].as_u64().unwrap() as usize;
+        config.tracker.temporal = deva::config::Temporal::Vos;
+        let prop = DevaPropagator::new(net.clone(), &variant_config(v), &Device::Cpu).unwrap();
         let seg = FirstMask(Some(video.first.clone()));
         let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
         let mut out = Vec::new();

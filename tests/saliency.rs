@@ -336,7 +336,7 @@ fn segmenter_thresholds_the_network_map_at_frame_size() {
         let frame = deva::video::Frame {
             index: 0,
             name: img.clone(),
-            image: f.image(&format!("{img}.rgb")),
+            image: f.image(&format!("{img}.rgb")).into(),
         };
         let ours = seg.segment(&frame, None).unwrap().expect("a segmentation");
         ours.validate().unwrap();

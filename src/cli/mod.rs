@@ -3,6 +3,7 @@
 mod demo;
 mod eval;
 mod models;
+mod spec;
 mod track;
 
 use clap::{Parser, Subcommand};

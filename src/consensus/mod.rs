@@ -51,6 +51,28 @@ pub struct Consensus {
 }
 
 impl Consensus {
+    /// The same segments with ids 1, 2, ... in their order (a vote's ids index proposals;
+    /// as requested ids of new objects they would start anywhere).
+    pub fn numbered_from_one(self) -> Consensus {
+        let new_id: std::collections::HashMap<ObjectId, ObjectId> = self
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (s.id, k as ObjectId + 1))
+            .collect();
+        Consensus {
+            map: self.map.remap(|id| new_id.get(&id).copied().unwrap_or(0)),
+            segments: self
+                .segments
+                .into_iter()
+                .map(|s| VotedSegment {
+                    id: new_id[&s.id],
+                    ..s
+                })
+                .collect(),
+        }
+    }
+
     /// A frame's raw segmentation taken as it is (clips of one frame, online mode).
     pub fn from_segmentation(seg: &Segmentation) -> Self {
         Consensus {
@@ -103,7 +125,7 @@ pub fn clip_consensus(
             other => other.clone(),
         });
     }
-    vote(&aligned, config)
+    Ok(vote(&aligned, config)?.numbered_from_one())
 }
 
 /// Consensus of proposals already aligned to the key frame: `aligned[f]` holds frame `f`'s

@@ -511,3 +511,30 @@ fn associated_consensus_weights_frames_and_picks_the_key_frame() {
     assert!(associated_consensus(&masks, Some(&scores[..2]), |_, _, m| Ok(m.clone())).is_err());
     assert!(associated_consensus(&[], None, |_, _, m| Ok(m.clone())).is_err());
 }
+
+#[test]
+fn clip_consensus_numbers_its_segments_from_one() {
+    // Frame 0's proposal is alone (dropped), so the kept proposal is a later one (vote id 2
+    // or 3); as new objects are requested by these ids, the clip's segments are numbered
+    // from 1.
+    let (w, h) = (12, 8);
+    let seg = || {
+        Some(paint(
+            w,
+            h,
+            &[(info(5, None, 0, 1.0), rect(w, h, 2, 2, 4, 4))],
+        ))
+    };
+    let lone = Some(paint(
+        w,
+        h,
+        &[(info(9, None, 0, 1.0), rect(w, h, 8, 0, 3, 3))],
+    ));
+    let clip = vec![lone, seg(), seg()];
+    let out = clip_consensus(&clip, 1, &config(), |_, _, masks| Ok(masks.clone())).unwrap();
+    assert_eq!(
+        out.segments.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(out.map.mask(1), rect(w, h, 2, 2, 4, 4));
+}

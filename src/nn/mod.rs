@@ -33,6 +33,32 @@ pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> 
         .expect("difference of two f32 tensors")
 }
 
+/// The device named `name`: `cpu`, `cuda` (the first GPU) or `cuda:N`. CUDA needs a build with
+/// the `cuda` feature; otherwise naming it is an error that says so.
+pub fn parse_device(name: &str) -> crate::error::Result<Device> {
+    let bad = || {
+        crate::error::Error::Config(format!(
+            "unknown device {name:?} (expected cpu, cuda or cuda:N)"
+        ))
+    };
+    let ordinal = match name {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
+        _ => name
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(bad)?,
+    };
+    if cfg!(feature = "cuda") {
+        Device::new_cuda(ordinal)
+            .map_err(|e| crate::error::Error::Config(format!("device {name}: {e}")))
+    } else {
+        Err(crate::error::Error::Config(format!(
+            "device {name}: this deva was built without CUDA (rebuild with `--features cuda`)"
+        )))
+    }
+}
+
 /// The device networks run on: the first CUDA GPU when built with the `cuda` feature and one
 /// is present, otherwise the CPU.
 pub fn device() -> Device {

@@ -5,11 +5,10 @@
 //! pixel coordinates (the top-left pixel is (1, 1)), GOT-10k 0-based ones; widths and heights
 //! are pixel extents of the tight box of the object's mask.
 
-use super::{FrameResult, Tracking};
+use super::{FrameResult, Sink};
 use crate::error::Result;
 use crate::fsutil::write_atomic_with;
 use crate::mask::{BBox, ObjectId, Segmentation};
-use crate::video::Frame;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -141,40 +140,40 @@ impl BoxRecorder {
     }
 }
 
-/// A [`Tracking`] that records the boxes of every frame it passes on.
-pub struct RecordBoxes<'a, T: Tracking + ?Sized> {
-    /// The wrapped tracking.
-    pub inner: &'a mut T,
-    /// The boxes of the frames passed on so far.
+/// A [`Sink`] that records every frame's boxes and writes them at the end under `dir`:
+/// `mot.txt`, `lasot/<name>[_<id>].txt` and `got10k/<name>/<name>_001.txt`, where `name` is
+/// the last part of the video name (BURST names have a `/`).
+pub struct BoxSink {
+    /// The boxes of the frames written so far.
     pub boxes: BoxRecorder,
+    dir: PathBuf,
+    name: String,
 }
 
-impl<'a, T: Tracking + ?Sized> RecordBoxes<'a, T> {
-    /// Wraps `inner`.
-    pub fn new(inner: &'a mut T) -> Self {
-        RecordBoxes {
-            inner,
+impl BoxSink {
+    /// Boxes of video `video` into folder `dir`.
+    pub fn new(dir: &Path, video: &str) -> Self {
+        BoxSink {
             boxes: BoxRecorder::new(),
+            dir: dir.to_path_buf(),
+            name: video.rsplit('/').next().unwrap_or(video).to_string(),
         }
     }
-
-    fn record(&mut self, results: Vec<FrameResult>) -> Vec<FrameResult> {
-        results
-            .iter()
-            .for_each(|r| self.boxes.push(&r.segmentation));
-        results
-    }
 }
 
-impl<T: Tracking + ?Sized> Tracking for RecordBoxes<'_, T> {
-    fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>> {
-        let r = self.inner.step(frame)?;
-        Ok(self.record(r))
+impl Sink for BoxSink {
+    fn write(&mut self, frame: &FrameResult) -> Result<()> {
+        self.boxes.push(&frame.segmentation);
+        Ok(())
     }
 
-    fn finish(&mut self) -> Result<Vec<FrameResult>> {
-        let r = self.inner.finish()?;
-        Ok(self.record(r))
+    fn finish(&mut self) -> Result<()> {
+        self.boxes.write_mot(&self.dir.join("mot.txt"))?;
+        self.boxes
+            .write_sequence(&self.dir.join("lasot"), &self.name, BoxFormat::Lasot)?;
+        self.boxes
+            .write_sequence(&self.dir.join("got10k"), &self.name, BoxFormat::Got10k)?;
+        Ok(())
     }
 }
 

@@ -1,9 +1,10 @@
-//! Result writers: DAVIS palette PNGs, RGB-id PNGs with a VIPSeg or demo `pred.json`, BURST
-//! `pred.json` with COCO RLE, overlay frames and an overlay mp4; and [`run`], which drives a
-//! tracker from a frame source into a [`Writer`].
+//! Result sinks: [`Writer`] (DAVIS palette PNGs, RGB-id PNGs with a VIPSeg or demo
+//! `pred.json`, BURST `pred.json` with COCO RLE), [`overlay::OverlaySink`] (overlay frames and
+//! an overlay mp4), [`boxes::BoxSink`] (MOT / LaSOT / GOT-10k boxes) and [`Foreground`]; and
+//! [`run`], which drives a tracker from a frame source into a [`Sink`].
 //!
 //! Every file is written atomically; JSON documents and the mp4 are completed by
-//! [`Writer::finish`] (at the end of the video or on a clean stop).
+//! [`Sink::finish`] (at the end of the video or on a clean stop).
 
 pub mod boxes;
 pub mod font;
@@ -11,18 +12,16 @@ pub mod json;
 pub mod overlay;
 mod run;
 
-pub use run::{run, FrameResult, RunStats, Tracking};
+pub use run::{run, FrameResult, RunStats, Sink, Sinks, Tracking};
 
 use crate::error::{Error, Result};
-use crate::imageio::{davis_palette, write_jpeg, write_palette_png, write_rgb_id_png};
-use crate::mask::{Rle, Segmentation};
-use crate::video::VideoFileWriter;
-use image::RgbImage;
+use crate::imageio::{davis_palette, write_palette_png, write_rgb_id_png};
+use crate::mask::{Rle, SegmentInfo, Segmentation};
 use json::{BurstRecord, FrameRecord, SegmentRecord};
 use std::path::{Path, PathBuf};
 
 /// Output layout and mask encoding (reference §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     /// `<out>/<video>/<frame>.png`: 8-bit palette PNGs (ids up to 255), no JSON.
     Davis,
@@ -56,6 +55,9 @@ pub struct OutputOptions {
     pub fps: f64,
     /// Category names for labels, indexed by category id.
     pub category_names: Vec<String>,
+    /// Draw boxes around stuff segments too (`isthing` false) in overlays; off by default, as
+    /// frame-sized stuff boxes clutter them.
+    pub stuff_boxes: bool,
 }
 
 impl OutputOptions {
@@ -70,6 +72,7 @@ impl OutputOptions {
             overlay_video: false,
             fps: 24.0,
             category_names: Vec::new(),
+            stuff_boxes: false,
         }
     }
 }
@@ -136,33 +139,35 @@ fn check_video_name(name: &str) -> Result<()> {
     }
 }
 
-/// Writes the results of one video, frame by frame.
+/// Writes the masks of one video frame by frame, and its JSON document at the end.
 pub struct Writer {
     opts: OutputOptions,
     layout: Layout,
     palette: Vec<u8>,
     records: Vec<FrameRecord>,
-    video: Option<VideoFileWriter>,
     written: usize,
+}
+
+/// The sinks that `opts` asks for: the [`Writer`], and the [`overlay::OverlaySink`] when
+/// overlays are on.
+pub fn writers(opts: &OutputOptions) -> Result<Sinks> {
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(Writer::new(opts.clone())?)];
+    if opts.overlay || opts.overlay_video {
+        sinks.push(Box::new(overlay::OverlaySink::new(opts)?));
+    }
+    Ok(Sinks(sinks))
 }
 
 impl Writer {
     /// Prepares writing; nothing is created until the first frame.
     pub fn new(opts: OutputOptions) -> Result<Writer> {
         check_video_name(&opts.video)?;
-        if opts.overlay_video && !(opts.fps.is_finite() && opts.fps > 0.0) {
-            return Err(Error::invalid(format!(
-                "overlay video frame rate must be positive, not {}",
-                opts.fps
-            )));
-        }
         let palette = opts.palette.clone().unwrap_or_else(davis_palette);
         Ok(Writer {
             layout: Layout::new(&opts),
             opts,
             palette,
             records: Vec::new(),
-            video: None,
             written: 0,
         })
     }
@@ -172,54 +177,9 @@ impl Writer {
         &self.layout
     }
 
-    /// Whether [`write`](Writer::write) needs the frame's image (for overlays).
-    pub fn needs_images(&self) -> bool {
-        self.opts.overlay || self.opts.overlay_video
-    }
-
     /// Number of frames written so far.
     pub fn frames_written(&self) -> usize {
         self.written
-    }
-
-    /// Writes one frame's masks (and overlays, from `image`, when enabled) and records its
-    /// segments for the JSON document.
-    pub fn write(&mut self, result: &FrameResult, image: Option<&RgbImage>) -> Result<()> {
-        let seg = &result.segmentation;
-        seg.validate().map_err(|e| {
-            Error::invalid(format!("frame {}: inconsistent result: {e}", result.name))
-        })?;
-        let image = match (self.needs_images(), image) {
-            (false, _) => None,
-            (true, Some(image)) => Some(image),
-            (true, None) => {
-                return Err(Error::invalid(format!(
-                    "frame {}: no image for the overlay",
-                    result.name
-                )))
-            }
-        };
-        let png = self.layout.masks.join(format!("{}.png", result.name));
-        match self.opts.format {
-            OutputFormat::Davis => {
-                if let Some(&id) = seg.map.ids().iter().find(|&&id| id > 255) {
-                    return Err(Error::invalid(format!(
-                        "frame {}: object id {id} does not fit a DAVIS palette PNG (ids up to 255); use --format demo, vipseg or burst",
-                        result.name
-                    )));
-                }
-                write_palette_png(&png, &seg.map, &self.palette)?
-            }
-            _ => write_rgb_id_png(&png, &seg.map)?,
-        }
-        if let Some(record) = self.record(result) {
-            self.records.push(record);
-        }
-        if let Some(image) = image {
-            self.write_overlay(result, image)?;
-        }
-        self.written += 1;
-        Ok(())
     }
 
     fn record(&self, result: &FrameResult) -> Option<FrameRecord> {
@@ -253,31 +213,37 @@ impl Writer {
             }),
         }
     }
+}
 
-    fn write_overlay(&mut self, result: &FrameResult, image: &RgbImage) -> Result<()> {
-        let seg: &Segmentation = &result.segmentation;
-        let blended = overlay::render(image, seg, &self.palette, &self.opts.category_names)
-            .map_err(|e| Error::invalid(format!("frame {}: {e}", result.name)))?;
-        if self.opts.overlay {
-            let path = self.layout.overlays.join(format!("{}.jpg", result.name));
-            write_jpeg(&path, &blended, 90)?;
-        }
-        if self.opts.overlay_video {
-            if self.video.is_none() {
-                self.video = Some(VideoFileWriter::create(
-                    &self.layout.video,
-                    seg.map.width(),
-                    seg.map.height(),
-                    self.opts.fps,
-                )?);
+impl Sink for Writer {
+    /// Writes one frame's masks and records its segments for the JSON document.
+    fn write(&mut self, result: &FrameResult) -> Result<()> {
+        let seg = &result.segmentation;
+        seg.validate().map_err(|e| {
+            Error::invalid(format!("frame {}: inconsistent result: {e}", result.name))
+        })?;
+        let png = self.layout.masks.join(format!("{}.png", result.name));
+        match self.opts.format {
+            OutputFormat::Davis => {
+                if let Some(&id) = seg.map.ids().iter().find(|&&id| id > 255) {
+                    return Err(Error::invalid(format!(
+                        "frame {}: object id {id} does not fit a DAVIS palette PNG (ids up to 255); use --format demo, vipseg or burst",
+                        result.name
+                    )));
+                }
+                write_palette_png(&png, &seg.map, &self.palette)?
             }
-            self.video.as_mut().expect("created").write(&blended)?;
+            _ => write_rgb_id_png(&png, &seg.map)?,
         }
+        if let Some(record) = self.record(result) {
+            self.records.push(record);
+        }
+        self.written += 1;
         Ok(())
     }
 
-    /// Writes the JSON document and completes the overlay mp4. Returns the frames written.
-    pub fn finish(self) -> Result<usize> {
+    /// Writes the JSON document.
+    fn finish(&mut self) -> Result<()> {
         if let Some(path) = &self.layout.json {
             let doc = match self.opts.format {
                 OutputFormat::Vipseg => {
@@ -288,10 +254,41 @@ impl Writer {
             };
             json::write_json(path, &doc)?;
         }
-        if let Some(v) = self.video {
-            v.finish()?;
-        }
-        Ok(self.written)
+        Ok(())
+    }
+}
+
+/// All objects of a segmentation as one object, id 1 (binary foreground, the DAVIS-2016
+/// convention). Its information is that of the largest object.
+pub fn foreground(seg: &Segmentation) -> Segmentation {
+    let map = seg.map.remap(|id| u32::from(id != 0));
+    let areas = seg.map.areas();
+    let largest = seg
+        .segments
+        .iter()
+        .filter_map(|s| Some((*areas.get(&s.id)?, s)))
+        .max_by_key(|(area, s)| (*area, std::cmp::Reverse(s.id)));
+    let segments = match largest {
+        Some((_, s)) => vec![SegmentInfo { id: 1, ..s.clone() }],
+        None if map.data().contains(&1) => vec![SegmentInfo::new(1)],
+        None => Vec::new(),
+    };
+    Segmentation { map, segments }
+}
+
+/// A sink that hands every frame on with all its objects merged into one ([`foreground`]).
+pub struct Foreground<S>(pub S);
+
+impl<S: Sink> Sink for Foreground<S> {
+    fn write(&mut self, frame: &FrameResult) -> Result<()> {
+        self.0.write(&FrameResult {
+            segmentation: foreground(&frame.segmentation),
+            ..frame.clone()
+        })
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.0.finish()
     }
 }
 
@@ -300,12 +297,14 @@ mod tests {
     use super::*;
     use crate::imageio::read_index_png;
     use crate::mask::{IdMap, SegmentInfo};
+    use image::RgbImage;
     use serde_json::Value;
 
     fn result(index: usize, ids: &[u32], infos: Vec<SegmentInfo>) -> FrameResult {
         FrameResult {
             index,
             name: format!("f{index}"),
+            image: RgbImage::new(3, 2).into(),
             segmentation: Segmentation {
                 map: IdMap::from_vec(3, 2, ids.to_vec()).unwrap(),
                 segments: infos,
@@ -357,20 +356,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = OutputOptions::new(dir.path(), OutputFormat::Demo, "v");
         opts.overlay = true;
-        let mut w = Writer::new(opts).unwrap();
+        let mut w = writers(&opts).unwrap();
         let r0 = result(
             0,
             &[0, 5, 5, 0, 5, 300],
             vec![info(300, 63, 0.5), info(5, 7, 0.25)],
         );
-        let image = RgbImage::new(3, 2);
-        assert!(w.write(&r0, None).is_err());
-        w.write(&r0, Some(&image)).unwrap();
+        w.write(&r0).unwrap();
         let r1 = result(1, &[0; 6], vec![]);
-        w.write(&r1, Some(&image)).unwrap();
+        w.write(&r1).unwrap();
         let json_path = dir.path().join("pred.json");
         assert!(!json_path.exists(), "JSON is written at the end");
-        assert_eq!(w.finish().unwrap(), 2);
+        w.finish().unwrap();
 
         let png = read_index_png(&dir.path().join("Annotations/f0.png")).unwrap();
         assert!(png.rgb_ids);
@@ -401,11 +398,8 @@ mod tests {
         ))
         .unwrap();
         let ids = [0, 5, 5, 0, 5, 2];
-        w.write(
-            &result(0, &ids, vec![info(5, 1, 0.5), info(2, 1, 0.5)]),
-            None,
-        )
-        .unwrap();
+        w.write(&result(0, &ids, vec![info(5, 1, 0.5), info(2, 1, 0.5)]))
+            .unwrap();
         w.finish().unwrap();
         let doc = read_json(&dir.path().join("ds/seq/pred.json"));
         assert_eq!(
@@ -423,12 +417,42 @@ mod tests {
         }
 
         let mut w = Writer::new(OutputOptions::new(dir.path(), OutputFormat::Davis, "v")).unwrap();
-        let e = w.write(
-            &result(0, &[0, 0, 0, 0, 0, 256], vec![SegmentInfo::new(256)]),
-            None,
-        );
+        let e = w.write(&result(
+            0,
+            &[0, 0, 0, 0, 0, 256],
+            vec![SegmentInfo::new(256)],
+        ));
         assert!(e.unwrap_err().to_string().contains("256"));
         let bad = result(0, &[0, 0, 0, 0, 0, 4], vec![]);
-        assert!(w.write(&bad, None).unwrap_err().to_string().contains("f0"));
+        assert!(w.write(&bad).unwrap_err().to_string().contains("f0"));
+    }
+
+    #[test]
+    fn foreground_merges_every_object_into_object_one() {
+        use crate::mask::IdMap;
+        let map = IdMap::from_vec(3, 2, vec![0, 7, 7, 9, 0, 7]).unwrap();
+        let info = |id, score| SegmentInfo {
+            id,
+            category_id: Some(id),
+            score: Some(score),
+            isthing: None,
+        };
+        let seg = Segmentation {
+            map,
+            segments: vec![info(9, 0.2), info(7, 0.9)],
+        };
+        let fg = foreground(&seg);
+        assert_eq!(fg.map.data(), [0, 1, 1, 1, 0, 1]);
+        // The largest object (7, three pixels) gives its information.
+        assert_eq!(
+            fg.segments,
+            vec![info(7, 0.9)]
+                .into_iter()
+                .map(|s| SegmentInfo { id: 1, ..s })
+                .collect::<Vec<_>>()
+        );
+        fg.validate().unwrap();
+        let empty = Segmentation::from_map(IdMap::new(2, 2));
+        assert_eq!(foreground(&empty), empty);
     }
 }

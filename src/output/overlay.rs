@@ -2,9 +2,11 @@
 //! their box and a `"<category> <score>"` label.
 
 use super::font::{draw_text, fill_rect, text_size};
+use super::{FrameResult, Layout, OutputOptions, Sink};
 use crate::error::{Error, Result};
-use crate::imageio::id_to_rgb;
+use crate::imageio::{davis_palette, id_to_rgb, write_jpeg};
 use crate::mask::{ObjectId, SegmentInfo, Segmentation};
+use crate::video::VideoFileWriter;
 use image::RgbImage;
 
 /// The colour of object `id`: its palette entry for ids below 256 (when the palette has one),
@@ -35,12 +37,14 @@ pub fn label(info: &SegmentInfo, names: &[String]) -> String {
 }
 
 /// Draws `seg` over `image` (same size): object pixels become (pixel + colour) / 2, then each
-/// listed segment gets its box outline and a label above it (inside when at the top edge).
+/// listed segment gets a label above its box (inside when at the top edge) and, for things
+/// (and stuff too with `stuff_boxes`), the box outline.
 pub fn render(
     image: &RgbImage,
     seg: &Segmentation,
     palette: &[u8],
     names: &[String],
+    stuff_boxes: bool,
 ) -> Result<RgbImage> {
     let (w, h) = (seg.map.width(), seg.map.height());
     if (image.width() as usize, image.height() as usize) != (w, h) {
@@ -68,10 +72,12 @@ pub fn render(
         };
         let c = colour(info.id, palette);
         let (x, y, bw, bh) = (b.x as i64, b.y as i64, b.w as i64, b.h as i64);
-        fill_rect(&mut out, x, y, bw, t, c);
-        fill_rect(&mut out, x, y + bh - t, bw, t, c);
-        fill_rect(&mut out, x, y, t, bh, c);
-        fill_rect(&mut out, x + bw - t, y, t, bh, c);
+        if stuff_boxes || info.isthing != Some(false) {
+            fill_rect(&mut out, x, y, bw, t, c);
+            fill_rect(&mut out, x, y + bh - t, bw, t, c);
+            fill_rect(&mut out, x, y, t, bh, c);
+            fill_rect(&mut out, x + bw - t, y, t, bh, c);
+        }
 
         let text = label(info, names);
         let (tw, th) = text_size(&text, scale);
@@ -88,6 +94,69 @@ pub fn render(
         draw_text(&mut out, x + pad, ly + pad, &text, scale, ink);
     }
     Ok(out)
+}
+
+/// Writes overlay JPEGs and/or an overlay mp4 of every frame.
+pub struct OverlaySink {
+    opts: OutputOptions,
+    layout: Layout,
+    palette: Vec<u8>,
+    video: Option<VideoFileWriter>,
+}
+
+impl OverlaySink {
+    /// Overlays as `opts` asks for (`overlay`: JPEGs, `overlay_video`: an mp4 at `fps`).
+    pub fn new(opts: &OutputOptions) -> Result<Self> {
+        if opts.overlay_video && !(opts.fps.is_finite() && opts.fps > 0.0) {
+            return Err(Error::invalid(format!(
+                "overlay video frame rate must be positive, not {}",
+                opts.fps
+            )));
+        }
+        Ok(OverlaySink {
+            layout: Layout::new(opts),
+            palette: opts.palette.clone().unwrap_or_else(davis_palette),
+            opts: opts.clone(),
+            video: None,
+        })
+    }
+}
+
+impl Sink for OverlaySink {
+    fn write(&mut self, result: &FrameResult) -> Result<()> {
+        let seg = &result.segmentation;
+        let blended = render(
+            &result.image,
+            seg,
+            &self.palette,
+            &self.opts.category_names,
+            self.opts.stuff_boxes,
+        )
+        .map_err(|e| Error::invalid(format!("frame {}: {e}", result.name)))?;
+        if self.opts.overlay {
+            let path = self.layout.overlays.join(format!("{}.jpg", result.name));
+            write_jpeg(&path, &blended, 90)?;
+        }
+        if self.opts.overlay_video {
+            if self.video.is_none() {
+                self.video = Some(VideoFileWriter::create(
+                    &self.layout.video,
+                    seg.map.width(),
+                    seg.map.height(),
+                    self.opts.fps,
+                )?);
+            }
+            self.video.as_mut().expect("created").write(&blended)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        match self.video.take() {
+            Some(v) => v.finish(),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +181,32 @@ mod tests {
     }
 
     #[test]
+    fn stuff_segments_get_no_box_unless_asked() {
+        let n = 40;
+        let mut map = IdMap::new(n, n);
+        for y in 10..30 {
+            for x in 10..30 {
+                map.set(x, y, 2);
+            }
+        }
+        let mut seg = Segmentation::from_map(map);
+        seg.segments[0].isthing = Some(false);
+        let image = RgbImage::from_pixel(n as u32, n as u32, Rgb([0, 0, 0]));
+        let pal = davis_palette();
+        // The right edge of the box (column 29, below the label) keeps the blended colour
+        // without a box, and takes the object's colour with one.
+        let blended = [pal[6] / 2, pal[7] / 2, pal[8] / 2];
+        let edge = |stuff_boxes| {
+            render(&image, &seg, &pal, &[], stuff_boxes)
+                .unwrap()
+                .get_pixel(29, 25)
+                .0
+        };
+        assert_eq!(edge(false), blended);
+        assert_eq!(edge(true), [pal[6], pal[7], pal[8]]);
+    }
+
+    #[test]
     fn blends_objects_and_draws_boxes() {
         // 400×400 so that the label goes above the box; object 1 is a square at 100..200.
         let n = 400;
@@ -124,7 +219,7 @@ mod tests {
         let seg = Segmentation::from_map(map);
         let image = RgbImage::from_pixel(n as u32, n as u32, Rgb([100, 50, 201]));
         let pal = davis_palette();
-        let out = render(&image, &seg, &pal, &[]).unwrap();
+        let out = render(&image, &seg, &pal, &[], false).unwrap();
         // Background untouched, object interior blended (floor of the mean), box edge in
         // the object's colour.
         assert_eq!(out.get_pixel(50, 300).0, [100, 50, 201]);
@@ -137,7 +232,7 @@ mod tests {
             (100..140).any(|x| (80..100).any(|y| out.get_pixel(x, y).0 == [255, 255, 255]));
         assert!(label_area, "white label text above the box");
 
-        let e = render(&RgbImage::new(3, 3), &seg, &pal, &[]).unwrap_err();
+        let e = render(&RgbImage::new(3, 3), &seg, &pal, &[], false).unwrap_err();
         assert!(e.to_string().contains("3x3"), "{e}");
     }
 }

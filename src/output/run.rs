@@ -1,19 +1,23 @@
-//! Running a whole video: frames from a source through a tracker into a writer.
+//! Running a whole video: frames from a source through a tracker into sinks.
 
-use super::Writer;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::mask::Segmentation;
 use crate::tracker::{TrackedFrame, Tracker};
 use crate::video::{Frame, FrameSource};
+use image::RgbImage;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-/// The final segmentation of one frame, at the frame's original resolution.
+/// The final segmentation of one frame, at the frame's original resolution, with the frame's
+/// image (shared, not copied).
 #[derive(Debug, Clone)]
 pub struct FrameResult {
     /// Position in the video.
     pub index: usize,
     /// Frame name (used for output file names).
     pub name: String,
+    /// The frame's pixels.
+    pub image: Arc<RgbImage>,
     /// Object ids and their information.
     pub segmentation: Segmentation,
 }
@@ -26,11 +30,36 @@ pub trait Tracking {
     fn finish(&mut self) -> Result<Vec<FrameResult>>;
 }
 
+/// Receives the finished frames of one video in order: mask and JSON writers, overlays, box
+/// recorders.
+pub trait Sink {
+    /// Takes the next finished frame.
+    fn write(&mut self, frame: &FrameResult) -> Result<()>;
+    /// The video ended, or was stopped cleanly after the frames written: completes what is
+    /// written at the end (JSON documents, videos, box files).
+    fn finish(&mut self) -> Result<()>;
+}
+
+/// Several sinks fed the same frames, in order.
+#[derive(Default)]
+pub struct Sinks(pub Vec<Box<dyn Sink>>);
+
+impl Sink for Sinks {
+    fn write(&mut self, frame: &FrameResult) -> Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.write(frame))
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.finish())
+    }
+}
+
 impl From<&TrackedFrame> for FrameResult {
     fn from(t: &TrackedFrame) -> Self {
         FrameResult {
             index: t.index,
             name: t.name.clone(),
+            image: t.image.clone(),
             segmentation: t.segmentation(),
         }
     }
@@ -65,66 +94,27 @@ pub struct RunStats {
     pub finishing: bool,
 }
 
-/// Writes results, taking each frame's image from `images` (a second pass over the same
-/// frames) when the writer draws overlays.
-struct Sink<'a> {
-    writer: Writer,
-    images: Option<Box<dyn FrameSource + 'a>>,
-}
-
-impl Sink<'_> {
-    fn write_all(&mut self, results: Vec<FrameResult>) -> Result<()> {
-        for r in results {
-            let image = match self.images.as_mut() {
-                None => None,
-                Some(src) => Some(image_for(src.as_mut(), &r)?),
-            };
-            self.writer.write(&r, image.as_ref().map(|f| &f.image))?;
-        }
-        Ok(())
-    }
-}
-
-/// Advances `src` to the frame of `r`.
-fn image_for(src: &mut dyn FrameSource, r: &FrameResult) -> Result<Frame> {
-    loop {
-        match src.next() {
-            Some(Ok(f)) if f.index == r.index => return Ok(f),
-            Some(Ok(f)) if f.index < r.index => continue,
-            Some(Err(e)) => return Err(e),
-            _ => {
-                return Err(Error::invalid(format!(
-                    "frame {} ({}) is not in the image source, or results are out of order",
-                    r.index, r.name
-                )))
-            }
-        }
-    }
-}
-
-/// Runs a video: reads every frame of `source`, feeds it to `tracking` and writes the results
-/// with `writer`, calling `progress` after each frame. When the writer draws overlays,
-/// `images` must yield the same frames again (a second, independent reader), which keeps
-/// memory bounded whatever the tracker's delay.
+/// Runs a video: reads every frame of `source`, feeds it to `tracking` and hands the results
+/// to `sink`, calling `progress` after each frame.
 ///
-/// When `stop` becomes true, reading stops, the tracker is not finished, and the writer
-/// completes its JSON and video for the frames written so far (a clean stop). On an error
-/// nothing more is written and the JSON is not produced.
-pub fn run<'a>(
+/// When `stop` becomes true, reading stops, the tracker is not finished, and the sink
+/// completes its files for the frames written so far (a clean stop). On an error nothing more
+/// is written and the sink is not finished (no JSON document is produced).
+pub fn run(
     source: &mut dyn FrameSource,
     tracking: &mut dyn Tracking,
-    writer: Writer,
-    images: Option<Box<dyn FrameSource + 'a>>,
+    sink: &mut dyn Sink,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(&RunStats),
 ) -> Result<RunStats> {
-    if writer.needs_images() && images.is_none() {
-        return Err(Error::invalid(
-            "overlays need a second reader of the frames",
-        ));
-    }
-    let mut sink = Sink { writer, images };
     let mut stats = RunStats::default();
+    let mut write_all = |results: Vec<FrameResult>, stats: &mut RunStats| -> Result<()> {
+        for r in &results {
+            sink.write(r)?;
+            stats.frames_written += 1;
+        }
+        Ok(())
+    };
     for frame in &mut *source {
         if stop.load(Ordering::Relaxed) {
             stats.stopped = true;
@@ -132,16 +122,15 @@ pub fn run<'a>(
         }
         let frame = frame?;
         stats.frames_read += 1;
-        sink.write_all(tracking.step(frame)?)?;
-        stats.frames_written = sink.writer.frames_written();
+        write_all(tracking.step(frame)?, &mut stats)?;
         progress(&stats);
     }
     if !stats.stopped {
         stats.finishing = true;
         progress(&stats);
-        sink.write_all(tracking.finish()?)?;
+        write_all(tracking.finish()?, &mut stats)?;
     }
-    stats.frames_written = sink.writer.finish()?;
+    sink.finish()?;
     progress(&stats);
     Ok(stats)
 }
@@ -150,7 +139,7 @@ pub fn run<'a>(
 mod tests {
     use super::*;
     use crate::mask::IdMap;
-    use crate::output::{OutputFormat, OutputOptions};
+    use crate::output::{OutputFormat, OutputOptions, Writer};
     use crate::video::FolderSource;
     use image::{Rgb, RgbImage};
     use std::path::Path;
@@ -166,6 +155,7 @@ mod tests {
         FrameResult {
             index: f.index,
             name: f.name,
+            image: f.image,
             segmentation: Segmentation::from_map(map),
         }
     }
@@ -195,13 +185,11 @@ mod tests {
         let mut opts = OutputOptions::new(out.path(), OutputFormat::Demo, "v");
         opts.overlay = true;
         let mut src = FolderSource::open(input.path()).unwrap();
-        let images = FolderSource::open(input.path()).unwrap();
         let mut seen = Vec::new();
         let stats = run(
             &mut src,
             &mut Threshold { pending: None },
-            Writer::new(opts).unwrap(),
-            Some(Box::new(images)),
+            &mut crate::output::writers(&opts).unwrap(),
             &AtomicBool::new(false),
             &mut |s| seen.push(*s),
         )
@@ -237,8 +225,7 @@ mod tests {
         let stats = run(
             &mut src,
             &mut Threshold { pending: None },
-            Writer::new(opts.clone()).unwrap(),
-            None,
+            &mut Writer::new(opts.clone()).unwrap(),
             &stop,
             &mut |s| {
                 if s.frames_read == 3 {
@@ -259,8 +246,7 @@ mod tests {
         let e = run(
             &mut src,
             &mut Threshold { pending: None },
-            Writer::new(OutputOptions::new(out2.path(), OutputFormat::Demo, "v")).unwrap(),
-            None,
+            &mut Writer::new(OutputOptions::new(out2.path(), OutputFormat::Demo, "v")).unwrap(),
             &AtomicBool::new(false),
             &mut |_| {},
         )

@@ -2,9 +2,11 @@
 
 pub mod deva;
 pub mod flow;
+mod spec;
 mod static_motion;
 
 pub use flow::FlowPropagator;
+pub use spec::{build, DevaSpec, PropagatorSpec};
 pub use static_motion::StaticPropagator;
 
 use crate::error::Result;
@@ -22,6 +24,10 @@ pub trait Propagator {
 
     /// The tracked objects, in channel order.
     fn objects(&self) -> &[ObjectId];
+
+    /// Tells the propagator the video's length when known (the DEVA memory decides from it
+    /// whether to count long-term usage). Does nothing by default.
+    fn set_video_length(&mut self, _frames: Option<usize>) {}
 
     /// Whether memory holds at least one frame.
     fn has_memory(&self) -> bool;

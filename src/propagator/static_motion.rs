@@ -110,7 +110,7 @@ mod tests {
         Frame {
             index,
             name: format!("{index:05}"),
-            image: image::RgbImage::new(3, 2),
+            image: image::RgbImage::new(3, 2).into(),
         }
     }
 

@@ -78,7 +78,11 @@ mod tests {
             every: 0,
             ..RefineConfig::default()
         };
-        assert!(bad.validate().unwrap_err().to_string().contains("refine.every"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("refine.every"));
         let bad = RefineConfig {
             agreement_gate: 1.5,
             ..RefineConfig::default()

@@ -130,7 +130,10 @@ pub fn grow_box(b: [f64; 4], margin: f64, width: usize, height: usize) -> [f64; 
 
 /// The candidate to keep: with a propagated mask the best agreement (then the best predicted
 /// IoU), without one the best predicted IoU. Returns its index and agreement.
-fn choose(candidates: &[Candidate], propagated: Option<&BinaryMask>) -> Result<(usize, Option<f32>)> {
+fn choose(
+    candidates: &[Candidate],
+    propagated: Option<&BinaryMask>,
+) -> Result<(usize, Option<f32>)> {
     let mut best: Option<(usize, Option<f32>)> = None;
     for (i, c) in candidates.iter().enumerate() {
         let agreement = match propagated {

@@ -11,7 +11,7 @@ fn frame(index: usize) -> Frame {
     Frame {
         index,
         name: format!("{index:05}"),
-        image: RgbImage::new(W as u32, H as u32),
+        image: RgbImage::new(W as u32, H as u32).into(),
     }
 }
 
@@ -46,7 +46,12 @@ struct Scripted {
 }
 
 impl MaskProposer for Scripted {
-    fn propose(&mut self, _: &Frame, prompts: &[BoxPrompt], _: bool) -> Result<Vec<Vec<Candidate>>> {
+    fn propose(
+        &mut self,
+        _: &Frame,
+        prompts: &[BoxPrompt],
+        _: bool,
+    ) -> Result<Vec<Vec<Candidate>>> {
         self.seen.push(prompts.to_vec());
         assert!(!self.answers.is_empty(), "unexpected proposer call");
         let a = self.answers.remove(0);
@@ -143,7 +148,9 @@ fn an_emptied_object_is_reprompted_from_its_last_good_box() {
         ],
         config,
     );
-    r.refine(&frame(0), &probs(&[(3, &first)])).unwrap().unwrap();
+    r.refine(&frame(0), &probs(&[(3, &first)]))
+        .unwrap()
+        .unwrap();
     let empty = BinaryMask::new(W, H);
     let out = r
         .refine(&frame(1), &probs(&[(3, &empty)]))
@@ -168,7 +175,10 @@ fn an_emptied_object_is_reprompted_from_its_last_good_box() {
         },
     );
     r.refine(&frame(0), &probs(&[(3, &first)])).unwrap();
-    assert!(r.refine(&frame(1), &probs(&[(3, &empty)])).unwrap().is_none());
+    assert!(r
+        .refine(&frame(1), &probs(&[(3, &empty)]))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -211,7 +221,16 @@ fn refined_objects_replace_their_pixels_and_smaller_ones_stay_on_top() {
 
 #[test]
 fn boxes_grow_by_the_margin_and_stay_in_the_frame() {
-    assert_eq!(grow_box([10.0, 10.0, 30.0, 20.0], 0.5, 100, 100), [0.0, 5.0, 40.0, 25.0]);
-    assert_eq!(grow_box([90.0, 0.0, 100.0, 10.0], 0.2, 95, 50), [88.0, 0.0, 95.0, 12.0]);
-    assert_eq!(grow_box([1.0, 2.0, 3.0, 4.0], 0.0, 9, 9), [1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(
+        grow_box([10.0, 10.0, 30.0, 20.0], 0.5, 100, 100),
+        [0.0, 5.0, 40.0, 25.0]
+    );
+    assert_eq!(
+        grow_box([90.0, 0.0, 100.0, 10.0], 0.2, 95, 50),
+        [88.0, 0.0, 95.0, 12.0]
+    );
+    assert_eq!(
+        grow_box([1.0, 2.0, 3.0, 4.0], 0.0, 9, 9),
+        [1.0, 2.0, 3.0, 4.0]
+    );
 }

@@ -66,6 +66,12 @@ impl MaskDir {
         self.pngs.keys().map(String::as_str)
     }
 
+    /// Fails unless at least one mask names a frame of `frames` ([`check_coverage`]).
+    pub(crate) fn check_frames(&self, frames: &[String]) -> Result<()> {
+        let names: Vec<String> = self.names().map(String::from).collect();
+        check_coverage(&self.dir, &names, frames)
+    }
+
     /// The palette of the first mask (by name), if it is a palette PNG.
     pub(crate) fn first_palette(&self) -> Result<Option<Vec<u8>>> {
         let first = self.pngs.values().next().expect("at least one PNG");
@@ -240,6 +246,10 @@ impl ImageSegmenter for DetectionSegmenter {
         "detections"
     }
 
+    fn check_frames(&self, frames: &[String]) -> Result<()> {
+        self.masks.check_frames(frames)
+    }
+
     fn segment(
         &mut self,
         frame: &Frame,
@@ -273,7 +283,7 @@ mod tests {
         Frame {
             index: 0,
             name: name.into(),
-            image: RgbImage::new(w, h),
+            image: RgbImage::new(w, h).into(),
         }
     }
 

@@ -27,11 +27,6 @@ impl MaskSegmenter {
         })
     }
 
-    /// The palette of the first mask, to write outputs in the same colours.
-    pub fn palette(&self) -> Result<Option<Vec<u8>>> {
-        self.masks.first_palette()
-    }
-
     /// The frame names that have a mask, sorted.
     pub fn frame_names(&self) -> impl Iterator<Item = &str> {
         self.masks.names()
@@ -41,6 +36,14 @@ impl MaskSegmenter {
 impl ImageSegmenter for MaskSegmenter {
     fn name(&self) -> &str {
         "masks"
+    }
+
+    fn check_frames(&self, frames: &[String]) -> Result<()> {
+        self.masks.check_frames(frames)
+    }
+
+    fn palette(&self) -> Result<Option<Vec<u8>>> {
+        self.masks.first_palette()
     }
 
     fn kind(&self) -> SegmenterKind {
@@ -93,7 +96,7 @@ mod tests {
         let frame = |name: &str, w: u32| Frame {
             index: 0,
             name: name.into(),
-            image: RgbImage::new(w, 2),
+            image: RgbImage::new(w, 2).into(),
         };
         let s = seg.segment(&frame("00005", 2), None).unwrap().unwrap();
         assert_eq!(s.map, m5);
@@ -119,7 +122,7 @@ mod tests {
             let f = Frame {
                 index: 0,
                 name: name.into(),
-                image: RgbImage::new(2, 1),
+                image: RgbImage::new(2, 1).into(),
             };
             g.segment(&f, None).unwrap().unwrap().map.data().to_vec()
         };

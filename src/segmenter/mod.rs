@@ -4,9 +4,11 @@ pub mod detections;
 pub mod masks;
 pub mod saliency;
 pub mod sam;
+mod spec;
 
 pub use detections::DetectionSegmenter;
 pub use masks::MaskSegmenter;
+pub use spec::{build, FolderSpec, PromptsOnly, SamBoxesSpec, SegmenterSpec};
 
 use crate::error::Result;
 use crate::mask::{BinaryMask, Segmentation};
@@ -31,6 +33,22 @@ pub trait ImageSegmenter {
     /// How the tracker should treat the segments.
     fn kind(&self) -> SegmenterKind {
         SegmenterKind::Proposals
+    }
+
+    /// Tells the segmenter the tracker's internal shorter side (`input.size`, -1 native), at
+    /// which segmenters that look at tracked regions judge them. Does nothing by default.
+    fn set_internal_size(&mut self, _size: i32) {}
+
+    /// Checks the segmenter against the input's frame names before the first frame (a
+    /// segmenter that reads per-frame files fails when none of them names a frame). Accepts
+    /// anything by default.
+    fn check_frames(&self, _frames: &[String]) -> Result<()> {
+        Ok(())
+    }
+
+    /// The palette of given masks, so that outputs keep their colours. `None` by default.
+    fn palette(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
     }
 
     /// Segments `frame` (at its original resolution). `tracked`, when given, marks pixels that

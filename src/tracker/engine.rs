@@ -54,7 +54,7 @@ impl<'a> Engine<'a> {
             propagator,
             objects: ObjectManager::new(),
             config: config.tracker.clone(),
-            mem_every: config.memory.mem_every,
+            mem_every: config.tracker.mem_every,
             steps: 0,
             last_mem: 0,
             last: None,

@@ -1,12 +1,12 @@
 //! The tracker: drives segmenter, propagator, consensus and merge over a stream of frames.
 //!
-//! Schedules (chosen from the configuration, the segmenter's kind and whether there is a
-//! propagator):
+//! Schedules (`tracker.temporal`, checked against the segmenter's kind: a segmenter of
+//! reference masks needs `vos`, one of proposals any other; without a propagator, image-only):
 //! - **image-only** (no propagator): every frame gets its own raw segmentation, with the
 //!   segmenter's ids, at the original resolution;
-//! - **VOS / reference** (segmenter kind [`SegmenterKind::Reference`]): masks given on any
-//!   frame add new objects or overwrite re-listed ones; objects are never deleted;
-//!   `tracker.temporal` is ignored;
+//! - **VOS** (`vos`; segmenter kind [`SegmenterKind::Reference`]): masks given on any frame
+//!   (by the segmenter or by [`Tracker::add_prompt`]) add new objects or overwrite re-listed
+//!   ones; objects are never deleted;
 //! - **online**: every `detection_every`-th frame's raw segmentation is merged (no lag);
 //! - **semi-online**: the consensus of `num_voting_frames` frames is merged every
 //!   `detection_every` frames (lag `num_voting_frames − 1`);
@@ -20,20 +20,27 @@
 
 mod engine;
 mod offline;
+mod prompts;
 mod semionline;
 mod vos;
+
+pub use prompts::Prompt;
 
 use crate::config::{Config, Temporal};
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, ObjectProbs, SegmentInfo, Segmentation};
 use crate::propagator::Propagator;
 use crate::refine::{Refine, RefineScore};
-use crate::segmenter::{ImageSegmenter, SegmenterKind};
+use crate::segmenter::sam::SamModel;
+use crate::segmenter::ImageSegmenter;
 use crate::video::{internal_size, Frame};
 use engine::Engine;
+use image::RgbImage;
 use offline::Offline;
+use prompts::Prompts;
 use semionline::Clips;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// One finished frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +53,8 @@ pub struct TrackedFrame {
     pub width: usize,
     /// Original frame height.
     pub height: usize,
+    /// The frame's pixels (shared with the input frame, not copied).
+    pub image: Arc<RgbImage>,
     /// Soft masks at the internal resolution (channel order = `probs.ids()`); at the original
     /// resolution in image-only mode.
     pub probs: ObjectProbs,
@@ -105,18 +114,22 @@ impl Prepared {
             name: self.original.name.clone(),
             width: self.original.width(),
             height: self.original.height(),
+            image: self.original.image.clone(),
             probs,
             objects,
         }
     }
 }
 
-/// The segmenter and the checks every schedule shares.
+/// The segmenter, the prompts given from memory, and the checks every schedule shares.
 pub(crate) struct Input<'a> {
     segmenter: Box<dyn ImageSegmenter + 'a>,
+    prompts: Prompts,
     size: i32,
     /// Size of the first frame; all must match it.
     dims: Option<(usize, usize)>,
+    /// Index the next frame must have at least (frames come in order).
+    next: usize,
 }
 
 impl<'a> Input<'a> {
@@ -133,16 +146,27 @@ impl<'a> Input<'a> {
             }
             Some(_) => {}
         }
+        if frame.index < self.next {
+            return Err(Error::invalid(format!(
+                "frame {} ({}) comes after frame {}: frames must come in order",
+                frame.index,
+                frame.name,
+                self.next - 1
+            )));
+        }
+        self.next = frame.index + 1;
         Ok(())
     }
 
-    /// Segments `frame` (original resolution) and checks the result.
+    /// Segments `frame` (original resolution), paints the frame's prompts on top, and checks
+    /// the result.
     fn segment(
         &mut self,
         frame: &Frame,
         tracked: Option<&BinaryMask>,
     ) -> Result<Option<Segmentation>> {
-        let Some(seg) = self.segmenter.segment(frame, tracked)? else {
+        let seg = self.segmenter.segment(frame, tracked)?;
+        let Some(seg) = self.prompts.apply(frame, seg)? else {
             return Ok(None);
         };
         let name = self.segmenter.name();
@@ -204,23 +228,28 @@ impl<'a> Tracker<'a> {
         propagator: Option<Box<dyn Propagator + 'a>>,
     ) -> Result<Self> {
         config.validate()?;
-        let kind = segmenter.kind();
+        let mut segmenter = segmenter;
+        segmenter.set_internal_size(config.input.size);
         let schedule = match propagator {
             None => Schedule::ImageOnly,
             Some(p) => {
+                let temporal = config.tracker.temporal;
+                temporal.check_segmenter(segmenter.kind(), segmenter.name())?;
                 let engine = Engine::new(p, config);
-                match (kind, config.tracker.temporal) {
-                    (SegmenterKind::Reference, _) => Schedule::Vos(engine),
-                    (_, Temporal::Offline) => Schedule::Offline(Offline::new(engine, config)),
-                    (_, temporal) => Schedule::Clips(Clips::new(engine, config, temporal)),
+                match temporal {
+                    Temporal::Vos => Schedule::Vos(engine),
+                    Temporal::Offline => Schedule::Offline(Offline::new(engine, config)),
+                    temporal => Schedule::Clips(Clips::new(engine, config, temporal)),
                 }
             }
         };
         Ok(Tracker {
             input: Input {
                 segmenter,
+                prompts: Prompts::default(),
                 size: config.input.size,
                 dims: None,
+                next: 0,
             },
             schedule,
         })
@@ -257,6 +286,30 @@ impl<'a> Tracker<'a> {
     /// `index`, if it was refined.
     pub fn refine_scores(&self, index: usize) -> Option<&[RefineScore]> {
         self.engine()?.refine_scores(index)
+    }
+
+    /// Gives objects on frame `frame_index` (not yet fed): masks, or boxes and points that
+    /// SAM turns into masks ([`set_sam`](Self::set_sam)). They are added as new objects, or
+    /// overwrite tracked objects of the same id, exactly as given masks are; only the `vos`
+    /// schedule follows given masks.
+    pub fn add_prompt(&mut self, frame_index: usize, prompt: Prompt) -> Result<()> {
+        if !matches!(self.schedule, Schedule::Vos(_)) {
+            return Err(Error::Config(
+                "prompts are followed exactly, which needs tracker.temporal = \"vos\" and a propagator".into(),
+            ));
+        }
+        if frame_index < self.input.next {
+            return Err(Error::invalid(format!(
+                "a prompt for frame {frame_index} came after that frame was tracked (next frame: {})",
+                self.input.next
+            )));
+        }
+        self.input.prompts.add(frame_index, prompt)
+    }
+
+    /// The SAM that turns box and point prompts into masks.
+    pub fn set_sam(&mut self, model: Arc<SamModel>) {
+        self.input.prompts.set_sam(model);
     }
 
     /// Feeds the next frame at its original resolution (all frames of a video must have one
@@ -304,6 +357,7 @@ fn image_only(input: &mut Input, frame: Frame) -> Result<TrackedFrame> {
         name: frame.name,
         width: seg.map.width(),
         height: seg.map.height(),
+        image: frame.image,
         probs,
         objects: seg.segments,
     })

@@ -135,6 +135,7 @@ impl<'a> Offline<'a> {
             name: frame.name,
             width,
             height,
+            image: frame.image,
             probs: ObjectProbs::background(w, h),
             objects: Vec::new(),
         }

@@ -246,7 +246,7 @@ impl VideoFileSource {
                 let frame = Frame {
                     index: self.index,
                     name: format!("{:05}", self.index),
-                    image,
+                    image: image.into(),
                 };
                 self.index += 1;
                 Some(Ok(frame))

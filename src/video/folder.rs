@@ -58,7 +58,7 @@ impl FolderSource {
         Ok(Frame {
             index,
             name: file_stem(path),
-            image,
+            image: image.into(),
         })
     }
 }

@@ -13,8 +13,10 @@ pub use resize::{internal_size, resize_rgb};
 pub use source::{is_video_file, open, video_name, FrameSource, VIDEO_EXTENSIONS};
 
 use image::RgbImage;
+use std::sync::Arc;
 
-/// One video frame in 8-bit RGB.
+/// One video frame in 8-bit RGB. The pixels are shared: cloning a frame (and handing it to
+/// outputs) never copies them.
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// Position in the video, from 0.
@@ -22,10 +24,19 @@ pub struct Frame {
     /// Name used for output files (the source file stem, or a zero-padded index for videos).
     pub name: String,
     /// The pixels.
-    pub image: RgbImage,
+    pub image: Arc<RgbImage>,
 }
 
 impl Frame {
+    /// Frame `index` called `name` with `image`.
+    pub fn new(index: usize, name: impl Into<String>, image: RgbImage) -> Frame {
+        Frame {
+            index,
+            name: name.into(),
+            image: Arc::new(image),
+        }
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> usize {
         self.image.width() as usize
@@ -41,7 +52,7 @@ impl Frame {
         Frame {
             index: self.index,
             name: self.name.clone(),
-            image: resize_rgb(&self.image, width, height),
+            image: Arc::new(resize_rgb(&self.image, width, height)),
         }
     }
 }

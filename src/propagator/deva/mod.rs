@@ -17,6 +17,7 @@
 //! - objects added without being memorised read nothing (zero readout) until memorised;
 //! - at most a few frames' features stay cached even if they are never released.
 
+mod config;
 pub mod input;
 pub mod memory;
 pub mod network;
@@ -28,12 +29,12 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use self::config::{MemoryConfig, UsageCounting};
 use self::input::{normalized_padded, Padding};
 use self::memory::{FrameKeys, Memory, MemorySettings};
 use self::network::{DecoderSkips, DevaNet, KEY_DIM, VALUE_DIM};
 use self::readout::{transpose, KeySet, Query, TopK};
 use super::Propagator;
-use crate::config::{MemoryConfig, UsageCounting};
 use crate::error::{Error, Result};
 use crate::mask::{ObjectId, ObjectProbs};
 use crate::nn::{checkpoint, Weights};
@@ -113,11 +114,7 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
 impl DevaPropagator {
     /// A propagator around a built network; `config` is validated.
     pub fn new(net: DevaNet, config: &MemoryConfig, device: &Device) -> Result<Self> {
-        crate::Config {
-            memory: config.clone(),
-            ..Default::default()
-        }
-        .validate()?;
+        config.validate()?;
         Ok(DevaPropagator {
             net,
             device: device.clone(),
@@ -324,6 +321,10 @@ impl DevaPropagator {
 }
 
 impl Propagator for DevaPropagator {
+    fn set_video_length(&mut self, frames: Option<usize>) {
+        DevaPropagator::set_video_length(self, frames);
+    }
+
     fn name(&self) -> &str {
         "deva"
     }

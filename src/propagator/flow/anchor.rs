@@ -3,7 +3,7 @@
 //! (He, Sun, Tang, ECCV 2010) snaps the soft masks to the edges of the new frame.
 
 use super::plane::Plane;
-use crate::config::FlowConfig;
+use super::FlowConfig;
 use image::RgbImage;
 use rayon::prelude::*;
 

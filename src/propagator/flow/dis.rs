@@ -11,7 +11,7 @@
 use super::field::FlowField;
 use super::plane::Plane;
 use super::variational;
-use crate::config::FlowConfig;
+use super::FlowConfig;
 use image::RgbImage;
 use rayon::prelude::*;
 

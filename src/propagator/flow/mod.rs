@@ -10,6 +10,7 @@
 //! - [`FlowPropagator`]: the [`Propagator`](crate::propagator::Propagator) on top.
 
 mod anchor;
+mod config;
 mod dis;
 mod field;
 mod plane;
@@ -18,6 +19,7 @@ mod variational;
 mod warp;
 
 pub use anchor::ColorModel;
+pub use config::FlowConfig;
 pub use dis::{coarsest_level, dis_flow, Pyramid};
 pub use field::FlowField;
 pub use plane::Plane;

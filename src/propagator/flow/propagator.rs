@@ -4,7 +4,7 @@ use super::anchor::{anchor, ColorModel};
 use super::dis::{coarsest_level, dis_flow, Pyramid};
 use super::plane::Plane;
 use super::warp::{splat_channels, warp_channels};
-use crate::config::FlowConfig;
+use super::FlowConfig;
 use crate::error::{Error, Result};
 use crate::mask::{ObjectId, ObjectProbs};
 use crate::propagator::Propagator;

@@ -9,7 +9,7 @@
 
 use super::field::FlowField;
 use super::plane::Plane;
-use crate::config::FlowConfig;
+use super::FlowConfig;
 use rayon::prelude::*;
 
 /// Robust-penaliser ε.

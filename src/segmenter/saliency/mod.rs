@@ -8,7 +8,7 @@ pub mod preprocess;
 
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, Segmentation};
-use crate::models::Manifest;
+use crate::models::ModelStore;
 use crate::onnx;
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
@@ -146,12 +146,9 @@ impl SaliencyNetwork {
         })
     }
 
-    /// Loads `model` from the models folder `dir`, verifying the file against the manifest.
-    pub fn from_models_dir(model: SaliencyModel, dir: &Path, device: &Device) -> Result<Self> {
-        let path = Manifest::builtin()?
-            .get(model.manifest_name())?
-            .locate(dir)?;
-        Self::load(model, &path, device)
+    /// Loads `model` from the models store (a verified file).
+    pub fn from_store(model: SaliencyModel, store: &ModelStore, device: &Device) -> Result<Self> {
+        Self::load(model, &store.path(model.manifest_name())?, device)
     }
 
     /// Which model this is.
@@ -200,10 +197,14 @@ impl SaliencySegmenter {
         })
     }
 
-    /// Loads the configured model from the models folder `dir`.
-    pub fn from_models_dir(config: &SaliencyConfig, dir: &Path, device: &Device) -> Result<Self> {
+    /// Loads the configured model from the models store.
+    pub fn from_store(
+        config: &SaliencyConfig,
+        store: &ModelStore,
+        device: &Device,
+    ) -> Result<Self> {
         Self::new(
-            SaliencyNetwork::from_models_dir(config.model, dir, device)?,
+            SaliencyNetwork::from_store(config.model, store, device)?,
             config,
         )
     }
@@ -259,28 +260,32 @@ mod tests {
     fn config_file_has_a_saliency_section() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[saliency]\nmodel = \"u2net\"\nthreshold = 0.6\n").unwrap();
-        let c = crate::Config::from_toml_file(&p).unwrap();
-        assert_eq!(c.saliency.model, SaliencyModel::U2net);
-        assert_eq!(c.saliency.threshold, 0.6);
-        assert_eq!(
-            c.saliency.keep_largest,
-            SaliencyConfig::default().keep_largest
-        );
-        std::fs::write(&p, "[saliency]\nthreshold = 1.5\n").unwrap();
-        let e = crate::Config::from_toml_file(&p).unwrap_err().to_string();
+        let saliency = |p: &Path| -> Result<SaliencyConfig> {
+            match crate::Config::from_toml_file(p)?.segmenter {
+                Some(crate::SegmenterSpec::Saliency(c)) => Ok(c),
+                other => panic!("not saliency: {other:?}"),
+            }
+        };
+        let section = "[segmenter]\nkind = \"saliency\"\n";
+        std::fs::write(&p, format!("{section}model = \"u2net\"\nthreshold = 0.6\n")).unwrap();
+        let c: SaliencyConfig = saliency(&p).unwrap();
+        assert_eq!(c.model, SaliencyModel::U2net);
+        assert_eq!(c.threshold, 0.6);
+        assert_eq!(c.keep_largest, SaliencyConfig::default().keep_largest);
+        std::fs::write(&p, format!("{section}threshold = 1.5\n")).unwrap();
+        let e = saliency(&p).unwrap_err().to_string();
         assert!(
             e.contains("saliency.threshold") && e.contains("c.toml"),
             "{e}"
         );
-        std::fs::write(&p, "[saliency]\nthreshhold = 0.5\n").unwrap();
-        let e = crate::Config::from_toml_file(&p).unwrap_err().to_string();
+        std::fs::write(&p, format!("{section}threshhold = 0.5\n")).unwrap();
+        let e = saliency(&p).unwrap_err().to_string();
         assert!(e.contains("threshhold"), "{e}");
     }
 
     #[test]
     fn every_model_is_in_the_manifest() {
-        let m = Manifest::builtin().unwrap();
+        let m = crate::models::Manifest::builtin().unwrap();
         for model in [
             SaliencyModel::U2netp,
             SaliencyModel::U2net,

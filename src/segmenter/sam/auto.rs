@@ -180,14 +180,14 @@ pub struct SamAutoSegmenter {
 }
 
 impl SamAutoSegmenter {
-    /// A segmenter with `config` (validated); `internal_size` is the tracker's internal
-    /// shorter side (`input.size`), at which the tracked mask is blurred as in the reference.
-    pub fn new(model: Arc<SamModel>, config: SamConfig, internal_size: i32) -> Result<Self> {
+    /// A segmenter with `config` (validated). Tracked regions are blurred at the tracker's
+    /// internal size as in the reference (480 until the tracker sets it).
+    pub fn new(model: Arc<SamModel>, config: SamConfig) -> Result<Self> {
         config.validate()?;
         Ok(SamAutoSegmenter {
             model,
             config,
-            internal_size,
+            internal_size: crate::config::InputConfig::default().size,
         })
     }
 
@@ -222,6 +222,10 @@ impl SamAutoSegmenter {
 impl ImageSegmenter for SamAutoSegmenter {
     fn name(&self) -> &str {
         "sam-auto"
+    }
+
+    fn set_internal_size(&mut self, size: i32) {
+        self.internal_size = size;
     }
 
     fn segment(

@@ -1,8 +1,10 @@
-//! The `[sam]` configuration section: automatic mask generator settings with DEVA's defaults
-//! (reference §4.3) and the official generator's names.
+//! Settings of the automatic SAM segmenter (`[segmenter] kind = "sam_auto"`): the checkpoint,
+//! automatic mask generator settings with DEVA's defaults (reference §4.3) and the official
+//! generator's names.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// Which family of SAM checkpoint is expected (DEVA's `sam_variant`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -15,10 +17,13 @@ pub enum SamVariant {
     Mobile,
 }
 
-/// SAM settings (`[sam]`).
+/// Automatic SAM settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamConfig {
+    /// Checkpoint (official `.pth` or a safetensors conversion; the encoder size is read from
+    /// the file).
+    pub weights: Option<PathBuf>,
     /// Expected checkpoint family; a checkpoint of the other family is an error.
     pub variant: SamVariant,
     /// Grid points per image side (n × n point prompts per crop).
@@ -55,6 +60,7 @@ pub struct SamConfig {
 impl Default for SamConfig {
     fn default() -> Self {
         SamConfig {
+            weights: None,
             variant: SamVariant::Original,
             points_per_side: 64,
             points_per_batch: 64,
@@ -147,14 +153,21 @@ mod tests {
 
     #[test]
     fn the_sam_section_reads_from_toml() {
-        let c: crate::Config =
-            toml::from_str("[sam]\npoints_per_side = 8\nvariant = \"mobile\"\n").unwrap();
-        assert_eq!(c.sam.points_per_side, 8);
-        assert_eq!(c.sam.variant, SamVariant::Mobile);
-        assert_eq!(c.sam.points_per_batch, 64);
-        let e = toml::from_str::<crate::Config>("[sam]\npoints_per_sid = 8\n")
-            .unwrap_err()
-            .to_string();
+        let c: crate::Config = toml::from_str(
+            "[segmenter]\nkind = \"sam_auto\"\npoints_per_side = 8\nvariant = \"mobile\"\n",
+        )
+        .unwrap();
+        let Some(crate::SegmenterSpec::SamAuto(sam)) = c.segmenter else {
+            panic!("not sam_auto: {:?}", c.segmenter)
+        };
+        assert_eq!(sam.points_per_side, 8);
+        assert_eq!(sam.variant, SamVariant::Mobile);
+        assert_eq!(sam.points_per_batch, 64);
+        let e = toml::from_str::<crate::Config>(
+            "[segmenter]\nkind = \"sam_auto\"\npoints_per_sid = 8\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("points_per_sid"), "{e}");
     }
 }

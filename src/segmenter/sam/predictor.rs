@@ -122,7 +122,12 @@ impl SamModel {
     /// Maps a point of the original image into the model input (per the model's
     /// [`CoordScale`](super::transform::CoordScale)).
     pub fn to_input_coords(&self, emb: &ImageEmbedding, x: f64, y: f64) -> (f32, f32) {
-        apply_coords((x, y), emb.original_size, emb.input_size, self.coord_scale())
+        apply_coords(
+            (x, y),
+            emb.original_size,
+            emb.input_size,
+            self.coord_scale(),
+        )
     }
 
     /// The prompt embeddings of one prompt (coordinates mapped into the model input).

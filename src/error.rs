@@ -39,13 +39,14 @@ pub enum Error {
     /// A configuration value is unknown or out of range.
     #[error("configuration: {0}")]
     Config(String),
-    /// A model checkpoint is missing a key, has an unexpected key or a mis-shaped tensor.
-    #[error("checkpoint {path}: {message}")]
+    /// A model checkpoint is unreadable, lacks a key, has unexpected keys or a mis-shaped
+    /// tensor.
+    #[error("checkpoint {path}: {problem}")]
     Checkpoint {
         /// The checkpoint file.
         path: PathBuf,
         /// What was wrong, naming the key.
-        message: String,
+        problem: CheckpointProblem,
     },
     /// An external program (ffmpeg, pip, npm) failed or is missing.
     #[error("{program}: {message}")]
@@ -88,11 +89,12 @@ impl Error {
         }
     }
 
-    /// A checkpoint error on `path`.
+    /// A checkpoint error on `path` that is none of the typed [`CheckpointProblem`]s
+    /// (an unreadable or malformed file, a wrong model family).
     pub fn checkpoint(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::Checkpoint {
             path: path.into(),
-            message: message.to_string(),
+            problem: CheckpointProblem::Other(message.to_string()),
         }
     }
 
@@ -100,4 +102,47 @@ impl Error {
     pub fn invalid(message: impl std::fmt::Display) -> Self {
         Error::Invalid(message.to_string())
     }
+}
+
+/// What is wrong with a checkpoint, with the key and shapes involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointProblem {
+    /// The network asks for a key the file does not have.
+    #[error("missing key {key}{}", expected.as_ref().map(|s| format!(" (expected shape {s:?})")).unwrap_or_default())]
+    Missing {
+        /// The full key.
+        key: String,
+        /// The shape the network expects, when it says.
+        expected: Option<Vec<usize>>,
+    },
+    /// A tensor has another shape than the network expects.
+    #[error("key {key} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The full key.
+        key: String,
+        /// The shape the network expects.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor has a type the network cannot use (e.g. integers for a weight).
+    #[error("key {key} has type {found}, expected {expected}")]
+    Type {
+        /// The full key.
+        key: String,
+        /// The type the network expects.
+        expected: String,
+        /// The type in the file.
+        found: String,
+    },
+    /// Keys of the file that the network did not use (sorted).
+    #[error("unexpected key {} ({} unused keys in all)", keys.first().map(String::as_str).unwrap_or(""), keys.len())]
+    Unexpected {
+        /// Every unused key.
+        keys: Vec<String>,
+    },
+    /// Anything else: an unreadable or malformed file, a wrong model family.
+    #[error("{0}")]
+    Other(String),
 }

@@ -338,7 +338,7 @@ fn graph_initializers_map_to_the_documented_keys() {
             let dims = ck
                 .dims(k)
                 .unwrap_or_else(|e| panic!("{}: {e}", r["onnx_name"]));
-            assert_eq!(dims, s.as_slice(), "{k}");
+            assert_eq!(dims.as_slice(), s.as_slice(), "{k}");
         }
     }
 }

@@ -492,23 +492,23 @@ fn tiny_vit_matches_mobile_sam() {
 #[test]
 fn checkpoint_errors_name_the_file_and_key() {
     use deva::config::SamVariant;
-    use deva::segmenter::sam::weights::Checkpoint;
+    use deva::nn::Weights;
     use deva::segmenter::sam::SamArch;
     let Some(dir) = common::fixtures("sam") else {
         return;
     };
     let pth = dir.join("weights.pth");
-    let ck = Checkpoint::read(&pth).unwrap();
+    let ck = Weights::open(&pth).unwrap();
     let arch = SamArch::from_checkpoint(&ck).unwrap();
     let tmp = tempfile::tempdir().unwrap();
 
     // The same tensors as safetensors give the same architecture and load strictly.
     let st = tmp.path().join("w.safetensors");
-    candle_core::safetensors::save(&ck.tensors, &st).unwrap();
+    candle_core::safetensors::save(&ck.tensors().unwrap(), &st).unwrap();
     let from_st = SamModel::load(&st, &Device::Cpu).unwrap();
     assert_eq!(from_st.arch(), &arch);
 
-    let mut missing = ck.tensors.clone();
+    let mut missing = ck.tensors().unwrap();
     missing.remove("mask_decoder.iou_token.weight");
     let p = tmp.path().join("missing.safetensors");
     candle_core::safetensors::save(&missing, &p).unwrap();
@@ -518,7 +518,7 @@ fn checkpoint_errors_name_the_file_and_key() {
         "{e}"
     );
 
-    let mut extra = ck.tensors.clone();
+    let mut extra = ck.tensors().unwrap();
     extra.insert(
         "extra.weight".into(),
         Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
@@ -528,7 +528,7 @@ fn checkpoint_errors_name_the_file_and_key() {
     let e = SamModel::load(&p, &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("unexpected key extra.weight"), "{e}");
 
-    let mut reshaped = ck.tensors.clone();
+    let mut reshaped = ck.tensors().unwrap();
     reshaped.insert(
         "prompt_encoder.no_mask_embed.weight".into(),
         Tensor::zeros((2, 256), DType::F32, &Device::Cpu).unwrap(),

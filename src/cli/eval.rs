@@ -9,7 +9,7 @@ use deva::eval::input::{list_files, list_subdirs, read_name_list};
 use deva::eval::report::{write_json, Report};
 use deva::eval::{burst, vipseg};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `deva eval`.
 #[derive(Debug, Args)]
@@ -135,7 +135,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// A progress bar over `total` sequences.
-fn progress_bar(total: usize) -> ProgressBar {
+pub(super) fn progress_bar(total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {pos}/{len} sequences [{elapsed}] {msg}")
@@ -146,10 +146,15 @@ fn progress_bar(total: usize) -> ProgressBar {
 
 /// Prints the report's tables and writes its JSON file if asked.
 fn finish(report: &impl Report, output: &OutputArgs) -> anyhow::Result<()> {
+    print_report(report, output.json.as_deref())
+}
+
+/// Prints the report's tables and writes it as JSON to `json` if given.
+pub(super) fn print_report(report: &impl Report, json: Option<&Path>) -> anyhow::Result<()> {
     for table in report.tables() {
         println!("{table}");
     }
-    if let Some(path) = &output.json {
+    if let Some(path) = json {
         write_json(path, report).with_context(|| "writing the JSON report")?;
         eprintln!("report written to {}", path.display());
     }

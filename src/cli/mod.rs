@@ -2,7 +2,9 @@
 
 mod demo;
 mod eval;
+mod merge;
 mod models;
+mod run;
 mod spec;
 mod track;
 
@@ -21,6 +23,11 @@ struct Cli {
 enum Command {
     /// Segment and track objects in a video or a folder of frames.
     Track(Box<track::TrackArgs>),
+    /// Track every video of a dataset (DAVIS, VIPSeg, BURST, YouTube-VOS, folders), sharded
+    /// across processes, resumable.
+    Run(Box<run::RunArgs>),
+    /// Merge the per-video results of `deva run` into submission files, optionally scored.
+    Merge(merge::MergeArgs),
     /// Score predictions against ground truth with the official benchmark metrics.
     Eval(eval::EvalArgs),
     /// List, fetch and verify model weights.
@@ -34,6 +41,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Track(a) => track::run(*a),
+        Command::Run(a) => run::run(*a),
+        Command::Merge(a) => merge::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Models(a) => models::run(a),
         Command::Demo(a) => demo::run(a),

@@ -2,7 +2,7 @@
 //! formats, and how `deva track`'s flags become the `[segmenter]` and `[propagator]` specs
 //! (settings from `--config` are kept when the flag names the same kind).
 
-use super::track::TrackArgs;
+use super::track::PipelineArgs;
 use anyhow::{bail, Context};
 use deva::config::Temporal;
 use deva::output::OutputFormat;
@@ -105,7 +105,7 @@ impl From<FormatFlag> for OutputFormat {
 /// The segmenter spec of the flags; `from_config` (the `[segmenter]` section) gives the
 /// settings when a flag names the same kind, and the spec when no segmenter flag is given.
 pub fn segmenter(
-    args: &TrackArgs,
+    args: &PipelineArgs,
     from_config: Option<SegmenterSpec>,
 ) -> anyhow::Result<Option<SegmenterSpec>> {
     let folder = |dir: &Path| FolderSpec {

@@ -43,6 +43,59 @@ pub struct TrackArgs {
     #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
 
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+
+    /// Output layout: davis (palette PNGs, ids ≤ 255), vipseg (RGB-id PNGs + pred.json;
+    /// processes writing other videos into the same --out at once keep each other's),
+    /// burst (RGB-id PNGs + pred.json with COCO RLE), demo (Annotations/ + pred.json). Box
+    /// coordinates: 0-based pixels in pred.json. [default: davis with --init-masks and
+    /// --init-box, else demo]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<FormatFlag>,
+
+    /// Video name in output paths and JSON (BURST: `<dataset>/<sequence>`). [default: the
+    /// input folder or file name; BURST: `<parent folder>/<input name>`]
+    #[arg(long, value_name = "NAME")]
+    pub video_name: Option<String>,
+
+    /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
+    /// (frame,id,x,y,w,h,score,-1,-1,-1; frames and pixels 1-based, as MOT),
+    /// `lasot/<video>[_<id>].txt` (1-based pixels, as LaSOT) and
+    /// `got10k/<name>/<name>_001.txt` (0-based pixels, as GOT-10k). [default: off]
+    #[arg(long)]
+    pub boxes: bool,
+
+    /// Also write overlay JPEGs (objects blended in colour, boxes and labels) under
+    /// `<out>/Visualizations/`. [default: off]
+    #[arg(long)]
+    pub overlay: bool,
+
+    /// Also write an overlay mp4 next to the overlay folder (needs ffmpeg). [default: off]
+    #[arg(long)]
+    pub overlay_video: bool,
+
+    /// Frame rate of the overlay video. [default: the input video's rate, 24 for frame
+    /// folders]
+    #[arg(long, value_name = "FPS")]
+    pub fps: Option<f64>,
+
+    /// Category names for overlay labels, comma-separated, indexed by category id from 0.
+    /// [default: category numbers]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub category_names: Vec<String>,
+
+    /// Also draw boxes around stuff segments (isthing false) in overlays. [default: off:
+    /// boxes for things only]
+    #[arg(long)]
+    pub stuff_boxes: bool,
+}
+
+/// The segmenter, the propagator, the settings and the device: shared by `deva track` (one
+/// video) and `deva run` (every video of a dataset; there --detections and --init-masks name a
+/// folder with one sub-folder per video). The commands declare the `segmenters` group.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
     /// Segmenter: precomputed detections in DEVA's format, a folder with `<frame>.png` (palette
     /// index or RGB id = R + 256·G + 65536·B) and optionally `<frame>.json` (a list of {"id",
     /// "category_id", "isthing", "score"}); frames without a PNG have no detections.
@@ -130,13 +183,6 @@ pub struct TrackArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_num_objects: Option<i64>,
 
-    /// Output layout: davis (palette PNGs, ids ≤ 255), vipseg (RGB-id PNGs + pred.json),
-    /// burst (RGB-id PNGs + pred.json with COCO RLE), demo (Annotations/ + pred.json). Box
-    /// coordinates: 0-based pixels in pred.json. [default: davis with --init-masks and
-    /// --init-box, else demo]
-    #[arg(long, value_enum, value_name = "FORMAT")]
-    pub format: Option<FormatFlag>,
-
     /// Propagator that carries objects through time: flow (weight-free optical flow, settings
     /// in the [flow] section of --config), deva (the DEVA network; weights from --weights, else
     /// deva-propagation in --models-dir), static (zero motion) or none (image-only: every frame
@@ -149,51 +195,15 @@ pub struct TrackArgs {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
 
-    /// Video name in output paths and JSON (BURST: `<dataset>/<sequence>`). [default: the
-    /// input folder or file name; BURST: `<parent folder>/<input name>`]
-    #[arg(long, value_name = "NAME")]
-    pub video_name: Option<String>,
-
     /// Resize (nearest neighbour) masks whose size differs from their frame instead of
     /// failing. [default: off]
     #[arg(long)]
     pub resize_masks: bool,
 
-    /// Also write boxes of every object on every frame under `<out>/boxes/`: `mot.txt`
-    /// (frame,id,x,y,w,h,score,-1,-1,-1; frames and pixels 1-based, as MOT),
-    /// `lasot/<video>[_<id>].txt` (1-based pixels, as LaSOT) and
-    /// `got10k/<name>/<name>_001.txt` (0-based pixels, as GOT-10k). [default: off]
-    #[arg(long)]
-    pub boxes: bool,
-
     /// Write all objects as one, id 1: binary foreground masks (the DAVIS-2016 convention,
     /// scored with `deva eval davis --task semi`). [default: off: one id per object]
     #[arg(long)]
     pub foreground: bool,
-
-    /// Also write overlay JPEGs (objects blended in colour, boxes and labels) under
-    /// `<out>/Visualizations/`. [default: off]
-    #[arg(long)]
-    pub overlay: bool,
-
-    /// Also write an overlay mp4 next to the overlay folder (needs ffmpeg). [default: off]
-    #[arg(long)]
-    pub overlay_video: bool,
-
-    /// Frame rate of the overlay video. [default: the input video's rate, 24 for frame
-    /// folders]
-    #[arg(long, value_name = "FPS")]
-    pub fps: Option<f64>,
-
-    /// Category names for overlay labels, comma-separated, indexed by category id from 0.
-    /// [default: category numbers]
-    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
-    pub category_names: Vec<String>,
-
-    /// Also draw boxes around stuff segments (isthing false) in overlays. [default: off:
-    /// boxes for things only]
-    #[arg(long)]
-    pub stuff_boxes: bool,
 
     /// Device the networks run on: cpu, cuda or cuda:N (needs a build with the `cuda`
     /// feature). [default: cpu]
@@ -203,7 +213,7 @@ pub struct TrackArgs {
 
 /// The configuration: built-in defaults, then the config file, then flags (segmenter and
 /// propagator flags become the `[segmenter]` and `[propagator]` specs).
-pub(crate) fn resolve_config(args: &TrackArgs) -> anyhow::Result<Config> {
+pub(crate) fn resolve_config(args: &PipelineArgs) -> anyhow::Result<Config> {
     let mut c = match &args.config {
         Some(p) => Config::from_toml_file(p)?,
         None => Config::default(),
@@ -294,60 +304,72 @@ fn video_name(args: &TrackArgs, format: OutputFormat) -> String {
     }
 }
 
-/// Runs `deva track`.
-pub fn run(args: TrackArgs) -> anyhow::Result<()> {
-    let config = resolve_config(&args)?;
+/// What to track and where its results go, besides the pipeline.
+pub(crate) struct VideoJob<'a> {
+    /// The input (frame folder or video file).
+    pub input: &'a Path,
+    /// Output options; the palette is taken from given masks.
+    pub opts: OutputOptions,
+    /// Write boxes into this folder.
+    pub boxes: Option<PathBuf>,
+    /// Print the pipeline's description.
+    pub announce: bool,
+}
+
+/// The format of `--format`, else davis for given masks and boxes, else demo.
+pub(crate) fn default_format(config: &Config) -> OutputFormat {
+    match config.segmenter {
+        Some(SegmenterSpec::Masks(_) | SegmenterSpec::SamBoxes(_)) => OutputFormat::Davis,
+        _ => OutputFormat::Demo,
+    }
+}
+
+/// Tracks one video with the pipeline of `config` (its `[segmenter]` must be set) and
+/// `args` (device, models folder, --foreground), reading `source`.
+pub(crate) fn track_video(
+    args: &PipelineArgs,
+    config: &Config,
+    mut source: Box<dyn FrameSource>,
+    job: VideoJob,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&RunStats),
+) -> anyhow::Result<RunStats> {
     let spec = config.segmenter.clone().context(
         "choose a segmenter: --detections DIR, --init-masks DIR, --segmenter NAME, --init-box BOXES, --sam-auto, or a [segmenter] section in --config",
     )?;
     let device = deva::nn::parse_device(&args.device)?;
     let store = model_store(args.models_dir.as_deref())?;
     let segmenter = segmenter::build(&spec, &store, &device)?;
-    let mut source = video::open(&args.input)?;
-    if let Some(frames) = frame_names(&args.input, source.as_ref())? {
+    if let Some(frames) = frame_names(job.input, source.as_ref())? {
         segmenter.check_frames(&frames)?;
     }
     let mut propagator = propagator::build(&config.propagator, &store, &device)?;
     if let Some(p) = propagator.as_mut() {
         p.set_video_length(source.frame_count());
     }
-    let schedule = match &propagator {
-        None => "image-only (every frame segmented on its own)".to_string(),
-        Some(_) => format!("temporal {}", config.tracker.temporal.name()),
-    };
-    eprintln!(
-        "segmenter {}, propagator {}, {schedule}",
-        segmenter.name(),
-        config.propagator.name(),
-    );
-    let format = match args.format {
-        Some(f) => f.into(),
-        None if matches!(spec, SegmenterSpec::Masks(_) | SegmenterSpec::SamBoxes(_)) => {
-            OutputFormat::Davis
-        }
-        None => OutputFormat::Demo,
-    };
-    let video = video_name(&args, format);
-    let mut opts = OutputOptions::new(&args.out, format, &video);
+    if job.announce {
+        let schedule = match &propagator {
+            None => "image-only (every frame segmented on its own)".to_string(),
+            Some(_) => format!("temporal {}", config.tracker.temporal.name()),
+        };
+        eprintln!(
+            "segmenter {}, propagator {}, {schedule}",
+            segmenter.name(),
+            config.propagator.name(),
+        );
+    }
+    let mut opts = job.opts;
     opts.palette = segmenter.palette()?;
-    opts.overlay = args.overlay;
-    opts.overlay_video = args.overlay_video;
-    opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
-    opts.category_names = args.category_names.clone();
-    opts.stuff_boxes = args.stuff_boxes;
-    let layout = output::Layout::new(&opts);
     let mut sinks = output::writers(&opts)?;
-    if args.boxes {
-        sinks
-            .0
-            .push(Box::new(BoxSink::new(&args.out.join("boxes"), &video)));
+    if let Some(dir) = &job.boxes {
+        sinks.0.push(Box::new(BoxSink::new(dir, &opts.video)));
     }
     let mut sink: Box<dyn Sink> = if args.foreground {
         Box::new(Foreground(sinks))
     } else {
         Box::new(sinks)
     };
-    let mut tracker = Tracker::new(&config, segmenter, propagator)?;
+    let mut tracker = Tracker::new(config, segmenter, propagator)?;
     if args.refine == Some(RefineChoice::Sam) {
         let model = match &args.sam_weights {
             Some(w) => SamModel::load(w, &device)?,
@@ -356,12 +378,41 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
         let refiner = SamRefiner::with_model(Arc::new(model), config.refine.clone())?;
         tracker.set_refiner(Box::new(refiner))?;
     }
+    Ok(output::run(
+        source.as_mut(),
+        &mut tracker,
+        sink.as_mut(),
+        stop,
+        progress,
+    )?)
+}
 
+/// Installs the Ctrl-C handler: the returned flag becomes true on the first Ctrl-C.
+pub(crate) fn stop_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // Failing to install the handler only loses the clean stop; Ctrl-C still ends the run.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    stop
+}
 
+/// Runs `deva track`.
+pub fn run(args: TrackArgs) -> anyhow::Result<()> {
+    let config = resolve_config(&args.pipeline)?;
+    let format = match args.format {
+        Some(f) => f.into(),
+        None => default_format(&config),
+    };
+    let source = video::open(&args.input)?;
+    let video = video_name(&args, format);
+    let mut opts = OutputOptions::new(&args.out, format, &video);
+    opts.overlay = args.overlay;
+    opts.overlay_video = args.overlay_video;
+    opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
+    opts.category_names = args.category_names.clone();
+    opts.stuff_boxes = args.stuff_boxes;
+    let layout = output::Layout::new(&opts);
+    let stop = stop_flag();
     let bar = progress_bar(source.frame_count());
     let mut show = |s: &RunStats| {
         bar.set_position(s.frames_read as u64);
@@ -371,13 +422,13 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
             format!("{} written", s.frames_written)
         });
     };
-    let result = output::run(
-        source.as_mut(),
-        &mut tracker,
-        sink.as_mut(),
-        &stop,
-        &mut show,
-    );
+    let job = VideoJob {
+        input: &args.input,
+        opts,
+        boxes: args.boxes.then(|| args.out.join("boxes")),
+        announce: true,
+    };
+    let result = track_video(&args.pipeline, &config, source, job, &stop, &mut show);
     bar.finish_and_clear();
     let stats = result?;
     let json = layout

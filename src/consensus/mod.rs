@@ -263,7 +263,7 @@ impl<'s> SupportGraph<'s> {
     }
 }
 
-/// Exact maximum-weight selection: maximises Σ weights[i] over chosen i such that no
+/// Exact maximum-weight selection: maximises Σ `weights[i]` over chosen `i` such that no
 /// conflicting pair is chosen together (a maximum-weight independent set). Vertices with
 /// non-positive weight are never chosen. Each connected component of the conflict graph is
 /// solved alone: single vertices and cliques directly, the rest as an integer program with

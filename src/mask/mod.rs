@@ -501,11 +501,17 @@ impl Segmentation {
 
     /// Nearest-neighbour resize of the map; segments that vanish are dropped.
     pub fn resize_nearest(&self, width: usize, height: usize) -> Segmentation {
-        let map = self.map.resize_nearest(width, height);
+        Segmentation::of_present(self.map.resize_nearest(width, height), &self.segments)
+    }
+
+    /// `map` with those of `segments` (in order) whose ids have pixels in it.
+    pub fn of_present<'a>(
+        map: IdMap,
+        segments: impl IntoIterator<Item = &'a SegmentInfo>,
+    ) -> Segmentation {
         let present = map.areas();
-        let segments = self
-            .segments
-            .iter()
+        let segments = segments
+            .into_iter()
             .filter(|s| present.contains_key(&s.id))
             .cloned()
             .collect();

@@ -3,9 +3,9 @@
 //! of image features (shared by all objects) with object features.
 
 use candle_core::{Tensor, D};
+use candle_nn::VarBuilder;
 
-use super::conv::{Conv2d, ConvShape};
-use super::weights::Weights;
+use super::conv::{Conv2d, ConvShape, ConvWeights};
 use crate::error::Result;
 
 /// A fully connected layer `y = x Wᵀ + b`.
@@ -16,10 +16,10 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Loads `{prefix}.weight` `[out, in]` and `{prefix}.bias`.
-    pub fn load(w: &mut Weights, prefix: &str, c_in: usize, c_out: usize) -> Result<Self> {
-        let weight = w.tensor(&format!("{prefix}.weight"), &[c_out, c_in])?;
-        let bias = w.tensor(&format!("{prefix}.bias"), &[c_out])?;
+    /// Loads `weight` `[out, in]` and `bias` under `vb`.
+    pub fn load(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        let weight = vb.get((c_out, c_in), "weight")?;
+        let bias = vb.get(c_out, "bias")?;
         Ok(Linear {
             weight_t: weight.t()?.contiguous()?,
             bias,
@@ -41,27 +41,19 @@ struct SplitConv {
 }
 
 impl SplitConv {
+    /// Loads the convolution at `vb` over `c_image + c_group` channels, then splits it.
     fn load(
-        w: &mut Weights,
-        prefix: &str,
+        vb: &VarBuilder,
         c_image: usize,
         c_group: usize,
         c_out: usize,
         k: usize,
     ) -> Result<Self> {
-        let c_in = c_image + c_group;
-        let full = w.values(&format!("{prefix}.weight"), &[c_out, c_in, k, k])?;
-        let bias = w.values(&format!("{prefix}.bias"), &[c_out])?;
-        let kk = k * k;
-        let (mut wi, mut wg) = (Vec::new(), Vec::new());
-        for row in full.chunks(c_in * kk) {
-            wi.extend_from_slice(&row[..c_image * kk]);
-            wg.extend_from_slice(&row[c_image * kk..]);
-        }
-        let dev = w.device().clone();
+        let full = ConvWeights::load(vb, ConvShape::same(c_image + c_group, c_out, k))?;
+        let (image, group) = full.split_input(c_image)?;
         Ok(SplitConv {
-            image: Conv2d::from_parts(ConvShape::same(c_image, c_out, k), wi, Some(bias), &dev)?,
-            group: Conv2d::from_parts(ConvShape::same(c_group, c_out, k), wg, None, &dev)?,
+            image: Conv2d::new(image)?,
+            group: Conv2d::new(group)?,
         })
     }
 
@@ -83,27 +75,18 @@ pub struct GroupResBlock {
 }
 
 impl GroupResBlock {
-    /// Loads `{prefix}.{downsample,conv1,conv2}`.
-    pub fn load(w: &mut Weights, prefix: &str, c_in: usize, c_out: usize) -> Result<Self> {
+    /// Loads `downsample` (when the widths differ), `conv1` and `conv2` under `vb`.
+    pub fn load(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
         let downsample = if c_in != c_out {
             Some(Conv2d::load(
-                w,
-                &format!("{prefix}.downsample"),
+                &vb.pp("downsample"),
                 ConvShape::same(c_in, c_out, 1),
             )?)
         } else {
             None
         };
-        let conv1 = Conv2d::load(
-            w,
-            &format!("{prefix}.conv1"),
-            ConvShape::same(c_in, c_out, 3),
-        )?;
-        let conv2 = Conv2d::load(
-            w,
-            &format!("{prefix}.conv2"),
-            ConvShape::same(c_out, c_out, 3),
-        )?;
+        let conv1 = Conv2d::load(&vb.pp("conv1"), ConvShape::same(c_in, c_out, 3))?;
+        let conv2 = Conv2d::load(&vb.pp("conv2"), ConvShape::same(c_out, c_out, 3))?;
         Ok(GroupResBlock {
             conv1,
             conv2,
@@ -133,15 +116,15 @@ pub struct Cbam {
 }
 
 impl Cbam {
-    /// Loads `{prefix}.ChannelGate.mlp.{1,3}` and `{prefix}.SpatialGate.spatial.conv`.
-    pub fn load(w: &mut Weights, prefix: &str, channels: usize) -> Result<Self> {
+    /// Loads `ChannelGate.mlp.{1,3}` and `SpatialGate.spatial.conv` under `vb`.
+    pub fn load(vb: &VarBuilder, channels: usize) -> Result<Self> {
         let mid = channels / 16;
+        let mlp = vb.pp("ChannelGate").pp("mlp");
         Ok(Cbam {
-            fc1: Linear::load(w, &format!("{prefix}.ChannelGate.mlp.1"), channels, mid)?,
-            fc2: Linear::load(w, &format!("{prefix}.ChannelGate.mlp.3"), mid, channels)?,
+            fc1: Linear::load(&mlp.pp("1"), channels, mid)?,
+            fc2: Linear::load(&mlp.pp("3"), mid, channels)?,
             spatial: Conv2d::load(
-                w,
-                &format!("{prefix}.SpatialGate.spatial.conv"),
+                &vb.pp("SpatialGate").pp("spatial").pp("conv"),
                 ConvShape::same(2, 1, 7),
             )?,
         })
@@ -178,22 +161,21 @@ pub struct FusionBlock {
 }
 
 impl FusionBlock {
-    /// Loads `{prefix}.{block1,attention,block2}`.
+    /// Loads `block1` (its convolutions over `cat([image, group])` split in two after
+    /// loading), `attention` and `block2` under `vb`.
     pub fn load(
-        w: &mut Weights,
-        prefix: &str,
+        vb: &VarBuilder,
         c_image: usize,
         c_group: usize,
         c_mid: usize,
         c_out: usize,
     ) -> Result<Self> {
-        let b1 = format!("{prefix}.block1");
-        let downsample =
-            SplitConv::load(w, &format!("{b1}.downsample"), c_image, c_group, c_mid, 1)?;
-        let conv1 = SplitConv::load(w, &format!("{b1}.conv1"), c_image, c_group, c_mid, 3)?;
-        let conv2 = Conv2d::load(w, &format!("{b1}.conv2"), ConvShape::same(c_mid, c_mid, 3))?;
-        let attention = Cbam::load(w, &format!("{prefix}.attention"), c_mid)?;
-        let block2 = GroupResBlock::load(w, &format!("{prefix}.block2"), c_mid, c_out)?;
+        let b1 = vb.pp("block1");
+        let downsample = SplitConv::load(&b1.pp("downsample"), c_image, c_group, c_mid, 1)?;
+        let conv1 = SplitConv::load(&b1.pp("conv1"), c_image, c_group, c_mid, 3)?;
+        let conv2 = Conv2d::load(&b1.pp("conv2"), ConvShape::same(c_mid, c_mid, 3))?;
+        let attention = Cbam::load(&vb.pp("attention"), c_mid)?;
+        let block2 = GroupResBlock::load(&vb.pp("block2"), c_mid, c_out)?;
         Ok(FusionBlock {
             downsample,
             conv1,

@@ -7,69 +7,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+pub use super::dtype::TensorDType;
 use super::pickle::{self, TensorRef, Value};
 use crate::error::{Error, Result};
-
-/// Element type of a stored tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TensorDType {
-    /// 32-bit float.
-    F32,
-    /// 64-bit float.
-    F64,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// 64-bit signed integer.
-    I64,
-    /// 32-bit signed integer.
-    I32,
-    /// 16-bit signed integer.
-    I16,
-    /// 8-bit signed integer.
-    I8,
-    /// 8-bit unsigned integer.
-    U8,
-    /// Boolean (one byte).
-    Bool,
-}
-
-impl TensorDType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            TensorDType::F64 | TensorDType::I64 => 8,
-            TensorDType::F32 | TensorDType::I32 => 4,
-            TensorDType::F16 | TensorDType::BF16 | TensorDType::I16 => 2,
-            TensorDType::I8 | TensorDType::U8 | TensorDType::Bool => 1,
-        }
-    }
-
-    /// Whether this is a floating-point type.
-    pub fn is_float(self) -> bool {
-        matches!(
-            self,
-            TensorDType::F32 | TensorDType::F64 | TensorDType::F16 | TensorDType::BF16
-        )
-    }
-
-    /// The PyTorch name (`float32`, `int64`, ...).
-    pub fn torch_name(self) -> &'static str {
-        match self {
-            TensorDType::F32 => "float32",
-            TensorDType::F64 => "float64",
-            TensorDType::F16 => "float16",
-            TensorDType::BF16 => "bfloat16",
-            TensorDType::I64 => "int64",
-            TensorDType::I32 => "int32",
-            TensorDType::I16 => "int16",
-            TensorDType::I8 => "int8",
-            TensorDType::U8 => "uint8",
-            TensorDType::Bool => "bool",
-        }
-    }
-}
 
 /// One tensor of a checkpoint: dtype, shape and contiguous little-endian bytes.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,19 +219,25 @@ impl StateDict {
     pub fn error(&self, message: impl std::fmt::Display) -> Error {
         Error::checkpoint(&self.source, message)
     }
+}
 
-    /// A candle `VarBuilder` over all floating-point tensors (converted to `dtype`) on `device`.
-    pub fn to_var_builder(
-        &self,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<candle_nn::VarBuilder<'static>> {
-        let mut map = HashMap::new();
-        for (k, v) in self.iter() {
-            map.insert(k.to_string(), v.to_tensor(device)?);
-        }
-        Ok(candle_nn::VarBuilder::from_tensors(map, dtype, device))
+impl IntoIterator for StateDict {
+    type Item = (String, RawTensor);
+    type IntoIter = std::vec::IntoIter<(String, RawTensor)>;
+
+    /// Names and tensors in file order, by value.
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
     }
+}
+
+/// Whether `path` is a zip archive (a PyTorch `.pth` of torch ≥ 1.6).
+pub fn is_zip(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 2];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(n == 2 && magic == *b"PK")
 }
 
 /// Reads a checkpoint: safetensors, or a PyTorch zip `.pth`, chosen by the file's content.
@@ -301,11 +247,7 @@ impl StateDict {
 /// are not tensors (epoch counters, strings) are skipped.
 pub fn load(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
     let path = path.as_ref();
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut magic))
-        .map_err(|e| Error::io(path, e))?;
-    if n >= 2 && magic[..2] == *b"PK" {
+    if is_zip(path)? {
         load_pth(path, key_path)
     } else if key_path.is_empty() {
         load_safetensors(path)
@@ -417,20 +359,58 @@ pub fn load_pth(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> 
 
     let mut tensors = Vec::new();
     flatten(&node, "", &mut tensors).map_err(err)?;
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut out = StateDict::new(path);
-    for (name, tref) in tensors {
-        if !storages.contains_key(&tref.key) {
-            let record = format!("{prefix}data/{}", tref.key);
-            let bytes =
-                read_record(&mut zip, &record).map_err(|m| err(format!("tensor '{name}': {m}")))?;
-            storages.insert(tref.key.clone(), bytes);
+    // One storage record in memory at a time: read it, cut its views out, drop it. A view
+    // that is its whole storage takes the record's bytes without a copy.
+    let mut by_storage: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, (_, tref)) in tensors.iter().enumerate() {
+        match by_storage.iter_mut().find(|(k, _)| *k == tref.key) {
+            Some((_, views)) => views.push(i),
+            None => by_storage.push((tref.key.clone(), vec![i])),
         }
-        let t = materialize(&tref, &storages[&tref.key])
-            .map_err(|m| err(format!("tensor '{name}': {m}")))?;
-        out.insert(name, t);
     }
-    Ok(out)
+    let mut out: Vec<Option<RawTensor>> = vec![None; tensors.len()];
+    for (key, views) in by_storage {
+        let record = format!("{prefix}data/{key}");
+        let first = &tensors[views[0]].0;
+        let mut bytes =
+            read_record(&mut zip, &record).map_err(|m| err(format!("tensor '{first}': {m}")))?;
+        for (j, &i) in views.iter().enumerate() {
+            let (name, tref) = &tensors[i];
+            let last = j + 1 == views.len();
+            let t = if last
+                && covers_storage(tref)
+                && bytes.len() == tref.storage_len * tref.dtype.size()
+            {
+                RawTensor::new(tref.dtype, tref.shape.clone(), std::mem::take(&mut bytes))
+                    .map_err(|e| e.to_string())
+            } else {
+                materialize(tref, &bytes)
+            };
+            out[i] = Some(t.map_err(|m| err(format!("tensor '{name}': {m}")))?);
+        }
+    }
+    let mut dict = StateDict::new(path);
+    for ((name, _), t) in tensors.into_iter().zip(out) {
+        dict.insert(name, t.expect("every view belongs to one storage"));
+    }
+    Ok(dict)
+}
+
+/// Whether a view is its whole storage, contiguous from offset 0.
+fn covers_storage(t: &TensorRef) -> bool {
+    t.offset == 0 && t.shape.iter().product::<usize>() == t.storage_len && is_contiguous(t)
+}
+
+/// Whether a view is row-major contiguous (dimensions of size 1 have any stride).
+fn is_contiguous(t: &TensorRef) -> bool {
+    let mut expect = 1;
+    for (&n, &s) in t.shape.iter().zip(&t.stride).rev() {
+        if n > 1 && s != expect {
+            return false;
+        }
+        expect *= n;
+    }
+    true
 }
 
 fn dict_keys(d: &pickle::DictRef) -> String {
@@ -513,15 +493,7 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> std::result::Result<RawTensor, 
             ));
         }
     }
-    let mut contiguous = true;
-    let mut expect = 1;
-    for (&n, &s) in t.shape.iter().zip(&t.stride).rev() {
-        if n > 1 && s != expect {
-            contiguous = false;
-        }
-        expect *= n;
-    }
-    let bytes = if contiguous {
+    let bytes = if is_contiguous(t) {
         storage[t.offset * es..(t.offset + numel) * es].to_vec()
     } else {
         let mut bytes = Vec::with_capacity(numel * es);

@@ -7,12 +7,15 @@
 //! channels (stems, attention maps) use a column buffer and one product instead. Other devices
 //! use candle's `conv2d`.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::linalg::{gemm_acc, MatRef};
-use super::weights::{BatchNormAffine, Weights};
 use crate::error::Result;
+
+/// BatchNorm epsilon of PyTorch's default `BatchNorm2d`.
+const BN_EPS: f64 = 1e-5;
 
 /// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
 const COLUMN_BUFFER_MAX_K: usize = 256;
@@ -82,20 +85,115 @@ impl ConvShape {
         ConvShape { stride, ..self }
     }
 
-    fn weight_shape(&self) -> [usize; 4] {
-        [self.c_out, self.c_in, self.k, self.k]
+    fn weight_shape(&self) -> (usize, usize, usize, usize) {
+        (self.c_out, self.c_in, self.k, self.k)
+    }
+}
+
+/// The parameters of a convolution as the checkpoint holds them (`weight` `[c_out, c_in, k,
+/// k]`, `bias` `[c_out]`), before [`Conv2d::new`] lays them out for speed. Stacking,
+/// splitting and BatchNorm folding happen here, after loading.
+#[derive(Debug, Clone)]
+pub struct ConvWeights {
+    /// Geometry.
+    pub shape: ConvShape,
+    /// `[c_out, c_in, k, k]`.
+    pub weight: Tensor,
+    /// `[c_out]`.
+    pub bias: Tensor,
+}
+
+impl ConvWeights {
+    /// `weight` and `bias` of the convolution at `vb`.
+    pub fn load(vb: &VarBuilder, shape: ConvShape) -> Result<Self> {
+        Ok(ConvWeights {
+            weight: vb.get(shape.weight_shape(), "weight")?,
+            bias: vb.get(shape.c_out, "bias")?,
+            shape,
+        })
+    }
+
+    /// A bias-free convolution at `conv` followed by the eval-mode BatchNorm at `bn`, folded
+    /// into one convolution: `weight · γ/√(var + ε)` and bias `β − mean · γ/√(var + ε)`
+    /// (the factors computed in f64).
+    pub fn load_with_batch_norm(
+        conv: &VarBuilder,
+        bn: &VarBuilder,
+        shape: ConvShape,
+    ) -> Result<Self> {
+        let weight = conv.get(shape.weight_shape(), "weight")?;
+        let c = shape.c_out;
+        let gamma = bn.get(c, "weight")?.to_dtype(DType::F64)?;
+        let beta = bn.get(c, "bias")?.to_dtype(DType::F64)?;
+        let mean = bn.get(c, "running_mean")?.to_dtype(DType::F64)?;
+        let var = bn.get(c, "running_var")?.to_dtype(DType::F64)?;
+        // The step counter is training state; older checkpoints lack it.
+        if bn.contains_tensor("num_batches_tracked") {
+            bn.get_unchecked_dtype("num_batches_tracked", DType::I64)?;
+        }
+        let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
+        let bias = (beta - (mean * &scale)?)?.to_dtype(DType::F32)?;
+        let scale = scale.to_dtype(DType::F32)?.reshape((c, 1, 1, 1))?;
+        Ok(ConvWeights {
+            weight: weight.broadcast_mul(&scale)?,
+            bias,
+            shape,
+        })
+    }
+
+    /// Convolutions of one input and geometry stacked along the output channels.
+    pub fn stack(parts: &[ConvWeights]) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| crate::Error::invalid("nothing to stack"))?;
+        if parts.iter().any(|p| {
+            ConvShape {
+                c_out: first.shape.c_out,
+                ..p.shape
+            } != first.shape
+        }) {
+            return Err(crate::Error::invalid(
+                "stacked convolutions must share input channels, kernel, stride and padding",
+            ));
+        }
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let biases: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
+        Ok(ConvWeights {
+            shape: ConvShape {
+                c_out: parts.iter().map(|p| p.shape.c_out).sum(),
+                ..first.shape
+            },
+            weight: Tensor::cat(&weights, 0)?,
+            bias: Tensor::cat(&biases, 0)?,
+        })
+    }
+
+    /// Splits the input channels at `at`: a convolution over `cat([a, b])` is the sum of one
+    /// over `a` (which keeps the bias) and one over `b` (bias zero).
+    pub fn split_input(&self, at: usize) -> Result<(Self, Self)> {
+        let s = self.shape;
+        let first = ConvWeights {
+            shape: ConvShape { c_in: at, ..s },
+            weight: self.weight.narrow(1, 0, at)?.contiguous()?,
+            bias: self.bias.clone(),
+        };
+        let second = ConvWeights {
+            shape: ConvShape {
+                c_in: s.c_in - at,
+                ..s
+            },
+            weight: self.weight.narrow(1, at, s.c_in - at)?.contiguous()?,
+            bias: self.bias.zeros_like()?,
+        };
+        Ok((first, second))
     }
 }
 
 impl Conv2d {
-    /// A convolution from weights `[c_out, c_in, k, k]` (row-major) and an optional bias.
-    pub fn from_parts(
-        shape: ConvShape,
-        weight: Vec<f32>,
-        bias: Option<Vec<f32>>,
-        device: &candle_core::Device,
-    ) -> Result<Self> {
-        let bias = bias.unwrap_or_else(|| vec![0.0; shape.c_out]);
+    /// The convolution with parameters `w`; on the CPU, kernels wider than one tap are laid
+    /// out tap-major for the shifted-product path.
+    pub fn new(w: ConvWeights) -> Result<Self> {
+        let shape = w.shape;
         let geometry = Geometry {
             c_in: shape.c_in,
             c_out: shape.c_out,
@@ -103,46 +201,36 @@ impl Conv2d {
             stride: shape.stride,
             pad: shape.pad,
         };
-        let weight = if device.is_cpu() && geometry.shifted() {
-            let kk = shape.k * shape.k;
-            let mut taps = vec![0.0f32; weight.len()];
-            for (i, v) in weight.iter().enumerate() {
-                let (oc, tap) = (i / kk, i % kk);
-                taps[tap * shape.c_out * shape.c_in + oc] = *v;
-            }
-            Tensor::from_vec(taps, (kk, shape.c_out, shape.c_in), device)?
+        let weight = w.weight.to_dtype(DType::F32)?;
+        let weight = if weight.device().is_cpu() && geometry.shifted() {
+            // [c_out, c_in, kh, kw] → [kh·kw, c_out, c_in].
+            weight.permute((2, 3, 0, 1))?.contiguous()?.reshape((
+                shape.k * shape.k,
+                shape.c_out,
+                shape.c_in,
+            ))?
         } else {
-            Tensor::from_vec(weight, &shape.weight_shape(), device)?
+            weight.contiguous()?
         };
         Ok(Conv2d {
             weight,
-            bias: Tensor::from_vec(bias, shape.c_out, device)?,
+            bias: w.bias.to_dtype(DType::F32)?.contiguous()?,
             geometry,
         })
     }
 
-    /// Loads `{prefix}.weight` and `{prefix}.bias`.
-    pub fn load(w: &mut Weights, prefix: &str, shape: ConvShape) -> Result<Self> {
-        let weight = w.values(&format!("{prefix}.weight"), &shape.weight_shape())?;
-        let bias = w.values(&format!("{prefix}.bias"), &[shape.c_out])?;
-        Conv2d::from_parts(shape, weight, Some(bias), w.device())
+    /// Loads the convolution at `vb` (`weight`, `bias`).
+    pub fn load(vb: &VarBuilder, shape: ConvShape) -> Result<Self> {
+        Conv2d::new(ConvWeights::load(vb, shape)?)
     }
 
-    /// Loads a bias-free `{conv}.weight` followed by the eval-mode BatchNorm `{bn}`, folded
-    /// into one convolution.
+    /// Loads a bias-free convolution at `conv` with the BatchNorm at `bn` folded in.
     pub fn load_with_batch_norm(
-        w: &mut Weights,
-        conv: &str,
-        bn: &str,
+        conv: &VarBuilder,
+        bn: &VarBuilder,
         shape: ConvShape,
     ) -> Result<Self> {
-        let mut weight = w.values(&format!("{conv}.weight"), &shape.weight_shape())?;
-        let BatchNormAffine { scale, shift } = w.batch_norm(bn, shape.c_out)?;
-        let per_out = shape.c_in * shape.k * shape.k;
-        for (row, s) in weight.chunks_mut(per_out).zip(&scale) {
-            row.iter_mut().for_each(|v| *v *= s);
-        }
-        Conv2d::from_parts(shape, weight, Some(shift), w.device())
+        Conv2d::new(ConvWeights::load_with_batch_norm(conv, bn, shape)?)
     }
 
     /// Applies the convolution to `x` of shape `[batch, c_in, h, w]`.
@@ -373,7 +461,12 @@ mod tests {
             };
             let wv = pseudo(c_out * c_in * k * k, 10 + i as u64);
             let bv = pseudo(c_out, 20 + i as u64);
-            let conv = Conv2d::from_parts(shape, wv.clone(), Some(bv.clone()), &dev).unwrap();
+            let conv = Conv2d::new(ConvWeights {
+                shape,
+                weight: Tensor::from_vec(wv.clone(), (c_out, c_in, k, k), &dev).unwrap(),
+                bias: Tensor::from_vec(bv.clone(), c_out, &dev).unwrap(),
+            })
+            .unwrap();
             let x = Tensor::from_vec(pseudo(2 * c_in * h * w, i as u64), (2, c_in, h, w), &dev)
                 .unwrap();
             let ours = conv.forward(&x).unwrap();

@@ -3,6 +3,7 @@
 pub mod blocks;
 pub mod checkpoint;
 pub mod conv;
+pub mod dtype;
 pub mod linalg;
 mod pickle;
 pub mod resample;
@@ -10,11 +11,27 @@ pub mod resnet;
 pub mod synthetic;
 pub mod weights;
 
-pub use checkpoint::{RawTensor, StateDict, TensorDType};
+pub use checkpoint::{RawTensor, StateDict};
+pub use dtype::TensorDType;
 pub use synthetic::TensorSpec;
 pub use weights::Weights;
 
 use candle_core::{CpuStorage, Device, Layout};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn devices_parse_or_say_why_not() {
+        assert!(super::parse_device("cpu").unwrap().is_cpu());
+        let e = super::parse_device("gpu").unwrap_err().to_string();
+        assert!(e.contains("'gpu'") && e.contains("cuda:N"), "{e}");
+        assert!(super::parse_device("cuda:x").is_err());
+        if !cfg!(feature = "cuda") {
+            let e = super::parse_device("cuda:1").unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+    }
+}
 
 /// The f32 values of a custom op's contiguous CPU operand.
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -33,38 +50,22 @@ pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> 
         .expect("difference of two f32 tensors")
 }
 
-/// The device named `name`: `cpu`, `cuda` (the first GPU) or `cuda:N`. CUDA needs a build with
-/// the `cuda` feature; otherwise naming it is an error that says so.
-pub fn parse_device(name: &str) -> crate::error::Result<Device> {
-    let bad = || {
-        crate::error::Error::Config(format!(
-            "unknown device {name:?} (expected cpu, cuda or cuda:N)"
-        ))
-    };
-    let ordinal = match name {
+/// The device named `cpu`, `cuda` (GPU 0) or `cuda:N`; CUDA needs a build with the `cuda`
+/// feature and a GPU.
+pub fn parse_device(name: &str) -> crate::Result<Device> {
+    let bad = |why: &str| crate::Error::Config(format!("device '{name}': {why}"));
+    let ordinal = match name.trim() {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => 0,
-        _ => name
+        other => other
             .strip_prefix("cuda:")
             .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(bad)?,
+            .ok_or_else(|| bad("expected cpu, cuda or cuda:N"))?,
     };
-    if cfg!(feature = "cuda") {
-        Device::new_cuda(ordinal)
-            .map_err(|e| crate::error::Error::Config(format!("device {name}: {e}")))
-    } else {
-        Err(crate::error::Error::Config(format!(
-            "device {name}: this deva was built without CUDA (rebuild with `--features cuda`)"
-        )))
+    if !cfg!(feature = "cuda") {
+        return Err(bad(
+            "this build has no CUDA support (rebuild with `--features cuda`)",
+        ));
     }
-}
-
-/// The device networks run on: the first CUDA GPU when built with the `cuda` feature and one
-/// is present, otherwise the CPU.
-pub fn device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
-    }
-    Device::Cpu
+    Device::new_cuda(ordinal).map_err(|e| bad(&e.to_string()))
 }

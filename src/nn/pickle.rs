@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::checkpoint::TensorDType;
+use super::dtype::TensorDType;
 
 /// A callable the reader knows how to evaluate without running Python.
 #[derive(Debug, Clone, Copy, PartialEq)]

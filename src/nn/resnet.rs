@@ -1,10 +1,12 @@
 //! torchvision-style ResNet pieces (BatchNorm folded into the convolutions): the stem and
 //! stages of BasicBlocks (ResNet-18/34) or Bottlenecks (ResNet-50+, stride on the 3×3 conv).
+//! Loading spells torchvision's keys: `conv1`, `bn1`, `layerN.i.conv1`, `.bn1`, ...,
+//! `.downsample.0` (convolution) and `.downsample.1` (BatchNorm).
 
 use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
 use super::conv::{Conv2d, ConvShape};
-use super::weights::Weights;
 use crate::error::Result;
 
 /// Which residual block a stage is made of.
@@ -34,8 +36,7 @@ struct Block {
 
 impl Block {
     fn load(
-        w: &mut Weights,
-        prefix: &str,
+        vb: VarBuilder,
         kind: BlockKind,
         c_in: usize,
         planes: usize,
@@ -55,18 +56,18 @@ impl Block {
         };
         let mut convs = Vec::with_capacity(shapes.len());
         for (i, shape) in shapes.into_iter().enumerate() {
+            let n = i + 1;
             convs.push(Conv2d::load_with_batch_norm(
-                w,
-                &format!("{prefix}.conv{}", i + 1),
-                &format!("{prefix}.bn{}", i + 1),
+                &vb.pp(format!("conv{n}")),
+                &vb.pp(format!("bn{n}")),
                 shape,
             )?);
         }
         let downsample = if stride != 1 || c_in != out {
+            let d = vb.pp("downsample");
             Some(Conv2d::load_with_batch_norm(
-                w,
-                &format!("{prefix}.downsample.0"),
-                &format!("{prefix}.downsample.1"),
+                &d.pp("0"),
+                &d.pp("1"),
                 ConvShape::same(c_in, out, 1).with_stride(stride),
             )?)
         } else {
@@ -97,10 +98,9 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Loads `{prefix}.0` … `{prefix}.{count-1}`.
+    /// Loads the blocks `0` … `count − 1` under `vb` (e.g. `layer2`).
     pub fn load(
-        w: &mut Weights,
-        prefix: &str,
+        vb: VarBuilder,
         kind: BlockKind,
         c_in: usize,
         planes: usize,
@@ -111,14 +111,7 @@ impl Stage {
         let mut c = c_in;
         for i in 0..count {
             let s = if i == 0 { stride } else { 1 };
-            blocks.push(Block::load(
-                w,
-                &format!("{prefix}.{i}"),
-                kind,
-                c,
-                planes,
-                s,
-            )?);
+            blocks.push(Block::load(vb.pp(i), kind, c, planes, s)?);
             c = planes * kind.expansion();
         }
         Ok(Stage { blocks })
@@ -141,12 +134,11 @@ pub struct Stem {
 }
 
 impl Stem {
-    /// Loads `{prefix}.conv1` and `{prefix}.bn1` for `c_in` input channels.
-    pub fn load(w: &mut Weights, prefix: &str, c_in: usize) -> Result<Self> {
+    /// Loads `conv1` and `bn1` under `vb` for `c_in` input channels.
+    pub fn load(vb: &VarBuilder, c_in: usize) -> Result<Self> {
         let conv = Conv2d::load_with_batch_norm(
-            w,
-            &format!("{prefix}.conv1"),
-            &format!("{prefix}.bn1"),
+            &vb.pp("conv1"),
+            &vb.pp("bn1"),
             ConvShape::same(c_in, 64, 7).with_stride(2),
         )?;
         Ok(Stem { conv })

@@ -1,166 +1,463 @@
-//! Strict access to a model's parameters: every key a network asks for must exist with the
-//! expected shape, and every key of the file must be used.
+//! The one way networks get their parameters: a strict candle `VarBuilder` backend over a
+//! checkpoint file or the synthetic formula.
+//!
+//! Networks spell the checkpoint's keys with `vb.pp(..)` and ask for tensors with their
+//! expected shapes. [`Weights`] answers from
+//! - PyTorch `.pth` zip files, read by the project's own pickle reader
+//!   ([`checkpoint`](super::checkpoint)), which never executes pickled code and accepts
+//!   non-contiguous (strided) tensors, which candle's own `.pth` reader refuses;
+//! - safetensors files, memory-mapped and converted one tensor at a time;
+//! - the initializers of an ONNX model;
+//! - the synthetic formula of [`synthetic`], applied to the network's own state-dict layout.
+//!
+//! Every problem is reported in one place, as a typed [`CheckpointProblem`] naming the file
+//! and the key: a missing key or a mis-shaped tensor when the network asks for it, keys
+//! nobody asked for in [`Weights::finish`]. A `.pth` file is held in memory once (each
+//! storage record is read, turned into tensors and dropped before the next one), a
+//! safetensors file not at all.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Tensor};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
 
-use super::checkpoint::{StateDict, TensorDType};
+use super::checkpoint::{self, StateDict};
+use super::dtype::TensorDType;
 use super::synthetic::{self, TensorSpec};
-use crate::error::Result;
+use crate::error::{CheckpointProblem, Error, Result};
 
-/// BatchNorm epsilon of PyTorch's default `BatchNorm2d`.
-const BN_EPS: f64 = 1e-5;
-
+/// Where the tensors come from.
 enum Source {
-    Dict(StateDict),
-    Synthetic(u64),
+    /// Tensors in host memory (from a `.pth` file, ONNX initializers or a state dict), in
+    /// file order.
+    Memory {
+        order: Vec<String>,
+        tensors: HashMap<String, Tensor>,
+    },
+    /// A memory-mapped safetensors file.
+    Mapped(MmapedSafetensors),
+    /// No tensors: every request is answered with zeros and recorded (the layout pass).
+    Layout,
 }
 
-/// Parameters of a network being built, from a checkpoint or from the synthetic formula.
-///
-/// Networks take what they need by full key; [`finish`](Weights::finish) then refuses keys
-/// nobody asked for. The requested keys are recorded (in order) as the network's state-dict
-/// layout.
-pub struct Weights {
-    source: Source,
-    device: Device,
+/// What loading has used and found so far.
+#[derive(Default)]
+struct Log {
     used: HashSet<String>,
-    spec: Vec<TensorSpec>,
+    layout: Vec<TensorSpec>,
+    problem: Option<CheckpointProblem>,
 }
 
-/// An eval-mode BatchNorm reduced to a per-channel affine map `y = scale · x + shift`.
-#[derive(Debug, Clone)]
-pub struct BatchNormAffine {
-    /// γ / √(var + ε).
-    pub scale: Vec<f32>,
-    /// β − mean · scale.
-    pub shift: Vec<f32>,
+struct Inner {
+    path: PathBuf,
+    /// Prefix the file's keys carry and the network's do not (e.g. `module.`).
+    strip: String,
+    source: Source,
+    log: Mutex<Log>,
+}
+
+/// A checkpoint opened for strict loading (see the module documentation).
+#[derive(Clone)]
+pub struct Weights {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Weights({})", self.inner.path.display())
+    }
 }
 
 impl Weights {
-    /// Parameters read from a checkpoint.
-    pub fn from_state_dict(dict: StateDict, device: &Device) -> Self {
+    fn with_source(path: impl Into<PathBuf>, source: Source) -> Self {
         Weights {
-            source: Source::Dict(dict),
-            device: device.clone(),
-            used: HashSet::new(),
-            spec: Vec::new(),
+            inner: Arc::new(Inner {
+                path: path.into(),
+                strip: String::new(),
+                source,
+                log: Mutex::new(Log::default()),
+            }),
         }
     }
 
-    /// Parameters from the synthetic formula with `seed` (see [`synthetic`]).
-    pub fn synthetic(seed: u64, device: &Device) -> Self {
-        Weights {
-            source: Source::Synthetic(seed),
-            device: device.clone(),
-            used: HashSet::new(),
-            spec: Vec::new(),
+    /// Opens a checkpoint by its content: a PyTorch zip `.pth`, an ONNX model (by its
+    /// `.onnx` extension) or a safetensors file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if checkpoint::is_zip(path)? {
+            Weights::from_state_dict(checkpoint::load_pth(path, &[])?)
+        } else if path.extension().is_some_and(|e| e == "onnx") {
+            Weights::from_onnx(path)
+        } else {
+            Weights::from_safetensors(path)
         }
     }
 
-    /// Device the tensors are created on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// Memory-maps a safetensors file; tensors are converted when a network asks for them.
+    pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        // SAFETY: the mapping is only read; like every memory-mapped reader it assumes that
+        // nobody truncates the file while the network is being built.
+        let mapped = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
+            Error::checkpoint(
+                path,
+                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+            )
+        })?;
+        Ok(Weights::with_source(path, Source::Mapped(mapped)))
     }
 
-    fn record(&mut self, name: &str, shape: &[usize], dtype: TensorDType) {
-        self.spec.push(TensorSpec {
-            name: name.to_string(),
+    /// The tensors of a state dict, converted one by one (each raw copy is dropped as soon
+    /// as its tensor exists).
+    pub fn from_state_dict(dict: StateDict) -> Result<Self> {
+        let path = dict.source().to_path_buf();
+        let mut order = Vec::with_capacity(dict.len());
+        let mut tensors = HashMap::with_capacity(dict.len());
+        for (name, raw) in dict {
+            let t = raw.to_tensor(&Device::Cpu)?;
+            order.push(name.clone());
+            tensors.insert(name, t);
+        }
+        Ok(Weights::with_source(
+            path,
+            Source::Memory { order, tensors },
+        ))
+    }
+
+    /// Named tensors already in memory, in load order (e.g. a checkpoint assembled from
+    /// another format); `path` names their origin in errors. A key given twice is an error.
+    pub fn from_tensors(path: impl Into<PathBuf>, named: Vec<(String, Tensor)>) -> Result<Self> {
+        let path = path.into();
+        let mut order = Vec::with_capacity(named.len());
+        let mut tensors = HashMap::with_capacity(named.len());
+        for (name, t) in named {
+            if tensors.insert(name.clone(), t).is_some() {
+                return Err(Error::checkpoint(
+                    &path,
+                    format!("two tensors for key {name}"),
+                ));
+            }
+            order.push(name);
+        }
+        Ok(Weights::with_source(
+            path,
+            Source::Memory { order, tensors },
+        ))
+    }
+
+    /// The floating-point initializers of an ONNX model, by name (integer initializers are
+    /// shape and index constants of the graph, not parameters).
+    pub fn from_onnx(path: impl AsRef<Path>) -> Result<Self> {
+        use crate::onnx::DataType;
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let model = crate::onnx::Model::parse(&bytes, path)?;
+        let mut order = Vec::new();
+        let mut tensors = HashMap::new();
+        let float =
+            |t: DataType| matches!(t, DataType::Float | DataType::Float16 | DataType::Double);
+        for init in model
+            .graph
+            .initializers
+            .iter()
+            .filter(|i| float(i.data_type))
+        {
+            let values = init
+                .to_f32()
+                .map_err(|m| Error::checkpoint(path, format!("initializer {}: {m}", init.name)))?;
+            let t = Tensor::from_vec(values, init.shape(), &Device::Cpu)?;
+            order.push(init.name.to_string());
+            tensors.insert(init.name.to_string(), t);
+        }
+        Ok(Weights::with_source(
+            path,
+            Source::Memory { order, tensors },
+        ))
+    }
+
+    /// This checkpoint with `prefix` removed from its keys when every key has it (e.g. the
+    /// `module.` of a DataParallel checkpoint). Call before loading anything.
+    pub fn strip_common_prefix(self, prefix: &str) -> Self {
+        let names = self.stored_names();
+        if names.is_empty() || !names.iter().all(|n| n.starts_with(prefix)) {
+            return self;
+        }
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.strip = format!("{}{prefix}", inner.strip);
+                Weights {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => Weights { inner },
+        }
+    }
+
+    /// The file the tensors come from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The file's keys as stored, in file order (safetensors: by name).
+    fn stored_names(&self) -> Vec<String> {
+        match &self.inner.source {
+            Source::Memory { order, .. } => order.clone(),
+            Source::Mapped(m) => {
+                let mut n: Vec<String> = m.tensors().into_iter().map(|(k, _)| k).collect();
+                n.sort();
+                n
+            }
+            Source::Layout => Vec::new(),
+        }
+    }
+
+    /// The keys (without a stripped prefix), in file order.
+    pub fn keys(&self) -> Vec<String> {
+        let strip = &self.inner.strip;
+        self.stored_names()
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(strip.as_str()).map(str::to_string))
+            .collect()
+    }
+
+    /// Whether the checkpoint has `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.inner.stored_dims(key).is_some()
+    }
+
+    /// The shape of `key`, or an error naming it.
+    pub fn dims(&self, key: &str) -> Result<Vec<usize>> {
+        self.inner.stored_dims(key).map(|(d, _)| d).ok_or_else(|| {
+            self.problem(CheckpointProblem::Missing {
+                key: key.to_string(),
+                expected: None,
+            })
+        })
+    }
+
+    /// Number of consecutive `prefix.{i}.suffix` keys, starting at 0.
+    pub fn count(&self, prefix: &str, suffix: &str) -> usize {
+        (0..)
+            .take_while(|i| self.contains(&format!("{prefix}.{i}.{suffix}")))
+            .count()
+    }
+
+    /// Every tensor (on the CPU) by key, e.g. to write a converted copy.
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
+        self.keys()
+            .into_iter()
+            .map(|k| {
+                let t = self.inner.stored(&k, &Device::Cpu)?;
+                Ok((k, t))
+            })
+            .collect()
+    }
+
+    /// An error about this checkpoint.
+    pub fn error(&self, message: impl std::fmt::Display) -> Error {
+        Error::checkpoint(&self.inner.path, message)
+    }
+
+    fn problem(&self, problem: CheckpointProblem) -> Error {
+        Error::Checkpoint {
+            path: self.inner.path.clone(),
+            problem,
+        }
+    }
+
+    /// A `VarBuilder` (f32 tensors on `device`) over this checkpoint.
+    pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
+        let backend = Backend(self.inner.clone());
+        VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone())
+    }
+
+    /// Builds a network with `build`, then [`finish`](Self::finish)es: a failure of the
+    /// checkpoint is returned as the typed error naming the file and the key.
+    pub fn build<T>(
+        &self,
+        device: &Device,
+        ignored: &[&str],
+        build: impl FnOnce(VarBuilder<'static>) -> Result<T>,
+    ) -> Result<T> {
+        let built = build(self.var_builder(device));
+        let recorded = self.lock().problem.take();
+        match (built, recorded) {
+            (Ok(net), _) => {
+                self.finish(ignored)?;
+                Ok(net)
+            }
+            (Err(_), Some(problem)) => Err(self.problem(problem)),
+            (Err(Error::Tensor(e)), None) => Err(self.error(e)),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// Ends loading: fails on keys of the file that nothing asked for (except `ignored`),
+    /// and returns the layout: every requested key with its shape and type, in request order.
+    pub fn finish(&self, ignored: &[&str]) -> Result<Vec<TensorSpec>> {
+        let log = self.lock();
+        let mut unused: Vec<String> = self
+            .keys()
+            .into_iter()
+            .filter(|k| !log.used.contains(k) && !ignored.contains(&k.as_str()))
+            .collect();
+        if !unused.is_empty() {
+            unused.sort();
+            return Err(self.problem(CheckpointProblem::Unexpected { keys: unused }));
+        }
+        Ok(log.layout.clone())
+    }
+
+    /// The state-dict layout of the network `build` makes: every key it asks for with its
+    /// shape and type, in request order (no checkpoint needed; tensors are zeros).
+    pub fn layout_of<T>(
+        build: impl FnOnce(VarBuilder<'static>) -> Result<T>,
+    ) -> Result<Vec<TensorSpec>> {
+        let w = Weights::with_source("<layout>", Source::Layout);
+        build(w.var_builder(&Device::Cpu))?;
+        w.finish(&[])
+    }
+
+    /// Builds a network from the synthetic formula with `seed` ([`synthetic`]): its layout
+    /// is recorded first, so that BatchNorm parameters are recognised as the formula says
+    /// (prefixes that have a `running_var`), then the formula's state dict is loaded strictly.
+    pub fn synthetic<T>(
+        seed: u64,
+        device: &Device,
+        build: impl Fn(VarBuilder<'static>) -> Result<T>,
+    ) -> Result<T> {
+        let layout = Weights::layout_of(&build)?;
+        let dict = synthetic::state_dict(&layout, seed)?;
+        Weights::from_state_dict(dict)?.build(device, &[], build)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.inner.lock()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        // A panic while the lock was held leaves only bookkeeping behind; keep using it.
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shape and type of the stored `key` (a network key, without the stripped prefix).
+    fn stored_dims(&self, key: &str) -> Option<(Vec<usize>, DType)> {
+        let name = format!("{}{key}", self.strip);
+        match &self.source {
+            Source::Memory { tensors, .. } => {
+                tensors.get(&name).map(|t| (t.dims().to_vec(), t.dtype()))
+            }
+            Source::Mapped(m) => {
+                let v = m.get(&name).ok()?;
+                let dtype = DType::try_from(v.dtype()).ok()?;
+                Some((v.shape().to_vec(), dtype))
+            }
+            Source::Layout => None,
+        }
+    }
+
+    /// The stored tensor `key` on `device`, in its stored type.
+    fn stored(&self, key: &str, device: &Device) -> candle_core::Result<Tensor> {
+        let name = format!("{}{key}", self.strip);
+        match &self.source {
+            Source::Memory { tensors, .. } => match tensors.get(&name) {
+                Some(t) => t.to_device(device),
+                None => candle_core::bail!("missing key {key}"),
+            },
+            Source::Mapped(m) => m.load(&name, device),
+            Source::Layout => candle_core::bail!("missing key {key}"),
+        }
+    }
+
+    /// Records `problem` (the first one is kept) and returns it as a candle error.
+    fn fail(&self, problem: CheckpointProblem) -> candle_core::Error {
+        let message = format!("checkpoint {}: {problem}", self.path.display());
+        self.lock().problem.get_or_insert(problem);
+        candle_core::Error::Msg(message)
+    }
+
+    fn record(&self, key: &str, shape: &[usize], dtype: DType) {
+        let mut log = self.lock();
+        log.used.insert(key.to_string());
+        log.layout.push(TensorSpec {
+            name: key.to_string(),
             shape: shape.to_vec(),
-            dtype,
+            dtype: TensorDType::of(dtype).unwrap_or(TensorDType::F32),
         });
     }
 
-    fn float(&mut self, name: &str, shape: &[usize], batch_norm: bool) -> Result<Vec<f32>> {
-        self.record(name, shape, TensorDType::F32);
-        match &self.source {
-            Source::Synthetic(seed) => Ok(synthetic::float_values(name, shape, batch_norm, *seed)),
-            Source::Dict(d) => {
-                let t = d.get(name).ok_or_else(|| {
-                    d.error(format!("missing key '{name}' (expected shape {shape:?})"))
-                })?;
-                if t.shape() != shape {
-                    return Err(d.error(format!(
-                        "key '{name}' has shape {:?}, expected {shape:?}",
-                        t.shape()
-                    )));
-                }
-                let v = t.to_f32().ok_or_else(|| {
-                    d.error(format!(
-                        "key '{name}' has type {}, expected a floating-point tensor",
-                        t.dtype().torch_name()
-                    ))
-                })?;
-                self.used.insert(name.to_string());
-                Ok(v)
+    /// The tensor `key`, which must exist with a type convertible to `dtype`.
+    fn fetch(&self, key: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let Some((shape, stored)) = self.stored_dims(key) else {
+            return Err(self.fail(CheckpointProblem::Missing {
+                key: key.to_string(),
+                expected: None,
+            }));
+        };
+        if dtype.is_float() && !stored.is_float() {
+            return Err(self.fail(CheckpointProblem::Type {
+                key: key.to_string(),
+                expected: format!("{dtype:?}").to_lowercase(),
+                found: format!("{stored:?}").to_lowercase(),
+            }));
+        }
+        self.record(key, &shape, stored);
+        self.stored(key, dev)?.to_dtype(dtype)
+    }
+}
+
+/// The `VarBuilder` side of [`Weights`].
+struct Backend(Arc<Inner>);
+
+impl SimpleBackend for Backend {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let w = &self.0;
+        if let Source::Layout = w.source {
+            w.record(name, s.dims(), dtype);
+            return Tensor::zeros(s, dtype, dev);
+        }
+        match w.stored_dims(name) {
+            None => Err(w.fail(CheckpointProblem::Missing {
+                key: name.to_string(),
+                expected: Some(s.dims().to_vec()),
+            })),
+            Some((found, _)) if found != s.dims() => Err(w.fail(CheckpointProblem::Shape {
+                key: name.to_string(),
+                expected: s.dims().to_vec(),
+                found,
+            })),
+            Some(_) => w.fetch(name, dtype, dev),
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let w = &self.0;
+        if let Source::Layout = w.source {
+            // Only BatchNorm step counters are read without a shape: int64 scalars.
+            if !name.ends_with(".num_batches_tracked") {
+                candle_core::bail!("the layout pass needs a shape for {name}")
             }
+            w.record(name, &[], DType::I64);
+            return Tensor::zeros((), dtype, dev);
         }
+        w.fetch(name, dtype, dev)
     }
 
-    /// The f32 values of `name`, which must have exactly `shape`.
-    pub fn values(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        self.float(name, shape, false)
-    }
-
-    /// The tensor `name` (f32, on this device), which must have exactly `shape`.
-    pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let v = self.values(name, shape)?;
-        Ok(Tensor::from_vec(v, shape, &self.device)?)
-    }
-
-    /// Declares `name` as part of the layout although the network does not use it at
-    /// inference (e.g. training-only heads); it must still be present with this shape.
-    pub fn skip(&mut self, name: &str, shape: &[usize]) -> Result<()> {
-        self.values(name, shape).map(drop)
-    }
-
-    /// The eval-mode BatchNorm with `channels` channels under `prefix`
-    /// (`weight`, `bias`, `running_mean`, `running_var`; `num_batches_tracked` may be absent).
-    pub fn batch_norm(&mut self, prefix: &str, channels: usize) -> Result<BatchNormAffine> {
-        let shape = [channels];
-        let gamma = self.float(&format!("{prefix}.weight"), &shape, true)?;
-        let beta = self.float(&format!("{prefix}.bias"), &shape, true)?;
-        let mean = self.float(&format!("{prefix}.running_mean"), &shape, true)?;
-        let var = self.float(&format!("{prefix}.running_var"), &shape, true)?;
-        let counter = format!("{prefix}.num_batches_tracked");
-        self.record(&counter, &[], TensorDType::I64);
-        if let Source::Dict(d) = &self.source {
-            if let Some(t) = d.get(&counter) {
-                if t.numel() != 1 || t.dtype().is_float() {
-                    return Err(d.error(format!(
-                        "key '{counter}' has shape {:?} and type {}, expected an integer scalar",
-                        t.shape(),
-                        t.dtype().torch_name()
-                    )));
-                }
-                self.used.insert(counter);
-            }
-        }
-        let mut scale = Vec::with_capacity(channels);
-        let mut shift = Vec::with_capacity(channels);
-        for c in 0..channels {
-            let s = gamma[c] as f64 / (var[c] as f64 + BN_EPS).sqrt();
-            scale.push(s as f32);
-            shift.push((beta[c] as f64 - mean[c] as f64 * s) as f32);
-        }
-        Ok(BatchNormAffine { scale, shift })
-    }
-
-    /// Ends loading: fails on keys of the checkpoint that nothing asked for, and returns the
-    /// layout (every requested key with its shape and type, in request order).
-    pub fn finish(self) -> Result<Vec<TensorSpec>> {
-        if let Source::Dict(d) = &self.source {
-            let unexpected: Vec<&str> = d.names().filter(|n| !self.used.contains(*n)).collect();
-            if let Some(first) = unexpected.first() {
-                let more = match unexpected.len() {
-                    1 => String::new(),
-                    n => format!(" (and {} more)", n - 1),
-                };
-                return Err(d.error(format!("unexpected key '{first}'{more}")));
-            }
-        }
-        Ok(self.spec)
+    fn contains_tensor(&self, name: &str) -> bool {
+        matches!(self.0.source, Source::Layout) || self.0.stored_dims(name).is_some()
     }
 }
 
@@ -171,59 +468,124 @@ mod tests {
 
     fn dict() -> StateDict {
         let mut d = StateDict::new("/tmp/x.pth");
-        d.insert(
-            "bn.weight",
-            RawTensor::from_f32(vec![2], &[1.0, 2.0]).unwrap(),
-        );
-        d.insert(
-            "bn.bias",
-            RawTensor::from_f32(vec![2], &[0.5, 0.0]).unwrap(),
-        );
-        d.insert(
-            "bn.running_mean",
-            RawTensor::from_f32(vec![2], &[1.0, -1.0]).unwrap(),
-        );
-        d.insert(
-            "bn.running_var",
-            RawTensor::from_f32(vec![2], &[3.0, 0.0]).unwrap(),
-        );
+        let f = |v: &[f32]| RawTensor::from_f32(vec![v.len()], v).unwrap();
+        d.insert("bn.weight", f(&[1.0, 2.0]));
+        d.insert("bn.bias", f(&[0.5, 0.0]));
+        d.insert("module.count", RawTensor::from_i64(vec![], &[3]).unwrap());
         d
     }
 
     #[test]
-    fn batch_norm_folds_and_counter_is_optional() {
-        let mut w = Weights::from_state_dict(dict(), &Device::Cpu);
-        let bn = w.batch_norm("bn", 2).unwrap();
-        let s0 = 1.0 / (3.0f64 + 1e-5).sqrt();
-        assert!((bn.scale[0] as f64 - s0).abs() < 1e-7);
-        assert!((bn.shift[0] as f64 - (0.5 - s0)).abs() < 1e-7);
-        let spec = w.finish().unwrap();
-        assert_eq!(spec.len(), 5);
-        assert_eq!(spec[4].name, "bn.num_batches_tracked");
-
-        let mut d = dict();
-        d.insert(
-            "bn.num_batches_tracked",
-            RawTensor::from_i64(vec![], &[7]).unwrap(),
+    fn problems_are_typed_and_name_the_key() {
+        let w = Weights::from_state_dict(dict()).unwrap();
+        let e = w
+            .build(&Device::Cpu, &[], |vb| Ok(vb.pp("bn").get(3, "weight")?))
+            .unwrap_err();
+        match &e {
+            Error::Checkpoint {
+                path,
+                problem:
+                    CheckpointProblem::Shape {
+                        key,
+                        expected,
+                        found,
+                    },
+            } => {
+                assert_eq!(path, Path::new("/tmp/x.pth"));
+                assert_eq!(
+                    (key.as_str(), expected, found),
+                    ("bn.weight", &vec![3], &vec![2])
+                );
+            }
+            other => panic!("{other}"),
+        }
+        let e = w
+            .build(&Device::Cpu, &[], |vb| Ok(vb.get(1, "conv.weight")?))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("missing key conv.weight (expected shape [1])"),
+            "{e}"
         );
-        let mut w = Weights::from_state_dict(d, &Device::Cpu);
-        w.batch_norm("bn", 2).unwrap();
-        assert!(w.finish().is_ok());
+        let e = w
+            .build(&Device::Cpu, &[], |vb| Ok(vb.get((), "module.count")?))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("module.count has type i64, expected f32"), "{e}");
     }
 
     #[test]
-    fn strictness_names_the_key_and_file() {
-        let mut w = Weights::from_state_dict(dict(), &Device::Cpu);
-        let e = w.values("bn.weight", &[3]).unwrap_err().to_string();
-        assert!(
-            e.contains("bn.weight") && e.contains("[2]") && e.contains("/tmp/x.pth"),
-            "{e}"
+    fn unused_keys_are_listed_once_loading_ends() {
+        let w = Weights::from_state_dict(dict()).unwrap();
+        let e = w
+            .build(&Device::Cpu, &[], |vb| Ok(vb.get(2, "bn.weight")?))
+            .unwrap_err();
+        let Error::Checkpoint {
+            problem: CheckpointProblem::Unexpected { keys },
+            ..
+        } = &e
+        else {
+            panic!("{e}")
+        };
+        assert_eq!(keys, &["bn.bias", "module.count"]);
+        assert!(e
+            .to_string()
+            .contains("unexpected key bn.bias (2 unused keys in all)"));
+        let w = Weights::from_state_dict(dict()).unwrap();
+        let t = w
+            .build(&Device::Cpu, &["module.count"], |vb| {
+                let b = vb.pp("bn");
+                Ok((b.get(2, "weight")?, b.get(2, "bias")?))
+            })
+            .unwrap();
+        assert_eq!(t.1.to_vec1::<f32>().unwrap(), vec![0.5, 0.0]);
+    }
+
+    #[test]
+    fn a_common_prefix_is_stripped() {
+        let mut d = StateDict::new("m.pth");
+        d.insert(
+            "module.a.bias",
+            RawTensor::from_f32(vec![1], &[4.0]).unwrap(),
         );
-        let e = w.values("conv.weight", &[1]).unwrap_err().to_string();
-        assert!(e.contains("missing key 'conv.weight'"), "{e}");
-        let mut w = Weights::from_state_dict(dict(), &Device::Cpu);
-        w.values("bn.weight", &[2]).unwrap();
-        let e = w.finish().unwrap_err().to_string();
-        assert!(e.contains("unexpected key 'bn.bias' (and 2 more)"), "{e}");
+        let w = Weights::from_state_dict(d)
+            .unwrap()
+            .strip_common_prefix("module.");
+        assert_eq!(w.keys(), vec!["a.bias"]);
+        assert_eq!(w.dims("a.bias").unwrap(), vec![1]);
+        let v = w
+            .build(&Device::Cpu, &[], |vb| Ok(vb.get(1, "a.bias")?))
+            .unwrap();
+        assert_eq!(v.to_vec1::<f32>().unwrap(), vec![4.0]);
+    }
+
+    #[test]
+    fn synthetic_weights_follow_the_layout() {
+        let build = |vb: VarBuilder| -> Result<(Tensor, Tensor, Tensor)> {
+            let bn = vb.pp("bn");
+            let w = bn.get(4, "weight")?;
+            let v = bn.get(4, "running_var")?;
+            if bn.contains_tensor("num_batches_tracked") {
+                bn.get_unchecked_dtype("num_batches_tracked", DType::I64)?;
+            }
+            Ok((w, v, vb.get(3, "ln.weight")?))
+        };
+        let layout = Weights::layout_of(build).unwrap();
+        let names: Vec<&str> = layout.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bn.weight",
+                "bn.running_var",
+                "bn.num_batches_tracked",
+                "ln.weight"
+            ]
+        );
+        assert_eq!(layout[2].dtype, TensorDType::I64);
+        let (w, v, ln) = Weights::synthetic(5, &Device::Cpu, build).unwrap();
+        let want = |n: &str, k, bn| synthetic::float_values(n, &[k], bn, 5);
+        assert_eq!(w.to_vec1::<f32>().unwrap(), want("bn.weight", 4, true));
+        assert_eq!(v.to_vec1::<f32>().unwrap(), want("bn.running_var", 4, true));
+        assert_eq!(ln.to_vec1::<f32>().unwrap(), want("ln.weight", 3, false));
     }
 }

@@ -2,7 +2,8 @@
 //! BURST style (COCO compressed RLE per object).
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::eval::input::read_json;
+use crate::fsutil::{write_atomic, FileLock};
 use crate::mask::{BBox, ObjectId, Rle, SegmentInfo};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -104,36 +105,54 @@ pub fn burst_document(video: &str, frames: &[FrameRecord]) -> Value {
     json!({ "dataset": dataset, "seq_name": seq, "segmentations": frames })
 }
 
-/// The VIPSeg document `{"annotations": [{"video_id", "annotations": frames}, ...]}`: `existing`
-/// (an earlier `pred.json` of the same output folder, if any) keeps its other videos, and this
-/// video's entry is replaced or appended.
-pub fn vipseg_document(
-    existing: Option<&Path>,
-    video: &str,
-    frames: &[FrameRecord],
-) -> Result<Value> {
-    let entry = json!({ "video_id": video, "annotations": frames });
-    let mut videos = match existing.filter(|p| p.exists()) {
-        None => Vec::new(),
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            let doc: Value = serde_json::from_str(&text).map_err(|e| Error::parse(path, e))?;
-            match doc.get("annotations").and_then(Value::as_array) {
-                Some(list) => list.clone(),
-                None => {
-                    return Err(Error::parse(
-                        path,
-                        "expected {\"annotations\": [...]} (a VIPSeg pred.json); move it away or choose another --out",
-                    ))
-                }
-            }
+/// Folder of the per-video VIPSeg entries, beside `pred.json`.
+pub const VIPSEG_ENTRIES: &str = "pred.d";
+
+/// One video's entry of a VIPSeg `pred.json`: `{"video_id", "annotations": frames}`.
+pub fn vipseg_entry(video: &str, frames: &[FrameRecord]) -> Value {
+    json!({ "video_id": video, "annotations": frames })
+}
+
+/// The VIPSeg document `{"annotations": entries}`.
+pub fn vipseg_document(entries: Vec<Value>) -> Value {
+    json!({ "annotations": entries })
+}
+
+/// Writes one video's VIPSeg entry to `<dir>/pred.d/<video>.json`, then rebuilds
+/// `<dir>/pred.json` from every entry there (sorted by video id) while holding a lock file:
+/// processes writing other videos into the same folder never lose each other's entries, and
+/// `pred.json` is complete after the last of them.
+pub fn write_vipseg_video(dir: &Path, video: &str, frames: &[FrameRecord]) -> Result<()> {
+    let entries = dir.join(VIPSEG_ENTRIES);
+    write_json(
+        &entries.join(format!("{video}.json")),
+        &vipseg_entry(video, frames),
+    )?;
+    let lock = FileLock::acquire(&dir.join(".pred.json.lock"))?;
+    let mut all = Vec::new();
+    collect_entries(&entries, &mut all)?;
+    all.sort_by(|a, b| a["video_id"].as_str().cmp(&b["video_id"].as_str()));
+    write_json(&dir.join("pred.json"), &vipseg_document(all))?;
+    lock.remove()
+}
+
+/// Reads every `*.json` entry under `dir` (video names may contain `/`).
+fn collect_entries(dir: &Path, out: &mut Vec<Value>) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = e.map_err(|e| Error::io(dir, e))?.path();
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
         }
-    };
-    match videos.iter_mut().find(|v| v["video_id"] == video) {
-        Some(v) => *v = entry,
-        None => videos.push(entry),
+        if path.is_dir() {
+            collect_entries(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "json") {
+            out.push(read_json::<Value>(&path)?);
+        }
     }
-    Ok(json!({ "annotations": videos }))
+    Ok(())
 }
 
 /// Writes `doc` to `path` atomically (pretty-printed).
@@ -179,27 +198,30 @@ mod tests {
     }
 
     #[test]
-    fn vipseg_document_replaces_its_own_video_and_keeps_others() {
+    fn vipseg_videos_written_concurrently_are_all_in_pred_json() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pred.json");
-        let d1 = vipseg_document(Some(&p), "v1", &[frame("a")]).unwrap();
-        write_json(&p, &d1).unwrap();
-        let d2 = vipseg_document(Some(&p), "v2", &[frame("b")]).unwrap();
-        write_json(&p, &d2).unwrap();
-        let d3 = vipseg_document(Some(&p), "v1", &[frame("c"), frame("d")]).unwrap();
-        let ids: Vec<&str> = d3["annotations"]
-            .as_array()
-            .unwrap()
+        let d = dir.path().to_path_buf();
+        let names: Vec<String> = (0..8).map(|i| format!("v{i}")).collect();
+        std::thread::scope(|s| {
+            for name in &names {
+                let d = &d;
+                s.spawn(move || write_vipseg_video(d, name, &[frame(name)]).unwrap());
+            }
+        });
+        // A rewritten video replaces its own entry.
+        write_vipseg_video(&d, "v3", &[frame("x"), frame("y")]).unwrap();
+        let doc: Value = read_json(&d.join("pred.json")).unwrap();
+        let videos = doc["annotations"].as_array().unwrap();
+        let ids: Vec<&str> = videos
             .iter()
             .map(|v| v["video_id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, ["v1", "v2"]);
-        assert_eq!(d3["annotations"][0]["annotations"][1]["file_name"], "d.jpg");
+        assert_eq!(ids, names.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(videos[3]["annotations"][1]["file_name"], "y.jpg");
+        assert!(!d.join(".pred.json.lock").exists());
 
-        std::fs::write(&p, "[1, 2]").unwrap();
-        let e = vipseg_document(Some(&p), "v1", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("pred.json"), "{e}");
+        std::fs::write(d.join("pred.d/bad.json"), "[1,").unwrap();
+        let e = write_vipseg_video(&d, "v1", &[]).unwrap_err().to_string();
+        assert!(e.contains("bad.json"), "{e}");
     }
 }

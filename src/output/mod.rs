@@ -21,11 +21,13 @@ use json::{BurstRecord, FrameRecord, SegmentRecord};
 use std::path::{Path, PathBuf};
 
 /// Output layout and mask encoding (reference §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// `<out>/<video>/<frame>.png`: 8-bit palette PNGs (ids up to 255), no JSON.
     Davis,
-    /// `<out>/pan_pred/<video>/<frame>.png` RGB-id PNGs and `<out>/pred.json` (all videos).
+    /// `<out>/pan_pred/<video>/<frame>.png` RGB-id PNGs and `<out>/pred.json` (all videos,
+    /// rebuilt from the per-video entries `<out>/pred.d/<video>.json`).
     Vipseg,
     /// `<out>/<video>/<frame>.png` RGB-id PNGs and `<out>/<video>/pred.json` with COCO RLEs;
     /// `<video>` is `<dataset>/<sequence>`.
@@ -245,14 +247,15 @@ impl Sink for Writer {
     /// Writes the JSON document.
     fn finish(&mut self) -> Result<()> {
         if let Some(path) = &self.layout.json {
-            let doc = match self.opts.format {
+            match self.opts.format {
                 OutputFormat::Vipseg => {
-                    json::vipseg_document(Some(path), &self.opts.video, &self.records)?
+                    json::write_vipseg_video(&self.opts.dir, &self.opts.video, &self.records)?
                 }
-                OutputFormat::Burst => json::burst_document(&self.opts.video, &self.records),
-                _ => json::demo_document(&self.records),
-            };
-            json::write_json(path, &doc)?;
+                OutputFormat::Burst => {
+                    json::write_json(path, &json::burst_document(&self.opts.video, &self.records))?
+                }
+                _ => json::write_json(path, &json::demo_document(&self.records))?,
+            }
         }
         Ok(())
     }

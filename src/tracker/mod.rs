@@ -4,7 +4,7 @@
 //! reference masks needs `vos`, one of proposals any other; without a propagator, image-only):
 //! - **image-only** (no propagator): every frame gets its own raw segmentation, with the
 //!   segmenter's ids, at the original resolution;
-//! - **VOS** (`vos`; segmenter kind [`SegmenterKind::Reference`]): masks given on any frame
+//! - **VOS** (`vos`; segmenter kind [`SegmenterKind::Reference`](crate::segmenter::SegmenterKind::Reference)): masks given on any frame
 //!   (by the segmenter or by [`Tracker::add_prompt`]) add new objects or overwrite re-listed
 //!   ones; objects are never deleted;
 //! - **online**: every `detection_every`-th frame's raw segmentation is merged (no lag);

@@ -147,15 +147,8 @@ fn paint_over(base: Segmentation, top: &Segmentation) -> Segmentation {
             *b = 0;
         }
     }
-    let present = map.areas();
-    let segments = top
-        .segments
-        .iter()
-        .chain(base.segments.iter().filter(|s| !replaced.contains(&s.id)))
-        .filter(|s| present.contains_key(&s.id))
-        .cloned()
-        .collect();
-    Segmentation { map, segments }
+    let kept = base.segments.iter().filter(|s| !replaced.contains(&s.id));
+    Segmentation::of_present(map, top.segments.iter().chain(kept))
 }
 
 #[cfg(test)]

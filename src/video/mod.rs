@@ -2,6 +2,7 @@
 
 pub mod ffmpeg;
 pub mod folder;
+mod opener;
 pub mod pillow;
 mod resize;
 mod source;
@@ -9,8 +10,9 @@ pub mod synthetic;
 
 pub use ffmpeg::{VideoFileSource, VideoFileWriter};
 pub use folder::FolderSource;
+pub use opener::{is_video_file, open, video_name, VIDEO_EXTENSIONS};
 pub use resize::{internal_size, resize_rgb};
-pub use source::{is_video_file, open, video_name, FrameSource, VIDEO_EXTENSIONS};
+pub use source::FrameSource;
 
 use image::RgbImage;
 use std::sync::Arc;

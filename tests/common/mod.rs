@@ -44,3 +44,4 @@ pub fn data(sub: &str) -> Option<PathBuf> {
         None
     }
 }
+pub mod deva;

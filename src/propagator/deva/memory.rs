@@ -1,18 +1,23 @@
-//! Working and long-term memory of the DEVA propagator (reference §2.3), host-side.
+//! Working and long-term memory of the DEVA propagator (reference §2.3), on the tensors' device.
 //!
 //! Objects that first appear together share a bucket: one key per memory token, one value per
 //! object and token. Working memory keeps at most `T_max` frames per bucket; when full, the
 //! tokens between the first frame and the last `T_min − 1` frames are consolidated into
 //! `P` prototypes (highest normalised usage, potentiated by a full softmax) that go to the
 //! bucket's long-term memory, which holds at most `LT_max` tokens (least-used evicted first).
+//!
+//! Keys, values and usage counters stay on the device of the tensors given to
+//! [`Memory::add`]; only the choice of prototypes and of evicted tokens (one usage value per
+//! token, when memory is full) reads counters on the host.
 
-use super::network::{KEY_DIM, VALUE_DIM};
-use super::readout::{similarity, softmax_rows, KeySet, Query, TopK};
+use candle_core::{DType, Tensor};
+
+use super::readout::{self, KeyTensors};
+use crate::error::Result;
 use crate::mask::ObjectId;
-use crate::nn::linalg::{gemm_acc, MatRef};
 
 /// Life count of a token that has never been read (avoids 0/0 in the usage).
-const NEW_LIFE: f32 = 1e-7;
+const NEW_LIFE: f64 = 1e-7;
 
 /// Resolved memory settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,117 +39,142 @@ pub struct MemorySettings {
     pub count_long_term_usage: bool,
 }
 
-/// Frame keys for memory: token-major `[tokens][KEY_DIM]` key and selection, `[tokens]`
-/// shrinkage.
+/// Keys of one frame, token-major: `key` and `selection` `[tokens, KEY_DIM]`, `shrinkage`
+/// `[tokens]`.
 #[derive(Debug, Clone)]
 pub struct FrameKeys {
     /// Keys.
-    pub key: Vec<f32>,
+    pub key: Tensor,
     /// Shrinkage.
-    pub shrinkage: Vec<f32>,
+    pub shrinkage: Tensor,
     /// Selection.
-    pub selection: Vec<f32>,
+    pub selection: Tensor,
 }
 
-/// Tokens of one bucket in one store.
+/// Tokens of one bucket in one store; every tensor has the tokens on dimension 0 (`None`
+/// while the store is empty).
 #[derive(Debug, Clone, Default)]
 struct Store {
-    key: Vec<f32>,
-    shrinkage: Vec<f32>,
-    selection: Vec<f32>,
+    len: usize,
+    key: Option<Tensor>,
+    shrinkage: Option<Tensor>,
+    selection: Option<Tensor>,
     /// Usage counters, when counted.
-    use_count: Vec<f32>,
-    life_count: Vec<f32>,
-    /// Per object `[tokens][VALUE_DIM]`.
-    values: Vec<(ObjectId, Vec<f32>)>,
+    use_count: Option<Tensor>,
+    life_count: Option<Tensor>,
+    /// Per object `[tokens, VALUE_DIM]`.
+    values: Vec<(ObjectId, Tensor)>,
+}
+
+/// `slot` with `t` appended along the tokens.
+fn append(slot: &mut Option<Tensor>, t: &Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        Some(old) => Tensor::cat(&[&old, t], 0)?,
+        None => t.contiguous()?,
+    });
+    Ok(())
+}
+
+/// The present tensor of a store slot.
+fn get(slot: &Option<Tensor>) -> &Tensor {
+    slot.as_ref()
+        .expect("stores with tokens have their tensors")
 }
 
 impl Store {
-    fn len(&self) -> usize {
-        self.shrinkage.len()
-    }
-
-    fn keys(&self) -> KeySet<'_> {
-        KeySet {
-            key: &self.key,
-            shrinkage: &self.shrinkage,
+    fn keys(&self) -> KeyTensors<'_> {
+        KeyTensors {
+            key: get(&self.key),
+            shrinkage: get(&self.shrinkage),
         }
     }
 
-    fn value(&self, id: ObjectId) -> Option<&[f32]> {
-        self.values
-            .iter()
-            .find(|(o, _)| *o == id)
-            .map(|(_, v)| v.as_slice())
+    fn value(&self, id: ObjectId) -> Option<&Tensor> {
+        self.values.iter().find(|(o, _)| *o == id).map(|(_, v)| v)
     }
 
-    fn value_mut(&mut self, id: ObjectId) -> &mut Vec<f32> {
-        if let Some(i) = self.values.iter().position(|(o, _)| *o == id) {
-            return &mut self.values[i].1;
+    fn append_value(&mut self, id: ObjectId, v: &Tensor) -> Result<()> {
+        match self.values.iter_mut().find(|(o, _)| *o == id) {
+            Some((_, old)) => *old = Tensor::cat(&[&*old, v], 0)?,
+            None => self.values.push((id, v.contiguous()?)),
         }
-        self.values.push((id, Vec::new()));
-        &mut self.values.last_mut().expect("just pushed").1
+        Ok(())
     }
 
-    fn append_counters(&mut self, n: usize, counted: bool) {
+    /// Appends `n` tokens' keys (selection only if `with_selection`), and fresh usage counters
+    /// if `counted`.
+    fn append_keys(&mut self, keys: &FrameKeys, with_selection: bool, counted: bool) -> Result<()> {
+        let n = keys.shrinkage.dim(0)?;
+        append(&mut self.key, &keys.key)?;
+        append(&mut self.shrinkage, &keys.shrinkage)?;
+        if with_selection {
+            append(&mut self.selection, &keys.selection)?;
+        }
         if counted {
-            self.use_count.extend(std::iter::repeat_n(0.0, n));
-            self.life_count.extend(std::iter::repeat_n(NEW_LIFE, n));
+            let dev = keys.shrinkage.device();
+            append(&mut self.use_count, &Tensor::zeros(n, DType::F32, dev)?)?;
+            let life = Tensor::full(NEW_LIFE as f32, n, dev)?;
+            append(&mut self.life_count, &life)?;
+        }
+        self.len += n;
+        Ok(())
+    }
+
+    /// Normalised usage `use / life` on the host (`None` when not counted).
+    fn usage(&self) -> Result<Option<Vec<f32>>> {
+        match (&self.use_count, &self.life_count) {
+            (Some(u), Some(l)) => Ok(Some((u / l)?.to_vec1::<f32>()?)),
+            _ => Ok(None),
         }
     }
 
-    /// Normalised usage `use / life` (empty when not counted).
-    fn usage(&self) -> Vec<f32> {
-        self.use_count
-            .iter()
-            .zip(&self.life_count)
-            .map(|(u, l)| u / l)
-            .collect()
+    fn add_usage(&mut self, usage: &Tensor) -> Result<()> {
+        if let (Some(u), Some(l)) = (&mut self.use_count, &mut self.life_count) {
+            *u = (&*u + usage)?;
+            *l = (&*l + 1.0)?;
+        }
+        Ok(())
     }
 
-    fn add_usage(&mut self, usage: &[f32]) {
-        if self.use_count.is_empty() {
-            return;
+    /// Keeps the tokens for which `keep[token]` holds.
+    fn retain(&mut self, keep: &[bool]) -> Result<()> {
+        let kept: Vec<u32> = (0..keep.len() as u32)
+            .filter(|&i| keep[i as usize])
+            .collect();
+        if kept.len() == self.len {
+            return Ok(());
         }
-        for ((u, l), x) in self
-            .use_count
-            .iter_mut()
-            .zip(self.life_count.iter_mut())
-            .zip(usage)
-        {
-            *u += x;
-            *l += 1.0;
+        if kept.is_empty() {
+            *self = Store {
+                values: Vec::new(),
+                ..Store::default()
+            };
+            return Ok(());
         }
-    }
-
-    /// Keeps the tokens for which `keep(token)` holds.
-    fn retain(&mut self, keep: &[bool]) {
-        fn filter(v: &mut Vec<f32>, width: usize, keep: &[bool]) {
-            if v.is_empty() {
-                return;
+        let dev = get(&self.shrinkage).device().clone();
+        let index = Tensor::new(kept.as_slice(), &dev)?;
+        let select = |t: &mut Option<Tensor>| -> Result<()> {
+            if let Some(x) = t {
+                *x = x.index_select(&index, 0)?;
             }
-            let mut out = Vec::with_capacity(v.len());
-            for (chunk, &k) in v.chunks(width).zip(keep) {
-                if k {
-                    out.extend_from_slice(chunk);
-                }
-            }
-            *v = out;
-        }
-        filter(&mut self.key, KEY_DIM, keep);
-        filter(&mut self.selection, KEY_DIM, keep);
-        filter(&mut self.shrinkage, 1, keep);
-        filter(&mut self.use_count, 1, keep);
-        filter(&mut self.life_count, 1, keep);
+            Ok(())
+        };
+        select(&mut self.key)?;
+        select(&mut self.shrinkage)?;
+        select(&mut self.selection)?;
+        select(&mut self.use_count)?;
+        select(&mut self.life_count)?;
         for (_, v) in &mut self.values {
-            filter(v, VALUE_DIM, keep);
+            *v = v.index_select(&index, 0)?;
         }
+        self.len = kept.len();
+        Ok(())
     }
 
     /// Removes the tokens `range`.
-    fn remove(&mut self, range: std::ops::Range<usize>) {
-        let keep: Vec<bool> = (0..self.len()).map(|i| !range.contains(&i)).collect();
-        self.retain(&keep);
+    fn remove(&mut self, range: std::ops::Range<usize>) -> Result<()> {
+        let keep: Vec<bool> = (0..self.len).map(|i| !range.contains(&i)).collect();
+        self.retain(&keep)
     }
 }
 
@@ -203,27 +233,27 @@ impl Memory {
         self.buckets
             .iter()
             .map(|b| BucketSize {
-                working: b.work.len(),
-                long_term: b.long.len(),
+                working: b.work.len,
+                long_term: b.long.len,
             })
             .collect()
     }
 
     /// The working-memory keys of bucket `i` (in bucket creation order).
-    pub fn working_keys(&self, i: usize) -> Option<KeySet<'_>> {
+    pub fn working_keys(&self, i: usize) -> Option<KeyTensors<'_>> {
         self.buckets.get(i).map(|b| b.work.keys())
     }
 
-    /// The working-memory values `[tokens][512]` of `id`.
-    pub fn working_values(&self, id: ObjectId) -> Option<&[f32]> {
+    /// The working-memory values `[tokens, VALUE_DIM]` of `id`.
+    pub fn working_values(&self, id: ObjectId) -> Option<&Tensor> {
         self.buckets.iter().find_map(|b| b.work.value(id))
     }
 
-    /// Adds one frame: its keys and the values `[512][tokens]` (channel-major) of every
+    /// Adds one frame: its keys and the token-major values `[tokens, VALUE_DIM]` of every
     /// tracked object. Objects not in any bucket form a new bucket together. Consolidates or
     /// trims working memory afterwards.
-    pub fn add(&mut self, keys: &FrameKeys, values: &[(ObjectId, Vec<f32>)]) {
-        let hw = keys.shrinkage.len();
+    pub fn add(&mut self, keys: &FrameKeys, values: &[(ObjectId, Tensor)]) -> Result<()> {
+        let hw = keys.shrinkage.dim(0)?;
         self.frame_tokens.get_or_insert(hw);
         let counted_work = self.settings.long_term;
         let new: Vec<ObjectId> = values
@@ -241,143 +271,128 @@ impl Memory {
         for b in &mut self.buckets {
             let mut touched = false;
             for (o, v) in values.iter().filter(|(o, _)| b.objects.contains(o)) {
-                b.work.value_mut(*o).extend(transpose_to_tokens(v, hw));
+                b.work.append_value(*o, v)?;
                 touched = true;
             }
-            if !touched {
-                continue;
+            if touched {
+                b.work.append_keys(keys, counted_work, counted_work)?;
             }
-            b.work.key.extend_from_slice(&keys.key);
-            b.work.shrinkage.extend_from_slice(&keys.shrinkage);
-            if counted_work {
-                b.work.selection.extend_from_slice(&keys.selection);
-            }
-            b.work.append_counters(hw, counted_work);
         }
         for i in 0..self.buckets.len() {
-            self.bound_working_memory(i, hw);
+            self.bound_working_memory(i, hw)?;
         }
+        Ok(())
     }
 
-    fn bound_working_memory(&mut self, i: usize, hw: usize) {
+    fn bound_working_memory(&mut self, i: usize, hw: usize) -> Result<()> {
         let s = self.settings.clone();
-        let size = self.buckets[i].work.len();
+        let size = self.buckets[i].work.len;
         if !s.long_term {
             if size > s.max_frames * hw {
                 let keep_last = (s.max_frames - 1) * hw;
-                self.buckets[i].work.remove(hw..size - keep_last);
+                self.buckets[i].work.remove(hw..size - keep_last)?;
             }
-            return;
+            return Ok(());
         }
         if size < s.max_frames * hw {
-            return;
+            return Ok(());
         }
         let max_kept = s.max_long_term - s.prototypes;
-        if self.buckets[i].long.len() >= max_kept {
-            evict(&mut self.buckets[i].long, max_kept, s.count_long_term_usage);
+        if self.buckets[i].long.len >= max_kept {
+            evict(&mut self.buckets[i].long, max_kept, s.count_long_term_usage)?;
         }
-        self.consolidate(i, hw);
+        self.consolidate(i, hw)
     }
 
     /// Turns the working tokens between the first frame and the last `T_min − 1` frames into
     /// prototypes in long-term memory.
-    fn consolidate(&mut self, i: usize, hw: usize) {
+    fn consolidate(&mut self, i: usize, hw: usize) -> Result<()> {
         let s = &self.settings;
         let counted = s.count_long_term_usage;
         let b = &mut self.buckets[i];
-        let size = b.work.len();
+        let size = b.work.len;
         let (start, end) = (hw, size + hw - s.min_frames * hw);
-        let usage = b.work.usage();
-        let mut order: Vec<usize> = (start..end).collect();
-        order.sort_by(|&x, &y| usage[y].total_cmp(&usage[x]).then(x.cmp(&y)));
+        let usage = b
+            .work
+            .usage()?
+            .expect("working memory counts usage with long-term memory");
+        let mut order: Vec<u32> = (start as u32..end as u32).collect();
+        order.sort_by(|&x, &y| {
+            usage[y as usize]
+                .total_cmp(&usage[x as usize])
+                .then(x.cmp(&y))
+        });
         order.truncate(s.prototypes.min(end - start));
-        let pick = |v: &[f32]| -> Vec<f32> {
-            order
-                .iter()
-                .flat_map(|&t| &v[t * KEY_DIM..(t + 1) * KEY_DIM])
-                .copied()
-                .collect()
-        };
-        let query = Query::new(&pick(&b.work.key), &pick(&b.work.selection));
-        let candidates = KeySet {
-            key: &b.work.key[start * KEY_DIM..end * KEY_DIM],
-            shrinkage: &b.work.shrinkage[start..end],
-        };
         let n = end - start;
-        let p = order.len();
-        let mut affinity = similarity(&query, &[candidates]);
-        softmax_rows(&mut affinity, n);
-        let mut shrinkage = vec![0.0f32; p];
-        gemm_acc(
-            p,
-            1,
-            n,
-            &mut shrinkage,
-            1,
-            MatRef::rows(&affinity, n),
-            MatRef::rows(candidates.shrinkage, 1),
-            false,
-        );
+        let work_key = get(&b.work.key);
+        let index = Tensor::new(order.as_slice(), work_key.device())?;
+        let proto_key = work_key.index_select(&index, 0)?;
+        let proto_selection = get(&b.work.selection).index_select(&index, 0)?;
+        let candidates = KeyTensors {
+            key: &work_key.narrow(0, start, n)?,
+            shrinkage: &get(&b.work.shrinkage).narrow(0, start, n)?,
+        };
+        // Full softmax of the prototypes' similarity to every candidate.
+        let sim = readout::similarity_tensor(&proto_key, &proto_selection, &candidates)?;
+        let affinity = candle_nn::ops::softmax_last_dim(&sim)?;
+        let shrinkage = affinity
+            .matmul(&candidates.shrinkage.unsqueeze(1)?)?
+            .squeeze(1)?;
         let mut prototypes = Vec::with_capacity(b.objects.len());
         for &o in &b.objects {
             let v = b.work.value(o).expect("bucket objects have values");
-            let mut pv = vec![0.0f32; p * VALUE_DIM];
-            gemm_acc(
-                p,
-                VALUE_DIM,
-                n,
-                &mut pv,
-                VALUE_DIM,
-                MatRef::rows(&affinity, n),
-                MatRef::rows(&v[start * VALUE_DIM..end * VALUE_DIM], VALUE_DIM),
-                true,
-            );
-            prototypes.push((o, pv));
+            prototypes.push((o, affinity.matmul(&v.narrow(0, start, n)?)?));
         }
-        let keys = pick(&b.work.key);
         if size > s.min_frames * hw + hw {
-            b.work.remove(start..end);
+            b.work.remove(start..end)?;
         }
-        b.long.key.extend(keys);
-        b.long.shrinkage.extend(shrinkage);
+        let keys = FrameKeys {
+            key: proto_key,
+            shrinkage,
+            selection: proto_selection,
+        };
+        b.long.append_keys(&keys, false, counted)?;
         for (o, pv) in prototypes {
-            b.long.value_mut(o).extend(pv);
+            b.long.append_value(o, &pv)?;
         }
-        b.long.append_counters(p, counted);
+        Ok(())
     }
 
-    /// Reads memory for the queries of one frame (key and selection token-major): the readout
-    /// `[512][tokens]` of every object in a bucket, and usage bookkeeping.
-    pub fn read(&mut self, key: &[f32], selection: &[f32]) -> Vec<(ObjectId, Vec<f32>)> {
-        let query = Query::new(key, selection);
+    /// Reads memory for the queries of one frame (key and selection token-major
+    /// `[tokens, KEY_DIM]`): the readout `[VALUE_DIM, tokens]` of every object in a bucket,
+    /// and usage bookkeeping.
+    pub fn read(&mut self, key: &Tensor, selection: &Tensor) -> Result<Vec<(ObjectId, Tensor)>> {
         let s = &self.settings;
         let mut out = Vec::new();
         for b in &mut self.buckets {
-            let with_long = s.long_term && b.long.len() > 0;
-            let sets: Vec<KeySet> = if with_long {
+            let with_long = s.long_term && b.long.len > 0;
+            let sets: Vec<KeyTensors> = if with_long {
                 vec![b.long.keys(), b.work.keys()]
             } else {
                 vec![b.work.keys()]
             };
-            let top = TopK::compute(&query, &sets, s.top_k);
-            for &o in &b.objects {
-                let mut runs = Vec::with_capacity(2);
-                if with_long {
-                    runs.push(b.long.value(o).expect("bucket objects have values"));
-                }
-                runs.push(b.work.value(o).expect("bucket objects have values"));
-                out.push((o, top.read(&runs, VALUE_DIM)));
-            }
+            let values: Vec<Vec<&Tensor>> = b
+                .objects
+                .iter()
+                .map(|&o| {
+                    let work = b.work.value(o).expect("bucket objects have values");
+                    match with_long {
+                        true => vec![b.long.value(o).expect("bucket objects have values"), work],
+                        false => vec![work],
+                    }
+                })
+                .collect();
+            let r = readout::read(key, selection, &sets, &values, s.top_k)?;
+            out.extend(b.objects.iter().copied().zip(r.values));
             if s.long_term {
-                let usage = top.usage();
-                let n_long = if with_long { b.long.len() } else { 0 };
-                b.work.add_usage(&usage[n_long..]);
+                let n_long = if with_long { b.long.len } else { 0 };
+                b.work.add_usage(&r.usage.narrow(0, n_long, b.work.len)?)?;
                 if with_long {
-                    b.long.add_usage(&usage[..n_long]);
+                    b.long.add_usage(&r.usage.narrow(0, 0, n_long)?)?;
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Forgets every object not in `keep`; buckets left empty disappear.
@@ -394,32 +409,28 @@ impl Memory {
 /// Drops long-term tokens down to `max_size`: by lowest normalised usage (every token whose
 /// usage is at most the cut-off value goes, as in the reference), or oldest first when usage
 /// is not counted.
-fn evict(store: &mut Store, max_size: usize, counted: bool) {
-    let size = store.len();
+fn evict(store: &mut Store, max_size: usize, counted: bool) -> Result<()> {
+    let size = store.len;
     if size <= max_size {
-        return;
+        return Ok(());
     }
     let excess = size - max_size;
-    if !counted {
-        store.remove(0..excess);
-        return;
-    }
-    let usage = store.usage();
+    let usage = match store.usage()? {
+        Some(u) if counted => u,
+        _ => return store.remove(0..excess),
+    };
     let mut sorted = usage.clone();
     let (_, cut, _) = sorted.select_nth_unstable_by(excess - 1, f32::total_cmp);
     let cut = *cut;
     let keep: Vec<bool> = usage.iter().map(|&u| u > cut).collect();
-    store.retain(&keep);
-}
-
-/// `[channels][tokens]` → `[tokens][channels]` for `VALUE_DIM` channels.
-fn transpose_to_tokens(v: &[f32], tokens: usize) -> Vec<f32> {
-    super::readout::transpose(v, v.len() / tokens, tokens)
+    store.retain(&keep)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::network::{KEY_DIM, VALUE_DIM};
     use super::*;
+    use candle_core::Device;
 
     fn settings(long_term: bool, counted: bool) -> MemorySettings {
         MemorySettings {
@@ -433,22 +444,30 @@ mod tests {
         }
     }
 
+    fn pseudo(n: usize, s: u64) -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| (crate::nn::synthetic::splitmix64(s * 7919 + i) >> 40) as f32 / 16777216.0)
+            .collect()
+    }
+
     fn frame(hw: usize, seed: u64) -> FrameKeys {
-        let v = |n: usize, s: u64| -> Vec<f32> {
-            (0..n as u64)
-                .map(|i| (crate::nn::synthetic::splitmix64(s * 7919 + i) >> 40) as f32 / 16777216.0)
-                .collect()
+        let t = |v: Vec<f32>, c: usize| {
+            let shape = if c == 1 { vec![hw] } else { vec![hw, c] };
+            Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
         };
         FrameKeys {
-            key: v(hw * KEY_DIM, seed),
-            shrinkage: v(hw, seed + 1).iter().map(|x| x + 1.0).collect(),
-            selection: v(hw * KEY_DIM, seed + 2),
+            key: t(pseudo(hw * KEY_DIM, seed), KEY_DIM),
+            shrinkage: t(pseudo(hw, seed + 1).iter().map(|x| x + 1.0).collect(), 1),
+            selection: t(pseudo(hw * KEY_DIM, seed + 2), KEY_DIM),
         }
     }
 
-    fn values(ids: &[ObjectId], hw: usize, seed: u64) -> Vec<(ObjectId, Vec<f32>)> {
+    fn values(ids: &[ObjectId], hw: usize, seed: u64) -> Vec<(ObjectId, Tensor)> {
         ids.iter()
-            .map(|&o| (o, vec![(seed + o as u64) as f32; VALUE_DIM * hw]))
+            .map(|&o| {
+                let v = Tensor::full((seed + o as u64) as f32, (hw, VALUE_DIM), &Device::Cpu);
+                (o, v.unwrap())
+            })
             .collect()
     }
 
@@ -460,8 +479,8 @@ mod tests {
             for t in 0..40u64 {
                 let f = frame(hw, t);
                 let ids: &[ObjectId] = if t < 3 { &[1] } else { &[1, 2] };
-                m.add(&f, &values(ids, hw, t));
-                m.read(&f.key, &f.selection);
+                m.add(&f, &values(ids, hw, t)).unwrap();
+                m.read(&f.key, &f.selection).unwrap();
                 for s in m.sizes() {
                     assert!(s.working <= 4 * hw, "{s:?}");
                     assert!(s.long_term <= 10, "{s:?}");
@@ -478,10 +497,10 @@ mod tests {
         let hw = 2;
         let mut m = Memory::new(settings(false, false));
         for t in 0..9u64 {
-            m.add(&frame(hw, t), &values(&[5], hw, t));
+            m.add(&frame(hw, t), &values(&[5], hw, t)).unwrap();
         }
-        let v = m.working_values(5).unwrap();
-        let firsts: Vec<f32> = v.chunks(VALUE_DIM * hw).map(|c| c[0]).collect();
+        let v = m.working_values(5).unwrap().to_vec2::<f32>().unwrap();
+        let firsts: Vec<f32> = v.chunks(hw).map(|c| c[0][0]).collect();
         assert_eq!(firsts, vec![5.0, 11.0, 12.0, 13.0]);
         m.retain_objects(&[]);
         assert!(!m.is_engaged());
@@ -490,16 +509,20 @@ mod tests {
     #[test]
     fn eviction_removes_the_least_used_tokens() {
         let mut s = Store::default();
-        for u in [0.5f32, 0.1, 0.9, 0.1, 0.7] {
-            s.key.extend(vec![u; KEY_DIM]);
-            s.shrinkage.push(u);
-            s.use_count.push(u);
-            s.life_count.push(1.0);
-        }
-        evict(&mut s, 3, true);
+        let u = [0.5f32, 0.1, 0.9, 0.1, 0.7];
+        let keys = FrameKeys {
+            key: Tensor::zeros((5, KEY_DIM), DType::F32, &Device::Cpu).unwrap(),
+            shrinkage: Tensor::new(&u, &Device::Cpu).unwrap(),
+            selection: Tensor::zeros((5, KEY_DIM), DType::F32, &Device::Cpu).unwrap(),
+        };
+        s.append_keys(&keys, false, true).unwrap();
+        s.use_count = Some(Tensor::new(&u, &Device::Cpu).unwrap());
+        s.life_count = Some(Tensor::ones(5, DType::F32, &Device::Cpu).unwrap());
+        evict(&mut s, 3, true).unwrap();
+        let shrinkage = |s: &Store| get(&s.shrinkage).to_vec1::<f32>().unwrap();
         // The two lowest (tied at 0.1) go.
-        assert_eq!(s.shrinkage, vec![0.5, 0.9, 0.7]);
-        evict(&mut s, 2, false);
-        assert_eq!(s.shrinkage, vec![0.9, 0.7]);
+        assert_eq!(shrinkage(&s), vec![0.5, 0.9, 0.7]);
+        evict(&mut s, 2, false).unwrap();
+        assert_eq!(shrinkage(&s), vec![0.9, 0.7]);
     }
 }

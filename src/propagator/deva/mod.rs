@@ -32,12 +32,12 @@ use candle_core::{DType, Device, Tensor};
 pub use self::config::{MemoryConfig, UsageCounting};
 use self::input::{normalized_padded, Padding};
 use self::memory::{FrameKeys, Memory, MemorySettings};
-use self::network::{DecoderSkips, DevaNet, KEY_DIM, VALUE_DIM};
-use self::readout::{transpose, KeySet, Query, TopK};
+use self::network::{DecoderSkips, DevaNet, VALUE_DIM};
+use self::readout::KeyTensors;
 use super::Propagator;
 use crate::error::{Error, Result};
 use crate::mask::{ObjectId, ObjectProbs};
-use crate::nn::{checkpoint, Weights};
+use crate::nn::Weights;
 use crate::video::Frame;
 
 /// Frames whose features stay cached at most (the oldest index goes first); callers normally
@@ -111,6 +111,18 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
+/// `[1, C, h, w]` as token-major `[h·w, C]`, on the tensor's device.
+fn token_major(t: &Tensor) -> Result<Tensor> {
+    Ok(t.flatten_from(2)?.squeeze(0)?.t()?.contiguous()?)
+}
+
+/// The token-major values `[h·w, VALUE_DIM]` of each object of `value` `[n, VALUE_DIM, h, w]`.
+fn object_values(value: &Tensor) -> Result<Vec<Tensor>> {
+    (0..value.dim(0)?)
+        .map(|i| token_major(&value.narrow(0, i, 1)?))
+        .collect()
+}
+
 impl DevaPropagator {
     /// A propagator around a built network; `config` is validated.
     pub fn new(net: DevaNet, config: &MemoryConfig, device: &Device) -> Result<Self> {
@@ -137,21 +149,15 @@ impl DevaPropagator {
         config: &MemoryConfig,
         device: &Device,
     ) -> Result<Self> {
-        let mut dict = checkpoint::load(path.as_ref(), &[])?;
-        if !dict.is_empty() && dict.names().all(|n| n.starts_with("module.")) {
-            dict = dict.strip_prefix("module.");
-        }
-        let mut w = Weights::from_state_dict(dict, device);
-        let net = DevaNet::load(&mut w)?;
-        w.finish()?;
+        let w = Weights::open(path)?.strip_common_prefix("module.");
+        let net = w.build(device, &[], DevaNet::load)?;
         DevaPropagator::new(net, config, device)
     }
 
     /// A propagator with synthetic formula weights (see [`crate::nn::synthetic`]), for tests
     /// and benchmarks.
     pub fn synthetic(seed: u64, config: &MemoryConfig, device: &Device) -> Result<Self> {
-        let mut w = Weights::synthetic(seed, device);
-        let net = DevaNet::load(&mut w)?;
+        let net = Weights::synthetic(seed, device, DevaNet::load)?;
         DevaPropagator::new(net, config, device)
     }
 
@@ -209,11 +215,10 @@ impl DevaPropagator {
         let features = self.net.encode_image(&image)?;
         let skips = self.net.decoder_skips(&features)?;
         let k = self.net.transform_key(&features.key_feat)?;
-        let hw = pad.grid().0 * pad.grid().1;
         let keys = FrameKeys {
-            key: transpose(&host(&k.key)?, KEY_DIM, hw),
-            shrinkage: host(&k.shrinkage)?,
-            selection: transpose(&host(&k.selection)?, KEY_DIM, hw),
+            key: token_major(&k.key)?,
+            shrinkage: k.shrinkage.flatten_all()?,
+            selection: token_major(&k.selection)?,
         };
         let state = Arc::new(FrameState {
             pad,
@@ -266,27 +271,23 @@ impl DevaPropagator {
         Ok(())
     }
 
-    /// Readout tensor `[n, 512, h, w]` from per-object readouts `[512][h·w]`.
+    /// Readout tensor `[n, 512, h, w]` from per-object readouts `[512, h·w]` (zeros for
+    /// objects that read nothing).
     fn readout_tensor(
         &self,
         ids: &[ObjectId],
-        readouts: &[(ObjectId, Vec<f32>)],
+        readouts: &[(ObjectId, Tensor)],
         pad: &Padding,
     ) -> Result<Tensor> {
         let (gw, gh) = pad.grid();
-        let plane = VALUE_DIM * gw * gh;
-        let mut data = Vec::with_capacity(ids.len() * plane);
-        for id in ids {
-            match readouts.iter().find(|(o, _)| o == id) {
-                Some((_, r)) => data.extend_from_slice(r),
-                None => data.extend(std::iter::repeat_n(0.0, plane)),
-            }
-        }
-        Ok(Tensor::from_vec(
-            data,
-            (ids.len(), VALUE_DIM, gh, gw),
-            &self.device,
-        )?)
+        let parts = ids
+            .iter()
+            .map(|id| match readouts.iter().find(|(o, _)| o == id) {
+                Some((_, r)) => Ok(r.reshape((1, VALUE_DIM, gh, gw))?),
+                None => self.zero_sensory(pad, 1),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
     }
 
     /// Unpadded probabilities from `[n + 1, 1, H, W]` (background first).
@@ -348,7 +349,7 @@ impl Propagator for DevaPropagator {
         }
         let st = self.frame_state(frame)?;
         let pad = st.pad;
-        let readouts = self.memory.read(&st.keys.key, &st.keys.selection);
+        let readouts = self.memory.read(&st.keys.key, &st.keys.selection)?;
         let readout = self.readout_tensor(&ids, &readouts, &pad)?;
         let sensory = self.sensory_of(&ids, &pad)?;
         let zero = vec![0.0; pad.padded_len()];
@@ -429,15 +430,9 @@ impl Propagator for DevaPropagator {
             self.net
                 .encode_mask(&st.image, &st.f16, &sensory, &mask, self.chunk())?;
         self.store_sensory(&ids, &sensory)?;
-        let value = host(&value)?;
-        let plane = value.len() / ids.len();
-        let values: Vec<(ObjectId, Vec<f32>)> = ids
-            .iter()
-            .copied()
-            .zip(value.chunks(plane).map(<[f32]>::to_vec))
-            .collect();
-        self.memory.add(&st.keys, &values);
-        Ok(())
+        let values: Vec<(ObjectId, Tensor)> =
+            ids.iter().copied().zip(object_values(&value)?).collect();
+        self.memory.add(&st.keys, &values)
     }
 
     fn remove_objects(&mut self, ids: &[ObjectId]) -> Result<()> {
@@ -484,22 +479,20 @@ impl Propagator for DevaPropagator {
         let (value, sensory) =
             self.net
                 .encode_mask(&s.image, &s.f16, &zero, &mask, self.chunk())?;
-        let hw = s.keys.shrinkage.len();
-        let top = TopK::compute(
-            &Query::new(&d.keys.key, &d.keys.selection),
-            &[KeySet {
-                key: &s.keys.key,
-                shrinkage: &s.keys.shrinkage,
-            }],
+        let values = object_values(&value)?;
+        let runs: Vec<Vec<&Tensor>> = values.iter().map(|v| vec![v]).collect();
+        let memory = [KeyTensors {
+            key: &s.keys.key,
+            shrinkage: &s.keys.shrinkage,
+        }];
+        let read = readout::read(
+            &d.keys.key,
+            &d.keys.selection,
+            &memory,
+            &runs,
             self.config.top_k,
-        );
-        let value = host(&value)?;
-        let readouts: Vec<(ObjectId, Vec<f32>)> = ids
-            .iter()
-            .copied()
-            .zip(value.chunks(VALUE_DIM * hw))
-            .map(|(id, v)| (id, top.read(&[&transpose(v, VALUE_DIM, hw)], VALUE_DIM)))
-            .collect();
+        )?;
+        let readouts: Vec<(ObjectId, Tensor)> = ids.iter().copied().zip(read.values).collect();
         let readout = self.readout_tensor(&ids, &readouts, &pad)?;
         let (_, prob, _) = self.net.segment(
             &d.f16,

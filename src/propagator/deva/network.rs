@@ -1,15 +1,19 @@
 //! The DEVA propagation network (reference §1): pixel encoder, key projection, mask encoder
 //! and mask decoder. Object tensors are `[objects, channels, h, w]` (the reference's batch of
 //! one with its group dimension folded in); image tensors have a batch of one.
+//!
+//! Loading spells the keys of `DEVA-propagation.pth` (`vb.pp("pixel_encoder").pp("layer2")`,
+//! ...), in the checkpoint's order. Convolutions that read one input are stacked after
+//! loading, in one visible step each: `proj1` + `proj2`, and the three key projections.
 
 use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
 use crate::error::Result;
 use crate::nn::blocks::{FusionBlock, GroupResBlock};
-use crate::nn::conv::{Conv2d, ConvShape};
+use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
 use crate::nn::resample::{area_downsample, upsample_bilinear};
 use crate::nn::resnet::{BlockKind, Stage, Stem};
-use crate::nn::Weights;
 
 /// Key (and selection) channels.
 pub const KEY_DIM: usize = 64;
@@ -75,36 +79,26 @@ struct PixelEncoder {
 }
 
 impl PixelEncoder {
-    fn load(w: &mut Weights) -> Result<Self> {
-        let p = "pixel_encoder";
-        let stem = Stem::load(w, p, 3)?;
-        let res2 = Stage::load(w, &format!("{p}.res2"), BlockKind::Bottleneck, 64, 64, 3, 1)?;
-        let layer2 = Stage::load(
-            w,
-            &format!("{p}.layer2"),
-            BlockKind::Bottleneck,
-            256,
-            128,
-            4,
-            2,
+    /// Loads `pixel_encoder` (ResNet-50 stem, `res2` = layer1, `layer2`, `layer3`, `proj1`,
+    /// `proj2`).
+    fn load(vb: &VarBuilder) -> Result<Self> {
+        use BlockKind::Bottleneck;
+        let stem = Stem::load(vb, 3)?;
+        let res2 = Stage::load(
+            vb.pp("res2"),
+            Bottleneck,
+            64,
+            /* planes */ 64,
+            3,
+            /* stride */ 1,
         )?;
-        let layer3 = Stage::load(
-            w,
-            &format!("{p}.layer3"),
-            BlockKind::Bottleneck,
-            512,
-            256,
-            6,
-            2,
-        )?;
-        let mut weight = Vec::new();
-        let mut bias = Vec::new();
-        for name in ["proj1", "proj2"] {
-            weight.extend(w.values(&format!("{p}.{name}.weight"), &[PIX_FEAT_DIM, 1024, 1, 1])?);
-            bias.extend(w.values(&format!("{p}.{name}.bias"), &[PIX_FEAT_DIM])?);
-        }
-        let shape = ConvShape::same(1024, 2 * PIX_FEAT_DIM, 1);
-        let proj = Conv2d::from_parts(shape, weight, Some(bias), w.device())?;
+        let layer2 = Stage::load(vb.pp("layer2"), Bottleneck, 256, 128, 4, 2)?;
+        let layer3 = Stage::load(vb.pp("layer3"), Bottleneck, 512, 256, 6, 2)?;
+        let shape = ConvShape::same(1024, PIX_FEAT_DIM, 1);
+        let proj1 = ConvWeights::load(&vb.pp("proj1"), shape)?;
+        let proj2 = ConvWeights::load(&vb.pp("proj2"), shape)?;
+        // Stacked: one 1×1 convolution computes both projections of layer3.
+        let proj = Conv2d::new(ConvWeights::stack(&[proj1, proj2])?)?;
         Ok(PixelEncoder {
             stem,
             res2,
@@ -139,25 +133,32 @@ struct MaskEncoder {
 }
 
 impl MaskEncoder {
-    fn load(w: &mut Weights) -> Result<Self> {
-        let p = "mask_encoder";
-        let stem = Stem::load(w, p, 4)?;
+    /// Loads `mask_encoder` (ResNet-18 stem on RGB + mask, `layer1..3`, `fuser`,
+    /// `sensory_update`).
+    fn load(vb: &VarBuilder) -> Result<Self> {
+        use BlockKind::Basic;
+        let stem = Stem::load(vb, 4)?;
         let layers = [
-            Stage::load(w, &format!("{p}.layer1"), BlockKind::Basic, 64, 64, 2, 1)?,
-            Stage::load(w, &format!("{p}.layer2"), BlockKind::Basic, 64, 128, 2, 2)?,
-            Stage::load(w, &format!("{p}.layer3"), BlockKind::Basic, 128, 256, 2, 2)?,
+            Stage::load(
+                vb.pp("layer1"),
+                Basic,
+                64,
+                /* planes */ 64,
+                2,
+                /* stride */ 1,
+            )?,
+            Stage::load(vb.pp("layer2"), Basic, 64, 128, 2, 2)?,
+            Stage::load(vb.pp("layer3"), Basic, 128, 256, 2, 2)?,
         ];
         let fuser = FusionBlock::load(
-            w,
-            &format!("{p}.fuser"),
-            PIX_FEAT_DIM,
-            256,
-            VALUE_DIM,
-            VALUE_DIM,
+            &vb.pp("fuser"),
+            /* c_image */ PIX_FEAT_DIM,
+            /* c_group */ 256,
+            /* c_mid */ VALUE_DIM,
+            /* c_out */ VALUE_DIM,
         )?;
         let sensory_transform = Conv2d::load(
-            w,
-            &format!("{p}.sensory_update.transform"),
+            &vb.pp("sensory_update").pp("transform"),
             ConvShape::same(2 * VALUE_DIM, 3 * VALUE_DIM, 3),
         )?;
         Ok(MaskEncoder {
@@ -198,16 +199,17 @@ struct KeyProjection {
 }
 
 impl KeyProjection {
-    fn load(w: &mut Weights) -> Result<Self> {
-        let mut weight = Vec::new();
-        let mut bias = Vec::new();
-        for (name, c) in [("key_proj", KEY_DIM), ("d_proj", 1), ("e_proj", KEY_DIM)] {
-            weight.extend(w.values(&format!("key_proj.{name}.weight"), &[c, PIX_FEAT_DIM, 3, 3])?);
-            bias.extend(w.values(&format!("key_proj.{name}.bias"), &[c])?);
-        }
-        let shape = ConvShape::same(PIX_FEAT_DIM, 2 * KEY_DIM + 1, 3);
+    /// Loads `key_proj` (`key_proj`, `d_proj`, `e_proj`).
+    fn load(vb: &VarBuilder) -> Result<Self> {
+        let conv = |name: &str, c_out| {
+            ConvWeights::load(&vb.pp(name), ConvShape::same(PIX_FEAT_DIM, c_out, 3))
+        };
+        let key = conv("key_proj", KEY_DIM)?;
+        let shrinkage = conv("d_proj", 1)?;
+        let selection = conv("e_proj", KEY_DIM)?;
+        // Stacked: one 3×3 convolution computes key, shrinkage and selection.
         Ok(KeyProjection {
-            conv: Conv2d::from_parts(shape, weight, Some(bias), w.device())?,
+            conv: Conv2d::new(ConvWeights::stack(&[key, shrinkage, selection])?)?,
         })
     }
 
@@ -238,36 +240,28 @@ struct MaskDecoder {
 }
 
 impl MaskDecoder {
-    fn load(w: &mut Weights) -> Result<Self> {
-        let p = "mask_decoder";
+    /// Loads `mask_decoder`.
+    fn load(vb: &VarBuilder) -> Result<Self> {
         let v = VALUE_DIM;
-        let fuser = FusionBlock::load(w, &format!("{p}.fuser"), PIX_FEAT_DIM, v, v, v)?;
-        let c1 = |w: &mut Weights, name: &str, c_in, c_out| {
-            Conv2d::load(w, &format!("{p}.{name}"), ConvShape::same(c_in, c_out, 1))
-        };
-        let sensory_compress = c1(w, "sensory_compress", v + 1, v)?;
-        let g16 = c1(w, "sensory_update.g16_conv", v, v)?;
-        let g8 = c1(w, "sensory_update.g8_conv", 256, v)?;
-        let g4 = c1(w, "sensory_update.g4_conv", 257, v)?;
-        let sensory_transform = Conv2d::load(
-            w,
-            &format!("{p}.sensory_update.transform"),
-            ConvShape::same(2 * v, 3 * v, 3),
-        )?;
-        let proc8 = c1(w, "decoder_feat_proc.transforms.0", 512, 512)?;
-        let proc4 = c1(w, "decoder_feat_proc.transforms.1", 256, 256)?;
-        let up_16_8 = GroupResBlock::load(w, &format!("{p}.up_16_8.out_conv"), v, 256)?;
-        let up_8_4 = GroupResBlock::load(w, &format!("{p}.up_8_4.out_conv"), 256, 256)?;
-        let pred = Conv2d::load(w, &format!("{p}.pred"), ConvShape::same(256, 1, 3))?;
-        // Training-only auxiliary head: part of the checkpoint, unused at inference.
-        w.skip(
-            &format!("{p}.sensory_linear_pred.projection.weight"),
-            &[v + 1, v, 1, 1],
-        )?;
-        w.skip(
-            &format!("{p}.sensory_linear_pred.projection.bias"),
-            &[v + 1],
-        )?;
+        let fuser = FusionBlock::load(&vb.pp("fuser"), PIX_FEAT_DIM, v, v, v)?;
+        let c1 = |vb: VarBuilder, c_in, c_out| Conv2d::load(&vb, ConvShape::same(c_in, c_out, 1));
+        let sensory_compress = c1(vb.pp("sensory_compress"), v + 1, v)?;
+        let update = vb.pp("sensory_update");
+        let g16 = c1(update.pp("g16_conv"), v, v)?;
+        let g8 = c1(update.pp("g8_conv"), 256, v)?;
+        let g4 = c1(update.pp("g4_conv"), 257, v)?;
+        let sensory_transform =
+            Conv2d::load(&update.pp("transform"), ConvShape::same(2 * v, 3 * v, 3))?;
+        let transforms = vb.pp("decoder_feat_proc").pp("transforms");
+        let proc8 = c1(transforms.pp("0"), 512, 512)?;
+        let proc4 = c1(transforms.pp("1"), 256, 256)?;
+        let up_16_8 = GroupResBlock::load(&vb.pp("up_16_8").pp("out_conv"), v, 256)?;
+        let up_8_4 = GroupResBlock::load(&vb.pp("up_8_4").pp("out_conv"), 256, 256)?;
+        let pred = Conv2d::load(&vb.pp("pred"), ConvShape::same(256, 1, 3))?;
+        // Training-only auxiliary head: part of the checkpoint, checked but unused here.
+        let aux = vb.pp("sensory_linear_pred").pp("projection");
+        aux.get((v + 1, v, 1, 1), "weight")?;
+        aux.get(v + 1, "bias")?;
         Ok(MaskDecoder {
             fuser,
             sensory_compress,
@@ -339,14 +333,15 @@ pub struct DevaNet {
 }
 
 impl DevaNet {
-    /// Builds the network from `w` (state-dict order: pixel encoder, mask encoder, key
-    /// projection, mask decoder). Call [`Weights::finish`] afterwards for strictness.
-    pub fn load(w: &mut Weights) -> Result<Self> {
+    /// Builds the network from the keys of `DEVA-propagation.pth` under `vb` (in state-dict
+    /// order: pixel encoder, mask encoder, key projection, mask decoder); strictness comes
+    /// from the backend (see [`crate::nn::Weights::build`]).
+    pub fn load(vb: VarBuilder) -> Result<Self> {
         Ok(DevaNet {
-            pixel_encoder: PixelEncoder::load(w)?,
-            mask_encoder: MaskEncoder::load(w)?,
-            key_proj: KeyProjection::load(w)?,
-            mask_decoder: MaskDecoder::load(w)?,
+            pixel_encoder: PixelEncoder::load(&vb.pp("pixel_encoder"))?,
+            mask_encoder: MaskEncoder::load(&vb.pp("mask_encoder"))?,
+            key_proj: KeyProjection::load(&vb.pp("key_proj"))?,
+            mask_decoder: MaskDecoder::load(&vb.pp("mask_decoder"))?,
         })
     }
 

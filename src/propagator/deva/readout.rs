@@ -1,10 +1,14 @@
 //! Memory reading (reference §1.10): anisotropic L2 similarity with shrinkage and selection,
-//! top-k softmax, and the sparse readout of memory values. Host-side, token-major data:
-//! keys `[tokens][64]`, values `[tokens][512]`.
+//! top-k softmax, and the sparse readout of memory values, on token-major data (keys
+//! `[tokens][64]`, values `[tokens][512]`). [`read`] works on tensors of any device: on the
+//! CPU it runs the host kernels of this module on the tensors' memory, elsewhere candle
+//! operations with the same formulas.
 
+use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::network::KEY_DIM;
+use crate::error::{Error, Result};
 use crate::nn::linalg::{gemm_acc, MatRef};
 
 /// Query rows processed together (bounds the similarity buffer to `rows × tokens`).
@@ -272,17 +276,150 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// Full softmax (with max subtraction) of every row of a row-major matrix with `cols` columns.
-pub fn softmax_rows(m: &mut [f32], cols: usize) {
-    for row in m.chunks_mut(cols) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        row.iter_mut().for_each(|v| *v /= sum);
+/// Memory keys on the tensors' device: token-major `key` `[tokens, KEY_DIM]` and `shrinkage`
+/// `[tokens]`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyTensors<'a> {
+    /// Keys.
+    pub key: &'a Tensor,
+    /// Shrinkage.
+    pub shrinkage: &'a Tensor,
+}
+
+/// What one memory read gives.
+#[derive(Debug, Clone)]
+pub struct Readout {
+    /// One `[channels, queries]` readout per value set.
+    pub values: Vec<Tensor>,
+    /// Summed affinity of every memory token over all queries `[tokens]` (memory usage).
+    pub usage: Tensor,
+}
+
+/// Top-k memory read on the tensors' device: the queries `key` and `selection`
+/// `[queries, KEY_DIM]` against the concatenated key `sets`; each entry of `values` is one
+/// object's token-major values given as runs `[tokens_i, channels]` matching the key sets.
+/// On the CPU the host kernels above run on the tensors' memory (no copy); other devices use
+/// candle operations with the same formulas.
+pub fn read(
+    key: &Tensor,
+    selection: &Tensor,
+    sets: &[KeyTensors],
+    values: &[Vec<&Tensor>],
+    k: usize,
+) -> Result<Readout> {
+    if key.device().is_cpu() {
+        read_host(key, selection, sets, values, k)
+    } else {
+        read_ops(key, selection, sets, values, k)
     }
+}
+
+/// Runs `f` on the f32 values of contiguous CPU tensors, borrowed from their storage.
+fn with_host_slices<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
+    let owned: Vec<Tensor> = ts
+        .iter()
+        .map(|t| Ok(t.to_dtype(DType::F32)?.contiguous()?))
+        .collect::<Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(Tensor::storage_and_layout).collect();
+    let slices = guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(s) => Ok(crate::nn::contiguous_f32(s, layout)?),
+            _ => Err(Error::invalid("host memory read on a non-CPU tensor")),
+        })
+        .collect::<Result<Vec<&[f32]>>>()?;
+    f(&slices)
+}
+
+fn read_host(
+    key: &Tensor,
+    selection: &Tensor,
+    sets: &[KeyTensors],
+    values: &[Vec<&Tensor>],
+    k: usize,
+) -> Result<Readout> {
+    let mut all = vec![key, selection];
+    for s in sets {
+        all.extend([s.key, s.shrinkage]);
+    }
+    all.extend(values.iter().flatten().copied());
+    with_host_slices(&all, |sl| {
+        let query = Query::new(sl[0], sl[1]);
+        let key_sets: Vec<KeySet> = sl[2..2 + 2 * sets.len()]
+            .chunks(2)
+            .map(|p| KeySet {
+                key: p[0],
+                shrinkage: p[1],
+            })
+            .collect();
+        let top = TopK::compute(&query, &key_sets, k);
+        let mut runs = &sl[2 + 2 * sets.len()..];
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            let channels = v[0].dim(1)?;
+            let r = top.read(&runs[..v.len()], channels);
+            out.push(Tensor::from_vec(r, (channels, query.len()), key.device())?);
+            runs = &runs[v.len()..];
+        }
+        let usage = top.usage();
+        let n = usage.len();
+        Ok(Readout {
+            values: out,
+            usage: Tensor::from_vec(usage, n, key.device())?,
+        })
+    })
+}
+
+/// Similarity `[queries, tokens]` of token-major queries to memory keys, with candle
+/// operations (any device): `(2·qk·qe·mk − qe·mk² − Σ qe·qk²) · shrinkage / √KEY_DIM`.
+pub fn similarity_tensor(key: &Tensor, selection: &Tensor, memory: &KeyTensors) -> Result<Tensor> {
+    let mk = memory.key;
+    let cross = (key * selection)?.matmul(&mk.t()?)?;
+    let square = selection.matmul(&mk.sqr()?.t()?)?;
+    let offset = (selection * key.sqr()?)?.sum_keepdim(1)?;
+    let d = ((cross * 2.0)? - square)?.broadcast_sub(&offset)?;
+    let scale = (memory.shrinkage / (KEY_DIM as f64).sqrt())?.unsqueeze(0)?;
+    Ok(d.broadcast_mul(&scale)?)
+}
+
+/// [`read`] with candle operations: top-k by repeated arg-max (each pick masked with −∞),
+/// softmax of the picks, readout through the dense affinity.
+fn read_ops(
+    key: &Tensor,
+    selection: &Tensor,
+    sets: &[KeyTensors],
+    values: &[Vec<&Tensor>],
+    k: usize,
+) -> Result<Readout> {
+    let keys: Vec<&Tensor> = sets.iter().map(|s| s.key).collect();
+    let shrinkage: Vec<&Tensor> = sets.iter().map(|s| s.shrinkage).collect();
+    let (mk, ms) = (Tensor::cat(&keys, 0)?, Tensor::cat(&shrinkage, 0)?);
+    let memory = KeyTensors {
+        key: &mk,
+        shrinkage: &ms,
+    };
+    let sim = similarity_tensor(key, selection, &memory)?;
+    let (queries, tokens) = sim.dims2()?;
+    let masked = Tensor::full(f32::NEG_INFINITY, (queries, 1), sim.device())?;
+    let (mut rest, mut index, mut picked) = (sim.clone(), Vec::new(), Vec::new());
+    for _ in 0..k.min(tokens) {
+        let i = rest.argmax_keepdim(1)?;
+        picked.push(rest.gather(&i, 1)?);
+        rest = rest.scatter_add(&i, &masked, 1)?;
+        index.push(i);
+    }
+    let weight = candle_nn::ops::softmax_last_dim(&Tensor::cat(&picked, 1)?)?;
+    let affinity = sim
+        .zeros_like()?
+        .scatter_add(&Tensor::cat(&index, 1)?, &weight, 1)?;
+    let out = values
+        .iter()
+        .map(|runs| Ok(affinity.matmul(&Tensor::cat(runs, 0)?)?.t()?.contiguous()?))
+        .collect::<Result<_>>()?;
+    Ok(Readout {
+        values: out,
+        usage: affinity.sum(0)?,
+    })
 }
 
 #[cfg(test)]
@@ -392,5 +529,62 @@ mod tests {
         }
         let usage = top.usage();
         assert!((usage.iter().sum::<f32>() - nq as f32).abs() < 1e-3);
+    }
+
+    /// The candle-operations path (used on GPUs) against the host kernels, on the CPU.
+    #[test]
+    fn candle_ops_read_equals_the_host_read() {
+        let dev = candle_core::Device::Cpu;
+        let t = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, &dev).unwrap();
+        let (nq, n1, n2, c) = (37, 20, 45, 5);
+        let key = t(pseudo(nq * KEY_DIM, 11, 2.0), &[nq, KEY_DIM]);
+        let sel = t(
+            pseudo(nq * KEY_DIM, 12, 1.0)
+                .iter()
+                .map(|v| v + 0.5)
+                .collect(),
+            &[nq, KEY_DIM],
+        );
+        let mk1 = t(pseudo(n1 * KEY_DIM, 13, 2.0), &[n1, KEY_DIM]);
+        let mk2 = t(pseudo(n2 * KEY_DIM, 14, 2.0), &[n2, KEY_DIM]);
+        let ms1 = t(pseudo(n1, 15, 1.0).iter().map(|v| v + 1.5).collect(), &[n1]);
+        let ms2 = t(pseudo(n2, 16, 1.0).iter().map(|v| v + 1.5).collect(), &[n2]);
+        let v1 = t(pseudo(n1 * c, 17, 1.0), &[n1, c]);
+        let v2 = t(pseudo(n2 * c, 18, 1.0), &[n2, c]);
+        let sets = [
+            KeyTensors {
+                key: &mk1,
+                shrinkage: &ms1,
+            },
+            KeyTensors {
+                key: &mk2,
+                shrinkage: &ms2,
+            },
+        ];
+        let values = vec![vec![&v1, &v2], vec![&v1, &v2]];
+        let host = read_host(&key, &sel, &sets, &values, 30).unwrap();
+        let ops = read_ops(&key, &sel, &sets, &values, 30).unwrap();
+        for (a, b) in host.values.iter().zip(&ops.values) {
+            assert!(crate::nn::max_abs_diff(a, b) < 1e-5);
+        }
+        assert!(crate::nn::max_abs_diff(&host.usage, &ops.usage) < 1e-4);
+        let all = KeyTensors {
+            key: &Tensor::cat(&[&mk1, &mk2], 0).unwrap(),
+            shrinkage: &Tensor::cat(&[&ms1, &ms2], 0).unwrap(),
+        };
+        let ours = similarity_tensor(&key, &sel, &all).unwrap();
+        let kv = key.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let sv = sel.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mkv = all.key.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let msv = all.shrinkage.to_vec1::<f32>().unwrap();
+        let want = similarity(
+            &Query::new(&kv, &sv),
+            &[KeySet {
+                key: &mkv,
+                shrinkage: &msv,
+            }],
+        );
+        let want = t(want, &[nq, n1 + n2]);
+        assert!(crate::nn::max_abs_diff(&ours, &want) < 1e-4);
     }
 }

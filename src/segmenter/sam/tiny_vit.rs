@@ -4,9 +4,9 @@
 //! preceding convolutions (eval mode).
 
 use super::vit::{window_partition, window_unpartition};
-use super::weights::Checkpoint;
 use crate::error::{Error, Result};
 use crate::nn::contiguous_f32;
+use crate::nn::Weights;
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Shape, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::segment_anything::LayerNorm2d;
@@ -57,13 +57,12 @@ impl TinyVitConfig {
     }
 
     /// Whether the tensors under `prefix` are a TinyViT.
-    pub fn is_tiny_vit(ck: &Checkpoint, prefix: &str) -> bool {
-        ck.tensors
-            .contains_key(&format!("{prefix}.patch_embed.seq.0.c.weight"))
+    pub fn is_tiny_vit(ck: &Weights, prefix: &str) -> bool {
+        ck.contains(&format!("{prefix}.patch_embed.seq.0.c.weight"))
     }
 
     /// Reads the sizes from the checkpoint's keys and shapes.
-    pub fn from_checkpoint(ck: &Checkpoint, prefix: &str) -> Result<Self> {
+    pub fn from_checkpoint(ck: &Weights, prefix: &str) -> Result<Self> {
         let mut c = TinyVitConfig {
             embed_dims: vec![ck.dims(&format!("{prefix}.patch_embed.seq.2.c.weight"))?[0]],
             depths: vec![ck.count(&format!("{prefix}.layers.0.blocks"), "conv1.c.weight")],
@@ -180,7 +179,7 @@ impl ConvBn {
         let mean = bn.get(out, "running_mean")?;
         let var = bn.get(out, "running_var")?;
         if bn.contains_tensor("num_batches_tracked") {
-            bn.get_unchecked("num_batches_tracked")?;
+            bn.get_unchecked_dtype("num_batches_tracked", candle_core::DType::I64)?;
         }
         let scale = (gamma / (var + 1e-5)?.sqrt()?)?;
         Ok(ConvBn {

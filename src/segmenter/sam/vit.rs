@@ -3,9 +3,9 @@
 //! embeddings, and the convolutional neck.
 
 use super::attention::rel_pos_softmax;
-use super::weights::Checkpoint;
 use crate::error::{Error, Result};
 use crate::mask::bilinear_taps;
+use crate::nn::Weights;
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 use candle_transformers::models::segment_anything::{LayerNorm2d, MlpBlock};
@@ -69,7 +69,7 @@ impl VitConfig {
     /// Reads the size from the shapes of the tensors under `prefix` (e.g. `image_encoder`):
     /// depth from the block keys, heads from the relative position tables, global blocks from
     /// tables that span the whole token grid, window size from the others.
-    pub fn from_checkpoint(ck: &Checkpoint, prefix: &str) -> Result<Self> {
+    pub fn from_checkpoint(ck: &Weights, prefix: &str) -> Result<Self> {
         let pw = ck.dims(&format!("{prefix}.patch_embed.proj.weight"))?;
         if pw.len() != 4 || pw[1] != 3 || pw[2] != pw[3] {
             return Err(ck.error(format!(
@@ -78,7 +78,7 @@ impl VitConfig {
         }
         let (embed_dim, patch_size) = (pw[0], pw[2]);
         let pos_key = format!("{prefix}.pos_embed");
-        let use_abs_pos = ck.tensors.contains_key(&pos_key);
+        let use_abs_pos = ck.contains(&pos_key);
         let grid = if use_abs_pos {
             let p = ck.dims(&pos_key)?;
             if p.len() != 4 || p[1] != p[2] || p[3] != embed_dim {
@@ -131,9 +131,7 @@ impl VitConfig {
             window_size,
             global_attn_indexes,
             out_chans: neck[0],
-            qkv_bias: ck
-                .tensors
-                .contains_key(&format!("{prefix}.blocks.0.attn.qkv.bias")),
+            qkv_bias: ck.contains(&format!("{prefix}.blocks.0.attn.qkv.bias")),
             use_abs_pos,
         })
     }

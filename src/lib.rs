@@ -57,6 +57,7 @@ pub mod onnx;
 pub mod output;
 pub mod overlap;
 pub mod propagator;
+pub mod refine;
 pub mod segmenter;
 pub mod tracker;
 pub mod video;

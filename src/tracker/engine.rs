@@ -12,6 +12,7 @@ use crate::mask::{BinaryMask, IdMap, ObjectProbs, SegmentInfo};
 use crate::merge::merge;
 use crate::objects::ObjectManager;
 use crate::propagator::Propagator;
+use crate::refine::{Refine, RefineScore};
 use crate::video::Frame;
 
 /// Propagator, objects and memory schedule of one pass over a video.
@@ -26,6 +27,8 @@ pub(crate) struct Engine<'a> {
     last_mem: usize,
     /// Output of the last processed frame.
     last: Option<ObjectProbs>,
+    /// Refines every propagated prediction, if set.
+    refiner: Option<Box<dyn Refine + 'a>>,
 }
 
 /// Fails unless `probs` has `frame`'s size.
@@ -55,7 +58,18 @@ impl<'a> Engine<'a> {
             steps: 0,
             last_mem: 0,
             last: None,
+            refiner: None,
         }
+    }
+
+    /// Runs `refiner` on every propagated prediction from now on.
+    pub fn set_refiner(&mut self, refiner: Box<dyn Refine + 'a>) {
+        self.refiner = Some(refiner);
+    }
+
+    /// The refiner's scores for frame `index`, if it was refined.
+    pub fn refine_scores(&self, index: usize) -> Option<&[RefineScore]> {
+        self.refiner.as_ref()?.scores(index)
     }
 
     /// Starts a new pass: forgets objects, memory and the schedule.
@@ -65,6 +79,9 @@ impl<'a> Engine<'a> {
         self.steps = 0;
         self.last_mem = 0;
         self.last = None;
+        if let Some(r) = &mut self.refiner {
+            r.reset();
+        }
     }
 
     /// The live objects as segment information, in channel order.
@@ -93,15 +110,20 @@ impl<'a> Engine<'a> {
         self.propagator.release_frame(index);
     }
 
-    /// The propagator's prediction for `frame`, in the object manager's channel order.
+    /// The propagator's prediction for `frame`, in the object manager's channel order, refined
+    /// when a refiner is set.
     fn predict(&mut self, frame: &Frame) -> Result<ObjectProbs> {
         let probs = self.propagator.propagate(frame)?;
         check_size(&probs, frame, "propagated masks")?;
         let ids = self.objects.ids();
-        Ok(if probs.ids() == ids.as_slice() {
+        let probs = if probs.ids() == ids.as_slice() {
             probs
         } else {
             probs.select(&ids)
+        };
+        Ok(match &mut self.refiner {
+            Some(r) => r.refine(frame, &probs)?.unwrap_or(probs),
+            None => probs,
         })
     }
 

@@ -30,6 +30,7 @@ use crate::config::{Config, Temporal};
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, ObjectProbs, SegmentInfo, Segmentation};
 use crate::propagator::Propagator;
+use crate::refine::{Refine, RefineScore};
 use crate::segmenter::sam::SamModel;
 use crate::segmenter::ImageSegmenter;
 use crate::video::{internal_size, Frame};
@@ -266,6 +267,39 @@ impl<'a> Tracker<'a> {
             },
             schedule,
         })
+    }
+
+    /// The engine of a propagating schedule.
+    fn engine(&self) -> Option<&Engine<'a>> {
+        match &self.schedule {
+            Schedule::ImageOnly => None,
+            Schedule::Vos(e) => Some(e),
+            Schedule::Clips(c) => Some(&c.engine),
+            Schedule::Offline(o) => Some(&o.engine),
+        }
+    }
+
+    /// Refines every propagated prediction with `refiner` (at the internal size), between
+    /// propagation and merge / memory. Image-only mode has nothing to refine: an error.
+    pub fn set_refiner(&mut self, refiner: Box<dyn Refine + 'a>) -> Result<()> {
+        let engine = match &mut self.schedule {
+            Schedule::ImageOnly => {
+                return Err(Error::invalid(
+                    "a refiner refines propagated masks: it needs a propagator",
+                ))
+            }
+            Schedule::Vos(e) => e,
+            Schedule::Clips(c) => &mut c.engine,
+            Schedule::Offline(o) => &mut o.engine,
+        };
+        engine.set_refiner(refiner);
+        Ok(())
+    }
+
+    /// The refiner's per-object scores (predicted IoU, agreement, decision) for frame
+    /// `index`, if it was refined.
+    pub fn refine_scores(&self, index: usize) -> Option<&[RefineScore]> {
+        self.engine()?.refine_scores(index)
     }
 
     /// Gives objects on frame `frame_index` (not yet fed): masks, or boxes and points that

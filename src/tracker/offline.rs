@@ -57,7 +57,7 @@ fn frame_scores(segs: &[Segmentation]) -> Option<Vec<f32>> {
 
 /// The buffered video.
 pub(crate) struct Offline<'a> {
-    engine: Engine<'a>,
+    pub(super) engine: Engine<'a>,
     voting: usize,
     size: i32,
     frames: Vec<Frame>,

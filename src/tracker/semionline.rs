@@ -29,7 +29,7 @@ pub(crate) fn key_index(keyframe: KeyFrame, len: usize) -> usize {
 
 /// State of the clip schedule.
 pub(crate) struct Clips<'a> {
-    engine: Engine<'a>,
+    pub(super) engine: Engine<'a>,
     config: TrackerConfig,
     /// Frames per clip.
     clip_len: usize,

@@ -273,8 +273,7 @@ fn process_batch(
     let coords: Vec<f32> = points
         .iter()
         .flat_map(|p| {
-            let (x, y) =
-                super::transform::apply_coords((p[0], p[1]), emb.original_size, emb.input_size);
+            let (x, y) = model.to_input_coords(emb, p[0], p[1]);
             [x, y]
         })
         .collect();

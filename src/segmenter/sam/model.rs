@@ -5,6 +5,7 @@ use super::config::SamVariant;
 use super::decoder::{DecoderConfig, MaskDecoder};
 use super::prompt::{PromptEmbeddings, PromptEncoder};
 use super::tiny_vit::{TinyVit, TinyVitConfig, UNUSED_KEYS};
+use super::transform::CoordScale;
 use super::vit::{ImageEncoderVit, VitConfig};
 use crate::error::{Error, Result};
 use crate::nn::Weights;
@@ -120,6 +121,7 @@ pub struct SamModel {
     decoder: MaskDecoder,
     dense_pe: Tensor,
     device: Device,
+    coords: CoordScale,
 }
 
 impl SamModel {
@@ -149,7 +151,18 @@ impl SamModel {
             decoder,
             dense_pe,
             device: vb.device().clone(),
+            coords: CoordScale::PerAxis,
         })
+    }
+
+    /// The same model with prompt coordinates mapped by `coords`.
+    pub fn with_coord_scale(self, coords: CoordScale) -> Self {
+        SamModel { coords, ..self }
+    }
+
+    /// How prompt coordinates map into the model input.
+    pub fn coord_scale(&self) -> CoordScale {
+        self.coords
     }
 
     /// Loads an official checkpoint (`.pth` or `.safetensors`); the architecture is read
@@ -218,6 +231,18 @@ impl SamModel {
         masks: Option<&Tensor>,
     ) -> Result<PromptEmbeddings> {
         self.prompt.forward(points, boxes, masks)
+    }
+
+    /// Embeds prompt rows in the convention of SAM's ONNX export: points `(B, N, 2)` in
+    /// model-input pixels with labels `(B, N)` (1 foreground, 0 background, 2 and 3 box
+    /// corners, -1 padding, already appended by the caller) and optional mask inputs.
+    pub fn embed_prompt_rows(
+        &self,
+        points: &Tensor,
+        labels: &Tensor,
+        masks: Option<&Tensor>,
+    ) -> Result<PromptEmbeddings> {
+        self.prompt.forward_rows(points, labels, masks)
     }
 
     /// Decodes masks for a batch of embedded prompts on one image embedding: low-resolution

@@ -67,14 +67,19 @@ impl Prediction {
 
     /// The output with the highest predicted IoU (the first on ties).
     pub fn best(&self) -> usize {
-        let mut best = 0;
-        for (i, &v) in self.iou.iter().enumerate() {
-            if v > self.iou[best] {
-                best = i;
-            }
-        }
-        best
+        first_max(&self.iou)
     }
+}
+
+/// The index of the largest value (the first on ties; 0 when empty).
+fn first_max(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 impl SamModel {
@@ -114,6 +119,17 @@ impl SamModel {
         input_tensor(resized, size, self.device())
     }
 
+    /// Maps a point of the original image into the model input (per the model's
+    /// [`CoordScale`](super::transform::CoordScale)).
+    pub fn to_input_coords(&self, emb: &ImageEmbedding, x: f64, y: f64) -> (f32, f32) {
+        apply_coords(
+            (x, y),
+            emb.original_size,
+            emb.input_size,
+            self.coord_scale(),
+        )
+    }
+
     /// The prompt embeddings of one prompt (coordinates mapped into the model input).
     pub fn prompt_embeddings(
         &self,
@@ -121,7 +137,7 @@ impl SamModel {
         prompt: &Prompt,
     ) -> Result<PromptEmbeddings> {
         let dev = self.device();
-        let map = |x: f64, y: f64| apply_coords((x, y), emb.original_size, emb.input_size);
+        let map = |x: f64, y: f64| self.to_input_coords(emb, x, y);
         let points = if prompt.points.is_empty() {
             None
         } else {
@@ -178,6 +194,30 @@ impl SamModel {
         }
         let prompts = self.prompt_embeddings(emb, prompt)?;
         let (low, iou) = self.decode(&emb.features, &prompts, multimask)?;
+        self.prediction(emb, low, iou)
+    }
+
+    /// Predicts one mask as SAM's ONNX export does (`SamOnnxModel`, `return_single_mask`):
+    /// prompt rows `(1, N, 2)` in model-input pixels with labels `(1, N)` (see
+    /// [`SamModel::embed_prompt_rows`]) and an optional mask input `(1, 1, 4h, 4w)`. With
+    /// `N ≤ 2` rows the multimask output of highest predicted IoU is chosen, otherwise the
+    /// single-mask output.
+    pub fn predict_rows(
+        &self,
+        emb: &ImageEmbedding,
+        points: &Tensor,
+        labels: &Tensor,
+        mask_input: Option<&Tensor>,
+    ) -> Result<Prediction> {
+        let rows = points.dim(1)?;
+        let prompts = self.embed_prompt_rows(points, labels, mask_input)?;
+        let (low, iou) = self.decode(&emb.features, &prompts, rows <= 2)?;
+        let best = first_max(&iou.squeeze(0)?.to_vec1::<f32>()?);
+        self.prediction(emb, low.narrow(1, best, 1)?, iou.narrow(1, best, 1)?)
+    }
+
+    /// The prediction of decoder outputs `low` `(1, M, 4h, 4w)` and `iou` `(1, M)`.
+    fn prediction(&self, emb: &ImageEmbedding, low: Tensor, iou: Tensor) -> Result<Prediction> {
         let low = low.squeeze(0)?;
         let iou = iou.squeeze(0)?.to_vec1::<f32>()?;
         let (_, lh, lw) = low.dims3()?;

@@ -128,11 +128,8 @@ impl PromptEncoder {
         let not_a_point = self.not_a_point.broadcast_as(shape.clone())?;
         let emb = labels.eq(-1f32)?.where_cond(&not_a_point, &pe)?;
         let mut emb = emb;
-        for (label, table) in [
-            (0f32, &self.point_embeddings[0]),
-            (1f32, &self.point_embeddings[1]),
-        ] {
-            let sel = labels.eq(label)?.to_dtype(DType::F32)?;
+        for (label, table) in self.point_embeddings.iter().enumerate() {
+            let sel = labels.eq(label as f32)?.to_dtype(DType::F32)?;
             emb = (emb + sel.broadcast_mul(table)?)?;
         }
         Ok(emb)
@@ -190,14 +187,36 @@ impl PromptEncoder {
                 "points and boxes have different batch sizes",
             ));
         }
+        Ok(PromptEmbeddings {
+            sparse,
+            dense: self.dense(masks)?,
+        })
+    }
+
+    /// Embeds prompt rows as SAM's ONNX export does: `points` `(B, N, 2)` in model-input
+    /// pixels with `labels` `(B, N)` in -1..=3 (2 and 3 are box corners); no padding point is
+    /// added.
+    pub fn forward_rows(
+        &self,
+        points: &Tensor,
+        labels: &Tensor,
+        masks: Option<&Tensor>,
+    ) -> Result<PromptEmbeddings> {
+        Ok(PromptEmbeddings {
+            sparse: self.embed_points(points, labels, false)?,
+            dense: self.dense(masks)?,
+        })
+    }
+
+    /// The dense embedding: of the mask inputs, or the shared no-mask embedding.
+    fn dense(&self, masks: Option<&Tensor>) -> Result<Tensor> {
         let (h, w) = self.embedding_size;
-        let dense = match masks {
+        Ok(match masks {
             Some(m) => self.embed_masks(m)?,
             None => self
                 .no_mask
                 .reshape((1, self.embed_dim, 1, 1))?
                 .broadcast_as((1, self.embed_dim, h, w))?,
-        };
-        Ok(PromptEmbeddings { sparse, dense })
+        })
     }
 }

@@ -249,6 +249,25 @@ impl PatchMerging {
     }
 }
 
+/// For each (query, key) pair of a `window × window` window (row-major pairs of row-major
+/// tokens), the number of its offset (|Δrow|, |Δcol|): offsets are numbered in order of first
+/// appearance, as in the reference.
+pub(super) fn attention_bias_idxs(window: usize) -> Vec<u32> {
+    let points: Vec<(usize, usize)> = (0..window)
+        .flat_map(|y| (0..window).map(move |x| (y, x)))
+        .collect();
+    let mut offsets = std::collections::HashMap::new();
+    let mut idxs = Vec::with_capacity(points.len() * points.len());
+    for p in &points {
+        for q in &points {
+            let off = (p.0.abs_diff(q.0), p.1.abs_diff(q.1));
+            let next = offsets.len() as u32;
+            idxs.push(*offsets.entry(off).or_insert(next));
+        }
+    }
+    idxs
+}
+
 /// Windowed self-attention with a learned bias per head and (|dy|, |dx|) offset.
 #[derive(Debug)]
 struct Attention {
@@ -264,22 +283,9 @@ struct Attention {
 impl Attention {
     fn new(vb: VarBuilder, dim: usize, heads: usize, window: usize) -> Result<Self> {
         let key_dim = dim / heads;
-        // Offsets are numbered in order of first appearance over all (query, key) pairs of
-        // the window, as in the reference.
-        let points: Vec<(usize, usize)> = (0..window)
-            .flat_map(|y| (0..window).map(move |x| (y, x)))
-            .collect();
-        let mut offsets = std::collections::HashMap::new();
-        let mut idxs = Vec::with_capacity(points.len() * points.len());
-        for p in &points {
-            for q in &points {
-                let off = (p.0.abs_diff(q.0), p.1.abs_diff(q.1));
-                let next = offsets.len() as u32;
-                idxs.push(*offsets.entry(off).or_insert(next));
-            }
-        }
-        let biases = vb.get((heads, offsets.len()), "attention_biases")?;
-        let n = points.len();
+        let idxs = attention_bias_idxs(window);
+        let n = window * window;
+        let biases = vb.get((heads, n), "attention_biases")?;
         let idx = Tensor::from_vec(idxs, n * n, biases.device())?;
         let bias = biases.index_select(&idx, 1)?.reshape((heads, n, n))?;
         Ok(Attention {

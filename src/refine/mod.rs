@@ -1,0 +1,272 @@
+//! Mask refinement between propagation and merge / memory (HQTrack-style): each propagated
+//! object's box (grown by a margin), and optionally its last accepted low-resolution logits,
+//! prompt a promptable segmenter (SAM); the refined mask replaces the propagated one only when
+//! the segmenter's predicted IoU and the agreement (IoU with the propagated mask) both pass
+//! their gates.
+//!
+//! - Among SAM's multimask outputs the one agreeing best with the propagated mask is chosen
+//!   (predicted IoU breaks ties), so SAM choosing a part instead of the whole is caught by the
+//!   agreement rather than trusted.
+//! - When an object's propagated mask is empty, it is re-prompted from its last good box (the
+//!   box of its last accepted refinement, else of its last non-empty propagated mask) and
+//!   accepted on the IoU gate alone: a lost object can come back.
+//! - The result is one-hot: the propagated argmax with accepted objects' pixels replaced
+//!   (larger objects painted first, so smaller ones stay on top).
+//! - Per object and frame, the predicted IoU, the agreement and the decision are kept as
+//!   [`RefineScore`]s (a confidence for outputs such as `pred.json`).
+//!
+//! The stage works with any propagator: the tracker's engine calls [`Refine::refine`] on every
+//! propagated prediction. [`SamRefiner`] is the SAM implementation; the frame's image
+//! embedding is computed once per frame ([`FrameEmbeddings`]).
+
+pub mod config;
+mod sam;
+
+pub use config::RefineConfig;
+pub use sam::{FrameEmbeddings, SamProposer, SamRefiner};
+
+use crate::error::Result;
+use crate::mask::{BinaryMask, IdMap, ObjectId, ObjectProbs};
+use crate::video::Frame;
+use candle_core::Tensor;
+use std::collections::{BTreeMap, HashMap};
+
+/// One object's prompt: a box `[x0, y0, x1, y1]` in frame pixels and optional
+/// low-resolution logits `(1, 4h, 4w)` from an earlier refinement.
+#[derive(Debug, Clone)]
+pub struct BoxPrompt {
+    /// The box.
+    pub bbox: [f64; 4],
+    /// Earlier low-resolution logits of the object.
+    pub mask_input: Option<Tensor>,
+}
+
+/// One mask proposed for a prompt.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The mask at the frame's size.
+    pub mask: BinaryMask,
+    /// The proposer's predicted IoU.
+    pub iou: f32,
+    /// Low-resolution logits usable as a later [`BoxPrompt::mask_input`].
+    pub low_res: Option<Tensor>,
+}
+
+/// Proposes masks for box prompts on a frame.
+pub trait MaskProposer {
+    /// Candidates for each prompt (in order), at the frame's size; `multimask` asks for
+    /// several candidates per prompt.
+    fn propose(
+        &mut self,
+        frame: &Frame,
+        prompts: &[BoxPrompt],
+        multimask: bool,
+    ) -> Result<Vec<Vec<Candidate>>>;
+}
+
+/// The refiner's judgement of one object on one frame.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RefineScore {
+    /// The object.
+    pub id: ObjectId,
+    /// Predicted IoU of the chosen candidate.
+    pub iou: f32,
+    /// IoU of the chosen candidate with the propagated mask (`None` when re-prompted from an
+    /// empty mask).
+    pub agreement: Option<f32>,
+    /// Whether the refined mask replaced the propagated one.
+    pub accepted: bool,
+    /// Whether the object was re-prompted from its last good box.
+    pub reprompted: bool,
+}
+
+/// A refinement stage the tracker can run on propagated masks.
+pub trait Refine {
+    /// Refines `probs` (masks of `frame`, at its size); `None` when nothing changed.
+    fn refine(&mut self, frame: &Frame, probs: &ObjectProbs) -> Result<Option<ObjectProbs>>;
+    /// The scores recorded for frame `index`, if it was refined.
+    fn scores(&self, index: usize) -> Option<&[RefineScore]>;
+    /// Forgets per-object state (a new pass over the video).
+    fn reset(&mut self);
+}
+
+/// What is remembered about an object between frames.
+#[derive(Debug, Clone, Default)]
+struct ObjectState {
+    /// Tight box `[x0, y0, x1, y1]` (exclusive right/bottom) of the last good mask.
+    last_box: Option<[f64; 4]>,
+    /// Whether `last_box` comes from an accepted refinement.
+    box_refined: bool,
+    /// Low-resolution logits of the last accepted refinement.
+    low_res: Option<Tensor>,
+}
+
+/// The mask refiner around a proposer.
+pub struct MaskRefiner<P: MaskProposer> {
+    proposer: P,
+    config: RefineConfig,
+    states: HashMap<ObjectId, ObjectState>,
+    history: BTreeMap<usize, Vec<RefineScore>>,
+}
+
+/// `[x0, y0, x1, y1]` of a mask's tight box (exclusive right/bottom).
+fn tight_box(mask: &BinaryMask) -> Option<[f64; 4]> {
+    mask.bbox().map(|b| {
+        let [x0, y0, x1, y1] = b.xyxy();
+        [x0 as f64, y0 as f64, x1 as f64, y1 as f64]
+    })
+}
+
+/// `b` grown on each side by `margin` × its width / height, clipped to `width × height`.
+pub fn grow_box(b: [f64; 4], margin: f64, width: usize, height: usize) -> [f64; 4] {
+    let (mw, mh) = (margin * (b[2] - b[0]), margin * (b[3] - b[1]));
+    [
+        (b[0] - mw).max(0.0),
+        (b[1] - mh).max(0.0),
+        (b[2] + mw).min(width as f64),
+        (b[3] + mh).min(height as f64),
+    ]
+}
+
+/// The candidate to keep: with a propagated mask the best agreement (then the best predicted
+/// IoU), without one the best predicted IoU. Returns its index and agreement.
+fn choose(
+    candidates: &[Candidate],
+    propagated: Option<&BinaryMask>,
+) -> Result<(usize, Option<f32>)> {
+    let mut best: Option<(usize, Option<f32>)> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        let agreement = match propagated {
+            Some(p) => Some(c.mask.iou(p)? as f32),
+            None => None,
+        };
+        let better = match best {
+            None => true,
+            Some((j, a)) => {
+                let key = |a: Option<f32>, iou: f32| (a.unwrap_or(0.0), iou);
+                key(agreement, c.iou) > key(a, candidates[j].iou)
+            }
+        };
+        if better {
+            best = Some((i, agreement));
+        }
+    }
+    Ok(best.unwrap_or((0, None)))
+}
+
+impl<P: MaskProposer> MaskRefiner<P> {
+    /// A refiner with `config` (validated) around `proposer`.
+    pub fn new(proposer: P, config: RefineConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(MaskRefiner {
+            proposer,
+            config,
+            states: HashMap::new(),
+            history: BTreeMap::new(),
+        })
+    }
+
+    /// The proposer.
+    pub fn proposer_mut(&mut self) -> &mut P {
+        &mut self.proposer
+    }
+}
+
+impl<P: MaskProposer> Refine for MaskRefiner<P> {
+    fn refine(&mut self, frame: &Frame, probs: &ObjectProbs) -> Result<Option<ObjectProbs>> {
+        if !frame.index.is_multiple_of(self.config.every) || probs.ids().is_empty() {
+            return Ok(None);
+        }
+        let (w, h) = (probs.width(), probs.height());
+        let map = probs.argmax();
+        let c = &self.config;
+        // (object, propagated mask if not empty, prompt)
+        let mut jobs: Vec<(ObjectId, Option<BinaryMask>, BoxPrompt)> = Vec::new();
+        for &id in probs.ids() {
+            let mask = map.mask(id);
+            let state = self.states.entry(id).or_default();
+            let mask_input = if c.mask_prompt {
+                state.low_res.clone()
+            } else {
+                None
+            };
+            if mask.area() >= c.min_area.max(1) {
+                let b = tight_box(&mask).expect("non-empty mask has a box");
+                if !state.box_refined {
+                    state.last_box = Some(b);
+                }
+                let bbox = grow_box(b, c.box_margin, w, h);
+                jobs.push((id, Some(mask), BoxPrompt { bbox, mask_input }));
+            } else if let Some(b) = state.last_box.filter(|_| c.reprompt_empty) {
+                let bbox = grow_box(b, c.box_margin, w, h);
+                jobs.push((id, None, BoxPrompt { bbox, mask_input }));
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(None);
+        }
+        let prompts: Vec<BoxPrompt> = jobs.iter().map(|j| j.2.clone()).collect();
+        let proposals = self.proposer.propose(frame, &prompts, c.multimask)?;
+        let mut scores = Vec::with_capacity(jobs.len());
+        let mut accepted: Vec<(ObjectId, BinaryMask)> = Vec::new();
+        for ((id, propagated, _), candidates) in jobs.into_iter().zip(proposals) {
+            if candidates.is_empty() {
+                continue;
+            }
+            let (i, agreement) = choose(&candidates, propagated.as_ref())?;
+            let cand = &candidates[i];
+            let ok = cand.iou as f64 >= c.iou_gate
+                && agreement.is_none_or(|a| a as f64 >= c.agreement_gate)
+                && !cand.mask.is_empty();
+            scores.push(RefineScore {
+                id,
+                iou: cand.iou,
+                agreement,
+                accepted: ok,
+                reprompted: propagated.is_none(),
+            });
+            if ok {
+                let state = self.states.entry(id).or_default();
+                state.last_box = tight_box(&cand.mask);
+                state.box_refined = true;
+                state.low_res = cand.low_res.clone();
+                accepted.push((id, cand.mask.clone()));
+            }
+        }
+        self.history.insert(frame.index, scores);
+        if accepted.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(compose(map, probs.ids(), accepted)?))
+    }
+
+    fn scores(&self, index: usize) -> Option<&[RefineScore]> {
+        self.history.get(&index).map(|s| s.as_slice())
+    }
+
+    fn reset(&mut self) {
+        self.states.clear();
+    }
+}
+
+/// One-hot masks of `ids`: `map` with the accepted objects' pixels replaced by their refined
+/// masks (larger masks first, so smaller ones stay on top).
+fn compose(
+    mut map: IdMap,
+    ids: &[ObjectId],
+    mut accepted: Vec<(ObjectId, BinaryMask)>,
+) -> Result<ObjectProbs> {
+    for v in map.data_mut() {
+        if accepted.iter().any(|(id, _)| *id == *v) {
+            *v = 0;
+        }
+    }
+    accepted.sort_by_key(|(_, m)| std::cmp::Reverse(m.area()));
+    for (id, mask) in &accepted {
+        map.paint(mask, *id)?;
+    }
+    ObjectProbs::one_hot(&map, ids)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! The refiner's decisions on synthetic masks, with a scripted proposer.
+
+use super::*;
+use candle_core::Device;
+use image::RgbImage;
+
+const W: usize = 40;
+const H: usize = 30;
+
+fn frame(index: usize) -> Frame {
+    Frame {
+        index,
+        name: format!("{index:05}"),
+        image: RgbImage::new(W as u32, H as u32).into(),
+    }
+}
+
+/// A filled rectangle `[x0, x1) × [y0, y1)`.
+fn rect(x0: usize, y0: usize, x1: usize, y1: usize) -> BinaryMask {
+    BinaryMask::from_fn(W, H, |x, y| (x0..x1).contains(&x) && (y0..y1).contains(&y))
+}
+
+fn probs(objects: &[(ObjectId, &BinaryMask)]) -> ObjectProbs {
+    let mut map = IdMap::new(W, H);
+    for (id, m) in objects {
+        map.paint(m, *id).unwrap();
+    }
+    let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
+    ObjectProbs::one_hot(&map, &ids).unwrap()
+}
+
+fn cand(mask: BinaryMask, iou: f32) -> Candidate {
+    Candidate {
+        mask,
+        iou,
+        low_res: Some(Tensor::full(iou, (1, 4, 4), &Device::Cpu).unwrap()),
+    }
+}
+
+/// Answers each call with the next scripted list of candidates per prompt, and records the
+/// prompts it was given.
+#[derive(Default)]
+struct Scripted {
+    answers: Vec<Vec<Vec<Candidate>>>,
+    seen: Vec<Vec<BoxPrompt>>,
+}
+
+impl MaskProposer for Scripted {
+    fn propose(
+        &mut self,
+        _: &Frame,
+        prompts: &[BoxPrompt],
+        _: bool,
+    ) -> Result<Vec<Vec<Candidate>>> {
+        self.seen.push(prompts.to_vec());
+        assert!(!self.answers.is_empty(), "unexpected proposer call");
+        let a = self.answers.remove(0);
+        assert_eq!(a.len(), prompts.len());
+        Ok(a)
+    }
+}
+
+fn refiner(answers: Vec<Vec<Vec<Candidate>>>, config: RefineConfig) -> MaskRefiner<Scripted> {
+    MaskRefiner::new(
+        Scripted {
+            answers,
+            seen: Vec::new(),
+        },
+        config,
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_candidate_agreeing_with_the_propagated_mask_wins_over_a_confident_part() {
+    let propagated = rect(10, 10, 20, 20);
+    let part = rect(12, 12, 15, 15);
+    let whole = rect(11, 10, 21, 20);
+    let everything = rect(0, 0, W, H);
+    let mut r = refiner(
+        vec![vec![vec![
+            cand(part.clone(), 0.99),
+            cand(whole.clone(), 0.85),
+            cand(everything, 0.95),
+        ]]],
+        RefineConfig::default(),
+    );
+    let out = r
+        .refine(&frame(0), &probs(&[(7, &propagated)]))
+        .unwrap()
+        .expect("accepted");
+    assert_eq!(out.argmax().mask(7), whole);
+    let s = r.scores(0).unwrap();
+    assert_eq!(s.len(), 1);
+    assert!(s[0].accepted && !s[0].reprompted);
+    assert_eq!(s[0].iou, 0.85);
+    let expected = whole.iou(&propagated).unwrap() as f32;
+    assert_eq!(s[0].agreement, Some(expected));
+    // The prompt was the propagated box grown by the margin.
+    let b = r.proposer_mut().seen[0][0].bbox;
+    assert_eq!(b, grow_box([10.0, 10.0, 20.0, 20.0], 0.1, W, H));
+    assert_eq!(b, [9.0, 9.0, 21.0, 21.0]);
+}
+
+#[test]
+fn gates_reject_low_predicted_iou_and_disagreement() {
+    let propagated = rect(10, 10, 20, 20);
+    let p = probs(&[(1, &propagated)]);
+    // Good shape, low confidence.
+    let mut r = refiner(
+        vec![vec![vec![cand(rect(10, 10, 20, 21), 0.79)]]],
+        RefineConfig::default(),
+    );
+    assert!(r.refine(&frame(0), &p).unwrap().is_none());
+    assert!(!r.scores(0).unwrap()[0].accepted);
+    // Confident, but elsewhere.
+    let mut r = refiner(
+        vec![vec![vec![cand(rect(25, 0, 40, 10), 0.99)]]],
+        RefineConfig::default(),
+    );
+    assert!(r.refine(&frame(0), &p).unwrap().is_none());
+    assert_eq!(r.scores(0).unwrap()[0].agreement, Some(0.0));
+    // The same with the gates open is accepted.
+    let open = RefineConfig {
+        iou_gate: 0.0,
+        agreement_gate: 0.0,
+        ..RefineConfig::default()
+    };
+    let mut r = refiner(vec![vec![vec![cand(rect(25, 0, 40, 10), 0.5)]]], open);
+    let out = r.refine(&frame(0), &p).unwrap().unwrap();
+    assert_eq!(out.argmax().mask(1), rect(25, 0, 40, 10));
+}
+
+#[test]
+fn an_emptied_object_is_reprompted_from_its_last_good_box() {
+    let first = rect(5, 5, 15, 12);
+    let refined = rect(5, 5, 16, 12);
+    let back = rect(6, 6, 16, 13);
+    let config = RefineConfig {
+        mask_prompt: true,
+        ..RefineConfig::default()
+    };
+    let mut r = refiner(
+        vec![
+            vec![vec![cand(refined.clone(), 0.9)]],
+            // Re-prompted: no agreement to check, the predicted IoU decides.
+            vec![vec![cand(back.clone(), 0.85)]],
+        ],
+        config,
+    );
+    r.refine(&frame(0), &probs(&[(3, &first)]))
+        .unwrap()
+        .unwrap();
+    let empty = BinaryMask::new(W, H);
+    let out = r
+        .refine(&frame(1), &probs(&[(3, &empty)]))
+        .unwrap()
+        .expect("re-prompted object comes back");
+    assert_eq!(out.argmax().mask(3), back);
+    let s = r.scores(1).unwrap()[0];
+    assert!(s.accepted && s.reprompted && s.agreement.is_none());
+    let seen = &r.proposer_mut().seen;
+    // The box of the accepted refinement (not of the propagated mask), grown.
+    assert_eq!(seen[1][0].bbox, grow_box([5.0, 5.0, 16.0, 12.0], 0.1, W, H));
+    // The mask prompt is the accepted candidate's low-resolution logits.
+    assert!(seen[0][0].mask_input.is_none());
+    let m = seen[1][0].mask_input.as_ref().expect("mask prompt");
+    assert_eq!(m.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0], 0.9);
+    // Without re-prompting an empty object is left alone (no proposer call).
+    let mut r = refiner(
+        vec![vec![vec![cand(refined, 0.9)]]],
+        RefineConfig {
+            reprompt_empty: false,
+            ..RefineConfig::default()
+        },
+    );
+    r.refine(&frame(0), &probs(&[(3, &first)])).unwrap();
+    assert!(r
+        .refine(&frame(1), &probs(&[(3, &empty)]))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn only_every_kth_frame_is_refined() {
+    let m = rect(10, 10, 20, 20);
+    let config = RefineConfig {
+        every: 2,
+        ..RefineConfig::default()
+    };
+    let mut r = refiner(vec![vec![vec![cand(rect(10, 10, 21, 20), 0.9)]]], config);
+    assert!(r.refine(&frame(1), &probs(&[(1, &m)])).unwrap().is_none());
+    assert!(r.scores(1).is_none());
+    assert!(r.refine(&frame(2), &probs(&[(1, &m)])).unwrap().is_some());
+}
+
+#[test]
+fn refined_objects_replace_their_pixels_and_smaller_ones_stay_on_top() {
+    let big = rect(0, 0, 30, 30);
+    let small = rect(20, 5, 30, 15);
+    let p = probs(&[(1, &big), (2, &small)]);
+    let big_refined = rect(0, 0, 32, 30);
+    let small_refined = rect(22, 5, 32, 15);
+    let mut r = refiner(
+        vec![vec![
+            vec![cand(big_refined.clone(), 0.9)],
+            vec![cand(small_refined.clone(), 0.9)],
+        ]],
+        RefineConfig::default(),
+    );
+    let out = r.refine(&frame(0), &p).unwrap().unwrap();
+    let map = out.argmax();
+    assert_eq!(map.mask(2), small_refined);
+    let mut expect_big = big_refined;
+    for (b, s) in expect_big.data_mut().iter_mut().zip(small_refined.data()) {
+        *b &= !*s;
+    }
+    assert_eq!(map.mask(1), expect_big);
+    assert_eq!(out.ids(), [1, 2]);
+}
+
+#[test]
+fn boxes_grow_by_the_margin_and_stay_in_the_frame() {
+    assert_eq!(
+        grow_box([10.0, 10.0, 30.0, 20.0], 0.5, 100, 100),
+        [0.0, 5.0, 40.0, 25.0]
+    );
+    assert_eq!(
+        grow_box([90.0, 0.0, 100.0, 10.0], 0.2, 95, 50),
+        [88.0, 0.0, 95.0, 12.0]
+    );
+    assert_eq!(
+        grow_box([1.0, 2.0, 3.0, 4.0], 0.0, 9, 9),
+        [1.0, 2.0, 3.0, 4.0]
+    );
+}

@@ -404,7 +404,11 @@ pub fn load_pth(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> 
 
     let mut tensors = Vec::new();
     let mut budget = MAX_ENTRIES;
-    flatten(&node, "", 0, &mut budget, &mut tensors).map_err(err)?;
+    let tensor = |v: &Value| match v {
+        Value::Tensor(t) => Some(t.clone()),
+        _ => None,
+    };
+    flatten(&node, "", 0, &mut budget, &tensor, &mut tensors).map_err(err)?;
     // One storage record in memory at a time: read it, cut its views out, drop it. A view
     // that is its whole storage takes the record's bytes without a copy.
     let mut by_storage: Vec<(String, Vec<usize>)> = Vec::new();
@@ -468,7 +472,12 @@ pub fn load_pkl(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> 
     let root = pickle::unpickle(&bytes).map_err(err)?;
     let node = select(root, key_path).map_err(err)?;
     let mut arrays = Vec::new();
-    flatten_arrays(&node, "", &mut arrays);
+    let array = |v: &Value| match v {
+        Value::Array(a) => Some(a.clone()),
+        _ => None,
+    };
+    let mut budget = MAX_ENTRIES;
+    flatten(&node, "", 0, &mut budget, &array, &mut arrays).map_err(err)?;
     let mut out = StateDict::new(path);
     for (name, a) in arrays {
         let t = numpy_to_raw(&a.borrow()).map_err(|m| err(format!("array '{name}': {m}")))?;
@@ -539,34 +548,6 @@ fn numpy_to_raw(a: &NumpyArray) -> std::result::Result<RawTensor, String> {
     RawTensor::new(dtype, a.shape.clone(), bytes).map_err(|e| e.to_string())
 }
 
-/// Collects the numpy arrays of a (nested) dict with dotted names.
-fn flatten_arrays(
-    node: &Value,
-    prefix: &str,
-    out: &mut Vec<(String, std::rc::Rc<std::cell::RefCell<NumpyArray>>)>,
-) {
-    let Value::Dict(d) = node else {
-        return;
-    };
-    for (k, v) in d.borrow().iter() {
-        let key = match k {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            _ => continue,
-        };
-        let name = if prefix.is_empty() {
-            key
-        } else {
-            format!("{prefix}.{key}")
-        };
-        match v {
-            Value::Array(a) => out.push((name, a.clone())),
-            Value::Dict(_) => flatten_arrays(v, &name, out),
-            _ => {}
-        }
-    }
-}
-
 /// Walks down `key_path` from the root dict of a pickle.
 fn select(root: Value, key_path: &[&str]) -> std::result::Result<Value, String> {
     let mut node = root;
@@ -634,13 +615,15 @@ const MAX_DEPTH: usize = 64;
 /// At most this many dict entries are visited (shared sub-dicts are visited once per path).
 const MAX_ENTRIES: usize = 1_000_000;
 
-/// Collects the tensors of a (nested) dict with dotted names.
-fn flatten(
+/// Collects, with dotted names, the leaves of a (nested) dict that `leaf` picks (tensors of a
+/// `.pth`, arrays of a `.pkl`); nesting depth and the entries visited are bounded.
+fn flatten<T>(
     node: &Value,
     prefix: &str,
     depth: usize,
     budget: &mut usize,
-    out: &mut Vec<(String, TensorRef)>,
+    leaf: &dyn Fn(&Value) -> Option<T>,
+    out: &mut Vec<(String, T)>,
 ) -> std::result::Result<(), String> {
     let Value::Dict(d) = node else {
         return Ok(());
@@ -667,9 +650,8 @@ fn flatten(
             format!("{prefix}.{key}")
         };
         match v {
-            Value::Tensor(t) => out.push((name, t.clone())),
-            Value::Dict(_) => flatten(v, &name, depth + 1, budget, out)?,
-            _ => {}
+            Value::Dict(_) => flatten(v, &name, depth + 1, budget, leaf, out)?,
+            v => out.extend(leaf(v).map(|t| (name, t))),
         }
     }
     Ok(())

@@ -385,6 +385,18 @@ pub fn cases(canary: &Path) -> Vec<Case> {
             "nested deeper",
             false,
         ),
+        // The same as a bare pickle, read as a detectron2-style `.pkl` of numpy arrays.
+        case(
+            "pkl_dict_containing_itself",
+            Pickle::new(op::PROTO2)
+                .op(&[op::EMPTY_DICT, op::BINPUT, 0])
+                .str("a")
+                .op(&[op::BINGET, 0, op::SETITEM])
+                .stop(),
+            Container::Raw,
+            "nested deeper",
+            false,
+        ),
         case(
             "missing_memo_entry",
             Pickle::new(op::PROTO2).op(&[op::BINGET, 7]).stop(),

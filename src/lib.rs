@@ -53,7 +53,6 @@ pub mod merge;
 pub mod models;
 pub mod nn;
 pub mod objects;
-pub mod onnx;
 pub mod output;
 pub mod overlap;
 pub mod propagator;

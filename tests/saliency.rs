@@ -218,7 +218,7 @@ fn onnx_reader_decodes_a_closed_graph_with_well_formed_weights() {
     let Some(f) = fixture() else { return };
     let path = f.dir.join("u2netp.onnx");
     let bytes = std::fs::read(&path).unwrap();
-    let model = deva::onnx::Model::parse(&bytes, &path).unwrap();
+    let model = deva::nn::onnx::Model::parse(&bytes, &path).unwrap();
     assert!(model.opset().is_some());
     let g = &model.graph;
     assert!(!g.nodes.is_empty() && !g.initializers.is_empty());

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(model) = deva::onnx::Model::parse(data, std::path::Path::new("fuzz.onnx")) else {
+    let Ok(model) = deva::nn::onnx::Model::parse(data, std::path::Path::new("fuzz.onnx")) else {
         return;
     };
     let _ = model.opset();

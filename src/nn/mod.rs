@@ -6,6 +6,7 @@ pub mod conv;
 pub mod deform_attn;
 pub mod dtype;
 pub mod linalg;
+pub mod onnx;
 mod pickle;
 pub mod resample;
 pub mod resnet;

@@ -152,10 +152,10 @@ impl Weights {
     /// The floating-point initializers of an ONNX model, by name (integer initializers are
     /// shape and index constants of the graph, not parameters).
     pub fn from_onnx(path: impl AsRef<Path>) -> Result<Self> {
-        use crate::onnx::DataType;
+        use crate::nn::onnx::DataType;
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let model = crate::onnx::Model::parse(&bytes, path)?;
+        let model = crate::nn::onnx::Model::parse(&bytes, path)?;
         let mut order = Vec::new();
         let mut tensors = HashMap::new();
         let float =

@@ -9,7 +9,7 @@ pub mod preprocess;
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, Segmentation};
 use crate::models::ModelStore;
-use crate::onnx;
+use crate::nn::onnx;
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
 use candle_core::{Device, Tensor};

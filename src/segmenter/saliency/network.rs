@@ -15,7 +15,7 @@
 //! feed it, so a graph of another shape is an error naming the node, not a wrong result.
 
 use crate::error::{Error, Result};
-use crate::onnx::{Graph, Node};
+use crate::nn::onnx::{Graph, Node};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 pub use super::dtype::TensorDType;
-use super::pickle::{self, NumpyArray, TensorRef, Value};
+use super::pickle::{self, TensorRef, Value};
 use crate::error::{Error, Result};
 
 /// One tensor of a checkpoint: dtype, shape and contiguous little-endian bytes.
@@ -463,93 +463,8 @@ fn is_contiguous(t: &TensorRef) -> bool {
     true
 }
 
-/// Reads a pickle of (nested) dicts of numpy arrays, as detectron2's `model_final_*.pkl`,
-/// without executing code (only numpy's array reconstruction is accepted).
-pub fn load_pkl(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
-    let path = path.as_ref();
-    let err = |m: String| Error::checkpoint(path, m);
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let root = pickle::unpickle(&bytes).map_err(err)?;
-    let node = select(root, key_path).map_err(err)?;
-    let mut arrays = Vec::new();
-    let array = |v: &Value| match v {
-        Value::Array(a) => Some(a.clone()),
-        _ => None,
-    };
-    let mut budget = MAX_ENTRIES;
-    flatten(&node, "", 0, &mut budget, &array, &mut arrays).map_err(err)?;
-    let mut out = StateDict::new(path);
-    for (name, a) in arrays {
-        let t = numpy_to_raw(&a.borrow()).map_err(|m| err(format!("array '{name}': {m}")))?;
-        out.insert(name, t);
-    }
-    Ok(out)
-}
-
-/// The tensor type of a numpy type code, little-endian only.
-fn numpy_dtype(d: &pickle::NumpyDtype) -> std::result::Result<TensorDType, String> {
-    let t = match d.code.as_str() {
-        "f4" => TensorDType::F32,
-        "f8" => TensorDType::F64,
-        "f2" => TensorDType::F16,
-        "i8" => TensorDType::I64,
-        "i4" => TensorDType::I32,
-        "i2" => TensorDType::I16,
-        "i1" => TensorDType::I8,
-        "u1" => TensorDType::U8,
-        "b1" => TensorDType::Bool,
-        other => return Err(format!("unsupported numpy dtype '{other}'")),
-    };
-    if d.order == '>' {
-        return Err(format!("big-endian numpy dtype '>{}'", d.code));
-    }
-    Ok(t)
-}
-
-/// A contiguous row-major tensor from a pickled numpy array.
-fn numpy_to_raw(a: &NumpyArray) -> std::result::Result<RawTensor, String> {
-    let d = a
-        .dtype
-        .as_ref()
-        .ok_or("array was never filled (no BUILD)")?;
-    let dtype = numpy_dtype(d)?;
-    let es = dtype.size();
-    let numel: usize = a.shape.iter().product();
-    if a.data.len() != numel * es {
-        return Err(format!(
-            "{} bytes for shape {:?} of '{}' (truncated file?)",
-            a.data.len(),
-            a.shape,
-            d.code
-        ));
-    }
-    let bytes = if a.fortran && a.shape.len() > 1 {
-        // Column-major: element (i0, i1, ...) is at i0 + n0·(i1 + n1·(...)).
-        let mut bytes = Vec::with_capacity(a.data.len());
-        let mut idx = vec![0usize; a.shape.len()];
-        for _ in 0..numel {
-            let mut e = 0;
-            for d in (0..idx.len()).rev() {
-                e = e * a.shape[d] + idx[d];
-            }
-            bytes.extend_from_slice(&a.data[e * es..(e + 1) * es]);
-            for d in (0..idx.len()).rev() {
-                idx[d] += 1;
-                if idx[d] < a.shape[d] {
-                    break;
-                }
-                idx[d] = 0;
-            }
-        }
-        bytes
-    } else {
-        a.data.to_vec()
-    };
-    RawTensor::new(dtype, a.shape.clone(), bytes).map_err(|e| e.to_string())
-}
-
 /// Walks down `key_path` from the root dict of a pickle.
-fn select(root: Value, key_path: &[&str]) -> std::result::Result<Value, String> {
+pub(super) fn select(root: Value, key_path: &[&str]) -> std::result::Result<Value, String> {
     let mut node = root;
     for (depth, key) in key_path.iter().enumerate() {
         let Value::Dict(d) = &node else {
@@ -613,11 +528,11 @@ fn read_record<R: std::io::Read + std::io::Seek>(
 const MAX_DEPTH: usize = 64;
 
 /// At most this many dict entries are visited (shared sub-dicts are visited once per path).
-const MAX_ENTRIES: usize = 1_000_000;
+pub(super) const MAX_ENTRIES: usize = 1_000_000;
 
 /// Collects, with dotted names, the leaves of a (nested) dict that `leaf` picks (tensors of a
 /// `.pth`, arrays of a `.pkl`); nesting depth and the entries visited are bounded.
-fn flatten<T>(
+pub(super) fn flatten<T>(
     node: &Value,
     prefix: &str,
     depth: usize,
@@ -725,114 +640,8 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> std::result::Result<RawTensor, 
     RawTensor::new(t.dtype, t.shape.clone(), bytes).map_err(|e| e.to_string())
 }
 
+mod pkl;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    #[test]
-    fn strided_views_are_gathered_in_row_major_order() {
-        // Storage 0..12 (f32); view of shape [2, 3] with strides [1, 4] at offset 1
-        // (a transposed slice): rows are (1, 5, 9) and (2, 6, 10).
-        let storage: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        let t = TensorRef {
-            key: "0".into(),
-            dtype: TensorDType::F32,
-            storage_len: 12,
-            offset: 1,
-            shape: vec![2, 3],
-            stride: vec![1, 4],
-        };
-        let r = materialize(&t, &storage).unwrap();
-        assert_eq!(r.to_f32().unwrap(), vec![1.0, 5.0, 9.0, 2.0, 6.0, 10.0]);
-        let bad = TensorRef {
-            offset: 4,
-            ..t.clone()
-        };
-        assert!(materialize(&bad, &storage).unwrap_err().contains("exceeds"));
-        assert!(materialize(&t, &storage[..20])
-            .unwrap_err()
-            .contains("truncated"));
-    }
-
-    #[test]
-    fn half_types_convert_to_f32() {
-        let b: Vec<u8> = [1.5f32, -2.0]
-            .iter()
-            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-            .collect();
-        let t = RawTensor::new(TensorDType::F16, vec![2], b).unwrap();
-        assert_eq!(t.to_f32().unwrap(), vec![1.5, -2.0]);
-        let b: Vec<u8> = [3.0f32]
-            .iter()
-            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-            .collect();
-        let t = RawTensor::new(TensorDType::BF16, vec![1], b).unwrap();
-        assert_eq!(t.to_f32().unwrap(), vec![3.0]);
-        assert!(RawTensor::new(TensorDType::F32, vec![3], vec![0; 8]).is_err());
-    }
-
-    // `pickle.dumps({'w': a, 'f': np.asfortranarray(a), 'i': np.array([7, -1], np.int64),
-    // 'n': 3}, protocol=P)` with `a = np.array([[1.5, -2, 3], [4, 5, -6.25]], np.float32)`,
-    // written by numpy 2.4 (`numpy._core.multiarray`).
-    const NUMPY_PROTO2: &[u8] = b"\
-        \x80\x02\x7d\x71\x00\x28\x58\x01\x00\x00\x00\x77\x71\x01\x63\x6e\x75\x6d\x70\x79\x2e\x5f\
-        \x63\x6f\x72\x65\x2e\x6d\x75\x6c\x74\x69\x61\x72\x72\x61\x79\x0a\x5f\x72\x65\x63\x6f\x6e\
-        \x73\x74\x72\x75\x63\x74\x0a\x71\x02\x63\x6e\x75\x6d\x70\x79\x0a\x6e\x64\x61\x72\x72\x61\
-        \x79\x0a\x71\x03\x4b\x00\x85\x71\x04\x63\x5f\x63\x6f\x64\x65\x63\x73\x0a\x65\x6e\x63\x6f\
-        \x64\x65\x0a\x71\x05\x58\x01\x00\x00\x00\x62\x71\x06\x58\x06\x00\x00\x00\x6c\x61\x74\x69\
-        \x6e\x31\x71\x07\x86\x71\x08\x52\x71\x09\x87\x71\x0a\x52\x71\x0b\x28\x4b\x01\x4b\x02\x4b\
-        \x03\x86\x71\x0c\x63\x6e\x75\x6d\x70\x79\x0a\x64\x74\x79\x70\x65\x0a\x71\x0d\x58\x02\x00\
-        \x00\x00\x66\x34\x71\x0e\x89\x88\x87\x71\x0f\x52\x71\x10\x28\x4b\x03\x58\x01\x00\x00\x00\
-        \x3c\x71\x11\x4e\x4e\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x71\x12\x62\
-        \x89\x68\x05\x58\x1e\x00\x00\x00\x00\x00\xc3\x80\x3f\x00\x00\x00\xc3\x80\x00\x00\x40\x40\
-        \x00\x00\xc2\x80\x40\x00\x00\xc2\xa0\x40\x00\x00\xc3\x88\xc3\x80\x71\x13\x68\x07\x86\x71\
-        \x14\x52\x71\x15\x74\x71\x16\x62\x58\x01\x00\x00\x00\x66\x71\x17\x68\x02\x68\x03\x4b\x00\
-        \x85\x71\x18\x68\x09\x87\x71\x19\x52\x71\x1a\x28\x4b\x01\x4b\x02\x4b\x03\x86\x71\x1b\x68\
-        \x10\x88\x68\x05\x58\x1e\x00\x00\x00\x00\x00\xc3\x80\x3f\x00\x00\xc2\x80\x40\x00\x00\x00\
-        \xc3\x80\x00\x00\xc2\xa0\x40\x00\x00\x40\x40\x00\x00\xc3\x88\xc3\x80\x71\x1c\x68\x07\x86\
-        \x71\x1d\x52\x71\x1e\x74\x71\x1f\x62\x58\x01\x00\x00\x00\x69\x71\x20\x68\x02\x68\x03\x4b\
-        \x00\x85\x71\x21\x68\x09\x87\x71\x22\x52\x71\x23\x28\x4b\x01\x4b\x02\x85\x71\x24\x68\x0d\
-        \x58\x02\x00\x00\x00\x69\x38\x71\x25\x89\x88\x87\x71\x26\x52\x71\x27\x28\x4b\x03\x68\x11\
-        \x4e\x4e\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x71\x28\x62\x89\x68\x05\
-        \x58\x18\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\xc3\xbf\xc3\xbf\xc3\xbf\xc3\xbf\xc3\
-        \xbf\xc3\xbf\xc3\xbf\xc3\xbf\x71\x29\x68\x07\x86\x71\x2a\x52\x71\x2b\x74\x71\x2c\x62\x58\
-        \x01\x00\x00\x00\x6e\x71\x2d\x4b\x03\x75\x2e";
-    const NUMPY_PROTO4: &[u8] = b"\
-        \x80\x04\x95\x41\x01\x00\x00\x00\x00\x00\x00\x7d\x94\x28\x8c\x01\x77\x94\x8c\x16\x6e\x75\
-        \x6d\x70\x79\x2e\x5f\x63\x6f\x72\x65\x2e\x6d\x75\x6c\x74\x69\x61\x72\x72\x61\x79\x94\x8c\
-        \x0c\x5f\x72\x65\x63\x6f\x6e\x73\x74\x72\x75\x63\x74\x94\x93\x94\x8c\x05\x6e\x75\x6d\x70\
-        \x79\x94\x8c\x07\x6e\x64\x61\x72\x72\x61\x79\x94\x93\x94\x4b\x00\x85\x94\x43\x01\x62\x94\
-        \x87\x94\x52\x94\x28\x4b\x01\x4b\x02\x4b\x03\x86\x94\x68\x05\x8c\x05\x64\x74\x79\x70\x65\
-        \x94\x93\x94\x8c\x02\x66\x34\x94\x89\x88\x87\x94\x52\x94\x28\x4b\x03\x8c\x01\x3c\x94\x4e\
-        \x4e\x4e\x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x94\x62\x89\x43\x18\x00\x00\
-        \xc0\x3f\x00\x00\x00\xc0\x00\x00\x40\x40\x00\x00\x80\x40\x00\x00\xa0\x40\x00\x00\xc8\xc0\
-        \x94\x74\x94\x62\x8c\x01\x66\x94\x68\x04\x68\x07\x4b\x00\x85\x94\x68\x09\x87\x94\x52\x94\
-        \x28\x4b\x01\x4b\x02\x4b\x03\x86\x94\x68\x11\x88\x43\x18\x00\x00\xc0\x3f\x00\x00\x80\x40\
-        \x00\x00\x00\xc0\x00\x00\xa0\x40\x00\x00\x40\x40\x00\x00\xc8\xc0\x94\x74\x94\x62\x8c\x01\
-        \x69\x94\x68\x04\x68\x07\x4b\x00\x85\x94\x68\x09\x87\x94\x52\x94\x28\x4b\x01\x4b\x02\x85\
-        \x94\x68\x0e\x8c\x02\x69\x38\x94\x89\x88\x87\x94\x52\x94\x28\x4b\x03\x68\x12\x4e\x4e\x4e\
-        \x4a\xff\xff\xff\xff\x4a\xff\xff\xff\xff\x4b\x00\x74\x94\x62\x89\x43\x10\x07\x00\x00\x00\
-        \x00\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\x94\x74\x94\x62\x8c\x01\x6e\x94\x4b\x03\
-        \x75\x2e";
-
-    #[test]
-    fn numpy_pickles_give_row_major_tensors() {
-        let dir = tempfile::tempdir().unwrap();
-        for (i, bytes) in [NUMPY_PROTO2, NUMPY_PROTO4].iter().enumerate() {
-            let p = dir.path().join(format!("a{i}.pkl"));
-            std::fs::write(&p, bytes).unwrap();
-            let d = load(&p, &[]).unwrap();
-            let want = [1.5, -2.0, 3.0, 4.0, 5.0, -6.25];
-            for k in ["w", "f"] {
-                let t = d.get(k).unwrap();
-                assert_eq!(t.shape(), &[2, 3], "{k}");
-                assert_eq!(t.to_f32().unwrap(), want, "{k} (protocol {})", bytes[1]);
-            }
-            assert_eq!(d.get("i").unwrap().to_i64().unwrap(), vec![7, -1]);
-            assert_eq!(d.len(), 3);
-            // Truncated data is an error naming the array, not a panic.
-            std::fs::write(&p, &bytes[..bytes.len() - 40]).unwrap();
-            assert!(load(&p, &[]).is_err());
-        }
-    }
-}
+pub use pkl::load_pkl;

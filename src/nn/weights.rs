@@ -88,7 +88,8 @@ impl Weights {
     /// `.onnx` extension) or a safetensors file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        if checkpoint::is_zip(path)? {
+        if checkpoint::CheckpointFormat::of_file(path)?.0 == checkpoint::CheckpointFormat::TorchZip
+        {
             Weights::from_state_dict(checkpoint::load_pth(path, &[])?)
         } else if path.extension().is_some_and(|e| e == "onnx") {
             Weights::from_onnx(path)

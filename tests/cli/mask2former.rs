@@ -11,6 +11,8 @@ fn config(dir: &std::path::Path, task: &str, out: &std::path::Path) -> std::path
         "/configs/vipseg_online.toml"
     ))
     .unwrap();
+    // The preset's schedule; its [segmenter] section (VIPSeg's 124 labels) is replaced.
+    let preset = &preset[..preset.find("\n[segmenter]").expect("a [segmenter] section")];
     let weights = dir.join("model.safetensors");
     let text = format!(
         "{preset}\n[segmenter]\nkind = \"mask2former\"\nweights = {:?}\ntask = \"{task}\"\n\

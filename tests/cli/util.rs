@@ -138,6 +138,7 @@ pub fn check_vipseg_output(out: &Path, frames: &Path, video: &str) -> Vec<(u32, 
             .iter()
             .map(|s| s["id"].as_u64().unwrap() as u32)
             .collect();
+        assert_eq!(json_ids.len(), segs.len(), "{name}: an id listed twice");
         assert_eq!(json_ids, px_areas.keys().copied().collect(), "{name}");
         for s in segs {
             let id = s["id"].as_u64().unwrap() as u32;

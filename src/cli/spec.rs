@@ -256,6 +256,34 @@ mod tests {
     }
 
     #[test]
+    fn m2f_weights_replace_the_sections_weights_and_need_mask2former() {
+        let w = Path::new("m.pkl");
+        let section = SegmenterSpec::Mask2former(Mask2FormerSpec {
+            weights: Some("mask2former-r50-coco-panoptic".into()),
+            labels: Some("coco-panoptic".into()),
+            ..Default::default()
+        });
+        let Some(SegmenterSpec::Mask2former(m)) =
+            with_m2f_weights(Some(section.clone()), Some(w)).unwrap()
+        else {
+            panic!("not mask2former")
+        };
+        assert_eq!(
+            (m.weights.as_deref(), m.labels.as_deref()),
+            (Some(w), Some("coco-panoptic"))
+        );
+        assert_eq!(
+            with_m2f_weights(Some(section.clone()), None).unwrap(),
+            Some(section)
+        );
+        let e = with_m2f_weights(Some(SegmenterSpec::Prompts), Some(w))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--m2f-weights") && e.contains("prompts"), "{e}");
+        assert!(with_m2f_weights(None, Some(w)).is_err());
+    }
+
+    #[test]
     fn the_default_propagator_follows_the_weights() {
         let flow = PropagatorSpec::default();
         assert_eq!(propagator(None, None, &flow).unwrap(), flow);

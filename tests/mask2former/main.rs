@@ -25,7 +25,7 @@ use deva::segmenter::mask2former::{
 };
 use deva::segmenter::ImageSegmenter;
 use deva::video::Frame;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 struct Fixture {

@@ -15,10 +15,43 @@ use deva::ModelStore;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The detectron2 name of a ResNet backbone key (`embedder.embedder.*`,
+/// `encoder.stages.S.layers.L.*` under the encoder prefix): detectron2's `stem.conv1`,
+/// `res{S+2}.L.conv{K+1}` and `shortcut`, with `norm` for the (frozen) BatchNorm, which has
+/// no step counter. `None` for other keys.
+fn detectron2_resnet_name(r: &str) -> Option<Option<(String, Option<usize>)>> {
+    let norm = |p: &str| match p.strip_prefix("normalization.") {
+        Some("num_batches_tracked") => None,
+        Some(n) => Some(format!("norm.{n}")),
+        None => Some(p.strip_prefix("convolution.").unwrap().to_string()),
+    };
+    if let Some(p) = r.strip_prefix("embedder.embedder.") {
+        return Some(norm(p).map(|p| (format!("backbone.stem.conv1.{p}"), None)));
+    }
+    let r = r.strip_prefix("encoder.stages.")?;
+    let (stage, r) = r.split_once(".layers.").unwrap();
+    let (layer, r) = r.split_once('.').unwrap();
+    let stage: usize = stage.parse().unwrap();
+    let (module, p) = match r.strip_prefix("layer.") {
+        Some(r) => {
+            let (k, p) = r.split_once('.').unwrap();
+            (format!("conv{}", k.parse::<usize>().unwrap() + 1), p)
+        }
+        None => ("shortcut".to_string(), r.strip_prefix("shortcut.").unwrap()),
+    };
+    Some(norm(p).map(|p| {
+        (
+            format!("backbone.res{}.{layer}.{module}.{p}", stage + 2),
+            None,
+        )
+    }))
+}
+
 /// The detectron2 name of a Hugging Face key of the fixture model, written from the original
-/// Mask2Former module names (`D2SwinTransformer`, `MSDeformAttnPixelDecoder`,
-/// `MultiScaleMaskedTransformerDecoder`); `None` for keys detectron2 does not have. Fused
-/// projections come back as `(name, part)` with part 0..3 for q, k, v.
+/// Mask2Former module names (`D2SwinTransformer` or detectron2's ResNet,
+/// `MSDeformAttnPixelDecoder`, `MultiScaleMaskedTransformerDecoder`); `None` for keys
+/// detectron2 does not have. Fused projections come back as `(name, part)` with part 0..3 for
+/// q, k, v.
 fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
     let sub = |s: &str, rules: &[(&str, &str)]| -> String {
         rules
@@ -29,6 +62,9 @@ fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
         return None;
     }
     if let Some(r) = k.strip_prefix("model.pixel_level_module.encoder.") {
+        if let Some(name) = detectron2_resnet_name(r) {
+            return name;
+        }
         if let Some(r) = r.strip_prefix("hidden_states_norms.stage") {
             let (n, p) = r.split_once('.').unwrap();
             let n: usize = n.parse().unwrap();
@@ -270,6 +306,7 @@ fn detectron2_pkl_without_config_json_gets_its_sizes_from_the_tensors() {
                 b.patch_size
             )
         ),
+        (BackboneConfig::ResNet(a), BackboneConfig::ResNet(b)) => assert_eq!(a, b),
         (a, b) => panic!("backbone {a:?}, expected {b:?}"),
     }
     let sizes = |c: &Mask2FormerConfig| {
@@ -343,20 +380,26 @@ fn detectron2_pkl_without_config_json_gets_its_sizes_from_the_tensors() {
     let table = items
         .iter_mut()
         .filter(|(k, _)| k.ends_with("attn.relative_position_bias_table"))
-        .nth(1)
-        .expect("two Swin blocks");
-    let Obj::Array(shape, values) = &mut table.1 else {
-        panic!("{}: not an array", table.0)
+        .nth(1);
+    let needles = match table {
+        Some(table) => {
+            let Obj::Array(shape, values) = &mut table.1 else {
+                panic!("{}: not an array", table.0)
+            };
+            let side = (shape[0] as f64).sqrt() as usize + 2;
+            *shape = vec![side * side, shape[1]];
+            *values = vec![0.0; side * side * shape[1]];
+            ["relative_position_bias_table", "window size"]
+        }
+        None => {
+            // A ResNet without the first block of its first stage.
+            items.retain(|(k, _)| !k.starts_with("backbone.res2.0."));
+            ["encoder.stages.0.layers.0.*", "missing"]
+        }
     };
-    let side = (shape[0] as f64).sqrt() as usize + 2;
-    *shape = vec![side * side, shape[1]];
-    *values = vec![0.0; side * side * shape[1]];
     std::fs::write(&path, d2_pickle(items)).unwrap();
     let e = spec.build(&store, &Device::Cpu).unwrap_err().to_string();
-    assert!(
-        e.contains("relative_position_bias_table") && e.contains("window size"),
-        "{e}"
-    );
+    assert!(needles.iter().all(|n| e.contains(n)), "{e}");
 }
 
 #[test]

@@ -117,7 +117,10 @@ fn bench(c: &mut Criterion) {
     let only: Option<usize> = std::env::var("DEVA_BENCH_OBJECTS")
         .ok()
         .and_then(|v| v.parse().ok());
-    for n in [1, 2, 5].into_iter().filter(|&n| only.is_none_or(|o| o == n)) {
+    for n in [1, 2, 5]
+        .into_iter()
+        .filter(|&n| only.is_none_or(|o| o == n))
+    {
         let (mut p, mut step) = tracker(n, SIZE);
         group.bench_function(format!("{n}_objects"), |b| b.iter(|| step(&mut p)));
     }

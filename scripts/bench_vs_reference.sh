@@ -103,8 +103,11 @@ row() {
     local name=$1 ours=$2 theirs=$3 r o t
     : >"$work/o"; : >"$work/t"; : >"$work/r"
     for ((r = 0; r < rounds; r++)); do
+        # The commands are word-split on purpose.
         # shellcheck disable=SC2086
-        o=$(measure $ours); t=$(measure $theirs)
+        o=$(measure $ours)
+        # shellcheck disable=SC2086
+        t=$(measure $theirs)
         echo "$o" >>"$work/o"; echo "$t" >>"$work/t"
         awk -v a="${o%% *}" -v b="${t%% *}" 'BEGIN {if (b > 0) print a / b}' >>"$work/r"
     done
@@ -118,7 +121,9 @@ skip() { printf '%-20s skipped: %s\n' "$1" "$2"; }
 
 frames10="$work/frames10"
 mkdir -p "$frames10"
-for f in $(ls "$frames_dir" | head -10); do ln -s "$frames_dir/$f" "$frames10/$f"; done
+find "$frames_dir" -maxdepth 1 -name '*.jpg' | sort | head -10 | while read -r f; do
+    ln -s "$f" "$frames10/$(basename "$f")"
+done
 
 cargo build --quiet --release
 deva="$root/target/release/deva"

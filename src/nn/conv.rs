@@ -381,7 +381,9 @@ impl ConvOp {
         // `[c_out, len]` (and, on the column-buffer path, its `[k_len, len]` columns) stay in
         // cache through all the taps, where whole-image products stream them from memory once
         // per tap. Accumulators are laid out block after block.
-        let block = (BLOCK_ACC_FLOATS / g.c_out.max(1)).max(MIN_BLOCK).min(n.max(1));
+        let block = (BLOCK_ACC_FLOATS / g.c_out.max(1))
+            .max(MIN_BLOCK)
+            .min(n.max(1));
         let mut acc = vec![0.0f32; g.c_out * n];
         acc.par_chunks_mut(g.c_out * block)
             .enumerate()

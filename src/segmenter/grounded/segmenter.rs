@@ -222,6 +222,10 @@ impl ImageSegmenter for GroundedSam {
         "grounded-sam"
     }
 
+    fn sam(&self) -> Option<Arc<SamModel>> {
+        Some(self.sam.clone())
+    }
+
     fn segment(
         &mut self,
         frame: &Frame,

@@ -99,7 +99,10 @@ fn refiner_scores_are_recorded_per_object_and_frame() {
     for (t, frame) in records.iter().enumerate() {
         for seg in frame["segments_info"].as_array().unwrap() {
             let Some(r) = seg.get("refine") else {
-                assert_eq!(t, 0, "frame {t}: a propagated object without a refiner score");
+                assert_eq!(
+                    t, 0,
+                    "frame {t}: a propagated object without a refiner score"
+                );
                 continue;
             };
             assert!(t > 0, "the first frame is given, not propagated");
@@ -218,8 +221,11 @@ fn segmenter_and_refiner_share_one_encoder_run_per_frame() {
         })),
     };
     let mut map = IdMap::new(w as usize, h as usize);
-    map.paint(&BinaryMask::from_fn(w as usize, h as usize, |x, y| x > 20 && y > 10), 1)
-        .unwrap();
+    map.paint(
+        &BinaryMask::from_fn(w as usize, h as usize, |x, y| x > 20 && y > 10),
+        1,
+    )
+    .unwrap();
     let probs = ObjectProbs::one_hot(&map, &[1]).unwrap();
     for t in 0..2 {
         let f = frame(t);

@@ -416,13 +416,7 @@ pub(crate) fn track_video(
         let refiner = SamRefiner::with_model(model, config.refine.clone())?;
         tracker.set_refiner(Box::new(refiner))?;
     }
-    let stats = output::run(
-        source.as_mut(),
-        &mut tracker,
-        sink.as_mut(),
-        stop,
-        progress,
-    )?;
+    let stats = output::run(source.as_mut(), &mut tracker, sink.as_mut(), stop, progress)?;
     if refining && job.announce {
         let scores = (0..stats.frames_read).filter_map(|i| tracker.refine_scores(i));
         eprintln!("refiner: {}", RefineSummary::of(scores.flatten()));

@@ -557,7 +557,7 @@ mod tests {
         fg.write(&r).unwrap();
         let w = &mut fg.0;
         w.write(&r).unwrap();
-        w.write(&result(1, &[0, 5, 5, 0, 5, 300], vec![info(5, 7, 0.25)]))
+        w.write(&result(1, &[0, 5, 5, 0, 5, 0], vec![info(5, 7, 0.25)]))
             .unwrap();
         w.finish().unwrap();
         let doc = read_json(&dir.path().join("pred.json"));

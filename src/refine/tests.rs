@@ -153,13 +153,20 @@ fn a_sudden_area_change_is_rejected_when_gated() {
         assert_eq!(out.argmax().mask(1), m);
     }
     // 64 pixels (÷ 1.56) is not.
-    let mut r = refiner(vec![vec![vec![cand(rect(12, 12, 20, 20), 0.9)]]], gated.clone());
+    let mut r = refiner(
+        vec![vec![vec![cand(rect(12, 12, 20, 20), 0.9)]]],
+        gated.clone(),
+    );
     assert!(r.refine(&frame(0), &p).unwrap().is_none());
     let bad = RefineConfig {
         max_area_change: 0.5,
         ..RefineConfig::default()
     };
-    assert!(bad.validate().unwrap_err().to_string().contains("max_area_change"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("max_area_change"));
 }
 
 #[test]

@@ -3,14 +3,14 @@
 //! original size.
 
 use super::model::SamModel;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use super::prompt::PromptEmbeddings;
 use super::transform::{apply_coords, input_tensor, resize_longest_side, MaskUpscaler};
 use crate::error::{Error, Result};
 use crate::mask::BinaryMask;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// An image embedded by SAM, with the sizes needed to map prompts and masks.
 #[derive(Debug, Clone)]

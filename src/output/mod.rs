@@ -16,7 +16,8 @@ pub use run::{run, FrameResult, RunStats, Sink, Sinks, Tracking};
 
 use crate::error::{Error, Result};
 use crate::imageio::{davis_palette, write_palette_png, write_rgb_id_png};
-use crate::mask::{Rle, SegmentInfo, Segmentation};
+use crate::mask::{ObjectId, Rle, SegmentInfo, Segmentation};
+use crate::refine::RefineScore;
 use json::{BurstRecord, FrameRecord, SegmentRecord};
 use std::path::{Path, PathBuf};
 
@@ -226,12 +227,22 @@ impl Writer {
             .iter()
             .filter_map(|s| Some((s, *areas.get(&s.id)?, *boxes.get(&s.id)?)));
         let file_name = format!("{}.jpg", result.name);
+        let refine = |id: ObjectId| {
+            result
+                .refine
+                .iter()
+                .find(|r| r.id == id)
+                .map(json::RefineRecord::from)
+        };
         match self.opts.format {
             OutputFormat::Davis => None,
             OutputFormat::Vipseg | OutputFormat::Demo => Some(FrameRecord::Panoptic {
                 file_name,
                 segments_info: present
-                    .map(|(s, area, bbox)| SegmentRecord::new(s, area, bbox))
+                    .map(|(s, area, bbox)| SegmentRecord {
+                        refine: refine(s.id),
+                        ..SegmentRecord::new(s, area, bbox)
+                    })
                     .collect(),
             }),
             OutputFormat::Burst => Some(FrameRecord::Burst {
@@ -243,6 +254,7 @@ impl Writer {
                         category_id: s.category_id,
                         bbox: bbox.xywh(),
                         rle: (&Rle::encode(&seg.map.mask(s.id))).into(),
+                        refine: refine(s.id),
                     })
                     .collect(),
             }),
@@ -296,31 +308,44 @@ impl Sink for Writer {
     }
 }
 
+/// The present object with the most pixels (ties to the smallest id).
+fn largest(seg: &Segmentation) -> Option<&SegmentInfo> {
+    let areas = seg.map.areas();
+    seg.segments
+        .iter()
+        .filter_map(|s| Some((*areas.get(&s.id)?, s)))
+        .max_by_key(|(area, s)| (*area, std::cmp::Reverse(s.id)))
+        .map(|(_, s)| s)
+}
+
 /// All objects of a segmentation as one object, id 1 (binary foreground, the DAVIS-2016
 /// convention). Its information is that of the largest object.
 pub fn foreground(seg: &Segmentation) -> Segmentation {
     let map = seg.map.remap(|id| u32::from(id != 0));
-    let areas = seg.map.areas();
-    let largest = seg
-        .segments
-        .iter()
-        .filter_map(|s| Some((*areas.get(&s.id)?, s)))
-        .max_by_key(|(area, s)| (*area, std::cmp::Reverse(s.id)));
-    let segments = match largest {
-        Some((_, s)) => vec![SegmentInfo { id: 1, ..s.clone() }],
+    let segments = match largest(seg) {
+        Some(s) => vec![SegmentInfo { id: 1, ..s.clone() }],
         None if map.data().contains(&1) => vec![SegmentInfo::new(1)],
         None => Vec::new(),
     };
     Segmentation { map, segments }
 }
 
-/// A sink that hands every frame on with all its objects merged into one ([`foreground`]).
+/// A sink that hands every frame on with all its objects merged into one ([`foreground`]);
+/// the refiner's score of the largest object becomes that of object 1.
 pub struct Foreground<S>(pub S);
 
 impl<S: Sink> Sink for Foreground<S> {
     fn write(&mut self, frame: &FrameResult) -> Result<()> {
+        let main: Option<ObjectId> = largest(&frame.segmentation).map(|s| s.id);
+        let refine = frame
+            .refine
+            .iter()
+            .filter(|r| Some(r.id) == main)
+            .map(|r| RefineScore { id: 1, ..*r })
+            .collect();
         self.0.write(&FrameResult {
             segmentation: foreground(&frame.segmentation),
+            refine,
             ..frame.clone()
         })
     }
@@ -347,6 +372,7 @@ mod tests {
                 map: IdMap::from_vec(3, 2, ids.to_vec()).unwrap(),
                 segments: infos,
             },
+            refine: Vec::new(),
         }
     }
 
@@ -513,5 +539,46 @@ mod tests {
         fg.validate().unwrap();
         let empty = Segmentation::from_map(IdMap::new(2, 2));
         assert_eq!(foreground(&empty), empty);
+    }
+
+    #[test]
+    fn refiner_scores_go_to_their_segments_and_the_foreground_keeps_the_largest() {
+        let score = |id, iou, accepted| RefineScore {
+            id,
+            iou,
+            agreement: Some(iou / 2.0),
+            accepted,
+            reprompted: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let w = Writer::new(OutputOptions::new(dir.path(), OutputFormat::Demo, "v")).unwrap();
+        let mut fg = Foreground(w);
+        let mut r = result(
+            0,
+            &[0, 5, 5, 0, 5, 300],
+            vec![info(300, 63, 0.5), info(5, 7, 0.25)],
+        );
+        r.refine = vec![score(5, 0.75, true), score(300, 0.5, false)];
+        fg.write(&r).unwrap();
+        let w = &mut fg.0;
+        w.write(&r).unwrap();
+        w.write(&result(1, &[0, 5, 5, 0, 5, 0], vec![info(5, 7, 0.25)]))
+            .unwrap();
+        w.finish().unwrap();
+        let doc = read_json(&dir.path().join("pred.json"));
+        let frames = doc["annotations"].as_array().unwrap();
+        let refine = |f: usize, s: usize| frames[f]["segments_info"][s]["refine"].clone();
+        // Foreground: object 5 (three pixels) is the largest; its score is object 1's.
+        assert_eq!(frames[0]["segments_info"][0]["id"], 1);
+        assert_eq!(
+            refine(0, 0),
+            serde_json::json!({"iou": 0.75, "agreement": 0.375, "accepted": true, "reprompted": false})
+        );
+        assert_eq!(frames[1]["segments_info"][0]["id"], 300);
+        assert_eq!(refine(1, 0)["accepted"], false);
+        assert_eq!(refine(1, 0)["iou"], 0.5);
+        assert_eq!(refine(1, 1)["iou"], 0.75);
+        // A frame that was not refined has no "refine" key.
+        assert!(frames[2]["segments_info"][0].get("refine").is_none());
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::error::Result;
 use crate::mask::Segmentation;
+use crate::refine::RefineScore;
 use crate::tracker::{TrackedFrame, Tracker};
 use crate::video::{Frame, FrameSource};
 use image::RgbImage;
@@ -20,6 +21,9 @@ pub struct FrameResult {
     pub image: Arc<RgbImage>,
     /// Object ids and their information.
     pub segmentation: Segmentation,
+    /// The refiner's judgement of each refined object on this frame (empty when the frame
+    /// was not refined).
+    pub refine: Vec<RefineScore>,
 }
 
 /// Something that turns frames into final segmentations in order, possibly with a delay.
@@ -61,23 +65,33 @@ impl From<&TrackedFrame> for FrameResult {
             name: t.name.clone(),
             image: t.image.clone(),
             segmentation: t.segmentation(),
+            refine: Vec::new(),
         }
+    }
+}
+
+impl Tracker<'_> {
+    /// The results of `frames`, with the refiner's scores of each.
+    fn results(&self, frames: &[TrackedFrame]) -> Vec<FrameResult> {
+        frames
+            .iter()
+            .map(|t| FrameResult {
+                refine: self.refine_scores(t.index).unwrap_or_default().to_vec(),
+                ..FrameResult::from(t)
+            })
+            .collect()
     }
 }
 
 impl Tracking for Tracker<'_> {
     fn step(&mut self, frame: Frame) -> Result<Vec<FrameResult>> {
-        Ok(Tracker::step(self, frame)?
-            .iter()
-            .map(FrameResult::from)
-            .collect())
+        let frames = Tracker::step(self, frame)?;
+        Ok(self.results(&frames))
     }
 
     fn finish(&mut self) -> Result<Vec<FrameResult>> {
-        Ok(Tracker::finish(self)?
-            .iter()
-            .map(FrameResult::from)
-            .collect())
+        let frames = Tracker::finish(self)?;
+        Ok(self.results(&frames))
     }
 }
 
@@ -161,6 +175,7 @@ mod tests {
             name: f.name,
             image: f.image,
             segmentation: Segmentation::from_map(map),
+            refine: Vec::new(),
         }
     }
 

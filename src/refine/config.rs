@@ -26,6 +26,10 @@ pub struct RefineConfig {
     pub reprompt_empty: bool,
     /// Propagated masks with fewer pixels than this count as empty.
     pub min_area: usize,
+    /// A refined mask is rejected when its area differs from the propagated mask's (when
+    /// re-prompted: the last good mask's) by more than this factor either way (a sudden
+    /// change: SAM took a part, or the background); 0 turns the gate off.
+    pub max_area_change: f64,
 }
 
 impl Default for RefineConfig {
@@ -39,6 +43,7 @@ impl Default for RefineConfig {
             multimask: true,
             reprompt_empty: true,
             min_area: 1,
+            max_area_change: 0.0,
         }
     }
 }
@@ -54,6 +59,11 @@ impl RefineConfig {
         }
         if self.every == 0 {
             return Err(Error::Config("refine.every must be at least 1".into()));
+        }
+        if !(self.max_area_change == 0.0 || self.max_area_change > 1.0) {
+            return Err(Error::Config(
+                "refine.max_area_change must be 0 (off) or above 1".into(),
+            ));
         }
         if !(0.0..=2.0).contains(&self.box_margin) {
             return Err(Error::Config("refine.box_margin must be in [0, 2]".into()));

@@ -10,6 +10,9 @@
 //! - When an object's propagated mask is empty, it is re-prompted from its last good box (the
 //!   box of its last accepted refinement, else of its last non-empty propagated mask) and
 //!   accepted on the IoU gate alone: a lost object can come back.
+//! - A refined mask whose area differs by more than the factor `max_area_change` from the
+//!   propagated mask's (re-prompted: the last good mask's) is rejected: a sudden change, as
+//!   when SAM takes a part or the background, unlike motion between frames.
 //! - The result is one-hot: the propagated argmax with accepted objects' pixels replaced
 //!   (larger objects painted first, so smaller ones stay on top).
 //! - Per object and frame, the predicted IoU, the agreement and the decision are kept as
@@ -17,13 +20,14 @@
 //!
 //! The stage works with any propagator: the tracker's engine calls [`Refine::refine`] on every
 //! propagated prediction. [`SamRefiner`] is the SAM implementation; the frame's image
-//! embedding is computed once per frame ([`FrameEmbeddings`]).
+//! embedding is computed once per frame and shared with a SAM segmenter holding the same
+//! model ([`crate::segmenter::sam::SamModel::embed_image`]).
 
 pub mod config;
 mod sam;
 
 pub use config::RefineConfig;
-pub use sam::{FrameEmbeddings, SamProposer, SamRefiner};
+pub use sam::{SamProposer, SamRefiner};
 
 use crate::error::Result;
 use crate::mask::{BinaryMask, IdMap, ObjectId, ObjectProbs};
@@ -80,6 +84,48 @@ pub struct RefineScore {
     pub reprompted: bool,
 }
 
+/// Counts over a run's refiner scores (one per object and refined frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefineSummary {
+    /// Objects refined, summed over frames.
+    pub refined: usize,
+    /// Of those, refined masks accepted by the gates.
+    pub accepted: usize,
+    /// Objects re-prompted from their last good box (empty propagated mask).
+    pub reprompted: usize,
+    /// Of those, accepted.
+    pub reprompted_accepted: usize,
+}
+
+impl RefineSummary {
+    /// The counts of `scores`.
+    pub fn of<'s>(scores: impl IntoIterator<Item = &'s RefineScore>) -> Self {
+        let mut s = RefineSummary::default();
+        for r in scores {
+            s.refined += 1;
+            s.accepted += usize::from(r.accepted);
+            s.reprompted += usize::from(r.reprompted);
+            s.reprompted_accepted += usize::from(r.reprompted && r.accepted);
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for RefineSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |n: usize, d: usize| 100.0 * n as f64 / d.max(1) as f64;
+        write!(
+            f,
+            "{} object-frames refined, {} accepted ({:.1} %), {} re-prompted from an empty mask ({} accepted)",
+            self.refined,
+            self.accepted,
+            pct(self.accepted, self.refined),
+            self.reprompted,
+            self.reprompted_accepted
+        )
+    }
+}
+
 /// A refinement stage the tracker can run on propagated masks.
 pub trait Refine {
     /// Refines `probs` (masks of `frame`, at its size); `None` when nothing changed.
@@ -99,6 +145,20 @@ struct ObjectState {
     box_refined: bool,
     /// Low-resolution logits of the last accepted refinement.
     low_res: Option<Tensor>,
+    /// Pixel count of the last good mask (as `last_box`).
+    last_area: Option<usize>,
+}
+
+/// Whether `area` is within `factor` of `reference` either way (always when the gate is off,
+/// `factor` 0, or there is no reference).
+fn area_plausible(area: usize, reference: Option<usize>, factor: f64) -> bool {
+    match reference {
+        Some(r) if factor > 0.0 => {
+            let ratio = area as f64 / r.max(1) as f64;
+            (1.0 / factor..=factor).contains(&ratio)
+        }
+        _ => true,
+    }
 }
 
 /// The mask refiner around a proposer.
@@ -194,6 +254,7 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
                 let b = tight_box(&mask).expect("non-empty mask has a box");
                 if !state.box_refined {
                     state.last_box = Some(b);
+                    state.last_area = Some(mask.area());
                 }
                 let bbox = grow_box(b, c.box_margin, w, h);
                 jobs.push((id, Some(mask), BoxPrompt { bbox, mask_input }));
@@ -215,9 +276,12 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
             }
             let (i, agreement) = choose(&candidates, propagated.as_ref())?;
             let cand = &candidates[i];
+            let state = self.states.entry(id).or_default();
+            let reference = propagated.as_ref().map(|p| p.area()).or(state.last_area);
             let ok = cand.iou as f64 >= c.iou_gate
                 && agreement.is_none_or(|a| a as f64 >= c.agreement_gate)
-                && !cand.mask.is_empty();
+                && !cand.mask.is_empty()
+                && area_plausible(cand.mask.area(), reference, c.max_area_change);
             scores.push(RefineScore {
                 id,
                 iou: cand.iou,
@@ -226,8 +290,8 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
                 reprompted: propagated.is_none(),
             });
             if ok {
-                let state = self.states.entry(id).or_default();
                 state.last_box = tight_box(&cand.mask);
+                state.last_area = Some(cand.mask.area());
                 state.box_refined = true;
                 state.low_res = cand.low_res.clone();
                 accepted.push((id, cand.mask.clone()));

@@ -132,6 +132,44 @@ fn gates_reject_low_predicted_iou_and_disagreement() {
 }
 
 #[test]
+fn a_sudden_area_change_is_rejected_when_gated() {
+    let propagated = rect(10, 10, 20, 20); // 100 pixels
+    let p = probs(&[(1, &propagated)]);
+    let gated = RefineConfig {
+        max_area_change: 1.3,
+        ..RefineConfig::default()
+    };
+    // 144 pixels (× 1.44), agreement 0.69: passes the IoU and agreement gates.
+    let grown = || vec![vec![vec![cand(rect(10, 10, 22, 22), 0.9)]]];
+    let mut r = refiner(grown(), RefineConfig::default());
+    assert!(r.refine(&frame(0), &p).unwrap().is_some());
+    let mut r = refiner(grown(), gated.clone());
+    assert!(r.refine(&frame(0), &p).unwrap().is_none());
+    assert!(!r.scores(0).unwrap()[0].accepted);
+    // 121 pixels (× 1.21) and 81 pixels (÷ 1.23) are within the factor.
+    for m in [rect(10, 10, 21, 21), rect(11, 11, 20, 20)] {
+        let mut r = refiner(vec![vec![vec![cand(m.clone(), 0.9)]]], gated.clone());
+        let out = r.refine(&frame(0), &p).unwrap().unwrap();
+        assert_eq!(out.argmax().mask(1), m);
+    }
+    // 64 pixels (÷ 1.56) is not.
+    let mut r = refiner(
+        vec![vec![vec![cand(rect(12, 12, 20, 20), 0.9)]]],
+        gated.clone(),
+    );
+    assert!(r.refine(&frame(0), &p).unwrap().is_none());
+    let bad = RefineConfig {
+        max_area_change: 0.5,
+        ..RefineConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("max_area_change"));
+}
+
+#[test]
 fn an_emptied_object_is_reprompted_from_its_last_good_box() {
     let first = rect(5, 5, 15, 12);
     let refined = rect(5, 5, 16, 12);

@@ -15,6 +15,8 @@ pub use spec::{build, FolderSpec, PromptsOnly, SamBoxesSpec, SegmenterSpec};
 use crate::error::Result;
 use crate::mask::{BinaryMask, CategoryNames, Segmentation};
 use crate::video::Frame;
+use sam::SamModel;
+use std::sync::Arc;
 
 /// How the tracker treats a segmenter's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,12 @@ pub trait ImageSegmenter {
     /// anything by default.
     fn check_frames(&self, _frames: &[String]) -> Result<()> {
         Ok(())
+    }
+
+    /// The SAM model this segmenter runs, if any: a refiner given the same model shares the
+    /// frame's image embedding (one encoder run per frame). `None` by default.
+    fn sam(&self) -> Option<Arc<SamModel>> {
+        None
     }
 
     /// The palette of given masks, so that outputs keep their colours. `None` by default.

@@ -232,6 +232,10 @@ impl ImageSegmenter for GroundedSam {
         (1..).zip(self.caption.phrases.iter().cloned()).collect()
     }
 
+    fn sam(&self) -> Option<Arc<SamModel>> {
+        Some(self.sam.clone())
+    }
+
     fn segment(
         &mut self,
         frame: &Frame,

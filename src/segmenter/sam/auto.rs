@@ -224,6 +224,10 @@ impl ImageSegmenter for SamAutoSegmenter {
         "sam-auto"
     }
 
+    fn sam(&self) -> Option<Arc<SamModel>> {
+        Some(self.model.clone())
+    }
+
     fn set_internal_size(&mut self, size: i32) {
         self.internal_size = size;
     }

@@ -3,6 +3,7 @@
 
 use super::config::SamVariant;
 use super::decoder::{DecoderConfig, MaskDecoder};
+use super::predictor::EmbeddingCache;
 use super::prompt::{PromptEmbeddings, PromptEncoder};
 use super::tiny_vit::{TinyVit, TinyVitConfig, UNUSED_KEYS};
 use super::transform::CoordScale;
@@ -122,6 +123,7 @@ pub struct SamModel {
     dense_pe: Tensor,
     device: Device,
     coords: CoordScale,
+    pub(super) cache: EmbeddingCache,
 }
 
 impl SamModel {
@@ -152,6 +154,7 @@ impl SamModel {
             dense_pe,
             device: vb.device().clone(),
             coords: CoordScale::PerAxis,
+            cache: EmbeddingCache::default(),
         })
     }
 

@@ -127,6 +127,10 @@ impl ImageSegmenter for SamPromptSegmenter {
         "sam-prompt"
     }
 
+    fn sam(&self) -> Option<Arc<SamModel>> {
+        Some(self.model.clone())
+    }
+
     fn kind(&self) -> SegmenterKind {
         SegmenterKind::Reference
     }

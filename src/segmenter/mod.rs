@@ -3,6 +3,7 @@
 pub mod detections;
 pub mod grounded;
 pub mod mask2former;
+pub mod referformer;
 pub mod masks;
 pub mod saliency;
 pub mod sam;

@@ -120,10 +120,22 @@ fn referformer_matches_the_official_code() {
         let dev = Device::Cpu;
         let model = ReferFormer::load(&fx.dir.join("weights.pth"), &dev).expect("weights.pth");
         let c = model.config();
-        assert_eq!(c.hidden_dim as u64, fx.config["hidden_dim"].as_u64().unwrap());
-        assert_eq!(c.num_queries as u64, fx.config["num_queries"].as_u64().unwrap());
-        assert_eq!(c.enc_layers as u64, fx.config["enc_layers"].as_u64().unwrap());
-        assert_eq!(c.dec_layers as u64, fx.config["dec_layers"].as_u64().unwrap());
+        assert_eq!(
+            c.hidden_dim as u64,
+            fx.config["hidden_dim"].as_u64().unwrap()
+        );
+        assert_eq!(
+            c.num_queries as u64,
+            fx.config["num_queries"].as_u64().unwrap()
+        );
+        assert_eq!(
+            c.enc_layers as u64,
+            fx.config["enc_layers"].as_u64().unwrap()
+        );
+        assert_eq!(
+            c.dec_layers as u64,
+            fx.config["dec_layers"].as_u64().unwrap()
+        );
         assert_eq!(
             c.dynamic_mask_channels as u64,
             fx.config["dynamic_mask_channels"].as_u64().unwrap()
@@ -166,13 +178,28 @@ fn referformer_matches_the_official_code() {
             assert!(worst <= RESIZE_TOL, "{case}: resize differs by {worst}");
             let resized = image::RgbImage::from_raw(iw as u32, ih as u32, t).unwrap();
             let input = preprocess(&[resized], &rule, &dev).unwrap().pixel_values;
-            check("input", &input.squeeze(0).unwrap(), fx.get(case, "input"), 1e-6);
+            check(
+                "input",
+                &input.squeeze(0).unwrap(),
+                fx.get(case, "input"),
+                1e-6,
+            );
 
             let input = fx.get(case, "input").unsqueeze(0).unwrap();
             let out = model.forward(&input, &ids).unwrap();
             let sq = |t: &Tensor| t.squeeze(0).unwrap();
-            check("text_hidden", &sq(&out.text_hidden), fx.get(case, "text_hidden"), TEXT_TOL);
-            check("text_pooled", &sq(&out.text_pooled), fx.get(case, "text_pooled"), TEXT_TOL);
+            check(
+                "text_hidden",
+                &sq(&out.text_hidden),
+                fx.get(case, "text_hidden"),
+                TEXT_TOL,
+            );
+            check(
+                "text_pooled",
+                &sq(&out.text_pooled),
+                fx.get(case, "text_pooled"),
+                TEXT_TOL,
+            );
             check(
                 "text_features",
                 &sq(&out.text_features),
@@ -187,14 +214,34 @@ fn referformer_matches_the_official_code() {
             );
             for (i, (b, p)) in out.backbone.iter().zip(&out.pos).enumerate() {
                 let n = i + 2;
-                check_map(&format!("res{n}"), b, fx.get(case, &format!("backbone.res{n}")), BACKBONE_TOL);
-                check_map(&format!("pos{n}"), p, fx.get(case, &format!("pos.res{n}")), 1e-5);
+                check_map(
+                    &format!("res{n}"),
+                    b,
+                    fx.get(case, &format!("backbone.res{n}")),
+                    BACKBONE_TOL,
+                );
+                check_map(
+                    &format!("pos{n}"),
+                    p,
+                    fx.get(case, &format!("pos.res{n}")),
+                    1e-5,
+                );
             }
             for (i, f) in out.fused.iter().enumerate() {
-                check_map(&format!("fused.{i}"), f, fx.get(case, &format!("fused.{i}")), TRANSFORMER_TOL);
+                check_map(
+                    &format!("fused.{i}"),
+                    f,
+                    fx.get(case, &format!("fused.{i}")),
+                    TRANSFORMER_TOL,
+                );
             }
             for (i, m) in out.memory.iter().enumerate() {
-                check_map(&format!("memory.{i}"), m, fx.get(case, &format!("memory.{i}")), TRANSFORMER_TOL);
+                check_map(
+                    &format!("memory.{i}"),
+                    m,
+                    fx.get(case, &format!("memory.{i}")),
+                    TRANSFORMER_TOL,
+                );
             }
             let hs = Tensor::cat(&out.hs, 0).unwrap();
             check("hs", &hs, fx.get(case, "hs"), TRANSFORMER_TOL);
@@ -205,11 +252,36 @@ fn referformer_matches_the_official_code() {
                 TRANSFORMER_TOL,
             );
             let refs = Tensor::cat(&out.inter_references, 0).unwrap();
-            check("inter_references", &refs, fx.get(case, "inter_references"), TRANSFORMER_TOL);
-            check("mask_features", &sq(&out.mask_features), fx.get(case, "mask_features"), HEAD_TOL);
-            check("pred_logits", &out.pred_logits, fx.get(case, "pred_logits"), HEAD_TOL);
-            check("pred_boxes", &out.pred_boxes, fx.get(case, "pred_boxes"), HEAD_TOL);
-            check("pred_masks", &out.pred_masks, fx.get(case, "pred_masks"), HEAD_TOL);
+            check(
+                "inter_references",
+                &refs,
+                fx.get(case, "inter_references"),
+                TRANSFORMER_TOL,
+            );
+            check(
+                "mask_features",
+                &sq(&out.mask_features),
+                fx.get(case, "mask_features"),
+                HEAD_TOL,
+            );
+            check(
+                "pred_logits",
+                &out.pred_logits,
+                fx.get(case, "pred_logits"),
+                HEAD_TOL,
+            );
+            check(
+                "pred_boxes",
+                &out.pred_boxes,
+                fx.get(case, "pred_boxes"),
+                HEAD_TOL,
+            );
+            check(
+                "pred_masks",
+                &out.pred_masks,
+                fx.get(case, "pred_masks"),
+                HEAD_TOL,
+            );
 
             let (oh, ow) = fx.get(case, "selected_mask").dims2().unwrap();
             let sel = select(&out.pred_logits, &out.pred_masks, ow, oh, 0.0).unwrap();
@@ -230,7 +302,10 @@ fn referformer_matches_the_official_code() {
                 .count();
             let frac = differ as f64 / want.len() as f64;
             eprintln!("selected mask: {differ} of {} pixels differ", want.len());
-            assert!(frac <= MASK_PIXEL_TOL, "{case}: {differ} mask pixels differ");
+            assert!(
+                frac <= MASK_PIXEL_TOL,
+                "{case}: {differ} mask pixels differ"
+            );
         }
     }
 }
@@ -264,14 +339,21 @@ fn a_missing_or_unexpected_key_is_an_error_naming_it() {
     ] {
         let kept: Vec<_> = all.iter().filter(|(k, _)| k != key).cloned().collect();
         assert_eq!(kept.len() + 1, all.len(), "the fixture has {key}");
-        let err = build(kept).expect_err("a missing key must fail").to_string();
-        assert!(err.contains(key), "error for missing {key} does not name it: {err}");
+        let err = build(kept)
+            .expect_err("a missing key must fail")
+            .to_string();
+        assert!(
+            err.contains(key),
+            "error for missing {key} does not name it: {err}"
+        );
     }
     let mut extra = all.clone();
     extra.push((
         "controller.layers.9.weight".into(),
         Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
     ));
-    let err = build(extra).expect_err("an unused key must fail").to_string();
+    let err = build(extra)
+        .expect_err("an unused key must fail")
+        .to_string();
     assert!(err.contains("controller.layers.9.weight"), "{err}");
 }

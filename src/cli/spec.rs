@@ -156,7 +156,10 @@ pub fn segmenter(
         };
         SegmenterSpec::Referring(ReferringSpec {
             expressions: args.referring.clone(),
-            weights: args.referformer_weights.clone().or(settings.weights.clone()),
+            weights: args
+                .referformer_weights
+                .clone()
+                .or(settings.weights.clone()),
             ..settings
         })
     } else if args.sam_auto {

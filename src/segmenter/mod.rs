@@ -3,8 +3,8 @@
 pub mod detections;
 pub mod grounded;
 pub mod mask2former;
-pub mod referformer;
 pub mod masks;
+pub mod referformer;
 pub mod saliency;
 pub mod sam;
 mod spec;

@@ -18,7 +18,10 @@ fn referring_expressions_track_a_real_clip_offline() {
     let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/referring_offline.toml");
     let text = std::fs::read_to_string(&preset).unwrap();
     let fixture_size = read_json(&fx.join("config.json"))["size"].as_u64().unwrap();
-    assert!(text.contains("\nsize = 360\n"), "the preset sets ReferFormer's input size");
+    assert!(
+        text.contains("\nsize = 360\n"),
+        "the preset sets ReferFormer's input size"
+    );
     let config = dir.path().join("referring.toml");
     std::fs::write(
         &config,
@@ -26,7 +29,10 @@ fn referring_expressions_track_a_real_clip_offline() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let expressions = ["a black swan swimming on the left", "the water behind the bird"];
+    let expressions = [
+        "a black swan swimming on the left",
+        "the water behind the bird",
+    ];
     let o = deva(&[
         &"track",
         &frames,
@@ -54,7 +60,10 @@ fn referring_expressions_track_a_real_clip_offline() {
         let png = masks.join(format!("{name}.png"));
         let ids = palette_indices(&png);
         let size = image::image_dimensions(&png).unwrap();
-        assert_eq!(size, image::image_dimensions(frames.join(format!("{name}.jpg"))).unwrap());
+        assert_eq!(
+            size,
+            image::image_dimensions(frames.join(format!("{name}.jpg"))).unwrap()
+        );
         assert!(
             ids.iter().all(|&v| (v as usize) <= expressions.len()),
             "{name}: objects {ids:?} beyond the {} expressions",
@@ -62,5 +71,8 @@ fn referring_expressions_track_a_real_clip_offline() {
         );
         seen.extend(ids);
     }
-    assert!(seen.len() > 1, "no expression's object was tracked: {seen:?}");
+    assert!(
+        seen.len() > 1,
+        "no expression's object was tracked: {seen:?}"
+    );
 }

@@ -99,7 +99,11 @@ impl ReferFormerConfig {
 
     /// Weight and bias counts of each dynamic mask-head layer.
     pub fn dynamic_layout(&self) -> (Vec<usize>, Vec<usize>) {
-        dynamic_layout(self.mask_dim, self.dynamic_mask_channels, self.controller_layers)
+        dynamic_layout(
+            self.mask_dim,
+            self.dynamic_mask_channels,
+            self.controller_layers,
+        )
     }
 }
 

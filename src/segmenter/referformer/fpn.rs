@@ -176,7 +176,13 @@ pub struct CrossModalFpn {
 impl CrossModalFpn {
     /// Loads `adapter_i`, `layer_i`, `cross_attn_i` (i = 1…4) and `mask_features`; the
     /// finest level reads `c_res2` backbone channels, the others `d`.
-    pub fn new(c_res2: usize, d: usize, mask_dim: usize, ffn: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        c_res2: usize,
+        d: usize,
+        mask_dim: usize,
+        ffn: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let levels = SR_RATIOS
             .iter()
             .enumerate()

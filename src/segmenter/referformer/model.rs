@@ -161,14 +161,19 @@ impl ReferFormer {
             )));
         }
         let d = c.hidden_dim;
-        let last = c.dec_layers.checked_sub(1).ok_or_else(|| {
-            Error::invalid("referformer: the checkpoint has no decoder layers")
-        })?;
+        let last = c
+            .dec_layers
+            .checked_sub(1)
+            .ok_or_else(|| Error::invalid("referformer: the checkpoint has no decoder layers"))?;
         // The heads of every decoder layer are stored; inference uses the last one's.
         let mut class_embed = None;
         let mut bbox_embed = None;
         for i in 0..=last {
-            class_embed = Some(candle_nn::linear(d, c.num_classes, vb.pp("class_embed").pp(i))?);
+            class_embed = Some(candle_nn::linear(
+                d,
+                c.num_classes,
+                vb.pp("class_embed").pp(i),
+            )?);
             bbox_embed = Some(Mlp::new(&[d, d, d, 4], vb.pp("bbox_embed").pp(i))?);
         }
         let (ws, bs) = c.dynamic_layout();
@@ -237,11 +242,18 @@ impl ReferFormer {
         let mut level_pos = Vec::with_capacity(FEATURE_LEVELS);
         for (l, proj) in self.input_proj.iter().enumerate() {
             let src = proj.forward(&backbone[(l + 1).min(3)])?;
-            level_pos.push(if l < 3 { pos[l + 1].clone() } else { pos_of(&src)? });
+            level_pos.push(if l < 3 {
+                pos[l + 1].clone()
+            } else {
+                pos_of(&src)?
+            });
             fused.push(self.fusion.forward(&src, &words)?);
         }
         let q = self.config.num_queries;
-        let tgt = text_sentence.unsqueeze(1)?.broadcast_as((1, q, d))?.contiguous()?;
+        let tgt = text_sentence
+            .unsqueeze(1)?
+            .broadcast_as((1, q, d))?
+            .contiguous()?;
         let t = self
             .transformer
             .forward(&fused, &level_pos, &tgt, &self.query_embed)?;
@@ -265,8 +277,8 @@ impl ReferFormer {
             &t.init_reference
         };
         let pred_logits = self.class_embed.forward(&hs)?.squeeze(0)?;
-        let pred_boxes = super::transformer::refine(&self.bbox_embed.forward(&hs)?, reference)?
-            .squeeze(0)?;
+        let pred_boxes =
+            super::transformer::refine(&self.bbox_embed.forward(&hs)?, reference)?.squeeze(0)?;
         let mask_features = self
             .pixel_decoder
             .forward(&backbone[0], &memory, &pos, &words)?;

@@ -185,9 +185,21 @@ impl ReferringSegmenter {
 
     /// The best query of expression `e` on the network input `input`, its mask brought to
     /// `(width, height)` (bilinear on the logits, then the threshold).
-    pub fn select(&self, input: &Tensor, e: usize, width: usize, height: usize) -> Result<Selection> {
+    pub fn select(
+        &self,
+        input: &Tensor,
+        e: usize,
+        width: usize,
+        height: usize,
+    ) -> Result<Selection> {
         let out = self.model.forward(input, &self.tokens[e])?;
-        select(&out.pred_logits, &out.pred_masks, width, height, self.logit_threshold)
+        select(
+            &out.pred_logits,
+            &out.pred_masks,
+            width,
+            height,
+            self.logit_threshold,
+        )
     }
 }
 
@@ -200,11 +212,15 @@ pub fn select(
     logit_threshold: f32,
 ) -> Result<Selection> {
     let scores = ReferFormer::scores(pred_logits)?;
-    let (query, score) = scores
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |b, (i, s)| if s > b.1 { (i, s) } else { b });
+    let (query, score) =
+        scores
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, s)| if s > b.1 { (i, s) } else { b },
+            );
     let up = pred_masks
         .get(query)?
         .unsqueeze(0)?

@@ -39,7 +39,10 @@ impl Roberta {
         let hidden = self
             .bert
             .forward(&ids_t, &attend, &positions, BertMaskMode::Block)?;
-        let pooled = self.pooler.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?;
+        let pooled = self
+            .pooler
+            .forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?
+            .tanh()?;
         Ok((hidden, pooled))
     }
 }

@@ -111,9 +111,7 @@ impl EncoderLayer {
     }
 
     fn forward(&self, x: &Tensor, pos: &Tensor, refs: &Tensor, levels: &Levels) -> Result<Tensor> {
-        let a = self
-            .self_attn
-            .forward(&(x + pos)?, refs, x, levels, None)?;
+        let a = self.self_attn.forward(&(x + pos)?, refs, x, levels, None)?;
         self.ffn.forward(&self.norm1.forward(&(x + a)?)?)
     }
 }

@@ -123,3 +123,16 @@ fn dynamic_params(mask_dim: usize, channels: usize, layers: usize) -> usize {
     let (w, b) = dynamic_layout(mask_dim, channels, layers);
     w.iter().sum::<usize>() + b.iter().sum::<usize>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_head_layout_matches_the_official_parameter_count() {
+        // Official defaults: 256 mask channels, 8 dynamic channels, 3 layers.
+        let (w, b) = dynamic_layout(256, 8, 3);
+        assert_eq!((w, b), (vec![258 * 8, 64, 8], vec![8, 8, 1]));
+        assert_eq!(dynamic_params(256, 8, 3), 258 * 8 + 64 + 8 + 17);
+    }
+}

@@ -263,3 +263,45 @@ impl ImageSegmenter for ReferringSegmenter {
         Ok(Some(Segmentation::of_present(map, &infos)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parses_with_official_defaults_and_names_bad_keys() {
+        let s: ReferringSpec = toml::from_str("expressions = [\"a swan\"]\n").unwrap();
+        assert_eq!((s.size, s.threshold, s.weights.is_none()), (360, 0.5, true));
+        s.validate().unwrap();
+        let empty = ReferringSpec {
+            expressions: vec![" ".into()],
+            ..ReferringSpec::default()
+        };
+        assert!(empty
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("expressions"));
+        let t = ReferringSpec {
+            threshold: 1.0,
+            ..s.clone()
+        };
+        assert!(t.validate().unwrap_err().to_string().contains("threshold"));
+        let e = s.build(&Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("--referformer-weights"), "{e}");
+        assert!(toml::from_str::<ReferringSpec>("expresions = []\n").is_err());
+    }
+
+    #[test]
+    fn select_takes_the_best_class_score_and_thresholds_upsampled_logits() {
+        let dev = Device::Cpu;
+        // Query 1 has the highest class logit; its 1x2 mask is negative then positive.
+        let logits = Tensor::new(&[[0f32, -3.0], [2.0, 1.0], [-1.0, 1.5]], &dev).unwrap();
+        let masks = Tensor::new(&[[[5f32, 5.0]], [[-4.0, 4.0]], [[5.0, 5.0]]], &dev).unwrap();
+        let s = select(&logits, &masks, 4, 2, 0.0).unwrap();
+        assert_eq!(s.query, 1);
+        assert!((s.score - 1.0 / (1.0 + (-2f32).exp())).abs() < 1e-6);
+        let row = [false, false, true, true];
+        assert_eq!(s.mask.data(), [row, row].concat().as_slice());
+    }
+}

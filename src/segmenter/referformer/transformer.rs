@@ -270,3 +270,46 @@ pub fn refine(tmp: &Tensor, reference: &Tensor) -> Result<Tensor> {
     };
     Ok(candle_nn::ops::sigmoid(&sum)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn inverse_sigmoid_undoes_sigmoid_inside_the_clamp() {
+        let x = Tensor::new(&[0.2f32, 0.5, 0.9], &Device::Cpu).unwrap();
+        let back = candle_nn::ops::sigmoid(&inverse_sigmoid(&x).unwrap()).unwrap();
+        for (a, b) in back
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .zip([0.2f32, 0.5, 0.9])
+        {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // 0 and 1 are clamped to 1e-5 away from the edge: ±ln(1e-5).
+        let edge = inverse_sigmoid(&Tensor::new(&[0f32, 1.0], &Device::Cpu).unwrap()).unwrap();
+        let e = edge.to_vec1::<f32>().unwrap();
+        let l = (1e-5f32).ln();
+        assert!((e[0] - l).abs() < 1e-3 && (e[1] + l).abs() < 1e-3, "{e:?}");
+    }
+
+    #[test]
+    fn refine_moves_a_point_reference_by_its_centre_delta_only() {
+        let dev = Device::Cpu;
+        let tmp = Tensor::new(&[[1f32, -1.0, 0.5, 0.25]], &dev).unwrap();
+        let point = Tensor::new(&[[0.5f32, 0.5]], &dev).unwrap();
+        let r = refine(&tmp, &point).unwrap().to_vec2::<f32>().unwrap();
+        let sig = |v: f32| 1.0 / (1.0 + (-v).exp());
+        let want = [sig(1.0), sig(-1.0), sig(0.5), sig(0.25)];
+        for (a, b) in r[0].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{r:?}");
+        }
+        let boxes = Tensor::new(&[[0.5f32, 0.5, 0.5, 0.5]], &dev).unwrap();
+        let r = refine(&tmp, &boxes).unwrap().to_vec2::<f32>().unwrap();
+        for (a, b) in r[0].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{r:?}");
+        }
+    }
+}

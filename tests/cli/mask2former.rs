@@ -93,6 +93,13 @@ fn mask2former_tracks_vipseg_and_writes_burst() {
     let doc = read_json(&out.join("ds/seq/pred.json"));
     let records = doc["segmentations"].as_array().unwrap();
     assert_eq!(records.len(), stems(&frames, "jpg").len());
+    // The checkpoint's label names are the document's categories (category id = class id).
+    let labels = read_json(&fixture.join("config.json"))["id2label"].clone();
+    let categories = doc["categories"].as_array().expect("a categories list");
+    assert_eq!(categories.len(), labels.as_object().unwrap().len());
+    for c in categories {
+        assert_eq!(c["name"], labels[c["id"].to_string()], "{c}");
+    }
 
     // Without a [segmenter] section the flag explains what it needs.
     let o = deva(&[

@@ -354,7 +354,7 @@ fn detectron2_pkl_without_config_json_gets_its_sizes_from_the_tensors() {
     }
     assert_eq!(seg.labels().stuff_ids(), stuff);
     let names = ImageSegmenter::category_names(&seg);
-    assert_eq!(names[100], fx.config.id2label[0]);
+    assert_eq!(names[&100], fx.config.id2label[0]);
     // A label set of another size is refused, naming both counts.
     let vipseg = Mask2FormerSpec {
         labels: Some("vipseg".into()),

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::mask::CategoryNames;
 
 /// The built-in label sets: spec name, file under `models/labels/`, its text.
 const BUILTIN: &[(&str, &str, &str)] = &[
@@ -164,20 +165,13 @@ impl LabelSet {
         self.labels.iter().map(|l| l.name.clone()).collect()
     }
 
-    /// Class names indexed by category id (ids no class uses are empty), as
+    /// Class names by category id, as
     /// [`OutputOptions::category_names`](crate::output::OutputOptions) takes them.
-    pub fn category_names(&self) -> Vec<String> {
-        let n = self
-            .labels
+    pub fn category_names(&self) -> CategoryNames {
+        self.labels
             .iter()
-            .map(|l| l.category_id as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let mut names = vec![String::new(); n];
-        for l in &self.labels {
-            names[l.category_id as usize].clone_from(&l.name);
-        }
-        names
+            .map(|l| (l.category_id, l.name.clone()))
+            .collect()
     }
 
     /// Class ids of stuff classes (fused in panoptic post-processing).
@@ -221,10 +215,10 @@ mod tests {
         assert_eq!(f.stuff_ids(), vec![1]);
         let names = f.category_names();
         assert_eq!(
-            (names.len(), &*names[1], &*names[184]),
-            (185, "person", "sky")
+            (names.len(), &*names[&1], &*names[&184]),
+            (2, "person", "sky")
         );
-        assert!(names[2].is_empty());
+        assert!(!names.contains_key(&2));
         std::fs::write(&p, "[]").unwrap();
         assert!(LabelSet::from_file(&p).is_err());
         std::fs::write(

@@ -13,7 +13,7 @@ use super::postprocess::{
 };
 use super::preprocess::{aspect_size, normalize};
 use crate::error::{Error, Result};
-use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::mask::{BinaryMask, CategoryNames, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::segmenter::ImageSegmenter;
 use crate::video::pillow::resize_torchvision;
 use crate::video::Frame;
@@ -188,7 +188,8 @@ impl ImageSegmenter for Mask2FormerSegmenter {
         "mask2former"
     }
 
-    fn category_names(&self) -> Vec<String> {
+    /// The label set's names by category id.
+    fn category_names(&self) -> CategoryNames {
         self.labels.category_names()
     }
 

@@ -227,7 +227,11 @@ impl DeformableTransformer {
         let n_levels = levels.shapes.len();
         let mut memory = Tensor::cat(&flat, 1)?.contiguous()?;
         let pos = Tensor::cat(&flat_pos, 1)?.contiguous()?;
-        let refs = encoder_reference_points(&levels, &[levels.shapes.clone()], memory.device())?;
+        let refs = encoder_reference_points(
+            &levels,
+            std::slice::from_ref(&levels.shapes),
+            memory.device(),
+        )?;
         for layer in &self.encoder {
             memory = layer.forward(&memory, &pos, &refs, &levels)?;
         }

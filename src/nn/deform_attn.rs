@@ -530,7 +530,9 @@ mod tests {
     fn reference_points_and_level_split() {
         let levels = Levels::new(vec![(2, 2), (1, 1)]);
         assert_eq!(levels.starts, vec![0, 4]);
-        let rp = encoder_reference_points(&levels, &[levels.shapes.clone()], &Device::Cpu).unwrap();
+        let rp =
+            encoder_reference_points(&levels, std::slice::from_ref(&levels.shapes), &Device::Cpu)
+                .unwrap();
         assert_eq!(rp.dims(), &[1, 5, 2, 2]);
         let v: Vec<f32> = rp.flatten_all().unwrap().to_vec1().unwrap();
         // Element 1 = level 0, (i=0, j=1): x = 0.75, y = 0.25 for both levels.

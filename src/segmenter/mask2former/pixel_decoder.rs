@@ -266,7 +266,7 @@ impl PixelDecoder {
         let levels = Levels::new(shapes);
         let mut x = Tensor::cat(&embeds, 1)?;
         let pos = Tensor::cat(&pos, 1)?;
-        let refs = encoder_reference_points(&levels, &[levels.shapes.clone()], dev)?;
+        let refs = encoder_reference_points(&levels, std::slice::from_ref(&levels.shapes), dev)?;
         for layer in &self.layers {
             x = layer.forward(&x, &pos, &refs, &levels)?;
         }

@@ -9,6 +9,7 @@ use deva::output::OutputFormat;
 use deva::propagator::{DevaSpec, PropagatorSpec};
 use deva::segmenter::grounded::TextSpec;
 use deva::segmenter::mask2former::Mask2FormerSpec;
+use deva::segmenter::referformer::ReferringSpec;
 use deva::segmenter::saliency::{SaliencyConfig, SaliencyModel};
 use deva::segmenter::sam::{parse_boxes, SamConfig};
 use deva::segmenter::{FolderSpec, SamBoxesSpec, SegmenterSpec};
@@ -147,6 +148,19 @@ pub fn segmenter(
             prompt: prompt.clone(),
             weights: args.gdino_weights.clone().or(settings.weights.clone()),
             sam_weights: args.sam_weights.clone().or(settings.sam_weights.clone()),
+            ..settings
+        })
+    } else if !args.referring.is_empty() {
+        let settings = match from_config {
+            Some(SegmenterSpec::Referring(r)) => r,
+            _ => ReferringSpec::default(),
+        };
+        SegmenterSpec::Referring(ReferringSpec {
+            expressions: args.referring.clone(),
+            weights: args
+                .referformer_weights
+                .clone()
+                .or(settings.weights.clone()),
             ..settings
         })
     } else if args.sam_auto {

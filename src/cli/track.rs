@@ -165,6 +165,19 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "PHRASES", group = "segmenters")]
     pub prompt: Option<String>,
 
+    /// Segmenter: a referring expression (repeat the flag for several; expression i is
+    /// object i, its mask the best ReferFormer query on each sampled frame). Use with --config
+    /// configs/referring_offline.toml (key frames sampled uniformly, score-weighted consensus,
+    /// propagation both ways); writes DAVIS palette PNGs unless --format says otherwise.
+    /// Needs --referformer-weights. [required: exactly one segmenter]
+    #[arg(long, value_name = "EXPRESSION", group = "segmenters")]
+    pub referring: Vec<String>,
+
+    /// ReferFormer checkpoint for --referring: an official `.pth` of its model zoo (RoBERTa
+    /// included); the RoBERTa tokenizer.json is read from the same folder.
+    #[arg(long, value_name = "FILE")]
+    pub referformer_weights: Option<PathBuf>,
+
     /// Grounding-DINO checkpoint for --prompt: the official groundingdino_swint_ogc.pth /
     /// groundingdino_swinb_cogcoor.pth, or a Hugging Face model.safetensors with its
     /// config.json beside it; tokenizer.json is read from the same folder. [default: the
@@ -353,10 +366,13 @@ pub(crate) struct VideoJob<'a> {
     pub announce: bool,
 }
 
-/// The format of `--format`, else davis for given masks and boxes, else demo.
+/// The format of `--format`, else davis for given masks, boxes and referring expressions,
+/// else demo.
 pub(crate) fn default_format(config: &Config) -> OutputFormat {
     match config.segmenter {
-        Some(SegmenterSpec::Masks(_) | SegmenterSpec::SamBoxes(_)) => OutputFormat::Davis,
+        Some(
+            SegmenterSpec::Masks(_) | SegmenterSpec::SamBoxes(_) | SegmenterSpec::Referring(_),
+        ) => OutputFormat::Davis,
         _ => OutputFormat::Demo,
     }
 }

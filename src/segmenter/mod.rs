@@ -4,6 +4,7 @@ pub mod detections;
 pub mod grounded;
 pub mod mask2former;
 pub mod masks;
+pub mod referformer;
 pub mod saliency;
 pub mod sam;
 mod spec;

@@ -4,6 +4,7 @@
 
 use super::grounded::TextSpec;
 use super::mask2former::Mask2FormerSpec;
+use super::referformer::ReferringSpec;
 use super::saliency::{SaliencyConfig, SaliencySegmenter};
 use super::sam::{SamAutoSegmenter, SamConfig, SamModel, SamPromptSegmenter, SamVariant};
 use super::{DetectionSegmenter, ImageSegmenter, MaskSegmenter, SegmenterKind};
@@ -35,6 +36,8 @@ pub enum SegmenterSpec {
     Mask2former(Mask2FormerSpec),
     /// Text prompt: Grounding-DINO boxes of the prompt's phrases turned into SAM masks.
     Text(TextSpec),
+    /// Referring expressions: ReferFormer's best mask for each expression (one object each).
+    Referring(ReferringSpec),
     /// No image segmenter: objects come only from prompts ([`Tracker::add_prompt`]).
     ///
     /// [`Tracker::add_prompt`]: crate::Tracker::add_prompt
@@ -81,6 +84,7 @@ impl SegmenterSpec {
             SegmenterSpec::SamAuto(_) => "sam_auto",
             SegmenterSpec::Mask2former(_) => "mask2former",
             SegmenterSpec::Text(_) => "text",
+            SegmenterSpec::Referring(_) => "referring",
             SegmenterSpec::Prompts => "prompts",
         }
     }
@@ -102,6 +106,7 @@ impl SegmenterSpec {
             SegmenterSpec::SamAuto(c) => c.validate(),
             SegmenterSpec::Mask2former(m) => m.validate(),
             SegmenterSpec::Text(t) => t.validate(),
+            SegmenterSpec::Referring(r) => r.validate(),
             SegmenterSpec::SamBoxes(b) if b.boxes.is_empty() => Err(Error::Config(
                 "segmenter.boxes must list at least one box".into(),
             )),
@@ -152,6 +157,7 @@ pub fn build(
         }
         SegmenterSpec::Mask2former(m) => Box::new(m.build(store, device)?),
         SegmenterSpec::Text(t) => Box::new(t.build(store, device)?),
+        SegmenterSpec::Referring(r) => Box::new(r.build(device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),
     })
 }

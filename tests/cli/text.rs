@@ -3,17 +3,6 @@
 
 use super::util::*;
 
-/// The first `n` frames of a DAVIS-2016 sequence copied to `dst`.
-fn davis_frames(seq: &str, n: usize, dst: &Path) -> Option<()> {
-    let src = common::data("davis16")?.join("JPEGImages/480p").join(seq);
-    std::fs::create_dir_all(dst).unwrap();
-    for name in stems(&src, "jpg").iter().take(n) {
-        let f = format!("{name}.jpg");
-        std::fs::copy(src.join(&f), dst.join(&f)).unwrap();
-    }
-    Some(())
-}
-
 #[test]
 fn text_prompt_tracks_a_real_clip_with_phrase_categories() {
     let (Some(gdino), Some(sam)) = (common::fixtures("grounding_dino"), common::fixtures("sam"))

@@ -294,3 +294,14 @@ pub fn foreground_iou(png: &Path, truth: &deva::mask::BinaryMask) -> f64 {
     }
     inter as f64 / union.max(1) as f64
 }
+
+/// The first `n` frames of a DAVIS-2016 sequence copied to `dst` (`None`: no data, skipped).
+pub fn davis_frames(seq: &str, n: usize, dst: &Path) -> Option<()> {
+    let src = common::data("davis16")?.join("JPEGImages/480p").join(seq);
+    std::fs::create_dir_all(dst).unwrap();
+    for name in stems(&src, "jpg").iter().take(n) {
+        let f = format!("{name}.jpg");
+        std::fs::copy(src.join(&f), dst.join(&f)).unwrap();
+    }
+    Some(())
+}

@@ -28,16 +28,28 @@ pub fn sine_position_embedding(
     feats: usize,
     device: &Device,
 ) -> Result<Tensor> {
+    sine_position_embedding_shifted(h, w, feats, 0.0, device)
+}
+
+/// [`sine_position_embedding`] with the cumulative positions shifted by `−shift` before
+/// normalising (`(i − shift) / (n + 1e-6) · 2π`; ReferFormer's variant uses 0.5).
+pub fn sine_position_embedding_shifted(
+    h: usize,
+    w: usize,
+    feats: usize,
+    shift: f32,
+    device: &Device,
+) -> Result<Tensor> {
     let scale = 2.0 * std::f32::consts::PI;
     let dim_t: Vec<f32> = (0..feats)
         .map(|k| 10000f32.powf((2 * (k / 2)) as f32 / feats as f32))
         .collect();
     let mut out = vec![0f32; 2 * feats * h * w];
     let ye: Vec<f32> = (1..=h)
-        .map(|i| i as f32 / (h as f32 + 1e-6) * scale)
+        .map(|i| (i as f32 - shift) / (h as f32 + 1e-6) * scale)
         .collect();
     let xe: Vec<f32> = (1..=w)
-        .map(|j| j as f32 / (w as f32 + 1e-6) * scale)
+        .map(|j| (j as f32 - shift) / (w as f32 + 1e-6) * scale)
         .collect();
     for (k, &d) in dim_t.iter().enumerate() {
         let f = |v: f32| {

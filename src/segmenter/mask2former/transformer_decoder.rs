@@ -15,9 +15,10 @@ const LN_EPS: f64 = 1e-5;
 /// Added to the attention scores of masked positions (acts as −∞ after softmax).
 const MASKED: f64 = -1e9;
 
-/// Multi-head attention on batch-first `[b, n, d]` tensors with separate projections.
+/// Multi-head attention on batch-first `[b, n, d]` tensors with separate projections (also
+/// ReferFormer's `nn.MultiheadAttention` blocks).
 #[derive(Debug, Clone)]
-struct Attention {
+pub(crate) struct Attention {
     q: Linear,
     k: Linear,
     v: Linear,
@@ -39,7 +40,7 @@ impl Attention {
 
     /// `torch.nn.MultiheadAttention`: `in_proj_weight` `[3d, d]` (q, k, v rows stacked),
     /// `in_proj_bias`, `out_proj`. Split into three projections once, at load time.
-    fn packed(d: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
+    pub(crate) fn packed(d: usize, heads: usize, vb: VarBuilder) -> Result<Self> {
         let w = vb.get((3 * d, d), "in_proj_weight")?;
         let b = vb.get(3 * d, "in_proj_bias")?;
         let part = |i: usize| -> Result<Linear> {
@@ -59,7 +60,13 @@ impl Attention {
 
     /// Attends from `q` `[b, nq, d]` to keys `k` and values `v` `[b, nk, d]` (inputs before
     /// projection); `mask` `[b, nq, nk]` (u8, 1 = may not attend) is optional.
-    fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (b, nq, d) = q.dims3()?;
         let nk = k.dim(1)?;
         let h = self.heads;

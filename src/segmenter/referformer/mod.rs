@@ -1,0 +1,28 @@
+//! Referring segmentation: ReferFormer (Wu et al., CVPR 2022; official code wjn922/ReferFormer)
+//! in candle, used as DEVA's image-level segmenter for referring expressions.
+//!
+//! The network follows the official `models/referformer.py`: a ResNet backbone with the
+//! shifted sine position embedding, a RoBERTa text encoder ([`text`]) whose words and sentence
+//! feature are resized to the transformer width, an early vision-language fusion of every
+//! feature level, a deformable transformer ([`crate::nn::deform_attn`]) whose decoder queries
+//! start from the sentence feature and refine their boxes layer by layer, class and box heads,
+//! a cross-modal FPN ([`fpn`]) and a dynamic mask head whose convolution weights each query
+//! generates.
+//!
+//! It runs on one frame at a time (`num_frames` = 1). DEVA uses ReferFormer as an image-level
+//! model: the offline schedule runs it on uniformly sampled key frames only, scores them, and
+//! the propagator carries the chosen mask through the video, so no clip of neighbouring frames
+//! is ever given to it. With one frame every `(b t)` rearrangement of the official code is the
+//! identity, and the Ref-COCO image checkpoints were trained that way.
+
+pub mod config;
+pub mod fpn;
+pub mod model;
+pub mod segmenter;
+pub mod text;
+pub mod transformer;
+
+pub use config::ReferFormerConfig;
+pub use model::{ReferFormer, ReferFormerOutput};
+pub use segmenter::{ReferringSegmenter, ReferringSpec, Selection};
+pub use text::Roberta;

@@ -34,7 +34,9 @@ struct Fixture {
 }
 
 fn fixture_dirs() -> Vec<PathBuf> {
-    let Some(main) = common::fixtures("referformer") else {
+    let Some(main) =
+        common::oracle_fixtures("referformer", "tests/oracle/referformer/make_fixture.py")
+    else {
         return Vec::new();
     };
     let mut dirs = vec![main.clone()];

@@ -6,7 +6,9 @@ use super::util::*;
 
 #[test]
 fn referring_expressions_track_a_real_clip_offline() {
-    let Some(fx) = common::fixtures("referformer") else {
+    let Some(fx) =
+        common::oracle_fixtures("referformer", "tests/oracle/referformer/make_fixture.py")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,29 @@ pub fn fixtures(sub: &str) -> Option<PathBuf> {
     }
 }
 
+/// A fixture folder made by one of this project's own oracle scripts (`script`, under
+/// `tests/oracle/`), which `../shared/fixtures` does not ship: `$DEVA_FIXTURES/sub` when it is
+/// there, else `None` with a "skipped" line that says how to make it.
+pub fn oracle_fixtures(sub: &str, script: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("DEVA_FIXTURES").map(PathBuf::from);
+    match root.map(|r| r.join(sub)) {
+        Some(dir) if dir.is_dir() => Some(dir),
+        Some(dir) => {
+            eprintln!(
+                "skipped: no oracle fixture at {}; make one with `{script} --out {}` \
+                 (see its README)",
+                dir.display(),
+                dir.display()
+            );
+            None
+        }
+        None => {
+            eprintln!("skipped: DEVA_FIXTURES is not set (needed for {sub} fixtures)");
+            None
+        }
+    }
+}
+
 /// The data folder `sub` (real video with ground truth): `$DEVA_DATA/sub`, or
 /// `../shared/data/sub` beside the repository. With `DEVA_DATA` set a missing folder is a
 /// failure; otherwise the test is skipped with a message.

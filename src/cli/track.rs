@@ -146,9 +146,17 @@ pub struct PipelineArgs {
     /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
     /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config), or
     /// mask2former (panoptic/instance Mask2Former; weights and settings in the [segmenter]
-    /// section of --config, kind = "mask2former"). [required: exactly one segmenter]
+    /// section of --config, kind = "mask2former"), or entityseg (class-agnostic EntitySeg
+    /// entities; --entityseg-weights or a [segmenter] section with kind = "entityseg").
+    /// [required: exactly one segmenter]
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
+
+    /// EntitySeg checkpoint for --segmenter entityseg: an official detectron2 `.pth`
+    /// (R50/R101 without deformable convolution) or safetensors of the same keys; it overrides
+    /// the weights of a [segmenter] section.
+    #[arg(long, value_name = "FILE")]
+    pub entityseg_weights: Option<PathBuf>,
 
     /// Segmenter: text prompt, phrases separated by `.` (e.g. "person.hat.horse"):
     /// Grounding-DINO boxes of each phrase turned into SAM masks (DEVA's text mode; use with

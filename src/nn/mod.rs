@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod deform_attn;
 pub mod dtype;
+pub mod fpn;
 pub mod linalg;
 pub mod onnx;
 mod pickle;

@@ -10,6 +10,7 @@
 mod common;
 mod errors;
 mod flags;
+mod entityseg;
 mod mask2former;
 mod runs;
 mod text;

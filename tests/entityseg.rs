@@ -3,9 +3,12 @@
 //! preprocessing, backbone and FPN, head outputs, proposals, mask features, dynamic mask head,
 //! final entities; strict loading of the official key layout.
 //!
-//! Tolerances (f32, CPU; measured on the seed-0 and seed-1 fixtures, with margin): features and
-//! head outputs within 1e-4 of the largest magnitude of the reference tensor; proposals and
-//! mask probabilities within 1e-4; final masks ≥ 99.9 % equal pixels with the same entities.
+//! Tolerances (f32, CPU), measured on the seed-0 fixture (DAVIS frames): backbone, FPN, head,
+//! controller and mask features differ by at most 1.4e-6 of the reference tensor's largest
+//! magnitude (allowed: 1e-5); proposal scores and final scores by 6e-7 (allowed 1e-5), proposal
+//! boxes by 8e-4 px (allowed 5e-3), mask probabilities by 1.2e-7 (allowed 1e-5); proposals from
+//! the oracle's head outputs are identical; the final masks agreed on 100 % of the pixels
+//! (required: 99.9 %) with the same entities, and their boxes exactly (allowed: 2 px).
 
 mod common;
 
@@ -21,11 +24,11 @@ use deva::segmenter::entityseg::postprocess::{entities, proposals, Proposals, Si
 use deva::segmenter::entityseg::{EntitySeg, EntitySegConfig};
 
 /// Largest difference allowed, relative to the largest magnitude of the reference tensor.
-const FEATURE_RTOL: f32 = 1e-4;
+const FEATURE_RTOL: f32 = 1e-5;
 /// Largest absolute difference of probabilities, scores and box coordinates.
-const VALUE_ATOL: f32 = 1e-4;
+const VALUE_ATOL: f32 = 1e-5;
 /// Box coordinates are in pixels of the network input (up to a few hundred).
-const BOX_ATOL: f32 = 1e-3;
+const BOX_ATOL: f32 = 5e-3;
 /// Fraction of final mask pixels that must agree.
 const MASK_AGREEMENT: f64 = 0.999;
 
@@ -111,7 +114,10 @@ fn rgb(t: &Tensor) -> image::RgbImage {
 }
 
 fn size2(v: &serde_json::Value) -> (usize, usize) {
-    (v[0].as_u64().unwrap() as usize, v[1].as_u64().unwrap() as usize)
+    (
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    )
 }
 
 /// The oracle's proposals as [`Proposals`].
@@ -141,12 +147,27 @@ fn oracle_proposals(f: &Fixture, case: &serde_json::Value) -> Proposals {
 fn compare_proposals(what: &str, got: &Proposals, want: &Proposals) {
     assert_eq!(got.boxes.len(), want.boxes.len(), "{what}: proposal count");
     assert_eq!(got.levels, want.levels, "{what}: levels");
-    let t2 = |v: &[[f32; 2]]| Tensor::new(v, &Device::Cpu).unwrap();
-    let t4 = |v: &[[f32; 4]]| Tensor::new(v, &Device::Cpu).unwrap();
+    let t2 = |v: &[[f32; 2]]| Tensor::new(v.concat(), &Device::Cpu).unwrap();
+    let t4 = |v: &[[f32; 4]]| Tensor::new(v.concat(), &Device::Cpu).unwrap();
     let t1 = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
-    close(&format!("{what} locations"), &t2(&got.locations), &t2(&want.locations), 0.0);
-    close(&format!("{what} boxes"), &t4(&got.boxes), &t4(&want.boxes), BOX_ATOL);
-    close(&format!("{what} scores"), &t1(&got.scores), &t1(&want.scores), VALUE_ATOL);
+    close(
+        &format!("{what} locations"),
+        &t2(&got.locations),
+        &t2(&want.locations),
+        0.0,
+    );
+    close(
+        &format!("{what} boxes"),
+        &t4(&got.boxes),
+        &t4(&want.boxes),
+        BOX_ATOL,
+    );
+    close(
+        &format!("{what} scores"),
+        &t1(&got.scores),
+        &t1(&want.scores),
+        VALUE_ATOL,
+    );
     close_rel(&format!("{what} params"), &got.params, &want.params);
 }
 
@@ -183,19 +204,39 @@ fn entityseg_matches_the_official_model() {
         // Backbone and FPN.
         let feats = model.features(&x).unwrap();
         for (i, t) in feats.res.iter().enumerate() {
-            close_rel(&format!("{name} res{}", i + 2), t, &f.get(case, &format!("res{}", i + 2)));
+            close_rel(
+                &format!("{name} res{}", i + 2),
+                t,
+                &f.get(case, &format!("res{}", i + 2)),
+            );
         }
         for (i, t) in feats.pyramid.iter().enumerate() {
-            close_rel(&format!("{name} p{}", i + 2), t, &f.get(case, &format!("p{}", i + 2)));
+            close_rel(
+                &format!("{name} p{}", i + 2),
+                t,
+                &f.get(case, &format!("p{}", i + 2)),
+            );
         }
 
         // Head and controller.
         let head = model.head(&feats).unwrap();
         for (i, l) in head.iter().enumerate() {
             let p = format!("p{}", i + 3);
-            close_rel(&format!("{name} logits.{p}"), &l.logits, &f.get(case, &format!("logits.{p}")));
-            close_rel(&format!("{name} bbox_reg.{p}"), &l.bbox_reg, &f.get(case, &format!("bbox_reg.{p}")));
-            close_rel(&format!("{name} ctrness.{p}"), &l.ctrness, &f.get(case, &format!("ctrness.{p}")));
+            close_rel(
+                &format!("{name} logits.{p}"),
+                &l.logits,
+                &f.get(case, &format!("logits.{p}")),
+            );
+            close_rel(
+                &format!("{name} bbox_reg.{p}"),
+                &l.bbox_reg,
+                &f.get(case, &format!("bbox_reg.{p}")),
+            );
+            close_rel(
+                &format!("{name} ctrness.{p}"),
+                &l.ctrness,
+                &f.get(case, &format!("ctrness.{p}")),
+            );
             close_rel(
                 &format!("{name} controller.{p}"),
                 &l.controller,
@@ -217,17 +258,30 @@ fn entityseg_matches_the_official_model() {
             })
             .collect();
         let from_oracle = proposals(&oracle_head, &f.config.fcos).unwrap();
-        compare_proposals(&format!("{name} proposals (oracle head)"), &from_oracle, &want_props);
+        compare_proposals(
+            &format!("{name} proposals (oracle head)"),
+            &from_oracle,
+            &want_props,
+        );
         let props = model.proposals(&head).unwrap();
         compare_proposals(&format!("{name} proposals"), &props, &want_props);
 
         // Mask branch and dynamic mask head.
         let mask_feats = model.mask_features(&feats).unwrap();
-        close_rel(&format!("{name} mask_feats"), &mask_feats, &f.get(case, "mask_feats"));
+        close_rel(
+            &format!("{name} mask_feats"),
+            &mask_feats,
+            &f.get(case, "mask_feats"),
+        );
         let probs = model
             .mask_probs(&f.get(case, "mask_feats"), &want_props)
             .unwrap();
-        close(&format!("{name} mask_probs"), &probs, &f.get(case, "mask_probs"), VALUE_ATOL);
+        close(
+            &format!("{name} mask_probs"),
+            &probs,
+            &f.get(case, "mask_probs"),
+            VALUE_ATOL,
+        );
 
         // Final entities: from the oracle's mask probabilities, then end to end.
         let padded = size2(&case["padded_size"]);
@@ -237,7 +291,12 @@ fn entityseg_matches_the_official_model() {
             original,
         };
         let from_probs = entities(&want_props, &f.get(case, "mask_probs"), sizes).unwrap();
-        compare_final(&format!("{name} final (oracle masks)"), &f, case, &from_probs);
+        compare_final(
+            &format!("{name} final (oracle masks)"),
+            &f,
+            case,
+            &from_probs,
+        );
         let end_to_end = model.predict(&x, resized, original).unwrap();
         compare_final(&format!("{name} final"), &f, case, &end_to_end);
     }
@@ -270,7 +329,10 @@ fn compare_final(
     }
     let frac = equal as f64 / (k * h * w).max(1) as f64;
     eprintln!("{what}: {:.5} of mask pixels equal over {k} entities", frac);
-    assert!(frac >= MASK_AGREEMENT, "{what}: only {frac} of mask pixels equal");
+    assert!(
+        frac >= MASK_AGREEMENT,
+        "{what}: only {frac} of mask pixels equal"
+    );
     let boxes: Vec<Vec<f32>> = f.get(case, "final_boxes").to_vec2().unwrap();
     for (e, b) in got.entities.iter().zip(&boxes) {
         for (g, w) in e.bbox.iter().zip(b) {
@@ -310,7 +372,9 @@ fn a_missing_or_renamed_official_key_is_an_error_naming_it() {
     let build = |d: StateDict| {
         Weights::from_state_dict(d)
             .unwrap()
-            .build(&Device::Cpu, UNUSED_KEYS, |vb| EntitySeg::new(&f.config, vb))
+            .build(&Device::Cpu, UNUSED_KEYS, |vb| {
+                EntitySeg::new(&f.config, vb)
+            })
     };
     for key in [
         "backbone.bottom_up.res3.0.shortcut.norm.running_var",
@@ -318,12 +382,16 @@ fn a_missing_or_renamed_official_key_is_an_error_naming_it() {
         "controller.kernel_head.kernel_head_head_1.norm.weight",
         "mask_branch.refine.2.1.running_mean",
     ] {
-        let e = build(edited(&path, Some(key), None)).unwrap_err().to_string();
+        let e = build(edited(&path, Some(key), None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(key), "dropping {key}: {e}");
     }
     let from = "backbone.fpn_output3.bias";
     let to = "backbone.fpn_output3.beta";
-    let e = build(edited(&path, None, Some((from, to)))).unwrap_err().to_string();
+    let e = build(edited(&path, None, Some((from, to))))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(from), "renaming {from}: {e}");
     // The unchanged file loads.
     build(edited(&path, None, None)).unwrap();

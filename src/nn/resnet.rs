@@ -200,8 +200,11 @@ impl Stem {
     /// `conv1` + `conv1.norm` (detectron2, under its `stem`).
     pub fn load_layout(vb: &VarBuilder, c_in: usize, c_out: usize, layout: Layout) -> Result<Self> {
         let (conv, bn) = layout.conv_bn(vb, 1);
-        let conv =
-            Conv2d::load_with_batch_norm(&conv, &bn, ConvShape::same(c_in, c_out, 7).with_stride(2))?;
+        let conv = Conv2d::load_with_batch_norm(
+            &conv,
+            &bn,
+            ConvShape::same(c_in, c_out, 7).with_stride(2),
+        )?;
         Ok(Stem { conv })
     }
 
@@ -274,7 +277,12 @@ impl Detectron2ResNet {
         let stem = Stem::load_layout(&vb.pp("stem"), 3, cfg.stem_out_channels, layout)?;
         let mut c_in = cfg.stem_out_channels;
         let mut stages = Vec::with_capacity(4);
-        for (i, (count, out)) in cfg.blocks()?.into_iter().zip(cfg.out_channels()).enumerate() {
+        for (i, (count, out)) in cfg
+            .blocks()?
+            .into_iter()
+            .zip(cfg.out_channels())
+            .enumerate()
+        {
             let stride = if i == 0 { 1 } else { 2 };
             stages.push(Stage::load_layout(
                 vb.pp(format!("res{}", i + 2)),

@@ -10,7 +10,11 @@ fn clip(dir: &Path, n: usize) -> Option<PathBuf> {
     let dst = dir.join("frames");
     std::fs::create_dir_all(&dst).unwrap();
     for name in stems(&src, "jpg").into_iter().take(n) {
-        std::fs::copy(src.join(format!("{name}.jpg")), dst.join(format!("{name}.jpg"))).unwrap();
+        std::fs::copy(
+            src.join(format!("{name}.jpg")),
+            dst.join(format!("{name}.jpg")),
+        )
+        .unwrap();
     }
     Some(dst)
 }
@@ -113,6 +117,13 @@ fn entityseg_tracks_a_davis_clip_and_writes_burst() {
     );
 
     // Without weights the flag says what it needs.
-    let o = deva(&[&"track", &frames, &"--segmenter", &"entityseg", &"--out", &out]);
+    let o = deva(&[
+        &"track",
+        &frames,
+        &"--segmenter",
+        &"entityseg",
+        &"--out",
+        &out,
+    ]);
     assert_fails_naming(&o, &["--entityseg-weights", "entityseg"]);
 }

@@ -8,9 +8,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod entityseg;
 mod errors;
 mod flags;
-mod entityseg;
 mod mask2former;
 mod runs;
 mod text;

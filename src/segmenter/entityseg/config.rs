@@ -203,7 +203,9 @@ impl EntitySegConfig {
             ("kernel_head.convs_dim", self.kernel_head.convs_dim),
         ] {
             if c == 0 || c % 32 != 0 {
-                return bad(format!("{name} = {c} must be a multiple of 32 (GroupNorm groups)"));
+                return bad(format!(
+                    "{name} = {c} must be a multiple of 32 (GroupNorm groups)"
+                ));
             }
         }
         if self.mask_out_stride == 0 || 8 % self.mask_out_stride != 0 {

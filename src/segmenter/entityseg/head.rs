@@ -188,8 +188,10 @@ mod tests {
         let v = linspace(5);
         assert_eq!(v, vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
         assert_eq!(linspace(1), vec![-1.0]);
-        let c = coord_channels(&Tensor::zeros((1, 3, 2, 3), candle_core::DType::F32, &Device::Cpu).unwrap())
-            .unwrap();
+        let c = coord_channels(
+            &Tensor::zeros((1, 3, 2, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
         let c: Vec<Vec<Vec<f32>>> = c.squeeze(0).unwrap().to_vec3().unwrap();
         assert_eq!(c[0], vec![vec![-1.0; 3], vec![1.0; 3]]);
         assert_eq!(c[1], vec![vec![-1.0, 0.0, 1.0]; 2]);

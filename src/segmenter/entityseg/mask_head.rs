@@ -26,7 +26,11 @@ impl MaskBranch {
     pub fn load(vb: &VarBuilder, cfg: &EntitySegConfig) -> Result<Self> {
         let m = &cfg.mask_branch;
         let conv_bn = |vb: VarBuilder, c_in: usize| {
-            Conv2d::load_with_batch_norm(&vb.pp("0"), &vb.pp("1"), ConvShape::same(c_in, m.channels, 3))
+            Conv2d::load_with_batch_norm(
+                &vb.pp("0"),
+                &vb.pp("1"),
+                ConvShape::same(c_in, m.channels, 3),
+            )
         };
         let refine = (0..3)
             .map(|i| conv_bn(vb.pp("refine").pp(i), cfg.fpn_out_channels))
@@ -180,7 +184,10 @@ impl DynamicMaskHead {
         let mut off_w = 0;
         let mut off_b: usize = ws.iter().map(|(r, c)| r * c).sum();
         for (l, (&(rows, cols), &nb)) in ws.iter().zip(&bs).enumerate() {
-            let wt = e.params.narrow(1, off_w, rows * cols)?.reshape((n, rows, cols))?;
+            let wt = e
+                .params
+                .narrow(1, off_w, rows * cols)?
+                .reshape((n, rows, cols))?;
             let b = e.params.narrow(1, off_b, nb)?.reshape((n, nb, 1))?;
             off_w += rows * cols;
             off_b += nb;

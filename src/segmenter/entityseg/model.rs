@@ -70,7 +70,11 @@ impl EntitySeg {
                 config.fpn_out_channels,
                 true,
             )?,
-            head: EntityHead::load(&vb.pp("det_head").pp("fcos_head"), &vb.pp("controller"), config)?,
+            head: EntityHead::load(
+                &vb.pp("det_head").pp("fcos_head"),
+                &vb.pp("controller"),
+                config,
+            )?,
             mask_branch: MaskBranch::load(&vb.pp("mask_branch"), config)?,
             mask_head: DynamicMaskHead::new(config),
         })

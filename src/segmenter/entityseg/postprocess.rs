@@ -42,11 +42,21 @@ pub fn proposals(levels: &[LevelOutput], cfg: &FcosConfig) -> Result<Proposals> 
     let mut rows = 0usize;
     for (lvl, (out, &stride)) in levels.iter().zip(&cfg.fpn_strides).enumerate() {
         let (_, _, h, w) = out.logits.dims4()?;
-        let cls: Vec<f32> = candle_nn::ops::sigmoid(&out.logits)?.flatten_all()?.to_vec1()?;
-        let ctr: Vec<f32> = candle_nn::ops::sigmoid(&out.ctrness)?.flatten_all()?.to_vec1()?;
+        let cls: Vec<f32> = candle_nn::ops::sigmoid(&out.logits)?
+            .flatten_all()?
+            .to_vec1()?;
+        let ctr: Vec<f32> = candle_nn::ops::sigmoid(&out.ctrness)?
+            .flatten_all()?
+            .to_vec1()?;
         let reg: Vec<f32> = out.bbox_reg.flatten_all()?.to_vec1()?;
         let p = out.controller.dim(1)?;
-        tables.push(out.controller.squeeze(0)?.reshape((p, h * w))?.t()?.contiguous()?);
+        tables.push(
+            out.controller
+                .squeeze(0)?
+                .reshape((p, h * w))?
+                .t()?
+                .contiguous()?,
+        );
         let hw = h * w;
         let mut level: Vec<Candidate> = Vec::new();
         for i in 0..hw {
@@ -192,7 +202,10 @@ pub fn entities(proposals: &Proposals, mask_probs: &Tensor, sizes: Sizes) -> Res
     }
     let factor = ph / mh;
     // Boxes scaled to the original image, clipped; empty ones are dropped.
-    let (sx, sy) = ((ow as f64 / rw as f64) as f32, (oh as f64 / rh as f64) as f32);
+    let (sx, sy) = (
+        (ow as f64 / rw as f64) as f32,
+        (oh as f64 / rh as f64) as f32,
+    );
     let alive: Vec<usize> = (0..n)
         .filter(|&i| {
             let b = proposals.boxes[i];

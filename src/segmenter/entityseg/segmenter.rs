@@ -74,7 +74,9 @@ impl EntitySegSpec {
             ));
         }
         if self.input_size == Some(0) {
-            return Err(Error::Config("segmenter.input_size must be positive".into()));
+            return Err(Error::Config(
+                "segmenter.input_size must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -175,7 +177,11 @@ mod tests {
         s.validate().unwrap();
         let bad: EntitySegSpec =
             toml::from_str("weights = \"e.pth\"\nscore_threshold = 1.5").unwrap();
-        assert!(bad.validate().unwrap_err().to_string().contains("score_threshold"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("score_threshold"));
         assert!(toml::from_str::<EntitySegSpec>("weights = \"e\"\nbogus = 1").is_err());
     }
 }

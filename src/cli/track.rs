@@ -145,9 +145,10 @@ pub struct PipelineArgs {
     /// Segmenter: an image model run on the frames: saliency:u2netp, saliency:u2net or
     /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
     /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config), or
-    /// mask2former (panoptic/instance Mask2Former; weights and settings in the [segmenter]
-    /// section of --config, kind = "mask2former"), or entityseg (class-agnostic EntitySeg
-    /// entities; --entityseg-weights or a [segmenter] section with kind = "entityseg").
+    /// mask2former (panoptic/instance Mask2Former; settings in the [segmenter] section of
+    /// --config, kind = "mask2former", e.g. configs/vipseg_online.toml; weights from that
+    /// section or --m2f-weights), or entityseg (class-agnostic EntitySeg entities; weights from
+    /// --entityseg-weights or a [segmenter] section with kind = "entityseg").
     /// [required: exactly one segmenter]
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
@@ -171,6 +172,13 @@ pub struct PipelineArgs {
     /// config.json beside it; tokenizer.json is read from the same folder.
     #[arg(long, value_name = "FILE")]
     pub gdino_weights: Option<PathBuf>,
+
+    /// Mask2Former checkpoint (detectron2 model_final_*.pkl, or Hugging Face safetensors with
+    /// its config.json beside it); overrides `weights` of a kind = "mask2former" [segmenter]
+    /// section. [default: that section's weights, a file or a model name of `deva models
+    /// list`]
+    #[arg(long, value_name = "FILE")]
+    pub m2f_weights: Option<PathBuf>,
 
     /// Folder of model weights for --segmenter and --propagator deva. [default: $DEVA_MODELS
     /// if set, else ~/.cache/deva/models]
@@ -396,6 +404,9 @@ pub(crate) fn track_video(
     opts.palette = segmenter.palette()?;
     if let (SegmenterSpec::Text(t), true) = (&spec, opts.category_names.is_empty()) {
         opts.category_names = t.category_names();
+    }
+    if opts.category_names.is_empty() {
+        opts.category_names = segmenter.category_names();
     }
     let mut sinks = output::writers(&opts)?;
     if let Some(dir) = &job.boxes {

@@ -49,6 +49,12 @@ pub trait ImageSegmenter {
         Ok(())
     }
 
+    /// Category names indexed by category id, for labels in outputs
+    /// ([`OutputOptions::category_names`](crate::output::OutputOptions)). Empty by default.
+    fn category_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The palette of given masks, so that outputs keep their colours. `None` by default.
     fn palette(&self) -> Result<Option<Vec<u8>>> {
         Ok(None)

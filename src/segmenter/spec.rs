@@ -155,7 +155,7 @@ pub fn build(
             let model = load_sam(c.weights.as_deref(), c.variant, store, device)?;
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
-        SegmenterSpec::Mask2former(m) => Box::new(m.build(device)?),
+        SegmenterSpec::Mask2former(m) => Box::new(m.build(store, device)?),
         SegmenterSpec::Entityseg(e) => Box::new(e.build(device)?),
         SegmenterSpec::Text(t) => Box::new(t.build(device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),

@@ -176,11 +176,20 @@ impl Mask2FormerSegmenter {
     pub fn model(&self) -> &Mask2Former {
         &self.model
     }
+
+    /// The model's classes with their category ids and kinds.
+    pub fn labels(&self) -> &LabelSet {
+        &self.labels
+    }
 }
 
 impl ImageSegmenter for Mask2FormerSegmenter {
     fn name(&self) -> &str {
         "mask2former"
+    }
+
+    fn category_names(&self) -> Vec<String> {
+        self.labels.category_names()
     }
 
     fn segment(

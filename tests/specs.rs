@@ -78,6 +78,14 @@ fn every_segmenter_and_propagator_builds_from_its_section() {
             ),
             "mask2former",
         ),
+        (
+            format!(
+                "kind = \"entityseg\"\nweights = \"{}\"\nconfig = \"{}\"\nscore_threshold = 0.3",
+                fixtures.join("entityseg/weights.pth").display(),
+                fixtures.join("entityseg/config.json").display()
+            ),
+            "entityseg",
+        ),
     ];
     for (section, name) in segmenters {
         let c = config(d, &format!("[segmenter]\n{section}\n")).unwrap();

@@ -193,6 +193,9 @@ pub fn segmenter(
             ),
         }
     } else {
+        if args.entityseg_weights.is_some() {
+            bail!("--entityseg-weights needs --segmenter entityseg");
+        }
         return with_m2f_weights(from_config, args.m2f_weights.as_deref());
     };
     with_m2f_weights(Some(spec), args.m2f_weights.as_deref())

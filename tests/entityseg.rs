@@ -322,9 +322,9 @@ fn compare_final(
     let want: Vec<u8> = masks.flatten_all().unwrap().to_vec1().unwrap();
     let mut equal = 0usize;
     for e in 0..k {
-        for p in 0..h * w {
-            let ours = got.map[p] == e as u32 + 1;
-            equal += usize::from(ours == (want[e * h * w + p] == 1));
+        let plane = &want[e * h * w..(e + 1) * h * w];
+        for (&v, &m) in got.map.iter().zip(plane) {
+            equal += usize::from((v == e as u32 + 1) == (m == 1));
         }
     }
     let frac = equal as f64 / (k * h * w).max(1) as f64;

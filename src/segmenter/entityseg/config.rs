@@ -202,13 +202,13 @@ impl EntitySegConfig {
             ("fpn_out_channels", self.fpn_out_channels),
             ("kernel_head.convs_dim", self.kernel_head.convs_dim),
         ] {
-            if c == 0 || c % 32 != 0 {
+            if c == 0 || !c.is_multiple_of(32) {
                 return bad(format!(
                     "{name} = {c} must be a multiple of 32 (GroupNorm groups)"
                 ));
             }
         }
-        if self.mask_out_stride == 0 || 8 % self.mask_out_stride != 0 {
+        if self.mask_out_stride == 0 || !8usize.is_multiple_of(self.mask_out_stride) {
             return bad(format!(
                 "mask_out_stride = {} must divide the mask branch stride 8",
                 self.mask_out_stride

@@ -195,7 +195,14 @@ pub fn entities(proposals: &Proposals, mask_probs: &Tensor, sizes: Sizes) -> Res
     let (ph, pw) = sizes.padded;
     let (rh, rw) = sizes.resized;
     let (oh, ow) = sizes.original;
-    if mh == 0 || ph % mh != 0 || pw % mw != 0 || ph / mh != pw / mw || rh > ph || rw > pw {
+    if mh == 0
+        || mw == 0
+        || !ph.is_multiple_of(mh)
+        || !pw.is_multiple_of(mw)
+        || ph / mh != pw / mw
+        || rh > ph
+        || rw > pw
+    {
         return Err(Error::invalid(format!(
             "entityseg: masks of {mh}x{mw} do not divide the padded input {ph}x{pw} evenly"
         )));

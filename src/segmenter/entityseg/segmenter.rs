@@ -127,7 +127,7 @@ impl EntitySegSegmenter {
     /// Entities passing the score threshold, at most `max_entities`, as segments `1, 2, …`
     /// (best first; class-agnostic: no category).
     pub fn to_segmentation(&self, m: &EntityMap) -> Result<Segmentation> {
-        let mut id = vec![0 as ObjectId; m.entities.len() + 1];
+        let mut id: Vec<ObjectId> = vec![0; m.entities.len() + 1];
         let mut segments = Vec::new();
         for (k, e) in m.entities.iter().enumerate() {
             if e.score >= self.score_threshold && segments.len() < self.max_entities {

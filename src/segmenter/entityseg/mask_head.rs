@@ -158,11 +158,11 @@ impl DynamicMaskHead {
             let soi = SIZES_OF_INTEREST.get(lvl).copied().ok_or_else(|| {
                 Error::invalid(format!("dynamic mask head: FPN level {lvl} out of range"))
             })?;
-            for axis in 0..2 {
+            for (axis, &l) in loc.iter().enumerate() {
                 for y in 0..h {
                     for x in 0..w {
-                        let p = if axis == 0 { x } else { y } as f32 * s + half;
-                        rel.push((loc[axis] - p) / soi);
+                        let pixel = if axis == 0 { x } else { y };
+                        rel.push((l - (pixel as f32 * s + half)) / soi);
                     }
                 }
             }

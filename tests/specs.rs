@@ -58,7 +58,7 @@ fn every_segmenter_and_propagator_builds_from_its_section() {
 
     let masks = masks.display();
     let sam = sam.display();
-    let segmenters = [
+    let mut segmenters = vec![
         (format!("kind = \"detections\"\ndir = \"{masks}\""), "detections"),
         (format!("kind = \"masks\"\ndir = \"{masks}\""), "masks"),
         ("kind = \"saliency\"\nmodel = \"u2netp\"".into(), "u2netp"),
@@ -79,6 +79,17 @@ fn every_segmenter_and_propagator_builds_from_its_section() {
             "mask2former",
         ),
     ];
+    if let Some(es) = common::oracle_fixtures("entityseg", "tests/oracle/entityseg/make_fixture.py")
+    {
+        segmenters.push((
+            format!(
+                "kind = \"entityseg\"\nweights = \"{}\"\nconfig = \"{}\"\nscore_threshold = 0.3",
+                es.join("weights.pth").display(),
+                es.join("config.json").display()
+            ),
+            "entityseg",
+        ));
+    }
     for (section, name) in segmenters {
         let c = config(d, &format!("[segmenter]\n{section}\n")).unwrap();
         let spec = c.segmenter.expect("a [segmenter] section");

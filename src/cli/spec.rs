@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use deva::config::Temporal;
 use deva::output::OutputFormat;
 use deva::propagator::{DevaSpec, PropagatorSpec};
+use deva::segmenter::entityseg::EntitySegSpec;
 use deva::segmenter::grounded::TextSpec;
 use deva::segmenter::mask2former::Mask2FormerSpec;
 use deva::segmenter::referformer::ReferringSpec;
@@ -22,15 +23,19 @@ pub enum SegmenterName {
     Saliency(SaliencyModel),
     /// `mask2former`: settings (weights, task, thresholds) from the `[segmenter]` section.
     Mask2former,
+    /// `entityseg`: class-agnostic entities; weights from `--entityseg-weights` or the
+    /// `[segmenter]` section.
+    Entityseg,
 }
 
 impl SegmenterName {
     /// Every name [`FromStr`](std::str::FromStr) accepts.
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 5] = [
         "saliency:u2netp",
         "saliency:u2net",
         "saliency:isnet",
         "mask2former",
+        "entityseg",
     ];
 }
 
@@ -40,6 +45,7 @@ impl std::str::FromStr for SegmenterName {
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let model = match s {
             "mask2former" => return Ok(SegmenterName::Mask2former),
+            "entityseg" => return Ok(SegmenterName::Entityseg),
             "saliency:u2netp" => SaliencyModel::U2netp,
             "saliency:u2net" => SaliencyModel::U2net,
             "saliency:isnet" => SaliencyModel::Isnet,
@@ -188,7 +194,22 @@ pub fn segmenter(
                  configs/vipseg_online.toml), or give --m2f-weights FILE"
             ),
         }
+    } else if let Some(SegmenterName::Entityseg) = args.segmenter {
+        match (from_config, &args.entityseg_weights) {
+            (Some(SegmenterSpec::Entityseg(e)), w) => SegmenterSpec::Entityseg(EntitySegSpec {
+                weights: w.clone().unwrap_or(e.weights.clone()),
+                ..e
+            }),
+            (_, Some(w)) => SegmenterSpec::Entityseg(EntitySegSpec::new(w.clone())),
+            (_, None) => bail!(
+                "--segmenter entityseg needs --entityseg-weights FILE or a [segmenter] section \
+                 with kind = \"entityseg\" in --config (see configs/davis17_unsupervised.toml)"
+            ),
+        }
     } else {
+        if args.entityseg_weights.is_some() {
+            bail!("--entityseg-weights needs --segmenter entityseg");
+        }
         return with_m2f_weights(from_config, args.m2f_weights.as_deref());
     };
     with_m2f_weights(Some(spec), args.m2f_weights.as_deref())
@@ -267,6 +288,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("u3net") && e.contains("saliency:isnet"), "{e}");
+        assert_eq!(
+            "entityseg".parse::<SegmenterName>().unwrap(),
+            SegmenterName::Entityseg
+        );
     }
 
     #[test]

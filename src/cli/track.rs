@@ -151,9 +151,17 @@ pub struct PipelineArgs {
     /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config), or
     /// mask2former (panoptic/instance Mask2Former; settings in the [segmenter] section of
     /// --config, kind = "mask2former", e.g. configs/vipseg_online.toml; weights from that
-    /// section or --m2f-weights). [required: exactly one segmenter]
+    /// section or --m2f-weights), or entityseg (class-agnostic EntitySeg entities; weights from
+    /// --entityseg-weights or a [segmenter] section with kind = "entityseg").
+    /// [required: exactly one segmenter]
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
+
+    /// EntitySeg checkpoint for --segmenter entityseg: an official detectron2 `.pth`
+    /// (R50/R101 without deformable convolution) or safetensors of the same keys; it overrides
+    /// the weights of a [segmenter] section.
+    #[arg(long, value_name = "FILE")]
+    pub entityseg_weights: Option<PathBuf>,
 
     /// Segmenter: text prompt, phrases separated by `.` (e.g. "person.hat.horse"):
     /// Grounding-DINO boxes of each phrase turned into SAM masks (DEVA's text mode; use with

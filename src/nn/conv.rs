@@ -123,6 +123,16 @@ impl ConvWeights {
         })
     }
 
+    /// The bias-free convolution at `vb` (`weight` only), with a zero bias.
+    pub fn load_without_bias(vb: &VarBuilder, shape: ConvShape) -> Result<Self> {
+        let weight = vb.get(shape.weight_shape(), "weight")?;
+        Ok(ConvWeights {
+            bias: Tensor::zeros(shape.c_out, weight.dtype(), weight.device())?,
+            weight,
+            shape,
+        })
+    }
+
     /// A bias-free convolution at `conv` followed by the eval-mode BatchNorm at `bn`, folded
     /// into one convolution: `weight · γ/√(var + ε)` and bias `β − mean · γ/√(var + ε)`
     /// (the factors computed in f64).

@@ -6,6 +6,7 @@ pub mod conv;
 pub mod deform_attn;
 mod deform_sample_cpu;
 pub mod dtype;
+pub mod fpn;
 pub mod linalg;
 pub mod onnx;
 mod pickle;

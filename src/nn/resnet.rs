@@ -1,7 +1,9 @@
-//! torchvision-style ResNet pieces (BatchNorm folded into the convolutions): the stem and
-//! stages of BasicBlocks (ResNet-18/34) or Bottlenecks (ResNet-50+, stride on the 3×3 conv).
-//! Loading spells torchvision's keys: `conv1`, `bn1`, `layerN.i.conv1`, `.bn1`, ...,
-//! `.downsample.0` (convolution) and `.downsample.1` (BatchNorm).
+//! ResNet pieces (BatchNorm folded into the convolutions): the stem and stages of
+//! BasicBlocks (ResNet-18/34) or Bottlenecks (ResNet-50+), in two checkpoint layouts
+//! ([`Layout`]): torchvision's (`conv1`, `bn1`, `layerN.i.conv1`, `.bn1`, ...,
+//! `.downsample.0` convolution and `.downsample.1` BatchNorm, stride on the 3×3 conv) and
+//! detectron2's (`stem.conv1`, `stem.conv1.norm`, `resN.i.conv1`, `.conv1.norm`, ...,
+//! `.shortcut`, `.shortcut.norm`, stride on the first 1×1 conv when `STRIDE_IN_1X1`).
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -27,6 +29,46 @@ impl BlockKind {
     }
 }
 
+/// How a checkpoint spells a ResNet's keys, and where a bottleneck's stride sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// torchvision: `convN` + `bnN`, `downsample.0` + `downsample.1`; stride on the 3×3 conv.
+    Torchvision,
+    /// detectron2: `convN` + `convN.norm`, `shortcut` + `shortcut.norm`.
+    Detectron2 {
+        /// Bottleneck stride on the first 1×1 convolution (MSRA weights) instead of the 3×3.
+        stride_in_1x1: bool,
+    },
+}
+
+impl Layout {
+    /// The convolution and BatchNorm of the `n`-th convolution of a block.
+    fn conv_bn<'a>(self, vb: &VarBuilder<'a>, n: usize) -> (VarBuilder<'a>, VarBuilder<'a>) {
+        let conv = vb.pp(format!("conv{n}"));
+        match self {
+            Layout::Torchvision => (conv, vb.pp(format!("bn{n}"))),
+            Layout::Detectron2 { .. } => (conv.clone(), conv.pp("norm")),
+        }
+    }
+
+    /// The projection shortcut's convolution and BatchNorm.
+    fn shortcut<'a>(self, vb: &VarBuilder<'a>) -> (VarBuilder<'a>, VarBuilder<'a>) {
+        match self {
+            Layout::Torchvision => (vb.pp("downsample").pp("0"), vb.pp("downsample").pp("1")),
+            Layout::Detectron2 { .. } => (vb.pp("shortcut"), vb.pp("shortcut").pp("norm")),
+        }
+    }
+
+    fn stride_in_1x1(self) -> bool {
+        matches!(
+            self,
+            Layout::Detectron2 {
+                stride_in_1x1: true
+            }
+        )
+    }
+}
+
 /// One residual block.
 #[derive(Debug, Clone)]
 struct Block {
@@ -41,33 +83,35 @@ impl Block {
         c_in: usize,
         planes: usize,
         stride: usize,
+        layout: Layout,
     ) -> Result<Self> {
         let out = planes * kind.expansion();
+        let (s1, s3) = if layout.stride_in_1x1() {
+            (stride, 1)
+        } else {
+            (1, stride)
+        };
         let shapes = match kind {
             BlockKind::Basic => vec![
                 ConvShape::same(c_in, planes, 3).with_stride(stride),
                 ConvShape::same(planes, planes, 3),
             ],
             BlockKind::Bottleneck => vec![
-                ConvShape::same(c_in, planes, 1),
-                ConvShape::same(planes, planes, 3).with_stride(stride),
+                ConvShape::same(c_in, planes, 1).with_stride(s1),
+                ConvShape::same(planes, planes, 3).with_stride(s3),
                 ConvShape::same(planes, out, 1),
             ],
         };
         let mut convs = Vec::with_capacity(shapes.len());
         for (i, shape) in shapes.into_iter().enumerate() {
-            let n = i + 1;
-            convs.push(Conv2d::load_with_batch_norm(
-                &vb.pp(format!("conv{n}")),
-                &vb.pp(format!("bn{n}")),
-                shape,
-            )?);
+            let (conv, bn) = layout.conv_bn(&vb, i + 1);
+            convs.push(Conv2d::load_with_batch_norm(&conv, &bn, shape)?);
         }
         let downsample = if stride != 1 || c_in != out {
-            let d = vb.pp("downsample");
+            let (conv, bn) = layout.shortcut(&vb);
             Some(Conv2d::load_with_batch_norm(
-                &d.pp("0"),
-                &d.pp("1"),
+                &conv,
+                &bn,
                 ConvShape::same(c_in, out, 1).with_stride(stride),
             )?)
         } else {
@@ -98,7 +142,7 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Loads the blocks `0` … `count − 1` under `vb` (e.g. `layer2`).
+    /// Loads the blocks `0` … `count − 1` under `vb` (e.g. `layer2`), torchvision layout.
     pub fn load(
         vb: VarBuilder,
         kind: BlockKind,
@@ -107,11 +151,24 @@ impl Stage {
         count: usize,
         stride: usize,
     ) -> Result<Self> {
+        Stage::load_layout(vb, kind, c_in, planes, count, stride, Layout::Torchvision)
+    }
+
+    /// [`load`](Self::load) with the keys and stride placement of `layout`.
+    pub fn load_layout(
+        vb: VarBuilder,
+        kind: BlockKind,
+        c_in: usize,
+        planes: usize,
+        count: usize,
+        stride: usize,
+        layout: Layout,
+    ) -> Result<Self> {
         let mut blocks = Vec::with_capacity(count);
         let mut c = c_in;
         for i in 0..count {
             let s = if i == 0 { stride } else { 1 };
-            blocks.push(Block::load(vb.pp(i), kind, c, planes, s)?);
+            blocks.push(Block::load(vb.pp(i), kind, c, planes, s, layout)?);
             c = planes * kind.expansion();
         }
         Ok(Stage { blocks })
@@ -134,17 +191,24 @@ pub struct Stem {
 }
 
 impl Stem {
-    /// Loads `conv1` and `bn1` under `vb` for `c_in` input channels.
+    /// Loads `conv1` and `bn1` under `vb` for `c_in` input channels (64 out).
     pub fn load(vb: &VarBuilder, c_in: usize) -> Result<Self> {
+        Stem::load_layout(vb, c_in, 64, Layout::Torchvision)
+    }
+
+    /// Loads the stem with `c_out` channels in `layout`: `conv1` + `bn1` (torchvision) or
+    /// `conv1` + `conv1.norm` (detectron2, under its `stem`).
+    pub fn load_layout(vb: &VarBuilder, c_in: usize, c_out: usize, layout: Layout) -> Result<Self> {
+        let (conv, bn) = layout.conv_bn(vb, 1);
         let conv = Conv2d::load_with_batch_norm(
-            &vb.pp("conv1"),
-            &vb.pp("bn1"),
-            ConvShape::same(c_in, 64, 7).with_stride(2),
+            &conv,
+            &bn,
+            ConvShape::same(c_in, c_out, 7).with_stride(2),
         )?;
         Ok(Stem { conv })
     }
 
-    /// Stride-4 features with 64 channels.
+    /// Stride-4 features (64 channels for torchvision's stem).
     ///
     /// ReLU and max-pool commute, and after the ReLU every value is ≥ 0, so zero padding of the
     /// pool equals PyTorch's −∞ padding; this also covers DEVA's mask encoder, which pools
@@ -153,5 +217,95 @@ impl Stem {
         let y = self.conv.forward(x)?.relu()?;
         let y = y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         Ok(y.max_pool2d_with_stride(3, 2)?)
+    }
+}
+
+/// detectron2's `build_resnet_backbone` without deformable convolutions: stem and stages
+/// `res2` … `res5` (`MODEL.RESNETS.*`), frozen BatchNorm folded.
+#[derive(Debug, Clone)]
+pub struct Detectron2ResNet {
+    stem: Stem,
+    stages: Vec<Stage>,
+}
+
+/// `MODEL.RESNETS` settings of a detectron2 ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Detectron2ResNetConfig {
+    /// 50, 101 or 152 (bottleneck depths).
+    pub depth: usize,
+    /// `STEM_OUT_CHANNELS`.
+    pub stem_out_channels: usize,
+    /// `RES2_OUT_CHANNELS` (doubling per stage).
+    pub res2_out_channels: usize,
+    /// `WIDTH_PER_GROUP` (one group): the bottleneck width of `res2`, doubling per stage.
+    pub width_per_group: usize,
+    /// `STRIDE_IN_1X1`.
+    pub stride_in_1x1: bool,
+}
+
+impl Detectron2ResNetConfig {
+    /// Blocks per stage of the depth.
+    pub fn blocks(&self) -> Result<[usize; 4]> {
+        match self.depth {
+            50 => Ok([3, 4, 6, 3]),
+            101 => Ok([3, 4, 23, 3]),
+            152 => Ok([3, 8, 36, 3]),
+            d => Err(crate::Error::Config(format!(
+                "resnet depth {d}: only the bottleneck depths 50, 101 and 152 are supported"
+            ))),
+        }
+    }
+
+    /// Output channels of `res2` … `res5`.
+    pub fn out_channels(&self) -> [usize; 4] {
+        [1, 2, 4, 8].map(|m| self.res2_out_channels * m)
+    }
+}
+
+impl Detectron2ResNet {
+    /// Loads `stem.*` and `res2.*` … `res5.*` under `vb` (detectron2's `bottom_up`).
+    pub fn load(vb: &VarBuilder, cfg: &Detectron2ResNetConfig) -> Result<Self> {
+        if cfg.res2_out_channels != 4 * cfg.width_per_group {
+            return Err(crate::Error::Config(format!(
+                "resnet: res2_out_channels {} must be 4 × width_per_group {}",
+                cfg.res2_out_channels, cfg.width_per_group
+            )));
+        }
+        let layout = Layout::Detectron2 {
+            stride_in_1x1: cfg.stride_in_1x1,
+        };
+        let stem = Stem::load_layout(&vb.pp("stem"), 3, cfg.stem_out_channels, layout)?;
+        let mut c_in = cfg.stem_out_channels;
+        let mut stages = Vec::with_capacity(4);
+        for (i, (count, out)) in cfg
+            .blocks()?
+            .into_iter()
+            .zip(cfg.out_channels())
+            .enumerate()
+        {
+            let stride = if i == 0 { 1 } else { 2 };
+            stages.push(Stage::load_layout(
+                vb.pp(format!("res{}", i + 2)),
+                BlockKind::Bottleneck,
+                c_in,
+                out / 4,
+                count,
+                stride,
+                layout,
+            )?);
+            c_in = out;
+        }
+        Ok(Detectron2ResNet { stem, stages })
+    }
+
+    /// `res2` … `res5` (strides 4 … 32) of `x` `[n, 3, h, w]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut y = self.stem.forward(x)?;
+        let mut out = Vec::with_capacity(self.stages.len());
+        for s in &self.stages {
+            y = s.forward(&y)?;
+            out.push(y.clone());
+        }
+        Ok(out)
     }
 }

@@ -1,6 +1,7 @@
 //! Image segmenters: anything that proposes non-overlapping segments on a single frame.
 
 pub mod detections;
+pub mod entityseg;
 pub mod grounded;
 pub mod mask2former;
 pub mod masks;

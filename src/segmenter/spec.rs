@@ -2,6 +2,7 @@
 //! `[segmenter]` section of a config file, a library user or the command line give it; and
 //! [`build`], which turns a spec into a segmenter.
 
+use super::entityseg::EntitySegSpec;
 use super::grounded::TextSpec;
 use super::mask2former::Mask2FormerSpec;
 use super::referformer::ReferringSpec;
@@ -34,6 +35,8 @@ pub enum SegmenterSpec {
     SamAuto(SamConfig),
     /// Mask2Former panoptic or instance segments (VIPSeg, BURST).
     Mask2former(Mask2FormerSpec),
+    /// EntitySeg: class-agnostic entities (open-world tracking, unsupervised VOS).
+    Entityseg(EntitySegSpec),
     /// Text prompt: Grounding-DINO boxes of the prompt's phrases turned into SAM masks.
     Text(TextSpec),
     /// Referring expressions: ReferFormer's best mask for each expression (one object each).
@@ -83,6 +86,7 @@ impl SegmenterSpec {
             SegmenterSpec::SamBoxes(_) => "sam_boxes",
             SegmenterSpec::SamAuto(_) => "sam_auto",
             SegmenterSpec::Mask2former(_) => "mask2former",
+            SegmenterSpec::Entityseg(_) => "entityseg",
             SegmenterSpec::Text(_) => "text",
             SegmenterSpec::Referring(_) => "referring",
             SegmenterSpec::Prompts => "prompts",
@@ -105,6 +109,7 @@ impl SegmenterSpec {
             SegmenterSpec::Saliency(c) => c.validate(),
             SegmenterSpec::SamAuto(c) => c.validate(),
             SegmenterSpec::Mask2former(m) => m.validate(),
+            SegmenterSpec::Entityseg(e) => e.validate(),
             SegmenterSpec::Text(t) => t.validate(),
             SegmenterSpec::Referring(r) => r.validate(),
             SegmenterSpec::SamBoxes(b) if b.boxes.is_empty() => Err(Error::Config(
@@ -156,6 +161,7 @@ pub fn build(
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
         SegmenterSpec::Mask2former(m) => Box::new(m.build(store, device)?),
+        SegmenterSpec::Entityseg(e) => Box::new(e.build(device)?),
         SegmenterSpec::Text(t) => Box::new(t.build(store, device)?),
         SegmenterSpec::Referring(r) => Box::new(r.build(device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),

@@ -8,6 +8,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod entityseg;
 mod errors;
 mod flags;
 mod mask2former;

@@ -1,0 +1,36 @@
+//! EntitySeg (Qi et al., "Open-world entity segmentation"; qqlu/Entity, `Entity/EntitySeg`,
+//! the `EntityFPN` meta-architecture): class-agnostic entities for open-world tracking and
+//! unsupervised VOS.
+//!
+//! The network is a detectron2 ResNet with an FPN and its P6/P7 top block, an FCOS-style
+//! detection head with one class on P3 … P7, a controller (PanopticFCN kernel head with
+//! coordinate channels) predicting each location's dynamic mask-head parameters from the box
+//! tower, CondInst's mask branch on P3 … P5 and the dynamic 1×1 mask head over the mask
+//! features and relative coordinates.
+//!
+//! Inference follows the official test path (`EntityFPN.forward` in eval mode with the
+//! `configs/entity_r50_*.yaml` settings): detectron2's `DefaultPredictor` preprocessing (BGR,
+//! shorter side 800 with the longer at most 1333, Pillow bilinear, padding to 32); candidates
+//! with class probability > 0.05, at most 1000 per level, score √(class · centerness), NMS at
+//! IoU 0.6, the best 100 kept; masks thresholded at 0.5 after `aligned_bilinear` and a
+//! bilinear resize to the frame; overlaps resolved in score order (every pixel to the best
+//! entity covering it); entities whose exclusive part is a single row or column dropped; no
+//! mask rescoring (`USE_MASK_RESCORE` is off in every published config). The segmenter then
+//! keeps entities scoring at least `score_threshold` (default 0.2, the official demo's),
+//! at most `max_entities`.
+//!
+//! Backbones: ResNet-50/101 without deformable convolution (`entity_r50_*`, `entity_r101_1x`,
+//! `entity_r101_3x`). Out of reach for now: `entity_r101_dcnv2_3x` (modulated deformable
+//! convolutions in res3 … res5), the Swin-T / Swin-L (`entity_swin_*`) and MiT (`entity_mit_*`)
+//! backbones (their detectron2 wrappers are not mapped yet).
+
+pub mod config;
+pub mod head;
+pub mod mask_head;
+pub mod model;
+pub mod postprocess;
+mod segmenter;
+
+pub use config::EntitySegConfig;
+pub use model::EntitySeg;
+pub use segmenter::{EntitySegSegmenter, EntitySegSpec};

@@ -1,0 +1,400 @@
+//! Parity of the EntitySeg port with the official `EntityFPN` (qqlu/Entity on detectron2) on
+//! the oracle fixture `$DEVA_FIXTURES/entityseg` (tests/oracle/entityseg/make_fixture.py):
+//! preprocessing, backbone and FPN, head outputs, proposals, mask features, dynamic mask head,
+//! final entities; strict loading of the official key layout.
+//!
+//! Tolerances (f32, CPU), measured on the seed-0 fixture (DAVIS frames): backbone, FPN, head,
+//! controller and mask features differ by at most 1.4e-6 of the reference tensor's largest
+//! magnitude (allowed: 1e-5); proposal scores and final scores by 6e-7 (allowed 1e-5), proposal
+//! boxes by 8e-4 px (allowed 5e-3), mask probabilities by 1.2e-7 (allowed 1e-5); proposals from
+//! the oracle's head outputs are identical; the final masks agreed on 100 % of the pixels
+//! (required: 99.9 %) with the same entities, and their boxes exactly (allowed: 2 px).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use deva::nn::checkpoint::{self, StateDict};
+use deva::nn::Weights;
+use deva::segmenter::entityseg::head::LevelOutput;
+use deva::segmenter::entityseg::model::UNUSED_KEYS;
+use deva::segmenter::entityseg::postprocess::{entities, proposals, Proposals, Sizes};
+use deva::segmenter::entityseg::{EntitySeg, EntitySegConfig};
+
+/// Largest difference allowed, relative to the largest magnitude of the reference tensor.
+const FEATURE_RTOL: f32 = 1e-5;
+/// Largest absolute difference of probabilities, scores and box coordinates.
+const VALUE_ATOL: f32 = 1e-5;
+/// Box coordinates are in pixels of the network input (up to a few hundred).
+const BOX_ATOL: f32 = 5e-3;
+/// Fraction of final mask pixels that must agree.
+const MASK_AGREEMENT: f64 = 0.999;
+
+struct Fixture {
+    dir: PathBuf,
+    tensors: HashMap<String, Tensor>,
+    cases: Vec<serde_json::Value>,
+    config: EntitySegConfig,
+}
+
+fn load(dir: &Path) -> Fixture {
+    let path = dir.join("cases.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).expect("cases.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let text = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("cases_json"))
+        .expect("cases_json metadata")
+        .clone();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert!(!cases.is_empty(), "no cases in {}", path.display());
+    let config = EntitySegConfig::from_file(&dir.join("config.json")).expect("config.json");
+    Fixture {
+        dir: dir.to_path_buf(),
+        tensors,
+        cases,
+        config,
+    }
+}
+
+impl Fixture {
+    fn get(&self, case: &serde_json::Value, name: &str) -> Tensor {
+        let key = format!("{}{name}", case["prefix"].as_str().unwrap());
+        self.tensors
+            .get(&key)
+            .unwrap_or_else(|| panic!("fixture has no {key}"))
+            .clone()
+    }
+
+    fn model(&self) -> EntitySeg {
+        EntitySeg::load(&self.dir.join("weights.pth"), &self.config, &Device::Cpu)
+            .expect("weights.pth loads strictly")
+    }
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Asserts `got ≈ want` within `tol` (absolute) and returns the difference.
+fn close(what: &str, got: &Tensor, want: &Tensor, tol: f32) -> f32 {
+    assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
+    let want = want.to_dtype(DType::F32).unwrap();
+    let d = if got.elem_count() == 0 {
+        0.0
+    } else {
+        max_abs(&(got.to_dtype(DType::F32).unwrap() - &want).unwrap())
+    };
+    eprintln!("{what}: max |diff| {d:.3e} (tolerance {tol:.1e})");
+    assert!(d <= tol, "{what}: max |diff| {d} > {tol}");
+    d
+}
+
+/// [`close`] relative to the reference's largest magnitude.
+fn close_rel(what: &str, got: &Tensor, want: &Tensor) {
+    let scale = max_abs(want).max(1.0);
+    close(what, got, want, FEATURE_RTOL * scale);
+}
+
+fn rgb(t: &Tensor) -> image::RgbImage {
+    let (h, w, _) = t.dims3().unwrap();
+    let v: Vec<u8> = t.flatten_all().unwrap().to_vec1().unwrap();
+    image::RgbImage::from_raw(w as u32, h as u32, v).unwrap()
+}
+
+fn size2(v: &serde_json::Value) -> (usize, usize) {
+    (
+        v[0].as_u64().unwrap() as usize,
+        v[1].as_u64().unwrap() as usize,
+    )
+}
+
+/// The oracle's proposals as [`Proposals`].
+fn oracle_proposals(f: &Fixture, case: &serde_json::Value) -> Proposals {
+    let rows = |name: &str| -> Vec<Vec<f32>> { f.get(case, name).to_vec2().unwrap() };
+    Proposals {
+        boxes: rows("proposal_boxes")
+            .into_iter()
+            .map(|r| [r[0], r[1], r[2], r[3]])
+            .collect(),
+        scores: f.get(case, "proposal_scores").to_vec1().unwrap(),
+        locations: rows("proposal_locations")
+            .into_iter()
+            .map(|r| [r[0], r[1]])
+            .collect(),
+        levels: f
+            .get(case, "proposal_levels")
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|l| l as usize)
+            .collect(),
+        params: f.get(case, "proposal_params"),
+    }
+}
+
+fn compare_proposals(what: &str, got: &Proposals, want: &Proposals) {
+    assert_eq!(got.boxes.len(), want.boxes.len(), "{what}: proposal count");
+    assert_eq!(got.levels, want.levels, "{what}: levels");
+    let t2 = |v: &[[f32; 2]]| Tensor::new(v.concat(), &Device::Cpu).unwrap();
+    let t4 = |v: &[[f32; 4]]| Tensor::new(v.concat(), &Device::Cpu).unwrap();
+    let t1 = |v: &[f32]| Tensor::new(v, &Device::Cpu).unwrap();
+    close(
+        &format!("{what} locations"),
+        &t2(&got.locations),
+        &t2(&want.locations),
+        0.0,
+    );
+    close(
+        &format!("{what} boxes"),
+        &t4(&got.boxes),
+        &t4(&want.boxes),
+        BOX_ATOL,
+    );
+    close(
+        &format!("{what} scores"),
+        &t1(&got.scores),
+        &t1(&want.scores),
+        VALUE_ATOL,
+    );
+    close_rel(&format!("{what} params"), &got.params, &want.params);
+}
+
+#[test]
+fn entityseg_matches_the_official_model() {
+    let Some(dir) = common::oracle_fixtures("entityseg", "tests/oracle/entityseg/make_fixture.py")
+    else {
+        return;
+    };
+    let f = load(&dir);
+    let model = f.model();
+    for case in &f.cases {
+        let name = case["name"].as_str().unwrap();
+        eprintln!("case {name}");
+        let original = size2(&case["original_size"]);
+        let resized = size2(&case["resized_size"]);
+
+        // Preprocessing: size, Pillow resize, BGR normalisation and padding.
+        let image = rgb(&f.get(case, "image"));
+        assert_eq!(model.resized_size(original.0, original.1), resized);
+        let ours = model.resize(&image);
+        let want = f.get(case, "image_resized");
+        let got = Tensor::from_vec(ours.into_raw(), want.dims(), &Device::Cpu).unwrap();
+        close(
+            &format!("{name} resized image"),
+            &got.to_dtype(DType::F32).unwrap(),
+            &want.to_dtype(DType::F32).unwrap(),
+            1.0,
+        );
+        let x = model
+            .input(&rgb(&f.get(case, "image_resized")), &Device::Cpu)
+            .unwrap();
+        close(&format!("{name} input"), &x, &f.get(case, "input"), 1e-4);
+
+        // Backbone and FPN.
+        let feats = model.features(&x).unwrap();
+        for (i, t) in feats.res.iter().enumerate() {
+            close_rel(
+                &format!("{name} res{}", i + 2),
+                t,
+                &f.get(case, &format!("res{}", i + 2)),
+            );
+        }
+        for (i, t) in feats.pyramid.iter().enumerate() {
+            close_rel(
+                &format!("{name} p{}", i + 2),
+                t,
+                &f.get(case, &format!("p{}", i + 2)),
+            );
+        }
+
+        // Head and controller.
+        let head = model.head(&feats).unwrap();
+        for (i, l) in head.iter().enumerate() {
+            let p = format!("p{}", i + 3);
+            close_rel(
+                &format!("{name} logits.{p}"),
+                &l.logits,
+                &f.get(case, &format!("logits.{p}")),
+            );
+            close_rel(
+                &format!("{name} bbox_reg.{p}"),
+                &l.bbox_reg,
+                &f.get(case, &format!("bbox_reg.{p}")),
+            );
+            close_rel(
+                &format!("{name} ctrness.{p}"),
+                &l.ctrness,
+                &f.get(case, &format!("ctrness.{p}")),
+            );
+            close_rel(
+                &format!("{name} controller.{p}"),
+                &l.controller,
+                &f.get(case, &format!("controller.{p}")),
+            );
+        }
+
+        // Proposals: from the oracle's head outputs (exact inputs), then from ours.
+        let want_props = oracle_proposals(&f, case);
+        let oracle_head: Vec<LevelOutput> = (0..head.len())
+            .map(|i| {
+                let p = format!("p{}", i + 3);
+                LevelOutput {
+                    logits: f.get(case, &format!("logits.{p}")),
+                    bbox_reg: f.get(case, &format!("bbox_reg.{p}")),
+                    ctrness: f.get(case, &format!("ctrness.{p}")),
+                    controller: f.get(case, &format!("controller.{p}")),
+                }
+            })
+            .collect();
+        let from_oracle = proposals(&oracle_head, &f.config.fcos).unwrap();
+        compare_proposals(
+            &format!("{name} proposals (oracle head)"),
+            &from_oracle,
+            &want_props,
+        );
+        let props = model.proposals(&head).unwrap();
+        compare_proposals(&format!("{name} proposals"), &props, &want_props);
+
+        // Mask branch and dynamic mask head.
+        let mask_feats = model.mask_features(&feats).unwrap();
+        close_rel(
+            &format!("{name} mask_feats"),
+            &mask_feats,
+            &f.get(case, "mask_feats"),
+        );
+        let probs = model
+            .mask_probs(&f.get(case, "mask_feats"), &want_props)
+            .unwrap();
+        close(
+            &format!("{name} mask_probs"),
+            &probs,
+            &f.get(case, "mask_probs"),
+            VALUE_ATOL,
+        );
+
+        // Final entities: from the oracle's mask probabilities, then end to end.
+        let padded = size2(&case["padded_size"]);
+        let sizes = Sizes {
+            padded,
+            resized,
+            original,
+        };
+        let from_probs = entities(&want_props, &f.get(case, "mask_probs"), sizes).unwrap();
+        compare_final(
+            &format!("{name} final (oracle masks)"),
+            &f,
+            case,
+            &from_probs,
+        );
+        let end_to_end = model.predict(&x, resized, original).unwrap();
+        compare_final(&format!("{name} final"), &f, case, &end_to_end);
+    }
+}
+
+fn compare_final(
+    what: &str,
+    f: &Fixture,
+    case: &serde_json::Value,
+    got: &deva::segmenter::entityseg::postprocess::EntityMap,
+) {
+    let masks = f.get(case, "final_masks");
+    let (k, h, w) = masks.dims3().unwrap();
+    assert_eq!((got.height, got.width), (h, w), "{what}: size");
+    assert_eq!(got.entities.len(), k, "{what}: entity count");
+    let scores: Vec<f32> = got.entities.iter().map(|e| e.score).collect();
+    close(
+        &format!("{what} scores"),
+        &Tensor::new(scores.as_slice(), &Device::Cpu).unwrap(),
+        &f.get(case, "final_scores"),
+        VALUE_ATOL,
+    );
+    let want: Vec<u8> = masks.flatten_all().unwrap().to_vec1().unwrap();
+    let mut equal = 0usize;
+    for e in 0..k {
+        let plane = &want[e * h * w..(e + 1) * h * w];
+        for (&v, &m) in got.map.iter().zip(plane) {
+            equal += usize::from((v == e as u32 + 1) == (m == 1));
+        }
+    }
+    let frac = equal as f64 / (k * h * w).max(1) as f64;
+    eprintln!("{what}: {:.5} of mask pixels equal over {k} entities", frac);
+    assert!(
+        frac >= MASK_AGREEMENT,
+        "{what}: only {frac} of mask pixels equal"
+    );
+    let boxes: Vec<Vec<f32>> = f.get(case, "final_boxes").to_vec2().unwrap();
+    for (e, b) in got.entities.iter().zip(&boxes) {
+        for (g, w) in e.bbox.iter().zip(b) {
+            assert!(
+                (*g as f32 - w).abs() <= 2.0,
+                "{what}: box {:?} vs {b:?}",
+                e.bbox
+            );
+        }
+    }
+}
+
+/// The fixture's checkpoint without `drop`, and with `rename` = (from, to) applied.
+fn edited(path: &Path, drop: Option<&str>, rename: Option<(&str, &str)>) -> StateDict {
+    let dict = checkpoint::load(path, &["model"]).unwrap();
+    let mut out = StateDict::new(path);
+    for (k, t) in dict.iter() {
+        if Some(k) == drop {
+            continue;
+        }
+        let name = match rename {
+            Some((from, to)) if k == from => to.to_string(),
+            _ => k.to_string(),
+        };
+        out.insert(name, t.clone());
+    }
+    out
+}
+
+#[test]
+fn a_missing_or_renamed_official_key_is_an_error_naming_it() {
+    let Some(dir) = common::oracle_fixtures("entityseg", "tests/oracle/entityseg/make_fixture.py")
+    else {
+        return;
+    };
+    let f = load(&dir);
+    let path = dir.join("weights.pth");
+    let build = |d: StateDict| {
+        Weights::from_state_dict(d)
+            .unwrap()
+            .build(&Device::Cpu, UNUSED_KEYS, |vb| {
+                EntitySeg::new(&f.config, vb)
+            })
+    };
+    for key in [
+        "backbone.bottom_up.res3.0.shortcut.norm.running_var",
+        "det_head.fcos_head.ctrness.weight",
+        "controller.kernel_head.kernel_head_head_1.norm.weight",
+        "mask_branch.refine.2.1.running_mean",
+    ] {
+        let e = build(edited(&path, Some(key), None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key), "dropping {key}: {e}");
+    }
+    let from = "backbone.fpn_output3.bias";
+    let to = "backbone.fpn_output3.beta";
+    let e = build(edited(&path, None, Some((from, to))))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(from), "renaming {from}: {e}");
+    // The unchanged file loads.
+    build(edited(&path, None, None)).unwrap();
+}

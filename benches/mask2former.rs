@@ -34,8 +34,9 @@ impl SimpleBackend for RandomStore {
         candle_core::bail!("random weights need a shape for {name}")
     }
 
-    fn contains_tensor(&self, _: &str) -> bool {
-        true
+    /// Every weight but the BatchNorm step counters, which random weights do not carry.
+    fn contains_tensor(&self, name: &str) -> bool {
+        !name.ends_with("num_batches_tracked")
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod merge;
 pub mod shard;
+pub mod status;
 pub mod store;
 
 pub use shard::Shard;

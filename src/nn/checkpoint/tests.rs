@@ -1,6 +1,8 @@
 //! Tests of the checkpoint readers.
 
+use super::pth::materialize;
 use super::*;
+use crate::nn::pickle::TensorRef;
 
 #[test]
 fn strided_views_are_gathered_in_row_major_order() {

@@ -1,15 +1,18 @@
 //! Video files through the system's `ffmpeg` and `ffprobe`, run as subprocesses: decoding to a
-//! raw RGB pipe (one frame in memory at a time) and encoding piped frames to mp4.
+//! raw RGB pipe (one frame in memory at a time) and encoding piped frames to mp4. This module
+//! runs the processes and probes files; `decode` and `encode` stream the frames.
 
-use super::source::FrameSource;
-use super::Frame;
-use crate::diagnostics::warn;
+mod decode;
+mod encode;
+
+pub use decode::{RawFrames, RawRead, VideoFileSource};
+pub use encode::VideoFileWriter;
+
 use crate::error::{Error, Result};
 use crate::imageio::check_dimensions;
-use image::RgbImage;
-use std::io::{BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 
 /// How to get ffmpeg, shown when it is missing.
@@ -178,323 +181,6 @@ pub fn parse_probe(path: &Path, json: &[u8]) -> Result<VideoInfo> {
     })
 }
 
-/// What reading one frame of a raw RGB stream gave.
-#[derive(Debug)]
-pub enum RawRead {
-    /// A whole frame.
-    Frame(RgbImage),
-    /// The stream ended cleanly, between frames.
-    End,
-    /// The stream ended inside a frame after `bytes` of its `expected` bytes.
-    Truncated {
-        /// Bytes of the frame that arrived.
-        bytes: usize,
-        /// Bytes of a whole frame.
-        expected: usize,
-    },
-}
-
-/// Splits a raw RGB24 byte stream (what `ffmpeg -f rawvideo -pix_fmt rgb24` writes) into
-/// frames of a known size.
-#[derive(Debug)]
-pub struct RawFrames<R> {
-    reader: R,
-    width: usize,
-    height: usize,
-}
-
-impl<R: Read> RawFrames<R> {
-    /// Frames of `width × height` from `reader`; both must be positive and their product at
-    /// most [`MAX_PIXELS`](crate::imageio::MAX_PIXELS) (`path` names the stream in errors).
-    pub fn new(reader: R, width: usize, height: usize, path: &Path) -> Result<Self> {
-        if width == 0 || height == 0 {
-            return Err(Error::invalid(format!(
-                "{}: video frames of {width}x{height} pixels",
-                path.display()
-            )));
-        }
-        check_dimensions(path, width as u64, height as u64)?;
-        Ok(RawFrames {
-            reader,
-            width,
-            height,
-        })
-    }
-
-    /// Reads the next frame.
-    pub fn read(&mut self) -> std::io::Result<RawRead> {
-        let (w, h) = (self.width, self.height);
-        let mut buf = vec![0u8; w * h * 3];
-        let mut n = 0;
-        while n < buf.len() {
-            match self.reader.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(match n {
-            0 => RawRead::End,
-            n if n < buf.len() => RawRead::Truncated {
-                bytes: n,
-                expected: buf.len(),
-            },
-            _ => RawRead::Frame(
-                RgbImage::from_raw(w as u32, h as u32, buf).expect("buffer of w * h * 3 bytes"),
-            ),
-        })
-    }
-}
-
-/// Frames of a video file decoded by `ffmpeg` into a raw RGB pipe, one at a time. Frames are
-/// named by their zero-padded index (`00000`, `00001`, ...).
-pub struct VideoFileSource {
-    path: PathBuf,
-    info: VideoInfo,
-    process: Option<Process>,
-    stdout: Option<RawFrames<BufReader<ChildStdout>>>,
-    index: usize,
-}
-
-impl VideoFileSource {
-    /// Probes `path` and starts decoding it.
-    pub fn open(path: &Path) -> Result<Self> {
-        let info = probe(path)?;
-        let mut process = Process::spawn(
-            "ffmpeg",
-            Command::new("ffmpeg")
-                .args(["-nostdin", "-v", "error", "-i"])
-                .arg(path)
-                .args(["-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped()),
-        )?;
-        let stdout = match process.child.stdout.take() {
-            Some(out) => Some(RawFrames::new(
-                BufReader::new(out),
-                info.width,
-                info.height,
-                path,
-            )?),
-            None => None,
-        };
-        Ok(VideoFileSource {
-            path: path.to_path_buf(),
-            info,
-            process: Some(process),
-            stdout,
-            index: 0,
-        })
-    }
-
-    /// What ffprobe said about the video.
-    pub fn info(&self) -> &VideoInfo {
-        &self.info
-    }
-
-    /// Ends decoding: the process must have exited cleanly without reporting errors (a
-    /// damaged or cut file makes ffmpeg print errors and stop early with a success status)
-    /// and produced at least one frame; fewer frames than the container declares give a
-    /// warning.
-    fn end(&mut self) -> Option<Result<Frame>> {
-        self.stdout = None;
-        let process = self.process.take()?;
-        let stderr = match process.finish(&self.path) {
-            Ok(stderr) => stderr,
-            Err(e) => return Some(Err(e)),
-        };
-        if !stderr.is_empty() {
-            return Some(Err(Error::External {
-                program: "ffmpeg".into(),
-                message: format!(
-                    "{}: decoding failed after {} frames (damaged or truncated file?): {stderr}",
-                    self.path.display(),
-                    self.index
-                ),
-            }));
-        }
-        if let Some(declared) = self.info.frame_count.filter(|&n| n > self.index) {
-            warn(format!(
-                "{}: decoded {} frames but the container declares {declared}",
-                self.path.display(),
-                self.index
-            ));
-        }
-        (self.index == 0).then(|| {
-            Err(Error::invalid(format!(
-                "{}: no frames could be decoded",
-                self.path.display()
-            )))
-        })
-    }
-
-    fn read_frame(&mut self) -> Option<Result<Frame>> {
-        let stdout = self.stdout.as_mut()?;
-        match stdout.read() {
-            Ok(RawRead::End) => self.end(),
-            Ok(RawRead::Frame(image)) => {
-                let frame = Frame {
-                    index: self.index,
-                    name: format!("{:05}", self.index),
-                    image: image.into(),
-                };
-                self.index += 1;
-                Some(Ok(frame))
-            }
-            Ok(RawRead::Truncated { bytes, expected }) => {
-                let stderr = self.process.take().map(Process::kill).unwrap_or_default();
-                self.stdout = None;
-                Some(Err(Error::External {
-                    program: "ffmpeg".into(),
-                    message: format!(
-                        "{}: frame {} is truncated ({bytes} of {expected} bytes): {stderr}",
-                        self.path.display(),
-                        self.index,
-                    ),
-                }))
-            }
-            Err(e) => {
-                self.stdout = None;
-                self.process.take().map(Process::kill);
-                Some(Err(Error::io(&self.path, e)))
-            }
-        }
-    }
-}
-
-impl Iterator for VideoFileSource {
-    type Item = Result<Frame>;
-
-    fn next(&mut self) -> Option<Result<Frame>> {
-        self.read_frame()
-    }
-}
-
-impl FrameSource for VideoFileSource {
-    fn frame_count(&self) -> Option<usize> {
-        self.info.frame_count
-    }
-
-    fn fps(&self) -> Option<f64> {
-        self.info.fps
-    }
-
-    fn preflight(&mut self) -> Result<(usize, usize)> {
-        Ok((self.info.width, self.info.height))
-    }
-}
-
-impl Drop for VideoFileSource {
-    fn drop(&mut self) {
-        self.stdout = None;
-        if let Some(p) = self.process.take() {
-            p.kill();
-        }
-    }
-}
-
-/// Encodes frames piped to `ffmpeg` into an mp4 (H.264 when ffmpeg has it, yuv420p, odd sizes
-/// padded to even). The file is written under a temporary name and renamed by
-/// [`finish`](VideoFileWriter::finish); dropping the writer unfinished removes it.
-pub struct VideoFileWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    width: usize,
-    height: usize,
-    process: Option<Process>,
-    stdin: Option<ChildStdin>,
-}
-
-impl VideoFileWriter {
-    /// Starts an encoder for `width × height` frames at `fps` into `path`.
-    pub fn create(path: &Path, width: usize, height: usize, fps: f64) -> Result<Self> {
-        if width == 0 || height == 0 || !(fps.is_finite() && fps > 0.0) {
-            return Err(Error::invalid(format!(
-                "{}: cannot encode {width}x{height} frames at {fps} fps",
-                path.display()
-            )));
-        }
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let mut process = Process::spawn(
-            "ffmpeg",
-            Command::new("ffmpeg")
-                .args(["-y", "-nostdin", "-v", "error", "-f", "rawvideo"])
-                .args(["-pix_fmt", "rgb24", "-s", &format!("{width}x{height}")])
-                .args(["-r", &format!("{fps}"), "-i", "-"])
-                .args([
-                    "-vf",
-                    "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-                    "-pix_fmt",
-                    "yuv420p",
-                ])
-                .args(["-movflags", "+faststart", "-f", "mp4"])
-                .arg(&tmp)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null()),
-        )?;
-        let stdin = process.child.stdin.take();
-        Ok(VideoFileWriter {
-            path: path.to_path_buf(),
-            tmp,
-            width,
-            height,
-            process: Some(process),
-            stdin,
-        })
-    }
-
-    /// Appends one frame; it must have the size given at creation.
-    pub fn write(&mut self, image: &RgbImage) -> Result<()> {
-        let (w, h) = (image.width() as usize, image.height() as usize);
-        if (w, h) != (self.width, self.height) {
-            return Err(Error::invalid(format!(
-                "{}: frame is {w}x{h} but the video is {}x{}",
-                self.path.display(),
-                self.width,
-                self.height
-            )));
-        }
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| Error::invalid(format!("{}: encoder stopped", self.path.display())))?;
-        if let Err(e) = stdin.write_all(image.as_raw()) {
-            self.stdin = None;
-            let stderr = self.process.take().map(Process::kill).unwrap_or_default();
-            return Err(Error::External {
-                program: "ffmpeg".into(),
-                message: format!("{}: encoding failed ({e}): {stderr}", self.path.display()),
-            });
-        }
-        Ok(())
-    }
-
-    /// Closes the pipe, waits for ffmpeg and moves the finished file into place.
-    pub fn finish(mut self) -> Result<()> {
-        self.stdin = None;
-        if let Some(p) = self.process.take() {
-            p.finish(&self.path)?;
-        }
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-impl Drop for VideoFileWriter {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if let Some(p) = self.process.take() {
-            p.kill();
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
 /// Whether `ffmpeg` and `ffprobe` can be run.
 pub fn available() -> bool {
     ["ffmpeg", "ffprobe"].iter().all(|p| {
@@ -511,7 +197,10 @@ pub fn available() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::video::source::FrameSource;
+    use crate::video::Frame;
     use image::Rgb;
+    use image::RgbImage;
 
     #[test]
     fn parses_rates_and_probe_output() {

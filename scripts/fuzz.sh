@@ -35,7 +35,9 @@ mkdir -p "$corpus"
 
 # Copies up to 100 files (smaller than 256 KiB) that `find` selects into the corpus.
 seed_files() {
-    find "$fixtures" "$data" "$root/configs" "$@" -type f -size -256k 2>/dev/null | head -n 100 |
+    # (find is stopped by SIGPIPE once head has its 100 files: not a failure.)
+    { find "$fixtures" "$data" "$root/configs" "$@" -type f -size -256k 2>/dev/null || true; } |
+        head -n 100 |
         while read -r f; do cp "$f" "$corpus/seed-$(echo "$f" | cksum | cut -d' ' -f1)"; done
 }
 
@@ -65,6 +67,10 @@ for i, p in enumerate(f for f in files if f.endswith(".pth")):
         pkl = [n for n in z.namelist() if n.endswith("data.pkl")][0]
         if target in ("pickle", "pkl"):
             put(f"pkl{i}", z.read(pkl))
+        elif target == "pth":  # a small archive with the same pickle and no storages
+            out = os.path.join(corpus, f"seed-pth{i}")
+            with zipfile.ZipFile(out, "w") as o:
+                o.writestr("archive/data.pkl", z.read(pkl))
 if target == "pkl":
     try:
         import numpy as np
@@ -78,10 +84,6 @@ if target == "pkl":
         for proto in (2, 3, 4, 5):
             put(f"np{proto}", pickle.dumps({"model": {"sem_seg_head": arrays}, "__author__": "x"},
                                            protocol=proto))
-        elif target == "pth":  # a small archive with the same pickle and no storages
-            out = os.path.join(corpus, f"seed-pth{i}")
-            with zipfile.ZipFile(out, "w") as o:
-                o.writestr("archive/data.pkl", z.read(pkl))
 for i, p in enumerate(f for f in files if f.endswith(".safetensors")):
     with open(p, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]

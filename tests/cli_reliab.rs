@@ -298,12 +298,13 @@ fn ffmpeg(args: &[&dyn AsRef<std::ffi::OsStr>]) {
 
 /// Encodes the PNG frames of `frames` at 10 fps into the mp4 `video` (one keyframe).
 fn encode(frames: &Path, video: &Path, extra: &[&str]) {
-    let mut args: Vec<std::ffi::OsString> = ["-framerate", "10", "-i"].map(Into::into).into();
+    use std::ffi::{OsStr, OsString};
+    let mut args: Vec<OsString> = ["-framerate", "10", "-i"].map(OsString::from).into();
     args.push(frames.join("%05d.png").into());
-    args.extend(["-pix_fmt", "yuv420p", "-g", "100"].map(Into::into));
-    args.extend(extra.iter().map(Into::into));
+    args.extend(["-pix_fmt", "yuv420p", "-g", "100"].map(OsString::from));
+    args.extend(extra.iter().map(OsString::from));
     args.push(video.into());
-    ffmpeg(&args.iter().map(|a| a as _).collect::<Vec<_>>());
+    ffmpeg(&args.iter().map(|a| a as &dyn AsRef<OsStr>).collect::<Vec<_>>());
 }
 
 /// `deva track VIDEO --init-masks MASKS --propagator flow --out OUT`.

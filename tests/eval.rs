@@ -705,6 +705,27 @@ fn davis2016_binary_masks_are_object_one() {
     assert_eq!((r.scores.j_mean, r.scores.f_mean, r.jf), (1.0, 1.0, 1.0));
 }
 
+/// Our result files may carry a top-level `"categories"` list of `{"id", "name"}`: the BURST
+/// evaluation reads such a file exactly as the file without it.
+#[test]
+fn burst_results_with_category_names_evaluate_the_same() {
+    use deva::eval::burst;
+    let Some(root) = common::fixtures("eval/burst") else {
+        return;
+    };
+    let case = case_dirs(&root).into_iter().next().expect("a BURST case");
+    let mut pred = read_json(&case.join("pred.json"));
+    pred["categories"] = serde_json::json!([{"id": 1, "name": "person"}]);
+    let dir = tempfile::tempdir().unwrap();
+    let named = dir.path().join("pred.json");
+    std::fs::write(&named, pred.to_string()).unwrap();
+    let report = |p: &Path| {
+        let r = burst::evaluate(&case.join("gt"), p, &no_progress).unwrap();
+        serde_json::to_string(&r).unwrap()
+    };
+    assert_eq!(report(&named), report(&case.join("pred.json")));
+}
+
 #[test]
 fn burst_errors_name_the_file() {
     use deva::eval::burst;
@@ -792,6 +813,14 @@ fn vipseg_errors_name_the_file() {
     pred(serde_json::json!([{"id": 1, "category_id": 0}, {"id": 7, "category_id": 0}]));
     let r = run().unwrap();
     assert_eq!(r.windows[0].per_category[&0].tp, 0);
+    // the category lists our writer adds (top level and per video) change nothing
+    let names = serde_json::json!([{"id": 0, "name": "wall"}]);
+    let j = serde_json::json!({"categories": names, "annotations": [{"video_id": "v",
+        "categories": names, "annotations": [{"file_name": "0.png",
+        "segments_info": [{"id": 1, "category_id": 0}, {"id": 7, "category_id": 0}]}]}]});
+    std::fs::write(root.join("pred/pred.json"), j.to_string()).unwrap();
+    let json = |r: &vipseg::VipsegReport| serde_json::to_string(r).unwrap();
+    assert_eq!(json(&run().unwrap()), json(&r));
     // malformed pred.json
     std::fs::write(root.join("pred/pred.json"), "[1,").unwrap();
     let e = run().unwrap_err().to_string();

@@ -6,7 +6,7 @@ with detectron2 module names (``backbone.*``, ``sem_seg_head.pixel_decoder.*``,
 ``sem_seg_head.predictor.*``), Swin ``attn.qkv`` and the decoder self-attention ``in_proj``
 fused. This script rebuilds that layout from the Hugging Face fixture so the Rust loader
 (``deva::segmenter::mask2former::load_detectron2``) can be checked against real pickle bytes;
-``tests/mask2former.rs`` writes the same structure with a small Rust pickle writer, so CI
+``tests/mask2former/d2.rs`` writes the same structure with a small Rust pickle writer, so CI
 needs no Python.
 
 Reference file used while developing the loader (not committed; weights are never

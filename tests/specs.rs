@@ -71,6 +71,13 @@ fn every_segmenter_and_propagator_builds_from_its_section() {
             "sam-auto",
         ),
         ("kind = \"prompts\"".into(), "prompts"),
+        (
+            format!(
+                "kind = \"mask2former\"\nweights = \"{}\"\nstuff = [6, 7, 8, 9]",
+                fixtures.join("mask2former/model.safetensors").display()
+            ),
+            "mask2former",
+        ),
     ];
     for (section, name) in segmenters {
         let c = config(d, &format!("[segmenter]\n{section}\n")).unwrap();

@@ -8,6 +8,7 @@ use deva::config::Temporal;
 use deva::output::OutputFormat;
 use deva::propagator::{DevaSpec, PropagatorSpec};
 use deva::segmenter::grounded::TextSpec;
+use deva::segmenter::mask2former::Mask2FormerSpec;
 use deva::segmenter::saliency::{SaliencyConfig, SaliencyModel};
 use deva::segmenter::sam::{parse_boxes, SamConfig};
 use deva::segmenter::{FolderSpec, SamBoxesSpec, SegmenterSpec};
@@ -166,16 +167,38 @@ pub fn segmenter(
     } else if let Some(SegmenterName::Mask2former) = args.segmenter {
         match from_config {
             Some(spec @ SegmenterSpec::Mask2former(_)) => spec,
+            _ if args.m2f_weights.is_some() => SegmenterSpec::Mask2former(Default::default()),
             _ => bail!(
                 "--segmenter mask2former takes its settings from --config: add a [segmenter] \
                  section with kind = \"mask2former\" and weights = \"<checkpoint>\" (see \
-                 configs/vipseg_online.toml)"
+                 configs/vipseg_online.toml), or give --m2f-weights FILE"
             ),
         }
     } else {
-        return Ok(from_config);
+        return with_m2f_weights(from_config, args.m2f_weights.as_deref());
     };
-    Ok(Some(spec))
+    with_m2f_weights(Some(spec), args.m2f_weights.as_deref())
+}
+
+/// `spec` with `--m2f-weights` applied: only a Mask2Former segmenter takes it.
+fn with_m2f_weights(
+    spec: Option<SegmenterSpec>,
+    weights: Option<&Path>,
+) -> anyhow::Result<Option<SegmenterSpec>> {
+    match (spec, weights) {
+        (Some(SegmenterSpec::Mask2former(m)), Some(w)) => {
+            Ok(Some(SegmenterSpec::Mask2former(Mask2FormerSpec {
+                weights: Some(w.to_path_buf()),
+                ..m
+            })))
+        }
+        (spec, Some(_)) => bail!(
+            "--m2f-weights gives Mask2Former's weights, which the segmenter {} does not use \
+             (add --segmenter mask2former)",
+            spec.as_ref().map_or("(none)", |s| s.name())
+        ),
+        (spec, None) => Ok(spec),
+    }
 }
 
 /// The propagator spec of `--propagator` and `--weights`; `from_config` (the `[propagator]`
@@ -230,6 +253,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("u3net") && e.contains("saliency:isnet"), "{e}");
+    }
+
+    #[test]
+    fn m2f_weights_replace_the_sections_weights_and_need_mask2former() {
+        let w = Path::new("m.pkl");
+        let section = SegmenterSpec::Mask2former(Mask2FormerSpec {
+            weights: Some("mask2former-r50-coco-panoptic".into()),
+            labels: Some("coco-panoptic".into()),
+            ..Default::default()
+        });
+        let Some(SegmenterSpec::Mask2former(m)) =
+            with_m2f_weights(Some(section.clone()), Some(w)).unwrap()
+        else {
+            panic!("not mask2former")
+        };
+        assert_eq!(
+            (m.weights.as_deref(), m.labels.as_deref()),
+            (Some(w), Some("coco-panoptic"))
+        );
+        assert_eq!(
+            with_m2f_weights(Some(section.clone()), None).unwrap(),
+            Some(section)
+        );
+        let e = with_m2f_weights(Some(SegmenterSpec::Prompts), Some(w))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--m2f-weights") && e.contains("prompts"), "{e}");
+        assert!(with_m2f_weights(None, Some(w)).is_err());
     }
 
     #[test]

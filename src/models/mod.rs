@@ -267,6 +267,11 @@ pub enum Presence {
 }
 
 impl ModelEntry {
+    /// What to pass to `deva models fetch` for this file: its bundle, else its name.
+    pub fn fetch_name(&self) -> &str {
+        self.bundle.as_deref().unwrap_or(&self.name)
+    }
+
     /// Where the file lives in `dir`.
     pub fn path_in(&self, dir: &Path) -> PathBuf {
         dir.join(&self.file)
@@ -291,7 +296,8 @@ impl ModelEntry {
                 path,
                 format!(
                     "{len} bytes, but model {} has {size} (incomplete or corrupt: run `deva models fetch {}`)",
-                    self.name, self.name
+                    self.name,
+                    self.fetch_name()
                 ),
             ));
         }
@@ -308,7 +314,8 @@ impl ModelEntry {
                 path,
                 format!(
                     "sha256 {digest} does not match {expected} of model {} (corrupt: run `deva models fetch {}`)",
-                    self.name, self.name
+                    self.name,
+                    self.fetch_name()
                 ),
             ));
         }
@@ -323,7 +330,8 @@ impl ModelEntry {
                 &path,
                 format!(
                     "model {} is not there: run `deva models fetch {}` (or set {MODELS_DIR_ENV})",
-                    self.name, self.name
+                    self.name,
+                    self.fetch_name()
                 ),
             ));
         }

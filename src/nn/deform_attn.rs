@@ -332,25 +332,50 @@ pub fn ms_deform_sample(
     Ok(out.permute((0, 2, 1, 3))?.reshape((b, nq, heads * hd))?)
 }
 
-/// Reference points at the pixel centres of every level, normalised to `[0, 1]`, repeated
-/// for every level: `[1, len, n_levels, 2]` (the Deformable-DETR encoder's self-attention
-/// reference points without padding).
-pub fn encoder_reference_points(levels: &Levels, device: &Device) -> Result<Tensor> {
-    let n_levels = levels.shapes.len();
-    let mut v = Vec::with_capacity(levels.len() * n_levels * 2);
-    for &(h, w) in &levels.shapes {
-        for i in 0..h {
-            for j in 0..w {
-                let x = (j as f32 + 0.5) / w as f32;
-                let y = (i as f32 + 0.5) / h as f32;
-                for _ in 0..n_levels {
-                    v.push(x);
-                    v.push(y);
+/// Encoder reference points `[b, len, n_levels, 2]` (the Deformable-DETR encoder's): each
+/// element's pixel centre `(x, y)` normalised by the valid extent of its own level, then scaled
+/// by every level's valid ratio. `valid[i][l]` is the `(rows, columns)` of level `l` that hold
+/// image (not padding) in batch item `i`; without padding it is the level's shape and the
+/// points are the pixel centres normalised to `[0, 1]`.
+pub fn encoder_reference_points(
+    levels: &Levels,
+    valid: &[Vec<(usize, usize)>],
+    device: &Device,
+) -> Result<Tensor> {
+    let n = levels.shapes.len();
+    let mut v = Vec::with_capacity(valid.len() * levels.len() * n * 2);
+    for extents in valid {
+        if extents.len() != n {
+            return Err(Error::invalid(format!(
+                "encoder reference points: {} valid extents for {n} levels",
+                extents.len()
+            )));
+        }
+        // (width, height) ratio of the valid part of each level.
+        let ratios: Vec<(f32, f32)> = levels
+            .shapes
+            .iter()
+            .zip(extents)
+            .map(|(&(h, w), &(vh, vw))| (vw as f32 / w as f32, vh as f32 / h as f32))
+            .collect();
+        for (&(h, w), &(wr_own, hr_own)) in levels.shapes.iter().zip(&ratios) {
+            for y in 0..h {
+                for x in 0..w {
+                    let ry = (y as f32 + 0.5) / (hr_own * h as f32);
+                    let rx = (x as f32 + 0.5) / (wr_own * w as f32);
+                    for &(wr, hr) in &ratios {
+                        v.push(rx * wr);
+                        v.push(ry * hr);
+                    }
                 }
             }
         }
     }
-    Ok(Tensor::from_vec(v, (1, levels.len(), n_levels, 2), device)?)
+    Ok(Tensor::from_vec(
+        v,
+        (valid.len(), levels.len(), n, 2),
+        device,
+    )?)
 }
 
 /// Splits the last dimension of a sequence into `[b, len, d]` levels back to maps
@@ -505,12 +530,21 @@ mod tests {
     fn reference_points_and_level_split() {
         let levels = Levels::new(vec![(2, 2), (1, 1)]);
         assert_eq!(levels.starts, vec![0, 4]);
-        let rp = encoder_reference_points(&levels, &Device::Cpu).unwrap();
+        let rp = encoder_reference_points(&levels, &[levels.shapes.clone()], &Device::Cpu).unwrap();
         assert_eq!(rp.dims(), &[1, 5, 2, 2]);
         let v: Vec<f32> = rp.flatten_all().unwrap().to_vec1().unwrap();
         // Element 1 = level 0, (i=0, j=1): x = 0.75, y = 0.25 for both levels.
         close(&v[4..8], &[0.75, 0.25, 0.75, 0.25]);
         close(&v[16..20], &[0.5, 0.5, 0.5, 0.5]);
+        // Second image: level 0 has one valid row and column (level 1 stays whole). Level 0's
+        // element (0, 1) lies at x = 1.5 of 1 valid column, y = 0.5 of 1 valid row; scaled
+        // by the ratios (0.5, 0.5) of level 0 and (1, 1) of level 1.
+        let valid = [levels.shapes.clone(), vec![(1, 1), (1, 1)]];
+        let rp = encoder_reference_points(&levels, &valid, &Device::Cpu).unwrap();
+        assert_eq!(rp.dims(), &[2, 5, 2, 2]);
+        let v: Vec<f32> = rp.flatten_all().unwrap().to_vec1().unwrap();
+        close(&v[20 + 4..20 + 8], &[0.75, 0.25, 1.5, 0.5]);
+        assert!(encoder_reference_points(&levels, &[vec![(1, 1)]], &Device::Cpu).is_err());
         let x = Tensor::arange(0f32, 10.0, &Device::Cpu)
             .unwrap()
             .reshape((1, 5, 2))

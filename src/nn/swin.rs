@@ -16,15 +16,21 @@ use crate::error::{Error, Result};
 const REGION_MASK: f32 = -100.0;
 
 /// Sizes of a Swin backbone (the fields of a Hugging Face `SwinConfig` that matter here).
+/// Missing sizes take `transformers`' `SwinConfig` defaults (Swin-T), as in checkpoints whose
+/// `config.json` lists only the differences.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SwinConfig {
     /// Channels of the first stage.
+    #[serde(default = "default_embed_dim")]
     pub embed_dim: usize,
     /// Blocks per stage.
+    #[serde(default = "default_depths")]
     pub depths: Vec<usize>,
     /// Attention heads per stage.
+    #[serde(default = "default_num_heads")]
     pub num_heads: Vec<usize>,
     /// Side of the square attention windows.
+    #[serde(default = "default_window_size")]
     pub window_size: usize,
     /// Side (and stride) of the patch-embedding convolution.
     #[serde(default = "default_patch_size")]
@@ -48,6 +54,18 @@ pub struct SwinConfig {
     pub use_absolute_embeddings: bool,
 }
 
+fn default_embed_dim() -> usize {
+    96
+}
+fn default_depths() -> Vec<usize> {
+    vec![2, 2, 6, 2]
+}
+fn default_num_heads() -> Vec<usize> {
+    vec![3, 6, 12, 24]
+}
+fn default_window_size() -> usize {
+    7
+}
 fn default_patch_size() -> usize {
     4
 }

@@ -1,6 +1,9 @@
 //! The `pred.json` documents: VIPSeg / demo panoptic style (`segments_info` per frame) and
-//! BURST style (COCO compressed RLE per object).
+//! BURST style (COCO compressed RLE per object). When the category names are known, each
+//! document also has a top-level `"categories"` list of `{"id", "name"}` (readers that do not
+//! know it ignore it).
 
+use super::CategoryNames;
 use crate::error::{Error, Result};
 use crate::eval::input::read_json;
 use crate::fsutil::{write_atomic, FileLock};
@@ -93,40 +96,101 @@ pub enum FrameRecord {
     },
 }
 
-/// `{"annotations": frames}` (the demo layout).
-pub fn demo_document(frames: &[FrameRecord]) -> Value {
-    json!({ "annotations": frames })
+/// Key of the category list in the documents.
+pub const CATEGORIES: &str = "categories";
+
+/// `[{"id", "name"}]` of `names`, by id.
+pub fn categories_list(names: &CategoryNames) -> Value {
+    names
+        .iter()
+        .map(|(id, name)| json!({ "id": id, "name": name }))
+        .collect()
 }
 
-/// `{"dataset", "seq_name", "segmentations": frames}`; `video` is `<dataset>/<sequence>` (the
-/// dataset is empty when there is no `/`).
-pub fn burst_document(video: &str, frames: &[FrameRecord]) -> Value {
+/// Reads a `"categories"` list back; `None` when it is not a list of `{"id": integer,
+/// "name": string}`.
+fn read_categories(list: &Value) -> Option<CategoryNames> {
+    list.as_array()?
+        .iter()
+        .map(|c| {
+            let id = u32::try_from(c.get("id")?.as_u64()?).ok()?;
+            Some((id, c.get("name")?.as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// The union of the `"categories"` lists of `docs` (documents without one are skipped);
+/// `None` when no document has one, or when two give one id different names or a list is
+/// malformed (then the merged document has no list rather than a wrong one).
+pub fn merged_categories<'a>(docs: impl IntoIterator<Item = &'a Value>) -> Option<CategoryNames> {
+    let mut all = CategoryNames::new();
+    let mut any = false;
+    for doc in docs {
+        let Some(list) = doc.get(CATEGORIES) else {
+            continue;
+        };
+        any = true;
+        for (id, name) in read_categories(list)? {
+            if all.get(&id).is_some_and(|n| *n != name) {
+                return None;
+            }
+            all.insert(id, name);
+        }
+    }
+    any.then_some(all)
+}
+
+/// `doc` with `"categories"` added when `names` is not empty.
+fn with_categories(mut doc: Value, names: &CategoryNames) -> Value {
+    if !names.is_empty() {
+        doc[CATEGORIES] = categories_list(names);
+    }
+    doc
+}
+
+/// `{"annotations": frames}` (the demo layout), with the categories when known.
+pub fn demo_document(frames: &[FrameRecord], names: &CategoryNames) -> Value {
+    with_categories(json!({ "annotations": frames }), names)
+}
+
+/// `{"dataset", "seq_name", "segmentations": frames}`, with the categories when known;
+/// `video` is `<dataset>/<sequence>` (the dataset is empty when there is no `/`).
+pub fn burst_document(video: &str, frames: &[FrameRecord], names: &CategoryNames) -> Value {
     let (dataset, seq) = video.rsplit_once('/').unwrap_or(("", video));
-    json!({ "dataset": dataset, "seq_name": seq, "segmentations": frames })
+    let doc = json!({ "dataset": dataset, "seq_name": seq, "segmentations": frames });
+    with_categories(doc, names)
 }
 
 /// Folder of the per-video VIPSeg entries, beside `pred.json`.
 pub const VIPSEG_ENTRIES: &str = "pred.d";
 
-/// One video's entry of a VIPSeg `pred.json`: `{"video_id", "annotations": frames}`.
-pub fn vipseg_entry(video: &str, frames: &[FrameRecord]) -> Value {
-    json!({ "video_id": video, "annotations": frames })
+/// One video's entry of a VIPSeg `pred.json`: `{"video_id", "annotations": frames}`, with the
+/// categories when known.
+pub fn vipseg_entry(video: &str, frames: &[FrameRecord], names: &CategoryNames) -> Value {
+    with_categories(json!({ "video_id": video, "annotations": frames }), names)
 }
 
-/// The VIPSeg document `{"annotations": entries}`.
+/// The VIPSeg document `{"annotations": entries}`, with the union of the entries'
+/// categories ([`merged_categories`]) when they have any.
 pub fn vipseg_document(entries: Vec<Value>) -> Value {
-    json!({ "annotations": entries })
+    let names = merged_categories(&entries).unwrap_or_default();
+    with_categories(json!({ "annotations": entries }), &names)
 }
 
 /// Writes one video's VIPSeg entry to `<dir>/pred.d/<video>.json`, then rebuilds
 /// `<dir>/pred.json` from every entry there (sorted by video id) while holding a lock file:
 /// processes writing other videos into the same folder never lose each other's entries, and
 /// `pred.json` is complete after the last of them.
-pub fn write_vipseg_video(dir: &Path, video: &str, frames: &[FrameRecord]) -> Result<()> {
+pub fn write_vipseg_video(
+    dir: &Path,
+    video: &str,
+    frames: &[FrameRecord],
+    names: &CategoryNames,
+) -> Result<()> {
     let entries = dir.join(VIPSEG_ENTRIES);
     write_json(
         &entries.join(format!("{video}.json")),
-        &vipseg_entry(video, frames),
+        &vipseg_entry(video, frames, names),
     )?;
     let lock = FileLock::acquire(&dir.join(".pred.json.lock"))?;
     let mut all = Vec::new();
@@ -190,10 +254,49 @@ mod tests {
                 {"id": 3, "category_id": null, "isthing": 1, "score": 0.5, "area": 7, "bbox": [1, 2, 3, 4]}
             ]})
         );
-        let b = burst_document("YFCC100M/seq1", &[]);
+        let b = burst_document("YFCC100M/seq1", &[], &CategoryNames::new());
         assert_eq!(
             b,
             json!({"dataset": "YFCC100M", "seq_name": "seq1", "segmentations": []})
+        );
+    }
+
+    fn none() -> CategoryNames {
+        CategoryNames::new()
+    }
+
+    fn names(pairs: &[(u32, &str)]) -> CategoryNames {
+        pairs.iter().map(|&(i, n)| (i, n.to_string())).collect()
+    }
+
+    #[test]
+    fn documents_list_known_categories_by_id() {
+        let n = names(&[(2, "horse"), (1, "person")]);
+        let list = json!([{"id": 1, "name": "person"}, {"id": 2, "name": "horse"}]);
+        assert_eq!(demo_document(&[], &n)[CATEGORIES], list);
+        assert_eq!(burst_document("d/s", &[], &n)[CATEGORIES], list);
+        assert_eq!(vipseg_entry("v", &[], &n)[CATEGORIES], list);
+        assert!(demo_document(&[], &none()).get(CATEGORIES).is_none());
+    }
+
+    #[test]
+    fn merged_categories_are_the_union_unless_names_disagree() {
+        let a = vipseg_entry("a", &[], &names(&[(1, "person")]));
+        let b = vipseg_entry("b", &[], &names(&[(1, "person"), (3, "dog")]));
+        let plain = vipseg_entry("c", &[], &none());
+        assert_eq!(
+            merged_categories([&a, &plain, &b]),
+            Some(names(&[(1, "person"), (3, "dog")]))
+        );
+        assert_eq!(merged_categories([&plain]), None);
+        let other = vipseg_entry("d", &[], &names(&[(1, "car")]));
+        assert_eq!(merged_categories([&a, &other]), None);
+        let broken = json!({ CATEGORIES: [{"id": "1", "name": "x"}] });
+        assert_eq!(merged_categories([&a, &broken]), None);
+        let doc = vipseg_document(vec![a, plain, b]);
+        assert_eq!(
+            doc[CATEGORIES],
+            json!([{"id": 1, "name": "person"}, {"id": 3, "name": "dog"}])
         );
     }
 
@@ -205,11 +308,11 @@ mod tests {
         std::thread::scope(|s| {
             for name in &names {
                 let d = &d;
-                s.spawn(move || write_vipseg_video(d, name, &[frame(name)]).unwrap());
+                s.spawn(move || write_vipseg_video(d, name, &[frame(name)], &none()).unwrap());
             }
         });
         // A rewritten video replaces its own entry.
-        write_vipseg_video(&d, "v3", &[frame("x"), frame("y")]).unwrap();
+        write_vipseg_video(&d, "v3", &[frame("x"), frame("y")], &none()).unwrap();
         let doc: Value = read_json(&d.join("pred.json")).unwrap();
         let videos = doc["annotations"].as_array().unwrap();
         let ids: Vec<&str> = videos
@@ -219,9 +322,12 @@ mod tests {
         assert_eq!(ids, names.iter().map(String::as_str).collect::<Vec<_>>());
         assert_eq!(videos[3]["annotations"][1]["file_name"], "y.jpg");
         assert!(!d.join(".pred.json.lock").exists());
+        assert!(doc.get(CATEGORIES).is_none(), "no names, no list");
 
         std::fs::write(d.join("pred.d/bad.json"), "[1,").unwrap();
-        let e = write_vipseg_video(&d, "v1", &[]).unwrap_err().to_string();
+        let e = write_vipseg_video(&d, "v1", &[], &none())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.json"), "{e}");
     }
 }

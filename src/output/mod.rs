@@ -20,6 +20,8 @@ use crate::mask::{Rle, SegmentInfo, Segmentation};
 use json::{BurstRecord, FrameRecord, SegmentRecord};
 use std::path::{Path, PathBuf};
 
+pub use crate::mask::CategoryNames;
+
 /// Output layout and mask encoding (reference §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,8 +57,9 @@ pub struct OutputOptions {
     pub overlay_video: bool,
     /// Frame rate of the overlay mp4.
     pub fps: f64,
-    /// Category names for labels, indexed by category id.
-    pub category_names: Vec<String>,
+    /// Category names by category id: overlay labels, and the `"categories"` list of the
+    /// JSON documents (left out when empty).
+    pub category_names: CategoryNames,
     /// Draw boxes around stuff segments too (`isthing` false) in overlays; off by default, as
     /// frame-sized stuff boxes clutter them.
     pub stuff_boxes: bool,
@@ -73,7 +76,7 @@ impl OutputOptions {
             overlay: false,
             overlay_video: false,
             fps: 24.0,
-            category_names: Vec::new(),
+            category_names: CategoryNames::new(),
             stuff_boxes: false,
         }
     }
@@ -276,15 +279,17 @@ impl Sink for Writer {
 
     /// Writes the JSON document.
     fn finish(&mut self) -> Result<()> {
+        let (names, records) = (&self.opts.category_names, &self.records);
         if let Some(path) = &self.layout.json {
             match self.opts.format {
                 OutputFormat::Vipseg => {
-                    json::write_vipseg_video(&self.opts.dir, &self.opts.video, &self.records)?
+                    json::write_vipseg_video(&self.opts.dir, &self.opts.video, records, names)?
                 }
-                OutputFormat::Burst => {
-                    json::write_json(path, &json::burst_document(&self.opts.video, &self.records))?
-                }
-                _ => json::write_json(path, &json::demo_document(&self.records))?,
+                OutputFormat::Burst => json::write_json(
+                    path,
+                    &json::burst_document(&self.opts.video, records, names),
+                )?,
+                _ => json::write_json(path, &json::demo_document(records, names))?,
             }
         }
         Ok(())

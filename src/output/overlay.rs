@@ -2,7 +2,7 @@
 //! their box and a `"<category> <score>"` label.
 
 use super::font::{draw_text, fill_rect, text_size};
-use super::{FrameResult, Layout, OutputOptions, Sink};
+use super::{CategoryNames, FrameResult, Layout, OutputOptions, Sink};
 use crate::error::{Error, Result};
 use crate::imageio::{davis_palette, id_to_rgb, write_jpeg};
 use crate::mask::{ObjectId, SegmentInfo, Segmentation};
@@ -22,12 +22,9 @@ pub fn colour(id: ObjectId, palette: &[u8]) -> [u8; 3] {
 
 /// The label of a segment: the category name (from `names`, else its number, else the id)
 /// followed by the score with two decimals when known.
-pub fn label(info: &SegmentInfo, names: &[String]) -> String {
+pub fn label(info: &SegmentInfo, names: &CategoryNames) -> String {
     let category = match info.category_id {
-        Some(c) => names
-            .get(c as usize)
-            .cloned()
-            .unwrap_or_else(|| c.to_string()),
+        Some(c) => names.get(&c).cloned().unwrap_or_else(|| c.to_string()),
         None => format!("id {}", info.id),
     };
     match info.score {
@@ -43,7 +40,7 @@ pub fn render(
     image: &RgbImage,
     seg: &Segmentation,
     palette: &[u8],
-    names: &[String],
+    names: &CategoryNames,
     stuff_boxes: bool,
 ) -> Result<RgbImage> {
     let (w, h) = (seg.map.width(), seg.map.height());
@@ -183,11 +180,13 @@ mod tests {
         assert_eq!(colour(300, &pal), [44, 1, 0]);
         assert_eq!(colour(5, &[]), [5, 0, 0]);
         let mut s = SegmentInfo::new(4);
-        assert_eq!(label(&s, &[]), "id 4");
-        s.category_id = Some(1);
+        let none = CategoryNames::new();
+        assert_eq!(label(&s, &none), "id 4");
+        s.category_id = Some(7);
         s.score = Some(0.876);
-        assert_eq!(label(&s, &[]), "1 0.88");
-        assert_eq!(label(&s, &["person".into(), "horse".into()]), "horse 0.88");
+        assert_eq!(label(&s, &none), "7 0.88");
+        let names = CategoryNames::from([(1, "person".into()), (7, "horse".into())]);
+        assert_eq!(label(&s, &names), "horse 0.88");
     }
 
     #[test]
@@ -207,7 +206,7 @@ mod tests {
         // without a box, and takes the object's colour with one.
         let blended = [pal[6] / 2, pal[7] / 2, pal[8] / 2];
         let edge = |stuff_boxes| {
-            render(&image, &seg, &pal, &[], stuff_boxes)
+            render(&image, &seg, &pal, &CategoryNames::new(), stuff_boxes)
                 .unwrap()
                 .get_pixel(29, 25)
                 .0
@@ -229,7 +228,7 @@ mod tests {
         let seg = Segmentation::from_map(map);
         let image = RgbImage::from_pixel(n as u32, n as u32, Rgb([100, 50, 201]));
         let pal = davis_palette();
-        let out = render(&image, &seg, &pal, &[], false).unwrap();
+        let out = render(&image, &seg, &pal, &CategoryNames::new(), false).unwrap();
         // Background untouched, object interior blended (floor of the mean), box edge in
         // the object's colour.
         assert_eq!(out.get_pixel(50, 300).0, [100, 50, 201]);
@@ -242,7 +241,14 @@ mod tests {
             (100..140).any(|x| (80..100).any(|y| out.get_pixel(x, y).0 == [255, 255, 255]));
         assert!(label_area, "white label text above the box");
 
-        let e = render(&RgbImage::new(3, 3), &seg, &pal, &[], false).unwrap_err();
+        let e = render(
+            &RgbImage::new(3, 3),
+            &seg,
+            &pal,
+            &CategoryNames::new(),
+            false,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("3x3"), "{e}");
     }
 }

@@ -13,7 +13,7 @@ pub use masks::MaskSegmenter;
 pub use spec::{build, FolderSpec, PromptsOnly, SamBoxesSpec, SegmenterSpec};
 
 use crate::error::Result;
-use crate::mask::{BinaryMask, Segmentation};
+use crate::mask::{BinaryMask, CategoryNames, Segmentation};
 use crate::video::Frame;
 
 /// How the tracker treats a segmenter's output.
@@ -51,6 +51,12 @@ pub trait ImageSegmenter {
     /// The palette of given masks, so that outputs keep their colours. `None` by default.
     fn palette(&self) -> Result<Option<Vec<u8>>> {
         Ok(None)
+    }
+
+    /// Names of the category ids the segmenter writes, when it knows them (the text mode's
+    /// phrases, a closed-world model's labels), for output labels and JSON. Empty by default.
+    fn category_names(&self) -> CategoryNames {
+        CategoryNames::new()
     }
 
     /// Segments `frame` (at its original resolution). `tracked`, when given, marks pixels that

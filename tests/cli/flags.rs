@@ -1,6 +1,8 @@
 //! `--help` text and the configuration presets and files.
 
 use super::util::*;
+use deva::segmenter::mask2former::{LabelSet, TaskName};
+use deva::segmenter::SegmenterSpec;
 
 /// Asserts that `deva <command> --help` lists every flag with a paragraph that states its
 /// default (or that it is required).
@@ -65,6 +67,7 @@ fn help_explains_every_flag_with_its_default() {
             "--overlay-video",
             "--fps",
             "--category-names",
+            "--m2f-weights",
         ],
     );
     assert_help_documents(
@@ -133,6 +136,33 @@ fn config_presets_parse_with_the_papers_settings() {
     assert_eq!(parsed["davis"].propagator, Config::default().propagator);
     assert_eq!(t("davis").temporal, Temporal::Vos);
     assert!(parsed.values().all(|c| c.input.size == 480));
+
+    // The VIPSeg and BURST presets run Mask2Former: panoptic over VIPSeg's classes, instances
+    // over COCO's (reference §3.2); named weights are models of the manifest and label sets
+    // are built in.
+    let m2f = |n: &str| match &parsed[n].segmenter {
+        Some(SegmenterSpec::Mask2former(m)) => m.clone(),
+        other => panic!("configs/{n}.toml: segmenter {other:?}"),
+    };
+    let store = deva::ModelStore::new(tempfile::tempdir().unwrap().path()).unwrap();
+    for (name, task, labels, classes) in [
+        ("vipseg_online", TaskName::Panoptic, "vipseg", 124),
+        ("vipseg_semionline", TaskName::Panoptic, "vipseg", 124),
+        ("burst", TaskName::Instance, "coco-instance", 80),
+    ] {
+        let m = m2f(name);
+        assert_eq!(
+            (m.task, m.labels.as_deref()),
+            (task, Some(labels)),
+            "{name}"
+        );
+        assert_eq!(LabelSet::resolve(labels).unwrap().len(), classes, "{name}");
+        if let Some(w) = &m.weights {
+            let entry = store.entry(w.to_str().unwrap()).unwrap();
+            assert!(entry.name.starts_with("mask2former-"), "{name}");
+        }
+    }
+    assert!(m2f("burst").weights.is_some());
 }
 
 #[test]

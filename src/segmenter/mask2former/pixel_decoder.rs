@@ -14,7 +14,7 @@ use crate::nn::deform_attn::{
 /// Feature levels seen by the deformable encoder.
 pub const NUM_LEVELS: usize = 3;
 /// Sampling points of the deformable encoder.
-const NUM_POINTS: usize = 4;
+pub const NUM_POINTS: usize = 4;
 /// Groups of every GroupNorm in the pixel decoder.
 const GN_GROUPS: usize = 32;
 /// Epsilon of PyTorch's LayerNorm and GroupNorm defaults.
@@ -254,7 +254,7 @@ impl PixelDecoder {
         let levels = Levels::new(shapes);
         let mut x = Tensor::cat(&embeds, 1)?;
         let pos = Tensor::cat(&pos, 1)?;
-        let refs = encoder_reference_points(&levels, dev)?;
+        let refs = encoder_reference_points(&levels, &[levels.shapes.clone()], dev)?;
         for layer in &self.layers {
             x = layer.forward(&x, &pos, &refs, &levels)?;
         }

@@ -5,7 +5,7 @@
 //! Kept here rather than in `nn::resnet` (the DEVA propagator's ResNet, being rewritten) until
 //! the two can share one implementation.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
 
 use super::config::ResNetBackboneConfig;
@@ -28,9 +28,15 @@ impl ConvBn {
             stride,
             ..Default::default()
         };
+        let norm = vb.pp("normalization");
+        // The step counter is training state: Hugging Face ResNets carry it, detectron2's
+        // frozen BatchNorm does not.
+        if norm.contains_tensor("num_batches_tracked") {
+            norm.get_unchecked_dtype("num_batches_tracked", DType::I64)?;
+        }
         Ok(ConvBn {
             conv: candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.pp("convolution"))?,
-            bn: candle_nn::batch_norm(c_out, BN_EPS, vb.pp("normalization"))?,
+            bn: candle_nn::batch_norm(c_out, BN_EPS, norm)?,
         })
     }
 
@@ -123,5 +129,57 @@ impl ResNetBackbone {
             out.push(x.clone());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::Weights;
+    use candle_core::Device;
+
+    /// Hugging Face ResNet checkpoints carry BatchNorm step counters: the layout asks for one
+    /// beside every running variance, so such files load strictly; the four maps have the
+    /// stage widths at strides 4 to 32.
+    #[test]
+    fn batchnorm_step_counters_load_and_stages_have_their_strides() {
+        let cfg = ResNetBackboneConfig {
+            embedding_size: 8,
+            hidden_sizes: vec![16, 16, 32, 32],
+            depths: vec![2, 1, 1, 1],
+        };
+        let build = |vb: VarBuilder| ResNetBackbone::new(&cfg, vb);
+        let layout = Weights::layout_of(build).unwrap();
+        let names: Vec<&str> = layout.iter().map(|s| s.name.as_str()).collect();
+        let vars: Vec<&&str> = names
+            .iter()
+            .filter(|n| n.ends_with(".running_var"))
+            .collect();
+        assert_eq!(
+            vars.len(),
+            1 + 3 * 5 + 4,
+            "stem, bottleneck convs, shortcuts"
+        );
+        for v in vars {
+            let counter = v.replace(".running_var", ".num_batches_tracked");
+            assert!(names.contains(&counter.as_str()), "{counter}");
+        }
+        let net = Weights::synthetic(3, &Device::Cpu, build).unwrap();
+        let x = Tensor::ones((1, 3, 64, 96), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let dims: Vec<Vec<usize>> = net
+            .forward(&x)
+            .unwrap()
+            .iter()
+            .map(|t| t.dims().to_vec())
+            .collect();
+        assert_eq!(
+            dims,
+            [
+                [1, 16, 16, 24],
+                [1, 16, 8, 12],
+                [1, 32, 4, 6],
+                [1, 32, 2, 3]
+            ]
+        );
     }
 }

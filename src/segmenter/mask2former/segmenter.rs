@@ -13,7 +13,7 @@ use super::postprocess::{
 };
 use super::preprocess::{aspect_size, normalize};
 use crate::error::{Error, Result};
-use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::mask::{BinaryMask, CategoryNames, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::segmenter::ImageSegmenter;
 use crate::video::pillow::resize_torchvision;
 use crate::video::Frame;
@@ -176,11 +176,21 @@ impl Mask2FormerSegmenter {
     pub fn model(&self) -> &Mask2Former {
         &self.model
     }
+
+    /// The model's classes with their category ids and kinds.
+    pub fn labels(&self) -> &LabelSet {
+        &self.labels
+    }
 }
 
 impl ImageSegmenter for Mask2FormerSegmenter {
     fn name(&self) -> &str {
         "mask2former"
+    }
+
+    /// The label set's names by category id.
+    fn category_names(&self) -> CategoryNames {
+        self.labels.category_names()
     }
 
     fn segment(

@@ -2,9 +2,9 @@
 //! `$DEVA_FIXTURES/mask2former` (see its README): preprocessing, backbone, pixel decoder,
 //! transformer decoder stages, post-processing.
 
+#[path = "../common/mod.rs"]
 mod common;
-
-use common::npy_pickle::{self, Obj};
+mod d2;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -20,12 +20,12 @@ use deva::segmenter::mask2former::preprocess::{
 };
 use deva::segmenter::mask2former::transformer_decoder::TransformerDecoder;
 use deva::segmenter::mask2former::{
-    load_detectron2, LabelSet, Mask2Former, Mask2FormerConfig, Mask2FormerSegmenter,
-    Mask2FormerSettings, Mask2FormerTask,
+    LabelSet, Mask2Former, Mask2FormerConfig, Mask2FormerSegmenter, Mask2FormerSettings,
+    Mask2FormerTask,
 };
 use deva::segmenter::ImageSegmenter;
 use deva::video::Frame;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 struct Fixture {
@@ -403,242 +403,6 @@ fn post_processing_matches_panoptic_and_instance() {
         let r = instance(&pred, &sorted, target, instance_threshold).unwrap();
         check_segments(&fx, &case, "post_instance_sorted", &r);
     }
-}
-
-/// The detectron2 name of a Hugging Face key of the fixture model, written from the original
-/// Mask2Former module names (`D2SwinTransformer`, `MSDeformAttnPixelDecoder`,
-/// `MultiScaleMaskedTransformerDecoder`); `None` for keys detectron2 does not have. Fused
-/// projections come back as `(name, part)` with part 0..3 for q, k, v.
-fn detectron2_name(k: &str) -> Option<(String, Option<usize>)> {
-    let sub = |s: &str, rules: &[(&str, &str)]| -> String {
-        rules
-            .iter()
-            .fold(s.to_string(), |acc, (a, b)| acc.replace(a, b))
-    };
-    if k.contains("swin.layernorm") {
-        return None;
-    }
-    if let Some(r) = k.strip_prefix("model.pixel_level_module.encoder.") {
-        if let Some(r) = r.strip_prefix("hidden_states_norms.stage") {
-            let (n, p) = r.split_once('.').unwrap();
-            let n: usize = n.parse().unwrap();
-            return Some((format!("backbone.norm{}.{p}", n - 1), None));
-        }
-        for (i, qkv) in ["query", "key", "value"].iter().enumerate() {
-            let pat = format!(".attention.self.{qkv}.");
-            if r.contains(&pat) {
-                let n = sub(r, &[(&pat, ".attn.qkv."), ("encoder.layers.", "layers.")]);
-                return Some((format!("backbone.{n}"), Some(i)));
-            }
-        }
-        let n = sub(
-            r,
-            &[
-                (
-                    "embeddings.patch_embeddings.projection.",
-                    "patch_embed.proj.",
-                ),
-                ("embeddings.norm.", "patch_embed.norm."),
-                ("encoder.layers.", "layers."),
-                (".layernorm_before.", ".norm1."),
-                (".layernorm_after.", ".norm2."),
-                (
-                    ".attention.self.relative_position_bias_table",
-                    ".attn.relative_position_bias_table",
-                ),
-                (".attention.output.dense.", ".attn.proj."),
-                (".intermediate.dense.", ".mlp.fc1."),
-                (".output.dense.", ".mlp.fc2."),
-            ],
-        );
-        return Some((format!("backbone.{n}"), None));
-    }
-    if let Some(r) = k.strip_prefix("model.pixel_level_module.decoder.") {
-        let n = if r == "level_embed" {
-            "transformer.level_embed".to_string()
-        } else if let Some(e) = r.strip_prefix("encoder.") {
-            format!(
-                "transformer.encoder.{}",
-                sub(
-                    e,
-                    &[
-                        ("self_attn_layer_norm.", "norm1."),
-                        ("final_layer_norm.", "norm2."),
-                        ("fc1.", "linear1."),
-                        ("fc2.", "linear2."),
-                    ]
-                )
-            )
-        } else {
-            sub(
-                r,
-                &[
-                    ("input_projections.", "input_proj."),
-                    ("mask_projection.", "mask_features."),
-                    ("adapter_1.0.", "adapter_1."),
-                    ("adapter_1.1.", "adapter_1.norm."),
-                    ("layer_1.0.", "layer_1."),
-                    ("layer_1.1.", "layer_1.norm."),
-                ],
-            )
-        };
-        return Some((format!("sem_seg_head.pixel_decoder.{n}"), None));
-    }
-    let p = "sem_seg_head.predictor";
-    if let Some(r) = k.strip_prefix("model.transformer_module.decoder.layers.") {
-        let (i, t) = r.split_once('.').unwrap();
-        for (j, x) in ["q", "k", "v"].iter().enumerate() {
-            if let Some(param) = t.strip_prefix(&format!("self_attn.{x}_proj.")) {
-                let n =
-                    format!("{p}.transformer_self_attention_layers.{i}.self_attn.in_proj_{param}");
-                return Some((n, Some(j)));
-            }
-        }
-        let (group, rest) = if let Some(x) = t.strip_prefix("self_attn_layer_norm.") {
-            ("self_attention", format!("norm.{x}"))
-        } else if t.starts_with("self_attn.") {
-            ("self_attention", t.to_string())
-        } else if let Some(x) = t.strip_prefix("cross_attn_layer_norm.") {
-            ("cross_attention", format!("norm.{x}"))
-        } else if let Some(x) = t.strip_prefix("cross_attn.") {
-            ("cross_attention", format!("multihead_attn.{x}"))
-        } else {
-            let x = sub(
-                t,
-                &[
-                    ("fc1.", "linear1."),
-                    ("fc2.", "linear2."),
-                    ("final_layer_norm.", "norm."),
-                ],
-            );
-            ("ffn", x)
-        };
-        return Some((format!("{p}.transformer_{group}_layers.{i}.{rest}"), None));
-    }
-    if let Some(r) = k.strip_prefix("model.transformer_module.") {
-        let n = sub(
-            r,
-            &[
-                ("decoder.layernorm.", "decoder_norm."),
-                (
-                    "decoder.mask_predictor.mask_embedder.",
-                    "mask_embed.layers.",
-                ),
-                ("queries_features.", "query_feat."),
-                ("queries_embedder.", "query_embed."),
-            ],
-        )
-        .replace(".0.weight", ".weight")
-        .replace(".0.bias", ".bias");
-        return Some((format!("{p}.{n}"), None));
-    }
-    if let Some(r) = k.strip_prefix("class_predictor.") {
-        return Some((format!("{p}.class_embed.{r}"), None));
-    }
-    Some((k.to_string(), None))
-}
-
-/// The fixture weights as a detectron2 `model_final_*.pkl`: `{"model": {...}, "__author__":
-/// ...}`, protocol 2, numpy arrays (see tests/make_mask2former_d2_pkl.py for the same file
-/// made with Python).
-fn detectron2_pickle(fx: &Fixture) -> Vec<u8> {
-    let weights =
-        candle_core::safetensors::load(fx.dir.join("model.safetensors"), &Device::Cpu).unwrap();
-    let mut names: Vec<&String> = weights.keys().collect();
-    names.sort();
-    let mut fused: BTreeMap<String, Vec<Option<Tensor>>> = BTreeMap::new();
-    let mut items: Vec<(String, Obj)> = Vec::new();
-    let array = |t: &Tensor| {
-        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        Obj::Array(t.dims().to_vec(), v)
-    };
-    for k in names {
-        let Some((name, part)) = detectron2_name(k) else {
-            continue;
-        };
-        match part {
-            None => items.push((name, array(&weights[k]))),
-            Some(i) => {
-                fused.entry(name).or_insert_with(|| vec![None; 3])[i] = Some(weights[k].clone())
-            }
-        }
-    }
-    for (name, parts) in fused {
-        let parts: Vec<Tensor> = parts.into_iter().map(|p| p.expect("q, k and v")).collect();
-        items.push((name, array(&Tensor::cat(&parts, 0).unwrap())));
-    }
-    let mean = Obj::Array(vec![3, 1, 1], vec![123.675, 116.28, 103.53]);
-    items.push(("pixel_mean".into(), mean));
-    npy_pickle::dumps(&Obj::Dict(vec![
-        ("model".into(), Obj::Dict(items)),
-        ("__author__".into(), Obj::Str("deva test".into())),
-    ]))
-}
-
-#[test]
-fn detectron2_pkl_loads_into_the_same_model() {
-    let Some(dir) = common::fixtures("mask2former") else {
-        return;
-    };
-    let fx = load(&dir);
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("model_final_test.pkl");
-    std::fs::write(&path, detectron2_pickle(&fx)).unwrap();
-    let m = load_detectron2(&path, &fx.config, &Device::Cpu).expect("detectron2 pkl");
-    for case in fx.case_names() {
-        let key = |n: &str| format!("{case}.{n}");
-        let out = m.forward(fx.get(&key("pixel_values"))).unwrap();
-        check_decoder(&fx, &case, &out.decoder);
-    }
-    // The same file written by Python's pickle (tests/make_mask2former_d2_pkl.py), if given.
-    if let Some(py) = std::env::var_os("DEVA_M2F_D2_PKL") {
-        let m = load_detectron2(Path::new(&py), &fx.config, &Device::Cpu).expect("python pkl");
-        for case in fx.case_names() {
-            let out = m.forward(fx.get(&format!("{case}.pixel_values"))).unwrap();
-            check_decoder(&fx, &case, &out.decoder);
-        }
-    }
-    // A key the mapping does not know is refused, naming it.
-    let mut bytes = detectron2_pickle(&fx);
-    let at = bytes.windows(10).position(|w| w == b"query_feat").unwrap();
-    bytes[at..at + 10].copy_from_slice(b"query_fea7");
-    std::fs::write(&path, &bytes).unwrap();
-    let e = load_detectron2(&path, &fx.config, &Device::Cpu)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("query_fea7"), "{e}");
-}
-
-#[test]
-fn pickles_calling_anything_else_are_refused_without_running() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("evil.pkl");
-    // {"model": os.system("touch <marker>")} in protocol 2.
-    let marker = tmp.path().join("executed");
-    let mut p = vec![0x80, 2, b'}'];
-    let s = |p: &mut Vec<u8>, t: &str| {
-        p.push(b'X');
-        p.extend_from_slice(&(t.len() as u32).to_le_bytes());
-        p.extend_from_slice(t.as_bytes());
-    };
-    s(&mut p, "model");
-    p.extend_from_slice(b"cos\nsystem\n");
-    s(&mut p, &format!("touch {}", marker.display()));
-    p.extend_from_slice(&[0x85, b'R', b's', b'.']);
-    std::fs::write(&path, &p).unwrap();
-    let e = deva::nn::checkpoint::load(&path, &["model"])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("os.system"), "{e}");
-    assert!(!marker.exists(), "the pickle's call was executed");
-    // numpy globals outside the allow-list too.
-    let mut p = vec![0x80, 2];
-    p.extend_from_slice(b"cnumpy\nload\n.");
-    std::fs::write(&path, &p).unwrap();
-    let e = deva::nn::checkpoint::load(&path, &[])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("numpy.load"), "{e}");
 }
 
 #[test]

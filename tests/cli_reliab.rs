@@ -304,7 +304,12 @@ fn encode(frames: &Path, video: &Path, extra: &[&str]) {
     args.extend(["-pix_fmt", "yuv420p", "-g", "100"].map(OsString::from));
     args.extend(extra.iter().map(OsString::from));
     args.push(video.into());
-    ffmpeg(&args.iter().map(|a| a as &dyn AsRef<OsStr>).collect::<Vec<_>>());
+    ffmpeg(
+        &args
+            .iter()
+            .map(|a| a as &dyn AsRef<OsStr>)
+            .collect::<Vec<_>>(),
+    );
 }
 
 /// `deva track VIDEO --init-masks MASKS --propagator flow --out OUT`.

@@ -91,7 +91,9 @@ impl Weights {
         use checkpoint::CheckpointFormat;
         let path = path.as_ref();
         match CheckpointFormat::of_file(path)?.0 {
-            CheckpointFormat::TorchZip => Weights::from_state_dict(checkpoint::load_pth(path, &[])?),
+            CheckpointFormat::TorchZip => {
+                Weights::from_state_dict(checkpoint::load_pth(path, &[])?)
+            }
             _ if path.extension().is_some_and(|e| e == "onnx") => Weights::from_onnx(path),
             CheckpointFormat::Safetensors => Weights::from_safetensors(path),
             CheckpointFormat::Pickle | CheckpointFormat::Unknown => {

@@ -438,6 +438,9 @@ mod tests {
         let (m, p) = phrase_masks(&long, 256);
         assert_eq!((m.len(), p.len()), (256 * 256, 256));
         assert_eq!(p[..5], [0, 0, 1, 0, 1]);
-        assert!(m[256 + 2] && !m[256 + 3], "tokens 1 and 2 form a block, 3 starts the next");
+        assert!(
+            m[256 + 2] && !m[256 + 3],
+            "tokens 1 and 2 form a block, 3 starts the next"
+        );
     }
 }

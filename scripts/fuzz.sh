@@ -24,15 +24,20 @@ echo "$targets" | grep -qx "$target" || { echo "unknown target $target; targets:
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 export RUSTC_BOOTSTRAP=1
+# The file-based targets write each input to a scratch file: keep it in memory when possible.
+[ -w /dev/shm ] && export TMPDIR=${TMPDIR:-/dev/shm}
 
 fixtures=${DEVA_FIXTURES:-$root/../shared/fixtures}
 data=${DEVA_DATA:-$root/../shared/data}
+export DEVA_FUZZ_TOKENIZER=${DEVA_FUZZ_TOKENIZER:-$fixtures/grounding_dino/tokenizer.json}
 corpus=corpus/$target
 mkdir -p "$corpus"
 
 # Copies up to 100 files (smaller than 256 KiB) that `find` selects into the corpus.
 seed_files() {
-    find "$fixtures" "$data" "$root/configs" "$@" -type f -size -256k 2>/dev/null | head -n 100 |
+    # (find is stopped by SIGPIPE once head has its 100 files: not a failure.)
+    { find "$fixtures" "$data" "$root/configs" "$@" -type f -size -256k 2>/dev/null || true; } |
+        head -n 100 |
         while read -r f; do cp "$f" "$corpus/seed-$(echo "$f" | cksum | cut -d' ' -f1)"; done
 }
 
@@ -42,9 +47,16 @@ case $target in
     burst_json) seed_files -path '*burst*' -name '*.json' ;;
     vipseg_json) seed_files -path '*vipseg*' -name '*.json' ;;
     onnx) seed_files -name '*.onnx' ;;
-    pickle | pth | safetensors | coco_rle | frame_stream)
-        python3 - "$target" "$corpus" "$fixtures" "$data" <<'PY'
-import glob, json, os, struct, sys, zipfile
+    prompt)
+        for p in person.hat.horse "a cat . a dog ." "  .. red car.  " "İstanbul. naïve café." \
+            "what?is.this" "[CLS] . [SEP]" "x.x.x.x.x.x.x.x"; do
+            printf '%s' "$p" > "$corpus/seed-$(printf '%s' "$p" | cksum | cut -d' ' -f1)"
+        done
+        ;;
+    pickle | pkl | pth | safetensors | coco_rle | frame_stream)
+        # numpy makes the .pkl seeds when the interpreter ($DEVA_PYTHON) has it.
+        "${DEVA_PYTHON:-python3}" - "$target" "$corpus" "$fixtures" "$data" <<'PY'
+import glob, json, os, pickle, struct, sys, zipfile
 target, corpus, fixtures, data = sys.argv[1:]
 def put(name, b):
     with open(os.path.join(corpus, "seed-" + name), "wb") as f:
@@ -53,12 +65,25 @@ files = glob.glob(fixtures + "/**/*", recursive=True) + glob.glob(data + "/**/*"
 for i, p in enumerate(f for f in files if f.endswith(".pth")):
     with zipfile.ZipFile(p) as z:
         pkl = [n for n in z.namelist() if n.endswith("data.pkl")][0]
-        if target == "pickle":
+        if target in ("pickle", "pkl"):
             put(f"pkl{i}", z.read(pkl))
         elif target == "pth":  # a small archive with the same pickle and no storages
             out = os.path.join(corpus, f"seed-pth{i}")
             with zipfile.ZipFile(out, "w") as o:
                 o.writestr("archive/data.pkl", z.read(pkl))
+if target == "pkl":
+    try:
+        import numpy as np
+    except ImportError:
+        np = None
+    if np is not None:
+        a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        arrays = {"w": a, "t": a.transpose(2, 0, 1), "f": np.asfortranarray(a[0]),
+                  "h": a.astype(np.float16), "i": np.arange(5), "b": np.array([True, False]),
+                  "s": np.float64(2.5), "e": np.zeros((0, 3), np.int8)}
+        for proto in (2, 3, 4, 5):
+            put(f"np{proto}", pickle.dumps({"model": {"sem_seg_head": arrays}, "__author__": "x"},
+                                           protocol=proto))
 for i, p in enumerate(f for f in files if f.endswith(".safetensors")):
     with open(p, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]

@@ -285,3 +285,125 @@ fn init_box_numbers_get_clear_messages() {
         assert_fails_naming(&o, &["--init-box", says]);
     }
 }
+
+/// Runs `ffmpeg -v error -y ARGS`, which must succeed.
+fn ffmpeg(args: &[&dyn AsRef<std::ffi::OsStr>]) {
+    let o = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Encodes the PNG frames of `frames` at 10 fps into the mp4 `video` (one keyframe).
+fn encode(frames: &Path, video: &Path, extra: &[&str]) {
+    use std::ffi::{OsStr, OsString};
+    let mut args: Vec<OsString> = ["-framerate", "10", "-i"].map(OsString::from).into();
+    args.push(frames.join("%05d.png").into());
+    args.extend(["-pix_fmt", "yuv420p", "-g", "100"].map(OsString::from));
+    args.extend(extra.iter().map(OsString::from));
+    args.push(video.into());
+    ffmpeg(
+        &args
+            .iter()
+            .map(|a| a as &dyn AsRef<OsStr>)
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// `deva track VIDEO --init-masks MASKS --propagator flow --out OUT`.
+fn track_video(video: &Path, masks: &Path, out: &Path) -> Output {
+    run(&[
+        &"track",
+        &video,
+        &"--init-masks",
+        &masks,
+        &"--propagator",
+        &"flow",
+        &"--out",
+        &out,
+    ])
+}
+
+/// Whether ffmpeg is there; prints that the test is skipped when not.
+fn ffmpeg_available() -> bool {
+    let ok = deva::video::ffmpeg::available();
+    if !ok {
+        eprintln!(
+            "skipped: ffmpeg/ffprobe not found ({})",
+            deva::video::ffmpeg::INSTALL_HINT
+        );
+    }
+    ok
+}
+
+/// Defect 2: a video that decodes cleanly but gives fewer frames than its container declares
+/// (here an mp4 whose edit list starts a second in, so that 20 stored frames play as about
+/// 10) is tracked with a warning naming the file and both counts.
+#[test]
+fn a_video_shorter_than_declared_is_tracked_with_a_warning() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, masks) = clip(dir.path(), 20, (64, 48), "png");
+    let (full, cut) = (dir.path().join("full.mp4"), dir.path().join("cut.mp4"));
+    encode(&frames, &full, &[]);
+    ffmpeg(&[&"-ss", &"1.05", &"-i", &full, &"-c", &"copy", &cut]);
+    let out = dir.path().join("out");
+    let o = track_video(&cut, &masks, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let written = walk_pngs(&out);
+    assert!((1..20).contains(&written), "{written} masks written");
+    assert!(
+        err.contains(&format!(
+            "cut.mp4: decoded {written} frames but the container declares 20"
+        )),
+        "{err}"
+    );
+}
+
+/// Defects 2 and 5: a `+faststart` mp4 cut short fails once decoding fails, and the error
+/// says which outputs are incomplete (the masks written so far, no `pred.json`).
+#[test]
+fn a_truncated_video_fails_naming_the_incomplete_outputs() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (frames, masks) = clip(dir.path(), 60, (64, 48), "png");
+    let cut = dir.path().join("cut.mp4");
+    encode(&frames, &cut, &["-movflags", "+faststart"]);
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() * 4 / 5]).unwrap();
+    let out = dir.path().join("out");
+    let o = track_video(&cut, &masks, &out);
+    let written = walk_pngs(&out);
+    assert!((1..60).contains(&written), "{written} masks written");
+    assert_fails_naming(
+        &o,
+        &[
+            "the outputs are incomplete",
+            &format!("masks of the first {written} frames"),
+            "cut.mp4",
+            "decoding failed",
+        ],
+    );
+    assert!(!out.join("pred.json").exists());
+}
+
+/// The number of PNG files under `dir` (recursively).
+fn walk_pngs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .map(|p| match p.is_dir() {
+                    true => walk_pngs(&p),
+                    false => usize::from(p.extension().is_some_and(|e| e == "png")),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

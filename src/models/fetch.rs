@@ -38,6 +38,12 @@ pub fn fetch(entry: &ModelEntry, dir: &Path, progress: &mut dyn Progress) -> Res
             Err(e) => progress.note(&format!("{e}; fetching it again")),
         }
     }
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "models folder {} is a file, not a folder",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let scratch = Scratch(dir.join(format!(".fetch-{}-{}", entry.name, std::process::id())));
     std::fs::create_dir_all(&scratch.0).map_err(|e| Error::io(&scratch.0, e))?;

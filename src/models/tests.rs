@@ -163,6 +163,24 @@ fn fetch_replaces_a_corrupt_file_and_never_installs_a_wrong_download() {
 }
 
 #[test]
+fn a_models_folder_that_is_a_file_is_named_before_fetching() {
+    // The source is never reached: the folder is checked first.
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    std::fs::write(&models, b"a file").unwrap();
+    let mut e = abc_entry();
+    e.source = Source::Https {
+        url: "file:///nonexistent/never-read".into(),
+    };
+    let err = fetch(&e, &models, &mut NoProgress).unwrap_err().to_string();
+    assert!(
+        err.contains(&models.display().to_string()) && err.contains("is a file, not a folder"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&models).unwrap(), b"a file");
+}
+
+#[test]
 fn chunk_lists_must_tile_the_file() {
     let p = Path::new("resources.json");
     let ok = br#"{"/m": {"chunks": [{"hash": "a", "offsets": [0, 4]}, {"hash": "b", "offsets": [4, 6]}], "size": 6, "mime": "x"}}"#;

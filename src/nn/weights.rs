@@ -85,16 +85,20 @@ impl Weights {
     }
 
     /// Opens a checkpoint by its content: a PyTorch zip `.pth`, an ONNX model (by its
-    /// `.onnx` extension) or a safetensors file.
+    /// `.onnx` extension), a safetensors file, or a pickle of numpy arrays; anything else is
+    /// refused as not a checkpoint (see [`checkpoint::load`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        use checkpoint::CheckpointFormat;
         let path = path.as_ref();
-        if checkpoint::CheckpointFormat::of_file(path)?.0 == checkpoint::CheckpointFormat::TorchZip
-        {
-            Weights::from_state_dict(checkpoint::load_pth(path, &[])?)
-        } else if path.extension().is_some_and(|e| e == "onnx") {
-            Weights::from_onnx(path)
-        } else {
-            Weights::from_safetensors(path)
+        match CheckpointFormat::of_file(path)?.0 {
+            CheckpointFormat::TorchZip => {
+                Weights::from_state_dict(checkpoint::load_pth(path, &[])?)
+            }
+            _ if path.extension().is_some_and(|e| e == "onnx") => Weights::from_onnx(path),
+            CheckpointFormat::Safetensors => Weights::from_safetensors(path),
+            CheckpointFormat::Pickle | CheckpointFormat::Unknown => {
+                Weights::from_state_dict(checkpoint::load(path, &[])?)
+            }
         }
     }
 

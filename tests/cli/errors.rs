@@ -157,7 +157,10 @@ fn weights_and_propagator_errors_are_named() {
     );
     let corrupt = dir.path().join("DEVA-corrupt.pth");
     std::fs::write(&corrupt, b"not a checkpoint").unwrap();
-    assert_fails_naming(&track(&[&"--weights", &corrupt]), &["DEVA-corrupt.pth"]);
+    // Defect 8: any file that is not a zip was reported as "not a valid safetensors file".
+    let o = track(&[&"--weights", &corrupt, &"--propagator", &"deva"]);
+    assert_fails_naming(&o, &["DEVA-corrupt.pth", "not a checkpoint", "first bytes"]);
+    assert!(!stderr(&o).contains("safetensors file"), "{}", stderr(&o));
     let empty = dir.path().join("models");
     std::fs::create_dir(&empty).unwrap();
     assert_fails_naming(

@@ -250,7 +250,7 @@ fn tokenizer_and_text_masks_match_reference() {
             .to_dtype(DType::I64)
             .unwrap();
         for (b, row) in got.ids.iter().enumerate() {
-            let (m, p) = phrase_masks(row);
+            let (m, p) = phrase_masks(row, row.len());
             let want: Vec<bool> = masks
                 .get(b)
                 .unwrap()

@@ -164,10 +164,7 @@ impl GroundingDino {
             )));
         }
         // Phrase masks come from the whole prompt, then everything is cut to max_text_len.
-        let (self_mask, positions) = batch_phrase_masks(tokens, dev)?;
-        let keep = tokens.len().min(c.max_text_len);
-        let self_mask = self_mask.narrow(1, 0, keep)?.narrow(2, 0, keep)?;
-        let positions = positions.narrow(1, 0, keep)?;
+        let (self_mask, positions) = batch_phrase_masks(tokens, c.max_text_len, dev)?;
         let mut tokens = tokens.clone();
         for r in tokens
             .ids

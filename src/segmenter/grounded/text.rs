@@ -106,12 +106,14 @@ impl TextTokenizer {
     }
 }
 
-/// The phrase-block self-attention mask (`L × L`, true = may attend) and position ids of one
-/// row of token ids. Each phrase with its closing delimiter forms a block whose tokens attend
-/// to each other and count positions from 0; `[CLS]`, a final `[SEP]` and padding attend only
-/// to themselves with position 0.
-pub fn phrase_masks(ids: &[i64]) -> (Vec<bool>, Vec<i64>) {
+/// The phrase-block self-attention mask (`keep × keep`, true = may attend) and position ids
+/// of the first `keep` tokens of one row of token ids (all `L` of them decide the blocks).
+/// Each phrase with its closing delimiter forms a block whose tokens attend to each other and
+/// count positions from 0; `[CLS]`, a final `[SEP]` and padding attend only to themselves with
+/// position 0. Time and memory are `O(L + keep²)`, however long the prompt.
+pub fn phrase_masks(ids: &[i64], keep: usize) -> (Vec<bool>, Vec<i64>) {
     let l = ids.len();
+    let keep = keep.min(l);
     let is_delim = |t: i64| DELIMITERS.contains(&t);
     // next[i]: first delimiter at or after i (l if none).
     let mut next = vec![l; l];
@@ -123,16 +125,16 @@ pub fn phrase_masks(ids: &[i64]) -> (Vec<bool>, Vec<i64>) {
         next[i] = n;
     }
     let valid = |i: usize| next[i] != 0 && next[i] + 1 != l && next[i] != l;
-    let mut mask = vec![false; l * l];
-    let mut pos = vec![0i64; l];
+    let mut mask = vec![false; keep * keep];
+    let mut pos = vec![0i64; keep];
     let mut prev: i64 = -1;
-    for i in 0..l {
-        mask[i * l + i] = true;
+    for i in 0..keep {
+        mask[i * keep + i] = true;
         if valid(i) {
             pos[i] = i as i64 - prev - 1;
-            for j in 0..l {
+            for j in 0..keep {
                 if next[j] == next[i] {
-                    mask[i * l + j] = true;
+                    mask[i * keep + j] = true;
                 }
             }
         }
@@ -143,19 +145,24 @@ pub fn phrase_masks(ids: &[i64]) -> (Vec<bool>, Vec<i64>) {
     (mask, pos)
 }
 
-/// Phrase masks of a batch: `(B, L, L)` u8 and position ids `(B, L)` i64.
-pub fn batch_phrase_masks(tokens: &TokenBatch, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let (b, l) = (tokens.ids.len(), tokens.len());
-    let mut masks = Vec::with_capacity(b * l * l);
-    let mut positions = Vec::with_capacity(b * l);
+/// Phrase masks of a batch's first `keep` tokens: `(B, keep, keep)` u8 and position ids
+/// `(B, keep)` i64.
+pub fn batch_phrase_masks(
+    tokens: &TokenBatch,
+    keep: usize,
+    dev: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let (b, keep) = (tokens.ids.len(), keep.min(tokens.len()));
+    let mut masks = Vec::with_capacity(b * keep * keep);
+    let mut positions = Vec::with_capacity(b * keep);
     for row in &tokens.ids {
-        let (m, p) = phrase_masks(row);
+        let (m, p) = phrase_masks(row, keep);
         masks.extend(m.into_iter().map(u8::from));
         positions.extend(p);
     }
     Ok((
-        Tensor::from_vec(masks, (b, l, l), dev)?,
-        Tensor::from_vec(positions, (b, l), dev)?,
+        Tensor::from_vec(masks, (b, keep, keep), dev)?,
+        Tensor::from_vec(positions, (b, keep), dev)?,
     ))
 }
 
@@ -349,7 +356,7 @@ mod tests {
             attention_mask: vec![vec![1; ids.len()]],
         };
         let dev = Device::Cpu;
-        let (mask, mut pos) = batch_phrase_masks(&tokens, &dev).unwrap();
+        let (mask, mut pos) = batch_phrase_masks(&tokens, ids.len(), &dev).unwrap();
         if absolute {
             pos = Tensor::arange(0i64, ids.len() as i64, &dev)
                 .unwrap()
@@ -380,7 +387,7 @@ mod tests {
         let y = [CLS, a, b, DOT, e, f, DOT, SEP];
         // The first phrase moved behind the second.
         let z = [CLS, c, d, DOT, a, b, DOT, SEP];
-        assert_eq!(phrase_masks(&x).1, [0, 0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(phrase_masks(&x, x.len()).1, [0, 0, 1, 2, 0, 1, 2, 0]);
 
         let run = |ids: &[i64], mode| hidden(&bert, ids, mode, false);
         let pick = |h: &[Vec<f32>], rows: &[usize]| -> Vec<Vec<f32>> {
@@ -406,5 +413,34 @@ mod tests {
             hidden(&bert, &z, block, true),
         );
         assert!(max_diff(&pick(&px, &[1, 2, 3]), &pick(&pz, &[4, 5, 6])) > 1e-3);
+    }
+
+    #[test]
+    fn phrase_blocks_of_a_cut_prompt() {
+        // [CLS] a b . c . [SEP]: blocks {0}, {1, 2, 3}, {4, 5}, {6}.
+        let ids = [CLS, 5, 6, DOT, 7, DOT, SEP];
+        let block = [0, 1, 1, 1, 2, 2, 3];
+        let positions = [0, 0, 1, 2, 0, 1, 0];
+        for keep in [7, 5, 1] {
+            let (m, p) = phrase_masks(&ids, keep);
+            let want: Vec<bool> = (0..keep * keep)
+                .map(|k| block[k / keep] == block[k % keep])
+                .collect();
+            assert_eq!(m, want, "keep {keep}");
+            assert_eq!(p, positions[..keep], "keep {keep}");
+        }
+        // A prompt far longer than the model reads (the whole of a 128 KiB argument of
+        // "a.a.a…") gives only keep² mask entries, quickly, instead of L².
+        let long: Vec<i64> = std::iter::once(CLS)
+            .chain((0..131_072).map(|i| if i % 2 == 1 { DOT } else { 5 }))
+            .chain([SEP])
+            .collect();
+        let (m, p) = phrase_masks(&long, 256);
+        assert_eq!((m.len(), p.len()), (256 * 256, 256));
+        assert_eq!(p[..5], [0, 0, 1, 0, 1]);
+        assert!(
+            m[256 + 2] && !m[256 + 3],
+            "tokens 1 and 2 form a block, 3 starts the next"
+        );
     }
 }

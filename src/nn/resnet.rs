@@ -1,9 +1,12 @@
 //! ResNet pieces (BatchNorm folded into the convolutions): the stem and stages of
-//! BasicBlocks (ResNet-18/34) or Bottlenecks (ResNet-50+), in two checkpoint layouts
+//! BasicBlocks (ResNet-18/34) or Bottlenecks (ResNet-50+), in three checkpoint layouts
 //! ([`Layout`]): torchvision's (`conv1`, `bn1`, `layerN.i.conv1`, `.bn1`, ...,
-//! `.downsample.0` convolution and `.downsample.1` BatchNorm, stride on the 3×3 conv) and
+//! `.downsample.0` convolution and `.downsample.1` BatchNorm, stride on the 3×3 conv),
 //! detectron2's (`stem.conv1`, `stem.conv1.norm`, `resN.i.conv1`, `.conv1.norm`, ...,
-//! `.shortcut`, `.shortcut.norm`, stride on the first 1×1 conv when `STRIDE_IN_1X1`).
+//! `.shortcut`, `.shortcut.norm`, stride on the first 1×1 conv when `STRIDE_IN_1X1`) and
+//! Hugging Face's (`embedder.embedder.convolution`, `.normalization`,
+//! `encoder.stages.S.layers.i.layer.N.convolution`, `.normalization`, `.shortcut.convolution`,
+//! stride on the 3×3 conv).
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -39,6 +42,9 @@ pub enum Layout {
         /// Bottleneck stride on the first 1×1 convolution (MSRA weights) instead of the 3×3.
         stride_in_1x1: bool,
     },
+    /// Hugging Face `ResNetModel`: `layer.N` holding `convolution` + `normalization` (from 0),
+    /// `shortcut.convolution` + `shortcut.normalization`; stride on the 3×3 conv.
+    HuggingFace,
 }
 
 impl Layout {
@@ -48,7 +54,13 @@ impl Layout {
         match self {
             Layout::Torchvision => (conv, vb.pp(format!("bn{n}"))),
             Layout::Detectron2 { .. } => (conv.clone(), conv.pp("norm")),
+            Layout::HuggingFace => Layout::hf_conv_bn(&vb.pp("layer").pp(n - 1)),
         }
+    }
+
+    /// A Hugging Face `ResNetConvLayer`: `convolution` and `normalization` under `vb`.
+    fn hf_conv_bn<'a>(vb: &VarBuilder<'a>) -> (VarBuilder<'a>, VarBuilder<'a>) {
+        (vb.pp("convolution"), vb.pp("normalization"))
     }
 
     /// The projection shortcut's convolution and BatchNorm.
@@ -56,6 +68,7 @@ impl Layout {
         match self {
             Layout::Torchvision => (vb.pp("downsample").pp("0"), vb.pp("downsample").pp("1")),
             Layout::Detectron2 { .. } => (vb.pp("shortcut"), vb.pp("shortcut").pp("norm")),
+            Layout::HuggingFace => Layout::hf_conv_bn(&vb.pp("shortcut")),
         }
     }
 
@@ -196,10 +209,14 @@ impl Stem {
         Stem::load_layout(vb, c_in, 64, Layout::Torchvision)
     }
 
-    /// Loads the stem with `c_out` channels in `layout`: `conv1` + `bn1` (torchvision) or
-    /// `conv1` + `conv1.norm` (detectron2, under its `stem`).
+    /// Loads the stem with `c_out` channels in `layout`: `conv1` + `bn1` (torchvision),
+    /// `conv1` + `conv1.norm` (detectron2, under its `stem`) or `convolution` +
+    /// `normalization` (Hugging Face, under `embedder.embedder`).
     pub fn load_layout(vb: &VarBuilder, c_in: usize, c_out: usize, layout: Layout) -> Result<Self> {
-        let (conv, bn) = layout.conv_bn(vb, 1);
+        let (conv, bn) = match layout {
+            Layout::HuggingFace => Layout::hf_conv_bn(vb),
+            _ => layout.conv_bn(vb, 1),
+        };
         let conv = Conv2d::load_with_batch_norm(
             &conv,
             &bn,

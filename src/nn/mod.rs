@@ -8,6 +8,7 @@ mod deform_sample_cpu;
 pub mod dtype;
 pub mod fpn;
 pub mod linalg;
+pub mod mlp;
 pub mod onnx;
 mod pickle;
 pub mod resample;

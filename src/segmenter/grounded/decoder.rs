@@ -8,41 +8,12 @@ use super::config::GroundingDinoConfig;
 use super::encoder::{sine_embed, MultiheadAttention};
 use crate::error::Result;
 use crate::nn::deform_attn::{DeformAttnConfig, Levels, MultiScaleDeformableAttention};
+use crate::nn::mlp::Mlp;
 
 /// `torch.special.logit(x, eps)`: `log(x / (1 - x))` of `x` clamped to `[eps, 1 - eps]`.
 pub(crate) fn logit(x: &Tensor, eps: f64) -> Result<Tensor> {
     let x = x.clamp(eps, 1.0 - eps)?;
     Ok((&x / (1.0 - &x)?)?.log()?)
-}
-
-/// A stack of linear layers with ReLU between them (`GroundingDinoMLPPredictionHead`).
-#[derive(Debug)]
-pub struct Mlp {
-    layers: Vec<Linear>,
-}
-
-impl Mlp {
-    /// Layers `dims[i] → dims[i+1]` under `vb.layers.i`.
-    pub fn new(dims: &[usize], vb: VarBuilder) -> Result<Self> {
-        let layers = dims
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| Ok(candle_nn::linear(w[0], w[1], vb.pp("layers").pp(i))?))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Mlp { layers })
-    }
-
-    /// Applies the layers.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (i, l) in self.layers.iter().enumerate() {
-            x = l.forward(&x)?;
-            if i + 1 < self.layers.len() {
-                x = x.relu()?;
-            }
-        }
-        Ok(x)
-    }
 }
 
 /// One decoder layer.

@@ -5,12 +5,13 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
 
 use super::config::GroundingDinoConfig;
-use super::decoder::{logit, Decoder, Memory, Mlp};
+use super::decoder::{logit, Decoder, Memory};
 use super::encoder::{neg_inf_bias, Encoder, EncoderInput};
 use super::geometry::{self, LevelMask};
 use super::text::{additive_mask, batch_phrase_masks, Bert, TokenBatch};
 use crate::error::{Error, Result};
 use crate::nn::deform_attn::{encoder_reference_points, Levels};
+use crate::nn::mlp::Mlp;
 use crate::nn::swin::SwinBackbone;
 
 /// GroupNorm groups of the input projections.

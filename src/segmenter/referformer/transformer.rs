@@ -10,40 +10,11 @@ use crate::error::Result;
 use crate::nn::deform_attn::{
     encoder_reference_points, DeformAttnConfig, Levels, MultiScaleDeformableAttention,
 };
+use crate::nn::mlp::Mlp;
 use crate::segmenter::mask2former::transformer_decoder::Attention;
 
 /// LayerNorm epsilon of the transformer (PyTorch default).
 const LN_EPS: f64 = 1e-5;
-
-/// A three-layer perceptron with ReLU between layers (`layers.{0,1,2}`).
-#[derive(Debug, Clone)]
-pub struct Mlp {
-    layers: Vec<Linear>,
-}
-
-impl Mlp {
-    /// Loads `layers.i` for the widths `dims` (input, hidden…, output).
-    pub fn new(dims: &[usize], vb: VarBuilder) -> Result<Self> {
-        let layers = dims
-            .windows(2)
-            .enumerate()
-            .map(|(i, d)| candle_nn::linear(d[0], d[1], vb.pp("layers").pp(i)))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Mlp { layers })
-    }
-
-    /// Applies the layers, ReLU after all but the last.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (i, l) in self.layers.iter().enumerate() {
-            x = l.forward(&x)?;
-            if i + 1 < self.layers.len() {
-                x = x.relu()?;
-            }
-        }
-        Ok(x)
-    }
-}
 
 /// `log(x / (1 − x))` with both clamped to at least 1e-5, as the official `inverse_sigmoid`.
 pub fn inverse_sigmoid(x: &Tensor) -> Result<Tensor> {

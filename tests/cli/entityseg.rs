@@ -60,13 +60,22 @@ fn entityseg_tracks_a_davis_clip_and_writes_burst() {
     let Some(frames) = clip(tmp.path(), 4) else {
         return;
     };
+    // The model input sizes the fixture was made with (its `min_size_test` / `max_size_test`).
+    let fx_cfg = read_json(&fixture.join("config.json"));
+    let size = |k: &str| {
+        fx_cfg[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("config.json {k}"))
+    };
     let cfg = tmp.path().join("entityseg.toml");
     std::fs::write(
         &cfg,
         format!(
             "[input]\nsize = 240\n\n[segmenter]\nkind = \"entityseg\"\nweights = \"unused.pth\"\n\
-             config = {:?}\nscore_threshold = 0.0\ninput_size = 192\nmax_size = 320\n",
-            fixture.join("config.json").to_string_lossy()
+             config = {:?}\nscore_threshold = 0.0\ninput_size = {}\nmax_size = {}\n",
+            fixture.join("config.json").to_string_lossy(),
+            size("min_size_test"),
+            size("max_size_test")
         ),
     )
     .unwrap();

@@ -96,7 +96,7 @@ impl Weights {
             }
             _ if path.extension().is_some_and(|e| e == "onnx") => Weights::from_onnx(path),
             CheckpointFormat::Safetensors => Weights::from_safetensors(path),
-            CheckpointFormat::Pickle | CheckpointFormat::Unknown => {
+            CheckpointFormat::TorchLegacy | CheckpointFormat::Pickle | CheckpointFormat::Unknown => {
                 Weights::from_state_dict(checkpoint::load(path, &[])?)
             }
         }

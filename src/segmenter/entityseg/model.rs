@@ -86,7 +86,7 @@ impl EntitySeg {
     pub fn load(path: &Path, config: &EntitySegConfig, device: &Device) -> Result<Self> {
         let weights = match CheckpointFormat::of_file(path)?.0 {
             CheckpointFormat::Safetensors => Weights::open(path)?,
-            _ => Weights::from_state_dict(crate::nn::checkpoint::load(path, &["model"])?)?,
+            _ => Weights::from_state_dict(crate::nn::checkpoint::load_model(path)?)?,
         };
         weights.build(device, UNUSED_KEYS, |vb| EntitySeg::new(config, vb))
     }

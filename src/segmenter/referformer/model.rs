@@ -359,16 +359,15 @@ impl ReferFormer {
     }
 }
 
-/// Opens a checkpoint: the `model` entry of a `.pth` when there is one, else the whole file.
+/// Opens a checkpoint: the `model` entry of a `.pth` (zip or the legacy format the official
+/// training scripts write, beside `optimizer`, `lr_scheduler`, `epoch` and `args`) when there
+/// is one, else the whole file.
 fn open_weights(path: &Path) -> Result<Weights> {
-    let (format, _) = checkpoint::CheckpointFormat::of_file(path)?;
-    if format == checkpoint::CheckpointFormat::TorchZip {
-        let dict = match checkpoint::load(path, &["model"]) {
-            Ok(d) => d,
-            Err(_) => checkpoint::load(path, &[])?,
-        };
-        Weights::from_state_dict(dict)
-    } else {
-        Weights::open(path)
+    use checkpoint::CheckpointFormat as F;
+    match checkpoint::CheckpointFormat::of_file(path)?.0 {
+        F::TorchZip | F::TorchLegacy | F::Pickle => {
+            Weights::from_state_dict(checkpoint::load_model(path)?)
+        }
+        F::Safetensors | F::Unknown => Weights::open(path),
     }
 }

@@ -10,6 +10,7 @@ use super::config::EntitySegConfig;
 use super::model::EntitySeg;
 use super::postprocess::EntityMap;
 use crate::error::{Error, Result};
+use crate::models::ModelStore;
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
@@ -19,7 +20,7 @@ use crate::video::Frame;
 #[serde(deny_unknown_fields)]
 pub struct EntitySegSpec {
     /// Official checkpoint (detectron2 `.pth` with a `model` dict, or safetensors of the
-    /// same keys).
+    /// same keys), or a model name of the manifest (`entityseg-…`).
     pub weights: PathBuf,
     /// Model sizes as JSON ([`EntitySegConfig`] fields); default: the published R50 model.
     #[serde(default)]
@@ -82,7 +83,7 @@ impl EntitySegSpec {
     }
 
     /// Loads the model and builds the segmenter.
-    pub fn build(&self, device: &Device) -> Result<EntitySegSegmenter> {
+    pub fn build(&self, store: &ModelStore, device: &Device) -> Result<EntitySegSegmenter> {
         self.validate()?;
         let mut config = match &self.config {
             Some(p) => EntitySegConfig::from_file(p)?,
@@ -95,7 +96,8 @@ impl EntitySegSpec {
             config.max_size_test = s;
         }
         config.validate()?;
-        let model = EntitySeg::load(&self.weights, &config, device)?;
+        let weights = store.model_or_file(&self.weights, "entityseg", "segmenter.weights")?;
+        let model = EntitySeg::load(&weights, &config, device)?;
         Ok(EntitySegSegmenter {
             model,
             score_threshold: self.score_threshold,

@@ -18,6 +18,7 @@ use candle_nn::VarBuilder;
 
 use super::conv::{Conv2d, ConvShape, ConvWeights};
 use super::deform_conv::DeformConv2d;
+use super::weights::Weights;
 use crate::error::Result;
 
 /// Which residual block a stage is made of.
@@ -385,6 +386,39 @@ impl Detectron2ResNetConfig {
     pub fn out_channels(&self) -> [usize; 4] {
         [1, 2, 4, 8].map(|m| self.res2_out_channels * m)
     }
+
+    /// This configuration with the depth and the deformable stages a checkpoint's keys under
+    /// `prefix` (e.g. `backbone.bottom_up`) show: the number of `res4` blocks (6, 23, 36 for
+    /// depths 50, 101, 152), and per stage whether `resN.0.conv2_offset` exists, its output
+    /// channels telling modulated (27 per deformable group) from plain (18) offsets (without
+    /// deformable stages: detectron2's defaults, unmodulated, one group).
+    pub fn read_from(self, w: &Weights, prefix: &str) -> Result<Self> {
+        let depth = match w.count(&format!("{prefix}.res4"), "conv1.weight") {
+            6 => 50,
+            23 => 101,
+            36 => 152,
+            n => {
+                return Err(w.error(format!(
+                    "{prefix}.res4 has {n} blocks: not a ResNet-50, -101 or -152"
+                )))
+            }
+        };
+        let mut cfg = Detectron2ResNetConfig { depth, ..self };
+        cfg.deform_on_per_stage = [2, 3, 4, 5]
+            .map(|s| w.contains(&format!("{prefix}.res{s}.0.conv2_offset.weight")));
+        // detectron2's defaults when no stage is deformable.
+        (cfg.deform_modulated, cfg.deform_num_groups) = (false, 1);
+        if let Some(s) = cfg.deform_on_per_stage.iter().position(|&d| d) {
+            let key = format!("{prefix}.res{}.0.conv2_offset.weight", s + 2);
+            let c = w.dims(&key)?[0];
+            (cfg.deform_modulated, cfg.deform_num_groups) = match c {
+                c if c % 27 == 0 => (true, c / 27),
+                c if c % 18 == 0 => (false, c / 18),
+                c => return Err(w.error(format!("{key}: {c} offset channels"))),
+            };
+        }
+        Ok(cfg)
+    }
 }
 
 impl Detectron2ResNet {
@@ -498,6 +532,36 @@ mod tests {
             let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
             assert!(scale > 0.0 && d <= 1e-5 * scale.max(1.0), "{d} of {scale}");
+        }
+    }
+
+    /// Depth and deformable stages are read back from a checkpoint's keys.
+    #[test]
+    fn depth_and_deformable_stages_are_read_from_the_keys() {
+        let dev = Device::Cpu;
+        for (depth, deform, modulated, groups) in
+            [(101, [false, true, true, true], true, 1), (50, [false; 4], false, 1), (50, [false, false, true, false], false, 2)]
+        {
+            let want = Detectron2ResNetConfig {
+                depth,
+                deform_on_per_stage: deform,
+                deform_modulated: modulated,
+                deform_num_groups: groups,
+                ..config([false; 4])
+            };
+            let vars = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+            Detectron2ResNet::load(&vb.pp("backbone.bottom_up"), &want).unwrap();
+            let named = vars
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect();
+            let w = Weights::from_tensors("r.safetensors", named).unwrap();
+            let got = config([false; 4]).read_from(&w, "backbone.bottom_up").unwrap();
+            assert_eq!(got, want);
         }
     }
 }

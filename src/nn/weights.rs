@@ -102,6 +102,20 @@ impl Weights {
         }
     }
 
+    /// Opens the weights of what may be a training checkpoint: the `model` entry of a `.pth`
+    /// (zip or legacy) or pickle that has one, else the whole file as [`open`](Self::open)
+    /// reads it (see [`checkpoint::load_model`]).
+    pub fn open_model(path: impl AsRef<Path>) -> Result<Self> {
+        use checkpoint::CheckpointFormat as F;
+        let path = path.as_ref();
+        match F::of_file(path)?.0 {
+            F::TorchZip | F::TorchLegacy | F::Pickle => {
+                Weights::from_state_dict(checkpoint::load_model(path)?)
+            }
+            F::Safetensors | F::Unknown => Weights::open(path),
+        }
+    }
+
     /// Memory-maps a safetensors file; tensors are converted when a network asks for them.
     pub fn from_safetensors(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

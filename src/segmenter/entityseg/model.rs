@@ -13,7 +13,6 @@ use super::head::{EntityHead, LevelOutput};
 use super::mask_head::{DynamicMaskHead, Entities, MaskBranch};
 use super::postprocess::{entities, proposals, EntityMap, Proposals, Sizes};
 use crate::error::{Error, Result};
-use crate::nn::checkpoint::CheckpointFormat;
 use crate::nn::fpn::Fpn;
 use crate::nn::resnet::Detectron2ResNet;
 use crate::nn::Weights;
@@ -31,6 +30,9 @@ pub const UNUSED_KEYS: &[&str] = &[
     "mask_head.stable.2.weight",
     "mask_head.stable.2.bias",
 ];
+
+/// Where the ResNet of an official checkpoint lives.
+const BOTTOM_UP: &str = "backbone.bottom_up";
 
 /// Multiple the network input is padded to (the backbone's coarsest bottom-up stride).
 pub const SIZE_DIVISIBILITY: usize = 32;
@@ -84,11 +86,22 @@ impl EntitySeg {
     /// safetensors file of the same keys; strict (a missing, misshapen or unknown key is an
     /// error naming it).
     pub fn load(path: &Path, config: &EntitySegConfig, device: &Device) -> Result<Self> {
-        let weights = match CheckpointFormat::of_file(path)?.0 {
-            CheckpointFormat::Safetensors => Weights::open(path)?,
-            _ => Weights::from_state_dict(crate::nn::checkpoint::load_model(path)?)?,
-        };
+        let weights = Weights::open_model(path)?;
         weights.build(device, UNUSED_KEYS, |vb| EntitySeg::new(config, vb))
+    }
+
+    /// [`load`](Self::load) with the ResNet depth and deformable stages read from the
+    /// checkpoint ([`Detectron2ResNetConfig::read_from`]), the other sizes from `config`: the
+    /// R50, R101 and R101-DCNv2 model-zoo files need no config file.
+    pub fn load_reading_backbone(
+        path: &Path,
+        config: &EntitySegConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let weights = Weights::open_model(path)?;
+        let mut config = config.clone();
+        config.resnet = config.resnet.read_from(&weights, BOTTOM_UP)?;
+        weights.build(device, UNUSED_KEYS, |vb| EntitySeg::new(&config, vb))
     }
 
     /// The configuration.

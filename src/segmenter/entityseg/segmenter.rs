@@ -22,7 +22,8 @@ pub struct EntitySegSpec {
     /// Official checkpoint (detectron2 `.pth` with a `model` dict, or safetensors of the
     /// same keys), or a model name of the manifest (`entityseg-…`).
     pub weights: PathBuf,
-    /// Model sizes as JSON ([`EntitySegConfig`] fields); default: the published R50 model.
+    /// Model sizes as JSON ([`EntitySegConfig`] fields); default: the published sizes, with the
+    /// ResNet depth and deformable stages read from the checkpoint.
     #[serde(default)]
     pub config: Option<PathBuf>,
     /// Entities scoring below this are dropped (their pixels stay unlabelled).
@@ -97,7 +98,12 @@ impl EntitySegSpec {
         }
         config.validate()?;
         let weights = store.model_or_file(&self.weights, "entityseg", "segmenter.weights")?;
-        let model = EntitySeg::load(&weights, &config, device)?;
+        // Without a config file, the backbone's depth and deformable stages come from the
+        // checkpoint (R50, R101, R101-DCNv2 of the model zoo).
+        let model = match &self.config {
+            Some(_) => EntitySeg::load(&weights, &config, device)?,
+            None => EntitySeg::load_reading_backbone(&weights, &config, device)?,
+        };
         Ok(EntitySegSegmenter {
             model,
             score_threshold: self.score_threshold,

@@ -10,7 +10,6 @@ use super::fpn::{sine_1d, CrossModalFpn, Fusion, Words};
 use super::text::Roberta;
 use super::transformer::DeformableTransformer;
 use crate::error::{Error, Result};
-use crate::nn::checkpoint;
 use crate::nn::mlp::Mlp;
 use crate::nn::resnet::{BlockKind, Stage, Stem};
 use crate::nn::weights::Weights;
@@ -147,7 +146,7 @@ impl ReferFormer {
     /// dict or safetensors file with the same keys), strictly: a missing, mis-shaped or unused
     /// key is an error naming it.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let weights = open_weights(path)?;
+        let weights = Weights::open_model(path)?;
         let config = ReferFormerConfig::from_weights(&weights)?;
         weights.build(device, &[], |vb| ReferFormer::new(config, vb))
     }
@@ -359,15 +358,3 @@ impl ReferFormer {
     }
 }
 
-/// Opens a checkpoint: the `model` entry of a `.pth` (zip or the legacy format the official
-/// training scripts write, beside `optimizer`, `lr_scheduler`, `epoch` and `args`) when there
-/// is one, else the whole file.
-fn open_weights(path: &Path) -> Result<Weights> {
-    use checkpoint::CheckpointFormat as F;
-    match checkpoint::CheckpointFormat::of_file(path)?.0 {
-        F::TorchZip | F::TorchLegacy | F::Pickle => {
-            Weights::from_state_dict(checkpoint::load_model(path)?)
-        }
-        F::Safetensors | F::Unknown => Weights::open(path),
-    }
-}

@@ -128,7 +128,8 @@ fn deep_nesting_neither_overflows_the_stack_nor_is_accepted() {
 /// `model` entry loads with the names, shapes and values torch reads back.
 #[test]
 fn training_checkpoints_give_their_model_entry() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/training_checkpoints");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/training_checkpoints");
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
     let files = expected.as_object().unwrap();
@@ -170,9 +171,17 @@ fn training_checkpoints_give_their_model_entry() {
         }
         // The whole file flattens too (optimizer states are tensors as well).
         let all = checkpoint::load(&path, &[]).unwrap();
-        assert!(all.names().any(|n| n == "model.transformer.level_embed"), "{file}");
-        let e = checkpoint::load(&path, &["state_dict"]).unwrap_err().to_string();
-        assert!(e.contains("no entry 'state_dict'") && e.contains(file.as_str()), "{e}");
+        assert!(
+            all.names().any(|n| n == "model.transformer.level_embed"),
+            "{file}"
+        );
+        let e = checkpoint::load(&path, &["state_dict"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no entry 'state_dict'") && e.contains(file.as_str()),
+            "{e}"
+        );
     }
 }
 

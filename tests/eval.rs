@@ -961,11 +961,16 @@ fn ref_davis_scores_every_annotator_and_averages() {
         assert_eq!(r.jf, 0.75, "{task:?}");
         assert_eq!(r.scores.j_mean, 0.75, "{task:?}");
     }
-    let e = davis::evaluate_referring(&gt, &gt, &DavisOptions {
-        task: DavisTask::Semi,
-        gt_format: GtFormat::Auto,
-        sequences: None,
-    }, &no_progress)
+    let e = davis::evaluate_referring(
+        &gt,
+        &gt,
+        &DavisOptions {
+            task: DavisTask::Semi,
+            gt_format: GtFormat::Auto,
+            sequences: None,
+        },
+        &no_progress,
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("anno_0"), "{e}");

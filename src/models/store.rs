@@ -130,7 +130,10 @@ mod tests {
             .model_or_file(Path::new("referformer-r50-ytvos"), "referformer", "k")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("drive.google.com") && e.contains("referformer_r50_ytvos.pth"), "{e}");
+        assert!(
+            e.contains("drive.google.com") && e.contains("referformer_r50_ytvos.pth"),
+            "{e}"
+        );
         // Once saved under its file name, the name resolves to it (no size or sha256 listed).
         let file = dir.path().join("entityseg_r50_1x.pth");
         std::fs::write(&file, b"x").unwrap();
@@ -143,7 +146,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("segmenter.weights") && e.contains("entityseg-r101-dcnv2-3x")
+            e.contains("segmenter.weights")
+                && e.contains("entityseg-r101-dcnv2-3x")
                 && !e.contains("u2net"),
             "{e}"
         );

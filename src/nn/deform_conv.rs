@@ -155,13 +155,11 @@ impl DeformConv2d {
         self.check(x, offset)?;
         let mask = self.mask_or_ones(offset, mask)?;
         let op = DeformColumns(self.geometry);
-        Ok(x.to_dtype(DType::F32)?
-            .contiguous()?
-            .apply_op3_no_bwd(
-                &offset.to_dtype(DType::F32)?.contiguous()?,
-                &mask.contiguous()?,
-                &op,
-            )?)
+        Ok(x.to_dtype(DType::F32)?.contiguous()?.apply_op3_no_bwd(
+            &offset.to_dtype(DType::F32)?.contiguous()?,
+            &mask.contiguous()?,
+            &op,
+        )?)
     }
 
     /// The columns `[n, c_in·k², ho·wo]` by tensor operations: per deformable group, the four
@@ -290,8 +288,7 @@ impl CustomOp3 for DeformColumns {
                         for j in 0..wo {
                             let p = i * wo + j;
                             let y = (i * g.stride + ky * g.dilation) as f32 - g.pad as f32 + oy[p];
-                            let xx =
-                                (j * g.stride + kx * g.dilation) as f32 - g.pad as f32 + ox[p];
+                            let xx = (j * g.stride + kx * g.dilation) as f32 - g.pad as f32 + ox[p];
                             row[p] = bilinear(plane, h, w, y, xx) * m[p];
                         }
                     }

@@ -404,8 +404,8 @@ impl Detectron2ResNetConfig {
             }
         };
         let mut cfg = Detectron2ResNetConfig { depth, ..self };
-        cfg.deform_on_per_stage = [2, 3, 4, 5]
-            .map(|s| w.contains(&format!("{prefix}.res{s}.0.conv2_offset.weight")));
+        cfg.deform_on_per_stage =
+            [2, 3, 4, 5].map(|s| w.contains(&format!("{prefix}.res{s}.0.conv2_offset.weight")));
         // detectron2's defaults when no stage is deformable.
         (cfg.deform_modulated, cfg.deform_num_groups) = (false, 1);
         if let Some(s) = cfg.deform_on_per_stage.iter().position(|&d| d) {
@@ -509,7 +509,9 @@ mod tests {
                 Tensor::zeros(shape, DType::F32, &dev)
             } else if name.contains("conv2_offset.bias") {
                 let n = shape.elem_count();
-                let v: Vec<f32> = (0..n).map(|i| if i < 2 * n / 3 { 0.0 } else { c as f32 }).collect();
+                let v: Vec<f32> = (0..n)
+                    .map(|i| if i < 2 * n / 3 { 0.0 } else { c as f32 })
+                    .collect();
                 Tensor::from_vec(v, shape, &dev)
             } else if name.ends_with("running_var") {
                 Tensor::rand(0.5f32, 1.5, shape, &dev)
@@ -529,8 +531,21 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 48), &dev).unwrap();
         let (a, b) = (deformable.forward(&x).unwrap(), plain.forward(&x).unwrap());
         for (a, b) in a.iter().zip(&b) {
-            let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let scale = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(scale > 0.0 && d <= 1e-5 * scale.max(1.0), "{d} of {scale}");
         }
     }
@@ -539,9 +554,11 @@ mod tests {
     #[test]
     fn depth_and_deformable_stages_are_read_from_the_keys() {
         let dev = Device::Cpu;
-        for (depth, deform, modulated, groups) in
-            [(101, [false, true, true, true], true, 1), (50, [false; 4], false, 1), (50, [false, false, true, false], false, 2)]
-        {
+        for (depth, deform, modulated, groups) in [
+            (101, [false, true, true, true], true, 1),
+            (50, [false; 4], false, 1),
+            (50, [false, false, true, false], false, 2),
+        ] {
             let want = Detectron2ResNetConfig {
                 depth,
                 deform_on_per_stage: deform,
@@ -560,7 +577,9 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
                 .collect();
             let w = Weights::from_tensors("r.safetensors", named).unwrap();
-            let got = config([false; 4]).read_from(&w, "backbone.bottom_up").unwrap();
+            let got = config([false; 4])
+                .read_from(&w, "backbone.bottom_up")
+                .unwrap();
             assert_eq!(got, want);
         }
     }

@@ -96,9 +96,9 @@ impl Weights {
             }
             _ if path.extension().is_some_and(|e| e == "onnx") => Weights::from_onnx(path),
             CheckpointFormat::Safetensors => Weights::from_safetensors(path),
-            CheckpointFormat::TorchLegacy | CheckpointFormat::Pickle | CheckpointFormat::Unknown => {
-                Weights::from_state_dict(checkpoint::load(path, &[])?)
-            }
+            CheckpointFormat::TorchLegacy
+            | CheckpointFormat::Pickle
+            | CheckpointFormat::Unknown => Weights::from_state_dict(checkpoint::load(path, &[])?),
         }
     }
 

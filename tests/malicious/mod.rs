@@ -520,7 +520,9 @@ pub fn cases(canary: &Path) -> Vec<Case> {
 /// 1001, a little-endian system-info dict) followed by `object`.
 fn legacy_frame(object: Vec<u8>) -> Vec<u8> {
     let mut b = Pickle::new(op::PROTO2)
-        .op(&[0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19])
+        .op(&[
+            0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+        ])
         .stop();
     b.extend(Pickle::new(op::PROTO2).int(1001).stop());
     b.extend(

@@ -61,7 +61,8 @@ pub(super) fn load_legacy(path: &Path, select: Select) -> Result<StateDict> {
             .map_err(|e| err(format!("tensor '{name}': storage {key} unreadable: {e}")))?;
         for i in views {
             let (name, tref) = &tensors[i];
-            out[i] = Some(materialize(tref, &bytes).map_err(|m| err(format!("tensor '{name}': {m}")))?);
+            out[i] =
+                Some(materialize(tref, &bytes).map_err(|m| err(format!("tensor '{name}': {m}")))?);
         }
     }
     let mut dict = StateDict::new(path);
@@ -110,14 +111,22 @@ fn parse_pickles(data: &[u8]) -> std::result::Result<(Value, Vec<StorageRef>, u6
     match next("protocol version")?.value {
         Value::Int(PROTOCOL_VERSION) => {}
         Value::Int(v) => return Err(format!("unsupported legacy torch.save protocol {v}")),
-        v => return Err(format!("legacy torch.save protocol version is a {}", v.kind())),
+        v => {
+            return Err(format!(
+                "legacy torch.save protocol version is a {}",
+                v.kind()
+            ))
+        }
     }
     let info = next("system info")?.value;
     check_little_endian(&info)?;
     let object = next("object")?;
     let keys = next("storage keys")?.value;
     let Value::List(keys) = &keys else {
-        return Err(format!("legacy torch.save storage keys are a {}", keys.kind()));
+        return Err(format!(
+            "legacy torch.save storage keys are a {}",
+            keys.kind()
+        ));
     };
     let mut storages = Vec::new();
     for k in keys.borrow().iter() {
@@ -137,7 +146,10 @@ fn parse_pickles(data: &[u8]) -> std::result::Result<(Value, Vec<StorageRef>, u6
 /// Refuses a file written on a big-endian machine (its `little_endian` entry is False).
 fn check_little_endian(info: &Value) -> std::result::Result<(), String> {
     let Value::Dict(d) = info else {
-        return Err(format!("legacy torch.save system info is a {}", info.kind()));
+        return Err(format!(
+            "legacy torch.save system info is a {}",
+            info.kind()
+        ));
     };
     let little = d
         .borrow()
@@ -175,7 +187,12 @@ fn locate_storages(
         let bytes = numel
             .checked_mul(s.dtype.size() as u64)
             .filter(|&b| b <= file_len.saturating_sub(at + 8))
-            .ok_or_else(|| format!("storage {} runs past the end of the file (truncated?)", s.key))?;
+            .ok_or_else(|| {
+                format!(
+                    "storage {} runs past the end of the file (truncated?)",
+                    s.key
+                )
+            })?;
         out.push((s.key.clone(), at + 8, bytes as usize));
         at += 8 + bytes;
     }

@@ -396,11 +396,7 @@ pub(super) fn select(root: Value, select: Select) -> std::result::Result<Value, 
                 .borrow()
                 .iter()
                 .any(|(k, _)| matches!(k, Value::Str(s) if s == key));
-            return if has {
-                descend(root, &[key])
-            } else {
-                Ok(root)
-            };
+            return if has { descend(root, &[key]) } else { Ok(root) };
         }
     };
     descend(root, key_path)

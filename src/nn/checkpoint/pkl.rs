@@ -1,7 +1,7 @@
 //! Pickled dicts of numpy arrays (detectron2 `.pkl`): read through the safe pickle reader,
 //! which accepts numpy's array reconstruction and nothing that executes code.
 
-use super::{flatten, Select, RawTensor, StateDict, TensorDType, MAX_ENTRIES};
+use super::{flatten, RawTensor, Select, StateDict, TensorDType, MAX_ENTRIES};
 use crate::error::{Error, Result};
 use crate::nn::pickle::{self, NumpyArray, Value};
 use std::path::Path;

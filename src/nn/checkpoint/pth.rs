@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{flatten, Select, RawTensor, StateDict, MAX_ENTRIES};
+use super::{flatten, RawTensor, Select, StateDict, MAX_ENTRIES};
 use crate::error::{Error, Result};
 use crate::nn::pickle::{self, TensorRef, Value};
 

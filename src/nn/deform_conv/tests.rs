@@ -13,7 +13,10 @@ const TOLERANCE: f32 = 1e-5;
 
 #[test]
 fn matches_torchvision_deform_conv2d() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/deform_conv/cases.safetensors");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/deform_conv/cases.safetensors"
+    );
     let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
     let mut cases = 0;
     while let Some(x) = t.get(&format!("{cases}.x")) {
@@ -42,7 +45,10 @@ fn matches_torchvision_deform_conv2d() {
         let want = get("out").unwrap();
         for (path, y) in [
             ("cpu op", conv.forward(x, offset, mask).unwrap()),
-            ("tensor ops", conv.forward_tensor_ops(x, offset, mask).unwrap()),
+            (
+                "tensor ops",
+                conv.forward_tensor_ops(x, offset, mask).unwrap(),
+            ),
         ] {
             assert_eq!(y.dims(), want.dims(), "case {cases} {path}");
             let diff = max_abs_diff(&y, want);

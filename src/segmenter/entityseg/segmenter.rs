@@ -10,8 +10,8 @@ use super::config::EntitySegConfig;
 use super::model::EntitySeg;
 use super::postprocess::EntityMap;
 use crate::error::{Error, Result};
-use crate::models::ModelStore;
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::models::ModelStore;
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
 

@@ -357,4 +357,3 @@ impl ReferFormer {
             .to_vec1::<f32>()?)
     }
 }
-

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::model::ReferFormer;
 use crate::error::{Error, Result};
-use crate::models::ModelStore;
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::models::ModelStore;
 use crate::segmenter::grounded::{preprocess, ResizeRule, TextTokenizer};
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;

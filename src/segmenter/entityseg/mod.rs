@@ -3,11 +3,11 @@
 //! unsupervised VOS.
 //!
 //! The network is a detectron2 ResNet or a Swin Transformer with an FPN on its four stage
-//! outputs (strides 4 … 32) and the P6/P7 top block, an FCOS-style
-//! detection head with one class on P3 … P7, a controller (PanopticFCN kernel head with
-//! coordinate channels) predicting each location's dynamic mask-head parameters from the box
-//! tower, CondInst's mask branch on P3 … P5 and the dynamic 1×1 mask head over the mask
-//! features and relative coordinates.
+//! outputs (strides 4 … 32) and the P6/P7 top block (P6 from res5 for ResNet, from P5 for
+//! Swin, as the official backbone builders do), an FCOS-style detection head with one class
+//! on P3 … P7, a controller (PanopticFCN kernel head with coordinate channels) predicting each
+//! location's dynamic mask-head parameters from the box tower, CondInst's mask branch on
+//! P3 … P5 and the dynamic 1×1 mask head over the mask features and relative coordinates.
 //!
 //! Inference follows the official test path (`EntityFPN.forward` in eval mode with the
 //! `configs/entity_r50_*.yaml` settings): detectron2's `DefaultPredictor` preprocessing (BGR,

@@ -14,7 +14,7 @@ use super::mask_head::{DynamicMaskHead, Entities, MaskBranch};
 use super::postprocess::{entities, proposals, EntityMap, Proposals, Sizes};
 use crate::error::{Error, Result};
 use crate::nn::checkpoint::CheckpointFormat;
-use crate::nn::fpn::Fpn;
+use crate::nn::fpn::{Fpn, TopBlock};
 use crate::nn::resnet::Detectron2ResNet;
 use crate::nn::swin::{Layout, SwinBackbone, SwinConfig};
 use crate::nn::Weights;
@@ -84,11 +84,14 @@ impl EntitySeg {
         config.validate()?;
         let backbone = vb.pp("backbone");
         let bottom = backbone.pp("bottom_up");
-        let (bottom_up, channels, first_stage) = match &config.swin {
+        // The official builders differ in the top block's input: the ResNet one reads res5,
+        // the Swin one (`build_retinanet_swin_fpn_backbone`) reads p5.
+        let (bottom_up, channels, first_stage, top) = match &config.swin {
             None => (
                 BottomUp::ResNet(Detectron2ResNet::load(&bottom, &config.resnet)?),
                 config.resnet.out_channels().to_vec(),
                 2,
+                TopBlock::FromInput,
             ),
             Some(swin) => {
                 // FPN levels are named by log2 of their stride: stage i has stride p·2^i.
@@ -98,6 +101,7 @@ impl EntitySeg {
                     BottomUp::Swin(SwinBackbone::load(swin, Layout::Official, bottom)?),
                     swin.out_channels()?,
                     stride.trailing_zeros() as usize,
+                    TopBlock::FromOutput,
                 )
             }
         };
@@ -109,7 +113,7 @@ impl EntitySeg {
                 &channels,
                 first_stage,
                 config.fpn_out_channels,
-                true,
+                top,
             )?,
             head: EntityHead::load(
                 &vb.pp("det_head").pp("fcos_head"),

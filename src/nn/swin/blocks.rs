@@ -300,4 +300,3 @@ impl PatchMerging {
         Ok(self.reduction.forward(&self.norm.forward(&x)?)?)
     }
 }
-

@@ -214,11 +214,8 @@ impl SwinBackbone {
             .iter()
             .map(|name| {
                 let i = c.stage_index(name)?;
-                let norm = candle_nn::layer_norm(
-                    c.stage_channels(i),
-                    eps,
-                    layout.output_norm(&vb, i),
-                )?;
+                let norm =
+                    candle_nn::layer_norm(c.stage_channels(i), eps, layout.output_norm(&vb, i))?;
                 Ok((i, norm))
             })
             .collect::<Result<Vec<_>>>()?;

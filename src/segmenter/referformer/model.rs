@@ -222,7 +222,12 @@ impl ReferFormer {
             .enumerate()
             .map(|(i, &ch)| Projection::new(ch, d, 1, vb.pp("input_proj").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        input_proj.push(Projection::new(channels[3], d, 3, vb.pp("input_proj").pp(3))?);
+        input_proj.push(Projection::new(
+            channels[3],
+            d,
+            3,
+            vb.pp("input_proj").pp(3),
+        )?);
         Ok(ReferFormer {
             backbone: Backbone::new(&c.backbone, vb.pp("backbone").pp("0").pp("body"))?,
             text_encoder: Roberta::new(&c.text, text)?,

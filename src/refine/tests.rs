@@ -245,7 +245,11 @@ fn creep_is_rejected_once_the_area_changes_multiply_past_max_drift() {
         max_drift: 1.0,
         ..RefineConfig::default()
     };
-    assert!(bad.validate().unwrap_err().to_string().contains("max_drift"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("max_drift"));
 }
 
 #[test]

@@ -27,6 +27,7 @@
 #   MODEL       saliency model: u2netp (default), u2net or isnet
 #   B_CONFIG    settings file of (b) (default configs/davis16_unsupervised.toml)
 #   REFINE_CONFIG  a file whose [refine] section is appended to the configs of (br) and (cr)
+#               (README "Results" used configs/refine_davis16.toml)
 #   CARGO_TARGET_DIR  where the release binary is built (default target)
 #   DEVA_BIN    the deva binary to use instead of the release build
 #   NICE        niceness added to each `deva track` run (default 10)

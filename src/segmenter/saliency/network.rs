@@ -17,6 +17,7 @@
 use crate::error::{Error, Result};
 use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
 use crate::nn::onnx::{Graph, Node};
+use crate::nn::resample::max_pool2_ceil;
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
@@ -253,7 +254,7 @@ impl Rsu {
         let mut h = residual.clone();
         for (i, layer) in self.encoders.iter().enumerate() {
             if i > 0 && self.pooled {
-                h = max_pool_ceil(&h)?;
+                h = max_pool2_ceil(&h)?;
             }
             h = layer.forward(&h)?;
             skips.push(h.clone());
@@ -264,23 +265,6 @@ impl Rsu {
         }
         Ok((d + residual)?)
     }
-}
-
-/// 2×2 max-pooling with stride 2 and `ceil_mode = True`: an odd last row or column forms a
-/// window of its own (padding by replication leaves every window's maximum unchanged).
-fn max_pool_ceil(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let x = if h % 2 == 1 {
-        x.pad_with_same(2, 0, 1)?
-    } else {
-        x.clone()
-    };
-    let x = if w % 2 == 1 {
-        x.pad_with_same(3, 0, 1)?
-    } else {
-        x
-    };
-    x.max_pool2d(2)
 }
 
 /// Bilinear resize of `x` to the spatial size of `like` (half-pixel centres, no antialiasing:
@@ -478,7 +462,7 @@ impl U2NetFamily {
         let mut skips = Vec::with_capacity(self.encoders.len());
         for (i, block) in self.encoders.iter().enumerate() {
             if i > 0 {
-                hx = max_pool_ceil(&hx)?;
+                hx = max_pool2_ceil(&hx)?;
             }
             hx = block.forward(&hx)?;
             skips.push(hx.clone());

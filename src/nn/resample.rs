@@ -76,8 +76,87 @@ impl CustomOp1 for MaxPool2Ceil {
     }
 }
 
+/// Bilinear resize of `[n, c, h, w]` to `height × width` with half-pixel centres and no
+/// antialiasing (PyTorch's `align_corners = False`, ONNX `linear` + `pytorch_half_pixel`),
+/// interpolated in f64 like candle's `upsample_bilinear2d`; one plane per task on the CPU.
+pub fn resize_bilinear(x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if (h, w) == (height, width) {
+        return Ok(x.clone());
+    }
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return Ok(x
+            .contiguous()?
+            .apply_op1_no_bwd(&ResizeBilinear { height, width })?);
+    }
+    Ok(x.upsample_bilinear2d(height, width, false)?)
+}
+
+struct ResizeBilinear {
+    height: usize,
+    width: usize,
+}
+
+/// For each output index along an axis of `len_in → len_out`: the two input indices and the
+/// weight of the second.
+fn taps(len_in: usize, len_out: usize) -> Vec<(usize, usize, f64)> {
+    let scale = len_in as f64 / len_out as f64;
+    (0..len_out)
+        .map(|o| {
+            let src = (scale * (o as f64 + 0.5) - 0.5).max(0.0);
+            let i0 = src.floor() as usize;
+            (
+                i0,
+                (i0 + 1).min(len_in - 1),
+                (src - i0 as f64).clamp(0.0, 1.0),
+            )
+        })
+        .collect()
+}
+
+impl CustomOp1 for ResizeBilinear {
+    fn name(&self) -> &'static str {
+        "deva-resize-bilinear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = super::contiguous_f32(s, l)?;
+        let (oh, ow) = (self.height, self.width);
+        let (ys, xs) = (taps(h, oh), taps(w, ow));
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut((oh * ow).max(1))
+            .zip(x.par_chunks((h * w).max(1)))
+            .for_each(|(dst, src)| {
+                for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(&ys) {
+                    let (r0, r1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);
+                    for (d, &(x0, x1, wx)) in drow.iter_mut().zip(&xs) {
+                        let top = r0[x0] as f64 * (1.0 - wx) + r0[x1] as f64 * wx;
+                        let bottom = r1[x0] as f64 * (1.0 - wx) + r1[x1] as f64 * wx;
+                        *d = (top * (1.0 - wy) + bottom * wy) as f32;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resize_equals_candle_upsampling() {
+        for (h, w, oh, ow) in [(5, 7, 10, 14), (6, 4, 6, 9), (9, 9, 4, 3), (1, 1, 3, 2)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = resize_bilinear(&x, oh, ow).unwrap();
+            let theirs = x.upsample_bilinear2d(oh, ow, false).unwrap();
+            assert_eq!(
+                super::super::max_abs_diff(&ours, &theirs),
+                0.0,
+                "{h}x{w} → {oh}x{ow}"
+            );
+        }
+    }
+
     use super::*;
     use candle_core::Device;
 

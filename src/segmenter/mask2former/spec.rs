@@ -7,7 +7,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::config::Mask2FormerConfig;
-use super::detectron2::{build_from_hf, read_detectron2};
+use super::detectron2::read_detectron2;
 use super::infer::infer_config;
 use super::labels::LabelSet;
 use super::model::Mask2Former;
@@ -189,7 +189,7 @@ impl Mask2FormerSpec {
                 })?;
                 let dict = read_detectron2(&weights)?;
                 let config = infer_config(&dict, &set.names())?;
-                let model = build_from_hf(dict, &config, device)?;
+                let model = Mask2Former::from_state_dict(dict, &config, device)?;
                 (config, model)
             }
             None => {

@@ -470,7 +470,7 @@ impl U2NetFamily {
             .sides
             .iter()
             .zip(&levels)
-            .map(|(side, f)| Ok(resize_bilinear(&side.forward(f)?, h, w)?))
+            .map(|(side, f)| resize_bilinear(&side.forward(f)?, h, w))
             .collect::<Result<Vec<_>>>()?;
         let fused = match &self.fuse {
             Some(f) => Some(candle_nn::ops::sigmoid(

@@ -46,6 +46,8 @@ fn objects(w: usize, h: usize, n: u32) -> ObjectProbs {
 }
 
 fn bench(c: &mut Criterion) {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let Some((f0, f1)) = frames() else {
         return;
     };

@@ -40,6 +40,8 @@ fn frame() -> RgbImage {
 }
 
 fn minisam_bench(c: &mut Criterion) {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let store = match ModelStore::default_location() {
         Ok(s) => s,
         Err(e) => return eprintln!("skipped: {e}"),

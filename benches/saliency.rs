@@ -35,6 +35,8 @@ fn frame() -> Frame {
 }
 
 fn saliency(c: &mut Criterion) {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let store = deva::models::ModelStore::default_location().expect("a models folder");
     let frame = frame();
     let mut group = c.benchmark_group("saliency_frame_854x480");

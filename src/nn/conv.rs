@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::act::Activation;
 use super::linalg::{gemm_acc, MatRef};
 use crate::error::Result;
 
@@ -267,15 +268,16 @@ impl Conv2d {
 
     /// Applies the convolution to `x` of shape `[batch, c_in, h, w]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, false)
+        self.forward_act(x, Activation::Identity)
     }
 
     /// The convolution followed by ReLU (fused on the CPU).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        self.apply(x, true)
+        self.forward_act(x, Activation::Relu)
     }
 
-    fn apply(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+    /// The convolution followed by `act` (fused on the CPU).
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let g = self.geometry;
         let (_, c, _, _) = x.dims4()?;
         if c != g.c_in {
@@ -286,18 +288,18 @@ impl Conv2d {
         }
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             let x = x.contiguous()?;
-            Ok(x.apply_op3_no_bwd(&self.weight, &self.bias, &ConvOp { g, relu })?)
+            Ok(x.apply_op3_no_bwd(&self.weight, &self.bias, &ConvOp { g, act })?)
         } else {
             let y = x.conv2d(&self.weight, g.pad, g.stride, g.dilation, 1)?;
             let y = y.broadcast_add(&self.bias.reshape((1, g.c_out, 1, 1))?)?;
-            Ok(if relu { y.relu()? } else { y })
+            act.forward(&y)
         }
     }
 }
 
 struct ConvOp {
     g: Geometry,
-    relu: bool,
+    act: Activation,
 }
 
 /// The padded input of one image split into `stride²` phase planes of `rows × cols` (+ tail).
@@ -378,10 +380,8 @@ impl ConvOp {
                 MatRef::rows(x, h * w),
                 true,
             );
-            if self.relu {
-                out.par_chunks_mut(h * w)
-                    .for_each(|o| o.iter_mut().for_each(|v| *v = v.max(0.0)));
-            }
+            let act = self.act;
+            out.par_chunks_mut(h * w).for_each(|o| act.apply_slice(o));
             return;
         }
         let planes = Planes::build(x, g.c_in, h, w, g, out_h);
@@ -438,8 +438,8 @@ impl ConvOp {
                     }
                 }
             });
-        // Gather the output rows (dropping the columns past the output width), with ReLU.
-        let relu = self.relu;
+        // Gather the output rows (dropping the columns past the output width), activated.
+        let act = self.act;
         out.par_chunks_mut(out_h * out_w)
             .enumerate()
             .for_each(|(co, o)| {
@@ -452,12 +452,8 @@ impl ConvOp {
                         let width = block.min(n - b * block);
                         let src = &acc[b * block * g.c_out + co * width + j..][..len];
                         let dst = &mut orow[x..x + len];
-                        if relu {
-                            for (d, s) in dst.iter_mut().zip(src) {
-                                *d = s.max(0.0);
-                            }
-                        } else {
-                            dst.copy_from_slice(src);
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = act.apply(*s);
                         }
                         x += len;
                     }
@@ -515,7 +511,7 @@ mod tests {
     }
 
     /// Compares with candle's own conv2d (an independent implementation) for every path,
-    /// with and without dilation and the fused ReLU.
+    /// with and without dilation and the fused activations.
     #[test]
     fn matches_candle_conv2d() {
         let dev = Device::Cpu;
@@ -565,6 +561,9 @@ mod tests {
             let relu = conv.forward_relu(&x).unwrap();
             let d = crate::nn::max_abs_diff(&relu, &theirs.relu().unwrap());
             assert!(d < 1e-5, "case {i} with ReLU: max diff {d}");
+            let gelu = conv.forward_act(&x, Activation::GeluErf).unwrap();
+            let d = crate::nn::max_abs_diff(&gelu, &theirs.gelu_erf().unwrap());
+            assert!(d < 1e-5, "case {i} with GELU: max diff {d}");
         }
     }
 }

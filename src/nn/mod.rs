@@ -1,11 +1,13 @@
 //! Shared candle building blocks and checkpoint loading.
 
+pub mod act;
 pub mod blocks;
 pub mod checkpoint;
 pub mod conv;
 pub mod deform_attn;
 pub mod deform_conv;
 mod deform_sample_cpu;
+pub mod dense;
 pub mod dtype;
 pub mod fpn;
 pub mod linalg;
@@ -17,6 +19,7 @@ pub mod resnet;
 pub mod swin;
 pub mod synthetic;
 pub mod weights;
+pub mod window_attn;
 
 pub use checkpoint::{RawTensor, StateDict};
 pub use dtype::TensorDType;

@@ -1,6 +1,7 @@
 //! Resampling by integer factors with PyTorch's semantics.
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -20,4 +21,156 @@ pub fn area_downsample(x: &Tensor, factor: usize) -> Result<Tensor> {
         )));
     }
     Ok(x.avg_pool2d(factor)?)
+}
+
+/// 2×2 max-pooling with stride 2 and `ceil_mode = True` of `[n, c, h, w]`: an odd last row or
+/// column forms a window of its own. One plane per task on the CPU.
+pub fn max_pool2_ceil(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&MaxPool2Ceil)?);
+    }
+    let (_, _, h, w) = x.dims4()?;
+    // Replicating the last row or column leaves every window's maximum unchanged.
+    let x = if h % 2 == 1 {
+        x.pad_with_same(2, 0, 1)?
+    } else {
+        x.clone()
+    };
+    let x = if w % 2 == 1 {
+        x.pad_with_same(3, 0, 1)?
+    } else {
+        x
+    };
+    Ok(x.max_pool2d(2)?)
+}
+
+struct MaxPool2Ceil;
+
+impl CustomOp1 for MaxPool2Ceil {
+    fn name(&self) -> &'static str {
+        "deva-max-pool2-ceil"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = super::contiguous_f32(s, l)?;
+        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut((oh * ow).max(1))
+            .zip(x.par_chunks((h * w).max(1)))
+            .for_each(|(dst, src)| {
+                for (oy, drow) in dst.chunks_mut(ow).enumerate() {
+                    let r0 = &src[2 * oy * w..(2 * oy + 1) * w];
+                    let r1 = if 2 * oy + 1 < h {
+                        &src[(2 * oy + 1) * w..(2 * oy + 2) * w]
+                    } else {
+                        r0
+                    };
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        let x1 = (2 * ox + 1).min(w - 1);
+                        *d = r0[2 * ox].max(r0[x1]).max(r1[2 * ox]).max(r1[x1]);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+/// Bilinear resize of `[n, c, h, w]` to `height × width` with half-pixel centres and no
+/// antialiasing (PyTorch's `align_corners = False`, ONNX `linear` + `pytorch_half_pixel`),
+/// interpolated in f64 like candle's `upsample_bilinear2d`; one plane per task on the CPU.
+pub fn resize_bilinear(x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if (h, w) == (height, width) {
+        return Ok(x.clone());
+    }
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return Ok(x
+            .contiguous()?
+            .apply_op1_no_bwd(&ResizeBilinear { height, width })?);
+    }
+    Ok(x.upsample_bilinear2d(height, width, false)?)
+}
+
+struct ResizeBilinear {
+    height: usize,
+    width: usize,
+}
+
+/// For each output index along an axis of `len_in → len_out`: the two input indices and the
+/// weight of the second.
+fn taps(len_in: usize, len_out: usize) -> Vec<(usize, usize, f64)> {
+    let scale = len_in as f64 / len_out as f64;
+    (0..len_out)
+        .map(|o| {
+            let src = (scale * (o as f64 + 0.5) - 0.5).max(0.0);
+            let i0 = src.floor() as usize;
+            (
+                i0,
+                (i0 + 1).min(len_in - 1),
+                (src - i0 as f64).clamp(0.0, 1.0),
+            )
+        })
+        .collect()
+}
+
+impl CustomOp1 for ResizeBilinear {
+    fn name(&self) -> &'static str {
+        "deva-resize-bilinear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = super::contiguous_f32(s, l)?;
+        let (oh, ow) = (self.height, self.width);
+        let (ys, xs) = (taps(h, oh), taps(w, ow));
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut((oh * ow).max(1))
+            .zip(x.par_chunks((h * w).max(1)))
+            .for_each(|(dst, src)| {
+                for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(&ys) {
+                    let (r0, r1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);
+                    for (d, &(x0, x1, wx)) in drow.iter_mut().zip(&xs) {
+                        let top = r0[x0] as f64 * (1.0 - wx) + r0[x1] as f64 * wx;
+                        let bottom = r1[x0] as f64 * (1.0 - wx) + r1[x1] as f64 * wx;
+                        *d = (top * (1.0 - wy) + bottom * wy) as f32;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resize_equals_candle_upsampling() {
+        for (h, w, oh, ow) in [(5, 7, 10, 14), (6, 4, 6, 9), (9, 9, 4, 3), (1, 1, 3, 2)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = resize_bilinear(&x, oh, ow).unwrap();
+            let theirs = x.upsample_bilinear2d(oh, ow, false).unwrap();
+            assert_eq!(
+                super::super::max_abs_diff(&ours, &theirs),
+                0.0,
+                "{h}x{w} → {oh}x{ow}"
+            );
+        }
+    }
+
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn max_pool_ceil_equals_padded_candle_pooling() {
+        for (h, w) in [(6, 8), (7, 9), (1, 5), (5, 1)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = max_pool2_ceil(&x).unwrap();
+            let padded = x
+                .pad_with_same(2, 0, h % 2)
+                .and_then(|t| t.pad_with_same(3, 0, w % 2))
+                .unwrap();
+            let theirs = padded.max_pool2d(2).unwrap();
+            assert_eq!(super::super::max_abs_diff(&ours, &theirs), 0.0, "{h}x{w}");
+        }
+    }
 }

@@ -140,7 +140,6 @@ fn smoothness(u: &[f32], v: &[f32], w: usize, h: usize, alpha: f32) -> Vec<f32> 
 /// Refines `flow` from `i0` to `i1` in place (same sizes).
 pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig) {
     let (w, h) = (i0.width(), i0.height());
-    let n = w * h;
     let d = Derivatives::new(i0, i1, flow);
     let (gx, gy) = gradients(i0);
     let edge: Vec<f32> = gx
@@ -150,32 +149,75 @@ pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig)
         .map(|(a, b)| (-EDGE_KAPPA * (a * a + b * b).sqrt() / 255.0).exp())
         .collect();
     let (u0, v0) = (flow.u().to_vec(), flow.v().to_vec());
-    let mut du = vec![0.0f32; n];
-    let mut dv = vec![0.0f32; n];
+    let mut du = Checker::zeros(w, h);
+    let mut dv = Checker::zeros(w, h);
     for _ in 0..config.refine_iterations {
-        let t = data_term(&d, &du, &dv, config);
-        let uu: Vec<f32> = u0.iter().zip(&du).map(|(a, b)| a + b).collect();
-        let vv: Vec<f32> = v0.iter().zip(&dv).map(|(a, b)| a + b).collect();
+        let (fu, fv) = (du.to_vec(), dv.to_vec());
+        let t = data_term(&d, &fu, &fv, config);
+        let uu: Vec<f32> = u0.iter().zip(&fu).map(|(a, b)| a + b).collect();
+        let vv: Vec<f32> = v0.iter().zip(&fv).map(|(a, b)| a + b).collect();
         let mut s = smoothness(&uu, &vv, w, h, config.refine_alpha);
         s.iter_mut().zip(&edge).for_each(|(a, e)| *a *= e);
         let links = Links::new(&s, w, h);
         for _ in 0..config.sor_iterations {
             for colour in 0..2 {
-                let (nu, nv) = sor_half_sweep(&t, &links, &u0, &v0, &du, &dv, w, colour);
-                du = nu;
-                dv = nv;
+                sor_half_sweep(&t, &links, (&u0, &v0), (&mut du, &mut dv), colour);
             }
         }
     }
     let (u, v) = flow.planes_mut();
-    for (a, b) in u.data_mut().iter_mut().zip(&du) {
+    for (a, b) in u.data_mut().iter_mut().zip(&du.to_vec()) {
         *a += b;
     }
-    for (a, b) in v.data_mut().iter_mut().zip(&dv) {
+    for (a, b) in v.data_mut().iter_mut().zip(&dv.to_vec()) {
         *a += b;
     }
 }
 
+/// A field stored by the colour `(x + y) % 2` of its pixels on a checkerboard: `planes[c]`
+/// holds, row after row, the pixels of colour `c` (`⌈w / 2⌉` slots per row, pixel `x` in slot
+/// `x / 2`), so that a red–black sweep writes one plane while it reads the other.
+struct Checker {
+    width: usize,
+    half: usize,
+    planes: [Vec<f32>; 2],
+}
+
+impl Checker {
+    fn zeros(width: usize, height: usize) -> Checker {
+        let half = width.div_ceil(2);
+        Checker {
+            width,
+            half,
+            planes: [vec![0.0; half * height], vec![0.0; half * height]],
+        }
+    }
+
+    /// The plane of `colour` (mutable) and the other one.
+    fn split(&mut self, colour: usize) -> (&mut [f32], &[f32]) {
+        let [a, b] = &mut self.planes;
+        if colour == 0 {
+            (a, b)
+        } else {
+            (b, a)
+        }
+    }
+
+    /// The field, row-major.
+    fn to_vec(&self) -> Vec<f32> {
+        let (w, half) = (self.width, self.half);
+        let h = self.planes[0].len() / half.max(1);
+        let mut out = vec![0.0f32; w * h];
+        out.par_chunks_mut(w.max(1))
+            .enumerate()
+            .for_each(|(y, row)| {
+                for (x, v) in row.iter_mut().enumerate() {
+                    *v = self.planes[(x + y) % 2][y * half + x / 2];
+                }
+            });
+        out
+    }
+}
 /// Links of every pixel to its left, right, upper and lower neighbours (0 outside the image).
 struct Links {
     left: Vec<f32>,
@@ -199,46 +241,55 @@ impl Links {
 
 /// One red–black SOR half sweep: updates the pixels with `(x + y) % 2 == colour`, whose
 /// neighbours all have the other colour, so rows are independent.
-#[allow(clippy::too_many_arguments)]
 fn sor_half_sweep(
     t: &DataTerm,
     links: &Links,
-    u0: &[f32],
-    v0: &[f32],
-    du: &[f32],
-    dv: &[f32],
-    w: usize,
+    (u0, v0): (&[f32], &[f32]),
+    (du, dv): (&mut Checker, &mut Checker),
     colour: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let n = du.len();
-    let mut nu = du.to_vec();
-    let mut nv = dv.to_vec();
-    // Neighbour indices are clamped into the image; their link weight is 0 outside.
-    let (uu, vv): (Vec<f32>, Vec<f32>) = (
-        u0.iter().zip(du).map(|(a, b)| a + b).collect(),
-        v0.iter().zip(dv).map(|(a, b)| a + b).collect(),
-    );
-    nu.par_chunks_mut(w)
-        .zip(nv.par_chunks_mut(w))
+) {
+    let (w, half) = (du.width, du.half);
+    let h = u0.len() / w;
+    let (mine_u, other_u) = du.split(colour);
+    let (mine_v, other_v) = dv.split(colour);
+    mine_u
+        .par_chunks_mut(half)
+        .zip(mine_v.par_chunks_mut(half))
         .enumerate()
         .for_each(|(y, (ru, rv))| {
             let row = y * w;
-            let up = if y > 0 { row - w } else { row };
-            let down = if row + w < n { row + w } else { row };
+            // Neighbours are clamped into the image; their link weight is 0 outside, and a
+            // neighbour clamped onto the pixel itself reads its own current value.
+            let (up, down) = (y.saturating_sub(1), (y + 1).min(h - 1));
             for x in ((y + colour) % 2..w).step_by(2) {
                 let p = row + x;
-                let (l, r) = (row + x.saturating_sub(1), row + (x + 1).min(w - 1));
-                let (q_up, q_down) = (up + x, down + x);
+                let (du_p, dv_p) = (ru[x / 2], rv[x / 2]);
+                let at = |plane: &[f32], own: f32, (nx, ny): (usize, usize)| {
+                    if (nx, ny) == (x, y) {
+                        own
+                    } else {
+                        plane[ny * half + nx / 2]
+                    }
+                };
+                let nbrs = [
+                    (x.saturating_sub(1), y),
+                    ((x + 1).min(w - 1), y),
+                    (x, up),
+                    (x, down),
+                ];
+                let uu = |q: (usize, usize)| u0[q.1 * w + q.0] + at(other_u, du_p, q);
+                let vv = |q: (usize, usize)| v0[q.1 * w + q.0] + at(other_v, dv_p, q);
                 let (wl, wr, wu, wd) = (links.left[p], links.right[p], links.up[p], links.down[p]);
                 let sw = wl + wr + wu + wd;
-                let su = wl * uu[l] + wr * uu[r] + wu * uu[q_up] + wd * uu[q_down] - sw * u0[p];
-                let sv = wl * vv[l] + wr * vv[r] + wu * vv[q_up] + wd * vv[q_down] - sw * v0[p];
-                let new_u = (t.b1[p] + su - t.a12[p] * dv[p]) / (t.a11[p] + sw);
-                let u = (1.0 - OMEGA) * du[p] + OMEGA * new_u;
+                let su = wl * uu(nbrs[0]) + wr * uu(nbrs[1]) + wu * uu(nbrs[2]) + wd * uu(nbrs[3])
+                    - sw * u0[p];
+                let sv = wl * vv(nbrs[0]) + wr * vv(nbrs[1]) + wu * vv(nbrs[2]) + wd * vv(nbrs[3])
+                    - sw * v0[p];
+                let new_u = (t.b1[p] + su - t.a12[p] * dv_p) / (t.a11[p] + sw);
+                let u = (1.0 - OMEGA) * du_p + OMEGA * new_u;
                 let new_v = (t.b2[p] + sv - t.a12[p] * u) / (t.a22[p] + sw);
-                ru[x] = u;
-                rv[x] = (1.0 - OMEGA) * dv[p] + OMEGA * new_v;
+                ru[x / 2] = u;
+                rv[x / 2] = (1.0 - OMEGA) * dv_p + OMEGA * new_v;
             }
         });
-    (nu, nv)
 }

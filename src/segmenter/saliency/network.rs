@@ -17,6 +17,7 @@
 use crate::error::{Error, Result};
 use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
 use crate::nn::onnx::{Graph, Node};
+use crate::nn::resample::{max_pool2_ceil, resize_bilinear};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
@@ -253,7 +254,7 @@ impl Rsu {
         let mut h = residual.clone();
         for (i, layer) in self.encoders.iter().enumerate() {
             if i > 0 && self.pooled {
-                h = max_pool_ceil(&h)?;
+                h = max_pool2_ceil(&h)?;
             }
             h = layer.forward(&h)?;
             skips.push(h.clone());
@@ -266,37 +267,11 @@ impl Rsu {
     }
 }
 
-/// 2×2 max-pooling with stride 2 and `ceil_mode = True`: an odd last row or column forms a
-/// window of its own (padding by replication leaves every window's maximum unchanged).
-fn max_pool_ceil(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let x = if h % 2 == 1 {
-        x.pad_with_same(2, 0, 1)?
-    } else {
-        x.clone()
-    };
-    let x = if w % 2 == 1 {
-        x.pad_with_same(3, 0, 1)?
-    } else {
-        x
-    };
-    x.max_pool2d(2)
-}
-
 /// Bilinear resize of `x` to the spatial size of `like` (half-pixel centres, no antialiasing:
 /// ONNX `linear` + `pytorch_half_pixel` / PyTorch `align_corners = False`).
-fn upsample_like(x: &Tensor, like: &Tensor) -> candle_core::Result<Tensor> {
+fn upsample_like(x: &Tensor, like: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = like.dims4()?;
     resize_bilinear(x, h, w)
-}
-
-fn resize_bilinear(x: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
-    let (_, _, xh, xw) = x.dims4()?;
-    if (xh, xw) == (h, w) {
-        Ok(x.clone())
-    } else {
-        x.upsample_bilinear2d(h, w, false)
-    }
 }
 
 /// The saliency maps of one forward pass (probabilities in [0, 1], each `[1, 1, H, W]` at the
@@ -478,7 +453,7 @@ impl U2NetFamily {
         let mut skips = Vec::with_capacity(self.encoders.len());
         for (i, block) in self.encoders.iter().enumerate() {
             if i > 0 {
-                hx = max_pool_ceil(&hx)?;
+                hx = max_pool2_ceil(&hx)?;
             }
             hx = block.forward(&hx)?;
             skips.push(hx.clone());
@@ -495,7 +470,7 @@ impl U2NetFamily {
             .sides
             .iter()
             .zip(&levels)
-            .map(|(side, f)| Ok(resize_bilinear(&side.forward(f)?, h, w)?))
+            .map(|(side, f)| resize_bilinear(&side.forward(f)?, h, w))
             .collect::<Result<Vec<_>>>()?;
         let fused = match &self.fuse {
             Some(f) => Some(candle_nn::ops::sigmoid(

@@ -5,10 +5,14 @@
 
 use super::vit::{window_partition, window_unpartition};
 use crate::error::{Error, Result};
+use crate::nn::act::Activation;
 use crate::nn::contiguous_f32;
+use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
+use crate::nn::dense::Dense;
+use crate::nn::window_attn::window_attention;
 use crate::nn::Weights;
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Shape, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_core::{CpuStorage, CustomOp3, Layout, Module, Shape, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
 use candle_transformers::models::segment_anything::LayerNorm2d;
 use rayon::prelude::*;
 
@@ -102,12 +106,96 @@ impl TinyVitConfig {
     }
 }
 
-/// Depthwise convolution `(B, C, H, W)` with `(C, 1, k, k)` kernels, zero padding `k / 2`.
+/// Depthwise convolution with `(C, 1, k, k)` kernels, zero padding `k / 2`, then a bias per
+/// channel and an activation, on `(B, C, H, W)` inputs or, `channels_last`, `(B, H, W, C)`.
 struct Depthwise {
     stride: usize,
+    act: Activation,
+    channels_last: bool,
 }
 
-impl CustomOp2 for Depthwise {
+impl Depthwise {
+    /// Output side for an input side `len`.
+    fn out_len(&self, len: usize, k: usize) -> usize {
+        (len + 2 * (k / 2) - k) / self.stride + 1
+    }
+
+    /// The output columns `ox` whose tap `kx` reads inside a row of `w` pixels.
+    fn valid_columns(&self, kx: usize, k: usize, w: usize, ow: usize) -> std::ops::Range<usize> {
+        let (pad, s) = (k / 2, self.stride);
+        let lo = pad.saturating_sub(kx).div_ceil(s);
+        let hi = if w + pad > kx {
+            ((w + pad - kx - 1) / s + 1).min(ow)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
+    /// One channel plane `src (h, w)` into `dst (oh, ow)`.
+    fn plane(&self, src: &[f32], (h, w): (usize, usize), kern: &[f32], bias: f32, dst: &mut [f32]) {
+        let k = (kern.len() as f64).sqrt() as usize;
+        let (pad, s) = (k / 2, self.stride);
+        let ow = self.out_len(w, k);
+        for (oy, drow) in dst.chunks_mut(ow).enumerate() {
+            drow.fill(0.0);
+            for ky in 0..k {
+                let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else {
+                    continue;
+                };
+                let row = &src[iy * w..(iy + 1) * w];
+                for kx in 0..k {
+                    let kv = kern[ky * k + kx];
+                    for ox in self.valid_columns(kx, k, w, ow) {
+                        drow[ox] += kv * row[ox * s + kx - pad];
+                    }
+                }
+            }
+            drow.iter_mut().for_each(|v| *v = self.act.apply(*v + bias));
+        }
+    }
+
+    /// One output row `dst (ow, C)` of a channels-last image `src (h, w, C)`; `taps` is
+    /// `(k·k, C)`.
+    #[allow(clippy::too_many_arguments)]
+    fn row_channels_last(
+        &self,
+        src: &[f32],
+        (h, w, c): (usize, usize, usize),
+        taps: &[f32],
+        k: usize,
+        bias: &[f32],
+        oy: usize,
+        dst: &mut [f32],
+    ) {
+        let (pad, s) = (k / 2, self.stride);
+        let ow = dst.len() / c;
+        dst.fill(0.0);
+        for ky in 0..k {
+            let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else {
+                continue;
+            };
+            for kx in 0..k {
+                let tap = &taps[(ky * k + kx) * c..(ky * k + kx + 1) * c];
+                for ox in self.valid_columns(kx, k, w, ow) {
+                    let ix = ox * s + kx - pad;
+                    let px = &src[(iy * w + ix) * c..(iy * w + ix + 1) * c];
+                    let acc = &mut dst[ox * c..(ox + 1) * c];
+                    for ((a, t), x) in acc.iter_mut().zip(tap).zip(px) {
+                        *a += t * x;
+                    }
+                }
+            }
+        }
+        for px in dst.chunks_mut(c) {
+            for (v, b) in px.iter_mut().zip(bias) {
+                *v = self.act.apply(*v + b);
+            }
+        }
+    }
+}
+
+impl CustomOp3 for Depthwise {
     fn name(&self) -> &'static str {
         "depthwise-conv2d"
     }
@@ -118,38 +206,44 @@ impl CustomOp2 for Depthwise {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, c, h, w) = l1.shape().dims4()?;
         let k = l2.shape().dims4()?.2;
-        let (x, kern) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let pad = k / 2;
-        let s = self.stride;
-        let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);
+        let x = contiguous_f32(s1, l1)?;
+        let (kern, bias) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
+        if self.channels_last {
+            let (b, h, w, c) = l1.shape().dims4()?;
+            let (oh, ow) = (self.out_len(h, k), self.out_len(w, k));
+            // (C, k·k) → (k·k, C), so that a tap's weights are contiguous like a pixel.
+            let taps: Vec<f32> = (0..k * k)
+                .flat_map(|t| (0..c).map(move |ch| kern[ch * k * k + t]))
+                .collect();
+            let mut out = vec![0f32; b * oh * ow * c];
+            out.par_chunks_mut(ow * c)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    let (bi, oy) = (row / oh, row % oh);
+                    let src = &x[bi * h * w * c..(bi + 1) * h * w * c];
+                    self.row_channels_last(src, (h, w, c), &taps, k, bias, oy, dst);
+                });
+            return Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, c))));
+        }
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (oh, ow) = (self.out_len(h, k), self.out_len(w, k));
         let mut out = vec![0f32; b * c * oh * ow];
         out.par_chunks_mut(oh * ow)
             .enumerate()
             .for_each(|(bc, dst)| {
+                let ch = bc % c;
                 let src = &x[bc * h * w..(bc + 1) * h * w];
-                let kk = &kern[(bc % c) * k * k..(bc % c + 1) * k * k];
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = 0f32;
-                        for ky in 0..k {
-                            let iy = (oy * s + ky) as isize - pad as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            let row = &src[iy as usize * w..(iy as usize + 1) * w];
-                            for kx in 0..k {
-                                let ix = (ox * s + kx) as isize - pad as isize;
-                                if ix >= 0 && ix < w as isize {
-                                    acc += kk[ky * k + kx] * row[ix as usize];
-                                }
-                            }
-                        }
-                        dst[oy * ow + ox] = acc;
-                    }
-                }
+                self.plane(
+                    src,
+                    (h, w),
+                    &kern[ch * k * k..(ch + 1) * k * k],
+                    bias[ch],
+                    dst,
+                );
             });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
@@ -157,11 +251,15 @@ impl CustomOp2 for Depthwise {
 
 /// A convolution followed by an eval-mode BatchNorm, folded into one convolution.
 #[derive(Debug)]
-struct ConvBn {
-    weight: Tensor,
-    bias: Tensor,
-    stride: usize,
-    groups: usize,
+enum ConvBn {
+    /// A dense convolution.
+    Dense(Conv2d),
+    /// A depthwise convolution: `(C, 1, k, k)` kernels and `(C)` biases.
+    Depthwise {
+        weight: Tensor,
+        bias: Tensor,
+        stride: usize,
+    },
 }
 
 impl ConvBn {
@@ -172,37 +270,67 @@ impl ConvBn {
         stride: usize,
         groups: usize,
     ) -> Result<Self> {
-        let w = vb.get((out, input / groups, k, k), "c.weight")?;
-        let bn = vb.pp("bn");
-        let gamma = bn.get(out, "weight")?;
-        let beta = bn.get(out, "bias")?;
-        let mean = bn.get(out, "running_mean")?;
-        let var = bn.get(out, "running_var")?;
-        if bn.contains_tensor("num_batches_tracked") {
-            bn.get_unchecked_dtype("num_batches_tracked", candle_core::DType::I64)?;
+        let depthwise = groups > 1;
+        if depthwise && (groups != input || groups != out) {
+            return Err(Error::invalid(format!(
+                "TinyViT convolution at {}: {groups} groups of {input} → {out} channels is not depthwise",
+                vb.prefix()
+            )));
         }
-        let scale = (gamma / (var + 1e-5)?.sqrt()?)?;
-        Ok(ConvBn {
-            weight: w.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?,
-            bias: (beta - (mean * &scale)?)?,
+        let shape = ConvShape {
+            c_in: if depthwise { 1 } else { input },
+            c_out: out,
+            k,
             stride,
-            groups,
+            pad: k / 2,
+        };
+        let w = ConvWeights::load_with_batch_norm(&vb.pp("c"), &vb.pp("bn"), shape)?;
+        Ok(if depthwise {
+            ConvBn::Depthwise {
+                weight: w.weight.contiguous()?,
+                bias: w.bias,
+                stride,
+            }
+        } else {
+            ConvBn::Dense(Conv2d::new(w)?)
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let k = self.weight.dim(3)?;
-        let y = if self.groups > 1 && self.groups == x.dim(1)? && x.device().is_cpu() {
-            x.contiguous()?.apply_op2_no_bwd(
-                &self.weight,
-                &Depthwise {
-                    stride: self.stride,
-                },
-            )?
-        } else {
-            x.conv2d(&self.weight, k / 2, self.stride, 1, self.groups)?
-        };
-        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
+    /// The convolution of `x` then `act`; `channels_last` (depthwise only): `x` is
+    /// `(B, H, W, C)` and so is the result.
+    fn forward(&self, x: &Tensor, act: Activation, channels_last: bool) -> Result<Tensor> {
+        match self {
+            ConvBn::Dense(conv) => conv.forward_act(x, act),
+            ConvBn::Depthwise {
+                weight,
+                bias,
+                stride,
+            } => {
+                if x.device().is_cpu() {
+                    let op = Depthwise {
+                        stride: *stride,
+                        act,
+                        channels_last,
+                    };
+                    return Ok(x.contiguous()?.apply_op3_no_bwd(weight, bias, &op)?);
+                }
+                let nchw = if channels_last {
+                    x.permute((0, 3, 1, 2))?
+                } else {
+                    x.clone()
+                };
+                let (k, c) = (weight.dim(3)?, weight.dim(0)?);
+                let y = nchw
+                    .conv2d(weight, k / 2, *stride, 1, c)?
+                    .broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+                let y = act.forward(&y)?;
+                Ok(if channels_last {
+                    y.permute((0, 2, 3, 1))?.contiguous()?
+                } else {
+                    y
+                })
+            }
+        }
     }
 }
 
@@ -216,10 +344,10 @@ struct MbConv {
 
 impl MbConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?.gelu_erf()?;
-        let y = self.conv2.forward(&y)?.gelu_erf()?;
-        let y = self.conv3.forward(&y)?;
-        Ok((y + x)?.gelu_erf()?)
+        let y = self.conv1.forward(x, Activation::GeluErf, false)?;
+        let y = self.conv2.forward(&y, Activation::GeluErf, false)?;
+        let y = self.conv3.forward(&y, Activation::Identity, false)?;
+        Activation::GeluErf.forward(&(y + x)?)
     }
 }
 
@@ -243,9 +371,9 @@ impl PatchMerging {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?.gelu_erf()?;
-        let y = self.conv2.forward(&y)?.gelu_erf()?;
-        self.conv3.forward(&y)
+        let y = self.conv1.forward(x, Activation::GeluErf, false)?;
+        let y = self.conv2.forward(&y, Activation::GeluErf, false)?;
+        self.conv3.forward(&y, Activation::Identity, false)
     }
 }
 
@@ -272,17 +400,15 @@ pub(super) fn attention_bias_idxs(window: usize) -> Vec<u32> {
 #[derive(Debug)]
 struct Attention {
     norm: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
+    qkv: Dense,
+    proj: Dense,
     heads: usize,
-    key_dim: usize,
     /// `(heads, N, N)` bias for windows of N tokens.
     bias: Tensor,
 }
 
 impl Attention {
     fn new(vb: VarBuilder, dim: usize, heads: usize, window: usize) -> Result<Self> {
-        let key_dim = dim / heads;
         let idxs = attention_bias_idxs(window);
         let n = window * window;
         let biases = vb.get((heads, n), "attention_biases")?;
@@ -290,34 +416,18 @@ impl Attention {
         let bias = biases.index_select(&idx, 1)?.reshape((heads, n, n))?;
         Ok(Attention {
             norm: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm"))?,
-            qkv: candle_nn::linear(dim, 3 * dim, vb.pp("qkv"))?,
-            proj: candle_nn::linear(dim, dim, vb.pp("proj"))?,
+            qkv: Dense::load(vb.pp("qkv"), (dim, 3 * dim), Activation::Identity)?,
+            proj: Dense::load(vb.pp("proj"), (dim, dim), Activation::Identity)?,
             heads,
-            key_dim,
             bias,
         })
     }
 
     /// Windows `(nW, N, C)` → `(nW, N, C)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (nw, n, c) = x.dims3()?;
-        let (h, kd) = (self.heads, self.key_dim);
-        let qkv = self
-            .qkv
-            .forward(&self.norm.forward(x)?)?
-            .reshape((nw, n, h, 3 * kd))?
-            .permute((0, 2, 1, 3))?;
-        let q = qkv.narrow(3, 0, kd)?.contiguous()?;
-        let k = qkv.narrow(3, kd, kd)?.contiguous()?;
-        let v = qkv.narrow(3, 2 * kd, kd)?.contiguous()?;
-        let attn = (q.matmul(&k.t()?)? * (1.0 / (kd as f64).sqrt()))?.broadcast_add(&self.bias)?;
-        let attn = candle_nn::ops::softmax_last_dim(&attn)?;
-        let out = attn
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((nw, n, c))?;
-        Ok(self.proj.forward(&out)?)
+        let qkv = self.qkv.forward(&self.norm.forward(x)?)?;
+        self.proj
+            .forward(&window_attention(&qkv, &self.bias, self.heads)?)
     }
 }
 
@@ -328,8 +438,8 @@ struct Block {
     window: usize,
     local_conv: ConvBn,
     mlp_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
 }
 
 impl Block {
@@ -345,8 +455,16 @@ impl Block {
             window,
             local_conv: ConvBn::new(vb.pp("local_conv"), (dim, dim), 3, 1, dim)?,
             mlp_norm: candle_nn::layer_norm(dim, 1e-5, vb.pp("mlp.norm"))?,
-            fc1: candle_nn::linear(dim, mlp_ratio * dim, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(mlp_ratio * dim, dim, vb.pp("mlp.fc2"))?,
+            fc1: Dense::load(
+                vb.pp("mlp.fc1"),
+                (dim, mlp_ratio * dim),
+                Activation::GeluErf,
+            )?,
+            fc2: Dense::load(
+                vb.pp("mlp.fc2"),
+                (mlp_ratio * dim, dim),
+                Activation::Identity,
+            )?,
         })
     }
 
@@ -360,13 +478,9 @@ impl Block {
             .forward(&windows.reshape(((), win * win, c))?)?
             .reshape(((), win, win, c))?;
         let x = (x + window_unpartition(&attended, win, padded, (h, w))?)?;
-        let x = self
-            .local_conv
-            .forward(&x.permute((0, 3, 1, 2))?.contiguous()?)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?;
+        let x = self.local_conv.forward(&x, Activation::Identity, true)?;
         let m = self.mlp_norm.forward(&x)?;
-        let m = self.fc2.forward(&self.fc1.forward(&m)?.gelu_erf()?)?;
+        let m = self.fc2.forward(&self.fc1.forward(&m)?)?;
         debug_assert_eq!(m.dims(), [b, h, w, c]);
         Ok((x + m)?)
     }
@@ -385,9 +499,9 @@ pub struct TinyVit {
     stem1: ConvBn,
     stem2: ConvBn,
     stages: Vec<(Stage, Option<PatchMerging>)>,
-    neck_conv1: candle_nn::Conv2d,
+    neck_conv1: Conv2d,
     neck_ln1: LayerNorm2d,
-    neck_conv2: candle_nn::Conv2d,
+    neck_conv2: Conv2d,
     neck_ln2: LayerNorm2d,
 }
 
@@ -453,29 +567,19 @@ impl TinyVit {
             stages.push((stage, merge));
         }
         let last = c.embed_dims[n - 1];
-        let pad1 = candle_nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         Ok(TinyVit {
             stem1,
             stem2,
             stages,
-            neck_conv1: candle_nn::conv2d_no_bias(
-                last,
-                c.out_chans,
-                1,
-                Default::default(),
-                vb.pp("neck.0"),
-            )?,
+            neck_conv1: Conv2d::new(ConvWeights::load_without_bias(
+                &vb.pp("neck.0"),
+                ConvShape::same(last, c.out_chans, 1),
+            )?)?,
             neck_ln1: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.1"))?,
-            neck_conv2: candle_nn::conv2d_no_bias(
-                c.out_chans,
-                c.out_chans,
-                3,
-                pad1,
-                vb.pp("neck.2"),
-            )?,
+            neck_conv2: Conv2d::new(ConvWeights::load_without_bias(
+                &vb.pp("neck.2"),
+                ConvShape::same(c.out_chans, c.out_chans, 3),
+            )?)?,
             neck_ln2: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.3"))?,
         })
     }
@@ -483,8 +587,8 @@ impl TinyVit {
     /// Encodes a preprocessed `(B, 3, S, S)` image into `(B, out_chans, S/16, S/16)`. When
     /// `trace` is given, it receives each stage's output (NCHW).
     pub fn forward(&self, image: &Tensor, mut trace: Option<&mut Vec<Tensor>>) -> Result<Tensor> {
-        let mut x = self.stem1.forward(image)?.gelu_erf()?;
-        x = self.stem2.forward(&x)?;
+        let mut x = self.stem1.forward(image, Activation::GeluErf, false)?;
+        x = self.stem2.forward(&x, Activation::Identity, false)?;
         for (stage, merge) in &self.stages {
             x = match stage {
                 Stage::Conv(blocks) => {
@@ -508,10 +612,8 @@ impl TinyVit {
                 t.push(x.clone());
             }
         }
-        Ok(x.apply(&self.neck_conv1)?
-            .apply(&self.neck_ln1)?
-            .apply(&self.neck_conv2)?
-            .apply(&self.neck_ln2)?)
+        let x = self.neck_conv1.forward(&x)?.apply(&self.neck_ln1)?;
+        Ok(self.neck_conv2.forward(&x)?.apply(&self.neck_ln2)?)
     }
 }
 
@@ -525,11 +627,38 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 8), &dev).unwrap();
         let k = Tensor::randn(0f32, 1.0, (3, 1, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 3, &dev).unwrap();
         for stride in [1, 2] {
-            let ours = x.apply_op2_no_bwd(&k, &Depthwise { stride }).unwrap();
-            let candle = x.conv2d(&k, 1, stride, 1, 3).unwrap();
-            let d = crate::nn::max_abs_diff(&ours, &candle);
-            assert!(d < 1e-5, "stride {stride}: {d}");
+            let candle = x
+                .conv2d(&k, 1, stride, 1, 3)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, 3, 1, 1)).unwrap())
+                .unwrap()
+                .gelu_erf()
+                .unwrap();
+            for channels_last in [false, true] {
+                let op = Depthwise {
+                    stride,
+                    act: Activation::GeluErf,
+                    channels_last,
+                };
+                let input = if channels_last {
+                    x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
+                } else {
+                    x.clone()
+                };
+                let ours = input.apply_op3_no_bwd(&k, &bias, &op).unwrap();
+                let ours = if channels_last {
+                    ours.permute((0, 3, 1, 2)).unwrap()
+                } else {
+                    ours
+                };
+                let d = crate::nn::max_abs_diff(&ours, &candle);
+                assert!(
+                    d < 1e-5,
+                    "stride {stride}, channels last {channels_last}: {d}"
+                );
+            }
         }
     }
 }

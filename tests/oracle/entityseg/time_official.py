@@ -45,6 +45,7 @@ def main():
             times.append(time.perf_counter() - t)
     print(f"resized {resized.shape[:2]}, entities {len(out[0]['instances'])}")
     print(f"forward: median {sorted(times)[len(times) // 2]:.3f} s over {args.runs} runs: {times}")
+    print(f"TIME_MS {sorted(times)[len(times) // 2] * 1e3:.1f}")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,9 @@ fn drift(samples: &[Sample], value: fn(&Sample) -> f64) -> Option<(usize, f64, f
     Some((first.frame, base, worst))
 }
 
+/// A measure of a sample: its name, how to read it, whether the ±10 % criterion applies.
+type Measure = (&'static str, fn(&Sample) -> f64, bool);
+
 /// One soak: label, propagator, frame count, frame size.
 type Run = (
     &'static str,
@@ -243,8 +246,7 @@ fn main() {
         }
         println!("{label}: {n} frames of {}x{}", size.0, size.1);
         let samples = soak(label, make(), n, size, true);
-        let measures: [(&str, fn(&Sample) -> f64, bool); 2] =
-            [("RSS", |s| s.rss, false), ("RssAnon", |s| s.anon, true)];
+        let measures: [Measure; 2] = [("RSS", |s| s.rss, false), ("RssAnon", |s| s.anon, true)];
         for (name, value, criterion) in measures {
             if let Some((at, base, worst)) = drift(&samples, value) {
                 let ok = worst.abs() <= TOLERANCE;

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use criterion::Criterion;
 use deva::nn::weights::Weights;
 use deva::segmenter::grounded::BertConfig;
-use deva::segmenter::referformer::{ReferFormer, ReferFormerConfig};
+use deva::segmenter::referformer::{ReferFormer, ReferFormerConfig, VisualBackbone};
 use std::time::Duration;
 
 /// The official Ref-YouTube-VOS ResNet-50 sizes, or tiny ones for the smoke test.
@@ -32,7 +32,9 @@ fn config(tiny: bool) -> ReferFormerConfig {
         mask_dim: if tiny { 8 } else { 256 },
         dynamic_mask_channels: 8,
         controller_layers: 3,
-        backbone_blocks: if tiny { [1, 1, 1, 1] } else { [3, 4, 6, 3] },
+        backbone: VisualBackbone::ResNet {
+            blocks: if tiny { [1, 1, 1, 1] } else { [3, 4, 6, 3] },
+        },
         box_refine: true,
         text: BertConfig {
             hidden_size: 768,

@@ -1,14 +1,21 @@
 //! Parity of the EntitySeg port with the official `EntityFPN` (qqlu/Entity on detectron2) on
-//! the oracle fixture `$DEVA_FIXTURES/entityseg` (tests/oracle/entityseg/make_fixture.py):
-//! preprocessing, backbone and FPN, head outputs, proposals, mask features, dynamic mask head,
-//! final entities; strict loading of the official key layout.
+//! the oracle fixtures `$DEVA_FIXTURES/entityseg` (ResNet-50) and `$DEVA_FIXTURES/entityseg_swin`
+//! (Swin, `--backbone swin`) made by tests/oracle/entityseg/make_fixture.py: preprocessing,
+//! backbone and FPN, head outputs, proposals, mask features, dynamic mask head, final
+//! entities; strict loading of the official key layout.
 //!
-//! Tolerances (f32, CPU), measured on the seed-0 fixture (DAVIS frames): backbone, FPN, head,
-//! controller and mask features differ by at most 1.4e-6 of the reference tensor's largest
-//! magnitude (allowed: 1e-5); proposal scores and final scores by 6e-7 (allowed 1e-5), proposal
-//! boxes by 8e-4 px (allowed 5e-3), mask probabilities by 1.2e-7 (allowed 1e-5); proposals from
-//! the oracle's head outputs are identical; the final masks agreed on 100 % of the pixels
-//! (required: 99.9 %) with the same entities, and their boxes exactly (allowed: 2 px).
+//! Tolerances (f32, CPU), measured on these fixtures (seed 0: DAVIS frames), relative values
+//! being differences over the reference tensor's largest magnitude (at least 1):
+//!
+//! | set | backbone, FPN, head, controller, mask features (allowed 1e-5) | proposal boxes, px (allowed 5e-3) | scores, mask probabilities (allowed 1e-5) | final mask pixels equal (required 99.9 %) |
+//! |---|---|---|---|---|
+//! | R50, seed 0 | 3.4e-6 | 7.9e-4 | 6.0e-7 | 100 % |
+//! | Swin, seed 0 | 2.5e-6 | 1.2e-3 | 3.6e-7 | 100 % |
+//! | Swin, seed 1 (procedural) | 2.6e-6 | 2.4e-3 | 3.1e-7 | 100 % |
+//! | Swin, seed 2 (procedural) | 3.5e-6 | 5.0e-4 | 6.0e-7 | 100 % |
+//!
+//! Proposals from the oracle's head outputs are identical, and the final entities are the
+//! same with their boxes exact (allowed: 2 px).
 
 mod common;
 
@@ -17,9 +24,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use deva::nn::checkpoint::{self, StateDict};
+use deva::nn::swin::SwinConfig;
 use deva::nn::Weights;
 use deva::segmenter::entityseg::head::LevelOutput;
-use deva::segmenter::entityseg::model::UNUSED_KEYS;
+use deva::segmenter::entityseg::model::BOTTOM_UP;
 use deva::segmenter::entityseg::postprocess::{entities, proposals, Proposals, Sizes};
 use deva::segmenter::entityseg::{EntitySeg, EntitySegConfig};
 
@@ -171,13 +179,34 @@ fn compare_proposals(what: &str, got: &Proposals, want: &Proposals) {
     close_rel(&format!("{what} params"), &got.params, &want.params);
 }
 
+const SCRIPT: &str = "tests/oracle/entityseg/make_fixture.py";
+
 #[test]
 fn entityseg_matches_the_official_model() {
-    let Some(dir) = common::oracle_fixtures("entityseg", "tests/oracle/entityseg/make_fixture.py")
-    else {
-        return;
-    };
-    let f = load(&dir);
+    if let Some(dir) = common::oracle_fixtures("entityseg", SCRIPT) {
+        check_parity(&dir);
+    }
+}
+
+#[test]
+fn entityseg_swin_matches_the_official_model() {
+    if let Some(dir) = common::oracle_fixtures("entityseg_swin", SCRIPT) {
+        let f = load(&dir);
+        let want = f
+            .config
+            .swin
+            .as_ref()
+            .expect("config.json has the swin backbone");
+        // The sizes read from the checkpoint's shapes are the oracle's configuration.
+        let d = checkpoint::load(dir.join("weights.pth"), &["model"]).unwrap();
+        let w = Weights::from_state_dict(d).unwrap();
+        assert_eq!(&SwinConfig::from_official(&w, BOTTOM_UP).unwrap(), want);
+        check_parity(&dir);
+    }
+}
+
+fn check_parity(dir: &Path) {
+    let f = load(dir);
     let model = f.model();
     for case in &f.cases {
         let name = case["name"].as_str().unwrap();
@@ -202,14 +231,13 @@ fn entityseg_matches_the_official_model() {
             .unwrap();
         close(&format!("{name} input"), &x, &f.get(case, "input"), 1e-4);
 
-        // Backbone and FPN.
+        // Backbone (outputs named as the case lists them) and FPN.
         let feats = model.features(&x).unwrap();
-        for (i, t) in feats.res.iter().enumerate() {
-            close_rel(
-                &format!("{name} res{}", i + 2),
-                t,
-                &f.get(case, &format!("res{}", i + 2)),
-            );
+        let bottom_up = case["bottom_up"].as_array().expect("case lists bottom_up");
+        assert_eq!(feats.res.len(), bottom_up.len(), "bottom-up outputs");
+        for (t, b) in feats.res.iter().zip(bottom_up) {
+            let b = b.as_str().unwrap();
+            close_rel(&format!("{name} {b}"), t, &f.get(case, b));
         }
         for (i, t) in feats.pyramid.iter().enumerate() {
             close_rel(
@@ -365,29 +393,63 @@ fn edited(path: &Path, drop: Option<&str>, rename: Option<(&str, &str)>) -> Stat
 
 #[test]
 fn a_missing_or_renamed_official_key_is_an_error_naming_it() {
-    let Some(dir) = common::oracle_fixtures("entityseg", "tests/oracle/entityseg/make_fixture.py")
-    else {
-        return;
-    };
-    let f = load(&dir);
+    if let Some(dir) = common::oracle_fixtures("entityseg", SCRIPT) {
+        check_missing_keys(
+            &dir,
+            &[
+                "backbone.bottom_up.res3.0.shortcut.norm.running_var".into(),
+                "det_head.fcos_head.ctrness.weight".into(),
+                "controller.kernel_head.kernel_head_head_1.norm.weight".into(),
+                "mask_branch.refine.2.1.running_mean".into(),
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_missing_or_renamed_swin_key_is_an_error_naming_it() {
+    if let Some(dir) = common::oracle_fixtures("entityseg_swin", SCRIPT) {
+        let f = load(&dir);
+        let c = f
+            .config
+            .swin
+            .as_ref()
+            .expect("config.json has the swin backbone");
+        // The last block of the last stage, the first patch merging, the patch norm and the
+        // last output norm, named from the fixture's sizes.
+        let (n, last) = (c.depths.len() - 1, c.depths[c.depths.len() - 1] - 1);
+        let blocks = format!("{BOTTOM_UP}layers.{n}.blocks.{last}");
+        check_missing_keys(
+            &dir,
+            &[
+                format!("{blocks}.attn.qkv.weight"),
+                format!("{blocks}.attn.relative_position_bias_table"),
+                format!("{blocks}.mlp.fc2.bias"),
+                format!("{BOTTOM_UP}layers.0.downsample.reduction.weight"),
+                format!("{BOTTOM_UP}patch_embed.norm.bias"),
+                format!("{BOTTOM_UP}norm{n}.weight"),
+            ],
+        );
+    }
+}
+
+/// Each key of `drop` missing from the fixture's checkpoint, and `backbone.fpn_output3.bias`
+/// renamed, are errors naming the key; the unchanged checkpoint loads.
+fn check_missing_keys(dir: &Path, drop: &[String]) {
+    let f = load(dir);
     let path = dir.join("weights.pth");
     let build = |d: StateDict| {
-        Weights::from_state_dict(d)
-            .unwrap()
-            .build(&Device::Cpu, UNUSED_KEYS, |vb| {
-                EntitySeg::new(&f.config, vb)
-            })
+        EntitySeg::from_weights(
+            &Weights::from_state_dict(d).unwrap(),
+            &f.config,
+            &Device::Cpu,
+        )
     };
-    for key in [
-        "backbone.bottom_up.res3.0.shortcut.norm.running_var",
-        "det_head.fcos_head.ctrness.weight",
-        "controller.kernel_head.kernel_head_head_1.norm.weight",
-        "mask_branch.refine.2.1.running_mean",
-    ] {
+    for key in drop {
         let e = build(edited(&path, Some(key), None))
             .unwrap_err()
             .to_string();
-        assert!(e.contains(key), "dropping {key}: {e}");
+        assert!(e.contains(key.as_str()), "dropping {key}: {e}");
     }
     let from = "backbone.fpn_output3.bias";
     let to = "backbone.fpn_output3.beta";

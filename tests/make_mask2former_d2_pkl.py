@@ -5,7 +5,7 @@ checkpoints as ``pickle`` files of ``{"model": {name: numpy.ndarray}, "__author_
 with detectron2 module names (``backbone.*``, ``sem_seg_head.pixel_decoder.*``,
 ``sem_seg_head.predictor.*``), Swin ``attn.qkv`` and the decoder self-attention ``in_proj``
 fused. This script rebuilds that layout from the Hugging Face fixture so the Rust loader
-(``deva::segmenter::mask2former::load_detectron2``) can be checked against real pickle bytes;
+(``deva::segmenter::mask2former::Mask2Former::load``) can be checked against real pickle bytes;
 ``tests/mask2former/d2.rs`` writes the same structure with a small Rust pickle writer, so CI
 needs no Python.
 

@@ -1,7 +1,9 @@
 //! Parity of the ReferFormer port with the official code on the fixtures in
 //! `$DEVA_FIXTURES/referformer` (and any `referformer_*` sibling made with another seed; see
 //! `tests/oracle/referformer/`): token ids, RoBERTa, backbone, fusion, transformer, heads,
-//! mask logits and the selected mask; strict loading of the official key layout.
+//! mask logits and the selected mask; strict loading of the official key layout. A set made
+//! with `--backbone swin` (e.g. `referformer_swin`) runs the Swin backbone in the original key
+//! layout through the same checks.
 
 mod common;
 
@@ -10,13 +12,15 @@ use deva::nn::checkpoint;
 use deva::nn::weights::Weights;
 use deva::segmenter::grounded::{preprocess, ResizeRule, TextTokenizer};
 use deva::segmenter::referformer::segmenter::select;
-use deva::segmenter::referformer::{ReferFormer, ReferFormerConfig};
+use deva::segmenter::referformer::{ReferFormer, VisualBackbone};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Relative tolerances (max |ours − torch| / max |torch|). Measured on seeds 0 and 1 (float32,
 /// CPU): text ≤ 6.6e-7, backbone ≤ 2.2e-6, fusion / memory / decoder ≤ 8.7e-6, heads and mask
-/// logits ≤ 4.5e-6; 0 pixels of the selected masks differ.
+/// logits ≤ 4.5e-6; 0 pixels of the selected masks differ. The Swin sets (seed 0 DAVIS, seed 1
+/// procedural): text ≤ 8.1e-7, backbone ≤ 1.4e-6, transformer ≤ 2.5e-6, heads ≤ 7.4e-6,
+/// 0 selected-mask pixels differ.
 const TEXT_TOL: f32 = 1e-5;
 const BACKBONE_TOL: f32 = 2e-5;
 const TRANSFORMER_TOL: f32 = 5e-5;
@@ -142,6 +146,22 @@ fn referformer_matches_the_official_code() {
             c.dynamic_mask_channels as u64,
             fx.config["dynamic_mask_channels"].as_u64().unwrap()
         );
+        // The backbone read from the checkpoint's keys is the oracle's.
+        match (&c.backbone, fx.config.get("swin")) {
+            (VisualBackbone::Swin(s), Some(want)) => {
+                let n = |k: &str| want[k].as_u64().unwrap() as usize;
+                let list = |k: &str| -> Vec<usize> {
+                    let v = want[k].as_array().unwrap();
+                    v.iter().map(|x| x.as_u64().unwrap() as usize).collect()
+                };
+                assert_eq!(s.embed_dim, n("embed_dim"));
+                assert_eq!(s.window_size, n("window_size"));
+                assert_eq!(s.depths, list("depths"));
+                assert_eq!(s.num_heads, list("num_heads"));
+            }
+            (VisualBackbone::ResNet { .. }, None) => {}
+            (got, want) => panic!("backbone {got:?}, oracle's swin config {want:?}"),
+        }
         let tokenizer = TextTokenizer::from_file(&fx.dir.join("tokenizer.json")).unwrap();
         let size = fx.config["size"].as_u64().unwrap() as usize;
         for (case, meta) in &fx.cases {
@@ -323,8 +343,49 @@ fn official_tensors(dir: &Path) -> Vec<(String, Tensor)> {
 
 fn build(named: Vec<(String, Tensor)>) -> deva::Result<ReferFormer> {
     let w = Weights::from_tensors("edited.pth", named)?;
-    let config = ReferFormerConfig::from_weights(&w)?;
-    w.build(&Device::Cpu, &[], |vb| ReferFormer::new(config, vb))
+    ReferFormer::from_weights(&w, &Device::Cpu)
+}
+
+/// Dropping any of `keys` from the fixture's checkpoint is an error naming it.
+fn check_missing(all: &[(String, Tensor)], keys: &[String]) {
+    for key in keys {
+        let kept: Vec<_> = all.iter().filter(|(k, _)| k != key).cloned().collect();
+        assert_eq!(kept.len() + 1, all.len(), "the fixture has {key}");
+        let err = build(kept)
+            .expect_err("a missing key must fail")
+            .to_string();
+        assert!(
+            err.contains(key.as_str()),
+            "error for missing {key} does not name it: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_swin_key_is_an_error_naming_it() {
+    for dir in fixture_dirs() {
+        let fx = load_fixture(&dir);
+        let Some(swin) = fx.config.get("swin") else {
+            continue;
+        };
+        let depths = swin["depths"].as_array().unwrap();
+        let n = depths.len() - 1;
+        let last = depths[n].as_u64().unwrap() - 1;
+        let b = "backbone.0.body";
+        let all = official_tensors(&dir);
+        check_missing(
+            &all,
+            &[
+                format!("{b}.layers.{n}.blocks.{last}.attn.qkv.weight"),
+                format!("{b}.layers.{n}.blocks.{last}.attn.relative_position_bias_table"),
+                format!("{b}.layers.0.downsample.norm.weight"),
+                format!("{b}.patch_embed.norm.bias"),
+                format!("{b}.norm{n}.weight"),
+            ],
+        );
+        // The unchanged checkpoint loads (its derived index buffers are not unused keys).
+        build(all).expect("the swin fixture loads");
+    }
 }
 
 #[test]
@@ -333,22 +394,15 @@ fn a_missing_or_unexpected_key_is_an_error_naming_it() {
         return;
     };
     let all = official_tensors(&dir);
-    for key in [
-        "pixel_decoder.cross_attn_2.linear1.weight",
-        "text_encoder.pooler.dense.bias",
-        "transformer.decoder.bbox_embed.1.layers.2.bias",
-        "backbone.0.body.layer3.2.bn2.running_var",
-    ] {
-        let kept: Vec<_> = all.iter().filter(|(k, _)| k != key).cloned().collect();
-        assert_eq!(kept.len() + 1, all.len(), "the fixture has {key}");
-        let err = build(kept)
-            .expect_err("a missing key must fail")
-            .to_string();
-        assert!(
-            err.contains(key),
-            "error for missing {key} does not name it: {err}"
-        );
-    }
+    check_missing(
+        &all,
+        &[
+            "pixel_decoder.cross_attn_2.linear1.weight".into(),
+            "text_encoder.pooler.dense.bias".into(),
+            "transformer.decoder.bbox_embed.1.layers.2.bias".into(),
+            "backbone.0.body.layer3.2.bn2.running_var".into(),
+        ],
+    );
     let mut extra = all.clone();
     extra.push((
         "controller.layers.9.weight".into(),

@@ -1,7 +1,7 @@
 //! `deva demo`: the whole pipeline on a generated clip or the user's video with the default,
 //! small models: U²-Netp saliency proposals, in-clip consensus, optical-flow propagation.
 
-use super::spec::SegmenterName;
+use super::args::SegmenterName;
 use super::track::{self, TrackArgs};
 use anyhow::Context;
 use clap::Parser;

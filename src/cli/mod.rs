@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and wiring; the algorithms live in the library.
 
+mod args;
 mod demo;
 mod eval;
 mod merge;

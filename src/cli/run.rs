@@ -1,7 +1,9 @@
 //! `deva run`: every video of a dataset, sharded across processes, resumable; `--status`.
 
-use super::spec::FormatFlag;
-use super::track::{resolve_config, track_video, PipelineArgs, VideoJob};
+use super::args::FormatFlag;
+use super::args::PipelineArgs;
+use super::spec::resolve_config;
+use super::track::{track_video, VideoJob};
 use anyhow::{anyhow, bail};
 use deva::dataset::shard::assign;
 use deva::dataset::store::{

@@ -2,122 +2,18 @@
 //! formats, and how `deva track`'s flags become the `[segmenter]` and `[propagator]` specs
 //! (settings from `--config` are kept when the flag names the same kind).
 
-use super::track::PipelineArgs;
+use super::args::{PipelineArgs, PropagatorFlag, SegmenterName};
 use anyhow::{bail, Context};
-use deva::config::Temporal;
-use deva::output::OutputFormat;
 use deva::propagator::{DevaSpec, PropagatorSpec};
 use deva::segmenter::entityseg::EntitySegSpec;
 use deva::segmenter::grounded::TextSpec;
 use deva::segmenter::mask2former::Mask2FormerSpec;
 use deva::segmenter::referformer::ReferringSpec;
-use deva::segmenter::saliency::{SaliencyConfig, SaliencyModel};
+use deva::segmenter::saliency::SaliencyConfig;
 use deva::segmenter::sam::{parse_boxes, SamConfig};
 use deva::segmenter::{FolderSpec, SamBoxesSpec, SegmenterSpec};
+use deva::Config;
 use std::path::Path;
-
-/// `--segmenter NAME`: an image model run on the frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SegmenterName {
-    /// `saliency:u2netp`, `saliency:u2net` or `saliency:isnet`.
-    Saliency(SaliencyModel),
-    /// `mask2former`: settings (weights, task, thresholds) from the `[segmenter]` section.
-    Mask2former,
-    /// `entityseg`: class-agnostic entities; weights from `--entityseg-weights` or the
-    /// `[segmenter]` section.
-    Entityseg,
-}
-
-impl SegmenterName {
-    /// Every name [`FromStr`](std::str::FromStr) accepts.
-    pub const NAMES: [&'static str; 5] = [
-        "saliency:u2netp",
-        "saliency:u2net",
-        "saliency:isnet",
-        "mask2former",
-        "entityseg",
-    ];
-}
-
-impl std::str::FromStr for SegmenterName {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let model = match s {
-            "mask2former" => return Ok(SegmenterName::Mask2former),
-            "entityseg" => return Ok(SegmenterName::Entityseg),
-            "saliency:u2netp" => SaliencyModel::U2netp,
-            "saliency:u2net" => SaliencyModel::U2net,
-            "saliency:isnet" => SaliencyModel::Isnet,
-            other => bail!(
-                "unknown segmenter {other:?} (expected one of {})",
-                Self::NAMES.join(", ")
-            ),
-        };
-        Ok(SegmenterName::Saliency(model))
-    }
-}
-
-/// `--propagator NAME`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PropagatorFlag {
-    /// Weight-free optical flow (DIS) with occlusion filling and colour re-anchoring.
-    Flow,
-    /// The DEVA propagation network (needs its weights).
-    Deva,
-    /// Zero motion: masks stay where they were (a weight-free baseline).
-    Static,
-    /// No propagation: every frame gets its own image segmentation (a baseline).
-    None,
-}
-
-/// `--temporal MODE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TemporalFlag {
-    /// Merge each detection_every-th frame's segmentation.
-    Online,
-    /// Consensus over num_voting_frames frames.
-    Semionline,
-    /// Whole video buffered, key-frame consensus.
-    Offline,
-    /// Given masks followed exactly.
-    Vos,
-}
-
-impl From<TemporalFlag> for Temporal {
-    fn from(t: TemporalFlag) -> Temporal {
-        match t {
-            TemporalFlag::Online => Temporal::Online,
-            TemporalFlag::Semionline => Temporal::SemiOnline,
-            TemporalFlag::Offline => Temporal::Offline,
-            TemporalFlag::Vos => Temporal::Vos,
-        }
-    }
-}
-
-/// `--format FORMAT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FormatFlag {
-    /// Palette PNGs per video folder (ids up to 255), no JSON.
-    Davis,
-    /// RGB-id PNGs under pan_pred/ and one pred.json.
-    Vipseg,
-    /// RGB-id PNGs and pred.json with COCO RLEs per `<dataset>/<sequence>`.
-    Burst,
-    /// Annotations/ RGB-id PNGs and pred.json.
-    Demo,
-}
-
-impl From<FormatFlag> for OutputFormat {
-    fn from(f: FormatFlag) -> OutputFormat {
-        match f {
-            FormatFlag::Davis => OutputFormat::Davis,
-            FormatFlag::Vipseg => OutputFormat::Vipseg,
-            FormatFlag::Burst => OutputFormat::Burst,
-            FormatFlag::Demo => OutputFormat::Demo,
-        }
-    }
-}
 
 /// The segmenter spec of the flags; `from_config` (the `[segmenter]` section) gives the
 /// settings when a flag names the same kind, and the spec when no segmenter flag is given.
@@ -267,9 +163,44 @@ pub fn propagator(
     }
 }
 
+/// The configuration: built-in defaults, then the config file, then flags (segmenter and
+/// propagator flags become the `[segmenter]` and `[propagator]` specs).
+pub fn resolve_config(args: &PipelineArgs) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(p) => Config::from_toml_file(p)?,
+        None => Config::default(),
+    };
+    let t = &mut c.tracker;
+    if let Some(v) = args.detection_every {
+        t.detection_every = v;
+    }
+    if let Some(v) = args.num_voting_frames {
+        t.num_voting_frames = v;
+    }
+    if let Some(v) = args.max_missed_detection_count {
+        t.max_missed_detection_count = v;
+    }
+    if let Some(v) = args.max_num_objects {
+        t.max_num_objects = v;
+    }
+    if let Some(v) = args.size {
+        c.input.size = v;
+    }
+    c.segmenter = segmenter(args, c.segmenter.take())?;
+    c.propagator = propagator(args.propagator, args.weights.as_deref(), &c.propagator)?;
+    if let Some(v) = args.temporal {
+        c.tracker.temporal = v.into();
+    } else if args.init_masks.is_some() || args.init_box.is_some() {
+        c.tracker.temporal = deva::config::Temporal::Vos;
+    }
+    c.validate().context("settings after applying the flags")?;
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deva::segmenter::saliency::SaliencyModel;
 
     #[test]
     fn segmenter_names_parse_and_unknown_names_list_the_choices() {

@@ -1,5 +1,6 @@
 //! detectron2's feature pyramid (`FPN`, no normalisation, sum fusion) with the RetinaNet /
-//! FCOS top block `LastLevelP6P7` (P6 from the last bottom-up feature, P7 from ReLU(P6)).
+//! FCOS top block `LastLevelP6P7` (P6 from the last bottom-up feature or from the pyramid's
+//! last output, [`TopBlock`]; P7 from ReLU(P6)).
 //! Keys: `fpn_lateral{s}`, `fpn_output{s}` (s = log2 of the stride) and `top_block.p6`,
 //! `top_block.p7`.
 
@@ -9,6 +10,19 @@ use candle_nn::VarBuilder;
 use super::conv::{Conv2d, ConvShape};
 use crate::error::{Error, Result};
 
+/// The pyramid's extra P6/P7 levels (`top_block.p6`, `top_block.p7`, stride 2 each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopBlock {
+    /// No extra levels.
+    None,
+    /// P6 from the last bottom-up feature (`LastLevelP6P7(C5 channels, …)`, e.g. the ResNet
+    /// RetinaNet / FCOS backbones).
+    FromInput,
+    /// P6 from the pyramid's last output (`LastLevelP6P7(out_channels, …, "p5")`, e.g.
+    /// EntitySeg's Swin backbone).
+    FromOutput,
+}
+
 /// A feature pyramid over bottom-up features of consecutive power-of-two strides.
 #[derive(Debug, Clone)]
 pub struct Fpn {
@@ -16,17 +30,19 @@ pub struct Fpn {
     levels: Vec<(Conv2d, Conv2d)>,
     /// `top_block.p6` and `top_block.p7`, when present.
     top: Option<(Conv2d, Conv2d)>,
+    /// Where P6 reads its input.
+    top_source: TopBlock,
 }
 
 impl Fpn {
     /// Loads the pyramid for inputs of `in_channels` (finest first) whose finest stride is
-    /// `2^first_stage`, with `out_channels`; `p6p7` adds the top block over the last input.
+    /// `2^first_stage`, with `out_channels`, and the `top` block.
     pub fn load(
         vb: &VarBuilder,
         in_channels: &[usize],
         first_stage: usize,
         out_channels: usize,
-        p6p7: bool,
+        top: TopBlock,
     ) -> Result<Self> {
         let mut levels = Vec::with_capacity(in_channels.len());
         for (i, &c) in in_channels.iter().enumerate() {
@@ -42,8 +58,14 @@ impl Fpn {
                 )?,
             ));
         }
-        let top = match (p6p7, in_channels.last()) {
-            (true, Some(&c_last)) => {
+        let p6_in = match top {
+            TopBlock::None => None,
+            TopBlock::FromInput => in_channels.last().copied(),
+            TopBlock::FromOutput => Some(out_channels),
+        };
+        let top_source = top;
+        let top = match p6_in {
+            Some(c_last) => {
                 let t = vb.pp("top_block");
                 Some((
                     Conv2d::load(
@@ -56,9 +78,13 @@ impl Fpn {
                     )?,
                 ))
             }
-            _ => None,
+            None => None,
         };
-        Ok(Fpn { levels, top })
+        Ok(Fpn {
+            levels,
+            top,
+            top_source,
+        })
     }
 
     /// The pyramid of `features` (finest first): one output per input level, then P6 and P7
@@ -86,7 +112,11 @@ impl Fpn {
             prev = Some(merged);
         }
         let mut out: Vec<Tensor> = out.into_iter().flatten().collect();
-        if let (Some((p6, p7)), Some(last)) = (&self.top, features.last()) {
+        let source = match self.top_source {
+            TopBlock::FromOutput => out.last(),
+            _ => features.last(),
+        };
+        if let (Some((p6, p7)), Some(last)) = (&self.top, source) {
             let y6 = p6.forward(last)?;
             let y7 = p7.forward(&y6.relu()?)?;
             out.push(y6);

@@ -7,8 +7,7 @@ use super::common::npy_pickle::{self, Obj};
 use super::{check_decoder, load, Fixture};
 use candle_core::{Device, Tensor};
 use deva::segmenter::mask2former::{
-    infer_config, load_detectron2, read_detectron2, BackboneConfig, Mask2FormerConfig,
-    Mask2FormerSpec,
+    infer_config, read_detectron2, BackboneConfig, Mask2Former, Mask2FormerConfig, Mask2FormerSpec,
 };
 use deva::segmenter::ImageSegmenter;
 use deva::ModelStore;
@@ -241,7 +240,7 @@ fn detectron2_pkl_loads_into_the_same_model() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("model_final_test.pkl");
     std::fs::write(&path, detectron2_pickle(&fx)).unwrap();
-    let m = load_detectron2(&path, &fx.config, &Device::Cpu).expect("detectron2 pkl");
+    let m = Mask2Former::load(&path, &fx.config, &Device::Cpu).expect("detectron2 pkl");
     for case in fx.case_names() {
         let key = |n: &str| format!("{case}.{n}");
         let out = m.forward(fx.get(&key("pixel_values"))).unwrap();
@@ -249,7 +248,7 @@ fn detectron2_pkl_loads_into_the_same_model() {
     }
     // The same file written by Python's pickle (tests/make_mask2former_d2_pkl.py), if given.
     if let Some(py) = std::env::var_os("DEVA_M2F_D2_PKL") {
-        let m = load_detectron2(Path::new(&py), &fx.config, &Device::Cpu).expect("python pkl");
+        let m = Mask2Former::load(Path::new(&py), &fx.config, &Device::Cpu).expect("python pkl");
         for case in fx.case_names() {
             let out = m.forward(fx.get(&format!("{case}.pixel_values"))).unwrap();
             check_decoder(&fx, &case, &out.decoder);
@@ -260,7 +259,7 @@ fn detectron2_pkl_loads_into_the_same_model() {
     let at = bytes.windows(10).position(|w| w == b"query_feat").unwrap();
     bytes[at..at + 10].copy_from_slice(b"query_fea7");
     std::fs::write(&path, &bytes).unwrap();
-    let e = load_detectron2(&path, &fx.config, &Device::Cpu)
+    let e = Mask2Former::load(&path, &fx.config, &Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(e.contains("query_fea7"), "{e}");

@@ -1,6 +1,6 @@
-//! EntitySeg hyper-parameters: the detectron2 config keys of `EntityFPN` (`MODEL.RESNETS`,
-//! `MODEL.FPN`, `MODEL.FCOS`, `MODEL.KERNEL_HEAD`, `MODEL.CONDINST`, `INPUT`), with the
-//! defaults of the published R50 configuration (`configs/entity_r50_*.yaml` on top of
+//! EntitySeg hyper-parameters: the detectron2 config keys of `EntityFPN` (`MODEL.RESNETS` or
+//! `MODEL.SWINT`, `MODEL.FPN`, `MODEL.FCOS`, `MODEL.KERNEL_HEAD`, `MODEL.CONDINST`, `INPUT`),
+//! with the defaults of the published R50 configuration (`configs/entity_r50_*.yaml` on top of
 //! `add_entity_config`).
 
 use std::path::Path;
@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::nn::resnet::Detectron2ResNetConfig;
+use crate::nn::swin::SwinConfig;
 
 /// FCOS detection head and proposal settings (`MODEL.FCOS`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,12 +113,16 @@ impl Default for MaskHeadConfig {
     }
 }
 
-/// The whole `EntityFPN` (R50/R101 + FPN) configuration.
+/// The whole `EntityFPN` (ResNet or Swin + FPN) configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EntitySegConfig {
-    /// The ResNet.
+    /// The ResNet (used when `swin` is absent).
     pub resnet: Detectron2ResNetConfig,
+    /// The Swin backbone (`MODEL.SWINT`, in [`SwinConfig`]'s spelling: output stages
+    /// `stage1` … `stage4` are detectron2's `stage2` … `stage5`). When absent,
+    /// [`super::EntitySeg::load`] reads it from an original-layout Swin checkpoint's shapes.
+    pub swin: Option<SwinConfig>,
     /// FPN channels (`MODEL.FPN.OUT_CHANNELS`).
     pub fpn_out_channels: usize,
     /// Detection head.
@@ -149,7 +154,11 @@ impl Default for EntitySegConfig {
                 res2_out_channels: 256,
                 width_per_group: 64,
                 stride_in_1x1: true,
+                deform_on_per_stage: [false; 4],
+                deform_modulated: false,
+                deform_num_groups: 1,
             },
+            swin: None,
             fpn_out_channels: 256,
             fcos: FcosConfig::default(),
             kernel_head: KernelHeadConfig::default(),
@@ -213,6 +222,20 @@ impl EntitySegConfig {
                 "mask_out_stride = {} must divide the mask branch stride 8",
                 self.mask_out_stride
             ));
+        }
+        if let Some(swin) = &self.swin {
+            swin.validate()?;
+            let stages = swin
+                .out_features
+                .iter()
+                .map(|n| swin.stage_index(n))
+                .collect::<Result<Vec<_>>>()?;
+            if !stages.windows(2).all(|w| w[1] == w[0] + 1) || stages.is_empty() {
+                return bad(format!(
+                    "swin.out_features {:?} must be consecutive stages, finest first (the FPN's inputs)",
+                    swin.out_features
+                ));
+            }
         }
         if self.min_size_test == 0 || self.max_size_test < self.min_size_test {
             return bad("min_size_test must be positive and at most max_size_test".into());

@@ -2,11 +2,12 @@
 //! the `EntityFPN` meta-architecture): class-agnostic entities for open-world tracking and
 //! unsupervised VOS.
 //!
-//! The network is a detectron2 ResNet with an FPN and its P6/P7 top block, an FCOS-style
-//! detection head with one class on P3 … P7, a controller (PanopticFCN kernel head with
-//! coordinate channels) predicting each location's dynamic mask-head parameters from the box
-//! tower, CondInst's mask branch on P3 … P5 and the dynamic 1×1 mask head over the mask
-//! features and relative coordinates.
+//! The network is a detectron2 ResNet or a Swin Transformer with an FPN on its four stage
+//! outputs (strides 4 … 32) and the P6/P7 top block (P6 from res5 for ResNet, from P5 for
+//! Swin, as the official backbone builders do), an FCOS-style detection head with one class
+//! on P3 … P7, a controller (PanopticFCN kernel head with coordinate channels) predicting each
+//! location's dynamic mask-head parameters from the box tower, CondInst's mask branch on
+//! P3 … P5 and the dynamic 1×1 mask head over the mask features and relative coordinates.
 //!
 //! Inference follows the official test path (`EntityFPN.forward` in eval mode with the
 //! `configs/entity_r50_*.yaml` settings): detectron2's `DefaultPredictor` preprocessing (BGR,
@@ -19,10 +20,18 @@
 //! keeps entities scoring at least `score_threshold` (default 0.2, the official demo's),
 //! at most `max_entities`.
 //!
-//! Backbones: ResNet-50/101 without deformable convolution (`entity_r50_*`, `entity_r101_1x`,
-//! `entity_r101_3x`). Out of reach for now: `entity_r101_dcnv2_3x` (modulated deformable
-//! convolutions in res3 … res5), the Swin-T / Swin-L (`entity_swin_*`) and MiT (`entity_mit_*`)
-//! backbones (their detectron2 wrappers are not mapped yet).
+//! Backbones: ResNet-50/101 (`entity_r50_*`, `entity_r101_1x`, `entity_r101_3x`, and
+//! `entity_r101_dcnv2_3x` with modulated deformable convolutions in res3 … res5,
+//! [`crate::nn::deform_conv`]; without a config file the depth and deformable stages are read
+//! from the checkpoint) and Swin (`entity_swin_t_1x`: Swin-T; `entity_swin_lw7_1x`,
+//! `entity_swin_lw7_3x`: Swin-L window 7), read in the original Swin key layout
+//! ([`crate::nn::swin::Layout::Official`], `backbone.bottom_up.{patch_embed, layers, norm0 …
+//! norm3}`; its `stage2` … `stage5` outputs are the FPN's inputs as in `MODEL.FPN.IN_FEATURES`,
+//! each normed by its `norm{i}`, no absolute position embedding). A checkpoint with the Swin
+//! patch embedding selects it and its sizes come from its shapes (or `config.swin`). The
+//! deformable convolution is checked against `torchvision.ops.deform_conv2d` (the CPU
+//! stand-in for detectron2's CUDA-only op); there is no end-to-end oracle fixture of the DCN
+//! model yet. Out of reach for now: the MiT backbones (`entity_mit_*`).
 
 pub mod config;
 pub mod head;

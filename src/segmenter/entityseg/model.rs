@@ -1,6 +1,6 @@
-//! `EntityFPN` with a ResNet backbone: detectron2 ResNet + FPN (P2 … P7), the entity
-//! detection head and controller on P3 … P7, the mask branch on P3 … P5, the dynamic mask
-//! head, and the preprocessing of detectron2's `DefaultPredictor`.
+//! `EntityFPN`: a detectron2 ResNet or a Swin Transformer with the FPN (P2 … P7) on its four
+//! stage outputs, the entity detection head and controller on P3 … P7, the mask branch on
+//! P3 … P5, the dynamic mask head, and the preprocessing of detectron2's `DefaultPredictor`.
 
 use std::path::Path;
 
@@ -13,9 +13,9 @@ use super::head::{EntityHead, LevelOutput};
 use super::mask_head::{DynamicMaskHead, Entities, MaskBranch};
 use super::postprocess::{entities, proposals, EntityMap, Proposals, Sizes};
 use crate::error::{Error, Result};
-use crate::nn::checkpoint::CheckpointFormat;
-use crate::nn::fpn::Fpn;
+use crate::nn::fpn::{Fpn, TopBlock};
 use crate::nn::resnet::Detectron2ResNet;
+use crate::nn::swin::{Layout, SwinBackbone, SwinConfig};
 use crate::nn::Weights;
 use crate::video::pillow::{resize, PillowFilter};
 
@@ -32,23 +32,45 @@ pub const UNUSED_KEYS: &[&str] = &[
     "mask_head.stable.2.bias",
 ];
 
+/// Prefix of the bottom-up backbone's keys.
+pub const BOTTOM_UP: &str = "backbone.bottom_up.";
+
 /// Multiple the network input is padded to (the backbone's coarsest bottom-up stride).
 pub const SIZE_DIVISIBILITY: usize = 32;
 
-/// Backbone outputs: `res2` … `res5` and `p2` … `p7`.
+/// Backbone outputs: the four bottom-up stages (`res2` … `res5` or Swin's `stage2` …
+/// `stage5`, strides 4 … 32) and `p2` … `p7`.
 #[derive(Debug, Clone)]
 pub struct Features {
-    /// ResNet stages.
+    /// Bottom-up stages, finest first.
     pub res: Vec<Tensor>,
     /// FPN levels, finest first.
     pub pyramid: Vec<Tensor>,
+}
+
+/// The bottom-up part of the backbone.
+#[derive(Debug, Clone)]
+enum BottomUp {
+    /// detectron2's ResNet (`MODEL.RESNETS`).
+    ResNet(Detectron2ResNet),
+    /// The Swin Transformer in the original key layout (`MODEL.SWINT`).
+    Swin(SwinBackbone),
+}
+
+impl BottomUp {
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            BottomUp::ResNet(r) => r.forward(x),
+            BottomUp::Swin(s) => s.forward(x),
+        }
+    }
 }
 
 /// The network.
 #[derive(Debug, Clone)]
 pub struct EntitySeg {
     config: EntitySegConfig,
-    bottom_up: Detectron2ResNet,
+    bottom_up: BottomUp,
     fpn: Fpn,
     head: EntityHead,
     mask_branch: MaskBranch,
@@ -60,15 +82,37 @@ impl EntitySeg {
     pub fn new(config: &EntitySegConfig, vb: VarBuilder) -> Result<Self> {
         config.validate()?;
         let backbone = vb.pp("backbone");
+        let bottom = backbone.pp("bottom_up");
+        // The official builders differ in the top block's input: the ResNet one reads res5,
+        // the Swin one (`build_retinanet_swin_fpn_backbone`) reads p5.
+        let (bottom_up, channels, first_stage, top) = match &config.swin {
+            None => (
+                BottomUp::ResNet(Detectron2ResNet::load(&bottom, &config.resnet)?),
+                config.resnet.out_channels().to_vec(),
+                2,
+                TopBlock::FromInput,
+            ),
+            Some(swin) => {
+                // FPN levels are named by log2 of their stride: stage i has stride p·2^i.
+                let first = swin.stage_index(&swin.out_features[0])?;
+                let stride = swin.patch_size << first;
+                (
+                    BottomUp::Swin(SwinBackbone::load(swin, Layout::Official, bottom)?),
+                    swin.out_channels()?,
+                    stride.trailing_zeros() as usize,
+                    TopBlock::FromOutput,
+                )
+            }
+        };
         Ok(EntitySeg {
             config: config.clone(),
-            bottom_up: Detectron2ResNet::load(&backbone.pp("bottom_up"), &config.resnet)?,
+            bottom_up,
             fpn: Fpn::load(
                 &backbone,
-                &config.resnet.out_channels(),
-                2,
+                &channels,
+                first_stage,
                 config.fpn_out_channels,
-                true,
+                top,
             )?,
             head: EntityHead::load(
                 &vb.pp("det_head").pp("fcos_head"),
@@ -81,14 +125,55 @@ impl EntitySeg {
     }
 
     /// Loads an official checkpoint: a detectron2 `.pth` (`{"model": state_dict, ...}`) or a
-    /// safetensors file of the same keys; strict (a missing, misshapen or unknown key is an
-    /// error naming it).
+    /// safetensors file of the same keys; strict (see [`EntitySeg::from_weights`]).
     pub fn load(path: &Path, config: &EntitySegConfig, device: &Device) -> Result<Self> {
-        let weights = match CheckpointFormat::of_file(path)?.0 {
-            CheckpointFormat::Safetensors => Weights::open(path)?,
-            _ => Weights::from_state_dict(crate::nn::checkpoint::load(path, &["model"])?)?,
+        let weights = Weights::open_model(path)?;
+        Self::from_weights(&weights, config, device)
+    }
+
+    /// Builds the network from official-layout weights, strictly: a missing, misshapen or
+    /// unknown key is an error naming it (only [`UNUSED_KEYS`] and Swin's derived
+    /// relative-position indices may stay unread). The backbone is a Swin when the checkpoint
+    /// has its patch embedding (`backbone.bottom_up.patch_embed.proj.weight`); its sizes then
+    /// come from `config.swin` or, when that is absent, from the checkpoint's shapes.
+    pub fn from_weights(
+        weights: &Weights,
+        config: &EntitySegConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut config = config.clone();
+        if config.swin.is_none() && weights.contains(&format!("{BOTTOM_UP}patch_embed.proj.weight"))
+        {
+            config.swin = Some(SwinConfig::from_official(weights, BOTTOM_UP)?);
+        }
+        let derived = match &config.swin {
+            Some(swin) => Layout::Official.derived_buffers(swin, BOTTOM_UP),
+            None => Vec::new(),
         };
-        weights.build(device, UNUSED_KEYS, |vb| EntitySeg::new(config, vb))
+        let ignored: Vec<&str> = UNUSED_KEYS
+            .iter()
+            .copied()
+            .chain(derived.iter().map(String::as_str))
+            .collect();
+        weights.build(device, &ignored, |vb| EntitySeg::new(&config, vb))
+    }
+
+    /// [`load`](Self::load) with a ResNet's depth and deformable stages read from the
+    /// checkpoint ([`Detectron2ResNetConfig::read_from`](crate::nn::resnet::Detectron2ResNetConfig::read_from)),
+    /// the other sizes from `config`: the R50, R101 and R101-DCNv2 model-zoo files need no
+    /// config file (a Swin checkpoint is recognised as [`from_weights`](Self::from_weights)
+    /// says).
+    pub fn load_reading_backbone(
+        path: &Path,
+        config: &EntitySegConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let weights = Weights::open_model(path)?;
+        let mut config = config.clone();
+        if !weights.contains(&format!("{BOTTOM_UP}patch_embed.proj.weight")) {
+            config.resnet = config.resnet.read_from(&weights, BOTTOM_UP)?;
+        }
+        Self::from_weights(&weights, &config, device)
     }
 
     /// The configuration.

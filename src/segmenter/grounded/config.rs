@@ -4,7 +4,6 @@
 use serde::Deserialize;
 use std::path::Path;
 
-use super::text::BertMaskMode;
 use crate::error::{Error, Result};
 use crate::nn::swin::SwinConfig;
 
@@ -189,4 +188,17 @@ impl GroundingDinoConfig {
         }
         Ok(())
     }
+}
+
+/// How BERT applies the phrase-block self-attention mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BertMaskMode {
+    /// Blocked pairs get the most negative f32 added to their scores (official
+    /// Grounding-DINO, `transformers` 4.x).
+    #[default]
+    Block,
+    /// The boolean mask itself is added to the scores (+1 where allowed, 0 elsewhere), so
+    /// nothing is blocked: what `transformers` 5.x's eager BERT attention does with the
+    /// boolean mask Grounding-DINO passes it (the reference of the parity fixture).
+    AddAsScores,
 }

@@ -18,7 +18,7 @@ pub mod segmenter;
 pub mod text;
 pub mod weights;
 
-pub use config::{BertConfig, GroundingDinoConfig};
+pub use config::{BertConfig, BertMaskMode, GroundingDinoConfig};
 pub use model::{GroundingDino, GroundingDinoOutput};
 pub use postprocess::{post_process, Detection};
 pub use preprocess::{preprocess, PixelBatch, ResizeRule};
@@ -26,4 +26,4 @@ pub use segmenter::{
     split_prompt, Caption, GroundedSam, TextDetection, TextModeConfig, TextSpec, DEFAULT_GDINO,
     DEFAULT_GDINO_FILES,
 };
-pub use text::{phrase_masks, Bert, BertMaskMode, TextTokenizer, TokenBatch};
+pub use text::{phrase_masks, Bert, TextTokenizer, TokenBatch};

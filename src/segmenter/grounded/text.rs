@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 use std::path::Path;
 
-use super::config::BertConfig;
+use super::config::{BertConfig, BertMaskMode};
 use crate::error::{Error, Result};
 
 /// `[CLS]`, `[SEP]`, `.` and `?`: the tokens that close a phrase block.
@@ -164,19 +164,6 @@ pub fn batch_phrase_masks(
         Tensor::from_vec(masks, (b, keep, keep), dev)?,
         Tensor::from_vec(positions, (b, keep), dev)?,
     ))
-}
-
-/// How BERT applies the phrase-block self-attention mask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BertMaskMode {
-    /// Blocked pairs get the most negative f32 added to their scores (official
-    /// Grounding-DINO, `transformers` 4.x).
-    #[default]
-    Block,
-    /// The boolean mask itself is added to the scores (+1 where allowed, 0 elsewhere), so
-    /// nothing is blocked: what `transformers` 5.x's eager BERT attention does with the
-    /// boolean mask Grounding-DINO passes it (the reference of the parity fixture).
-    AddAsScores,
 }
 
 /// Additive attention bias from a 0/1 mask: 0 where allowed, the most negative f32 elsewhere.

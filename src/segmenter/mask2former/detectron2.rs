@@ -6,13 +6,8 @@
 
 use std::path::Path;
 
-use candle_core::Device;
-
-use super::config::Mask2FormerConfig;
-use super::model::{Mask2Former, UNUSED_KEYS};
 use crate::error::Result;
 use crate::nn::checkpoint::{RawTensor, StateDict};
-use crate::nn::Weights;
 
 /// detectron2 buffers that inference does not need (training statistics, constants).
 const DROPPED: &[&str] = &["pixel_mean", "pixel_std"];
@@ -67,29 +62,9 @@ fn insert_split(
     Ok(())
 }
 
-/// Loads a detectron2 `model_final_*.pkl` (its `model` dict) into a model of `config`:
-/// keys mapped with [`to_hf`], then strictly (every key used, every shape checked).
-pub fn load_detectron2(
-    path: &Path,
-    config: &Mask2FormerConfig,
-    device: &Device,
-) -> Result<Mask2Former> {
-    build_from_hf(read_detectron2(path)?, config, device)
-}
-
 /// Reads a detectron2 `model_final_*.pkl` (its `model` dict) with keys mapped by [`to_hf`].
 pub fn read_detectron2(path: &Path) -> Result<StateDict> {
     to_hf(&crate::nn::checkpoint::load(path, &["model"])?)
-}
-
-/// Builds a model of `config` from Hugging Face-layout weights, strictly (every key used,
-/// every shape checked).
-pub fn build_from_hf(
-    dict: StateDict,
-    config: &Mask2FormerConfig,
-    device: &Device,
-) -> Result<Mask2Former> {
-    Weights::from_state_dict(dict)?.build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
 }
 
 /// Maps a detectron2 Mask2Former state dict (Swin or ResNet backbone) to Hugging Face keys.

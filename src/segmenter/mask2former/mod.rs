@@ -18,7 +18,7 @@ pub mod spec;
 pub mod transformer_decoder;
 
 pub use config::{BackboneConfig, Mask2FormerConfig};
-pub use detectron2::{load_detectron2, read_detectron2};
+pub use detectron2::read_detectron2;
 pub use infer::infer_config;
 pub use labels::{Label, LabelSet};
 pub use model::{Mask2Former, Mask2FormerOutput};

@@ -7,11 +7,13 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{BackboneConfig, Mask2FormerConfig};
+use super::detectron2::read_detectron2;
 use super::heads::ClassPredictor;
 use super::pixel_decoder::{PixelDecoder, PixelDecoderOutput};
 use super::resnet::ResNetBackbone;
 use super::transformer_decoder::{DecoderOutput, TransformerDecoder};
 use crate::error::Result;
+use crate::nn::checkpoint::StateDict;
 use crate::nn::swin::SwinBackbone;
 use crate::nn::Weights;
 
@@ -108,16 +110,28 @@ impl Mask2Former {
         })
     }
 
-    /// Loads weights from a Hugging Face checkpoint (safetensors or `.pth`, strict: every
-    /// key used, every shape checked) or from a detectron2 `.pkl` (see
-    /// [`load_detectron2`](super::detectron2::load_detectron2)), chosen by the file's content.
+    /// Loads weights from a Hugging Face checkpoint (safetensors or `.pth`) or from a
+    /// detectron2 `model_final_*.pkl` (its `model` dict, keys mapped by
+    /// [`to_hf`](super::detectron2::to_hf)), chosen by the file's content; strictly (every key
+    /// used, every shape checked).
     pub fn load(path: &Path, config: &Mask2FormerConfig, device: &Device) -> Result<Self> {
         if crate::nn::checkpoint::CheckpointFormat::of_file(path)?.0
             == crate::nn::checkpoint::CheckpointFormat::Pickle
         {
-            return super::detectron2::load_detectron2(path, config, device);
+            return Self::from_state_dict(read_detectron2(path)?, config, device);
         }
         Weights::open(path)?.build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
+    }
+
+    /// Builds a model of `config` from Hugging Face-layout weights, strictly (every key used,
+    /// every shape checked).
+    pub fn from_state_dict(
+        dict: StateDict,
+        config: &Mask2FormerConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        Weights::from_state_dict(dict)?
+            .build(device, UNUSED_KEYS, |vb| Mask2Former::new(config, vb))
     }
 
     /// The configuration.

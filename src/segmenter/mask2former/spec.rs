@@ -7,7 +7,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use super::config::Mask2FormerConfig;
-use super::detectron2::{build_from_hf, read_detectron2};
+use super::detectron2::read_detectron2;
 use super::infer::infer_config;
 use super::labels::LabelSet;
 use super::model::Mask2Former;
@@ -135,24 +135,7 @@ impl Mask2FormerSpec {
                     .into(),
             )
         })?;
-        if let Some(name) = w.to_str().filter(|n| store.entry(n).is_ok()) {
-            return store.path(name);
-        }
-        if w.is_file() {
-            return Ok(w.clone());
-        }
-        let names: Vec<&str> = store
-            .manifest()
-            .models
-            .iter()
-            .map(|m| m.name.as_str())
-            .filter(|n| n.starts_with("mask2former"))
-            .collect();
-        Err(Error::Config(format!(
-            "segmenter.weights: '{}' is neither a file nor a model name ({})",
-            w.display(),
-            names.join(", ")
-        )))
+        store.model_or_file(w, "mask2former", "segmenter.weights")
     }
 
     /// Loads the model and labels (weights through `store` when named) and builds the
@@ -189,7 +172,7 @@ impl Mask2FormerSpec {
                 })?;
                 let dict = read_detectron2(&weights)?;
                 let config = infer_config(&dict, &set.names())?;
-                let model = build_from_hf(dict, &config, device)?;
+                let model = Mask2Former::from_state_dict(dict, &config, device)?;
                 (config, model)
             }
             None => {

@@ -1,6 +1,7 @@
 //! ReferFormer's sizes, read from the checkpoint's tensor shapes.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::nn::swin::SwinConfig;
 use crate::nn::weights::Weights;
 use crate::segmenter::grounded::BertConfig;
 
@@ -10,6 +11,38 @@ pub const HEADS: usize = 8;
 const TEXT_HEAD_DIM: usize = 64;
 /// RoBERTa's LayerNorm epsilon.
 const TEXT_EPS: f64 = 1e-5;
+
+/// Prefix of the visual backbone's keys.
+pub const BACKBONE: &str = "backbone.0.body.";
+
+/// The visual backbone (`backbone.0.body`), chosen by the checkpoint's keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VisualBackbone {
+    /// torchvision ResNet (`resnet50`, `resnet101`) with this many bottleneck blocks per
+    /// stage (`[3, 4, 6, 3]`: ResNet-50).
+    ResNet {
+        /// Blocks per stage.
+        blocks: [usize; 4],
+    },
+    /// Swin Transformer in the original key layout (`swin_{t,s,b,l}_p4w7`), four outputs.
+    Swin(SwinConfig),
+}
+
+impl VisualBackbone {
+    /// Channels of the four outputs (strides 4, 8, 16, 32).
+    pub fn out_channels(&self) -> Result<[usize; 4]> {
+        match self {
+            VisualBackbone::ResNet { .. } => Ok([256, 512, 1024, 2048]),
+            VisualBackbone::Swin(c) => c.out_channels()?.try_into().map_err(|v: Vec<usize>| {
+                Error::Config(format!(
+                    "referformer: the Swin backbone has {} outputs ({:?}); the model needs 4",
+                    v.len(),
+                    c.out_features
+                ))
+            }),
+        }
+    }
+}
 
 /// Sizes of a ReferFormer checkpoint.
 #[derive(Debug, Clone)]
@@ -36,8 +69,8 @@ pub struct ReferFormerConfig {
     pub dynamic_mask_channels: usize,
     /// Layers of the dynamic mask head.
     pub controller_layers: usize,
-    /// Bottleneck blocks per ResNet stage (`[3, 4, 6, 3]`: ResNet-50).
-    pub backbone_blocks: [usize; 4],
+    /// The visual backbone.
+    pub backbone: VisualBackbone,
     /// Whether the decoder refines its boxes layer by layer (`with_box_refine`).
     pub box_refine: bool,
     /// The RoBERTa text encoder.
@@ -66,7 +99,18 @@ impl ReferFormerConfig {
                      of {controller_layers} layers over {mask_dim} mask channels"
                 ))
             })?;
-        let blocks = |i: usize| w.count(&format!("backbone.0.body.layer{i}"), "conv1.weight");
+        let backbone = if w.contains(&format!("{BACKBONE}patch_embed.proj.weight")) {
+            // Every official Swin entry returns all stages (`out_indices` 0..3), so each
+            // stage's output norm is required (a missing one is a missing-key error).
+            let mut c = SwinConfig::from_official(w, BACKBONE)?;
+            c.out_features = (1..=c.depths.len()).map(|i| format!("stage{i}")).collect();
+            VisualBackbone::Swin(c)
+        } else {
+            let blocks = |i: usize| w.count(&format!("{BACKBONE}layer{i}"), "conv1.weight");
+            VisualBackbone::ResNet {
+                blocks: [blocks(1), blocks(2), blocks(3), blocks(4)],
+            }
+        };
         let t = "text_encoder.embeddings";
         let word = dims(&format!("{t}.word_embeddings.weight"))?;
         let text = BertConfig {
@@ -91,7 +135,7 @@ impl ReferFormerConfig {
             mask_dim,
             dynamic_mask_channels,
             controller_layers,
-            backbone_blocks: [blocks(1), blocks(2), blocks(3), blocks(4)],
+            backbone,
             box_refine: w.contains("transformer.decoder.bbox_embed.0.layers.0.weight"),
             text,
         })

@@ -5,14 +5,14 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
 use std::path::Path;
 
-use super::config::ReferFormerConfig;
+use super::config::{ReferFormerConfig, VisualBackbone, BACKBONE};
 use super::fpn::{sine_1d, CrossModalFpn, Fusion, Words};
 use super::text::Roberta;
 use super::transformer::DeformableTransformer;
 use crate::error::{Error, Result};
-use crate::nn::checkpoint;
 use crate::nn::mlp::Mlp;
 use crate::nn::resnet::{BlockKind, Stage, Stem};
+use crate::nn::swin::{Layout, SwinBackbone};
 use crate::nn::weights::Weights;
 use crate::segmenter::mask2former::pixel_decoder::sine_position_embedding_shifted;
 
@@ -23,14 +23,37 @@ const MASK_STRIDE: usize = 4;
 /// Transformer feature levels the FPN is built for (3 backbone levels and one extra).
 const FEATURE_LEVELS: usize = 4;
 
-/// The ResNet body (`backbone.0.body`) returning the stride 4, 8, 16 and 32 maps.
+/// The torchvision ResNet body returning the stride 4, 8, 16 and 32 maps.
 #[derive(Debug, Clone)]
-struct Backbone {
+struct ResNetBody {
     stem: Stem,
     stages: Vec<Stage>,
 }
 
+/// The visual backbone (`backbone.0.body`): four maps at strides 4, 8, 16 and 32.
+#[derive(Debug, Clone)]
+enum Backbone {
+    ResNet(ResNetBody),
+    Swin(SwinBackbone),
+}
+
 impl Backbone {
+    fn new(config: &VisualBackbone, vb: VarBuilder) -> Result<Self> {
+        Ok(match config {
+            VisualBackbone::ResNet { blocks } => Backbone::ResNet(ResNetBody::new(*blocks, vb)?),
+            VisualBackbone::Swin(c) => Backbone::Swin(SwinBackbone::load(c, Layout::Official, vb)?),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Backbone::ResNet(r) => r.forward(x),
+            Backbone::Swin(s) => s.forward(x),
+        }
+    }
+}
+
+impl ResNetBody {
     fn new(blocks: [usize; 4], vb: VarBuilder) -> Result<Self> {
         let mut stages = Vec::with_capacity(4);
         let mut c_in = 64;
@@ -47,7 +70,7 @@ impl Backbone {
             )?);
             c_in = planes * 4;
         }
-        Ok(Backbone {
+        Ok(ResNetBody {
             stem: Stem::load(&vb, 3)?,
             stages,
         })
@@ -147,9 +170,19 @@ impl ReferFormer {
     /// dict or safetensors file with the same keys), strictly: a missing, mis-shaped or unused
     /// key is an error naming it.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let weights = open_weights(path)?;
-        let config = ReferFormerConfig::from_weights(&weights)?;
-        weights.build(device, &[], |vb| ReferFormer::new(config, vb))
+        Self::from_weights(&Weights::open_model(path)?, device)
+    }
+
+    /// Builds the network from official-layout weights with the sizes their shapes give,
+    /// strictly (only a Swin backbone's derived relative-position indices may stay unread).
+    pub fn from_weights(weights: &Weights, device: &Device) -> Result<Self> {
+        let config = ReferFormerConfig::from_weights(weights)?;
+        let derived = match &config.backbone {
+            VisualBackbone::Swin(c) => Layout::Official.derived_buffers(c, BACKBONE),
+            VisualBackbone::ResNet { .. } => Vec::new(),
+        };
+        let ignored: Vec<&str> = derived.iter().map(String::as_str).collect();
+        weights.build(device, &ignored, |vb| ReferFormer::new(config, vb))
     }
 
     /// Builds the network from `vb` with the official key names.
@@ -181,15 +214,21 @@ impl ReferFormer {
         let params: usize = ws.iter().sum::<usize>() + bs.iter().sum::<usize>();
         let text = vb.pp("text_encoder");
         let th = c.text.hidden_size;
-        let channels = [512usize, 1024, 2048];
-        let mut input_proj = channels
+        // The last three backbone maps are projected; the extra level downsamples the last.
+        let channels = c.backbone.out_channels()?;
+        let mut input_proj = channels[1..]
             .iter()
             .enumerate()
             .map(|(i, &ch)| Projection::new(ch, d, 1, vb.pp("input_proj").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        input_proj.push(Projection::new(2048, d, 3, vb.pp("input_proj").pp(3))?);
+        input_proj.push(Projection::new(
+            channels[3],
+            d,
+            3,
+            vb.pp("input_proj").pp(3),
+        )?);
         Ok(ReferFormer {
-            backbone: Backbone::new(c.backbone_blocks, vb.pp("backbone").pp("0").pp("body"))?,
+            backbone: Backbone::new(&c.backbone, vb.pp("backbone").pp("0").pp("body"))?,
             text_encoder: Roberta::new(&c.text, text)?,
             resizer_fc: candle_nn::linear(th, d, vb.pp("resizer").pp("fc"))?,
             resizer_norm: candle_nn::layer_norm(d, 1e-12, vb.pp("resizer").pp("layer_norm"))?,
@@ -200,7 +239,7 @@ impl ReferFormer {
             class_embed: class_embed.expect("at least one decoder layer"),
             bbox_embed: bbox_embed.expect("at least one decoder layer"),
             pixel_decoder: CrossModalFpn::new(
-                256,
+                channels[0],
                 d,
                 c.mask_dim,
                 c.dim_feedforward,
@@ -356,19 +395,5 @@ impl ReferFormer {
         Ok(candle_nn::ops::sigmoid(&pred_logits.to_dtype(DType::F32)?)?
             .max(D::Minus1)?
             .to_vec1::<f32>()?)
-    }
-}
-
-/// Opens a checkpoint: the `model` entry of a `.pth` when there is one, else the whole file.
-fn open_weights(path: &Path) -> Result<Weights> {
-    let (format, _) = checkpoint::CheckpointFormat::of_file(path)?;
-    if format == checkpoint::CheckpointFormat::TorchZip {
-        let dict = match checkpoint::load(path, &["model"]) {
-            Ok(d) => d,
-            Err(_) => checkpoint::load(path, &[])?,
-        };
-        Weights::from_state_dict(dict)
-    } else {
-        Weights::open(path)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::config::SamVariant;
 use super::decoder::{DecoderConfig, MaskDecoder};
-use super::predictor::EmbeddingCache;
+use super::embedding::EmbeddingCache;
 use super::prompt::{PromptEmbeddings, PromptEncoder};
 use super::tiny_vit::{TinyVit, TinyVitConfig, UNUSED_KEYS};
 use super::transform::CoordScale;

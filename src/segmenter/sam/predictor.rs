@@ -2,6 +2,7 @@
 //! once, then points, boxes and mask inputs given in original-image pixels give masks at the
 //! original size.
 
+use super::embedding::ImageEmbedding;
 use super::model::SamModel;
 use super::prompt::PromptEmbeddings;
 use super::transform::{apply_coords, input_tensor, resize_longest_side, MaskUpscaler};
@@ -9,32 +10,12 @@ use crate::error::{Error, Result};
 use crate::mask::BinaryMask;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
-/// An image embedded by SAM, with the sizes needed to map prompts and masks.
-#[derive(Debug, Clone)]
-pub struct ImageEmbedding {
-    /// The embedding `(1, C, h, w)`.
-    pub features: Tensor,
-    /// `(h, w)` of the original image.
-    pub original_size: (usize, usize),
-    /// `(h, w)` of the resized image inside the padded model input.
-    pub input_size: (usize, usize),
-}
-
-/// The last image a model embedded and its embedding, and how often the encoder ran.
-#[derive(Debug, Default)]
-pub(super) struct EmbeddingCache {
-    last: Mutex<Option<(RgbImage, ImageEmbedding)>>,
-    encoder_runs: AtomicUsize,
-}
 
 impl SamModel {
     /// How many times the image encoder has run (embeddings served from the model's cache of
     /// the last image are not counted).
     pub fn encoder_runs(&self) -> usize {
-        self.cache.encoder_runs.load(Ordering::Relaxed)
+        self.cache.runs()
     }
 }
 
@@ -107,17 +88,10 @@ impl SamModel {
     /// an image with the same pixels (a SAM segmenter and the refiner on one frame), it returns
     /// that embedding without running the encoder.
     pub fn embed_image(&self, image: &RgbImage) -> Result<ImageEmbedding> {
-        let mut last = self.cache.last.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, emb)) = last.as_ref() {
-            if seen == image {
-                return Ok(emb.clone());
-            }
-        }
-        let resized = resize_longest_side(image, self.arch().img_size);
-        let emb =
-            self.embed_resized(&resized, (image.height() as usize, image.width() as usize))?;
-        *last = Some((image.clone(), emb.clone()));
-        Ok(emb)
+        self.cache.get_or_embed(image, |image| {
+            let resized = resize_longest_side(image, self.arch().img_size);
+            self.embed_resized(&resized, (image.height() as usize, image.width() as usize))
+        })
     }
 
     /// Embeds an image already resized by [`resize_longest_side`] from an original of
@@ -128,7 +102,7 @@ impl SamModel {
         original_size: (usize, usize),
     ) -> Result<ImageEmbedding> {
         let input = self.input_tensor(resized)?;
-        self.cache.encoder_runs.fetch_add(1, Ordering::Relaxed);
+        self.cache.count_run();
         let features = self.encode(&input, None)?;
         Ok(ImageEmbedding {
             features,

@@ -3,9 +3,11 @@ detectron2) with random weights on a few images and writes what the Rust port mu
 
 Usage (see README.md and setup.sh beside this file):
 
-    PYTHONPATH=$DETECTRON2_SRC python make_fixture.py --seed 0 \
+    PYTHONPATH=$DETECTRON2_SRC python make_fixture.py --seed 0 [--backbone r50|swin] \
         --entity-src $ENTITY_SRC --detectron2-src $DETECTRON2_SRC --out $DEVA_FIXTURES/entityseg
 
+`--backbone r50` (the default) narrows `configs/entity_r50_1x.yaml`, `--backbone swin`
+`configs/entity_swin_t_1x.yaml` (the official Swin backbone module, small widths).
 Seed 0 uses real frames from ../shared/data (DAVIS-16), any other seed procedural images.
 Writes ``weights.pth`` (``{"model": state_dict}``, the official detectron2 key layout),
 ``cases.safetensors`` (every tensor listed in the generated README), ``config.json`` and
@@ -23,14 +25,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CONFIG_FILE = "configs/entity_r50_1x.yaml"
-# The published R50 configuration, narrowed so that the tests are fast. Everything that is not
-# listed keeps the value of the official config (and of add_entity_config).
+# Per --backbone: the published configuration, and its backbone narrowed so that the tests are
+# fast. Everything that is not listed keeps the value of the official config (and of
+# add_entity_config).
+CONFIG_FILES = {"r50": "configs/entity_r50_1x.yaml", "swin": "configs/entity_swin_t_1x.yaml"}
+SMALL_BACKBONE = {
+    "r50": {
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": 16,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
+        "MODEL.RESNETS.WIDTH_PER_GROUP": 16,
+    },
+    # Swin-T's layout (4 stages, window 7, patch 4) at width 32, 2 blocks per stage, head
+    # width 32.
+    "swin": {
+        "MODEL.SWINT.EMBED_DIM": 32,
+        "MODEL.SWINT.DEPTHS": [2, 2, 2, 2],
+        "MODEL.SWINT.NUM_HEADS": [1, 2, 4, 8],
+    },
+}
 SMALL = {
     "MODEL.DEVICE": "cpu",
-    "MODEL.RESNETS.STEM_OUT_CHANNELS": 16,
-    "MODEL.RESNETS.RES2_OUT_CHANNELS": 64,
-    "MODEL.RESNETS.WIDTH_PER_GROUP": 16,
     "MODEL.FPN.OUT_CHANNELS": 64,
     "MODEL.FCOS.NUM_CLS_CONVS": 2,
     "MODEL.FCOS.NUM_BOX_CONVS": 2,
@@ -48,15 +62,21 @@ CANDIDATE_FRACTION = 0.15
 MASK_FRACTION = 0.08
 
 
-def import_official(entity_src, detectron2_src):
+def import_official(entity_src, detectron2_src, backbone):
     """Imports the official modules without running entityseg/__init__.py (its evaluator needs
-    detectron2's compiled extension, which this R50 configuration does not use)."""
+    detectron2's compiled extension, which these configurations do not use) nor
+    entityseg/backbone/__init__.py (its MiT module registers names with timm)."""
     sys.path.insert(0, detectron2_src)
     seg_dir = os.path.join(entity_src, "Entity", "EntitySeg")
     sys.path.insert(0, seg_dir)
     pkg = types.ModuleType("entityseg")
     pkg.__path__ = [os.path.join(seg_dir, "entityseg")]
     sys.modules["entityseg"] = pkg
+    bb = types.ModuleType("entityseg.backbone")
+    bb.__path__ = [os.path.join(seg_dir, "entityseg", "backbone")]
+    sys.modules["entityseg.backbone"] = bb
+    if backbone == "swin":
+        import entityseg.backbone.swin  # noqa: F401 (registers build_retinanet_swin_fpn_backbone)
     from detectron2.config import get_cfg
     from detectron2.data import transforms as T
     from entityseg.arch import EntityFPN
@@ -64,9 +84,9 @@ def import_official(entity_src, detectron2_src):
 
     cfg = get_cfg()
     add_entity_config(cfg)
-    cfg.merge_from_file(os.path.join(seg_dir, CONFIG_FILE))
+    cfg.merge_from_file(os.path.join(seg_dir, CONFIG_FILES[backbone]))
     opts = []
-    for k, v in SMALL.items():
+    for k, v in {**SMALL_BACKBONE[backbone], **SMALL}.items():
         opts += [k, str(v)]
     cfg.merge_from_list(opts)
     cfg.freeze()
@@ -79,12 +99,17 @@ def import_official(entity_src, detectron2_src):
 def randomize(model, gen):
     """Deterministic random weights that keep activations in a useful range."""
     for name, p in model.state_dict().items():
-        if name.endswith("num_batches_tracked"):
+        if name.endswith("num_batches_tracked") or not p.is_floating_point():
             continue
         if name.endswith("sizes_of_interest"):
             continue
         shape = p.shape
-        if name.endswith("running_var"):
+        if name.endswith("relative_position_bias_table"):
+            v = torch.randn(shape, generator=gen)
+        elif p.dim() == 2 and name.endswith("weight"):
+            # Linear layers (Swin): unit gain.
+            v = torch.randn(shape, generator=gen) * math.sqrt(1.0 / shape[1])
+        elif name.endswith("running_var"):
             v = torch.rand(shape, generator=gen) + 0.5
         elif name.endswith("running_mean"):
             v = torch.randn(shape, generator=gen) * 0.1
@@ -168,7 +193,7 @@ def run_case(model, cfg, T, rgb, put):
     images = model.preprocess_image([inp])
     put("input", images.tensor)
     bottom = model.backbone.bottom_up(images.tensor)
-    for k in ["res2", "res3", "res4", "res5"]:
+    for k in cfg.MODEL.FPN.IN_FEATURES:
         put(k, bottom[k])
     feats = model.backbone(images.tensor)
     for k, v in feats.items():
@@ -198,6 +223,7 @@ def run_case(model, cfg, T, rgb, put):
     put("final_scores", result.scores)
     put("final_boxes", result.pred_boxes.tensor)
     return {
+        "bottom_up": list(cfg.MODEL.FPN.IN_FEATURES),
         "original_size": [h0, w0],
         "resized_size": list(resized.shape[:2]),
         "padded_size": list(images.tensor.shape[-2:]),
@@ -243,9 +269,28 @@ def calibrate(model, cfg, T, rgb):
         model.controller.out_conv.bias.data[-1] -= q
 
 
-def config_json(cfg):
+def swin_json(m):
+    """MODEL.SWINT in the port's SwinConfig spelling (detectron2's stage2..stage5 are its
+    stage1..stage4)."""
+    return {
+        "embed_dim": m.SWINT.EMBED_DIM,
+        "depths": list(m.SWINT.DEPTHS),
+        "num_heads": list(m.SWINT.NUM_HEADS),
+        "window_size": m.SWINT.WINDOW_SIZE,
+        "patch_size": m.SWINT.PATCH_SIZE,
+        "mlp_ratio": float(m.SWINT.MLP_RATIO),
+        "qkv_bias": True,
+        "layer_norm_eps": 1e-5,
+        "num_channels": 3,
+        "out_features": [f"stage{int(s[len('stage'):]) - 1}" for s in m.SWINT.OUT_FEATURES],
+        "use_absolute_embeddings": bool(m.SWINT.APE),
+    }
+
+
+def config_json(cfg, backbone):
     m = cfg.MODEL
     return {
+        "swin": swin_json(m) if backbone == "swin" else None,
         "resnet": {
             "depth": m.RESNETS.DEPTH,
             "stem_out_channels": m.RESNETS.STEM_OUT_CHANNELS,
@@ -284,17 +329,19 @@ def config_json(cfg):
     }
 
 
-README = """# EntitySeg parity fixture (seed {seed})
+README = """# EntitySeg parity fixture (seed {seed}, backbone {backbone})
 
-Made by `tests/oracle/entityseg/make_fixture.py --seed {seed}` from the official code
+Made by `tests/oracle/entityseg/make_fixture.py --seed {seed} --backbone {backbone}` from the official code
 (qqlu/Entity `Entity/EntitySeg`, `EntityFPN`, on detectron2), config `{config_file}` narrowed
 with `{small}`, random weights (see `randomize`), CPU, float32. Images: {images}.
 
 Files:
 - `weights.pth`: `torch.save({{"model": state_dict}})`, the official detectron2 key layout
-  (`backbone.bottom_up.*`, `backbone.fpn_*`, `backbone.top_block.*`, `det_head.fcos_head.*`,
+  (`backbone.bottom_up.*` (ResNet: `stem.*`, `resN.*`; Swin: `patch_embed.*`, `layers.*`,
+  `norm{{i}}.*`, with each block's `attn.relative_position_index` buffer), `backbone.fpn_*`, `backbone.top_block.*`, `det_head.fcos_head.*`,
   `controller.*`, `mask_branch.*`, `mask_head.*` incl. the training-only `mask_head.stable.*`).
-- `config.json`: every width/count/threshold of the model (read by the tests).
+- `config.json`: every width/count/threshold of the model (read by the tests); `swin` is
+  `MODEL.SWINT` in the port's `SwinConfig` spelling (null for ResNet).
 - `cases.safetensors`: per case `c{{i}}.NAME` tensors; metadata `cases_json` lists the cases
   with their sizes.
 
@@ -303,7 +350,8 @@ Tensors per case (one image, batch 1):
   `ResizeShortestEdge(min_size_test, max_size_test)` (PIL bilinear).
 - `input` f32 [1,3,Hp,Wp]: BGR, `(x - pixel_mean) / pixel_std`, zero-padded to multiples of 32
   (`model.preprocess_image`).
-- `res2`..`res5` (`model.backbone.bottom_up`), `p2`..`p7` (`model.backbone`).
+- the bottom-up outputs named in the case's `bottom_up` list (`res2`..`res5` or
+  `stage2`..`stage5`, `model.backbone.bottom_up`), `p2`..`p7` (`model.backbone`).
 - `logits.pN`, `bbox_reg.pN` (after Scale and ReLU, before the stride), `ctrness.pN`,
   `controller.pN` (dynamic parameters per location): `fcos_head(levels, controller)` for p3..p7.
 - `mask_feats` f32 [1,8,Hp/8,Wp/8]: `model.mask_branch(features)`.
@@ -322,6 +370,7 @@ Tolerances used by tests/entityseg.rs (measured on this fixture, f32 on CPU): se
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backbone", choices=sorted(CONFIG_FILES), default="r50")
     ap.add_argument("--out", required=True)
     ap.add_argument("--entity-src", required=True, help="checkout of qqlu/Entity")
     ap.add_argument("--detectron2-src", required=True, help="checkout of facebookresearch/detectron2")
@@ -331,7 +380,7 @@ def main():
     )
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cfg, EntityFPN, T = import_official(args.entity_src, args.detectron2_src)
+    cfg, EntityFPN, T = import_official(args.entity_src, args.detectron2_src, args.backbone)
     torch.manual_seed(args.seed)
     model = EntityFPN(cfg).eval()
     gen = torch.Generator().manual_seed(args.seed)
@@ -359,13 +408,14 @@ def main():
     save_file(tensors, os.path.join(args.out, "cases.safetensors"), metadata={"cases_json": json.dumps(cases)})
     torch.save({"model": model.state_dict()}, os.path.join(args.out, "weights.pth"))
     with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(config_json(cfg), f, indent=1)
+        json.dump(config_json(cfg, args.backbone), f, indent=1)
     with open(os.path.join(args.out, "README.md"), "w") as f:
         f.write(
             README.format(
                 seed=args.seed,
-                config_file=CONFIG_FILE,
-                small=json.dumps(SMALL),
+                backbone=args.backbone,
+                config_file=CONFIG_FILES[args.backbone],
+                small=json.dumps({**SMALL_BACKBONE[args.backbone], **SMALL}),
                 images=", ".join(n for n, _ in imgs),
             )
         )

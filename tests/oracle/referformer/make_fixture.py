@@ -14,7 +14,11 @@ Only the model construction is adapted, never the official modules' code:
   its `__call__`;
 - fvcore's `c2_xavier_fill` (an initialiser) is replaced by a local one when fvcore is absent.
 
-Usage: python make_fixture.py --seed 0 --out DIR --referformer-src PATH
+With `--backbone swin` the visual backbone is the official `models/swin_transformer.py`
+(`build_swin_backbone`, as `--backbone swin_t_p4w7` builds it) with its `swin_t_p4w7` entry
+narrowed to SMALL_SWIN; the default `resnet50` keeps the torchvision ResNet-50.
+
+Usage: python make_fixture.py --seed 0 [--backbone resnet50|swin] --out DIR --referformer-src PATH
 """
 import argparse
 import json
@@ -31,6 +35,12 @@ from PIL import Image
 
 DAVIS_CLIP = "blackswan"
 EXPRESSIONS = ["a black swan swimming on the left", "the water behind the bird"]
+# Swin-T's layout (4 stages, window 7, patch 4, all four outputs) at width 32 with 2 blocks per
+# stage and head width 32; replaces the official `configs['swin_t_p4w7']` for --backbone swin.
+SMALL_SWIN = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=7,
+                  mlp_ratio=4., qkv_bias=True, qk_scale=None, drop_rate=0., attn_drop_rate=0.,
+                  drop_path_rate=0.2, ape=False, patch_norm=True, out_indices=(0, 1, 2, 3),
+                  use_checkpoint=False)
 TRAIN_TEXT = """a black swan swims on the left of the lake. the white bird behind it is
 standing on the grass. a man rides a bike on the dirt road. the dog runs after the red ball.
 two people are dancing on the stage; the woman in a blue dress turns to the right.
@@ -40,6 +50,7 @@ the car drives along the street between the trees, and the water shines behind t
 def parse_args():
     p = argparse.ArgumentParser()
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", choices=["resnet50", "swin"], default="resnet50")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--referformer-src", type=Path, required=True)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("DEVA_DATA", "/work/shared/data")))
@@ -97,9 +108,10 @@ def make_text_model(folder: Path, seed: int):
     return folder
 
 
-def small_args(size):
+def small_args(size, backbone):
     return argparse.Namespace(
-        backbone="resnet50", dilation=False, lr_backbone=1e-5, masks=True, num=None,
+        backbone="swin_t_p4w7" if backbone == "swin" else "resnet50",
+        use_checkpoint=False, backbone_pretrained=None, dilation=False, lr_backbone=1e-5, masks=True, num=None,
         position_embedding="sine", hidden_dim=64, nheads=8, enc_layers=2, dec_layers=2,
         dim_feedforward=128, dropout=0.1, num_feature_levels=4, dec_n_points=4,
         enc_n_points=4, two_stage=False, num_queries=5, num_frames=1, mask_dim=16,
@@ -143,7 +155,12 @@ def build_model(src: Path, text_dir: Path, args, seed: int):
     rf.RobertaTokenizerFast = Tok
     rf.RobertaModel = Txt
     torch.manual_seed(seed)
-    backbone = backbone_mod.build_backbone(args)
+    if "swin" in args.backbone:
+        import models.swin_transformer as swin_mod
+        swin_mod.configs[args.backbone] = dict(SMALL_SWIN)
+        backbone = swin_mod.build_swin_backbone(args)
+    else:
+        backbone = backbone_mod.build_backbone(args)
     transformer = build_deforamble_transformer(args)
     model = rf.ReferFormer(
         backbone, transformer, num_classes=args.num_classes, num_queries=args.num_queries,
@@ -167,7 +184,12 @@ def perturb(model, seed):
                 continue
             seen.add(id(t))
             n = lambda: torch.randn(t.shape, generator=g)
-            if name.endswith("running_var"):
+            if name.endswith("relative_position_bias_table"):
+                t.copy_(n())
+            elif name.startswith("backbone.") and t.dim() == 2 and name.endswith("weight"):
+                # Swin's linear layers: unit gain instead of the initialiser's std 0.02.
+                t.copy_(n() / math.sqrt(t.shape[1]))
+            elif name.endswith("running_var"):
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5)
             elif name.endswith("running_mean"):
                 t.copy_(0.1 * n())
@@ -201,7 +223,8 @@ def resize_shorter(img: Image.Image, size: int) -> Image.Image:
 # Tolerances the Rust parity test (tests/referformer.rs) applies, measured on these fixtures:
 # max |rust - torch| / (max |torch| + 1e-6) per tensor, float32 on the CPU.
 # (measured on seeds 0 and 1: text <= 6.6e-7, backbone <= 2.2e-6, transformer <= 8.7e-6,
-# heads <= 4.5e-6, 0 selected-mask pixels differ).
+# heads <= 4.5e-6, 0 selected-mask pixels differ; --backbone swin, seeds 0 and 1: text <= 8.1e-7,
+# backbone <= 1.4e-6, transformer <= 2.5e-6, heads <= 7.4e-6, 0 selected-mask pixels differ).
 TOLERANCES = {
     "input (normalisation of input_image)": 1e-6,
     "text_hidden, text_pooled, text_features, text_sentence": 1e-5,
@@ -222,9 +245,15 @@ def write_readme(out, a, cases, sd):
         f"{v['input_size'][0]}, original {v['original_size'][1]}x{v['original_size'][0]}, best "
         f"query {v['best_query']} (score {v['best_score']:.4f})" for c, v in cases.items())
     tol = "\n".join(f"| {k} | {v:g} |" for k, v in TOLERANCES.items())
-    text = f"""# ReferFormer parity fixture (seed {a.seed})
+    backbone = ("Swin (official `models/swin_transformer.py`, `swin_t_p4w7` narrowed to "
+                f"{SMALL_SWIN['embed_dim']} channels, depths {SMALL_SWIN['depths']}, heads "
+                f"{SMALL_SWIN['num_heads']}, window {SMALL_SWIN['window_size']})"
+                if a.backbone == "swin" else "torchvision ResNet-50")
+    text = f"""# ReferFormer parity fixture (seed {a.seed}, backbone {a.backbone})
 
-Made by `tests/oracle/referformer/make_fixture.py --seed {a.seed} --out <dir>
+Backbone: {backbone}.
+
+Made by `tests/oracle/referformer/make_fixture.py --seed {a.seed} --backbone {a.backbone} --out <dir>
 --referformer-src <ReferFormer checkout>` (input shorter side {a.size}) from the official
 ReferFormer code (`models/referformer.py` and the modules it builds), PyTorch
 {torch.__version__}, CPU, float32, one thread. Weights are random (see the script); every
@@ -265,7 +294,7 @@ Intermediates come from forward hooks: `backbone` (features, positions), `text_e
 | `input_ids` | `RobertaTokenizerFast` ids of the expression (`<s> ... </s>`) |
 | `text_hidden`, `text_pooled` | RoBERTa `last_hidden_state[0]`, `pooler_output[0]` |
 | `text_features`, `text_sentence` | after `resizer` (Linear + LayerNorm eps 1e-12) |
-| `backbone.res2..res5`, `pos.res2..res5` | ResNet-50 maps (strides 4..32) and their sine position embeddings |
+| `backbone.res2..res5`, `pos.res2..res5` | backbone maps at strides 4..32 (ResNet-50 stages, or the Swin stage outputs after their norms) and their sine position embeddings |
 | `fused.0..3` | `fusion_module` outputs `[h_l*w_l, d]` of the 4 transformer levels |
 | `memory.0..2` | encoder memory as maps `[d, h_l, w_l]` (strides 8, 16, 32) |
 | `hs` | decoder output per layer `[layers, q, d]` |
@@ -298,7 +327,7 @@ def main():
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     text_dir = make_text_model(out / "text", a.seed)
-    args = small_args(a.size)
+    args = small_args(a.size, a.backbone)
     model, rf = build_model(a.referformer_src, text_dir, args, a.seed)
     perturb(model, a.seed)
     sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -388,6 +417,8 @@ def main():
     from safetensors.torch import save_file
     save_file(tensors, out / "cases.safetensors", metadata={"cases_json": json.dumps({"cases": cases})})
     config = {k: v for k, v in vars(args).items()}
+    if a.backbone == "swin":
+        config["swin"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in SMALL_SWIN.items()}
     config.update({"text_model": "text", "seed": a.seed, "image_mean": [0.485, 0.456, 0.406],
                    "image_std": [0.229, 0.224, 0.225], "mask_out_stride": 4,
                    "mask_threshold": 0.5})

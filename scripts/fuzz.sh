@@ -125,6 +125,9 @@ if torch is not None and target in ("pickle", "pth"):
         torch.save(obj, b)
         if target == "pth":
             put(f"torch{i}", b.getvalue())
+            legacy = io.BytesIO()  # the pre-1.6 format: pickles and raw storages, no zip
+            torch.save(obj, legacy, _use_new_zipfile_serialization=False)
+            put(f"legacy{i}", legacy.getvalue())
         else:
             with zipfile.ZipFile(b) as z:
                 put(f"torch{i}", z.read([n for n in z.namelist() if n.endswith("data.pkl")][0]))

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes one reader of untrusted input for a while:
 #
-#   scripts/fuzz.sh TARGET SECONDS        (targets: scripts/fuzz.sh list)
+#   scripts/fuzz.sh TARGET SECONDS [LIBFUZZER_FLAGS...]   (targets: scripts/fuzz.sh list)
+#
+# e.g. `scripts/fuzz.sh pickle 1800 -runs=1000000` stops at 1,000,000 executions or 30 minutes.
+# Inputs are capped per target (-max_len below: a little over the largest useful seed, so
+# executions are not spent on huge inputs); a -max_len among the flags overrides it.
 #
 # Installs cargo-fuzz when it is missing. cargo-fuzz needs nightly compiler flags; on a stable
 # toolchain RUSTC_BOOTSTRAP=1 unlocks them. Seeds come from the fixtures and data beside the
@@ -20,6 +24,7 @@ if [ "${1:-}" = list ] || [ $# -lt 1 ]; then
 fi
 target=$1
 seconds=${2:-60}
+shift $(($# < 2 ? $# : 2))
 echo "$targets" | grep -qx "$target" || { echo "unknown target $target; targets:" $targets; exit 2; }
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
@@ -42,7 +47,49 @@ seed_files() {
 }
 
 case $target in
-    index_png | detections) seed_files -name '*.png' ;;
+    index_png | detections)
+        seed_files -name '*.png'
+        # Small copies of those masks (same PNG colour type and palette, at most 32×24 pixels)
+        # plus 16-bit, anti-aliased and RGB-id masks, when the interpreter has Pillow and numpy:
+        # full-size masks cost milliseconds per execution.
+        "${DEVA_PYTHON:-python3}" - "$target" "$corpus" <<'PY' || echo "no small PNG seeds (needs Pillow, numpy)"
+import glob, io, json, os, sys
+import numpy as np
+from PIL import Image
+target, corpus = sys.argv[1:]
+def put(name, png, ids=()):
+    b = io.BytesIO()
+    png.save(b, format="PNG")
+    data = b.getvalue()
+    if target == "detections" and ids:
+        segs = [{"id": int(i), "category_id": int(i) % 7, "isthing": bool(i % 2), "score": 0.5}
+                for i in ids]
+        data += b"\0JSON\0" + json.dumps(segs).encode()
+    with open(os.path.join(corpus, "seed-small-" + name), "wb") as f:
+        f.write(data)
+for p in sorted(glob.glob(corpus + "/seed-[0-9]*")):
+    try:
+        im = Image.open(p)
+        im.load()
+    except Exception:
+        continue
+    im = im.crop((0, 0, min(im.width, 32), min(im.height, 24)))
+    a = np.asarray(im)
+    ids = [int(v) for v in np.unique(a) if v] if a.ndim == 2 else [1, 2]
+    put(os.path.basename(p)[5:], im, ids[:20])
+y, x = np.mgrid[0:24, 0:32]
+disc = ((x - 16) ** 2 + (y - 12) ** 2 < 64)
+put("u16", Image.fromarray((disc * 65535).astype(np.uint16)), [1])
+put("aa", Image.fromarray(np.clip(255 - 40 * np.abs(np.hypot(x - 16, y - 12) - 8), 0, 255).astype(np.uint8)), [1])
+rgb = np.zeros((24, 32, 3), np.uint8)
+rgb[disc] = (128, 0, 0)
+rgb[:6, :6] = (0, 128, 0)
+put("rgb", Image.fromarray(rgb), [1, 2])
+pal = Image.fromarray((disc + (x > 20)).astype(np.uint8), mode="P")
+pal.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])
+put("pal", pal, [1, 2])
+PY
+        ;;
     config_toml) seed_files -name '*.toml' ;;
     burst_json) seed_files -path '*burst*' -name '*.json' ;;
     vipseg_json) seed_files -path '*vipseg*' -name '*.json' ;;
@@ -62,6 +109,28 @@ def put(name, b):
     with open(os.path.join(corpus, "seed-" + name), "wb") as f:
         f.write(b)
 files = glob.glob(fixtures + "/**/*", recursive=True) + glob.glob(data + "/**/*", recursive=True)
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None and target in ("pickle", "pth"):
+    # Small checkpoints: every seed from the fixtures is a 30-70 KB pickle.
+    import io
+    sd = {"model": {"a.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.zeros(2),
+                    "n": torch.tensor([1, 2], dtype=torch.int64), "h": torch.ones(3).half(),
+                    "t": torch.arange(12.0).reshape(3, 4).t(), "b": torch.tensor([True])},
+          "epoch": 3, "cfg": ("x", 1.5, None, [1, 2])}
+    for i, obj in enumerate([sd, sd["model"], {"state_dict": sd["model"]}]):
+        b = io.BytesIO()
+        torch.save(obj, b)
+        if target == "pth":
+            put(f"torch{i}", b.getvalue())
+            legacy = io.BytesIO()  # the pre-1.6 format: pickles and raw storages, no zip
+            torch.save(obj, legacy, _use_new_zipfile_serialization=False)
+            put(f"legacy{i}", legacy.getvalue())
+        else:
+            with zipfile.ZipFile(b) as z:
+                put(f"torch{i}", z.read([n for n in z.namelist() if n.endswith("data.pkl")][0]))
 for i, p in enumerate(f for f in files if f.endswith(".pth")):
     with zipfile.ZipFile(p) as z:
         pkl = [n for n in z.namelist() if n.endswith("data.pkl")][0]
@@ -105,8 +174,13 @@ PY
 esac
 echo "$target: $(ls "$corpus" | wc -l) inputs in the corpus"
 
+case $target in
+    index_png | detections | config_toml | prompt) max_len=16384 ;;
+    pickle | pkl | pth) max_len=131072 ;;
+    *) max_len=65536 ;;
+esac
 sanitizer=${FUZZ_SANITIZER:-none}
 cargo fuzz run --sanitizer "$sanitizer" --debug-assertions "$target" "$corpus" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -max_len=1048576 \
-    -print_final_stats=1 2>&1 | tee "/tmp/deva-fuzz-$target.log" | grep -E 'stat::number_of_executed_units|Done|ERROR|panicked|SUMMARY|deadly|crash-|oom-|timeout-' || true
+    -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -max_len="$max_len" \
+    -print_final_stats=1 "$@" 2>&1 | tee "/tmp/deva-fuzz-$target.log" | grep -E 'stat::number_of_executed_units|Done|ERROR|panicked|SUMMARY|deadly|crash-|oom-|timeout-' || true
 grep -q 'stat::number_of_executed_units' "/tmp/deva-fuzz-$target.log"

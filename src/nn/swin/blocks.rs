@@ -279,7 +279,12 @@ impl SwinBlock {
         let shifted = sh > 0 || sw > 0;
         let mask = if shifted {
             y = y.roll(-(sh as i32), 1)?.roll(-(sw as i32), 2)?;
-            Some(shifted_window_mask((hp, wp), (wh, ww), (sh, sw), x.device())?)
+            Some(shifted_window_mask(
+                (hp, wp),
+                (wh, ww),
+                (sh, sw),
+                x.device(),
+            )?)
         } else {
             None
         };

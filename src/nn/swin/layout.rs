@@ -108,9 +108,7 @@ impl Layout {
     /// The LayerNorm of output stage `i` (0-based); Video-Swin has none.
     pub(super) fn output_norm<'a>(self, vb: &VarBuilder<'a>, i: usize) -> Option<VarBuilder<'a>> {
         match self {
-            Layout::HuggingFace => {
-                Some(vb.pp("hidden_states_norms").pp(format!("stage{}", i + 1)))
-            }
+            Layout::HuggingFace => Some(vb.pp("hidden_states_norms").pp(format!("stage{}", i + 1))),
             Layout::Official => Some(vb.pp(format!("norm{i}"))),
             Layout::Video => None,
         }
@@ -165,7 +163,11 @@ impl SwinConfig {
             (false, d) if square(d) => proj,
             (true, &[c, cin, 1, p, q]) if p == q => vec![c, cin, p, q],
             _ => {
-                let want = if video { "[C, 3, 1, p, p]" } else { "[C, 3, p, p]" };
+                let want = if video {
+                    "[C, 3, 1, p, p]"
+                } else {
+                    "[C, 3, p, p]"
+                };
                 return Err(w.error(format!(
                     "{proj_key}: expected a {want} patch convolution, found {proj:?}"
                 )));
@@ -227,7 +229,10 @@ impl SwinConfig {
 fn table_window(rows: usize, tokens: Option<usize>) -> Option<(usize, usize)> {
     let rows_of = |f: usize, s: usize| (2 * f - 1) * (2 * s - 1) * (2 * s - 1);
     let fits: Vec<(usize, usize)> = match tokens {
-        None => (1..=rows).take_while(|s| rows_of(1, *s) <= rows).map(|s| (1, s)).collect(),
+        None => (1..=rows)
+            .take_while(|s| rows_of(1, *s) <= rows)
+            .map(|s| (1, s))
+            .collect(),
         Some(n) => (1..=n)
             .take_while(|s| s * s <= n)
             .filter(|s| n.is_multiple_of(s * s))
@@ -245,7 +250,7 @@ fn table_window(rows: usize, tokens: Option<usize>) -> Option<(usize, usize)> {
 mod tests {
     use super::*;
     use crate::nn::swin::SwinBackbone;
-    use crate::nn::synthetic;
+    use crate::nn::synthetic::{self, TensorSpec};
 
     #[test]
     fn official_sizes_are_read_back_from_the_keys_a_backbone_asks_for() {
@@ -284,5 +289,41 @@ mod tests {
             Layout::Official.derived_buffers(&c, "b.").len(),
             c.depths.iter().sum::<usize>()
         );
+    }
+
+    #[test]
+    fn video_sizes_are_read_back_from_the_keys_and_stored_index_shapes() {
+        let c = SwinConfig {
+            embed_dim: 8,
+            depths: vec![2, 1],
+            num_heads: vec![1, 2],
+            window_size: 3,
+            window_frames: 4,
+            patch_size: 2,
+            mlp_ratio: 2.0,
+            qkv_bias: true,
+            layer_norm_eps: 1e-5,
+            num_channels: 3,
+            out_features: vec!["stage1".into(), "stage2".into()],
+            use_absolute_embeddings: false,
+        };
+        let build = |vb| SwinBackbone::load(&c, Layout::Video, vb);
+        let mut layout = Weights::layout_of(build).unwrap();
+        let find = |name: &str| layout.iter().find(|t| t.name == name).map(|t| &t.shape);
+        assert_eq!(find("patch_embed.proj.weight"), Some(&vec![8, 3, 1, 2, 2]));
+        assert_eq!(
+            find("layers.1.blocks.0.attn.relative_position_bias_table"),
+            Some(&vec![7 * 5 * 5, 2])
+        );
+        assert!(find("downsamples.0.reduction.weight").is_some());
+        assert!(!layout.iter().any(|t| t.name.starts_with("norm")));
+        // The official checkpoint also stores each block's `[f·w², f·w²]` index.
+        let dtype = layout[0].dtype;
+        for name in Layout::Video.derived_buffers(&c, "") {
+            let shape = vec![4 * 9, 4 * 9];
+            layout.push(TensorSpec { name, shape, dtype });
+        }
+        let w = Weights::from_state_dict(synthetic::state_dict(&layout, 5).unwrap()).unwrap();
+        assert_eq!(SwinConfig::from_video(&w, "").unwrap(), c);
     }
 }

@@ -1,8 +1,16 @@
 //! Swin Transformer backbone: patch embedding, windowed multi-head self-attention with
 //! relative position bias, shifted windows with their region mask, patch merging, and
-//! per-stage outputs normalised by their own LayerNorm. One set of blocks reads two checkpoint
-//! key layouts ([`Layout`]): Hugging Face's `SwinBackbone` (Grounding-DINO, Mask2Former) and
-//! the original Microsoft code's (EntitySeg, ReferFormer).
+//! per-stage outputs normalised by their own LayerNorm. One set of blocks reads three checkpoint
+//! key layouts ([`Layout`]): Hugging Face's `SwinBackbone` (Grounding-DINO, Mask2Former),
+//! the original Microsoft code's (EntitySeg, ReferFormer), and ReferFormer's Video-Swin.
+//!
+//! Video-Swin ([`Layout::Video`]) runs here on one frame, as a generalisation of the same
+//! blocks: its 3D patch embedding has a temporal patch of 1 (a 2D convolution per frame), its
+//! bias tables cover `[window_frames, w, w]` windows of which a single frame reads the
+//! zero-time-offset slice, windows shrink to a map side not larger than them (unshifted on
+//! that axis, as the official `get_window_size` does) with the bias of the shrunken window's
+//! `n` tokens read from the first `n` rows and columns of the full window's index, patch
+//! merging sits at `downsamples.i`, and stage outputs are not normalised.
 //!
 //! Every size comes from [`SwinConfig`] (the `backbone_config` of a Hugging Face
 //! `config.json`, or [`SwinConfig::from_official`] reading an original-layout checkpoint's

@@ -36,13 +36,15 @@ impl VisualBackbone {
     pub fn out_channels(&self) -> Result<[usize; 4]> {
         match self {
             VisualBackbone::ResNet { .. } => Ok([256, 512, 1024, 2048]),
-            VisualBackbone::Swin(c) | VisualBackbone::VideoSwin(c) => c.out_channels()?.try_into().map_err(|v: Vec<usize>| {
-                Error::Config(format!(
-                    "referformer: the Swin backbone has {} outputs ({:?}); the model needs 4",
-                    v.len(),
-                    c.out_features
-                ))
-            }),
+            VisualBackbone::Swin(c) | VisualBackbone::VideoSwin(c) => {
+                c.out_channels()?.try_into().map_err(|v: Vec<usize>| {
+                    Error::Config(format!(
+                        "referformer: the Swin backbone has {} outputs ({:?}); the model needs 4",
+                        v.len(),
+                        c.out_features
+                    ))
+                })
+            }
         }
     }
 }

@@ -43,7 +43,9 @@ impl Backbone {
         Ok(match config {
             VisualBackbone::ResNet { blocks } => Backbone::ResNet(ResNetBody::new(*blocks, vb)?),
             VisualBackbone::Swin(c) => Backbone::Swin(SwinBackbone::load(c, Layout::Official, vb)?),
-            VisualBackbone::VideoSwin(c) => Backbone::Swin(SwinBackbone::load(c, Layout::Video, vb)?),
+            VisualBackbone::VideoSwin(c) => {
+                Backbone::Swin(SwinBackbone::load(c, Layout::Video, vb)?)
+            }
         })
     }
 

@@ -121,3 +121,81 @@ fn deep_nesting_neither_overflows_the_stack_nor_is_accepted() {
         .to_string();
     assert!(e.contains("deep.pth") && e.contains("not a dict"), "{e}");
 }
+
+/// Training checkpoints written by torch (tests/oracle/checkpoints/make_training_checkpoints.py)
+/// with the structure of the official ReferFormer files (legacy format; `args` Namespace,
+/// AdamW and MultiStepLR states beside `model`) and of detectron2's (zip; trainer state): the
+/// `model` entry loads with the names, shapes and values torch reads back.
+#[test]
+fn training_checkpoints_give_their_model_entry() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/training_checkpoints");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+    let files = expected.as_object().unwrap();
+    assert!(files.contains_key("referformer_legacy.pth"));
+    for (file, tensors) in files {
+        let path = dir.join(file);
+        let legacy = file.contains("legacy");
+        let format = checkpoint::CheckpointFormat::of_file(&path).unwrap().0;
+        assert_eq!(
+            format == checkpoint::CheckpointFormat::TorchLegacy,
+            legacy,
+            "{file}: {format:?}"
+        );
+        let tensors = tensors.as_object().unwrap();
+        for sd in [
+            checkpoint::load(&path, &["model"]).unwrap(),
+            checkpoint::load_model(&path).unwrap(),
+        ] {
+            let names: Vec<&str> = sd.names().collect();
+            let want: Vec<&str> = tensors.keys().map(String::as_str).collect();
+            assert_eq!(names, want, "{file}");
+            for (name, t) in sd.iter() {
+                let e = &tensors[name];
+                let shape: Vec<usize> = serde_json::from_value(e["shape"].clone()).unwrap();
+                assert_eq!(t.shape(), shape.as_slice(), "{file} {name}");
+                // Compared as f32 (the stored type): JSON's decimal text of an f32 may parse
+                // one f64 ulp away.
+                let values: Vec<f32> = serde_json::from_value::<Vec<f64>>(e["values"].clone())
+                    .unwrap()
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect();
+                let got: Vec<f32> = match t.to_f32() {
+                    Some(v) => v,
+                    None => t.to_i64().unwrap().into_iter().map(|x| x as f32).collect(),
+                };
+                assert_eq!(got, values, "{file} {name}");
+            }
+        }
+        // The whole file flattens too (optimizer states are tensors as well).
+        let all = checkpoint::load(&path, &[]).unwrap();
+        assert!(
+            all.names().any(|n| n == "model.transformer.level_embed"),
+            "{file}"
+        );
+        let e = checkpoint::load(&path, &["state_dict"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no entry 'state_dict'") && e.contains(file.as_str()),
+            "{e}"
+        );
+    }
+}
+
+/// A legacy-format file cut anywhere is an error naming the file, never a panic.
+#[test]
+fn truncated_legacy_checkpoints_are_errors() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/training_checkpoints/referformer_legacy.pth");
+    let bytes = std::fs::read(src).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.pth");
+    for cut in (16..bytes.len()).step_by(13) {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let e = checkpoint::load(&path, &["model"]).unwrap_err().to_string();
+        assert!(e.contains("cut.pth"), "cut at {cut}: {e}");
+    }
+}

@@ -919,3 +919,59 @@ fn cli_writes_json_report_with_global_names() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("seq/00004.png"));
 }
+
+/// Ref-DAVIS: one prediction folder per annotator, each scored against the DAVIS-17 GT, the
+/// report the mean. Annotator 0 predicts the GT (void as background): J&F 1; annotator 1 misses
+/// object 2 entirely: object 1 scores 1 and object 2 scores 0, J&F 0.5; the mean is 0.75.
+#[test]
+fn ref_davis_scores_every_annotator_and_averages() {
+    use deva::imageio::{davis_palette, read_index_png, write_palette_png};
+    let dir = tempfile::tempdir().unwrap();
+    let (gt, pred) = (dir.path().join("gt"), dir.path().join("pred"));
+    write_synthetic_davis(&gt, &dir.path().join("unused"), false);
+    for t in 0..5 {
+        let name = format!("seq/{t:05}.png");
+        let mut m = read_index_png(&gt.join(&name)).unwrap().map;
+        for v in m.data_mut() {
+            if *v == 255 {
+                *v = 0;
+            }
+        }
+        write_palette_png(&pred.join("anno_0").join(&name), &m, &davis_palette()).unwrap();
+        for v in m.data_mut() {
+            if *v == 2 {
+                *v = 0;
+            }
+        }
+        write_palette_png(&pred.join("anno_1").join(&name), &m, &davis_palette()).unwrap();
+    }
+    // A folder that is not an annotator's is ignored.
+    std::fs::create_dir_all(pred.join("logs")).unwrap();
+    for task in [DavisTask::Semi, DavisTask::Unsup] {
+        let options = DavisOptions {
+            task,
+            gt_format: GtFormat::Auto,
+            sequences: None,
+        };
+        let r = davis::evaluate_referring(&gt, &pred, &options, &no_progress).unwrap();
+        let names: Vec<&str> = r.annotators.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["anno_0", "anno_1"]);
+        assert_eq!(r.annotators[0].1.jf, 1.0, "{task:?}");
+        assert_eq!(r.annotators[1].1.jf, 0.5, "{task:?}");
+        assert_eq!(r.jf, 0.75, "{task:?}");
+        assert_eq!(r.scores.j_mean, 0.75, "{task:?}");
+    }
+    let e = davis::evaluate_referring(
+        &gt,
+        &gt,
+        &DavisOptions {
+            task: DavisTask::Semi,
+            gt_format: GtFormat::Auto,
+            sequences: None,
+        },
+        &no_progress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("anno_0"), "{e}");
+}

@@ -70,10 +70,10 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "NAME", group = "segmenters")]
     pub segmenter: Option<SegmenterName>,
 
-    /// EntitySeg checkpoint for --segmenter entityseg: an official detectron2 `.pth`
-    /// (R50/R101 without deformable convolution) or safetensors of the same keys; it overrides
-    /// the weights of a [segmenter] section.
-    #[arg(long, value_name = "FILE")]
+    /// EntitySeg checkpoint for --segmenter entityseg: an official detectron2 `.pth` (R50,
+    /// R101, R101-DCNv2) or safetensors of the same keys, or a model name of `deva models
+    /// list` (entityseg-…); it overrides the weights of a [segmenter] section.
+    #[arg(long, value_name = "FILE|NAME")]
     pub entityseg_weights: Option<PathBuf>,
 
     /// Segmenter: text prompt, phrases separated by `.` (e.g. "person.hat.horse"):
@@ -95,8 +95,9 @@ pub struct PipelineArgs {
     pub referring: Vec<String>,
 
     /// ReferFormer checkpoint for --referring: an official `.pth` of its model zoo (RoBERTa
-    /// included); the RoBERTa tokenizer.json is read from the same folder.
-    #[arg(long, value_name = "FILE")]
+    /// included), or a model name of `deva models list` (referformer-…); the RoBERTa
+    /// tokenizer.json is read from the same folder, else the roberta-base-tokenizer model.
+    #[arg(long, value_name = "FILE|NAME")]
     pub referformer_weights: Option<PathBuf>,
 
     /// Grounding-DINO checkpoint for --prompt: the official groundingdino_swint_ogc.pth /

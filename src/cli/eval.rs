@@ -59,6 +59,11 @@ struct DavisArgs {
     /// File listing the sequences to score, one per line [default: every sub-folder of --gt].
     #[arg(long, value_name = "FILE")]
     sequences: Option<PathBuf>,
+    /// Ref-DAVIS-17: --pred holds one folder per annotator's expressions (`anno_0` …
+    /// `anno_3`, each `<sequence>/<frame>.png`); each is scored against the DAVIS-17 --gt and
+    /// the means over annotators are reported (the official evaluation uses --task unsup).
+    #[arg(long)]
+    ref_davis: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -166,12 +171,24 @@ fn run_davis(a: DavisArgs) -> anyhow::Result<()> {
         Some(list) => read_name_list(list)?,
         None => davis::list_sequences(&a.gt)?,
     };
-    let bar = progress_bar(sequences.len());
+    let annotators = match a.ref_davis {
+        true => davis::annotator_folders(&a.pred)?.len(),
+        false => 1,
+    };
+    let bar = progress_bar(sequences.len() * annotators);
     let options = DavisOptions {
         task: a.task,
         gt_format: a.gt_format,
         sequences: Some(sequences),
     };
+    if a.ref_davis {
+        let report = davis::evaluate_referring(&a.gt, &a.pred, &options, &|name| {
+            bar.set_message(name.to_string());
+            bar.inc(1);
+        });
+        bar.finish_and_clear();
+        return finish(&report?, &a.output);
+    }
     let report = davis::evaluate(&a.gt, &a.pred, &options, &|name| {
         bar.set_message(name.to_string());
         bar.inc(1);

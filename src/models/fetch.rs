@@ -80,6 +80,9 @@ pub fn fetch(entry: &ModelEntry, dir: &Path, progress: &mut dyn Progress) -> Res
             }
         }
         Source::Https { url } => https_download(url, &staged)?,
+        Source::Manual { .. } => {
+            return Err(Error::checkpoint(&target, entry.missing_message()));
+        }
     }
     entry.verify(&staged, progress)?;
     if entry.sha256.is_none() {

@@ -100,6 +100,13 @@ pub enum Source {
         /// The publisher's address.
         url: String,
     },
+    /// A file the publisher serves only through a page that `deva models fetch` cannot download
+    /// from (e.g. a Google Drive link): downloaded by hand and saved in the models folder under
+    /// the entry's `file`, where it is found and verified like any other.
+    Manual {
+        /// The publisher's address.
+        url: String,
+    },
 }
 
 impl Source {
@@ -132,6 +139,9 @@ impl Source {
                 _ => format!("npm pack {package}@{version}"),
             },
             Source::Https { url } => format!("HTTPS download of {url}"),
+            Source::Manual { url } => {
+                format!("manual download from {url} (deva cannot fetch it)")
+            }
         }
     }
 }
@@ -164,7 +174,7 @@ impl Manifest {
                 }
             }
             match &e.source {
-                Source::Https { url } if !url.starts_with("https://") => {
+                Source::Https { url } | Source::Manual { url } if !url.starts_with("https://") => {
                     return bad(format!("url {url:?} is not an https:// address"));
                 }
                 Source::Npm {
@@ -277,6 +287,22 @@ impl ModelEntry {
         dir.join(&self.file)
     }
 
+    /// What to do about a missing file: fetch it, or (a manual source) download it by hand.
+    pub fn missing_message(&self) -> String {
+        match &self.source {
+            Source::Manual { url } => format!(
+                "model {} is not there and cannot be fetched automatically: download it by \
+                 hand from {url} and save it under this name (or set {MODELS_DIR_ENV})",
+                self.name
+            ),
+            _ => format!(
+                "model {} is not there: run `deva models fetch {}` (or set {MODELS_DIR_ENV})",
+                self.name,
+                self.fetch_name()
+            ),
+        }
+    }
+
     /// Whether the file is in `dir` and has the listed size.
     pub fn presence(&self, dir: &Path) -> Presence {
         match std::fs::metadata(self.path_in(dir)) {
@@ -326,14 +352,7 @@ impl ModelEntry {
     pub fn locate(&self, dir: &Path) -> Result<PathBuf> {
         let path = self.path_in(dir);
         if !path.is_file() {
-            return Err(Error::checkpoint(
-                &path,
-                format!(
-                    "model {} is not there: run `deva models fetch {}` (or set {MODELS_DIR_ENV})",
-                    self.name,
-                    self.fetch_name()
-                ),
-            ));
+            return Err(Error::checkpoint(&path, self.missing_message()));
         }
         self.verify(&path, &mut NoProgress)?;
         Ok(path)

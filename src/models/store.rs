@@ -3,7 +3,7 @@
 //! fetch`).
 
 use super::{default_dir, Manifest, ModelEntry};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -69,6 +69,30 @@ impl ModelStore {
         Ok(path)
     }
 
+    /// A weights setting that may name a model or a file: a manifest name is resolved (and
+    /// verified) through the store, anything else must be an existing file. The error lists the
+    /// models whose name starts with `family` (e.g. `"entityseg"`) and names `key`, the setting.
+    pub fn model_or_file(&self, weights: &Path, family: &str, key: &str) -> Result<PathBuf> {
+        if let Some(name) = weights.to_str().filter(|n| self.entry(n).is_ok()) {
+            return self.path(name);
+        }
+        if weights.is_file() {
+            return Ok(weights.to_path_buf());
+        }
+        let names: Vec<&str> = self
+            .manifest
+            .models
+            .iter()
+            .map(|m| m.name.as_str())
+            .filter(|n| n.starts_with(family))
+            .collect();
+        Err(Error::Config(format!(
+            "{key}: '{}' is neither a file nor a model name ({})",
+            weights.display(),
+            names.join(", ")
+        )))
+    }
+
     fn is_verified(&self, path: &Path) -> bool {
         path.is_file()
             && self
@@ -95,5 +119,37 @@ mod tests {
         std::fs::write(dir.path().join("u2netp.onnx"), b"short").unwrap();
         let e = store.path("u2netp").unwrap_err().to_string();
         assert!(e.contains("5 bytes"), "{e}");
+    }
+
+    #[test]
+    fn weights_settings_take_a_model_name_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::new(dir.path()).unwrap();
+        // A manual-download model that is not there says where to get it.
+        let e = store
+            .model_or_file(Path::new("referformer-r50-ytvos"), "referformer", "k")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("drive.google.com") && e.contains("referformer_r50_ytvos.pth"),
+            "{e}"
+        );
+        // Once saved under its file name, the name resolves to it (no size or sha256 listed).
+        let file = dir.path().join("entityseg_r50_1x.pth");
+        std::fs::write(&file, b"x").unwrap();
+        let got = store.model_or_file(Path::new("entityseg-r50-1x"), "entityseg", "k");
+        assert_eq!(got.unwrap(), file);
+        // A path is taken as it is; anything else lists the family's models and the key.
+        assert_eq!(store.model_or_file(&file, "entityseg", "k").unwrap(), file);
+        let e = store
+            .model_or_file(Path::new("nope.pth"), "entityseg", "segmenter.weights")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("segmenter.weights")
+                && e.contains("entityseg-r101-dcnv2-3x")
+                && !e.contains("u2net"),
+            "{e}"
+        );
     }
 }

@@ -4,6 +4,7 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod conv;
 pub mod deform_attn;
+pub mod deform_conv;
 mod deform_sample_cpu;
 pub mod dtype;
 pub mod fpn;

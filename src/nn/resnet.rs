@@ -7,11 +7,18 @@
 //! Hugging Face's (`embedder.embedder.convolution`, `.normalization`,
 //! `encoder.stages.S.layers.i.layer.N.convolution`, `.normalization`, `.shortcut.convolution`,
 //! stride on the 3×3 conv).
+//!
+//! detectron2's bottlenecks may make their 3×3 convolution deformable (`DEFORM_ON_PER_STAGE`):
+//! `conv2_offset` (a plain 3×3 convolution with bias) predicts the offsets, and with
+//! `DEFORM_MODULATED` also the mask (its last third, through a sigmoid), for `conv2`, a
+//! [`DeformConv2d`] with `DEFORM_NUM_GROUPS` deformable groups.
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use super::conv::{Conv2d, ConvShape};
+use super::conv::{Conv2d, ConvShape, ConvWeights};
+use super::deform_conv::DeformConv2d;
+use super::weights::Weights;
 use crate::error::Result;
 
 /// Which residual block a stage is made of.
@@ -82,10 +89,73 @@ impl Layout {
     }
 }
 
+/// detectron2's deformable 3×3 convolution of a bottleneck (`MODEL.RESNETS.DEFORM_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deform {
+    /// `DEFORM_MODULATED`: DCNv2, a mask beside the offsets.
+    pub modulated: bool,
+    /// `DEFORM_NUM_GROUPS`: deformable groups.
+    pub groups: usize,
+}
+
+/// A deformable 3×3 convolution with the convolution that predicts its offsets (and mask).
+#[derive(Debug, Clone)]
+struct DeformLayer {
+    offset: Conv2d,
+    conv: DeformConv2d,
+    modulated: bool,
+}
+
+impl DeformLayer {
+    /// `conv2_offset` and `conv2` (+ `conv2.norm`) of the block at `vb`.
+    fn load(vb: &VarBuilder, shape: ConvShape, deform: Deform, layout: Layout) -> Result<Self> {
+        let taps = shape.k * shape.k * deform.groups;
+        let offset_shape = ConvShape {
+            c_out: if deform.modulated { 3 * taps } else { 2 * taps },
+            ..shape
+        };
+        let offset = Conv2d::load(&vb.pp("conv2_offset"), offset_shape)?;
+        let (conv, bn) = layout.conv_bn(vb, 2);
+        let w = ConvWeights::load_with_batch_norm(&conv, &bn, shape)?;
+        Ok(DeformLayer {
+            offset,
+            conv: DeformConv2d::new(w, 1, deform.groups)?,
+            modulated: deform.modulated,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let predicted = self.offset.forward(x)?;
+        if !self.modulated {
+            return self.conv.forward(x, &predicted, None);
+        }
+        let n = self.conv.offset_channels();
+        let offset = predicted.narrow(1, 0, n)?;
+        let mask = candle_nn::ops::sigmoid(&predicted.narrow(1, n, n / 2)?)?;
+        self.conv.forward(x, &offset, Some(&mask))
+    }
+}
+
+/// A convolution of a block: plain, or deformable.
+#[derive(Debug, Clone)]
+enum Layer {
+    Plain(Conv2d),
+    Deformable(DeformLayer),
+}
+
+impl Layer {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Layer::Plain(c) => c.forward(x),
+            Layer::Deformable(d) => d.forward(x),
+        }
+    }
+}
+
 /// One residual block.
 #[derive(Debug, Clone)]
 struct Block {
-    convs: Vec<Conv2d>,
+    convs: Vec<Layer>,
     downsample: Option<Conv2d>,
 }
 
@@ -97,6 +167,7 @@ impl Block {
         planes: usize,
         stride: usize,
         layout: Layout,
+        deform: Option<Deform>,
     ) -> Result<Self> {
         let out = planes * kind.expansion();
         let (s1, s3) = if layout.stride_in_1x1() {
@@ -117,8 +188,17 @@ impl Block {
         };
         let mut convs = Vec::with_capacity(shapes.len());
         for (i, shape) in shapes.into_iter().enumerate() {
-            let (conv, bn) = layout.conv_bn(&vb, i + 1);
-            convs.push(Conv2d::load_with_batch_norm(&conv, &bn, shape)?);
+            let layer = match deform {
+                // The bottleneck's 3×3 convolution.
+                Some(d) if kind == BlockKind::Bottleneck && i == 1 => {
+                    Layer::Deformable(DeformLayer::load(&vb, shape, d, layout)?)
+                }
+                _ => {
+                    let (conv, bn) = layout.conv_bn(&vb, i + 1);
+                    Layer::Plain(Conv2d::load_with_batch_norm(&conv, &bn, shape)?)
+                }
+            };
+            convs.push(layer);
         }
         let downsample = if stride != 1 || c_in != out {
             let (conv, bn) = layout.shortcut(&vb);
@@ -177,11 +257,27 @@ impl Stage {
         stride: usize,
         layout: Layout,
     ) -> Result<Self> {
+        Stage::load_deformable(vb, kind, c_in, planes, count, stride, layout, None)
+    }
+
+    /// [`load_layout`](Self::load_layout) with deformable 3×3 convolutions in every
+    /// bottleneck when `deform` is given (detectron2's `DeformBottleneckBlock`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_deformable(
+        vb: VarBuilder,
+        kind: BlockKind,
+        c_in: usize,
+        planes: usize,
+        count: usize,
+        stride: usize,
+        layout: Layout,
+        deform: Option<Deform>,
+    ) -> Result<Self> {
         let mut blocks = Vec::with_capacity(count);
         let mut c = c_in;
         for i in 0..count {
             let s = if i == 0 { stride } else { 1 };
-            blocks.push(Block::load(vb.pp(i), kind, c, planes, s, layout)?);
+            blocks.push(Block::load(vb.pp(i), kind, c, planes, s, layout, deform)?);
             c = planes * kind.expansion();
         }
         Ok(Stage { blocks })
@@ -237,8 +333,8 @@ impl Stem {
     }
 }
 
-/// detectron2's `build_resnet_backbone` without deformable convolutions: stem and stages
-/// `res2` … `res5` (`MODEL.RESNETS.*`), frozen BatchNorm folded.
+/// detectron2's `build_resnet_backbone`: stem and stages `res2` … `res5` (`MODEL.RESNETS.*`,
+/// deformable 3×3 convolutions where `DEFORM_ON_PER_STAGE` says), frozen BatchNorm folded.
 #[derive(Debug, Clone)]
 pub struct Detectron2ResNet {
     stem: Stem,
@@ -258,6 +354,19 @@ pub struct Detectron2ResNetConfig {
     pub width_per_group: usize,
     /// `STRIDE_IN_1X1`.
     pub stride_in_1x1: bool,
+    /// `DEFORM_ON_PER_STAGE`: deformable 3×3 convolutions in `res2` … `res5`.
+    #[serde(default)]
+    pub deform_on_per_stage: [bool; 4],
+    /// `DEFORM_MODULATED`: DCNv2 (offsets and a mask) rather than DCNv1.
+    #[serde(default)]
+    pub deform_modulated: bool,
+    /// `DEFORM_NUM_GROUPS`.
+    #[serde(default = "one")]
+    pub deform_num_groups: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Detectron2ResNetConfig {
@@ -276,6 +385,39 @@ impl Detectron2ResNetConfig {
     /// Output channels of `res2` … `res5`.
     pub fn out_channels(&self) -> [usize; 4] {
         [1, 2, 4, 8].map(|m| self.res2_out_channels * m)
+    }
+
+    /// This configuration with the depth and the deformable stages a checkpoint's keys under
+    /// `prefix` (e.g. `backbone.bottom_up.`) show: the number of `res4` blocks (6, 23, 36 for
+    /// depths 50, 101, 152), and per stage whether `resN.0.conv2_offset` exists, its output
+    /// channels telling modulated (27 per deformable group) from plain (18) offsets (without
+    /// deformable stages: detectron2's defaults, unmodulated, one group).
+    pub fn read_from(self, w: &Weights, prefix: &str) -> Result<Self> {
+        let depth = match w.count(&format!("{prefix}res4"), "conv1.weight") {
+            6 => 50,
+            23 => 101,
+            36 => 152,
+            n => {
+                return Err(w.error(format!(
+                    "{prefix}res4 has {n} blocks: not a ResNet-50, -101 or -152"
+                )))
+            }
+        };
+        let mut cfg = Detectron2ResNetConfig { depth, ..self };
+        cfg.deform_on_per_stage =
+            [2, 3, 4, 5].map(|s| w.contains(&format!("{prefix}res{s}.0.conv2_offset.weight")));
+        // detectron2's defaults when no stage is deformable.
+        (cfg.deform_modulated, cfg.deform_num_groups) = (false, 1);
+        if let Some(s) = cfg.deform_on_per_stage.iter().position(|&d| d) {
+            let key = format!("{prefix}res{}.0.conv2_offset.weight", s + 2);
+            let c = w.dims(&key)?[0];
+            (cfg.deform_modulated, cfg.deform_num_groups) = match c {
+                c if c % 27 == 0 => (true, c / 27),
+                c if c % 18 == 0 => (false, c / 18),
+                c => return Err(w.error(format!("{key}: {c} offset channels"))),
+            };
+        }
+        Ok(cfg)
     }
 }
 
@@ -301,7 +443,11 @@ impl Detectron2ResNet {
             .enumerate()
         {
             let stride = if i == 0 { 1 } else { 2 };
-            stages.push(Stage::load_layout(
+            let deform = cfg.deform_on_per_stage[i].then_some(Deform {
+                modulated: cfg.deform_modulated,
+                groups: cfg.deform_num_groups,
+            });
+            stages.push(Stage::load_deformable(
                 vb.pp(format!("res{}", i + 2)),
                 BlockKind::Bottleneck,
                 c_in,
@@ -309,6 +455,7 @@ impl Detectron2ResNet {
                 count,
                 stride,
                 layout,
+                deform,
             )?);
             c_in = out;
         }
@@ -324,5 +471,116 @@ impl Detectron2ResNet {
             out.push(y.clone());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn config(deform_on_per_stage: [bool; 4]) -> Detectron2ResNetConfig {
+        Detectron2ResNetConfig {
+            depth: 50,
+            stem_out_channels: 4,
+            res2_out_channels: 8,
+            width_per_group: 2,
+            stride_in_1x1: true,
+            deform_on_per_stage,
+            deform_modulated: true,
+            deform_num_groups: 1,
+        }
+    }
+
+    /// A DCNv2 stage whose offset branch predicts zero offsets and mask logits `c` is the plain
+    /// stage with its 3×3 weights scaled by sigmoid(c): this pins the keys (`conv2_offset`,
+    /// `conv2`, `conv2.norm`) and which third of the prediction is the mask.
+    #[test]
+    fn zero_offset_dcnv2_is_a_scaled_plain_convolution() {
+        let dev = Device::Cpu;
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+        Detectron2ResNet::load(&vb, &config([false, true, false, false])).unwrap();
+        let c = 1.3f64;
+        for (name, var) in vars.data().lock().unwrap().iter() {
+            let shape = var.shape().clone();
+            let t = if name.contains("conv2_offset.weight") {
+                Tensor::zeros(shape, DType::F32, &dev)
+            } else if name.contains("conv2_offset.bias") {
+                let n = shape.elem_count();
+                let v: Vec<f32> = (0..n)
+                    .map(|i| if i < 2 * n / 3 { 0.0 } else { c as f32 })
+                    .collect();
+                Tensor::from_vec(v, shape, &dev)
+            } else if name.ends_with("running_var") {
+                Tensor::rand(0.5f32, 1.5, shape, &dev)
+            } else {
+                Tensor::randn(0f32, 0.3, shape, &dev)
+            };
+            var.set(&t.unwrap()).unwrap();
+        }
+        let deformable = Detectron2ResNet::load(&vb, &config([false, true, false, false])).unwrap();
+        let s = 1.0 / (1.0 + (-c).exp());
+        for (name, var) in vars.data().lock().unwrap().iter() {
+            if name.starts_with("res3.") && name.ends_with("conv2.weight") {
+                var.set(&(var.as_tensor() * s).unwrap()).unwrap();
+            }
+        }
+        let plain = Detectron2ResNet::load(&vb, &config([false; 4])).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 48), &dev).unwrap();
+        let (a, b) = (deformable.forward(&x).unwrap(), plain.forward(&x).unwrap());
+        for (a, b) in a.iter().zip(&b) {
+            let scale = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(scale > 0.0 && d <= 1e-5 * scale.max(1.0), "{d} of {scale}");
+        }
+    }
+
+    /// Depth and deformable stages are read back from a checkpoint's keys.
+    #[test]
+    fn depth_and_deformable_stages_are_read_from_the_keys() {
+        let dev = Device::Cpu;
+        for (depth, deform, modulated, groups) in [
+            (101, [false, true, true, true], true, 1),
+            (50, [false; 4], false, 1),
+            (50, [false, false, true, false], false, 2),
+        ] {
+            let want = Detectron2ResNetConfig {
+                depth,
+                deform_on_per_stage: deform,
+                deform_modulated: modulated,
+                deform_num_groups: groups,
+                ..config([false; 4])
+            };
+            let vars = VarMap::new();
+            let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+            Detectron2ResNet::load(&vb.pp("backbone.bottom_up"), &want).unwrap();
+            let named = vars
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect();
+            let w = Weights::from_tensors("r.safetensors", named).unwrap();
+            let got = config([false; 4])
+                .read_from(&w, "backbone.bottom_up.")
+                .unwrap();
+            assert_eq!(got, want);
+        }
     }
 }

@@ -96,9 +96,23 @@ impl Weights {
             }
             _ if path.extension().is_some_and(|e| e == "onnx") => Weights::from_onnx(path),
             CheckpointFormat::Safetensors => Weights::from_safetensors(path),
-            CheckpointFormat::Pickle | CheckpointFormat::Unknown => {
-                Weights::from_state_dict(checkpoint::load(path, &[])?)
+            CheckpointFormat::TorchLegacy
+            | CheckpointFormat::Pickle
+            | CheckpointFormat::Unknown => Weights::from_state_dict(checkpoint::load(path, &[])?),
+        }
+    }
+
+    /// Opens the weights of what may be a training checkpoint: the `model` entry of a `.pth`
+    /// (zip or legacy) or pickle that has one, else the whole file as [`open`](Self::open)
+    /// reads it (see [`checkpoint::load_model`]).
+    pub fn open_model(path: impl AsRef<Path>) -> Result<Self> {
+        use checkpoint::CheckpointFormat as F;
+        let path = path.as_ref();
+        match F::of_file(path)?.0 {
+            F::TorchZip | F::TorchLegacy | F::Pickle => {
+                Weights::from_state_dict(checkpoint::load_model(path)?)
             }
+            F::Safetensors | F::Unknown => Weights::open(path),
         }
     }
 

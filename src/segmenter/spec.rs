@@ -161,9 +161,9 @@ pub fn build(
             Box::new(SamAutoSegmenter::new(model, c.clone())?)
         }
         SegmenterSpec::Mask2former(m) => Box::new(m.build(store, device)?),
-        SegmenterSpec::Entityseg(e) => Box::new(e.build(device)?),
+        SegmenterSpec::Entityseg(e) => Box::new(e.build(store, device)?),
         SegmenterSpec::Text(t) => Box::new(t.build(store, device)?),
-        SegmenterSpec::Referring(r) => Box::new(r.build(device)?),
+        SegmenterSpec::Referring(r) => Box::new(r.build(store, device)?),
         SegmenterSpec::Prompts => Box::new(PromptsOnly),
     })
 }

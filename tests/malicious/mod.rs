@@ -283,6 +283,78 @@ pub fn cases(canary: &Path) -> Vec<Case> {
             "subprocess.Popen",
             false,
         ),
+        // NEWOBJ of the one constructed class, argparse.Namespace, with arguments.
+        case(
+            "newobj_namespace_with_arguments",
+            Pickle::new(op::PROTO2)
+                .global("argparse", "Namespace")
+                .str("x")
+                .op(&[op::TUPLE1, op::NEWOBJ])
+                .stop(),
+            Container::Pth,
+            "NEWOBJ of argparse.Namespace",
+            false,
+        ),
+        // REDUCE of argparse.Namespace (only NEWOBJ builds one).
+        case(
+            "reduce_namespace",
+            Pickle::new(op::PROTO2)
+                .global("argparse", "Namespace")
+                .op(&[op::EMPTY_TUPLE, op::REDUCE])
+                .stop(),
+            Container::Pth,
+            "only built by NEWOBJ",
+            false,
+        ),
+        // A Namespace whose attributes (BUILD state) carry a call: the global is refused.
+        case(
+            "namespace_state_calls_os_system",
+            call_global(
+                Pickle::new(op::PROTO2)
+                    .global("argparse", "Namespace")
+                    .op(&[op::EMPTY_TUPLE, op::NEWOBJ, op::EMPTY_DICT])
+                    .str("x"),
+                "os",
+                "system",
+                &shell,
+            )
+            .op(&[op::SETITEM, op::BUILD])
+            .stop(),
+            Container::Pth,
+            "os.system",
+            true,
+        ),
+        // A Namespace's state that is not a dict.
+        case(
+            "namespace_state_not_a_dict",
+            Pickle::new(op::PROTO2)
+                .global("argparse", "Namespace")
+                .op(&[op::EMPTY_TUPLE, op::NEWOBJ])
+                .str("x")
+                .op(&[op::BUILD])
+                .stop(),
+            Container::Pth,
+            "Namespace state is a str",
+            false,
+        ),
+        // collections.Counter on something that is not a dict.
+        case(
+            "counter_of_a_string",
+            call_global(Pickle::new(op::PROTO2), "collections", "Counter", "abc").stop(),
+            Container::Pth,
+            "Counter is only accepted on one dict",
+            false,
+        ),
+        // The legacy torch.save frame (magic number, protocol 1001, system info) around a
+        // payload in the object pickle (torch.load would run it; the demonstration's single
+        // pickle load stops after the magic number, hence `executes: false`).
+        case(
+            "legacy_frame_os_system",
+            legacy_frame(call_global(Pickle::new(op::PROTO2), "os", "system", &shell).stop()),
+            Container::Raw,
+            "os.system",
+            false,
+        ),
         // BUILD: a state applied to something that is not a dict.
         case(
             "build_on_a_string",
@@ -442,6 +514,26 @@ pub fn cases(canary: &Path) -> Vec<Case> {
         false,
     ));
     out
+}
+
+/// The first three pickles of the legacy `torch.save` format (magic number, protocol version
+/// 1001, a little-endian system-info dict) followed by `object`.
+fn legacy_frame(object: Vec<u8>) -> Vec<u8> {
+    let mut b = Pickle::new(op::PROTO2)
+        .op(&[
+            0x8a, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+        ])
+        .stop();
+    b.extend(Pickle::new(op::PROTO2).int(1001).stop());
+    b.extend(
+        Pickle::new(op::PROTO2)
+            .op(&[op::EMPTY_DICT])
+            .str("little_endian")
+            .op(&[0x88, op::SETITEM])
+            .stop(),
+    );
+    b.extend(object);
+    b
 }
 
 /// Writes a case to `dir/<name>.pth`: a zip with `archive/data.pkl`, `archive/data/0`

@@ -16,8 +16,10 @@
 //! Per object: mean, recall (fraction > 0.5) and decay (first quarter minus last quarter, with
 //! the official overlapping bins) of J and F; global values average over all objects.
 
+mod referring;
 mod scores;
 
+pub use self::referring::{annotator_folders, evaluate_referring, RefDavisReport};
 pub use self::scores::{Scores, Statistics};
 use super::bitimage::BitImage;
 use super::boundary::{f_measure, tolerance_radius, Boundary};

@@ -244,19 +244,40 @@ impl IntoIterator for StateDict {
 /// nested dicts below it are flattened with `.` (`{"a": {"b": t}}` gives `a.b`). Entries that
 /// are not tensors (epoch counters, strings) are skipped.
 pub fn load(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
-    let path = path.as_ref();
+    load_selected(path.as_ref(), Select::Path(key_path))
+}
+
+/// Reads the weights of a checkpoint that may be a training checkpoint: the root's `model`
+/// entry when the root has one (ReferFormer's and detectron2's `{"model": ..., "optimizer":
+/// ..., "args": ...}`), else the whole file (a bare state dict, safetensors).
+pub fn load_model(path: impl AsRef<Path>) -> Result<StateDict> {
+    load_selected(path.as_ref(), Select::EntryOrRoot("model"))
+}
+
+/// Which dict of a pickled checkpoint holds the tensors.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Select<'a> {
+    /// The dict at this key path from the root (empty: the root).
+    Path(&'a [&'a str]),
+    /// The root's entry of this name when there is one, else the root.
+    EntryOrRoot(&'a str),
+}
+
+fn load_selected(path: &Path, select: Select) -> Result<StateDict> {
     let (format, head) = CheckpointFormat::of_file(path)?;
-    match format {
-        CheckpointFormat::TorchZip => load_pth(path, key_path),
-        CheckpointFormat::Safetensors if key_path.is_empty() => load_safetensors(path),
-        CheckpointFormat::Safetensors => Err(Error::checkpoint(
+    match (format, select) {
+        (CheckpointFormat::TorchZip, _) => pth::read_pth(path, select),
+        (CheckpointFormat::TorchLegacy, _) => legacy::load_legacy(path, select),
+        (CheckpointFormat::Safetensors, Select::Path([]) | Select::EntryOrRoot(_)) => {
+            load_safetensors(path)
+        }
+        (CheckpointFormat::Safetensors, Select::Path(_)) => Err(Error::checkpoint(
             path,
             "a key path is only meaningful for PyTorch .pth files",
         )),
-        // A pickled dict of numpy arrays (detectron2 `.pkl`); the legacy torch.save format
-        // (torch < 1.6) is refused by the reader's allow-list.
-        CheckpointFormat::Pickle => load_pkl(path, key_path),
-        CheckpointFormat::Unknown => Err(Error::checkpoint(
+        // A pickled dict of numpy arrays (detectron2 `.pkl`).
+        (CheckpointFormat::Pickle, _) => pkl::read_pkl(path, select),
+        (CheckpointFormat::Unknown, _) => Err(Error::checkpoint(
             path,
             format!(
                 "not a checkpoint: neither a PyTorch zip .pth, a pickle nor safetensors \
@@ -272,7 +293,10 @@ pub fn load(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
 pub enum CheckpointFormat {
     /// A zip archive (`torch.save` since torch 1.6).
     TorchZip,
-    /// A pickle stream (protocol 2 to 5): the legacy `torch.save` format or `pickle.dump`.
+    /// The legacy `torch.save` format (torch < 1.6, or `_use_new_zipfile_serialization=False`
+    /// as ReferFormer's training scripts write): five pickles, then the raw storages.
+    TorchLegacy,
+    /// A pickle stream (protocol 2 to 5) of something else (`pickle.dump`).
     Pickle,
     /// A safetensors file: an 8-byte little-endian header length, then a JSON object.
     Safetensors,
@@ -294,6 +318,9 @@ impl CheckpointFormat {
     pub fn sniff(head: &[u8]) -> CheckpointFormat {
         match head {
             [b'P', b'K', 3, 4, ..] | [b'P', b'K', 5, 6, ..] => CheckpointFormat::TorchZip,
+            [0x80, 2..=5, rest @ ..] if rest.starts_with(&legacy::MAGIC_PICKLE) => {
+                CheckpointFormat::TorchLegacy
+            }
             [0x80, 2..=5, ..] => CheckpointFormat::Pickle,
             [n0, n1, n2, n3, n4, n5, n6, n7, b'{', ..]
                 if u64::from_le_bytes([*n0, *n1, *n2, *n3, *n4, *n5, *n6, *n7]) >= 2 =>
@@ -357,8 +384,26 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<StateDict> {
     Ok(out)
 }
 
+/// Picks the dict that holds the tensors from the root of a pickle.
+pub(super) fn select(root: Value, select: Select) -> std::result::Result<Value, String> {
+    let key_path = match select {
+        Select::Path(key_path) => key_path,
+        Select::EntryOrRoot(key) => {
+            let Value::Dict(d) = &root else {
+                return Err(format!("the root is a {}, not a dict", root.kind()));
+            };
+            let has = d
+                .borrow()
+                .iter()
+                .any(|(k, _)| matches!(k, Value::Str(s) if s == key));
+            return if has { descend(root, &[key]) } else { Ok(root) };
+        }
+    };
+    descend(root, key_path)
+}
+
 /// Walks down `key_path` from the root dict of a pickle.
-pub(super) fn select(root: Value, key_path: &[&str]) -> std::result::Result<Value, String> {
+fn descend(root: Value, key_path: &[&str]) -> std::result::Result<Value, String> {
     let mut node = root;
     for (depth, key) in key_path.iter().enumerate() {
         let Value::Dict(d) = &node else {
@@ -448,6 +493,7 @@ pub(super) fn flatten<T>(
     Ok(())
 }
 
+mod legacy;
 mod pkl;
 mod pth;
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Pickled dicts of numpy arrays (detectron2 `.pkl`): read through the safe pickle reader,
 //! which accepts numpy's array reconstruction and nothing that executes code.
 
-use super::{flatten, select, RawTensor, StateDict, TensorDType, MAX_ENTRIES};
+use super::{flatten, RawTensor, Select, StateDict, TensorDType, MAX_ENTRIES};
 use crate::error::{Error, Result};
 use crate::nn::pickle::{self, NumpyArray, Value};
 use std::path::Path;
@@ -9,11 +9,15 @@ use std::path::Path;
 /// Reads a pickle of (nested) dicts of numpy arrays, as detectron2's `model_final_*.pkl`,
 /// without executing code (only numpy's array reconstruction is accepted).
 pub fn load_pkl(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
-    let path = path.as_ref();
+    read_pkl(path.as_ref(), Select::Path(key_path))
+}
+
+/// [`load_pkl`] with the dict that holds the tensors chosen by `select`.
+pub(super) fn read_pkl(path: &Path, select: Select) -> Result<StateDict> {
     let err = |m: String| Error::checkpoint(path, m);
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let root = pickle::unpickle(&bytes).map_err(err)?;
-    let node = select(root, key_path).map_err(err)?;
+    let node = super::select(root, select).map_err(err)?;
     let mut arrays = Vec::new();
     let array = |v: &Value| match v {
         Value::Array(a) => Some(a.clone()),

@@ -4,13 +4,17 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::{flatten, select, RawTensor, StateDict, MAX_ENTRIES};
+use super::{flatten, RawTensor, Select, StateDict, MAX_ENTRIES};
 use crate::error::{Error, Result};
 use crate::nn::pickle::{self, TensorRef, Value};
 
 /// Reads a PyTorch zip checkpoint (`torch.save`, format of torch ≥ 1.6) without executing code.
 pub fn load_pth(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> {
-    let path = path.as_ref();
+    read_pth(path.as_ref(), Select::Path(key_path))
+}
+
+/// [`load_pth`] with the dict that holds the tensors chosen by `select`.
+pub(super) fn read_pth(path: &Path, select: Select) -> Result<StateDict> {
     let err = |m: String| Error::checkpoint(path, m);
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
@@ -37,7 +41,7 @@ pub fn load_pth(path: impl AsRef<Path>, key_path: &[&str]) -> Result<StateDict> 
     }
     let pkl = read_record(&mut zip, &pkl_name).map_err(err)?;
     let root = pickle::unpickle(&pkl).map_err(|e| err(format!("{pkl_name}: {e}")))?;
-    let node = select(root, key_path).map_err(err)?;
+    let node = super::select(root, select).map_err(err)?;
 
     let mut tensors = Vec::new();
     let mut budget = MAX_ENTRIES;

@@ -1,5 +1,5 @@
-//! The pickle reader's allow-list: the globals a state dict or numpy checkpoint may name, and what
-//! each of them builds when the program calls it.
+//! The pickle reader's allow-list: the globals a state dict, numpy checkpoint or training
+//! checkpoint may name, and what each of them builds when the program calls it.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -31,14 +31,16 @@ pub(super) fn resolve_global(module: &str, name: &str) -> Result<Callable, Strin
         ("numpy", "ndarray") => Ok(Callable::NumpyNdarray),
         ("numpy", "dtype") => Ok(Callable::NumpyDtype),
         ("_codecs", "encode") => Ok(Callable::CodecsEncode),
+        ("argparse", "Namespace") => Ok(Callable::Namespace),
+        ("collections", "Counter") => Ok(Callable::Counter),
         ("torch.storage", "_load_from_bytes") => Err(format!(
             "refused global {module}.{name}: legacy (non-zip) PyTorch serialisation is not \
              supported; re-save the file with a current torch.save"
         )),
         _ => Err(format!(
             "refused global {module}.{name}: only state-dict globals (OrderedDict, tensor \
-             rebuild, typed storages, numpy array reconstruction) are accepted, nothing is \
-             executed"
+             rebuild, typed storages, numpy array reconstruction, argparse.Namespace, \
+             Counter) are accepted, nothing is executed"
         )),
     }
 }
@@ -108,6 +110,14 @@ pub(super) fn reduce(f: Value, args: Value) -> Result<Value, String> {
             }))
         }
         Callable::Storage(_) => Err("a storage class cannot be called".into()),
+        Callable::Namespace => {
+            Err("argparse.Namespace is only built by NEWOBJ with no arguments".into())
+        }
+        Callable::Counter => match args.as_slice() {
+            [] => Ok(Value::Dict(Rc::default())),
+            [Value::Dict(d)] => Ok(Value::Dict(Rc::new(RefCell::new(d.borrow().clone())))),
+            _ => Err("collections.Counter is only accepted on one dict".into()),
+        },
         Callable::NumpyNdarray => Err("numpy.ndarray cannot be called directly".into()),
         Callable::NumpyReconstruct => match args.as_slice() {
             [Value::Callable(Callable::NumpyNdarray), shape, _] => {
@@ -148,6 +158,26 @@ pub(super) fn reduce(f: Value, args: Value) -> Result<Value, String> {
     }
 }
 
+/// NEWOBJ `class.__new__(class, *args)`: only an argument-less `argparse.Namespace`, built as
+/// an empty attribute dict that a following BUILD fills.
+pub(super) fn new_object(class: Value, args: Value) -> Result<Value, String> {
+    match (&class, &args) {
+        (Value::Callable(Callable::Namespace), Value::Tuple(a)) if a.is_empty() => {
+            Ok(Value::Namespace(Rc::default()))
+        }
+        (Value::Callable(Callable::Namespace), _) => {
+            Err("refused pickle NEWOBJ of argparse.Namespace with arguments".into())
+        }
+        (Value::Callable(c), _) => Err(format!(
+            "refused pickle NEWOBJ of {c:?}: only argparse.Namespace objects are constructed"
+        )),
+        (other, _) => Err(format!(
+            "refused pickle NEWOBJ of a {}: only argparse.Namespace objects are constructed",
+            other.kind()
+        )),
+    }
+}
+
 /// Fills an array from numpy's `__setstate__` tuple `(version, shape, dtype, fortran, data)`.
 pub(super) fn build_array(a: &mut NumpyArray, state: Value) -> Result<(), String> {
     let Value::Tuple(items) = &state else {
@@ -183,20 +213,33 @@ pub(super) fn build_dtype(d: &mut NumpyDtype, state: Value) -> Result<(), String
     }
 }
 
-/// Turns a persistent id `('storage', StorageType, key, location, numel)` into a storage.
-pub(super) fn persistent_storage(pid: Value) -> Result<Value, String> {
+/// Turns a persistent id `('storage', StorageType, key, location, numel)` (zip `.pth`), or the
+/// legacy format's `(..., numel, None)` with no view, into a storage.
+pub(super) fn persistent_storage(pid: Value) -> Result<StorageRef, String> {
     let Value::Tuple(items) = &pid else {
         return Err("persistent id is not a tuple".into());
     };
-    match items.as_slice() {
+    let (head, view) = match items.as_slice() {
+        [head @ .., view] if items.len() == 6 => (head, Some(view)),
+        head => (head, None),
+    };
+    if let Some(view) = view {
+        if !matches!(view, Value::Opaque("None")) {
+            return Err(
+                "persistent id names a storage view (torch < 0.4 format), which is not supported"
+                    .into(),
+            );
+        }
+    }
+    match head {
         [Value::Str(tag), Value::Callable(Callable::Storage(dtype)), Value::Str(key), _, len]
             if tag == "storage" =>
         {
-            Ok(Value::Storage(StorageRef {
+            Ok(StorageRef {
                 key: key.clone(),
                 dtype: *dtype,
                 len: as_usize(len, "storage size")?,
-            }))
+            })
         }
         _ => Err("persistent id is not a typed storage reference".into()),
     }

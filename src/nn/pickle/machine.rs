@@ -5,8 +5,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::globals::{build_array, build_dtype, persistent_storage, reduce, resolve_global};
-use super::Value;
+use super::globals::{
+    build_array, build_dtype, new_object, persistent_storage, reduce, resolve_global,
+};
+use super::{Program, StorageRef, Value};
 
 /// The pickle virtual machine: a stack, a memo and the program text.
 pub(super) struct Machine<'a> {
@@ -14,6 +16,7 @@ pub(super) struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u64, Value>,
+    storages: Vec<StorageRef>,
 }
 
 impl<'a> Machine<'a> {
@@ -24,6 +27,7 @@ impl<'a> Machine<'a> {
             pos: 0,
             stack: Vec::new(),
             memo: HashMap::new(),
+            storages: Vec::new(),
         }
     }
 
@@ -139,7 +143,7 @@ impl<'a> Machine<'a> {
     }
 
     /// Runs the program to its STOP and returns the value on top of the stack.
-    pub(super) fn run(mut self) -> Result<Value, String> {
+    pub(super) fn run(mut self) -> Result<Program, String> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -153,7 +157,13 @@ impl<'a> Machine<'a> {
                 0x95 => {
                     self.take(8)?;
                 }
-                b'.' => return self.pop(),
+                b'.' => {
+                    return Ok(Program {
+                        value: self.pop()?,
+                        len: self.pos,
+                        storages: self.storages,
+                    })
+                }
                 b'(' => self.stack.push(Value::Mark),
                 b'0' => {
                     self.stack.pop();
@@ -314,12 +324,14 @@ impl<'a> Machine<'a> {
                          constructed"
                     ));
                 }
-                b'o' | 0x81 | 0x92 => {
-                    let name = match op {
-                        b'o' => "OBJ",
-                        0x81 => "NEWOBJ",
-                        _ => "NEWOBJ_EX",
-                    };
+                0x81 => {
+                    let args = self.pop()?;
+                    let class = self.pop()?;
+                    let v = new_object(class, args).map_err(|e| format!("{e} at byte {at}"))?;
+                    self.stack.push(v);
+                }
+                b'o' | 0x92 => {
+                    let name = if op == b'o' { "OBJ" } else { "NEWOBJ_EX" };
                     return Err(format!(
                         "refused pickle {name} at byte {at}: objects are not constructed"
                     ));
@@ -353,12 +365,24 @@ impl<'a> Machine<'a> {
                     match self.top()? {
                         // OrderedDict state (the `_metadata` attribute of a state dict).
                         Value::Dict(_) => {}
+                        Value::Namespace(d) => match &state {
+                            Value::Dict(s) => {
+                                let items = s.borrow().clone();
+                                d.borrow_mut().extend(items)
+                            }
+                            other => {
+                                return Err(format!(
+                                    "argparse.Namespace state is a {} at byte {at}, not a dict",
+                                    other.kind()
+                                ))
+                            }
+                        },
                         Value::Array(a) => build_array(&mut a.borrow_mut(), state)?,
                         Value::Dtype(d) => build_dtype(&mut d.borrow_mut(), state)?,
                         other => {
                             return Err(format!(
-                                "refused pickle BUILD on a {} at byte {at}: only a dict's \
-                                 state is accepted",
+                                "refused pickle BUILD on a {} at byte {at}: only the state \
+                                 of a dict, a namespace or a numpy array is accepted",
                                 other.kind()
                             ))
                         }
@@ -366,8 +390,9 @@ impl<'a> Machine<'a> {
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    let v = persistent_storage(pid)?;
-                    self.stack.push(v);
+                    let s = persistent_storage(pid)?;
+                    self.storages.push(s.clone());
+                    self.stack.push(Value::Storage(s));
                 }
                 _ => {
                     return Err(format!(

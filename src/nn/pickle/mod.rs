@@ -6,11 +6,16 @@
 //! `collections.OrderedDict`, the tensor and parameter rebuild functions of `torch._utils`,
 //! the typed storage classes named in persistent ids, and numpy's array reconstruction
 //! (`numpy.core.multiarray._reconstruct`, `numpy.ndarray`, `numpy.dtype`, plus
-//! `_codecs.encode` which protocol 2 uses for bytes). Any other global (for example
+//! `_codecs.encode` which protocol 2 uses for bytes). Training checkpoints pickle a few more
+//! plain objects beside the weights, and these are built as inert values without calling
+//! anything: `argparse.Namespace` (ReferFormer's `args`, only through NEWOBJ with no
+//! arguments, its attributes set by BUILD from a dict) and `collections.Counter` (the
+//! `milestones` of a `MultiStepLR` state, a plain dict). Any other global (for example
 //! `os.system` or `builtins.eval`) is refused with an error naming it, before anything could
 //! be called.
 //! Reached by GLOBAL, STACK_GLOBAL or INST, a refused global is named; object construction
-//! (OBJ, NEWOBJ, the extension registry) is refused by opcode. Tuples are shared, not copied,
+//! (OBJ, NEWOBJ_EX, the extension registry, NEWOBJ of anything but an argument-less
+//! `argparse.Namespace`) is refused by opcode. Tuples are shared, not copied,
 //! when the memo repeats them, and dropping a deeply nested value does not recurse, so neither
 //! memo references nor nesting can exhaust memory or stack.
 
@@ -46,6 +51,10 @@ pub(crate) enum Callable {
     NumpyScalar,
     /// `_codecs.encode(text, 'latin1')`: bytes, as protocol 2 writes them.
     CodecsEncode,
+    /// The class `argparse.Namespace` (only as NEWOBJ's class, with no arguments).
+    Namespace,
+    /// `collections.Counter(dict)`: a plain dict of the same items.
+    Counter,
 }
 
 /// A numpy dtype: the type code (`f4`, `i8`, ...) and byte order (`<`, `>`, `|`, `=`).
@@ -90,9 +99,12 @@ pub(crate) struct TensorRef {
 /// A storage named by a persistent id.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StorageRef {
-    key: String,
-    dtype: TensorDType,
-    len: usize,
+    /// Storage key (record name of a zip `.pth`, storage id of the legacy format).
+    pub key: String,
+    /// Element type.
+    pub dtype: TensorDType,
+    /// Number of elements.
+    pub len: usize,
 }
 
 /// A shared, mutable dict (pickle memo entries alias the objects on the stack).
@@ -115,6 +127,8 @@ pub(crate) enum Value {
     Bytes(Rc<Vec<u8>>),
     Dtype(Rc<RefCell<NumpyDtype>>),
     Array(Rc<RefCell<NumpyArray>>),
+    /// An `argparse.Namespace`: its attributes as a dict, never looked into by a loader.
+    Namespace(DictRef),
     /// Internal stack marker.
     Mark,
 }
@@ -144,7 +158,7 @@ impl Value {
                     out.append(items.get_mut());
                 }
             }
-            Value::Dict(d) => {
+            Value::Dict(d) | Value::Namespace(d) => {
                 if let Some(items) = Rc::get_mut(d) {
                     for (k, v) in items.get_mut().drain(..) {
                         out.push(k);
@@ -156,7 +170,8 @@ impl Value {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    /// The Python kind of the value, for error messages.
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Value::Opaque(kind) => kind,
             Value::Int(_) => "int",
@@ -171,6 +186,7 @@ impl Value {
             Value::Bytes(_) => "bytes",
             Value::Dtype(_) => "numpy dtype",
             Value::Array(_) => "numpy array",
+            Value::Namespace(_) => "argparse.Namespace",
             Value::Mark => "mark",
         }
     }
@@ -178,6 +194,22 @@ impl Value {
 
 /// Reads one pickle program and returns the value it builds.
 pub(crate) fn unpickle(data: &[u8]) -> Result<Value, String> {
+    Machine::new(data).run().map(|p| p.value)
+}
+
+/// One pickle program read from the front of a stream of several (the legacy `torch.save`
+/// format writes five in a row).
+pub(crate) struct Program {
+    /// The value the program builds.
+    pub value: Value,
+    /// Bytes the program took, up to and including its STOP.
+    pub len: usize,
+    /// Every storage its persistent ids named, in order.
+    pub storages: Vec<StorageRef>,
+}
+
+/// Reads the pickle program at the start of `data`; what follows its STOP is left unread.
+pub(crate) fn unpickle_front(data: &[u8]) -> Result<Program, String> {
     Machine::new(data).run()
 }
 

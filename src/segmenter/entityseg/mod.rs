@@ -20,15 +20,18 @@
 //! keeps entities scoring at least `score_threshold` (default 0.2, the official demo's),
 //! at most `max_entities`.
 //!
-//! Backbones: ResNet-50/101 without deformable convolution (`entity_r50_*`, `entity_r101_1x`,
-//! `entity_r101_3x`) and Swin (`entity_swin_t_1x`: Swin-T; `entity_swin_lw7_1x`,
+//! Backbones: ResNet-50/101 (`entity_r50_*`, `entity_r101_1x`, `entity_r101_3x`, and
+//! `entity_r101_dcnv2_3x` with modulated deformable convolutions in res3 … res5,
+//! [`crate::nn::deform_conv`]; without a config file the depth and deformable stages are read
+//! from the checkpoint) and Swin (`entity_swin_t_1x`: Swin-T; `entity_swin_lw7_1x`,
 //! `entity_swin_lw7_3x`: Swin-L window 7), read in the original Swin key layout
 //! ([`crate::nn::swin::Layout::Official`], `backbone.bottom_up.{patch_embed, layers, norm0 …
 //! norm3}`; its `stage2` … `stage5` outputs are the FPN's inputs as in `MODEL.FPN.IN_FEATURES`,
 //! each normed by its `norm{i}`, no absolute position embedding). A checkpoint with the Swin
-//! patch embedding selects it and its sizes come from its shapes (or `config.swin`). Out of
-//! reach for now: `entity_r101_dcnv2_3x` (modulated deformable convolutions in res3 … res5) and
-//! the MiT backbones (`entity_mit_*`).
+//! patch embedding selects it and its sizes come from its shapes (or `config.swin`). The
+//! deformable convolution is checked against `torchvision.ops.deform_conv2d` (the CPU
+//! stand-in for detectron2's CUDA-only op); there is no end-to-end oracle fixture of the DCN
+//! model yet. Out of reach for now: the MiT backbones (`entity_mit_*`).
 
 pub mod config;
 pub mod head;

@@ -13,7 +13,6 @@ use super::head::{EntityHead, LevelOutput};
 use super::mask_head::{DynamicMaskHead, Entities, MaskBranch};
 use super::postprocess::{entities, proposals, EntityMap, Proposals, Sizes};
 use crate::error::{Error, Result};
-use crate::nn::checkpoint::CheckpointFormat;
 use crate::nn::fpn::{Fpn, TopBlock};
 use crate::nn::resnet::Detectron2ResNet;
 use crate::nn::swin::{Layout, SwinBackbone, SwinConfig};
@@ -128,10 +127,7 @@ impl EntitySeg {
     /// Loads an official checkpoint: a detectron2 `.pth` (`{"model": state_dict, ...}`) or a
     /// safetensors file of the same keys; strict (see [`EntitySeg::from_weights`]).
     pub fn load(path: &Path, config: &EntitySegConfig, device: &Device) -> Result<Self> {
-        let weights = match CheckpointFormat::of_file(path)?.0 {
-            CheckpointFormat::Safetensors => Weights::open(path)?,
-            _ => Weights::from_state_dict(crate::nn::checkpoint::load(path, &["model"])?)?,
-        };
+        let weights = Weights::open_model(path)?;
         Self::from_weights(&weights, config, device)
     }
 
@@ -160,6 +156,24 @@ impl EntitySeg {
             .chain(derived.iter().map(String::as_str))
             .collect();
         weights.build(device, &ignored, |vb| EntitySeg::new(&config, vb))
+    }
+
+    /// [`load`](Self::load) with a ResNet's depth and deformable stages read from the
+    /// checkpoint ([`Detectron2ResNetConfig::read_from`](crate::nn::resnet::Detectron2ResNetConfig::read_from)),
+    /// the other sizes from `config`: the R50, R101 and R101-DCNv2 model-zoo files need no
+    /// config file (a Swin checkpoint is recognised as [`from_weights`](Self::from_weights)
+    /// says).
+    pub fn load_reading_backbone(
+        path: &Path,
+        config: &EntitySegConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let weights = Weights::open_model(path)?;
+        let mut config = config.clone();
+        if !weights.contains(&format!("{BOTTOM_UP}patch_embed.proj.weight")) {
+            config.resnet = config.resnet.read_from(&weights, BOTTOM_UP)?;
+        }
+        Self::from_weights(&weights, &config, device)
     }
 
     /// The configuration.

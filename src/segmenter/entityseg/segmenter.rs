@@ -11,6 +11,7 @@ use super::model::EntitySeg;
 use super::postprocess::EntityMap;
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::models::ModelStore;
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
 
@@ -19,9 +20,10 @@ use crate::video::Frame;
 #[serde(deny_unknown_fields)]
 pub struct EntitySegSpec {
     /// Official checkpoint (detectron2 `.pth` with a `model` dict, or safetensors of the
-    /// same keys).
+    /// same keys), or a model name of the manifest (`entityseg-…`).
     pub weights: PathBuf,
-    /// Model sizes as JSON ([`EntitySegConfig`] fields); default: the published R50 model.
+    /// Model sizes as JSON ([`EntitySegConfig`] fields); default: the published sizes, with the
+    /// ResNet depth and deformable stages read from the checkpoint.
     #[serde(default)]
     pub config: Option<PathBuf>,
     /// Entities scoring below this are dropped (their pixels stay unlabelled).
@@ -82,7 +84,7 @@ impl EntitySegSpec {
     }
 
     /// Loads the model and builds the segmenter.
-    pub fn build(&self, device: &Device) -> Result<EntitySegSegmenter> {
+    pub fn build(&self, store: &ModelStore, device: &Device) -> Result<EntitySegSegmenter> {
         self.validate()?;
         let mut config = match &self.config {
             Some(p) => EntitySegConfig::from_file(p)?,
@@ -95,7 +97,13 @@ impl EntitySegSpec {
             config.max_size_test = s;
         }
         config.validate()?;
-        let model = EntitySeg::load(&self.weights, &config, device)?;
+        let weights = store.model_or_file(&self.weights, "entityseg", "segmenter.weights")?;
+        // Without a config file, the backbone's depth and deformable stages come from the
+        // checkpoint (R50, R101, R101-DCNv2 of the model zoo).
+        let model = match &self.config {
+            Some(_) => EntitySeg::load(&weights, &config, device)?,
+            None => EntitySeg::load_reading_backbone(&weights, &config, device)?,
+        };
         Ok(EntitySegSegmenter {
             model,
             score_threshold: self.score_threshold,

@@ -446,11 +446,8 @@ pub fn official_config(embed_dim: usize) -> Result<GroundingDinoConfig> {
 /// Reads the official state dict (`model` entry of a `.pth`, or a flat safetensors file),
 /// without a `module.` prefix.
 fn read_official(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let dict = match checkpoint::load(path, &["model"]) {
-        Ok(d) => d,
-        Err(_) => checkpoint::load(path, &[])?,
-    };
-    dict.strip_prefix("module.")
+    checkpoint::load_model(path)?
+        .strip_prefix("module.")
         .iter()
         .map(|(k, v)| Ok((k.to_string(), v.to_tensor(&Device::Cpu)?)))
         .collect()

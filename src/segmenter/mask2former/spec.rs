@@ -135,24 +135,7 @@ impl Mask2FormerSpec {
                     .into(),
             )
         })?;
-        if let Some(name) = w.to_str().filter(|n| store.entry(n).is_ok()) {
-            return store.path(name);
-        }
-        if w.is_file() {
-            return Ok(w.clone());
-        }
-        let names: Vec<&str> = store
-            .manifest()
-            .models
-            .iter()
-            .map(|m| m.name.as_str())
-            .filter(|n| n.starts_with("mask2former"))
-            .collect();
-        Err(Error::Config(format!(
-            "segmenter.weights: '{}' is neither a file nor a model name ({})",
-            w.display(),
-            names.join(", ")
-        )))
+        store.model_or_file(w, "mask2former", "segmenter.weights")
     }
 
     /// Loads the model and labels (weights through `store` when named) and builds the

@@ -10,7 +10,6 @@ use super::fpn::{sine_1d, CrossModalFpn, Fusion, Words};
 use super::text::Roberta;
 use super::transformer::DeformableTransformer;
 use crate::error::{Error, Result};
-use crate::nn::checkpoint;
 use crate::nn::mlp::Mlp;
 use crate::nn::resnet::{BlockKind, Stage, Stem};
 use crate::nn::swin::{Layout, SwinBackbone};
@@ -174,7 +173,7 @@ impl ReferFormer {
     /// dict or safetensors file with the same keys), strictly: a missing, mis-shaped or unused
     /// key is an error naming it.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        Self::from_weights(&open_weights(path)?, device)
+        Self::from_weights(&Weights::open_model(path)?, device)
     }
 
     /// Builds the network from official-layout weights with the sizes their shapes give,
@@ -400,19 +399,5 @@ impl ReferFormer {
         Ok(candle_nn::ops::sigmoid(&pred_logits.to_dtype(DType::F32)?)?
             .max(D::Minus1)?
             .to_vec1::<f32>()?)
-    }
-}
-
-/// Opens a checkpoint: the `model` entry of a `.pth` when there is one, else the whole file.
-fn open_weights(path: &Path) -> Result<Weights> {
-    let (format, _) = checkpoint::CheckpointFormat::of_file(path)?;
-    if format == checkpoint::CheckpointFormat::TorchZip {
-        let dict = match checkpoint::load(path, &["model"]) {
-            Ok(d) => d,
-            Err(_) => checkpoint::load(path, &[])?,
-        };
-        Weights::from_state_dict(dict)
-    } else {
-        Weights::open(path)
     }
 }

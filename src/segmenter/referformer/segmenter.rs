@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::model::ReferFormer;
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
+use crate::models::ModelStore;
 use crate::segmenter::grounded::{preprocess, ResizeRule, TextTokenizer};
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
@@ -50,6 +51,9 @@ impl Default for ReferringSpec {
     }
 }
 
+/// The manifest's RoBERTa tokenizer (what the official code loads as `roberta-base`).
+const ROBERTA_TOKENIZER: &str = "roberta-base-tokenizer";
+
 fn default_size() -> usize {
     360
 }
@@ -82,8 +86,10 @@ impl ReferringSpec {
         Ok(())
     }
 
-    /// Loads the model and tokenizer onto `device`.
-    pub fn build(&self, device: &Device) -> Result<ReferringSegmenter> {
+    /// Loads the model and tokenizer onto `device`: the weights are a file or a model name of
+    /// `store` (`referformer-…`); the tokenizer is `tokenizer`, else a `tokenizer.json` beside
+    /// a weights file, else the store's `roberta-base-tokenizer`.
+    pub fn build(&self, store: &ModelStore, device: &Device) -> Result<ReferringSegmenter> {
         self.validate()?;
         if self.expressions.is_empty() {
             return Err(Error::Config(
@@ -99,15 +105,18 @@ impl ReferringSpec {
                     .into(),
             )
         })?;
+        let weights = store.model_or_file(weights, "referformer", "segmenter.weights")?;
+        let beside = weights
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("tokenizer.json");
         let tokenizer = match &self.tokenizer {
             Some(t) => t.clone(),
-            None => weights
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("tokenizer.json"),
+            None if beside.is_file() => beside,
+            None => store.path(ROBERTA_TOKENIZER)?,
         };
         let tokenizer = TextTokenizer::from_file(&tokenizer)?;
-        let model = ReferFormer::load(weights, device)?;
+        let model = ReferFormer::load(&weights, device)?;
         ReferringSegmenter::new(model, &tokenizer, self, device.clone())
     }
 }
@@ -287,7 +296,8 @@ mod tests {
             ..s.clone()
         };
         assert!(t.validate().unwrap_err().to_string().contains("threshold"));
-        let e = s.build(&Device::Cpu).unwrap_err().to_string();
+        let store = ModelStore::new(std::env::temp_dir().join("deva-no-models")).unwrap();
+        let e = s.build(&store, &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("--referformer-weights"), "{e}");
         assert!(toml::from_str::<ReferringSpec>("expresions = []\n").is_err());
     }

@@ -3,7 +3,8 @@
 //! `tests/oracle/referformer/`): token ids, RoBERTa, backbone, fusion, transformer, heads,
 //! mask logits and the selected mask; strict loading of the official key layout. A set made
 //! with `--backbone swin` (e.g. `referformer_swin`) runs the Swin backbone in the original key
-//! layout through the same checks.
+//! layout through the same checks, and one made with `--backbone video_swin` (e.g.
+//! `referformer_vswin`) ReferFormer's Video-Swin on one frame.
 
 mod common;
 
@@ -20,7 +21,8 @@ use std::path::{Path, PathBuf};
 /// CPU): text ≤ 6.6e-7, backbone ≤ 2.2e-6, fusion / memory / decoder ≤ 8.7e-6, heads and mask
 /// logits ≤ 4.5e-6; 0 pixels of the selected masks differ. The Swin sets (seed 0 DAVIS, seed 1
 /// procedural): text ≤ 8.1e-7, backbone ≤ 1.4e-6, transformer ≤ 2.5e-6, heads ≤ 7.4e-6,
-/// 0 selected-mask pixels differ.
+/// 0 selected-mask pixels differ. The Video-Swin sets (seeds 0 and 1): text ≤ 8.1e-7, backbone
+/// ≤ 9.3e-7, transformer ≤ 2.7e-6, heads ≤ 3.6e-6, 0 selected-mask pixels differ.
 const TEXT_TOL: f32 = 1e-5;
 const BACKBONE_TOL: f32 = 2e-5;
 const TRANSFORMER_TOL: f32 = 5e-5;
@@ -147,17 +149,27 @@ fn referformer_matches_the_official_code() {
             fx.config["dynamic_mask_channels"].as_u64().unwrap()
         );
         // The backbone read from the checkpoint's keys is the oracle's.
-        match (&c.backbone, fx.config.get("swin")) {
-            (VisualBackbone::Swin(s), Some(want)) => {
-                let n = |k: &str| want[k].as_u64().unwrap() as usize;
-                let list = |k: &str| -> Vec<usize> {
-                    let v = want[k].as_array().unwrap();
-                    v.iter().map(|x| x.as_u64().unwrap() as usize).collect()
-                };
-                assert_eq!(s.embed_dim, n("embed_dim"));
-                assert_eq!(s.window_size, n("window_size"));
+        let (swin, video) = (fx.config.get("swin"), fx.config.get("video_swin"));
+        match (&c.backbone, swin.or(video)) {
+            (VisualBackbone::Swin(s), Some(want)) | (VisualBackbone::VideoSwin(s), Some(want)) => {
+                assert_eq!(
+                    matches!(c.backbone, VisualBackbone::VideoSwin(_)),
+                    video.is_some()
+                );
+                let n = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+                let list =
+                    |k: &str| -> Vec<usize> { want[k].as_array().unwrap().iter().map(n).collect() };
+                assert_eq!(s.embed_dim, n(&want["embed_dim"]));
                 assert_eq!(s.depths, list("depths"));
                 assert_eq!(s.num_heads, list("num_heads"));
+                if video.is_some() {
+                    // `[frames, side, side]` windows and `[1, p, p]` patches.
+                    let (window, patch) = (list("window_size"), list("patch_size"));
+                    assert_eq!(window, [s.window_frames, s.window_size, s.window_size]);
+                    assert_eq!(patch, [1, s.patch_size, s.patch_size]);
+                } else {
+                    assert_eq!(s.window_size, n(&want["window_size"]));
+                }
             }
             (VisualBackbone::ResNet { .. }, None) => {}
             (got, want) => panic!("backbone {got:?}, oracle's swin config {want:?}"),
@@ -385,6 +397,32 @@ fn a_missing_swin_key_is_an_error_naming_it() {
         );
         // The unchanged checkpoint loads (its derived index buffers are not unused keys).
         build(all).expect("the swin fixture loads");
+    }
+}
+
+#[test]
+fn a_missing_video_swin_key_is_an_error_naming_it() {
+    for dir in fixture_dirs() {
+        let fx = load_fixture(&dir);
+        let Some(swin) = fx.config.get("video_swin") else {
+            continue;
+        };
+        let depths = swin["depths"].as_array().unwrap();
+        let n = depths.len() - 1;
+        let last = depths[n].as_u64().unwrap() - 1;
+        let b = "backbone.0.body";
+        let all = official_tensors(&dir);
+        check_missing(
+            &all,
+            &[
+                format!("{b}.layers.{n}.blocks.{last}.attn.qkv.weight"),
+                format!("{b}.layers.{n}.blocks.{last}.mlp.fc2.bias"),
+                format!("{b}.layers.0.blocks.0.attn.relative_position_index"),
+                format!("{b}.downsamples.{}.reduction.weight", n - 1),
+                format!("{b}.patch_embed.norm.bias"),
+            ],
+        );
+        build(all).expect("the video-swin fixture loads");
     }
 }
 

@@ -11,51 +11,53 @@ use crate::error::Result;
 /// Additive attention bias between tokens of different regions of a shifted window.
 const REGION_MASK: f32 = -100.0;
 
-/// Index into the relative position bias table for every (query, key) pair of a window of
-/// side `ws`, row-major: `(dy + ws - 1) * (2ws - 1) + (dx + ws - 1)`.
-fn relative_position_index(ws: usize) -> Vec<u32> {
-    let n = ws * ws;
+/// Index into the relative position bias table of a `[frames, side, side]` window for every
+/// (query, key) pair of its first `n` tokens (tokens ordered frame, row, column): the offsets
+/// `(dt, dy, dx)` shifted to start at 0, mixed radix `(2·frames-1, 2·side-1, 2·side-1)`. Image
+/// Swin has one frame and `n = side²`; Video-Swin with a clamped window reads such a prefix.
+fn relative_position_index(window: [usize; 3], n: usize) -> Vec<u32> {
+    let [wd, wh, ww] = window;
+    let coords = |t: usize| (t / (wh * ww), (t / ww) % wh, t % ww);
     let mut out = Vec::with_capacity(n * n);
     for i in 0..n {
-        let (yi, xi) = (i / ws, i % ws);
+        let (di, yi, xi) = coords(i);
         for j in 0..n {
-            let (yj, xj) = (j / ws, j % ws);
-            let dy = yi + ws - 1 - yj;
-            let dx = xi + ws - 1 - xj;
-            out.push((dy * (2 * ws - 1) + dx) as u32);
+            let (dj, yj, xj) = coords(j);
+            let dd = di + wd - 1 - dj;
+            let dy = yi + wh - 1 - yj;
+            let dx = xi + ww - 1 - xj;
+            out.push(((dd * (2 * wh - 1) + dy) * (2 * ww - 1) + dx) as u32);
         }
     }
     out
 }
 
-/// Additive mask `(nW, ws², ws²)` of a cyclically shifted `hp × wp` map: 0 between tokens of
-/// the same region, −100 otherwise. Regions per axis: `[0, n-ws)`, `[n-ws, n-shift)`,
-/// `[n-shift, n)`.
-fn shifted_window_mask(
-    hp: usize,
-    wp: usize,
-    ws: usize,
-    shift: usize,
-    dev: &Device,
-) -> Result<Tensor> {
-    let region = |i: usize, n: usize| -> usize {
-        if i + ws < n {
+/// A window's extent along the two axes of a map: (rows, columns) for sizes, shifts or padded
+/// map sides.
+type Pair = (usize, usize);
+
+/// Additive mask `(nW, wh·ww, wh·ww)` of a cyclically shifted `hp × wp` map with windows
+/// `win` and shifts `shift`: 0 between tokens of the same region, −100 otherwise. Regions per
+/// axis of side `n`: `[0, n-w)`, `[n-w, n-s)`, `[n-s, n)` (a single region when `n = w`).
+fn shifted_window_mask((hp, wp): Pair, win: Pair, shift: Pair, dev: &Device) -> Result<Tensor> {
+    let region = |i: usize, n: usize, w: usize, s: usize| -> usize {
+        if i + w < n {
             0
-        } else if i + shift < n {
+        } else if i + s < n {
             1
         } else {
             2
         }
     };
-    let (nh, nw) = (hp / ws, wp / ws);
-    let n = ws * ws;
+    let (nh, nw) = (hp / win.0, wp / win.1);
+    let n = win.0 * win.1;
     let mut out = Vec::with_capacity(nh * nw * n * n);
     let mut ids = vec![0usize; n];
     for wy in 0..nh {
         for wx in 0..nw {
             for (t, id) in ids.iter_mut().enumerate() {
-                let (y, x) = (wy * ws + t / ws, wx * ws + t % ws);
-                *id = region(y, hp) * 3 + region(x, wp);
+                let (y, x) = (wy * win.0 + t / win.1, wx * win.1 + t % win.1);
+                *id = region(y, hp, win.0, shift.0) * 3 + region(x, wp, win.1, shift.1);
             }
             for &a in &ids {
                 for &b in &ids {
@@ -67,22 +69,33 @@ fn shifted_window_mask(
     Ok(Tensor::from_vec(out, (nh * nw, n, n), dev)?)
 }
 
-/// `(B, H, W, C)` with `H`, `W` multiples of `ws` -> `(B·nW, ws², C)`.
-fn window_partition(x: &Tensor, ws: usize) -> Result<Tensor> {
+/// `(B, H, W, C)` with `H`, `W` multiples of the window `(wh, ww)` -> `(B·nW, wh·ww, C)`.
+fn window_partition(x: &Tensor, (wh, ww): Pair) -> Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
-    Ok(x.reshape((b, h / ws, ws, w / ws, ws, c))?
+    Ok(x.reshape((b, h / wh, wh, w / ww, ww, c))?
         .permute((0, 1, 3, 2, 4, 5))?
         .contiguous()?
-        .reshape((b * (h / ws) * (w / ws), ws * ws, c))?)
+        .reshape((b * (h / wh) * (w / ww), wh * ww, c))?)
 }
 
 /// Inverse of [`window_partition`].
-fn window_reverse(x: &Tensor, ws: usize, b: usize, h: usize, w: usize) -> Result<Tensor> {
+fn window_reverse(x: &Tensor, (wh, ww): Pair, b: usize, h: usize, w: usize) -> Result<Tensor> {
     let c = x.dim(D::Minus1)?;
-    Ok(x.reshape((b, h / ws, w / ws, ws, ws, c))?
+    Ok(x.reshape((b, h / wh, w / ww, wh, ww, c))?
         .permute((0, 1, 3, 2, 4, 5))?
         .contiguous()?
         .reshape((b, h, w, c))?)
+}
+
+/// The bias `(heads, n, n)` between the first `n` tokens of a `window` from its `table`.
+fn gather_bias(table: &Tensor, window: [usize; 3], n: usize) -> Result<Tensor> {
+    let heads = table.dim(1)?;
+    let index = Tensor::from_vec(relative_position_index(window, n), n * n, table.device())?;
+    Ok(table
+        .index_select(&index, 0)?
+        .reshape((n, n, heads))?
+        .permute((2, 0, 1))?
+        .contiguous()?)
 }
 
 /// Windowed multi-head self-attention with relative position bias.
@@ -92,8 +105,12 @@ struct WindowAttention {
     key: Linear,
     value: Linear,
     output: Linear,
-    /// `(heads, ws², ws²)`.
+    /// `(heads, ws², ws²)`: the bias of an unclamped window's first frame.
     bias: Tensor,
+    /// `((2·frames-1)·(2·ws-1)², heads)`, for the bias of a clamped window.
+    table: Tensor,
+    /// `[frames, ws, ws]`.
+    window: [usize; 3],
     heads: usize,
     scale: f64,
 }
@@ -109,6 +126,7 @@ impl WindowAttention {
         proj: VarBuilder,
     ) -> Result<Self> {
         let ws = c.window_size;
+        let window = [c.window_frames, ws, ws];
         let (query, key, value) = match layout {
             Layout::HuggingFace => {
                 let lin = |name: &str| {
@@ -120,7 +138,7 @@ impl WindowAttention {
                 };
                 (lin("query")?, lin("key")?, lin("value")?)
             }
-            Layout::Official => {
+            Layout::Official | Layout::Video => {
                 // One fused `qkv` projection: rows [query; key; value].
                 let w = vb.pp("qkv").get((3 * dim, dim), "weight")?;
                 let b = if c.qkv_bias {
@@ -139,22 +157,18 @@ impl WindowAttention {
             }
         };
         let table = vb.get(
-            ((2 * ws - 1) * (2 * ws - 1), heads),
+            ((2 * window[0] - 1) * (2 * ws - 1) * (2 * ws - 1), heads),
             "relative_position_bias_table",
         )?;
-        let n = ws * ws;
-        let index = Tensor::from_vec(relative_position_index(ws), n * n, table.device())?;
-        let bias = table
-            .index_select(&index, 0)?
-            .reshape((n, n, heads))?
-            .permute((2, 0, 1))?
-            .contiguous()?;
+        let bias = gather_bias(&table, window, ws * ws)?;
         Ok(WindowAttention {
             query,
             key,
             value,
             output: candle_nn::linear(dim, dim, proj)?,
             bias,
+            table,
+            window,
             heads,
             scale: ((dim / heads) as f64).powf(-0.5),
         })
@@ -172,7 +186,12 @@ impl WindowAttention {
         let q = (split(self.query.forward(x)?)? * self.scale)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let mut scores = q.matmul(&k.t()?)?.broadcast_add(&self.bias)?;
+        let bias = if n == self.bias.dim(1)? {
+            self.bias.clone()
+        } else {
+            gather_bias(&self.table, self.window, n)?
+        };
+        let mut scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
         if let Some(mask) = mask {
             let nw = mask.dim(0)?;
             scores = scores
@@ -200,6 +219,9 @@ pub(super) struct SwinBlock {
     fc2: Linear,
     window: usize,
     shift: usize,
+    /// Whether a map side not larger than the window shrinks it to that side, unshifted
+    /// (Video-Swin), rather than being padded to one window (image Swin).
+    clamp: bool,
 }
 
 impl SwinBlock {
@@ -229,35 +251,49 @@ impl SwinBlock {
             fc2: candle_nn::linear(hidden, dim, fc2)?,
             window: c.window_size,
             shift,
+            clamp: layout.clamps_windows(),
         })
+    }
+
+    /// Window side and shift along an axis of side `n`.
+    fn window_on(&self, n: usize) -> Pair {
+        if self.clamp && n <= self.window {
+            (n, 0)
+        } else {
+            (self.window, self.shift)
+        }
     }
 
     /// `x`: `(B, H, W, C)`.
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, h, w, c) = x.dims4()?;
-        let ws = self.window;
+        let ((wh, sh), (ww, sw)) = (self.window_on(h), self.window_on(w));
         let mut y = self.norm1.forward(x)?;
-        let (hp, wp) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
+        let (hp, wp) = (h.div_ceil(wh) * wh, w.div_ceil(ww) * ww);
         if hp > h {
             y = y.pad_with_zeros(1, 0, hp - h)?;
         }
         if wp > w {
             y = y.pad_with_zeros(2, 0, wp - w)?;
         }
-        let mask = if self.shift > 0 {
-            y = y
-                .roll(-(self.shift as i32), 1)?
-                .roll(-(self.shift as i32), 2)?;
-            Some(shifted_window_mask(hp, wp, ws, self.shift, x.device())?)
+        let shifted = sh > 0 || sw > 0;
+        let mask = if shifted {
+            y = y.roll(-(sh as i32), 1)?.roll(-(sw as i32), 2)?;
+            Some(shifted_window_mask(
+                (hp, wp),
+                (wh, ww),
+                (sh, sw),
+                x.device(),
+            )?)
         } else {
             None
         };
         let windows = self
             .attn
-            .forward(&window_partition(&y, ws)?, mask.as_ref())?;
-        let mut y = window_reverse(&windows, ws, b, hp, wp)?;
-        if self.shift > 0 {
-            y = y.roll(self.shift as i32, 1)?.roll(self.shift as i32, 2)?;
+            .forward(&window_partition(&y, (wh, ww))?, mask.as_ref())?;
+        let mut y = window_reverse(&windows, (wh, ww), b, hp, wp)?;
+        if shifted {
+            y = y.roll(sh as i32, 1)?.roll(sw as i32, 2)?;
         }
         if hp > h || wp > w {
             y = y.narrow(1, 0, h)?.narrow(2, 0, w)?;

@@ -1,8 +1,16 @@
 //! Swin Transformer backbone: patch embedding, windowed multi-head self-attention with
 //! relative position bias, shifted windows with their region mask, patch merging, and
-//! per-stage outputs normalised by their own LayerNorm. One set of blocks reads two checkpoint
-//! key layouts ([`Layout`]): Hugging Face's `SwinBackbone` (Grounding-DINO, Mask2Former) and
-//! the original Microsoft code's (EntitySeg, ReferFormer).
+//! per-stage outputs normalised by their own LayerNorm. One set of blocks reads three checkpoint
+//! key layouts ([`Layout`]): Hugging Face's `SwinBackbone` (Grounding-DINO, Mask2Former),
+//! the original Microsoft code's (EntitySeg, ReferFormer), and ReferFormer's Video-Swin.
+//!
+//! Video-Swin ([`Layout::Video`]) runs here on one frame, as a generalisation of the same
+//! blocks: its 3D patch embedding has a temporal patch of 1 (a 2D convolution per frame), its
+//! bias tables cover `[window_frames, w, w]` windows of which a single frame reads the
+//! zero-time-offset slice, windows shrink to a map side not larger than them (unshifted on
+//! that axis, as the official `get_window_size` does) with the bias of the shrunken window's
+//! `n` tokens read from the first `n` rows and columns of the full window's index, patch
+//! merging sits at `downsamples.i`, and stage outputs are not normalised.
 //!
 //! Every size comes from [`SwinConfig`] (the `backbone_config` of a Hugging Face
 //! `config.json`, or [`SwinConfig::from_official`] reading an original-layout checkpoint's
@@ -41,6 +49,10 @@ pub struct SwinConfig {
     /// Side of the square attention windows.
     #[serde(default = "default_window_size")]
     pub window_size: usize,
+    /// Frames of the attention windows (Video-Swin's temporal window; 1 for image Swin). Only
+    /// the bias table's size depends on it: the port runs one frame at a time.
+    #[serde(default = "default_one")]
+    pub window_frames: usize,
     /// Side (and stride) of the patch-embedding convolution.
     #[serde(default = "default_patch_size")]
     pub patch_size: usize,
@@ -75,6 +87,9 @@ fn default_num_heads() -> Vec<usize> {
 fn default_window_size() -> usize {
     7
 }
+fn default_one() -> usize {
+    1
+}
 fn default_patch_size() -> usize {
     4
 }
@@ -101,8 +116,8 @@ impl SwinConfig {
                 self.depths, self.num_heads
             ));
         }
-        if self.window_size == 0 || self.patch_size == 0 {
-            return bad("window_size and patch_size must be positive".into());
+        if self.window_size == 0 || self.patch_size == 0 || self.window_frames == 0 {
+            return bad("window_size, window_frames and patch_size must be positive".into());
         }
         if self.use_absolute_embeddings {
             return bad("use_absolute_embeddings is not supported".into());
@@ -163,8 +178,8 @@ pub struct SwinBackbone {
     patch_embed: Conv2d,
     embed_norm: LayerNorm,
     stages: Vec<SwinStage>,
-    /// (stage index, its output norm), in `out_features` order.
-    outputs: Vec<(usize, LayerNorm)>,
+    /// (stage index, its output norm if the layout has one), in `out_features` order.
+    outputs: Vec<(usize, Option<LayerNorm>)>,
     patch: usize,
 }
 
@@ -180,16 +195,17 @@ impl SwinBackbone {
         c.validate()?;
         let eps = c.layer_norm_eps;
         let (proj, norm) = layout.patch_embed(&vb);
-        let patch_embed = candle_nn::conv2d(
-            c.num_channels,
-            c.embed_dim,
-            c.patch_size,
-            Conv2dConfig {
-                stride: c.patch_size,
-                ..Default::default()
-            },
-            proj,
-        )?;
+        let (p, cin, dim) = (c.patch_size, c.num_channels, c.embed_dim);
+        let weight = match layout {
+            // Video-Swin's Conv3d has a temporal patch of 1: per frame, a 2D convolution.
+            Layout::Video => proj.get((dim, cin, 1, p, p), "weight")?.squeeze(2)?,
+            _ => proj.get((dim, cin, p, p), "weight")?,
+        };
+        let conv = Conv2dConfig {
+            stride: p,
+            ..Default::default()
+        };
+        let patch_embed = Conv2d::new(weight, Some(proj.get(dim, "bias")?), conv);
         let embed_norm = candle_nn::layer_norm(c.embed_dim, eps, norm)?;
         let n = c.depths.len();
         let mut stages = Vec::with_capacity(n);
@@ -203,7 +219,7 @@ impl SwinBackbone {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let downsample = if i + 1 < n {
-                Some(PatchMerging::new(dim, eps, vs.pp("downsample"))?)
+                Some(PatchMerging::new(dim, eps, layout.downsample(&vb, i))?)
             } else {
                 None
             };
@@ -214,8 +230,10 @@ impl SwinBackbone {
             .iter()
             .map(|name| {
                 let i = c.stage_index(name)?;
-                let norm =
-                    candle_nn::layer_norm(c.stage_channels(i), eps, layout.output_norm(&vb, i))?;
+                let norm = layout
+                    .output_norm(&vb, i)
+                    .map(|v| candle_nn::layer_norm(c.stage_channels(i), eps, v))
+                    .transpose()?;
                 Ok((i, norm))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -256,7 +274,11 @@ impl SwinBackbone {
                 let m = maps[*i]
                     .as_ref()
                     .ok_or_else(|| Error::invalid("swin: stage output missing"))?;
-                Ok(norm.forward(m)?.permute((0, 3, 1, 2))?.contiguous()?)
+                let m = match norm {
+                    Some(norm) => norm.forward(m)?,
+                    None => m.clone(),
+                };
+                Ok(m.permute((0, 3, 1, 2))?.contiguous()?)
             })
             .collect()
     }

@@ -400,6 +400,7 @@ pub fn official_config(embed_dim: usize) -> Result<GroundingDinoConfig> {
             depths,
             num_heads: heads,
             window_size: window,
+            window_frames: 1,
             patch_size: 4,
             mlp_ratio: 4.0,
             qkv_bias: true,

@@ -237,6 +237,7 @@ fn infer_swin(s: &Shapes, patch: &str) -> Result<SwinConfig> {
         depths,
         num_heads,
         window_size: window.unwrap_or(7),
+        window_frames: 1,
         patch_size,
         mlp_ratio: mlp_ratio.unwrap_or(4.0),
         qkv_bias: qkv_bias.unwrap_or(true),

@@ -26,6 +26,9 @@ pub enum VisualBackbone {
     },
     /// Swin Transformer in the original key layout (`swin_{t,s,b,l}_p4w7`), four outputs.
     Swin(SwinConfig),
+    /// Video-Swin as ReferFormer keeps it (`video_swin_{t,s,b}_p4w7`,
+    /// [`crate::nn::swin::Layout::Video`]), run on one frame, four unnormalised outputs.
+    VideoSwin(SwinConfig),
 }
 
 impl VisualBackbone {
@@ -33,13 +36,15 @@ impl VisualBackbone {
     pub fn out_channels(&self) -> Result<[usize; 4]> {
         match self {
             VisualBackbone::ResNet { .. } => Ok([256, 512, 1024, 2048]),
-            VisualBackbone::Swin(c) => c.out_channels()?.try_into().map_err(|v: Vec<usize>| {
-                Error::Config(format!(
-                    "referformer: the Swin backbone has {} outputs ({:?}); the model needs 4",
-                    v.len(),
-                    c.out_features
-                ))
-            }),
+            VisualBackbone::Swin(c) | VisualBackbone::VideoSwin(c) => {
+                c.out_channels()?.try_into().map_err(|v: Vec<usize>| {
+                    Error::Config(format!(
+                        "referformer: the Swin backbone has {} outputs ({:?}); the model needs 4",
+                        v.len(),
+                        c.out_features
+                    ))
+                })
+            }
         }
     }
 }
@@ -99,7 +104,11 @@ impl ReferFormerConfig {
                      of {controller_layers} layers over {mask_dim} mask channels"
                 ))
             })?;
-        let backbone = if w.contains(&format!("{BACKBONE}patch_embed.proj.weight")) {
+        let patch = format!("{BACKBONE}patch_embed.proj.weight");
+        let backbone = if w.contains(&patch) && w.dims(&patch)?.len() == 5 {
+            // Video-Swin's Conv3d patch embedding; every stage is an output.
+            VisualBackbone::VideoSwin(SwinConfig::from_video(w, BACKBONE)?)
+        } else if w.contains(&patch) {
             // Every official Swin entry returns all stages (`out_indices` 0..3), so each
             // stage's output norm is required (a missing one is a missing-key error).
             let mut c = SwinConfig::from_official(w, BACKBONE)?;

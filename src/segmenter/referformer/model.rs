@@ -42,6 +42,9 @@ impl Backbone {
         Ok(match config {
             VisualBackbone::ResNet { blocks } => Backbone::ResNet(ResNetBody::new(*blocks, vb)?),
             VisualBackbone::Swin(c) => Backbone::Swin(SwinBackbone::load(c, Layout::Official, vb)?),
+            VisualBackbone::VideoSwin(c) => {
+                Backbone::Swin(SwinBackbone::load(c, Layout::Video, vb)?)
+            }
         })
     }
 
@@ -179,6 +182,7 @@ impl ReferFormer {
         let config = ReferFormerConfig::from_weights(weights)?;
         let derived = match &config.backbone {
             VisualBackbone::Swin(c) => Layout::Official.derived_buffers(c, BACKBONE),
+            VisualBackbone::VideoSwin(c) => Layout::Video.derived_buffers(c, BACKBONE),
             VisualBackbone::ResNet { .. } => Vec::new(),
         };
         let ignored: Vec<&str> = derived.iter().map(String::as_str).collect();

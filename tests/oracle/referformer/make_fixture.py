@@ -16,9 +16,12 @@ Only the model construction is adapted, never the official modules' code:
 
 With `--backbone swin` the visual backbone is the official `models/swin_transformer.py`
 (`build_swin_backbone`, as `--backbone swin_t_p4w7` builds it) with its `swin_t_p4w7` entry
-narrowed to SMALL_SWIN; the default `resnet50` keeps the torchvision ResNet-50.
+narrowed to SMALL_SWIN; with `--backbone video_swin` it is the official
+`models/video_swin_transformer.py` (`build_video_swin_backbone`, as `--backbone
+video_swin_b_p4w7` builds it, no pretrained weights loaded) with its `video_swin_b_p4w7` entry
+narrowed to SMALL_VIDEO_SWIN; the default `resnet50` keeps the torchvision ResNet-50.
 
-Usage: python make_fixture.py --seed 0 [--backbone resnet50|swin] --out DIR --referformer-src PATH
+Usage: python make_fixture.py --seed 0 [--backbone resnet50|swin|video_swin] --out DIR --referformer-src PATH
 """
 import argparse
 import json
@@ -41,6 +44,12 @@ SMALL_SWIN = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], win
                   mlp_ratio=4., qkv_bias=True, qk_scale=None, drop_rate=0., attn_drop_rate=0.,
                   drop_path_rate=0.2, ape=False, patch_norm=True, out_indices=(0, 1, 2, 3),
                   use_checkpoint=False)
+# Video-Swin-B's layout of ReferFormer's model zoo (temporal patch 1, window (8, 7, 7), patch
+# norm) at the same small widths; replaces `configs['video_swin_b_p4w7']` for --backbone video_swin.
+SMALL_VIDEO_SWIN = dict(patch_size=(1, 4, 4), embed_dim=32, depths=[2, 2, 2, 2],
+                        num_heads=[1, 2, 4, 8], window_size=(8, 7, 7), mlp_ratio=4., qkv_bias=True,
+                        qk_scale=None, drop_rate=0., attn_drop_rate=0., drop_path_rate=0.2,
+                        patch_norm=True, use_checkpoint=False)
 TRAIN_TEXT = """a black swan swims on the left of the lake. the white bird behind it is
 standing on the grass. a man rides a bike on the dirt road. the dog runs after the red ball.
 two people are dancing on the stage; the woman in a blue dress turns to the right.
@@ -50,7 +59,7 @@ the car drives along the street between the trees, and the water shines behind t
 def parse_args():
     p = argparse.ArgumentParser()
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone", choices=["resnet50", "swin"], default="resnet50")
+    p.add_argument("--backbone", choices=["resnet50", "swin", "video_swin"], default="resnet50")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--referformer-src", type=Path, required=True)
     p.add_argument("--data", type=Path, default=Path(os.environ.get("DEVA_DATA", "/work/shared/data")))
@@ -110,7 +119,7 @@ def make_text_model(folder: Path, seed: int):
 
 def small_args(size, backbone):
     return argparse.Namespace(
-        backbone="swin_t_p4w7" if backbone == "swin" else "resnet50",
+        backbone={"swin": "swin_t_p4w7", "video_swin": "video_swin_b_p4w7"}.get(backbone, "resnet50"),
         use_checkpoint=False, backbone_pretrained=None, dilation=False, lr_backbone=1e-5, masks=True, num=None,
         position_embedding="sine", hidden_dim=64, nheads=8, enc_layers=2, dec_layers=2,
         dim_feedforward=128, dropout=0.1, num_feature_levels=4, dec_n_points=4,
@@ -155,7 +164,11 @@ def build_model(src: Path, text_dir: Path, args, seed: int):
     rf.RobertaTokenizerFast = Tok
     rf.RobertaModel = Txt
     torch.manual_seed(seed)
-    if "swin" in args.backbone:
+    if "video_swin" in args.backbone:
+        import models.video_swin_transformer as vswin_mod
+        vswin_mod.configs[args.backbone] = dict(SMALL_VIDEO_SWIN)
+        backbone = vswin_mod.build_video_swin_backbone(args)
+    elif "swin" in args.backbone:
         import models.swin_transformer as swin_mod
         swin_mod.configs[args.backbone] = dict(SMALL_SWIN)
         backbone = swin_mod.build_swin_backbone(args)
@@ -224,7 +237,9 @@ def resize_shorter(img: Image.Image, size: int) -> Image.Image:
 # max |rust - torch| / (max |torch| + 1e-6) per tensor, float32 on the CPU.
 # (measured on seeds 0 and 1: text <= 6.6e-7, backbone <= 2.2e-6, transformer <= 8.7e-6,
 # heads <= 4.5e-6, 0 selected-mask pixels differ; --backbone swin, seeds 0 and 1: text <= 8.1e-7,
-# backbone <= 1.4e-6, transformer <= 2.5e-6, heads <= 7.4e-6, 0 selected-mask pixels differ).
+# backbone <= 1.4e-6, transformer <= 2.5e-6, heads <= 7.4e-6, 0 selected-mask pixels differ;
+# --backbone video_swin, seeds 0 and 1: text <= 8.1e-7, backbone <= 9.3e-7, transformer
+# <= 2.7e-6, heads <= 3.6e-6, 0 selected-mask pixels differ).
 TOLERANCES = {
     "input (normalisation of input_image)": 1e-6,
     "text_hidden, text_pooled, text_features, text_sentence": 1e-5,
@@ -248,7 +263,12 @@ def write_readme(out, a, cases, sd):
     backbone = ("Swin (official `models/swin_transformer.py`, `swin_t_p4w7` narrowed to "
                 f"{SMALL_SWIN['embed_dim']} channels, depths {SMALL_SWIN['depths']}, heads "
                 f"{SMALL_SWIN['num_heads']}, window {SMALL_SWIN['window_size']})"
-                if a.backbone == "swin" else "torchvision ResNet-50")
+                if a.backbone == "swin" else
+                "Video-Swin (official `models/video_swin_transformer.py`, `video_swin_b_p4w7` "
+                f"narrowed to {SMALL_VIDEO_SWIN['embed_dim']} channels, depths "
+                f"{SMALL_VIDEO_SWIN['depths']}, heads {SMALL_VIDEO_SWIN['num_heads']}, patch "
+                f"{SMALL_VIDEO_SWIN['patch_size']}, window {SMALL_VIDEO_SWIN['window_size']}; one "
+                "frame per forward)" if a.backbone == "video_swin" else "torchvision ResNet-50")
     text = f"""# ReferFormer parity fixture (seed {a.seed}, backbone {a.backbone})
 
 Backbone: {backbone}.
@@ -419,6 +439,9 @@ def main():
     config = {k: v for k, v in vars(args).items()}
     if a.backbone == "swin":
         config["swin"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in SMALL_SWIN.items()}
+    if a.backbone == "video_swin":
+        config["video_swin"] = {k: (list(v) if isinstance(v, tuple) else v)
+                                for k, v in SMALL_VIDEO_SWIN.items()}
     config.update({"text_model": "text", "seed": a.seed, "image_mean": [0.485, 0.456, 0.406],
                    "image_std": [0.229, 0.224, 0.225], "mask_out_stride": 4,
                    "mask_threshold": 0.5})

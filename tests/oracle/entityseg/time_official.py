@@ -23,7 +23,8 @@ def main():
     torch.set_num_threads(2)
     mf.SMALL.clear()
     mf.SMALL["MODEL.DEVICE"] = "cpu"
-    cfg, EntityFPN, T = mf.import_official(args.entity_src, args.detectron2_src)
+    mf.SMALL_BACKBONE["r50"] = {}
+    cfg, EntityFPN, T = mf.import_official(args.entity_src, args.detectron2_src, "r50")
     torch.manual_seed(0)
     model = EntityFPN(cfg).eval()
     # With the official prior (0.01) no location is a candidate and the official

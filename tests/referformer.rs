@@ -373,17 +373,27 @@ fn check_missing(all: &[(String, Tensor)], keys: &[String]) {
     }
 }
 
-#[test]
-fn a_missing_swin_key_is_an_error_naming_it() {
+/// Every fixture whose backbone is the Swin variant `config_key` of its `config.json`
+/// ("swin" or "video_swin"), with the key prefix of the backbone, the index of the last stage
+/// and of that stage's last block.
+fn swin_fixtures(config_key: &str) -> Vec<(PathBuf, String, usize, u64)> {
+    let mut found = Vec::new();
     for dir in fixture_dirs() {
         let fx = load_fixture(&dir);
-        let Some(swin) = fx.config.get("swin") else {
+        let Some(swin) = fx.config.get(config_key) else {
             continue;
         };
         let depths = swin["depths"].as_array().unwrap();
         let n = depths.len() - 1;
         let last = depths[n].as_u64().unwrap() - 1;
-        let b = "backbone.0.body";
+        found.push((dir, "backbone.0.body".to_string(), n, last));
+    }
+    found
+}
+
+#[test]
+fn a_missing_swin_key_is_an_error_naming_it() {
+    for (dir, b, n, last) in swin_fixtures("swin") {
         let all = official_tensors(&dir);
         check_missing(
             &all,
@@ -402,15 +412,7 @@ fn a_missing_swin_key_is_an_error_naming_it() {
 
 #[test]
 fn a_missing_video_swin_key_is_an_error_naming_it() {
-    for dir in fixture_dirs() {
-        let fx = load_fixture(&dir);
-        let Some(swin) = fx.config.get("video_swin") else {
-            continue;
-        };
-        let depths = swin["depths"].as_array().unwrap();
-        let n = depths.len() - 1;
-        let last = depths[n].as_u64().unwrap() - 1;
-        let b = "backbone.0.body";
+    for (dir, b, n, last) in swin_fixtures("video_swin") {
         let all = official_tensors(&dir);
         check_missing(
             &all,

@@ -8,6 +8,7 @@ pub mod deform_attn;
 pub mod deform_conv;
 mod deform_sample_cpu;
 pub mod dense;
+pub(crate) mod depthwise;
 pub mod dtype;
 pub mod fpn;
 pub mod linalg;

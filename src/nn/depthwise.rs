@@ -1,0 +1,199 @@
+//! Depthwise convolution as one CPU pass: per-channel `k × k` taps, bias and activation, in
+//! channels-first or channels-last layout.
+
+use crate::nn::act::Activation;
+use crate::nn::contiguous_f32;
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use rayon::prelude::*;
+
+/// Depthwise convolution with `(C, 1, k, k)` kernels, zero padding `k / 2`, then a bias per
+/// channel and an activation, on `(B, C, H, W)` inputs or, `channels_last`, `(B, H, W, C)`.
+pub(crate) struct Depthwise {
+    /// Stride on both axes.
+    pub stride: usize,
+    /// Activation after the bias.
+    pub act: Activation,
+    /// Whether inputs and outputs are `(B, H, W, C)`.
+    pub channels_last: bool,
+}
+
+impl Depthwise {
+    /// Output side for an input side `len`.
+    fn out_len(&self, len: usize, k: usize) -> usize {
+        (len + 2 * (k / 2) - k) / self.stride + 1
+    }
+
+    /// The output columns `ox` whose tap `kx` reads inside a row of `w` pixels.
+    fn valid_columns(&self, kx: usize, k: usize, w: usize, ow: usize) -> std::ops::Range<usize> {
+        let (pad, s) = (k / 2, self.stride);
+        let lo = pad.saturating_sub(kx).div_ceil(s);
+        let hi = if w + pad > kx {
+            ((w + pad - kx - 1) / s + 1).min(ow)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
+    /// One channel plane `src (h, w)` into `dst (oh, ow)`.
+    fn plane(&self, src: &[f32], (h, w): (usize, usize), kern: &[f32], bias: f32, dst: &mut [f32]) {
+        let k = (kern.len() as f64).sqrt() as usize;
+        let (pad, s) = (k / 2, self.stride);
+        let ow = self.out_len(w, k);
+        for (oy, drow) in dst.chunks_mut(ow).enumerate() {
+            drow.fill(0.0);
+            for ky in 0..k {
+                let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else {
+                    continue;
+                };
+                let row = &src[iy * w..(iy + 1) * w];
+                for kx in 0..k {
+                    let kv = kern[ky * k + kx];
+                    for ox in self.valid_columns(kx, k, w, ow) {
+                        drow[ox] += kv * row[ox * s + kx - pad];
+                    }
+                }
+            }
+            drow.iter_mut().for_each(|v| *v = self.act.apply(*v + bias));
+        }
+    }
+
+    /// One output row `dst (ow, C)` of a channels-last image `src (h, w, C)`; `taps` is
+    /// `(k·k, C)`.
+    #[allow(clippy::too_many_arguments)]
+    fn row_channels_last(
+        &self,
+        src: &[f32],
+        (h, w, c): (usize, usize, usize),
+        taps: &[f32],
+        k: usize,
+        bias: &[f32],
+        oy: usize,
+        dst: &mut [f32],
+    ) {
+        let (pad, s) = (k / 2, self.stride);
+        let ow = dst.len() / c;
+        dst.fill(0.0);
+        for ky in 0..k {
+            let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else {
+                continue;
+            };
+            for kx in 0..k {
+                let tap = &taps[(ky * k + kx) * c..(ky * k + kx + 1) * c];
+                for ox in self.valid_columns(kx, k, w, ow) {
+                    let ix = ox * s + kx - pad;
+                    let px = &src[(iy * w + ix) * c..(iy * w + ix + 1) * c];
+                    let acc = &mut dst[ox * c..(ox + 1) * c];
+                    for ((a, t), x) in acc.iter_mut().zip(tap).zip(px) {
+                        *a += t * x;
+                    }
+                }
+            }
+        }
+        for px in dst.chunks_mut(c) {
+            for (v, b) in px.iter_mut().zip(bias) {
+                *v = self.act.apply(*v + b);
+            }
+        }
+    }
+}
+
+impl CustomOp3 for Depthwise {
+    fn name(&self) -> &'static str {
+        "depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let k = l2.shape().dims4()?.2;
+        let x = contiguous_f32(s1, l1)?;
+        let (kern, bias) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
+        if self.channels_last {
+            let (b, h, w, c) = l1.shape().dims4()?;
+            let (oh, ow) = (self.out_len(h, k), self.out_len(w, k));
+            // (C, k·k) → (k·k, C), so that a tap's weights are contiguous like a pixel.
+            let taps: Vec<f32> = (0..k * k)
+                .flat_map(|t| (0..c).map(move |ch| kern[ch * k * k + t]))
+                .collect();
+            let mut out = vec![0f32; b * oh * ow * c];
+            out.par_chunks_mut(ow * c)
+                .enumerate()
+                .for_each(|(row, dst)| {
+                    let (bi, oy) = (row / oh, row % oh);
+                    let src = &x[bi * h * w * c..(bi + 1) * h * w * c];
+                    self.row_channels_last(src, (h, w, c), &taps, k, bias, oy, dst);
+                });
+            return Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, c))));
+        }
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (oh, ow) = (self.out_len(h, k), self.out_len(w, k));
+        let mut out = vec![0f32; b * c * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .enumerate()
+            .for_each(|(bc, dst)| {
+                let ch = bc % c;
+                let src = &x[bc * h * w..(bc + 1) * h * w];
+                self.plane(
+                    src,
+                    (h, w),
+                    &kern[ch * k * k..(ch + 1) * k * k],
+                    bias[ch],
+                    dst,
+                );
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn depthwise_op_equals_grouped_convolution() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 8), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (3, 1, 3, 3), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 3, &dev).unwrap();
+        for stride in [1, 2] {
+            let candle = x
+                .conv2d(&k, 1, stride, 1, 3)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, 3, 1, 1)).unwrap())
+                .unwrap()
+                .gelu_erf()
+                .unwrap();
+            for channels_last in [false, true] {
+                let op = Depthwise {
+                    stride,
+                    act: Activation::GeluErf,
+                    channels_last,
+                };
+                let input = if channels_last {
+                    x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
+                } else {
+                    x.clone()
+                };
+                let ours = input.apply_op3_no_bwd(&k, &bias, &op).unwrap();
+                let ours = if channels_last {
+                    ours.permute((0, 3, 1, 2)).unwrap()
+                } else {
+                    ours
+                };
+                let d = crate::nn::max_abs_diff(&ours, &candle);
+                assert!(
+                    d < 1e-5,
+                    "stride {stride}, channels last {channels_last}: {d}"
+                );
+            }
+        }
+    }
+}

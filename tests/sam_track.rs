@@ -235,3 +235,65 @@ fn segmenter_and_refiner_share_one_encoder_run_per_frame() {
         assert_eq!(sam.encoder_runs(), t + 1, "frame {t}");
     }
 }
+
+/// With an embedding folder, a second model (loaded afresh from the same weights) reads the
+/// first one's embeddings instead of running its encoder, and gets exactly the same values; a
+/// new image, or a different model on the same image, runs the encoder; a damaged file is an
+/// error naming it.
+#[test]
+fn embeddings_kept_on_disk_are_read_back_by_the_same_model_only() {
+    use deva::segmenter::sam::SamModel;
+
+    let Some(fx) = common::fixtures("sam") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("emb");
+    let cpu = candle_core::Device::Cpu;
+    let image = |seed: u32| {
+        image::RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, (seed * 50) as u8])
+        })
+    };
+    let first = SamModel::load(&fx.join("weights.pth"), &cpu).unwrap();
+    first.cache_embeddings_in(&dir).unwrap();
+    let probe = first.encoder_runs();
+    let a = first.embed_image(&image(0)).unwrap();
+    first.embed_image(&image(1)).unwrap();
+    assert_eq!(first.encoder_runs(), probe + 2);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+
+    let second = SamModel::load(&fx.join("weights.pth"), &cpu).unwrap();
+    second.cache_embeddings_in(&dir).unwrap();
+    let probe = second.encoder_runs();
+    let b = second.embed_image(&image(0)).unwrap();
+    second.embed_image(&image(1)).unwrap();
+    assert_eq!(second.encoder_runs(), probe, "both images read from the folder");
+    assert_eq!((a.original_size, a.input_size), (b.original_size, b.input_size));
+    assert_eq!(a.features.dims(), b.features.dims());
+    let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(values(&a.features), values(&b.features));
+    second.embed_image(&image(2)).unwrap();
+    assert_eq!(second.encoder_runs(), probe + 1, "a new image is encoded");
+
+    let other = SamModel::synthetic(first.arch(), 7, &cpu).unwrap();
+    other.cache_embeddings_in(&dir).unwrap();
+    let probe = other.encoder_runs();
+    other.embed_image(&image(0)).unwrap();
+    assert_eq!(other.encoder_runs(), probe + 1, "another model's files are not used");
+
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for f in &files {
+        std::fs::write(f, b"DEVAEMB1 damaged").unwrap();
+    }
+    let third = SamModel::load(&fx.join("weights.pth"), &cpu).unwrap();
+    third.cache_embeddings_in(&dir).unwrap();
+    let err = third.embed_image(&image(0)).unwrap_err().to_string();
+    assert!(
+        files.iter().any(|f| err.contains(&f.display().to_string())),
+        "{err}"
+    );
+}

@@ -61,6 +61,12 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "REFINER")]
     pub refine: Option<RefineChoice>,
 
+    /// Keep the refiner's SAM image embeddings in DIR (one file of about 4 MB per frame, never
+    /// deleted): later runs over the same frames with the same SAM read them instead of running
+    /// the image encoder (a sweep of [refine] settings). Only with --refine.
+    #[arg(long, value_name = "DIR", requires = "refine")]
+    pub sam_embedding_cache: Option<PathBuf>,
+
     /// Segmenter: an image model run on the frames: saliency:u2netp, saliency:u2net or
     /// saliency:isnet (salient-object networks; weights from --models-dir, fetched with `deva
     /// models fetch u2netp|u2net|isnet`; settings in the [saliency] section of --config), or

@@ -234,6 +234,9 @@ pub(crate) fn track_video(
     };
     let mut tracker = Tracker::new(config, segmenter, propagator)?;
     if let Some(model) = model {
+        if let Some(dir) = &args.sam_embedding_cache {
+            model.cache_embeddings_in(dir)?;
+        }
         let refiner = SamRefiner::with_model(model, config.refine.clone())?;
         tracker.set_refiner(Box::new(refiner))?;
     }

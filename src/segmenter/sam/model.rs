@@ -120,7 +120,7 @@ pub struct SamModel {
     encoder: ImageEncoder,
     prompt: PromptEncoder,
     decoder: MaskDecoder,
-    dense_pe: Tensor,
+    pub(super) dense_pe: Tensor,
     device: Device,
     coords: CoordScale,
     pub(super) cache: EmbeddingCache,

@@ -17,6 +17,26 @@ impl SamModel {
     pub fn encoder_runs(&self) -> usize {
         self.cache.runs()
     }
+
+    /// Also keeps image embeddings on disk in `dir` (created if missing), one file per image
+    /// (about 4 MB for a 1024-pixel SAM), named by a hash of the pixels and of the model: later
+    /// runs over the same frames with this model read them instead of running the encoder.
+    /// The model is identified by its prompt encoder's dense positional encoding and its
+    /// embedding of a fixed pattern (one encoder run here). Nothing is ever deleted from `dir`.
+    pub fn cache_embeddings_in(&self, dir: &std::path::Path) -> Result<()> {
+        use sha2::Digest;
+        let pattern = RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, 128]));
+        let resized = resize_longest_side(&pattern, self.arch().img_size);
+        let probe = self.embed_resized(&resized, (16, 16))?.features;
+        let mut h = sha2::Sha256::new();
+        h.update((self.arch().img_size as u64).to_le_bytes());
+        for t in [&self.dense_pe, &probe] {
+            for v in t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()? {
+                h.update(v.to_le_bytes());
+            }
+        }
+        self.cache.use_dir(dir, h.finalize().into(), self.device())
+    }
 }
 
 /// One point prompt in original-image pixels.

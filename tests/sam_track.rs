@@ -268,8 +268,15 @@ fn embeddings_kept_on_disk_are_read_back_by_the_same_model_only() {
     let probe = second.encoder_runs();
     let b = second.embed_image(&image(0)).unwrap();
     second.embed_image(&image(1)).unwrap();
-    assert_eq!(second.encoder_runs(), probe, "both images read from the folder");
-    assert_eq!((a.original_size, a.input_size), (b.original_size, b.input_size));
+    assert_eq!(
+        second.encoder_runs(),
+        probe,
+        "both images read from the folder"
+    );
+    assert_eq!(
+        (a.original_size, a.input_size),
+        (b.original_size, b.input_size)
+    );
     assert_eq!(a.features.dims(), b.features.dims());
     let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(values(&a.features), values(&b.features));
@@ -280,7 +287,11 @@ fn embeddings_kept_on_disk_are_read_back_by_the_same_model_only() {
     other.cache_embeddings_in(&dir).unwrap();
     let probe = other.encoder_runs();
     other.embed_image(&image(0)).unwrap();
-    assert_eq!(other.encoder_runs(), probe + 1, "another model's files are not used");
+    assert_eq!(
+        other.encoder_runs(),
+        probe + 1,
+        "another model's files are not used"
+    );
 
     let files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()

@@ -36,6 +36,26 @@ pub struct RefineConfig {
     /// (a mask that grows or shrinks a little every frame in the closed loop); 0 turns the
     /// gate off.
     pub max_drift: f64,
+    /// What the agreement and area gates compare a refined mask with (see [`GateReference`]).
+    pub gate_reference: GateReference,
+}
+
+/// What the agreement and area-change gates compare a refined mask with (`[refine]
+/// gate_reference`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateReference {
+    /// Agreement: IoU with the propagated mask; area change: against the propagated mask's
+    /// area.
+    #[default]
+    Propagated,
+    /// For a propagator whose masks grow (optical flow spreading into the background):
+    /// agreement is the fraction of the refined mask inside the propagated mask, so the
+    /// propagated mask's growth does not count against a refined mask that lies within it, and
+    /// the area change is measured against the object's last good mask (its last accepted
+    /// refinement; before one, the first propagated mask the refiner saw), so a refined mask
+    /// that is only a part of the object is still rejected.
+    LastGood,
 }
 
 impl Default for RefineConfig {
@@ -51,6 +71,7 @@ impl Default for RefineConfig {
             min_area: 1,
             max_area_change: 0.0,
             max_drift: 0.0,
+            gate_reference: GateReference::Propagated,
         }
     }
 }

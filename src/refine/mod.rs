@@ -21,6 +21,12 @@
 //!   [1 / `max_drift`, `max_drift`]; the area change the propagation itself makes (the object
 //!   moving or changing size) is not counted, and a mask that undoes earlier growth is still
 //!   accepted.
+//! - With `gate_reference = "last_good"` (for a propagator whose masks grow, as optical flow
+//!   spreading into the background does), agreement is the fraction of the refined mask inside
+//!   the propagated one and the area change is measured against the object's last good mask
+//!   (last accepted refinement, else the first propagated mask seen); the multimask output
+//!   kept is the one with the best agreement times size ratio to that mask, so a part lying
+//!   inside the propagated mask does not win over the whole.
 //! - The result is one-hot: the propagated argmax with accepted objects' pixels replaced
 //!   (larger objects painted first, so smaller ones stay on top).
 //! - Per object and frame, the predicted IoU, the agreement and the decision are kept as
@@ -34,7 +40,7 @@
 pub mod config;
 mod sam;
 
-pub use config::RefineConfig;
+pub use config::{GateReference, RefineConfig};
 pub use sam::{SamProposer, SamRefiner};
 
 use crate::error::Result;
@@ -155,6 +161,9 @@ struct ObjectState {
     low_res: Option<Tensor>,
     /// Pixel count of the last good mask (as `last_box`).
     last_area: Option<usize>,
+    /// Pixel count of the last accepted refinement, else of the first propagated mask the
+    /// refiner saw (the area reference of [`GateReference::LastGood`]).
+    good_area: Option<usize>,
     /// Product of the accepted refinements' area changes (refined / propagated) since the
     /// refiner first saw the object or last re-prompted it (`None`: 1).
     drift: Option<f64>,
@@ -199,30 +208,58 @@ pub fn grow_box(b: [f64; 4], margin: f64, width: usize, height: usize) -> [f64; 
     ]
 }
 
-/// The candidate to keep: with a propagated mask the best agreement (then the best predicted
-/// IoU), without one the best predicted IoU. Returns its index and agreement.
+/// How much `refined` agrees with `propagated`: their IoU, or with
+/// [`GateReference::LastGood`] the fraction of `refined` inside `propagated`.
+fn agreement(
+    refined: &BinaryMask,
+    propagated: &BinaryMask,
+    reference: GateReference,
+) -> Result<f64> {
+    Ok(match reference {
+        GateReference::Propagated => refined.iou(propagated)?,
+        GateReference::LastGood => {
+            refined.intersection(propagated)? as f64 / refined.area().max(1) as f64
+        }
+    })
+}
+
+/// The smaller of `a / b` and `b / a` (1 for equal sizes, 0 when one is empty).
+fn size_ratio(a: usize, b: usize) -> f64 {
+    a.min(b) as f64 / a.max(b).max(1) as f64
+}
+
+/// The candidate to keep, by the best ranking value (then the best predicted IoU): with a
+/// propagated mask its agreement, times, with [`GateReference::LastGood`], the size ratio to
+/// the object's last good mask (`good_area`), so that a part lying inside the propagated mask
+/// does not win over the whole; without a propagated mask the best predicted IoU. Returns its
+/// index and agreement.
 fn choose(
     candidates: &[Candidate],
     propagated: Option<&BinaryMask>,
+    reference: GateReference,
+    good_area: Option<usize>,
 ) -> Result<(usize, Option<f32>)> {
-    let mut best: Option<(usize, Option<f32>)> = None;
+    let mut best: Option<(usize, Option<f32>, f64)> = None;
     for (i, c) in candidates.iter().enumerate() {
         let agreement = match propagated {
-            Some(p) => Some(c.mask.iou(p)? as f32),
+            Some(p) => Some(agreement(&c.mask, p, reference)?),
             None => None,
+        };
+        let rank = match (reference, good_area) {
+            (GateReference::LastGood, Some(g)) => {
+                agreement.unwrap_or(0.0) * size_ratio(c.mask.area(), g)
+            }
+            _ => agreement.unwrap_or(0.0),
         };
         let better = match best {
             None => true,
-            Some((j, a)) => {
-                let key = |a: Option<f32>, iou: f32| (a.unwrap_or(0.0), iou);
-                key(agreement, c.iou) > key(a, candidates[j].iou)
-            }
+            Some((j, _, r)) => (rank, c.iou) > (r, candidates[j].iou),
         };
         if better {
-            best = Some((i, agreement));
+            best = Some((i, agreement.map(|a| a as f32), rank));
         }
     }
-    Ok(best.unwrap_or((0, None)))
+    Ok(best.map_or((0, None), |(i, a, _)| (i, a)))
 }
 
 impl<P: MaskProposer> MaskRefiner<P> {
@@ -267,6 +304,7 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
                     state.last_box = Some(b);
                     state.last_area = Some(mask.area());
                 }
+                state.good_area.get_or_insert(mask.area());
                 let bbox = grow_box(b, c.box_margin, w, h);
                 jobs.push((id, Some(mask), BoxPrompt { bbox, mask_input }));
             } else if let Some(b) = state.last_box.filter(|_| c.reprompt_empty) {
@@ -285,10 +323,19 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
             if candidates.is_empty() {
                 continue;
             }
-            let (i, agreement) = choose(&candidates, propagated.as_ref())?;
-            let cand = &candidates[i];
             let state = self.states.entry(id).or_default();
-            let reference = propagated.as_ref().map(|p| p.area()).or(state.last_area);
+            let (i, agreement) = choose(
+                &candidates,
+                propagated.as_ref(),
+                c.gate_reference,
+                state.good_area,
+            )?;
+            let cand = &candidates[i];
+            let reference = match c.gate_reference {
+                GateReference::Propagated => propagated.as_ref().map(|p| p.area()),
+                GateReference::LastGood => state.good_area,
+            }
+            .or(state.last_area);
             // Re-prompted masks start a new drift history.
             let drift = match &propagated {
                 Some(p) => {
@@ -311,6 +358,7 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
             if ok {
                 state.last_box = tight_box(&cand.mask);
                 state.last_area = Some(cand.mask.area());
+                state.good_area = Some(cand.mask.area());
                 state.box_refined = true;
                 state.low_res = cand.low_res.clone();
                 state.drift = Some(drift);

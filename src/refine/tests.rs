@@ -355,3 +355,64 @@ fn boxes_grow_by_the_margin_and_stay_in_the_frame() {
         [1.0, 2.0, 3.0, 4.0]
     );
 }
+
+#[test]
+fn last_good_gates_accept_the_object_inside_a_grown_propagated_mask() {
+    // Frame 0: the object (10 × 10) is first seen; frame 1: the propagated mask has grown to
+    // 20 × 16 around it (a drifting flow), and SAM offers the object, a part of it, and
+    // everything around.
+    let object = rect(10, 10, 20, 20);
+    let grown = rect(5, 7, 25, 23);
+    let offers = || {
+        vec![
+            vec![vec![cand(object.clone(), 0.95)]],
+            vec![vec![
+                cand(rect(12, 12, 16, 16), 0.97),
+                cand(object.clone(), 0.9),
+                cand(rect(0, 0, W, H), 0.85),
+            ]],
+        ]
+    };
+    let config = |reference| RefineConfig {
+        agreement_gate: 0.7,
+        max_area_change: 1.3,
+        gate_reference: reference,
+        ..RefineConfig::default()
+    };
+    // Against the propagated mask (IoU 100 / 320, area × 3.2) the object is rejected.
+    let mut r = refiner(offers(), config(GateReference::Propagated));
+    r.refine(&frame(0), &probs(&[(1, &object)])).unwrap();
+    assert!(r
+        .refine(&frame(1), &probs(&[(1, &grown)]))
+        .unwrap()
+        .is_none());
+    assert!(!r.scores(1).unwrap()[0].accepted);
+    // Against the last good mask: all of it lies inside the propagated mask and its area is
+    // the first seen one's; the part (inside too, 16 pixels) and everything (area × 12) lose.
+    let mut r = refiner(offers(), config(GateReference::LastGood));
+    r.refine(&frame(0), &probs(&[(1, &object)])).unwrap();
+    let out = r
+        .refine(&frame(1), &probs(&[(1, &grown)]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.argmax().mask(1), object);
+    let score = r.scores(1).unwrap()[0];
+    assert!(score.accepted);
+    assert_eq!(score.agreement, Some(1.0));
+    // The part alone, though inside the propagated mask, fails the area gate (÷ 6.25).
+    let mut r = refiner(
+        vec![
+            vec![vec![cand(object.clone(), 0.95)]],
+            vec![vec![cand(rect(12, 12, 16, 16), 0.97)]],
+        ],
+        config(GateReference::LastGood),
+    );
+    r.refine(&frame(0), &probs(&[(1, &object)])).unwrap();
+    assert!(r
+        .refine(&frame(1), &probs(&[(1, &grown)]))
+        .unwrap()
+        .is_none());
+    assert_eq!(r.scores(1).unwrap()[0].agreement, Some(1.0));
+    let c: RefineConfig = toml::from_str("gate_reference = \"last_good\"").unwrap();
+    assert_eq!(c.gate_reference, GateReference::LastGood);
+}

@@ -63,7 +63,9 @@ impl DiskCache {
         };
         let bad = |what: &str| Error::parse(path, format!("not a SAM embedding file: {what}"));
         let word = |i: usize| -> Result<usize> {
-            let b = bytes.get(8 + 8 * i..16 + 8 * i).ok_or_else(|| bad("short header"))?;
+            let b = bytes
+                .get(8 + 8 * i..16 + 8 * i)
+                .ok_or_else(|| bad("short header"))?;
             usize::try_from(u64::from_le_bytes(b.try_into().expect("8 bytes")))
                 .map_err(|_| bad("size out of range"))
         };
@@ -76,7 +78,9 @@ impl DiskCache {
             return Err(bad("rank above 8"));
         }
         let dims = (0..rank).map(|i| word(1 + i)).collect::<Result<Vec<_>>>()?;
-        let sizes = (0..4).map(|i| word(1 + rank + i)).collect::<Result<Vec<_>>>()?;
+        let sizes = (0..4)
+            .map(|i| word(1 + rank + i))
+            .collect::<Result<Vec<_>>>()?;
         let start = 8 + 8 * (5 + rank);
         let n = dims
             .iter()
@@ -106,7 +110,10 @@ impl DiskCache {
         for v in header.chain([o.0, o.1, i.0, i.1]) {
             bytes.extend((v as u64).to_le_bytes());
         }
-        let values = emb.features.flatten_all()?.to_dtype(candle_core::DType::F32)?;
+        let values = emb
+            .features
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?;
         for v in values.to_vec1::<f32>()? {
             bytes.extend(v.to_le_bytes());
         }

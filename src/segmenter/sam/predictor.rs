@@ -25,7 +25,9 @@ impl SamModel {
     /// embedding of a fixed pattern (one encoder run here). Nothing is ever deleted from `dir`.
     pub fn cache_embeddings_in(&self, dir: &std::path::Path) -> Result<()> {
         use sha2::Digest;
-        let pattern = RgbImage::from_fn(16, 16, |x, y| image::Rgb([(x * 16) as u8, (y * 16) as u8, 128]));
+        let pattern = RgbImage::from_fn(16, 16, |x, y| {
+            image::Rgb([(x * 16) as u8, (y * 16) as u8, 128])
+        });
         let resized = resize_longest_side(&pattern, self.arch().img_size);
         let probe = self.embed_resized(&resized, (16, 16))?.features;
         let mut h = sha2::Sha256::new();

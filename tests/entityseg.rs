@@ -15,7 +15,8 @@
 //! | Swin, seed 2 (procedural) | 3.5e-6 | 5.0e-4 | 6.0e-7 | 100 % |
 //!
 //! Proposals from the oracle's head outputs are identical, and the final entities are the
-//! same with their boxes exact (allowed: 2 px).
+//! same with their boxes exact (allowed: 2 px). Proposals from our own head outputs are the
+//! oracle's up to the order of scores that tie within 1e-5 (see [`in_oracle_order`]).
 
 mod common;
 
@@ -179,6 +180,44 @@ fn compare_proposals(what: &str, got: &Proposals, want: &Proposals) {
     close_rel(&format!("{what} params"), &got.params, &want.params);
 }
 
+/// Our proposals in the oracle's order. Both lists are sorted by score, and ours come from our
+/// head's scores, which differ from the oracle's by float rounding, so two proposals whose
+/// scores tie within [`VALUE_ATOL`] may come in either order (seed 3's second image has two
+/// 1.5e-8 apart). Each of ours is matched to the oracle's proposal at the same level and
+/// location, and position by position the two score lists must agree within `VALUE_ATOL`: only
+/// tied proposals may change places.
+fn in_oracle_order(what: &str, got: &Proposals, want: &Proposals) -> Proposals {
+    let n = want.boxes.len();
+    assert_eq!(got.boxes.len(), n, "{what}: proposal count");
+    let order: Vec<u32> = (0..n)
+        .map(|j| {
+            assert!(
+                (got.scores[j] - want.scores[j]).abs() <= VALUE_ATOL,
+                "{what}: score {j} is {} (oracle {})",
+                got.scores[j],
+                want.scores[j]
+            );
+            (0..n)
+                .find(|&i| got.levels[i] == want.levels[j] && got.locations[i] == want.locations[j])
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{what}: no proposal at level {} location {:?}",
+                        want.levels[j], want.locations[j]
+                    )
+                }) as u32
+        })
+        .collect();
+    let index = Tensor::new(order.as_slice(), &Device::Cpu).unwrap();
+    let pick = |i: &u32| *i as usize;
+    Proposals {
+        boxes: order.iter().map(|i| got.boxes[pick(i)]).collect(),
+        scores: order.iter().map(|i| got.scores[pick(i)]).collect(),
+        locations: order.iter().map(|i| got.locations[pick(i)]).collect(),
+        levels: order.iter().map(|i| got.levels[pick(i)]).collect(),
+        params: got.params.index_select(&index, 0).unwrap(),
+    }
+}
+
 const SCRIPT: &str = "tests/oracle/entityseg/make_fixture.py";
 
 #[test]
@@ -292,8 +331,13 @@ fn check_parity(dir: &Path) {
             &from_oracle,
             &want_props,
         );
+        let what = format!("{name} proposals");
         let props = model.proposals(&head).unwrap();
-        compare_proposals(&format!("{name} proposals"), &props, &want_props);
+        compare_proposals(
+            &what,
+            &in_oracle_order(&what, &props, &want_props),
+            &want_props,
+        );
 
         // Mask branch and dynamic mask head.
         let mask_feats = model.mask_features(&feats).unwrap();

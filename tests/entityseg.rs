@@ -7,7 +7,7 @@
 //! Tolerances (f32, CPU), measured on these fixtures (seed 0: DAVIS frames), relative values
 //! being differences over the reference tensor's largest magnitude (at least 1):
 //!
-//! | set | backbone, FPN, head, controller, mask features (allowed 1e-5) | proposal boxes, px (allowed 5e-3) | scores, mask probabilities (allowed 1e-5) | final mask pixels equal (required 99.9 %) |
+//! | set | backbone, FPN, head, controller, mask features (allowed 1e-5) | proposal boxes, px (allowed 5e-3, or 1e-5 of the largest coordinate) | scores, mask probabilities (allowed 1e-5) | final mask pixels equal (required 99.9 %) |
 //! |---|---|---|---|---|
 //! | R50, seed 0 | 3.4e-6 | 7.9e-4 | 6.0e-7 | 100 % |
 //! | Swin, seed 0 | 2.5e-6 | 1.2e-3 | 3.6e-7 | 100 % |
@@ -36,7 +36,8 @@ use deva::segmenter::entityseg::{EntitySeg, EntitySegConfig};
 const FEATURE_RTOL: f32 = 1e-5;
 /// Largest absolute difference of probabilities, scores and box coordinates.
 const VALUE_ATOL: f32 = 1e-5;
-/// Box coordinates are in pixels of the network input (up to a few hundred).
+/// Box coordinates are in pixels of the network input, at least this tolerance; see
+/// [`box_tolerance`].
 const BOX_ATOL: f32 = 5e-3;
 /// Fraction of final mask pixels that must agree.
 const MASK_AGREEMENT: f64 = 0.999;
@@ -165,11 +166,12 @@ fn compare_proposals(what: &str, got: &Proposals, want: &Proposals) {
         &t2(&want.locations),
         0.0,
     );
+    let want_boxes = t4(&want.boxes);
     close(
         &format!("{what} boxes"),
         &t4(&got.boxes),
-        &t4(&want.boxes),
-        BOX_ATOL,
+        &want_boxes,
+        box_tolerance(&want_boxes),
     );
     close(
         &format!("{what} scores"),
@@ -216,6 +218,15 @@ fn in_oracle_order(what: &str, got: &Proposals, want: &Proposals) -> Proposals {
         levels: order.iter().map(|i| got.levels[pick(i)]).collect(),
         params: got.params.index_select(&index, 0).unwrap(),
     }
+}
+
+/// Proposal boxes are `location ± bbox_reg · stride`, and `bbox_reg` is held to
+/// [`FEATURE_RTOL`] of its largest value, so the box error grows with the regressions: random
+/// weights regress boxes far past the image (seed 8's Swin set at input 416×288: coordinates up
+/// to 2540 px, a P7 regression difference of 4e-5 at stride 128 gives 5.1e-3 px). The
+/// tolerance is `FEATURE_RTOL` of the largest coordinate, and at least [`BOX_ATOL`].
+fn box_tolerance(want: &Tensor) -> f32 {
+    (FEATURE_RTOL * max_abs(want)).max(BOX_ATOL)
 }
 
 const SCRIPT: &str = "tests/oracle/entityseg/make_fixture.py";

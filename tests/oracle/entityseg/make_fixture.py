@@ -370,6 +370,12 @@ Tensors per case (one image, batch 1):
   score, masks whose exclusive part is a single row/column dropped, boxes from the masks).
 
 Tolerances used by tests/entityseg.rs (measured on this fixture, f32 on CPU): see that file.
+The proposals are in the official score order; scores of random-weight models can tie to
+1e-8, so a port's own proposals are compared up to the order of scores that tie within the
+score tolerance (1e-5), matched by level and location. Proposal boxes are
+`location ± bbox_reg · stride` with `bbox_reg` held to 1e-5 of its largest value, and random
+weights regress boxes far past the image (coordinates of thousands of pixels), so the box
+tolerance is 1e-5 of the largest coordinate, at least 5e-3 px.
 """
 
 

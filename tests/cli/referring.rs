@@ -85,9 +85,11 @@ fn referring_expressions_track_a_real_clip_offline() {
 /// its propagation keep the official `selected_mask` (empty when the best query's mask is) on
 /// every frame. A random-weight model may select an empty mask on most frames of a real clip
 /// (seed 2 of the oracle: one of four blackswan frames, which the consensus then outvotes), so
-/// this is where the object must appear. Allowed: 5 % of the mask's area plus 0.1 % of the
-/// frame (flow propagation moves boundary pixels: measured ≤ 2.2 % of the mask on the third
-/// frame over seeds 0, 1, 2, 3 and 7).
+/// this is where the object must appear. Flow propagation moves the contour: allowed are the
+/// pixels of the one-pixel band on both sides of the official mask's contour
+/// ([`contour_band`]) plus 0.1 % of the frame; measured up to 0.49 of the band on the third
+/// frame (seeds 0, 1, 2, 3, 7, 12 and 13, inputs 64 to 200; an area bound failed on seed 13's
+/// thin 2249-pixel mask, 136 pixels moved).
 #[test]
 fn referring_offline_keeps_the_official_selected_mask_on_a_still_clip() {
     let Some(fx) = common::oracle_fixtures("referformer", SCRIPT) else {
@@ -145,7 +147,7 @@ fn referring_offline_keeps_the_official_selected_mask_on_a_still_clip() {
         ]);
         assert_ok(&o);
         let area = want.iter().filter(|&&v| v != 0).count();
-        let allowed = area / 20 + want.len() / 1000;
+        let allowed = contour_band(&want, w as usize) + want.len() / 1000;
         let masks = out.join(case);
         assert_eq!(stems(&masks, "png").len(), 3, "{case}: one PNG per frame");
         for name in stems(&masks, "png") {
@@ -157,7 +159,9 @@ fn referring_offline_keeps_the_official_selected_mask_on_a_still_clip() {
                 .zip(&want)
                 .filter(|(&g, &m)| (g == 1) != (m != 0))
                 .count();
-            eprintln!("{case}/{name}: {differ} of {area} mask pixels differ (allowed {allowed})");
+            eprintln!(
+                "{case}/{name}: {differ} pixels differ from a mask of {area} (allowed {allowed})"
+            );
             assert!(
                 differ <= allowed,
                 "{case}/{name}: {differ} pixels differ from the official selected mask of \
@@ -165,4 +169,29 @@ fn referring_offline_keeps_the_official_selected_mask_on_a_still_clip() {
             );
         }
     }
+}
+
+/// Pixels of `mask` (row-major, `width` wide) with a 4-neighbour of the other value: the
+/// one-pixel band on both sides of its contour.
+fn contour_band(mask: &[u8], width: usize) -> usize {
+    let on = |i: usize| mask[i] != 0;
+    (0..mask.len())
+        .filter(|&i| {
+            let (y, x) = (i / width, i % width);
+            let mut n = Vec::with_capacity(4);
+            if x > 0 {
+                n.push(i - 1);
+            }
+            if x + 1 < width {
+                n.push(i + 1);
+            }
+            if y > 0 {
+                n.push(i - width);
+            }
+            if i + width < mask.len() {
+                n.push(i + width);
+            }
+            n.into_iter().any(|j| on(j) != on(i))
+        })
+        .count()
 }

@@ -16,13 +16,14 @@
 //! of the scene: a sample of 100 frames follows how many objects are in view (7 to 19), the
 //! window peak follows what the program keeps. Each run prints its curves, the window peaks,
 //! and their largest deviation from the peak of the window holding frame 1000 (or a tenth of
-//! the run if shorter); the process exits non-zero when the peaks of the allocated bytes drift
-//! by more than 10 %: a leak or a filling structure shows there exactly, whatever the C
-//! allocator does. `RssAnon` and `VmRSS` peaks are printed with their deviation for
-//! information: `RssAnon` equals what the C allocator holds (to 0.1 MiB in the flow run),
-//! which is 5 to 9 MiB above the allocated bytes there and moves with the free memory it keeps
-//! cached (an 8.8 MiB excursion, given back within 200 frames, in the flow run of
-//! docs/reliability.md); `VmRSS` also counts file pages the kernel drops and reloads at will.
+//! the run if shorter); the process exits non-zero when the `RssAnon` peaks or the peaks of
+//! the allocated bytes drift by more than 10 % (a leak or a filling structure shows in the
+//! second exactly, whatever the C allocator does). The soak fixes glibc's mmap and trim
+//! thresholds at 128 KiB: with its default dynamic thresholds, `RssAnon` equals what glibc
+//! holds, 5 to 9 MiB above the allocated bytes in the flow run, and moves with the freed
+//! buffers it keeps cached (an 8.8 MiB excursion, given back within 200 frames; see
+//! docs/reliability.md). `VmRSS` is printed for information: it also counts file pages the
+//! kernel drops and reloads at will.
 //! `DEVA_SOAK_ONLY=flow|deva` runs one of them. Under `cargo test` (no `--bench` argument) a
 //! few small frames of each run as a smoke test.
 
@@ -335,6 +336,16 @@ fn main() {
         }
         return;
     };
+    // Fixed thresholds: glibc's dynamic ones keep freed per-frame buffers cached in the heap,
+    // and that cache (5-9 MiB of the flow run's 19) comes and goes as glibc sees fit. With
+    // them fixed, blocks over 128 KiB go back to the system when freed and `RssAnon` is what
+    // the program keeps. Same as GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072:
+    // glibc.malloc.mmap_threshold=131072.
+    // SAFETY: mallopt only changes the allocator's settings.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
     let only = std::env::var("DEVA_SOAK_ONLY").ok();
     let runs: [Run; 2] = [
         ("flow", flow_propagator, frames, (160, 96)),
@@ -349,7 +360,7 @@ fn main() {
         let samples = soak(label, make(), n, size, true);
         let measures: [Measure; 4] = [
             ("RSS", |s| s.rss, false),
-            ("RssAnon", |s| s.anon, false),
+            ("RssAnon", |s| s.anon, true),
             ("heap peak", |s| s.heap, true),
             ("malloc held", |s| s.held, false),
         ];

@@ -361,7 +361,7 @@ fn main() {
         let measures: [Measure; 4] = [
             ("RSS", |s| s.rss, false),
             ("RssAnon", |s| s.anon, true),
-            ("heap peak", |s| s.heap, true),
+            ("allocated bytes", |s| s.heap, true),
             ("malloc held", |s| s.held, false),
         ];
         for (name, value, criterion) in measures {

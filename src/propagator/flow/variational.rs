@@ -10,6 +10,7 @@
 use super::field::FlowField;
 use super::plane::Plane;
 use super::FlowConfig;
+use crate::nn::vmath::multiversion;
 use rayon::prelude::*;
 
 /// Robust-penaliser ε.
@@ -111,7 +112,6 @@ impl DataTerm {
         w: usize,
         config: &FlowConfig,
     ) {
-        let (zeta2, eps2) = (ZETA * ZETA, EPSILON * EPSILON);
         let (delta, gamma) = (config.refine_delta / 2.0, config.refine_gamma / 2.0);
         let w1 = w.max(1);
         self.a11
@@ -122,31 +122,7 @@ impl DataTerm {
             .zip(self.b2.par_chunks_mut(w1))
             .enumerate()
             .for_each(|(y, ((((a11, a12), a22), b1), b2))| {
-                let n = a11.len();
-                let at = |v| span(v, y * w, n);
-                let (ix, iy, iz, inv_n) = (at(&d.ix), at(&d.iy), at(&d.iz), at(&d.inv_n));
-                let (ixx, ixy, iyy) = (at(&d.ixx), at(&d.ixy), at(&d.iyy));
-                let (ixz, iyz, inv_nx, inv_ny) =
-                    (at(&d.ixz), at(&d.iyz), at(&d.inv_nx), at(&d.inv_ny));
-                let (du, dv) = (at(du), at(dv));
-                let (a12, a22, b1, b2) = (&mut a12[..n], &mut a22[..n], &mut b1[..n], &mut b2[..n]);
-                for i in 0..n {
-                    let (ix, iy, iz) = (ix[i], iy[i], iz[i]);
-                    let r = iz + ix * du[i] + iy * dv[i];
-                    let wgt = delta * inv_n[i] / (r * r * inv_n[i] + eps2).sqrt();
-                    let (ixx, ixy, iyy) = (ixx[i], ixy[i], iyy[i]);
-                    let (ixz, iyz) = (ixz[i], iyz[i]);
-                    let (nx, ny) = (inv_nx[i], inv_ny[i]);
-                    let rx = ixz + ixx * du[i] + ixy * dv[i];
-                    let ry = iyz + ixy * du[i] + iyy * dv[i];
-                    let wg = gamma / (rx * rx * nx + ry * ry * ny + eps2).sqrt();
-                    let (gx, gy) = (wg * nx, wg * ny);
-                    a11[i] = wgt * ix * ix + zeta2 + gx * ixx * ixx + gy * ixy * ixy;
-                    a12[i] = wgt * ix * iy + gx * ixx * ixy + gy * ixy * iyy;
-                    a22[i] = wgt * iy * iy + zeta2 + gx * ixy * ixy + gy * iyy * iyy;
-                    b1[i] = -wgt * iz * ix - gx * ixx * ixz - gy * ixy * iyz;
-                    b2[i] = -wgt * iz * iy - gx * ixy * ixz - gy * iyy * iyz;
-                }
+                data_row(d, (du, dv), y * w, (delta, gamma), [a11, a12, a22, b1, b2]);
             });
     }
 }
@@ -281,7 +257,7 @@ impl Checker {
 }
 
 /// `v[start..start + len]`.
-#[inline]
+#[inline(always)]
 fn span(v: &[f32], start: usize, len: usize) -> &[f32] {
     &v[start..start + len]
 }
@@ -496,37 +472,89 @@ fn sor_half_sweep(coef: &Coefficients, (du, dv): (&mut Checker, &mut Checker), c
         .zip(coef.data.par_chunks(FIELDS * half))
         .enumerate()
         .for_each(|(y, ((ru, rv), k))| {
-            // Pixel x = 2i + o of this row; in the other plane its left and right neighbours
-            // are slots i + o − 1 and i + o of the same row, the upper and lower ones slot i of
-            // the rows above and below (stored with one leading pad slot).
             let o = (y + colour) % 2;
-            let n = half;
-            let at = |p, r: usize, off: usize| span(p, r * stride + off, n);
-            let (ul, ur, uu, ud) = (
-                at(other_u, y + 1, o),
-                at(other_u, y + 1, o + 1),
-                at(other_u, y, 1),
-                at(other_u, y + 2, 1),
-            );
-            let (vl, vr, vu, vd) = (
-                at(other_v, y + 1, o),
-                at(other_v, y + 1, o + 1),
-                at(other_v, y, 1),
-                at(other_v, y + 2, 1),
-            );
-            let f = |j: usize| span(k, j * n, n);
-            let (wl, wr, wu, wd, k1, k2, a12, inv1, inv2) =
-                (f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8));
-            let (ru, rv) = (&mut ru[1..1 + n], &mut rv[1..1 + n]);
-            for i in 0..n {
-                let (du_p, dv_p) = (ru[i], rv[i]);
-                let su = wl[i] * ul[i] + wr[i] * ur[i] + wu[i] * uu[i] + wd[i] * ud[i];
-                let new_u = (k1[i] + su - a12[i] * dv_p) * inv1[i];
-                let u = (1.0 - OMEGA) * du_p + OMEGA * new_u;
-                let sv = wl[i] * vl[i] + wr[i] * vr[i] + wu[i] * vu[i] + wd[i] * vd[i];
-                let new_v = (k2[i] + sv - a12[i] * u) * inv2[i];
-                ru[i] = u;
-                rv[i] = (1.0 - OMEGA) * dv_p + OMEGA * new_v;
-            }
+            sor_row(k, (other_u, other_v), (y, o, stride), (ru, rv));
         });
+}
+
+multiversion! {
+    /// One row `y` of a half sweep (`o`: the column of its first pixel of this colour):
+    /// pixel x = 2i + o has, in the other plane, its left and right neighbours in slots
+    /// i + o − 1 and i + o of the same row and the upper and lower ones in slot i of the rows
+    /// above and below (rows stored with one leading pad slot, one pad row above).
+    fn sor_row(
+        k: &[f32],
+        other: (&[f32], &[f32]),
+        at: (usize, usize, usize),
+        row: (&mut [f32], &mut [f32]),
+    ) {
+        let ((other_u, other_v), (y, o, stride), (ru, rv)) = (other, at, row);
+        let n = k.len() / FIELDS;
+        let (ul, ur, uu, ud) = (
+            span(other_u, (y + 1) * stride + o, n),
+            span(other_u, (y + 1) * stride + o + 1, n),
+            span(other_u, y * stride + 1, n),
+            span(other_u, (y + 2) * stride + 1, n),
+        );
+        let (vl, vr, vu, vd) = (
+            span(other_v, (y + 1) * stride + o, n),
+            span(other_v, (y + 1) * stride + o + 1, n),
+            span(other_v, y * stride + 1, n),
+            span(other_v, (y + 2) * stride + 1, n),
+        );
+        let (wl, wr, wu, wd) = (span(k, 0, n), span(k, n, n), span(k, 2 * n, n), span(k, 3 * n, n));
+        let (k1, k2, a12) = (span(k, 4 * n, n), span(k, 5 * n, n), span(k, 6 * n, n));
+        let (inv1, inv2) = (span(k, 7 * n, n), span(k, 8 * n, n));
+        let (ru, rv) = (&mut ru[1..1 + n], &mut rv[1..1 + n]);
+        for i in 0..n {
+            let (du_p, dv_p) = (ru[i], rv[i]);
+            let su = wl[i] * ul[i] + wr[i] * ur[i] + wu[i] * uu[i] + wd[i] * ud[i];
+            let new_u = (k1[i] + su - a12[i] * dv_p) * inv1[i];
+            let u = (1.0 - OMEGA) * du_p + OMEGA * new_u;
+            let sv = wl[i] * vl[i] + wr[i] * vr[i] + wu[i] * vu[i] + wd[i] * vd[i];
+            let new_v = (k2[i] + sv - a12[i] * u) * inv2[i];
+            ru[i] = u;
+            rv[i] = (1.0 - OMEGA) * dv_p + OMEGA * new_v;
+        }
+    }
+}
+
+multiversion! {
+    /// One row of `DataTerm::update`: the pixels from `start` on, as many as the outputs
+    /// `[a11, a12, a22, b1, b2]` hold; `weights` are δ/2 and γ/2.
+    fn data_row(
+        d: &Derivatives,
+        inc: (&[f32], &[f32]),
+        start: usize,
+        weights: (f32, f32),
+        out: [&mut [f32]; 5],
+    ) {
+        let ((du, dv), (delta, gamma)) = (inc, weights);
+        let (zeta2, eps2) = (ZETA * ZETA, EPSILON * EPSILON);
+        let [a11, a12, a22, b1, b2] = out;
+        let n = a11.len();
+        let at = |v| span(v, start, n);
+        let (ix, iy, iz, inv_n) = (at(&d.ix), at(&d.iy), at(&d.iz), at(&d.inv_n));
+        let (ixx, ixy, iyy) = (at(&d.ixx), at(&d.ixy), at(&d.iyy));
+        let (ixz, iyz, inv_nx, inv_ny) = (at(&d.ixz), at(&d.iyz), at(&d.inv_nx), at(&d.inv_ny));
+        let (du, dv) = (at(du), at(dv));
+        let (a12, a22, b1, b2) = (&mut a12[..n], &mut a22[..n], &mut b1[..n], &mut b2[..n]);
+        for i in 0..n {
+            let (ix, iy, iz) = (ix[i], iy[i], iz[i]);
+            let r = iz + ix * du[i] + iy * dv[i];
+            let wgt = delta * inv_n[i] / (r * r * inv_n[i] + eps2).sqrt();
+            let (ixx, ixy, iyy) = (ixx[i], ixy[i], iyy[i]);
+            let (ixz, iyz) = (ixz[i], iyz[i]);
+            let (nx, ny) = (inv_nx[i], inv_ny[i]);
+            let rx = ixz + ixx * du[i] + ixy * dv[i];
+            let ry = iyz + ixy * du[i] + iyy * dv[i];
+            let wg = gamma / (rx * rx * nx + ry * ry * ny + eps2).sqrt();
+            let (gx, gy) = (wg * nx, wg * ny);
+            a11[i] = wgt * ix * ix + zeta2 + gx * ixx * ixx + gy * ixy * ixy;
+            a12[i] = wgt * ix * iy + gx * ixx * ixy + gy * ixy * iyy;
+            a22[i] = wgt * iy * iy + zeta2 + gx * ixy * ixy + gy * iyy * iyy;
+            b1[i] = -wgt * iz * ix - gx * ixx * ixz - gy * ixy * iyz;
+            b2[i] = -wgt * iz * iy - gx * ixy * ixz - gy * iyy * iyz;
+        }
+    }
 }

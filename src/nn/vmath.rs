@@ -89,7 +89,7 @@ pub(crate) fn erf(x: f32) -> f32 {
     /// Below this |x|, `erf(x) = x · P(x²)`; above, `1 − e^(−x²) · Q(1/x)`.
     const SPLIT: f32 = 0.921_875;
     const P: [f32; 7] = [
-        1.128_379_2,
+        std::f32::consts::FRAC_2_SQRT_PI,
         -0.376_126_35,
         0.112_836_94,
         -0.026_859_341,

@@ -74,10 +74,11 @@ py="$venv/bin/python"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The executable of bench target $1, built in release mode.
+# The executable of bench target $1, built in release mode (cargo also lists the `deva`
+# binary it builds alongside, in no fixed order: keep the bench's own).
 bench_exe() {
     cargo bench --quiet --no-run --bench "$1" --message-format=json 2>/dev/null \
-        | grep -o '"executable":"[^"]*"' | tail -1 | cut -d'"' -f4
+        | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | grep "/deps/$1-" | tail -1
 }
 
 # Runs "$@" under /usr/bin/time -v; prints "<ms> <peak KiB>" where ms is the program's own

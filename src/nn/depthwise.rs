@@ -3,6 +3,7 @@
 
 use crate::nn::act::Activation;
 use crate::nn::contiguous_f32;
+use crate::nn::vmath::multiversion;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
@@ -35,7 +36,9 @@ impl Depthwise {
         lo..hi.max(lo)
     }
 
-    /// One channel plane `src (h, w)` into `dst (oh, ow)`.
+    /// One channel plane `src (h, w)` into `dst (oh, ow)`: each tap adds a run of one input
+    /// row to the output row (contiguous at stride 1, so the loop is vectorised).
+    #[inline(always)]
     fn plane(&self, src: &[f32], (h, w): (usize, usize), kern: &[f32], bias: f32, dst: &mut [f32]) {
         let k = (kern.len() as f64).sqrt() as usize;
         let (pad, s) = (k / 2, self.stride);
@@ -49,18 +52,35 @@ impl Depthwise {
                 let row = &src[iy * w..(iy + 1) * w];
                 for kx in 0..k {
                     let kv = kern[ky * k + kx];
-                    for ox in self.valid_columns(kx, k, w, ow) {
-                        drow[ox] += kv * row[ox * s + kx - pad];
+                    let cols = self.valid_columns(kx, k, w, ow);
+                    if cols.is_empty() {
+                        continue;
+                    }
+                    let start = cols.start * s + kx - pad;
+                    let d = &mut drow[cols];
+                    if s == 1 {
+                        let r = &row[start..start + d.len()];
+                        for (d, x) in d.iter_mut().zip(r) {
+                            *d += kv * x;
+                        }
+                    } else {
+                        for (d, x) in d.iter_mut().zip(row[start..].iter().step_by(s)) {
+                            *d += kv * x;
+                        }
                     }
                 }
             }
-            drow.iter_mut().for_each(|v| *v = self.act.apply(*v + bias));
+            for v in drow.iter_mut() {
+                *v += bias;
+            }
+            self.act.apply_slice(drow);
         }
     }
 
     /// One output row `dst (ow, C)` of a channels-last image `src (h, w, C)`; `taps` is
     /// `(k·k, C)`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn row_channels_last(
         &self,
         src: &[f32],
@@ -92,9 +112,10 @@ impl Depthwise {
         }
         for px in dst.chunks_mut(c) {
             for (v, b) in px.iter_mut().zip(bias) {
-                *v = self.act.apply(*v + b);
+                *v += b;
             }
         }
+        self.act.apply_slice(dst);
     }
 }
 
@@ -128,7 +149,7 @@ impl CustomOp3 for Depthwise {
                 .for_each(|(row, dst)| {
                     let (bi, oy) = (row / oh, row % oh);
                     let src = &x[bi * h * w * c..(bi + 1) * h * w * c];
-                    self.row_channels_last(src, (h, w, c), &taps, k, bias, oy, dst);
+                    channels_last_row(self, src, (h, w, c), (&taps, k), (bias, oy), dst);
                 });
             return Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, c))));
         }
@@ -140,15 +161,32 @@ impl CustomOp3 for Depthwise {
             .for_each(|(bc, dst)| {
                 let ch = bc % c;
                 let src = &x[bc * h * w..(bc + 1) * h * w];
-                self.plane(
-                    src,
-                    (h, w),
-                    &kern[ch * k * k..(ch + 1) * k * k],
-                    bias[ch],
-                    dst,
-                );
+                let kern = &kern[ch * k * k..(ch + 1) * k * k];
+                plane(self, src, (h, w), kern, bias[ch], dst);
             });
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
+    }
+}
+
+multiversion! {
+    /// `Depthwise::plane`, vectorised.
+    fn plane(op: &Depthwise, src: &[f32], hw: (usize, usize), kern: &[f32], bias: f32, dst: &mut [f32]) {
+        op.plane(src, hw, kern, bias, dst)
+    }
+}
+
+multiversion! {
+    /// `Depthwise::row_channels_last`, vectorised.
+    fn channels_last_row(
+        op: &Depthwise,
+        src: &[f32],
+        hwc: (usize, usize, usize),
+        taps_k: (&[f32], usize),
+        bias_oy: (&[f32], usize),
+        dst: &mut [f32],
+    ) {
+        let ((taps, k), (bias, oy)) = (taps_k, bias_oy);
+        op.row_channels_last(src, hwc, taps, k, bias, oy, dst)
     }
 }
 

@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linalg::{gemm_acc, MatRef};
+use super::vmath::softmax_in_place;
 use crate::error::Result;
 
 /// Attention of windows `qkv (nW, N, heads · 3 · key_dim)`, each token's projection laid out
@@ -92,17 +93,10 @@ impl CustomOp2 for WindowAttention {
                         );
                         let b = &bias[head * n * n..(head + 1) * n * n];
                         for (row, brow) in scores.chunks_mut(n).zip(b.chunks(n)) {
-                            let mut max = f32::NEG_INFINITY;
-                            for (s, b) in row.iter_mut().zip(brow) {
-                                *s = *s * scale + b;
-                                max = max.max(*s);
-                            }
-                            let mut sum = 0f32;
-                            for s in row.iter_mut() {
-                                *s = (*s - max).exp();
-                                sum += *s;
-                            }
-                            row.iter_mut().for_each(|s| *s /= sum);
+                            row.iter_mut()
+                                .zip(brow)
+                                .for_each(|(s, b)| *s = *s * scale + b);
+                            softmax_in_place(row);
                         }
                         gemm_acc(
                             n,

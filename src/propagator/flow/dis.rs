@@ -19,6 +19,9 @@ use rayon::prelude::*;
 /// to the trace of the patch Hessian.
 const PRIOR: f32 = 0.05;
 
+/// Lanes of the patch sums (one vector register of `f32`).
+const LANES: usize = 8;
+
 /// One pyramid level: grey image (0..255) and its derivatives.
 #[derive(Debug)]
 struct Level {
@@ -102,15 +105,15 @@ fn patch_origins(len: usize, size: usize, stride: usize) -> Vec<usize> {
     v
 }
 
-/// Samples the `size × size` patch of `image` whose origin is displaced to `(x0, y0)`.
-/// All pixels share the same sub-pixel offset, so interior patches use four fixed weights.
-fn sample_patch(image: &Plane, x0: f32, y0: f32, size: usize, out: &mut [f32]) {
+/// Samples the `cols × rows` block of `image` whose origin is displaced to `(x0, y0)`.
+/// All pixels share the same sub-pixel offset, so interior blocks use four fixed weights.
+fn sample_block(image: &Plane, x0: f32, y0: f32, (cols, rows): (usize, usize), out: &mut [f32]) {
     let (w, h) = (image.width(), image.height());
     let (fx0, fy0) = (x0.floor(), y0.floor());
-    let inside = fx0 >= 0.0 && fy0 >= 0.0 && fx0 as usize + size < w && fy0 as usize + size < h;
+    let inside = fx0 >= 0.0 && fy0 >= 0.0 && fx0 as usize + cols < w && fy0 as usize + rows < h;
     if !inside {
         for (i, o) in out.iter_mut().enumerate() {
-            *o = image.sample(x0 + (i % size) as f32, y0 + (i / size) as f32);
+            *o = image.sample(x0 + (i % cols) as f32, y0 + (i / cols) as f32);
         }
         return;
     }
@@ -123,10 +126,10 @@ fn sample_patch(image: &Plane, x0: f32, y0: f32, size: usize, out: &mut [f32]) {
     );
     let (bx, by) = (fx0 as usize, fy0 as usize);
     let d = image.data();
-    for r in 0..size {
-        let row0 = &d[(by + r) * w + bx..(by + r) * w + bx + size + 1];
-        let row1 = &d[(by + r + 1) * w + bx..(by + r + 1) * w + bx + size + 1];
-        for (c, o) in out[r * size..(r + 1) * size].iter_mut().enumerate() {
+    for r in 0..rows {
+        let row0 = &d[(by + r) * w + bx..(by + r) * w + bx + cols + 1];
+        let row1 = &d[(by + r + 1) * w + bx..(by + r + 1) * w + bx + cols + 1];
+        for (c, o) in out[r * cols..(r + 1) * cols].iter_mut().enumerate() {
             *o = w00 * row0[c] + w10 * row0[c + 1] + w01 * row1[c] + w11 * row1[c + 1];
         }
     }
@@ -187,21 +190,33 @@ impl Patch {
     /// and the gradient `Σ J·d` of the difference `d`.
     fn residual(&mut self, to: &Plane, (u, v): (f32, f32)) -> (f32, f32, f32) {
         let (px, py) = self.origin;
-        sample_patch(
+        sample_block(
             to,
             px as f32 + u,
             py as f32 + v,
-            self.size,
+            (self.size, self.size),
             &mut self.warped,
         );
-        let (mut s, mut s2, mut bx, mut by) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
-        for i in 0..self.warped.len() {
-            let d = self.warped[i] - self.template[i];
-            s += d;
-            s2 += d * d;
-            bx += self.jx[i] * d;
-            by += self.jy[i] * d;
+        // Sums in LANES independent lanes (vector registers), added up at the end.
+        let mut acc = [[0.0f32; LANES]; 4];
+        let add = |acc: &mut [[f32; LANES]; 4], w: &[f32], t: &[f32], jx: &[f32], jy: &[f32]| {
+            for l in 0..w.len().min(LANES) {
+                let d = w[l] - t[l];
+                acc[0][l] += d;
+                acc[1][l] += d * d;
+                acc[2][l] += jx[l] * d;
+                acc[3][l] += jy[l] * d;
+            }
+        };
+        let (wc, tc) = (self.warped.chunks(LANES), self.template.chunks(LANES));
+        for (((w, t), jx), jy) in wc
+            .zip(tc)
+            .zip(self.jx.chunks(LANES))
+            .zip(self.jy.chunks(LANES))
+        {
+            add(&mut acc, w, t, jx, jy);
         }
+        let [s, s2, bx, by] = acc.map(|a| a.iter().sum::<f32>());
         (s2 - s * s / self.warped.len() as f32, bx, by)
     }
 
@@ -325,37 +340,48 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
     let sparse: Vec<Vec<(f32, f32)>> = (0..ny)
         .map(|j| (0..nx).map(|i| grid[j * nx + i].0).collect())
         .collect();
-    // Densification, parallel over image rows.
+    // Densification, parallel over image rows: a patch's pixels on one row share its
+    // sub-pixel offset, so each patch row is sampled with four fixed weights.
     let mut u = vec![0.0f32; w * h];
     let mut v = vec![0.0f32; w * h];
     u.par_chunks_mut(w)
         .zip(v.par_chunks_mut(w))
         .enumerate()
-        .for_each(|(y, (urow, vrow))| {
-            let mut acc = vec![(0.0f32, 0.0f32, 0.0f32); w];
-            let i0 = &from.image.data()[y * w..(y + 1) * w];
-            for (j, &py) in ys.iter().enumerate() {
-                if y < py || y >= py + size {
-                    continue;
-                }
-                for (i, &px) in xs.iter().enumerate() {
-                    let (pu, pv) = sparse[j][i];
-                    let ty = y as f32 + pv;
-                    for x in px..px + size {
-                        let d = to.sample(x as f32 + pu, ty) - i0[x];
-                        let wgt = 1.0 / d.abs().max(1.0);
-                        let a = &mut acc[x];
-                        a.0 += wgt * pu;
-                        a.1 += wgt * pv;
-                        a.2 += wgt;
+        .for_each_init(
+            || (vec![0.0f32; 3 * w], vec![0.0f32; size]),
+            |(acc, warped), (y, (urow, vrow))| {
+                acc.fill(0.0);
+                let (au, rest) = acc.split_at_mut(w);
+                let (av, aw) = rest.split_at_mut(w);
+                let i0 = &from.image.data()[y * w..(y + 1) * w];
+                for (j, &py) in ys.iter().enumerate() {
+                    if y < py || y >= py + size {
+                        continue;
+                    }
+                    for (i, &px) in xs.iter().enumerate() {
+                        let (pu, pv) = sparse[j][i];
+                        sample_block(to, px as f32 + pu, y as f32 + pv, (size, 1), warped);
+                        let span = px..px + size;
+                        for ((((s, i0), au), av), aw) in warped
+                            .iter()
+                            .zip(&i0[span.clone()])
+                            .zip(&mut au[span.clone()])
+                            .zip(&mut av[span.clone()])
+                            .zip(&mut aw[span])
+                        {
+                            let wgt = 1.0 / (s - i0).abs().max(1.0);
+                            *au += wgt * pu;
+                            *av += wgt * pv;
+                            *aw += wgt;
+                        }
                     }
                 }
-            }
-            for (x, a) in acc.iter().enumerate() {
-                urow[x] = a.0 / a.2;
-                vrow[x] = a.1 / a.2;
-            }
-        });
+                for x in 0..w {
+                    urow[x] = au[x] / aw[x];
+                    vrow[x] = av[x] / aw[x];
+                }
+            },
+        );
     FlowField::from_planes(Plane::from_vec(w, h, u), Plane::from_vec(w, h, v))
 }
 

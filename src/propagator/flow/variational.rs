@@ -10,6 +10,7 @@
 use super::field::FlowField;
 use super::plane::Plane;
 use super::FlowConfig;
+use crate::nn::vmath::multiversion;
 use rayon::prelude::*;
 
 /// Robust-penaliser ε.
@@ -22,16 +23,23 @@ const OMEGA: f32 = 1.6;
 /// boundaries can form at image edges (as in DeepFlow's local smoothness weight).
 const EDGE_KAPPA: f32 = 10.0;
 
-/// Per-pixel image derivatives at the linearisation point.
+/// Per-pixel image derivatives at the linearisation point, with the reciprocals of the
+/// data terms' normalisations.
 struct Derivatives {
-    ix: Plane,
-    iy: Plane,
-    iz: Plane,
-    ixx: Plane,
-    ixy: Plane,
-    iyy: Plane,
-    ixz: Plane,
-    iyz: Plane,
+    ix: Vec<f32>,
+    iy: Vec<f32>,
+    iz: Vec<f32>,
+    ixx: Vec<f32>,
+    ixy: Vec<f32>,
+    iyy: Vec<f32>,
+    ixz: Vec<f32>,
+    iyz: Vec<f32>,
+    /// `1 / (ix² + iy² + ζ²)`.
+    inv_n: Vec<f32>,
+    /// `1 / (ixx² + ixy² + ζ²)`.
+    inv_nx: Vec<f32>,
+    /// `1 / (iyy² + ixy² + ζ²)`.
+    inv_ny: Vec<f32>,
 }
 
 /// Central derivatives `(I(x+1) − I(x−1)) / 2` along x and y.
@@ -56,20 +64,25 @@ impl Derivatives {
         let (ixz, iyz) = gradients(&iz);
         let (ixx, ixy) = gradients(&ix);
         let (_, iyy) = gradients(&iy);
+        let zeta2 = ZETA * ZETA;
+        let inv = |a: &Plane, b: &Plane| a.zip_map(b, |a, b| 1.0 / (a * a + b * b + zeta2));
         Derivatives {
-            ix,
-            iy,
-            iz,
-            ixx,
-            ixy,
-            iyy,
-            ixz,
-            iyz,
+            inv_n: inv(&ix, &iy).into_vec(),
+            inv_nx: inv(&ixx, &ixy).into_vec(),
+            inv_ny: inv(&iyy, &ixy).into_vec(),
+            ix: ix.into_vec(),
+            iy: iy.into_vec(),
+            iz: iz.into_vec(),
+            ixx: ixx.into_vec(),
+            ixy: ixy.into_vec(),
+            iyy: iyy.into_vec(),
+            ixz: ixz.into_vec(),
+            iyz: iyz.into_vec(),
         }
     }
 }
 
-/// Coefficients of the 2×2 data-term system at every pixel: `A (du, dv) = b`.
+/// Coefficients of the 2×2 data-term system at every pixel, `A (du, dv) = b`, row-major.
 struct DataTerm {
     a11: Vec<f32>,
     a12: Vec<f32>,
@@ -78,63 +91,74 @@ struct DataTerm {
     b2: Vec<f32>,
 }
 
-fn data_term(d: &Derivatives, du: &[f32], dv: &[f32], config: &FlowConfig) -> DataTerm {
-    let n = du.len();
-    let (zeta2, eps2) = (ZETA * ZETA, EPSILON * EPSILON);
-    let (delta, gamma) = (config.refine_delta / 2.0, config.refine_gamma / 2.0);
-    let coef: Vec<[f32; 5]> = (0..n)
-        .into_par_iter()
-        .map(|p| {
-            let (ix, iy, iz) = (d.ix.data()[p], d.iy.data()[p], d.iz.data()[p]);
-            let norm = ix * ix + iy * iy + zeta2;
-            let r = iz + ix * du[p] + iy * dv[p];
-            let wgt = delta / (r * r / norm + eps2).sqrt() / norm;
-            let mut c = [
-                wgt * ix * ix + zeta2,
-                wgt * ix * iy,
-                wgt * iy * iy + zeta2,
-                -wgt * iz * ix,
-                -wgt * iz * iy,
-            ];
-            let (ixx, ixy, iyy) = (d.ixx.data()[p], d.ixy.data()[p], d.iyy.data()[p]);
-            let (ixz, iyz) = (d.ixz.data()[p], d.iyz.data()[p]);
-            let nx = ixx * ixx + ixy * ixy + zeta2;
-            let ny = iyy * iyy + ixy * ixy + zeta2;
-            let rx = ixz + ixx * du[p] + ixy * dv[p];
-            let ry = iyz + ixy * du[p] + iyy * dv[p];
-            let wg = gamma / (rx * rx / nx + ry * ry / ny + eps2).sqrt();
-            c[0] += wg * (ixx * ixx / nx + ixy * ixy / ny);
-            c[1] += wg * (ixx * ixy / nx + ixy * iyy / ny);
-            c[2] += wg * (ixy * ixy / nx + iyy * iyy / ny);
-            c[3] -= wg * (ixx * ixz / nx + ixy * iyz / ny);
-            c[4] -= wg * (ixy * ixz / nx + iyy * iyz / ny);
-            c
-        })
-        .collect();
-    DataTerm {
-        a11: coef.iter().map(|c| c[0]).collect(),
-        a12: coef.iter().map(|c| c[1]).collect(),
-        a22: coef.iter().map(|c| c[2]).collect(),
-        b1: coef.iter().map(|c| c[3]).collect(),
-        b2: coef.iter().map(|c| c[4]).collect(),
+impl DataTerm {
+    fn zeros(n: usize) -> DataTerm {
+        DataTerm {
+            a11: vec![0.0; n],
+            a12: vec![0.0; n],
+            a22: vec![0.0; n],
+            b1: vec![0.0; n],
+            b2: vec![0.0; n],
+        }
+    }
+
+    /// The system linearised at the increment `(du, dv)` (row-major, rows of `w`): the robust
+    /// weights of both constancy terms (lagged), parallel over rows, each row a loop that
+    /// the compiler vectorises.
+    fn update(
+        &mut self,
+        d: &Derivatives,
+        (du, dv): (&[f32], &[f32]),
+        w: usize,
+        config: &FlowConfig,
+    ) {
+        let (delta, gamma) = (config.refine_delta / 2.0, config.refine_gamma / 2.0);
+        let w1 = w.max(1);
+        self.a11
+            .par_chunks_mut(w1)
+            .zip(self.a12.par_chunks_mut(w1))
+            .zip(self.a22.par_chunks_mut(w1))
+            .zip(self.b1.par_chunks_mut(w1))
+            .zip(self.b2.par_chunks_mut(w1))
+            .enumerate()
+            .for_each(|(y, ((((a11, a12), a22), b1), b2))| {
+                data_row(d, (du, dv), y * w, (delta, gamma), [a11, a12, a22, b1, b2]);
+            });
     }
 }
 
-/// Smoothness weight `α/2 / Ψ(|∇U|² + |∇V|²)` of every pixel, from forward differences of the
-/// refined field; it weighs the links to the right and lower neighbours.
-fn smoothness(u: &[f32], v: &[f32], w: usize, h: usize, alpha: f32) -> Vec<f32> {
+/// Edge-aware smoothness weight of every pixel, `edge · α/2 / Ψ(|∇U|² + |∇V|²)`, from forward
+/// differences of the refined field `U = u0 + du` (row-major); it weighs the links to the
+/// right and lower neighbours.
+#[allow(clippy::too_many_arguments)]
+fn smoothness(
+    (u0, v0): (&[f32], &[f32]),
+    (du, dv): (&[f32], &[f32]),
+    edge: &[f32],
+    (w, h): (usize, usize),
+    alpha: f32,
+    out: &mut [f32],
+) {
     let eps2 = EPSILON * EPSILON;
-    (0..w * h)
-        .into_par_iter()
-        .map(|p| {
-            let (x, y) = (p % w, p / w);
-            let r = if x + 1 < w { p + 1 } else { p };
-            let d = if y + 1 < h { p + w } else { p };
-            let (ux, uy) = (u[r] - u[p], u[d] - u[p]);
-            let (vx, vy) = (v[r] - v[p], v[d] - v[p]);
-            alpha / 2.0 / (ux * ux + uy * uy + vx * vx + vy * vy + eps2).sqrt()
-        })
-        .collect()
+    out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, s)| {
+        let row = |v, y: usize| span(v, y * w, w);
+        let below = if y + 1 < h { y + 1 } else { y };
+        let (u, ud, v, vd) = (row(u0, y), row(du, y), row(v0, y), row(dv, y));
+        let (ub, udb, vb, vdb) = (
+            row(u0, below),
+            row(du, below),
+            row(v0, below),
+            row(dv, below),
+        );
+        let e = row(edge, y);
+        for x in 0..w {
+            let r = (x + 1).min(w - 1);
+            let (uu, vv) = (u[x] + ud[x], v[x] + vd[x]);
+            let (ux, uy) = (u[r] + ud[r] - uu, ub[x] + udb[x] - uu);
+            let (vx, vy) = (v[r] + vd[r] - vv, vb[x] + vdb[x] - vv);
+            s[x] = e[x] * (alpha / 2.0 / (ux * ux + uy * uy + vx * vx + vy * vy + eps2).sqrt());
+        }
+    });
 }
 
 /// Refines `flow` from `i0` to `i1` in place (same sizes).
@@ -142,41 +166,50 @@ pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig)
     let (w, h) = (i0.width(), i0.height());
     let d = Derivatives::new(i0, i1, flow);
     let (gx, gy) = gradients(i0);
-    let edge: Vec<f32> = gx
-        .data()
-        .iter()
-        .zip(gy.data())
-        .map(|(a, b)| (-EDGE_KAPPA * (a * a + b * b).sqrt() / 255.0).exp())
-        .collect();
-    let (u0, v0) = (flow.u().to_vec(), flow.v().to_vec());
+    let edge = gx
+        .zip_map(&gy, |a, b| {
+            (-EDGE_KAPPA * (a * a + b * b).sqrt() / 255.0).exp()
+        })
+        .into_vec();
     let mut du = Checker::zeros(w, h);
     let mut dv = Checker::zeros(w, h);
+    let n = w * h;
+    let (mut fu, mut fv, mut s) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let mut t = DataTerm::zeros(n);
+    let mut coef = [Coefficients::new(w, h), Coefficients::new(w, h)];
+    let (u0, v0) = (flow.u(), flow.v());
     for _ in 0..config.refine_iterations {
-        let (fu, fv) = (du.to_vec(), dv.to_vec());
-        let t = data_term(&d, &fu, &fv, config);
-        let uu: Vec<f32> = u0.iter().zip(&fu).map(|(a, b)| a + b).collect();
-        let vv: Vec<f32> = v0.iter().zip(&fv).map(|(a, b)| a + b).collect();
-        let mut s = smoothness(&uu, &vv, w, h, config.refine_alpha);
-        s.iter_mut().zip(&edge).for_each(|(a, e)| *a *= e);
-        let links = Links::new(&s, w, h);
+        du.write_to(&mut fu);
+        dv.write_to(&mut fv);
+        t.update(&d, (&fu, &fv), w, config);
+        smoothness(
+            (u0, v0),
+            (&fu, &fv),
+            &edge,
+            (w, h),
+            config.refine_alpha,
+            &mut s,
+        );
+        build_coefficients(&mut coef, &t, &s, (u0, v0), (w, h));
         for _ in 0..config.sor_iterations {
-            for colour in 0..2 {
-                sor_half_sweep(&t, &links, (&u0, &v0), (&mut du, &mut dv), colour);
+            for (colour, c) in coef.iter().enumerate() {
+                sor_half_sweep(c, (&mut du, &mut dv), colour);
             }
         }
     }
+    du.write_to(&mut fu);
+    dv.write_to(&mut fv);
     let (u, v) = flow.planes_mut();
-    for (a, b) in u.data_mut().iter_mut().zip(&du.to_vec()) {
-        *a += b;
-    }
-    for (a, b) in v.data_mut().iter_mut().zip(&dv.to_vec()) {
-        *a += b;
-    }
+    u.data_mut().iter_mut().zip(&fu).for_each(|(a, b)| *a += b);
+    v.data_mut().iter_mut().zip(&fv).for_each(|(a, b)| *a += b);
 }
 
 /// A field stored by the colour `(x + y) % 2` of its pixels on a checkerboard: `planes[c]`
-/// holds, row after row, the pixels of colour `c` (`⌈w / 2⌉` slots per row, pixel `x` in slot
-/// `x / 2`), so that a red–black sweep writes one plane while it reads the other.
+/// holds, row after row, the pixels of colour `c` (pixel `x` in slot `x / 2`), so that a
+/// red–black sweep writes one plane while it reads the other. Each row has one zero slot
+/// before and after its `⌈w / 2⌉` slots and a zero row lies above and below the image, so
+/// that every neighbour of a pixel is at a fixed offset from it (links to the outside
+/// weigh 0).
 struct Checker {
     width: usize,
     half: usize,
@@ -186,11 +219,17 @@ struct Checker {
 impl Checker {
     fn zeros(width: usize, height: usize) -> Checker {
         let half = width.div_ceil(2);
+        let len = (half + 2) * (height + 2);
         Checker {
             width,
             half,
-            planes: [vec![0.0; half * height], vec![0.0; half * height]],
+            planes: [vec![0.0; len], vec![0.0; len]],
         }
+    }
+
+    /// Slots per stored row.
+    fn stride(&self) -> usize {
+        self.half + 2
     }
 
     /// The plane of `colour` (mutable) and the other one.
@@ -203,93 +242,319 @@ impl Checker {
         }
     }
 
-    /// The field, row-major.
-    fn to_vec(&self) -> Vec<f32> {
-        let (w, half) = (self.width, self.half);
-        let h = self.planes[0].len() / half.max(1);
-        let mut out = vec![0.0f32; w * h];
+    /// Writes the field into `out`, row-major.
+    fn write_to(&self, out: &mut [f32]) {
+        let (w, stride) = (self.width, self.stride());
         out.par_chunks_mut(w.max(1))
             .enumerate()
             .for_each(|(y, row)| {
+                let at = (y + 1) * stride + 1;
                 for (x, v) in row.iter_mut().enumerate() {
-                    *v = self.planes[(x + y) % 2][y * half + x / 2];
+                    *v = self.planes[(x + y) % 2][at + x / 2];
                 }
             });
-        out
     }
 }
-/// Links of every pixel to its left, right, upper and lower neighbours (0 outside the image).
-struct Links {
-    left: Vec<f32>,
-    right: Vec<f32>,
-    up: Vec<f32>,
-    down: Vec<f32>,
+
+/// `v[start..start + len]`.
+#[inline(always)]
+fn span(v: &[f32], start: usize, len: usize) -> &[f32] {
+    &v[start..start + len]
 }
 
-impl Links {
-    fn new(s: &[f32], w: usize, h: usize) -> Links {
-        let n = w * h;
-        let at = |p: usize, ok: bool| if ok { s[p] } else { 0.0 };
-        Links {
-            left: (0..n).map(|p| at(p.wrapping_sub(1), p % w > 0)).collect(),
-            right: (0..n).map(|p| at(p, p % w + 1 < w)).collect(),
-            up: (0..n).map(|p| at(p.wrapping_sub(w), p >= w)).collect(),
-            down: (0..n).map(|p| at(p, p + w < n)).collect(),
+/// Fields of one slot's update, stored field after field per row.
+const FIELDS: usize = 9;
+
+/// The SOR update of the pixels of one colour, slot by slot (checkerboard layout): the
+/// four link weights, the constant parts `k1, k2` of the two numerators (data term plus the
+/// smoothness term of the unrefined field), the coupling `a12` and the reciprocal diagonals.
+/// Slots outside the image have all zero and keep their increment at 0.
+struct Coefficients {
+    half: usize,
+    data: Vec<f32>,
+}
+
+impl Coefficients {
+    fn new(w: usize, h: usize) -> Coefficients {
+        let half = w.div_ceil(2);
+        Coefficients {
+            half,
+            data: vec![0.0; FIELDS * half * h],
         }
     }
 }
 
-/// One red–black SOR half sweep: updates the pixels with `(x + y) % 2 == colour`, whose
-/// neighbours all have the other colour, so rows are independent.
-fn sor_half_sweep(
+/// Fills the coefficients of both colours from the data term `t`, the smoothness weights `s`
+/// and the unrefined field (all row-major): each row is computed row-major (one loop over
+/// the interior that the compiler vectorises, the two border pixels apart), then split by
+/// colour into the slots.
+fn build_coefficients(
+    coef: &mut [Coefficients; 2],
     t: &DataTerm,
-    links: &Links,
+    s: &[f32],
     (u0, v0): (&[f32], &[f32]),
-    (du, dv): (&mut Checker, &mut Checker),
-    colour: usize,
+    (w, h): (usize, usize),
 ) {
-    let (w, half) = (du.width, du.half);
-    let h = u0.len() / w;
+    let half = coef[0].half;
+    let [c0, c1] = coef;
+    c0.data
+        .par_chunks_mut(FIELDS * half)
+        .zip(c1.data.par_chunks_mut(FIELDS * half))
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; FIELDS * w],
+            |scratch, (y, (r0, r1))| {
+                coefficient_row(t, s, (u0, v0), (w, h), y, scratch);
+                // Pixel x has colour (x + y) % 2 and slot x / 2.
+                let (even, odd) = if y % 2 == 0 { (r0, r1) } else { (r1, r0) };
+                for ((e, o), src) in even
+                    .chunks_exact_mut(half)
+                    .zip(odd.chunks_exact_mut(half))
+                    .zip(scratch.chunks_exact(w))
+                {
+                    e.fill(0.0);
+                    o.fill(0.0);
+                    for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(src.chunks_exact(2)) {
+                        (*e, *o) = (pair[0], pair[1]);
+                    }
+                    if w % 2 == 1 {
+                        e[w / 2] = src[w - 1];
+                    }
+                }
+            },
+        );
+}
+
+/// The coefficients of the pixels of row `y`, row-major, into `out` (`FIELDS` rows of `w`).
+fn coefficient_row(
+    t: &DataTerm,
+    s: &[f32],
+    (u0, v0): (&[f32], &[f32]),
+    (w, h): (usize, usize),
+    y: usize,
+    out: &mut [f32],
+) {
+    let p0 = y * w;
+    // Rows above and below, clamped onto this one where they are outside (weight 0 there).
+    let (pu, pd) = (
+        if y > 0 { p0 - w } else { p0 },
+        if y + 1 < h { p0 + w } else { p0 },
+    );
+    let (fu, fd) = (f32::from(u8::from(y > 0)), f32::from(u8::from(y + 1 < h)));
+    let [wl, wr, wu, wd, k1, k2, a12, inv1, inv2] = fields_mut(out, w);
+    let row = |v, p| span(v, p, w);
+    let (s_c, s_u) = (row(s, p0), row(s, pu));
+    let (u_c, u_u, u_d) = (row(u0, p0), row(u0, pu), row(u0, pd));
+    let (v_c, v_u, v_d) = (row(v0, p0), row(v0, pu), row(v0, pd));
+    let (b1, b2, a11, a22, t12) = (
+        row(&t.b1, p0),
+        row(&t.b2, p0),
+        row(&t.a11, p0),
+        row(&t.a22, p0),
+        row(&t.a12, p0),
+    );
+    // Pixel x from its links (left, right, up, down) and its neighbours' unrefined motion.
+    let mut put = |x: usize, ls: [f32; 4], un: [f32; 4], vn: [f32; 4]| {
+        let c = slot_coefficients(
+            ls,
+            (un, u_c[x]),
+            (vn, v_c[x]),
+            [b1[x], b2[x], a11[x], a22[x], t12[x]],
+        );
+        [
+            wl[x], wr[x], wu[x], wd[x], k1[x], k2[x], a12[x], inv1[x], inv2[x],
+        ] = c;
+    };
+    if w == 1 {
+        let ls = [0.0, 0.0, fu * s_u[0], fd * s_c[0]];
+        put(
+            0,
+            ls,
+            [u_c[0], u_c[0], u_u[0], u_d[0]],
+            [v_c[0], v_c[0], v_u[0], v_d[0]],
+        );
+        return;
+    }
+    let e = w - 1;
+    put(
+        0,
+        [0.0, s_c[0], fu * s_u[0], fd * s_c[0]],
+        [u_c[0], u_c[1], u_u[0], u_d[0]],
+        [v_c[0], v_c[1], v_u[0], v_d[0]],
+    );
+    put(
+        e,
+        [s_c[e - 1], 0.0, fu * s_u[e], fd * s_c[e]],
+        [u_c[e - 1], u_c[e], u_u[e], u_d[e]],
+        [v_c[e - 1], v_c[e], v_u[e], v_d[e]],
+    );
+    // The interior as one loop over equal-length slices (vectorised).
+    let n = w - 2;
+    let (sl, sr, su) = (span(s_c, 0, n), span(s_c, 1, n), span(s_u, 1, n));
+    let (ul, ur, uc, uu, ud) = (
+        span(u_c, 0, n),
+        span(u_c, 2, n),
+        span(u_c, 1, n),
+        span(u_u, 1, n),
+        span(u_d, 1, n),
+    );
+    let (vl, vr, vc, vu, vd) = (
+        span(v_c, 0, n),
+        span(v_c, 2, n),
+        span(v_c, 1, n),
+        span(v_u, 1, n),
+        span(v_d, 1, n),
+    );
+    let t = [
+        span(b1, 1, n),
+        span(b2, 1, n),
+        span(a11, 1, n),
+        span(a22, 1, n),
+        span(t12, 1, n),
+    ];
+    let mut o = fields_mut(out, w).map(|f| &mut f[1..1 + n]);
+    for x in 0..n {
+        let ls = [sl[x], sr[x], fu * su[x], fd * sr[x]];
+        let c = slot_coefficients(
+            ls,
+            ([ul[x], ur[x], uu[x], ud[x]], uc[x]),
+            ([vl[x], vr[x], vu[x], vd[x]], vc[x]),
+            t.map(|f| f[x]),
+        );
+        for (f, c) in o.iter_mut().zip(c) {
+            f[x] = c;
+        }
+    }
+}
+
+/// The `FIELDS` coefficients of one pixel from its links `ls` (left, right, up, down), its
+/// neighbours' and its own unrefined motion, and its data term `[b1, b2, a11, a22, a12]`.
+#[inline(always)]
+fn slot_coefficients(
+    ls: [f32; 4],
+    (un, u): ([f32; 4], f32),
+    (vn, v): ([f32; 4], f32),
+    [b1, b2, a11, a22, a12]: [f32; 5],
+) -> [f32; FIELDS] {
+    let sw = ls[0] + ls[1] + ls[2] + ls[3];
+    let lap =
+        |n: [f32; 4], c: f32| ls[0] * n[0] + ls[1] * n[1] + ls[2] * n[2] + ls[3] * n[3] - sw * c;
+    [
+        ls[0],
+        ls[1],
+        ls[2],
+        ls[3],
+        b1 + lap(un, u),
+        b2 + lap(vn, v),
+        a12,
+        1.0 / (a11 + sw),
+        1.0 / (a22 + sw),
+    ]
+}
+
+/// The `FIELDS` fields of one row of coefficients.
+fn fields_mut(row: &mut [f32], half: usize) -> [&mut [f32]; FIELDS] {
+    let mut it = row.chunks_exact_mut(half.max(1));
+    std::array::from_fn(|_| it.next().expect("FIELDS chunks per row"))
+}
+
+/// One red–black SOR half sweep: updates the pixels of `colour`, whose neighbours all have
+/// the other colour, so rows are independent (parallel) and each row is one loop over
+/// contiguous slots that the compiler vectorises.
+fn sor_half_sweep(coef: &Coefficients, (du, dv): (&mut Checker, &mut Checker), colour: usize) {
+    let (half, stride) = (du.half, du.stride());
+    let h = du.planes[0].len() / stride - 2;
     let (mine_u, other_u) = du.split(colour);
     let (mine_v, other_v) = dv.split(colour);
-    mine_u
-        .par_chunks_mut(half)
-        .zip(mine_v.par_chunks_mut(half))
+    mine_u[stride..stride * (h + 1)]
+        .par_chunks_mut(stride)
+        .zip(mine_v[stride..stride * (h + 1)].par_chunks_mut(stride))
+        .zip(coef.data.par_chunks(FIELDS * half))
         .enumerate()
-        .for_each(|(y, (ru, rv))| {
-            let row = y * w;
-            // Neighbours are clamped into the image; their link weight is 0 outside, and a
-            // neighbour clamped onto the pixel itself reads its own current value.
-            let (up, down) = (y.saturating_sub(1), (y + 1).min(h - 1));
-            for x in ((y + colour) % 2..w).step_by(2) {
-                let p = row + x;
-                let (du_p, dv_p) = (ru[x / 2], rv[x / 2]);
-                let at = |plane: &[f32], own: f32, (nx, ny): (usize, usize)| {
-                    if (nx, ny) == (x, y) {
-                        own
-                    } else {
-                        plane[ny * half + nx / 2]
-                    }
-                };
-                let nbrs = [
-                    (x.saturating_sub(1), y),
-                    ((x + 1).min(w - 1), y),
-                    (x, up),
-                    (x, down),
-                ];
-                let uu = |q: (usize, usize)| u0[q.1 * w + q.0] + at(other_u, du_p, q);
-                let vv = |q: (usize, usize)| v0[q.1 * w + q.0] + at(other_v, dv_p, q);
-                let (wl, wr, wu, wd) = (links.left[p], links.right[p], links.up[p], links.down[p]);
-                let sw = wl + wr + wu + wd;
-                let su = wl * uu(nbrs[0]) + wr * uu(nbrs[1]) + wu * uu(nbrs[2]) + wd * uu(nbrs[3])
-                    - sw * u0[p];
-                let sv = wl * vv(nbrs[0]) + wr * vv(nbrs[1]) + wu * vv(nbrs[2]) + wd * vv(nbrs[3])
-                    - sw * v0[p];
-                let new_u = (t.b1[p] + su - t.a12[p] * dv_p) / (t.a11[p] + sw);
-                let u = (1.0 - OMEGA) * du_p + OMEGA * new_u;
-                let new_v = (t.b2[p] + sv - t.a12[p] * u) / (t.a22[p] + sw);
-                ru[x / 2] = u;
-                rv[x / 2] = (1.0 - OMEGA) * dv_p + OMEGA * new_v;
-            }
+        .for_each(|(y, ((ru, rv), k))| {
+            let o = (y + colour) % 2;
+            sor_row(k, (other_u, other_v), (y, o, stride), (ru, rv));
         });
+}
+
+multiversion! {
+    /// One row `y` of a half sweep (`o`: the column of its first pixel of this colour):
+    /// pixel x = 2i + o has, in the other plane, its left and right neighbours in slots
+    /// i + o − 1 and i + o of the same row and the upper and lower ones in slot i of the rows
+    /// above and below (rows stored with one leading pad slot, one pad row above).
+    fn sor_row(
+        k: &[f32],
+        other: (&[f32], &[f32]),
+        at: (usize, usize, usize),
+        row: (&mut [f32], &mut [f32]),
+    ) {
+        let ((other_u, other_v), (y, o, stride), (ru, rv)) = (other, at, row);
+        let n = k.len() / FIELDS;
+        let (ul, ur, uu, ud) = (
+            span(other_u, (y + 1) * stride + o, n),
+            span(other_u, (y + 1) * stride + o + 1, n),
+            span(other_u, y * stride + 1, n),
+            span(other_u, (y + 2) * stride + 1, n),
+        );
+        let (vl, vr, vu, vd) = (
+            span(other_v, (y + 1) * stride + o, n),
+            span(other_v, (y + 1) * stride + o + 1, n),
+            span(other_v, y * stride + 1, n),
+            span(other_v, (y + 2) * stride + 1, n),
+        );
+        let (wl, wr, wu, wd) = (span(k, 0, n), span(k, n, n), span(k, 2 * n, n), span(k, 3 * n, n));
+        let (k1, k2, a12) = (span(k, 4 * n, n), span(k, 5 * n, n), span(k, 6 * n, n));
+        let (inv1, inv2) = (span(k, 7 * n, n), span(k, 8 * n, n));
+        let (ru, rv) = (&mut ru[1..1 + n], &mut rv[1..1 + n]);
+        for i in 0..n {
+            let (du_p, dv_p) = (ru[i], rv[i]);
+            let su = wl[i] * ul[i] + wr[i] * ur[i] + wu[i] * uu[i] + wd[i] * ud[i];
+            let new_u = (k1[i] + su - a12[i] * dv_p) * inv1[i];
+            let u = (1.0 - OMEGA) * du_p + OMEGA * new_u;
+            let sv = wl[i] * vl[i] + wr[i] * vr[i] + wu[i] * vu[i] + wd[i] * vd[i];
+            let new_v = (k2[i] + sv - a12[i] * u) * inv2[i];
+            ru[i] = u;
+            rv[i] = (1.0 - OMEGA) * dv_p + OMEGA * new_v;
+        }
+    }
+}
+
+multiversion! {
+    /// One row of `DataTerm::update`: the pixels from `start` on, as many as the outputs
+    /// `[a11, a12, a22, b1, b2]` hold; `weights` are δ/2 and γ/2.
+    fn data_row(
+        d: &Derivatives,
+        inc: (&[f32], &[f32]),
+        start: usize,
+        weights: (f32, f32),
+        out: [&mut [f32]; 5],
+    ) {
+        let ((du, dv), (delta, gamma)) = (inc, weights);
+        let (zeta2, eps2) = (ZETA * ZETA, EPSILON * EPSILON);
+        let [a11, a12, a22, b1, b2] = out;
+        let n = a11.len();
+        let at = |v| span(v, start, n);
+        let (ix, iy, iz, inv_n) = (at(&d.ix), at(&d.iy), at(&d.iz), at(&d.inv_n));
+        let (ixx, ixy, iyy) = (at(&d.ixx), at(&d.ixy), at(&d.iyy));
+        let (ixz, iyz, inv_nx, inv_ny) = (at(&d.ixz), at(&d.iyz), at(&d.inv_nx), at(&d.inv_ny));
+        let (du, dv) = (at(du), at(dv));
+        let (a12, a22, b1, b2) = (&mut a12[..n], &mut a22[..n], &mut b1[..n], &mut b2[..n]);
+        for i in 0..n {
+            let (ix, iy, iz) = (ix[i], iy[i], iz[i]);
+            let r = iz + ix * du[i] + iy * dv[i];
+            let wgt = delta * inv_n[i] / (r * r * inv_n[i] + eps2).sqrt();
+            let (ixx, ixy, iyy) = (ixx[i], ixy[i], iyy[i]);
+            let (ixz, iyz) = (ixz[i], iyz[i]);
+            let (nx, ny) = (inv_nx[i], inv_ny[i]);
+            let rx = ixz + ixx * du[i] + ixy * dv[i];
+            let ry = iyz + ixy * du[i] + iyy * dv[i];
+            let wg = gamma / (rx * rx * nx + ry * ry * ny + eps2).sqrt();
+            let (gx, gy) = (wg * nx, wg * ny);
+            a11[i] = wgt * ix * ix + zeta2 + gx * ixx * ixx + gy * ixy * ixy;
+            a12[i] = wgt * ix * iy + gx * ixx * ixy + gy * ixy * iyy;
+            a22[i] = wgt * iy * iy + zeta2 + gx * ixy * ixy + gy * iyy * iyy;
+            b1[i] = -wgt * iz * ix - gx * ixx * ixz - gy * ixy * iyz;
+            b2[i] = -wgt * iz * iy - gx * ixy * ixz - gy * iyy * iyz;
+        }
+    }
 }

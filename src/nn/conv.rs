@@ -761,7 +761,7 @@ fn direct_block(
     // Every read of the kernel stays below this (see `Planes::build`'s tail).
     let last_read =
         (g.c_in - 1) * p.plane_len + taps.iter().max().copied().unwrap_or(0) + start + stride;
-    assert!(last_read <= p.data.len() && acc.len() == c_acc * stride && stride % PX == 0);
+    assert!(last_read <= p.data.len() && acc.len() == c_acc * stride && stride.is_multiple_of(PX));
     for c0 in (0..g.c_in).step_by(chunk) {
         let kc = chunk.min(g.c_in - c0);
         for t in (0..stride).step_by(PX) {

@@ -7,15 +7,18 @@
 //! Tolerances (f32, CPU), measured on these fixtures (seed 0: DAVIS frames), relative values
 //! being differences over the reference tensor's largest magnitude (at least 1):
 //!
-//! | set | backbone, FPN, head, controller, mask features (allowed 1e-5) | proposal boxes, px (allowed 5e-3) | scores, mask probabilities (allowed 1e-5) | final mask pixels equal (required 99.9 %) |
+//! | set | backbone, FPN, head, controller, mask features (allowed 1e-5) | proposal boxes, px (allowed 5e-3, or 1e-5 of the largest coordinate) | scores, mask probabilities (allowed 1e-5) | final mask pixels equal (required 99.9 %) |
 //! |---|---|---|---|---|
 //! | R50, seed 0 | 3.4e-6 | 7.9e-4 | 6.0e-7 | 100 % |
 //! | Swin, seed 0 | 2.5e-6 | 1.2e-3 | 3.6e-7 | 100 % |
 //! | Swin, seed 1 (procedural) | 2.6e-6 | 2.4e-3 | 3.1e-7 | 100 % |
 //! | Swin, seed 2 (procedural) | 3.5e-6 | 5.0e-4 | 6.0e-7 | 100 % |
+//! | R50, seeds 1, 3, 4, 6, 7, 9, 10 (inputs 64 to 256 short side) | ≤ 6.3e-6 | ≤ 1.5e-3 | ≤ 7.3e-7 | 100 % |
+//! | Swin, seeds 2, 3, 5, 7, 8, 11 (inputs 64 to 320 short side) | ≤ 4.0e-6 | ≤ 5.1e-3 (boxes to 2540 px) | ≤ 4.5e-7 | 100 % |
 //!
 //! Proposals from the oracle's head outputs are identical, and the final entities are the
-//! same with their boxes exact (allowed: 2 px).
+//! same with their boxes exact (allowed: 2 px). Proposals from our own head outputs are the
+//! oracle's up to the order of scores that tie within 1e-5 (see [`in_oracle_order`]).
 
 mod common;
 
@@ -35,7 +38,8 @@ use deva::segmenter::entityseg::{EntitySeg, EntitySegConfig};
 const FEATURE_RTOL: f32 = 1e-5;
 /// Largest absolute difference of probabilities, scores and box coordinates.
 const VALUE_ATOL: f32 = 1e-5;
-/// Box coordinates are in pixels of the network input (up to a few hundred).
+/// Box coordinates are in pixels of the network input, at least this tolerance; see
+/// [`box_tolerance`].
 const BOX_ATOL: f32 = 5e-3;
 /// Fraction of final mask pixels that must agree.
 const MASK_AGREEMENT: f64 = 0.999;
@@ -164,11 +168,12 @@ fn compare_proposals(what: &str, got: &Proposals, want: &Proposals) {
         &t2(&want.locations),
         0.0,
     );
+    let want_boxes = t4(&want.boxes);
     close(
         &format!("{what} boxes"),
         &t4(&got.boxes),
-        &t4(&want.boxes),
-        BOX_ATOL,
+        &want_boxes,
+        box_tolerance(&want_boxes),
     );
     close(
         &format!("{what} scores"),
@@ -177,6 +182,53 @@ fn compare_proposals(what: &str, got: &Proposals, want: &Proposals) {
         VALUE_ATOL,
     );
     close_rel(&format!("{what} params"), &got.params, &want.params);
+}
+
+/// Our proposals in the oracle's order. Both lists are sorted by score, and ours come from our
+/// head's scores, which differ from the oracle's by float rounding, so two proposals whose
+/// scores tie within [`VALUE_ATOL`] may come in either order (seed 3's second image has two
+/// 1.5e-8 apart). Each of ours is matched to the oracle's proposal at the same level and
+/// location, and position by position the two score lists must agree within `VALUE_ATOL`: only
+/// tied proposals may change places.
+fn in_oracle_order(what: &str, got: &Proposals, want: &Proposals) -> Proposals {
+    let n = want.boxes.len();
+    assert_eq!(got.boxes.len(), n, "{what}: proposal count");
+    let order: Vec<u32> = (0..n)
+        .map(|j| {
+            assert!(
+                (got.scores[j] - want.scores[j]).abs() <= VALUE_ATOL,
+                "{what}: score {j} is {} (oracle {})",
+                got.scores[j],
+                want.scores[j]
+            );
+            (0..n)
+                .find(|&i| got.levels[i] == want.levels[j] && got.locations[i] == want.locations[j])
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{what}: no proposal at level {} location {:?}",
+                        want.levels[j], want.locations[j]
+                    )
+                }) as u32
+        })
+        .collect();
+    let index = Tensor::new(order.as_slice(), &Device::Cpu).unwrap();
+    let pick = |i: &u32| *i as usize;
+    Proposals {
+        boxes: order.iter().map(|i| got.boxes[pick(i)]).collect(),
+        scores: order.iter().map(|i| got.scores[pick(i)]).collect(),
+        locations: order.iter().map(|i| got.locations[pick(i)]).collect(),
+        levels: order.iter().map(|i| got.levels[pick(i)]).collect(),
+        params: got.params.index_select(&index, 0).unwrap(),
+    }
+}
+
+/// Proposal boxes are `location ± bbox_reg · stride`, and `bbox_reg` is held to
+/// [`FEATURE_RTOL`] of its largest value, so the box error grows with the regressions: random
+/// weights regress boxes far past the image (seed 8's Swin set at input 416×288: coordinates up
+/// to 2540 px, a P7 regression difference of 4e-5 at stride 128 gives 5.1e-3 px). The
+/// tolerance is `FEATURE_RTOL` of the largest coordinate, and at least [`BOX_ATOL`].
+fn box_tolerance(want: &Tensor) -> f32 {
+    (FEATURE_RTOL * max_abs(want)).max(BOX_ATOL)
 }
 
 const SCRIPT: &str = "tests/oracle/entityseg/make_fixture.py";
@@ -292,8 +344,13 @@ fn check_parity(dir: &Path) {
             &from_oracle,
             &want_props,
         );
+        let what = format!("{name} proposals");
         let props = model.proposals(&head).unwrap();
-        compare_proposals(&format!("{name} proposals"), &props, &want_props);
+        compare_proposals(
+            &what,
+            &in_oracle_order(&what, &props, &want_props),
+            &want_props,
+        );
 
         // Mask branch and dynamic mask head.
         let mask_feats = model.mask_features(&feats).unwrap();
@@ -356,7 +413,13 @@ fn compare_final(
             equal += usize::from((v == e as u32 + 1) == (m == 1));
         }
     }
-    let frac = equal as f64 / (k * h * w).max(1) as f64;
+    // Without entities (seed 11's Swin set at input 64: none survives on its second image)
+    // every pixel must be background.
+    let frac = if k == 0 {
+        f64::from(u8::from(got.map.iter().all(|&v| v == 0)))
+    } else {
+        equal as f64 / (k * h * w) as f64
+    };
     eprintln!("{what}: {:.5} of mask pixels equal over {k} entities", frac);
     assert!(
         frac >= MASK_AGREEMENT,

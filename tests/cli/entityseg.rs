@@ -109,7 +109,14 @@ fn entityseg_tracks_a_davis_clip_and_writes_burst() {
         .map(|r| r["segmentations"].as_array().unwrap().len())
         .sum();
     assert!(objects > 0, "no entity was tracked: {doc}");
-    let first = &records[0]["segmentations"][0]["rle"]["size"];
+    // Under the semi-online consensus the first frames of another random-weight set may have
+    // no entity (seed 7 of the oracle: frames 0-2 empty, frame 3 has 14), so the size is read
+    // from the first frame that has one.
+    let first = records
+        .iter()
+        .find_map(|r| r["segmentations"].as_array().unwrap().first())
+        .map(|o| &o["rle"]["size"])
+        .unwrap();
     let (h, w) = (first[0].as_u64().unwrap(), first[1].as_u64().unwrap());
     assert_eq!((w, h), (854, 480));
 

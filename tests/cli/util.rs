@@ -267,16 +267,22 @@ pub fn models_with_u2netp() -> Option<PathBuf> {
     }
 }
 
-/// The distinct raw indices of an 8-bit palette PNG (decoded with the `png` crate, without
-/// expanding the palette).
-pub fn palette_indices(path: &Path) -> BTreeSet<u8> {
+/// The raw indices of an 8-bit palette PNG, row-major, and its width and height (decoded with
+/// the `png` crate, without expanding the palette).
+pub fn palette_pixels(path: &Path) -> (u32, u32, Vec<u8>) {
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     assert_eq!(reader.info().color_type, png::ColorType::Indexed);
     assert_eq!(reader.info().bit_depth, png::BitDepth::Eight);
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let frame = reader.next_frame(&mut buf).unwrap();
-    buf[..frame.buffer_size()].iter().copied().collect()
+    buf.truncate(frame.buffer_size());
+    (frame.width, frame.height, buf)
+}
+
+/// The distinct raw indices of an 8-bit palette PNG.
+pub fn palette_indices(path: &Path) -> BTreeSet<u8> {
+    palette_pixels(path).2.into_iter().collect()
 }
 
 /// Intersection over union of the foreground of a DAVIS palette PNG and `truth`.

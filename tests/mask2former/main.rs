@@ -448,7 +448,22 @@ fn segmenter_gives_labelled_segments_at_frame_size() {
             let s = seg.segment(&frame, None).unwrap().expect("a segmentation");
             s.validate().unwrap();
             assert_eq!((s.map.width(), s.map.height()), (w, h));
-            assert!(!s.segments.is_empty(), "{case} {task:?}: no segment");
+            // The official post-processing of the same case may find nothing (seed 7 of
+            // tests/oracle/mask2former_r50: no panoptic segment on its second image); where it
+            // finds segments, the segmenter must too.
+            let post = match task {
+                Mask2FormerTask::Panoptic => "post_panoptic",
+                Mask2FormerTask::Instance => "post_instance",
+            };
+            let want = fx.get(&format!("{case}.{post}.segments.id")).elem_count();
+            eprintln!(
+                "{case} {task:?}: {} segments, official {want}",
+                s.segments.len()
+            );
+            assert!(
+                want == 0 || !s.segments.is_empty(),
+                "{case} {task:?}: no segment (the official post-processing has {want})"
+            );
             for info in &s.segments {
                 let c = info.category_id.expect("category") as usize;
                 assert!(c < fx.config.num_labels(), "{case}: category {c}");
@@ -460,7 +475,6 @@ fn segmenter_gives_labelled_segments_at_frame_size() {
                 let score = info.score.expect("score");
                 assert!(score >= threshold, "{case} {task:?}: score {score}");
             }
-            eprintln!("{case} {task:?}: {} segments", s.segments.len());
         }
     }
 }

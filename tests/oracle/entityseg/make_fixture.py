@@ -8,7 +8,9 @@ Usage (see README.md and setup.sh beside this file):
 
 `--backbone r50` (the default) narrows `configs/entity_r50_1x.yaml`, `--backbone swin`
 `configs/entity_swin_t_1x.yaml` (the official Swin backbone module, small widths).
-Seed 0 uses real frames from ../shared/data (DAVIS-16), any other seed procedural images.
+Seed 0 uses real frames from ../shared/data (DAVIS-16), any other seed two procedural images
+of sizes drawn from the seed. `--min-size` / `--max-size` set the model input size
+(detectron2's INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, default 192 / 320).
 Writes ``weights.pth`` (``{"model": state_dict}``, the official detectron2 key layout),
 ``cases.safetensors`` (every tensor listed in the generated README), ``config.json`` and
 ``README.md``.
@@ -52,9 +54,10 @@ SMALL = {
     "MODEL.KERNEL_HEAD.NUM_CONVS": 2,
     "MODEL.CONDINST.MASK_BRANCH.CHANNELS": 32,
     "MODEL.CONDINST.MASK_BRANCH.NUM_CONVS": 2,
-    "INPUT.MIN_SIZE_TEST": 192,
-    "INPUT.MAX_SIZE_TEST": 320,
 }
+# Model input sizes (detectron2's ResizeShortestEdge), overridable with --min-size/--max-size.
+MIN_SIZE_TEST = 192
+MAX_SIZE_TEST = 320
 # Fraction of the head's locations whose class probability passes the 0.05 candidate threshold;
 # the random class-logit bias is shifted so that this many do.
 CANDIDATE_FRACTION = 0.15
@@ -62,7 +65,7 @@ CANDIDATE_FRACTION = 0.15
 MASK_FRACTION = 0.08
 
 
-def import_official(entity_src, detectron2_src, backbone):
+def import_official(entity_src, detectron2_src, backbone, sizes):
     """Imports the official modules without running entityseg/__init__.py (its evaluator needs
     detectron2's compiled extension, which these configurations do not use) nor
     entityseg/backbone/__init__.py (its MiT module registers names with timm)."""
@@ -86,7 +89,7 @@ def import_official(entity_src, detectron2_src, backbone):
     add_entity_config(cfg)
     cfg.merge_from_file(os.path.join(seg_dir, CONFIG_FILES[backbone]))
     opts = []
-    for k, v in {**SMALL_BACKBONE[backbone], **SMALL}.items():
+    for k, v in {**SMALL_BACKBONE[backbone], **SMALL, **sizes}.items():
         opts += [k, str(v)]
     cfg.merge_from_list(opts)
     cfg.freeze()
@@ -169,9 +172,12 @@ def images_for(seed, data_root):
                 raise SystemExit(f"cannot read {p}")
             out.append((f"davis16/{video}/{frame}.jpg", bgr[:, :, ::-1].copy()))
         return out
+    # Sizes drawn from the seed: landscape and portrait, some where the longer side limit
+    # (max_size_test) decides the scale.
+    rng = np.random.default_rng(seed)
     return [
-        (f"procedural-{seed}-0", procedural(seed * 7 + 1, 240, 300)),
-        (f"procedural-{seed}-1", procedural(seed * 7 + 2, 200, 180)),
+        (f"procedural-{seed}-{i}", procedural(seed * 7 + 1 + i, int(h), int(w)))
+        for i, (h, w) in enumerate([rng.integers(120, 360, 2), rng.integers(120, 360, 2)])
     ]
 
 
@@ -364,6 +370,12 @@ Tensors per case (one image, batch 1):
   score, masks whose exclusive part is a single row/column dropped, boxes from the masks).
 
 Tolerances used by tests/entityseg.rs (measured on this fixture, f32 on CPU): see that file.
+The proposals are in the official score order; scores of random-weight models can tie to
+1e-8, so a port's own proposals are compared up to the order of scores that tie within the
+score tolerance (1e-5), matched by level and location. Proposal boxes are
+`location ± bbox_reg · stride` with `bbox_reg` held to 1e-5 of its largest value, and random
+weights regress boxes far past the image (coordinates of thousands of pixels), so the box
+tolerance is 1e-5 of the largest coordinate, at least 5e-3 px.
 """
 
 
@@ -378,9 +390,12 @@ def main():
         "--data",
         default=os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data"),
     )
+    ap.add_argument("--min-size", type=int, default=MIN_SIZE_TEST, help="INPUT.MIN_SIZE_TEST")
+    ap.add_argument("--max-size", type=int, default=MAX_SIZE_TEST, help="INPUT.MAX_SIZE_TEST")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cfg, EntityFPN, T = import_official(args.entity_src, args.detectron2_src, args.backbone)
+    sizes = {"INPUT.MIN_SIZE_TEST": args.min_size, "INPUT.MAX_SIZE_TEST": args.max_size}
+    cfg, EntityFPN, T = import_official(args.entity_src, args.detectron2_src, args.backbone, sizes)
     torch.manual_seed(args.seed)
     model = EntityFPN(cfg).eval()
     gen = torch.Generator().manual_seed(args.seed)
@@ -415,7 +430,7 @@ def main():
                 seed=args.seed,
                 backbone=args.backbone,
                 config_file=CONFIG_FILES[args.backbone],
-                small=json.dumps({**SMALL_BACKBONE[args.backbone], **SMALL}),
+                small=json.dumps({**SMALL_BACKBONE[args.backbone], **SMALL, **sizes}),
                 images=", ".join(n for n, _ in imgs),
             )
         )

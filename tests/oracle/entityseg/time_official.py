@@ -24,7 +24,7 @@ def main():
     mf.SMALL.clear()
     mf.SMALL["MODEL.DEVICE"] = "cpu"
     mf.SMALL_BACKBONE["r50"] = {}
-    cfg, EntityFPN, T = mf.import_official(args.entity_src, args.detectron2_src, "r50")
+    cfg, EntityFPN, T = mf.import_official(args.entity_src, args.detectron2_src, "r50", {})
     torch.manual_seed(0)
     model = EntityFPN(cfg).eval()
     # With the official prior (0.01) no location is a candidate and the official

@@ -377,7 +377,8 @@ def main():
             original = Image.open(path).convert("RGB")
             source = f"DAVIS-16 {DAVIS_CLIP}/{path.name}"
         else:
-            h, w = int(rng.integers(90, 140)), int(rng.integers(120, 200))
+            # Landscape or portrait, drawn from the seed.
+            h, w = int(rng.integers(90, 200)), int(rng.integers(90, 200))
             original = Image.fromarray(procedural_image(rng, h, w))
             source = f"procedural {w}x{h} (numpy seed {a.seed})"
         resized = resize_shorter(original, a.size)

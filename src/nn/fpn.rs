@@ -7,7 +7,6 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use super::act::Activation;
 use super::conv::{Conv2d, ConvShape};
 use crate::error::{Error, Result};
 
@@ -101,13 +100,12 @@ impl Fpn {
         let mut out = vec![None; features.len()];
         let mut prev: Option<Tensor> = None;
         for (i, ((lateral, output), x)) in self.levels.iter().zip(features).enumerate().rev() {
-            // The lateral convolution adds the upsampled coarser level in its output pass.
+            let lat = lateral.forward(x)?;
             let merged = match prev {
-                None => lateral.forward(x)?,
+                None => lat,
                 Some(p) => {
                     let (_, _, h, w) = p.dims4()?;
-                    let up = p.upsample_nearest2d(2 * h, 2 * w)?;
-                    lateral.forward_with(&[x], Activation::Identity, Some(&up))?
+                    (lat + p.upsample_nearest2d(2 * h, 2 * w)?)?
                 }
             };
             out[i] = Some(output.forward(&merged)?);

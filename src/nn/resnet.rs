@@ -16,7 +16,6 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use super::act::Activation;
 use super::conv::{Conv2d, ConvShape, ConvWeights};
 use super::deform_conv::DeformConv2d;
 use super::weights::Weights;
@@ -145,19 +144,10 @@ enum Layer {
 }
 
 impl Layer {
-    /// The layer followed by ReLU.
-    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Layer::Plain(c) => c.forward_relu(x),
-            Layer::Deformable(d) => Ok(d.forward(x)?.relu()?),
-        }
-    }
-
-    /// `relu(layer(x) + skip)`.
-    fn forward_add_relu(&self, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
-        match self {
-            Layer::Plain(c) => c.forward_add_act(x, skip, Activation::Relu),
-            Layer::Deformable(d) => Ok((d.forward(x)? + skip)?.relu()?),
+            Layer::Plain(c) => c.forward(x),
+            Layer::Deformable(d) => d.forward(x),
         }
     }
 }
@@ -227,13 +217,14 @@ impl Block {
         let (last, inner) = self.convs.split_last().expect("blocks have convolutions");
         let mut y = x.clone();
         for c in inner {
-            y = c.forward_relu(&y)?;
+            y = c.forward(&y)?.relu()?;
         }
+        let y = last.forward(&y)?;
         let skip = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        last.forward_add_relu(&y, &skip)
+        Ok((y + skip)?.relu()?)
     }
 }
 
@@ -336,7 +327,7 @@ impl Stem {
     /// pool equals PyTorch's −∞ padding; this also covers DEVA's mask encoder, which pools
     /// before the ReLU.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward_relu(x)?;
+        let y = self.conv.forward(x)?.relu()?;
         let y = y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         Ok(y.max_pool2d_with_stride(3, 2)?)
     }

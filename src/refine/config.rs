@@ -56,6 +56,24 @@ pub enum GateReference {
     /// refinement; before one, the first propagated mask the refiner saw), so a refined mask
     /// that is only a part of the object is still rejected.
     LastGood,
+    /// A refined mask is accepted when it passes either the `propagated` gates or the
+    /// `last_good` gates (the same thresholds; the predicted-IoU, emptiness and creep gates
+    /// apply to both). Of SAM's outputs that pass, the one with the best IoU with the
+    /// propagated mask is kept (as with `propagated`): a fast object whose propagated mask lags
+    /// behind passes on IoU, one inside a grown propagated mask passes on the share inside and
+    /// the last good area.
+    Either,
+}
+
+impl GateReference {
+    /// The single gate sets a refined mask is judged by: one, or both for [`Self::Either`].
+    pub fn gate_sets(self) -> &'static [GateReference] {
+        match self {
+            GateReference::Propagated => &[GateReference::Propagated],
+            GateReference::LastGood => &[GateReference::LastGood],
+            GateReference::Either => &[GateReference::Propagated, GateReference::LastGood],
+        }
+    }
 }
 
 impl Default for RefineConfig {

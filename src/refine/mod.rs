@@ -27,6 +27,9 @@
 //!   (last accepted refinement, else the first propagated mask seen); the multimask output
 //!   kept is the one with the best agreement times size ratio to that mask, so a part lying
 //!   inside the propagated mask does not win over the whole.
+//! - With `gate_reference = "either"` a refined mask is accepted when it passes the gates of
+//!   either mode above (the predicted-IoU, emptiness and creep gates hold in both); among SAM's
+//!   outputs that pass, the one with the best IoU with the propagated mask is kept.
 //! - The result is one-hot: the propagated argmax with accepted objects' pixels replaced
 //!   (larger objects painted first, so smaller ones stay on top).
 //! - Per object and frame, the predicted IoU, the agreement and the decision are kept as
@@ -89,8 +92,9 @@ pub struct RefineScore {
     pub id: ObjectId,
     /// Predicted IoU of the chosen candidate.
     pub iou: f32,
-    /// IoU of the chosen candidate with the propagated mask (`None` when re-prompted from an
-    /// empty mask).
+    /// IoU of the chosen candidate with the propagated mask (with `gate_reference =
+    /// "last_good"`: the share of it inside the propagated mask; `None` when re-prompted from
+    /// an empty mask).
     pub agreement: Option<f32>,
     /// Whether the refined mask replaced the propagated one.
     pub accepted: bool,
@@ -216,7 +220,7 @@ fn agreement(
     reference: GateReference,
 ) -> Result<f64> {
     Ok(match reference {
-        GateReference::Propagated => refined.iou(propagated)?,
+        GateReference::Propagated | GateReference::Either => refined.iou(propagated)?,
         GateReference::LastGood => {
             refined.intersection(propagated)? as f64 / refined.area().max(1) as f64
         }
@@ -228,19 +232,21 @@ fn size_ratio(a: usize, b: usize) -> f64 {
     a.min(b) as f64 / a.max(b).max(1) as f64
 }
 
-/// The candidate to keep, by the best ranking value (then the best predicted IoU): with a
-/// propagated mask its agreement, times, with [`GateReference::LastGood`], the size ratio to
-/// the object's last good mask (`good_area`), so that a part lying inside the propagated mask
-/// does not win over the whole; without a propagated mask the best predicted IoU. Returns its
-/// index and agreement.
+/// The candidate of `pool` (indices into `candidates`) to keep, by the best ranking value
+/// (then the best predicted IoU): with a propagated mask its agreement, times, with
+/// [`GateReference::LastGood`], the size ratio to the object's last good mask (`good_area`),
+/// so that a part lying inside the propagated mask does not win over the whole; without a
+/// propagated mask the best predicted IoU. Returns its index and agreement.
 fn choose(
     candidates: &[Candidate],
+    pool: &[usize],
     propagated: Option<&BinaryMask>,
     reference: GateReference,
     good_area: Option<usize>,
 ) -> Result<(usize, Option<f32>)> {
     let mut best: Option<(usize, Option<f32>, f64)> = None;
-    for (i, c) in candidates.iter().enumerate() {
+    for &i in pool {
+        let c = &candidates[i];
         let agreement = match propagated {
             Some(p) => Some(agreement(&c.mask, p, reference)?),
             None => None,
@@ -260,6 +266,49 @@ fn choose(
         }
     }
     Ok(best.map_or((0, None), |(i, a, _)| (i, a)))
+}
+
+/// The product of the object's refiner area changes if `cand` were accepted (re-prompted
+/// masks, without a propagated mask, start a new history at 1).
+fn drift_after(state: &ObjectState, cand: &Candidate, propagated: Option<&BinaryMask>) -> f64 {
+    match propagated {
+        Some(p) => state.drift.unwrap_or(1.0) * cand.mask.area() as f64 / p.area().max(1) as f64,
+        None => 1.0,
+    }
+}
+
+/// Whether `cand` passes every gate of `c` with the agreement and area references of any of
+/// `c.gate_reference`'s gate sets ([`GateReference::gate_sets`]).
+fn passes(
+    c: &RefineConfig,
+    cand: &Candidate,
+    propagated: Option<&BinaryMask>,
+    state: &ObjectState,
+) -> Result<bool> {
+    let drift = drift_after(state, cand, propagated);
+    if (cand.iou as f64) < c.iou_gate
+        || cand.mask.is_empty()
+        || !(c.max_drift == 0.0 || (1.0 / c.max_drift..=c.max_drift).contains(&drift))
+    {
+        return Ok(false);
+    }
+    for &set in c.gate_reference.gate_sets() {
+        let agreement = match propagated {
+            Some(p) => Some(agreement(&cand.mask, p, set)?),
+            None => None,
+        };
+        let reference = match set {
+            GateReference::LastGood => state.good_area,
+            _ => propagated.map(|p| p.area()),
+        }
+        .or(state.last_area);
+        if agreement.is_none_or(|a| a >= c.agreement_gate)
+            && area_plausible(cand.mask.area(), reference, c.max_area_change)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 impl<P: MaskProposer> MaskRefiner<P> {
@@ -324,30 +373,30 @@ impl<P: MaskProposer> Refine for MaskRefiner<P> {
                 continue;
             }
             let state = self.states.entry(id).or_default();
+            let propagated = propagated.as_ref();
+            // With "either", the choice is among the candidates that pass (all when none does).
+            let mut pool: Vec<usize> = (0..candidates.len()).collect();
+            if c.gate_reference == GateReference::Either {
+                let mut passing = Vec::new();
+                for &k in &pool {
+                    if passes(c, &candidates[k], propagated, state)? {
+                        passing.push(k);
+                    }
+                }
+                if !passing.is_empty() {
+                    pool = passing;
+                }
+            }
             let (i, agreement) = choose(
                 &candidates,
-                propagated.as_ref(),
+                &pool,
+                propagated,
                 c.gate_reference,
                 state.good_area,
             )?;
             let cand = &candidates[i];
-            let reference = match c.gate_reference {
-                GateReference::Propagated => propagated.as_ref().map(|p| p.area()),
-                GateReference::LastGood => state.good_area,
-            }
-            .or(state.last_area);
-            // Re-prompted masks start a new drift history.
-            let drift = match &propagated {
-                Some(p) => {
-                    state.drift.unwrap_or(1.0) * cand.mask.area() as f64 / p.area().max(1) as f64
-                }
-                None => 1.0,
-            };
-            let ok = cand.iou as f64 >= c.iou_gate
-                && agreement.is_none_or(|a| a as f64 >= c.agreement_gate)
-                && !cand.mask.is_empty()
-                && area_plausible(cand.mask.area(), reference, c.max_area_change)
-                && (c.max_drift == 0.0 || (1.0 / c.max_drift..=c.max_drift).contains(&drift));
+            let drift = drift_after(state, cand, propagated);
+            let ok = passes(c, cand, propagated, state)?;
             scores.push(RefineScore {
                 id,
                 iou: cand.iou,

@@ -416,3 +416,96 @@ fn last_good_gates_accept_the_object_inside_a_grown_propagated_mask() {
     let c: RefineConfig = toml::from_str("gate_reference = \"last_good\"").unwrap();
     assert_eq!(c.gate_reference, GateReference::LastGood);
 }
+
+/// The mask `reference`'s refiner keeps on frame 1 (`None`: rejected), after frame 0 where the
+/// object `rect(10, 10, 20, 20)` was propagated and SAM's identical mask accepted; on frame 1
+/// the propagated mask is `propagated` and SAM offers `offers`.
+fn frame1_decision(
+    reference: GateReference,
+    propagated: &BinaryMask,
+    offers: Vec<Candidate>,
+) -> Option<BinaryMask> {
+    let object = rect(10, 10, 20, 20);
+    let config = RefineConfig {
+        agreement_gate: 0.7,
+        max_area_change: 1.3,
+        gate_reference: reference,
+        ..RefineConfig::default()
+    };
+    let mut r = refiner(
+        vec![vec![vec![cand(object.clone(), 0.95)]], vec![offers]],
+        config,
+    );
+    assert!(r
+        .refine(&frame(0), &probs(&[(1, &object)]))
+        .unwrap()
+        .is_some());
+    let out = r.refine(&frame(1), &probs(&[(1, propagated)])).unwrap();
+    assert_eq!(r.scores(1).unwrap()[0].accepted, out.is_some());
+    out.map(|o| o.argmax().mask(1))
+}
+
+#[test]
+fn either_gates_accept_what_one_gate_set_accepts_and_keep_the_best_iou_among_passing() {
+    use GateReference::{Either, LastGood, Propagated};
+    let object = rect(10, 10, 20, 20);
+    // The object grew by half in one frame and the propagated mask followed: IoU 1 with the
+    // propagated mask (A passes), area × 1.5 against the last good mask (L fails).
+    let grew = rect(10, 10, 25, 20);
+    let offer = || vec![cand(grew.clone(), 0.9)];
+    assert_eq!(
+        frame1_decision(Propagated, &grew, offer()),
+        Some(grew.clone())
+    );
+    assert_eq!(frame1_decision(LastGood, &grew, offer()), None);
+    assert_eq!(frame1_decision(Either, &grew, offer()), Some(grew.clone()));
+    // The propagated mask grew around the object: IoU 100 / 320 (A fails), all of it inside
+    // and the last good area (L passes).
+    let grown = rect(5, 7, 25, 23);
+    let offer = || vec![cand(object.clone(), 0.9)];
+    assert_eq!(frame1_decision(Propagated, &grown, offer()), None);
+    assert_eq!(
+        frame1_decision(LastGood, &grown, offer()),
+        Some(object.clone())
+    );
+    assert_eq!(
+        frame1_decision(Either, &grown, offer()),
+        Some(object.clone())
+    );
+    // A part inside the grown mask: IoU 16 / 320 (A fails), area ÷ 6.25 (L fails); and
+    // everything: IoU 320 / 1200, area × 12.
+    for part in [rect(12, 12, 16, 16), rect(0, 0, W, H)] {
+        for reference in [Propagated, LastGood, Either] {
+            let offer = vec![cand(part.clone(), 0.97)];
+            assert_eq!(frame1_decision(reference, &grown, offer), None);
+        }
+    }
+    // Of several outputs, "either" keeps the one that passes (the object, though its IoU with
+    // the grown mask is below everything's)...
+    let offers = || {
+        vec![
+            cand(rect(12, 12, 16, 16), 0.97),
+            cand(object.clone(), 0.9),
+            cand(rect(0, 0, W, H), 0.85),
+        ]
+    };
+    assert_eq!(
+        frame1_decision(Either, &grown, offers()),
+        Some(object.clone())
+    );
+    // ...and among outputs that pass, the best IoU with the propagated mask (110 pixels,
+    // IoU 1), where "last_good" keeps the one of the last good size (100 pixels inside).
+    let wider = rect(10, 10, 21, 20);
+    let offers = || vec![cand(object.clone(), 0.9), cand(wider.clone(), 0.9)];
+    assert_eq!(
+        frame1_decision(LastGood, &wider, offers()),
+        Some(object.clone())
+    );
+    assert_eq!(
+        frame1_decision(Either, &wider, offers()),
+        Some(wider.clone())
+    );
+    assert_eq!(frame1_decision(Propagated, &wider, offers()), Some(wider));
+    let c: RefineConfig = toml::from_str("gate_reference = \"either\"").unwrap();
+    assert_eq!(c.gate_reference, Either);
+}

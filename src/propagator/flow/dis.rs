@@ -9,7 +9,7 @@
 //! 3. *variational refinement* of the dense field (module `variational`).
 
 use super::field::FlowField;
-use super::plane::Plane;
+use super::plane::{min_rows, Plane};
 use super::variational;
 use super::FlowConfig;
 use crate::nn::vmath::multiversion;
@@ -23,6 +23,9 @@ const PRIOR: f32 = 0.05;
 
 /// Lanes of the patch sums (one vector register of `f32`).
 const LANES: usize = 8;
+
+/// The fewest patches a thread takes on in the patch passes (fewer run on one thread).
+const PARALLEL_PATCHES: usize = 512;
 
 /// One pyramid level: grey image (0..255) and, once a flow starts from it, its derivatives.
 #[derive(Debug)]
@@ -296,6 +299,7 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
     // Row passes, parallel over patch rows.
     let mut grid: Vec<((f32, f32), f32)> = ys
         .par_iter()
+        .with_min_len(PARALLEL_PATCHES.div_ceil(nx))
         .flat_map_iter(|&py| {
             let mut patch = Patch::new(size);
             let mut row: Vec<((f32, f32), f32)> = Vec::with_capacity(nx);
@@ -326,6 +330,7 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
     // Column passes, parallel over patch columns.
     let columns: Vec<Vec<((f32, f32), f32)>> = (0..nx)
         .into_par_iter()
+        .with_min_len(PARALLEL_PATCHES.div_ceil(ny))
         .map(|i| {
             let mut patch = Patch::new(size);
             let mut col: Vec<((f32, f32), f32)> = (0..ny).map(|j| grid[j * nx + i]).collect();
@@ -357,6 +362,7 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
     let mut v = vec![0.0f32; w * h];
     u.par_chunks_mut(w)
         .zip(v.par_chunks_mut(w))
+        .with_min_len(min_rows(w))
         .enumerate()
         .for_each_init(
             || (vec![0.0f32; 3 * w], vec![0.0f32; size]),

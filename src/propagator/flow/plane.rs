@@ -4,8 +4,15 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 /// Planes smaller than this many pixels are computed on one thread: below it, waking the
-/// other thread costs more than the work it takes over (the coarse pyramid levels).
+/// other thread costs more than the work it takes over (the coarse pyramid levels), and on a
+/// busy machine every parallel section waits for its slowest thread.
 const PARALLEL_PIXELS: usize = 1 << 15;
+
+/// The fewest rows of `width` pixels a thread takes on in a row-parallel loop, so that planes
+/// under [`PARALLEL_PIXELS`] pixels run on one thread and larger ones in large pieces.
+pub(crate) fn min_rows(width: usize) -> usize {
+    (PARALLEL_PIXELS / width.max(1)).max(1)
+}
 
 /// A row-major single-channel `f32` image.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +61,7 @@ impl Plane {
                 .for_each(|(y, row)| f(y, row));
         } else {
             data.par_chunks_mut(width.max(1))
+                .with_min_len(min_rows(width))
                 .enumerate()
                 .for_each(|(y, row)| f(y, row));
         }
@@ -227,6 +235,7 @@ impl Plane {
         let mut rows = vec![0.0f32; w * h];
         rows.par_chunks_mut(w)
             .zip(self.data.par_chunks(w))
+            .with_min_len(min_rows(w))
             .for_each(|(out, row)| {
                 let mut acc: f32 = row[..(r + 1).min(w)].iter().sum();
                 for x in 0..w {
@@ -268,6 +277,7 @@ impl Plane {
         let data = self
             .data
             .par_iter()
+            .with_min_len(PARALLEL_PIXELS)
             .zip(&other.data)
             .map(|(&a, &b)| f(a, b))
             .collect();

@@ -8,7 +8,7 @@
 //! weights; red–black successive over-relaxation solves each linear system.
 
 use super::field::FlowField;
-use super::plane::Plane;
+use super::plane::{min_rows, Plane};
 use super::FlowConfig;
 use crate::nn::vmath::multiversion;
 use rayon::prelude::*;
@@ -110,6 +110,7 @@ impl DataTerm {
             .zip(self.a22.par_chunks_mut(w1))
             .zip(self.b1.par_chunks_mut(w1))
             .zip(self.b2.par_chunks_mut(w1))
+            .with_min_len(min_rows(w))
             .enumerate()
             .for_each(|(y, ((((a11, a12), a22), b1), b2))| {
                 data_row(d, (du, dv), y * w, (delta, gamma), [a11, a12, a22, b1, b2]);
@@ -130,6 +131,7 @@ fn smoothness(
     out: &mut [f32],
 ) {
     out.par_chunks_mut(w.max(1))
+        .with_min_len(min_rows(w))
         .enumerate()
         .for_each(|(y, s)| smoothness_row((u0, v0), (du, dv), edge, (w, h, y), alpha, s));
 }
@@ -251,6 +253,7 @@ impl Checker {
     fn write_to(&self, out: &mut [f32]) {
         let (w, stride) = (self.width, self.stride());
         out.par_chunks_mut(w.max(1))
+            .with_min_len(min_rows(w))
             .enumerate()
             .for_each(|(y, row)| {
                 // Even pixels have colour y % 2, odd ones the other; pixel x is in slot x / 2.
@@ -310,6 +313,7 @@ fn build_coefficients(
     c0.data
         .par_chunks_mut(FIELDS * half)
         .zip(c1.data.par_chunks_mut(FIELDS * half))
+        .with_min_len(min_rows(w))
         .enumerate()
         .for_each_init(
             || vec![0.0f32; FIELDS * w],
@@ -484,6 +488,7 @@ fn sor_half_sweep(coef: &Coefficients, (du, dv): (&mut Checker, &mut Checker), c
         .par_chunks_mut(stride)
         .zip(mine_v[stride..stride * (h + 1)].par_chunks_mut(stride))
         .zip(coef.data.par_chunks(FIELDS * half))
+        .with_min_len(min_rows(2 * half))
         .enumerate()
         .for_each(|(y, ((ru, rv), k))| {
             let o = (y + colour) % 2;

@@ -132,10 +132,13 @@ fn sample_block(image: &Plane, x0: f32, y0: f32, (cols, rows): (usize, usize), o
     let (bx, by) = (fx0 as usize, fy0 as usize);
     let d = image.data();
     for r in 0..rows {
-        let row0 = &d[(by + r) * w + bx..(by + r) * w + bx + cols + 1];
-        let row1 = &d[(by + r + 1) * w + bx..(by + r + 1) * w + bx + cols + 1];
-        for (c, o) in out[r * cols..(r + 1) * cols].iter_mut().enumerate() {
-            *o = w00 * row0[c] + w10 * row0[c + 1] + w01 * row1[c] + w11 * row1[c + 1];
+        let (p0, p1) = ((by + r) * w + bx, (by + r + 1) * w + bx);
+        // Four equal-length slices, so that the loop is vectorised.
+        let (a, b) = (&d[p0..p0 + cols], &d[p0 + 1..p0 + 1 + cols]);
+        let (c, e) = (&d[p1..p1 + cols], &d[p1 + 1..p1 + 1 + cols]);
+        let o = &mut out[r * cols..(r + 1) * cols];
+        for k in 0..cols {
+            o[k] = w00 * a[k] + w10 * b[k] + w01 * c[k] + w11 * e[k];
         }
     }
 }
@@ -153,16 +156,30 @@ multiversion! {
     ) -> (f32, f32, f32) {
         let [template, jx, jy] = patch;
         sample_block(to, at.0, at.1, (size, size), warped);
+        // Element i goes to lane i % LANES: whole groups of LANES as fixed-size arrays (one
+        // vector operation each), then the remainder.
         let mut acc = [[0.0f32; LANES]; 4];
-        let (wc, tc) = (warped.chunks(LANES), template.chunks(LANES));
-        for (((w, t), jx), jy) in wc.zip(tc).zip(jx.chunks(LANES)).zip(jy.chunks(LANES)) {
-            for l in 0..w.len().min(LANES) {
-                let d = w[l] - t[l];
-                acc[0][l] += d;
-                acc[1][l] += d * d;
-                acc[2][l] += jx[l] * d;
-                acc[3][l] += jy[l] * d;
+        let mut add = |l: usize, w: f32, t: f32, gx: f32, gy: f32| {
+            let d = w - t;
+            acc[0][l] += d;
+            acc[1][l] += d * d;
+            acc[2][l] += gx * d;
+            acc[3][l] += gy * d;
+        };
+        let n = warped.len();
+        let full = n - n % LANES;
+        let group = |v: &[f32], i: usize| -> [f32; LANES] {
+            v[i..i + LANES].try_into().expect("LANES elements")
+        };
+        for i in (0..full).step_by(LANES) {
+            let (w, t) = (group(warped, i), group(template, i));
+            let (gx, gy) = (group(jx, i), group(jy, i));
+            for l in 0..LANES {
+                add(l, w[l], t[l], gx[l], gy[l]);
             }
+        }
+        for (l, i) in (full..n).enumerate() {
+            add(l, warped[i], template[i], jx[i], jy[i]);
         }
         let [s, s2, bx, by] = acc.map(|a| a.iter().sum::<f32>());
         (s2 - s * s / warped.len() as f32, bx, by)

@@ -428,18 +428,19 @@ multiversion! {
             span(a22, 1, n),
             span(t12, 1, n),
         ];
-        let mut o = fields_mut(out, w).map(|f| &mut f[1..1 + n]);
+        let [wl, wr, wu, wd, k1, k2, a12, inv1, inv2] =
+            fields_mut(out, w).map(|f| &mut f[1..1 + n]);
+        let [tb1, tb2, ta11, ta22, ta12] = t;
         for x in 0..n {
             let ls = [sl[x], sr[x], fu * su[x], fd * sr[x]];
-            let c = slot_coefficients(
+            [
+                wl[x], wr[x], wu[x], wd[x], k1[x], k2[x], a12[x], inv1[x], inv2[x],
+            ] = slot_coefficients(
                 ls,
                 ([ul[x], ur[x], uu[x], ud[x]], uc[x]),
                 ([vl[x], vr[x], vu[x], vd[x]], vc[x]),
-                t.map(|f| f[x]),
+                [tb1[x], tb2[x], ta11[x], ta22[x], ta12[x]],
             );
-            for (f, c) in o.iter_mut().zip(c) {
-                f[x] = c;
-            }
         }
     }
 }

@@ -62,7 +62,9 @@ models=${DEVA_MODELS:-$HOME/.cache/deva/models}
 frames_dir="$data/davis16/JPEGImages/480p/blackswan"
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
-venv=$(bash "$root/scripts/ref_venv.sh")
+# The official DEVA code imports scipy; the EntitySeg and ReferFormer rows need their oracles'
+# packages (tests/oracle/*/setup.sh).
+venv=$(bash "$root/scripts/ref_venv.sh" ${deva_src:+scipy})
 py="$venv/bin/python"
 
 work=$(mktemp -d)

@@ -9,11 +9,13 @@
 //! 3. *variational refinement* of the dense field (module `variational`).
 
 use super::field::FlowField;
-use super::plane::Plane;
+use super::plane::{min_rows, Plane};
 use super::variational;
 use super::FlowConfig;
+use crate::nn::vmath::multiversion;
 use image::RgbImage;
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// Weight of the inverse search's prior towards the coarser level's displacement, relative
 /// to the trace of the patch Hessian.
@@ -22,12 +24,22 @@ const PRIOR: f32 = 0.05;
 /// Lanes of the patch sums (one vector register of `f32`).
 const LANES: usize = 8;
 
-/// One pyramid level: grey image (0..255) and its derivatives.
+/// The fewest patches a thread takes on in the patch passes (fewer run on one thread).
+const PARALLEL_PATCHES: usize = 512;
+
+/// One pyramid level: grey image (0..255) and, once a flow starts from it, its derivatives.
 #[derive(Debug)]
 struct Level {
     image: Plane,
-    dx: Plane,
-    dy: Plane,
+    gradients: OnceLock<(Plane, Plane)>,
+}
+
+impl Level {
+    /// Central derivatives `(I(x+1) − I(x−1)) / 2` along x and y, computed on first use (the
+    /// levels finer than the configured finest one never need them).
+    fn gradients(&self) -> &(Plane, Plane) {
+        self.gradients.get_or_init(|| self.image.gradients())
+    }
 }
 
 /// A grey-level image pyramid of one frame (level 0 = full size, each next level halved).
@@ -46,17 +58,9 @@ impl Pyramid {
         }
         let levels = planes
             .into_iter()
-            .map(|image| {
-                let half = |p: Plane| {
-                    let mut p = p;
-                    p.data_mut().iter_mut().for_each(|v| *v *= 0.5);
-                    p
-                };
-                Level {
-                    dx: half(image.diff_x()),
-                    dy: half(image.diff_y()),
-                    image,
-                }
+            .map(|image| Level {
+                image,
+                gradients: OnceLock::new(),
             })
             .collect();
         Pyramid { levels }
@@ -107,6 +111,7 @@ fn patch_origins(len: usize, size: usize, stride: usize) -> Vec<usize> {
 
 /// Samples the `cols × rows` block of `image` whose origin is displaced to `(x0, y0)`.
 /// All pixels share the same sub-pixel offset, so interior blocks use four fixed weights.
+#[inline(always)]
 fn sample_block(image: &Plane, x0: f32, y0: f32, (cols, rows): (usize, usize), out: &mut [f32]) {
     let (w, h) = (image.width(), image.height());
     let (fx0, fy0) = (x0.floor(), y0.floor());
@@ -127,11 +132,57 @@ fn sample_block(image: &Plane, x0: f32, y0: f32, (cols, rows): (usize, usize), o
     let (bx, by) = (fx0 as usize, fy0 as usize);
     let d = image.data();
     for r in 0..rows {
-        let row0 = &d[(by + r) * w + bx..(by + r) * w + bx + cols + 1];
-        let row1 = &d[(by + r + 1) * w + bx..(by + r + 1) * w + bx + cols + 1];
-        for (c, o) in out[r * cols..(r + 1) * cols].iter_mut().enumerate() {
-            *o = w00 * row0[c] + w10 * row0[c + 1] + w01 * row1[c] + w11 * row1[c + 1];
+        let (p0, p1) = ((by + r) * w + bx, (by + r + 1) * w + bx);
+        // Four equal-length slices, so that the loop is vectorised.
+        let (a, b) = (&d[p0..p0 + cols], &d[p0 + 1..p0 + 1 + cols]);
+        let (c, e) = (&d[p1..p1 + cols], &d[p1 + 1..p1 + 1 + cols]);
+        let o = &mut out[r * cols..(r + 1) * cols];
+        for k in 0..cols {
+            o[k] = w00 * a[k] + w10 * b[k] + w01 * c[k] + w11 * e[k];
         }
+    }
+}
+
+multiversion! {
+    /// The `size × size` block of `to` at `(x0, y0)` into `warped`, compared with the
+    /// `template` of a patch whose mean-normalised gradients are `jx`, `jy`: the
+    /// mean-normalised SSD and `Σ J·d` of the difference `d`, summed in `LANES` lanes.
+    fn patch_residual(
+        to: &Plane,
+        at: (f32, f32),
+        size: usize,
+        warped: &mut [f32],
+        patch: [&[f32]; 3],
+    ) -> (f32, f32, f32) {
+        let [template, jx, jy] = patch;
+        sample_block(to, at.0, at.1, (size, size), warped);
+        // Element i goes to lane i % LANES: whole groups of LANES as fixed-size arrays (one
+        // vector operation each), then the remainder.
+        let mut acc = [[0.0f32; LANES]; 4];
+        let mut add = |l: usize, w: f32, t: f32, gx: f32, gy: f32| {
+            let d = w - t;
+            acc[0][l] += d;
+            acc[1][l] += d * d;
+            acc[2][l] += gx * d;
+            acc[3][l] += gy * d;
+        };
+        let n = warped.len();
+        let full = n - n % LANES;
+        let group = |v: &[f32], i: usize| -> [f32; LANES] {
+            v[i..i + LANES].try_into().expect("LANES elements")
+        };
+        for i in (0..full).step_by(LANES) {
+            let (w, t) = (group(warped, i), group(template, i));
+            let (gx, gy) = (group(jx, i), group(jy, i));
+            for l in 0..LANES {
+                add(l, w[l], t[l], gx[l], gy[l]);
+            }
+        }
+        for (l, i) in (full..n).enumerate() {
+            add(l, warped[i], template[i], jx[i], jy[i]);
+        }
+        let [s, s2, bx, by] = acc.map(|a| a.iter().sum::<f32>());
+        (s2 - s * s / warped.len() as f32, bx, by)
     }
 }
 
@@ -165,13 +216,14 @@ impl Patch {
         let size = self.size;
         let n = (size * size) as f32;
         let w = from.image.width();
+        let (dx, dy) = from.gradients();
         self.origin = (px, py);
         for r in 0..size {
             let o = (py + r) * w + px;
             let dst = r * size..(r + 1) * size;
             self.template[dst.clone()].copy_from_slice(&from.image.data()[o..o + size]);
-            self.jx[dst.clone()].copy_from_slice(&from.dx.data()[o..o + size]);
-            self.jy[dst].copy_from_slice(&from.dy.data()[o..o + size]);
+            self.jx[dst.clone()].copy_from_slice(&dx.data()[o..o + size]);
+            self.jy[dst].copy_from_slice(&dy.data()[o..o + size]);
         }
         let mx = self.jx.iter().sum::<f32>() / n;
         let my = self.jy.iter().sum::<f32>() / n;
@@ -190,34 +242,14 @@ impl Patch {
     /// and the gradient `Σ J·d` of the difference `d`.
     fn residual(&mut self, to: &Plane, (u, v): (f32, f32)) -> (f32, f32, f32) {
         let (px, py) = self.origin;
-        sample_block(
+        let at = (px as f32 + u, py as f32 + v);
+        patch_residual(
             to,
-            px as f32 + u,
-            py as f32 + v,
-            (self.size, self.size),
+            at,
+            self.size,
             &mut self.warped,
-        );
-        // Sums in LANES independent lanes (vector registers), added up at the end.
-        let mut acc = [[0.0f32; LANES]; 4];
-        let add = |acc: &mut [[f32; LANES]; 4], w: &[f32], t: &[f32], jx: &[f32], jy: &[f32]| {
-            for l in 0..w.len().min(LANES) {
-                let d = w[l] - t[l];
-                acc[0][l] += d;
-                acc[1][l] += d * d;
-                acc[2][l] += jx[l] * d;
-                acc[3][l] += jy[l] * d;
-            }
-        };
-        let (wc, tc) = (self.warped.chunks(LANES), self.template.chunks(LANES));
-        for (((w, t), jx), jy) in wc
-            .zip(tc)
-            .zip(self.jx.chunks(LANES))
-            .zip(self.jy.chunks(LANES))
-        {
-            add(&mut acc, w, t, jx, jy);
-        }
-        let [s, s2, bx, by] = acc.map(|a| a.iter().sum::<f32>());
-        (s2 - s * s / self.warped.len() as f32, bx, by)
+            [&self.template, &self.jx, &self.jy],
+        )
     }
 
     /// Inverse-compositional Gauss–Newton from `start`; returns the displacement with the
@@ -284,6 +316,7 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
     // Row passes, parallel over patch rows.
     let mut grid: Vec<((f32, f32), f32)> = ys
         .par_iter()
+        .with_min_len(PARALLEL_PATCHES.div_ceil(nx))
         .flat_map_iter(|&py| {
             let mut patch = Patch::new(size);
             let mut row: Vec<((f32, f32), f32)> = Vec::with_capacity(nx);
@@ -314,6 +347,7 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
     // Column passes, parallel over patch columns.
     let columns: Vec<Vec<((f32, f32), f32)>> = (0..nx)
         .into_par_iter()
+        .with_min_len(PARALLEL_PATCHES.div_ceil(ny))
         .map(|i| {
             let mut patch = Patch::new(size);
             let mut col: Vec<((f32, f32), f32)> = (0..ny).map(|j| grid[j * nx + i]).collect();
@@ -340,49 +374,84 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
     let sparse: Vec<Vec<(f32, f32)>> = (0..ny)
         .map(|j| (0..nx).map(|i| grid[j * nx + i].0).collect())
         .collect();
-    // Densification, parallel over image rows: a patch's pixels on one row share its
-    // sub-pixel offset, so each patch row is sampled with four fixed weights.
+    // Densification, parallel over image rows.
     let mut u = vec![0.0f32; w * h];
     let mut v = vec![0.0f32; w * h];
     u.par_chunks_mut(w)
         .zip(v.par_chunks_mut(w))
+        .with_min_len(min_rows(w))
         .enumerate()
         .for_each_init(
             || (vec![0.0f32; 3 * w], vec![0.0f32; size]),
             |(acc, warped), (y, (urow, vrow))| {
-                acc.fill(0.0);
-                let (au, rest) = acc.split_at_mut(w);
-                let (av, aw) = rest.split_at_mut(w);
                 let i0 = &from.image.data()[y * w..(y + 1) * w];
-                for (j, &py) in ys.iter().enumerate() {
-                    if y < py || y >= py + size {
-                        continue;
-                    }
-                    for (i, &px) in xs.iter().enumerate() {
-                        let (pu, pv) = sparse[j][i];
-                        sample_block(to, px as f32 + pu, y as f32 + pv, (size, 1), warped);
-                        let span = px..px + size;
-                        for ((((s, i0), au), av), aw) in warped
-                            .iter()
-                            .zip(&i0[span.clone()])
-                            .zip(&mut au[span.clone()])
-                            .zip(&mut av[span.clone()])
-                            .zip(&mut aw[span])
-                        {
-                            let wgt = 1.0 / (s - i0).abs().max(1.0);
-                            *au += wgt * pu;
-                            *av += wgt * pv;
-                            *aw += wgt;
-                        }
-                    }
-                }
-                for x in 0..w {
-                    urow[x] = au[x] / aw[x];
-                    vrow[x] = av[x] / aw[x];
-                }
+                let grid = Grid {
+                    xs: &xs,
+                    ys: &ys,
+                    size,
+                    sparse: &sparse,
+                };
+                densify_row(to, i0, y, grid, acc, warped, (urow, vrow));
             },
         );
     FlowField::from_planes(Plane::from_vec(w, h, u), Plane::from_vec(w, h, v))
+}
+
+/// The patch grid of one level: origins along x and y, side, and displacements.
+#[derive(Clone, Copy)]
+struct Grid<'a> {
+    xs: &'a [usize],
+    ys: &'a [usize],
+    size: usize,
+    sparse: &'a [Vec<(f32, f32)>],
+}
+
+multiversion! {
+    /// Densifies image row `y` (grey values `i0`): every pixel takes the average of the
+    /// displacements of the patches covering it, each weighted by
+    /// `1 / max(1, |I₁(x + u) − I₀(x)|)`. A patch's pixels on one row share its sub-pixel
+    /// offset, so each patch row is sampled with four fixed weights.
+    fn densify_row(
+        to: &Plane,
+        i0: &[f32],
+        y: usize,
+        grid: Grid,
+        acc: &mut [f32],
+        warped: &mut [f32],
+        out: (&mut [f32], &mut [f32]),
+    ) {
+        let (w, size) = (i0.len(), grid.size);
+        acc.fill(0.0);
+        let (au, rest) = acc.split_at_mut(w);
+        let (av, aw) = rest.split_at_mut(w);
+        for (j, &py) in grid.ys.iter().enumerate() {
+            if y < py || y >= py + size {
+                continue;
+            }
+            for (i, &px) in grid.xs.iter().enumerate() {
+                let (pu, pv) = grid.sparse[j][i];
+                sample_block(to, px as f32 + pu, y as f32 + pv, (size, 1), warped);
+                let span = px..px + size;
+                let (i0, au, av, aw) = (
+                    &i0[span.clone()],
+                    &mut au[span.clone()],
+                    &mut av[span.clone()],
+                    &mut aw[span],
+                );
+                for k in 0..size {
+                    let wgt = 1.0 / (warped[k] - i0[k]).abs().max(1.0);
+                    au[k] += wgt * pu;
+                    av[k] += wgt * pv;
+                    aw[k] += wgt;
+                }
+            }
+        }
+        let (urow, vrow) = out;
+        for x in 0..w {
+            urow[x] = au[x] / aw[x];
+            vrow[x] = av[x] / aw[x];
+        }
+    }
 }
 
 /// DIS optical flow from `from` to `to` (pyramids of equal size and depth): pixel `x` of the

@@ -76,10 +76,15 @@ impl FlowField {
     /// displacements are multiplied by `2^k`.
     pub fn upscale(&self, k: usize, width: usize, height: usize) -> FlowField {
         let s = (1u32 << k) as f32;
-        let map = |x: usize| (x as f32 + 0.5) / s - 0.5;
+        let map = |n: usize| {
+            (0..n)
+                .map(|x| (x as f32 + 0.5) / s - 0.5)
+                .collect::<Vec<_>>()
+        };
+        let (xs, ys) = (map(width), map(height));
         FlowField {
-            u: Plane::from_fn(width, height, |x, y| s * self.u.sample(map(x), map(y))),
-            v: Plane::from_fn(width, height, |x, y| s * self.v.sample(map(x), map(y))),
+            u: self.u.sample_grid(&xs, &ys, s),
+            v: self.v.sample_grid(&xs, &ys, s),
         }
     }
 

@@ -3,6 +3,17 @@
 use image::RgbImage;
 use rayon::prelude::*;
 
+/// Planes smaller than this many pixels are computed on one thread: below it, waking the
+/// other thread costs more than the work it takes over (the coarse pyramid levels), and on a
+/// busy machine every parallel section waits for its slowest thread.
+const PARALLEL_PIXELS: usize = 1 << 15;
+
+/// The fewest rows of `width` pixels a thread takes on in a row-parallel loop, so that planes
+/// under [`PARALLEL_PIXELS`] pixels run on one thread and larger ones in large pieces.
+pub(crate) fn min_rows(width: usize) -> usize {
+    (PARALLEL_PIXELS / width.max(1)).max(1)
+}
+
 /// A row-major single-channel `f32` image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plane {
@@ -31,16 +42,29 @@ impl Plane {
         }
     }
 
-    /// A plane whose pixel `(x, y)` is `f(x, y)`, computed row-parallel.
+    /// A plane whose pixel `(x, y)` is `f(x, y)` (computed as [`Plane::by_rows`] does).
     pub fn from_fn(width: usize, height: usize, f: impl Fn(usize, usize) -> f32 + Sync) -> Plane {
+        Plane::by_rows(width, height, |y, row| {
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = f(x, y);
+            }
+        })
+    }
+
+    /// A plane whose row `y` is written by `f(y, row)`; row-parallel when the plane is large
+    /// enough to pay for waking the other threads.
+    pub fn by_rows(width: usize, height: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Plane {
         let mut data = vec![0.0; width * height];
-        data.par_chunks_mut(width.max(1))
-            .enumerate()
-            .for_each(|(y, row)| {
-                for (x, v) in row.iter_mut().enumerate() {
-                    *v = f(x, y);
-                }
-            });
+        if width * height < PARALLEL_PIXELS {
+            data.chunks_mut(width.max(1))
+                .enumerate()
+                .for_each(|(y, row)| f(y, row));
+        } else {
+            data.par_chunks_mut(width.max(1))
+                .with_min_len(min_rows(width))
+                .enumerate()
+                .for_each(|(y, row)| f(y, row));
+        }
         Plane::from_vec(width, height, data)
     }
 
@@ -48,9 +72,10 @@ impl Plane {
     pub fn luma(image: &RgbImage) -> Plane {
         let (w, h) = (image.width() as usize, image.height() as usize);
         let raw = image.as_raw();
-        Plane::from_fn(w, h, |x, y| {
-            let p = &raw[3 * (y * w + x)..3 * (y * w + x) + 3];
-            0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32
+        Plane::by_rows(w, h, |y, out| {
+            for (p, o) in raw[3 * y * w..3 * (y + 1) * w].chunks_exact(3).zip(out) {
+                *o = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+            }
         })
     }
 
@@ -113,6 +138,28 @@ impl Plane {
         top + fy * (bot - top)
     }
 
+    /// `scale ×` this plane sampled bilinearly (as [`Plane::sample`]) on the grid of column
+    /// coordinates `xs` and row coordinates `ys`; each coordinate's taps and weights are
+    /// found once, not per pixel.
+    pub fn sample_grid(&self, xs: &[f32], ys: &[f32], scale: f32) -> Plane {
+        let axis = |c: f32, n: usize| {
+            let c = c.clamp(0.0, (n - 1) as f32);
+            let i0 = c as usize;
+            (i0, (i0 + 1).min(n - 1), c - i0 as f32)
+        };
+        let columns: Vec<(usize, usize, f32)> = xs.iter().map(|&x| axis(x, self.width)).collect();
+        Plane::by_rows(xs.len(), ys.len(), |y, out| {
+            let (y0, y1, fy) = axis(ys[y], self.height);
+            let r0 = &self.data[y0 * self.width..(y0 + 1) * self.width];
+            let r1 = &self.data[y1 * self.width..(y1 + 1) * self.width];
+            for (o, &(x0, x1, fx)) in out.iter_mut().zip(&columns) {
+                let top = r0[x0] + fx * (r0[x1] - r0[x0]);
+                let bot = r1[x0] + fx * (r1[x1] - r1[x0]);
+                *o = scale * (top + fy * (bot - top));
+            }
+        })
+    }
+
     /// Half-size plane (an odd last row or column is dropped): binomial `[1 3 3 1] / 8` low-pass
     /// in both directions, sampled so that pixel centre `x` of the result sits at `2x + 0.5`
     /// here (border replicated).
@@ -121,35 +168,63 @@ impl Plane {
         let (w, h) = ((self.width / 2).max(1), (self.height / 2).max(1));
         let (sw, sh) = (self.width, self.height);
         let clampi = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
+        // The four taps of output position `x` (source `2x − 1 ..= 2x + 2`, border clamped).
+        let taps =
+            |x: usize, n: usize| [0, 1, 2, 3].map(|k| clampi(2 * x as isize - 1 + k as isize, n));
+        let tap_sum = |v: [f32; 4]| {
+            TAPS.iter()
+                .zip(v)
+                .map(|(t, v)| t * v)
+                .fold(-0.0f32, |a, b| a + b)
+        };
         // Horizontal pass to a `w × sh` plane, then vertical.
-        let rows = Plane::from_fn(w, sh, |x, y| {
-            TAPS.iter()
-                .enumerate()
-                .map(|(k, t)| t * self.at(clampi(2 * x as isize - 1 + k as isize, sw), y))
-                .sum()
+        let columns: Vec<[usize; 4]> = (0..w).map(|x| taps(x, sw)).collect();
+        let rows = Plane::by_rows(w, sh, |y, out| {
+            let src = &self.data[y * sw..(y + 1) * sw];
+            for (o, c) in out.iter_mut().zip(&columns) {
+                *o = tap_sum(c.map(|i| src[i]));
+            }
         });
-        Plane::from_fn(w, h, |x, y| {
-            TAPS.iter()
-                .enumerate()
-                .map(|(k, t)| t * rows.at(x, clampi(2 * y as isize - 1 + k as isize, sh)))
-                .sum()
+        Plane::by_rows(w, h, |y, out| {
+            let r = taps(y, sh).map(|i| &rows.data[i * w..(i + 1) * w]);
+            for (x, o) in out.iter_mut().enumerate() {
+                *o = tap_sum(r.map(|row| row[x]));
+            }
         })
     }
 
-    /// Horizontal derivative `I(x+1) − I(x−1)` (replicated border), unscaled.
-    pub fn diff_x(&self) -> Plane {
+    /// Central derivative along x, `(I(x+1) − I(x−1)) / 2` (replicated border).
+    pub fn gradient_x(&self) -> Plane {
         let w = self.width;
-        Plane::from_fn(w, self.height, |x, y| {
-            self.at((x + 1).min(w - 1), y) - self.at(x.saturating_sub(1), y)
+        Plane::by_rows(w, self.height, |y, out| {
+            let row = &self.data[y * w..(y + 1) * w];
+            if w == 1 {
+                out[0] = 0.0;
+                return;
+            }
+            out[0] = (row[1] - row[0]) * 0.5;
+            for x in 1..w - 1 {
+                out[x] = (row[x + 1] - row[x - 1]) * 0.5;
+            }
+            out[w - 1] = (row[w - 1] - row[w - 2]) * 0.5;
         })
     }
 
-    /// Vertical derivative `I(y+1) − I(y−1)` (replicated border), unscaled.
-    pub fn diff_y(&self) -> Plane {
-        let h = self.height;
-        Plane::from_fn(self.width, h, |x, y| {
-            self.at(x, (y + 1).min(h - 1)) - self.at(x, y.saturating_sub(1))
+    /// Central derivative along y, `(I(y+1) − I(y−1)) / 2` (replicated border).
+    pub fn gradient_y(&self) -> Plane {
+        let (w, h) = (self.width, self.height);
+        Plane::by_rows(w, h, |y, out| {
+            let below = &self.data[(y + 1).min(h - 1) * w..][..w];
+            let above = &self.data[y.saturating_sub(1) * w..][..w];
+            for ((o, b), a) in out.iter_mut().zip(below).zip(above) {
+                *o = (b - a) * 0.5;
+            }
         })
+    }
+
+    /// Both central derivatives, `(gradient_x, gradient_y)`.
+    pub fn gradients(&self) -> (Plane, Plane) {
+        (self.gradient_x(), self.gradient_y())
     }
 
     /// Mean over the `(2r+1)²` window around each pixel, the window cut at the border
@@ -160,6 +235,7 @@ impl Plane {
         let mut rows = vec![0.0f32; w * h];
         rows.par_chunks_mut(w)
             .zip(self.data.par_chunks(w))
+            .with_min_len(min_rows(w))
             .for_each(|(out, row)| {
                 let mut acc: f32 = row[..(r + 1).min(w)].iter().sum();
                 for x in 0..w {
@@ -201,6 +277,7 @@ impl Plane {
         let data = self
             .data
             .par_iter()
+            .with_min_len(PARALLEL_PIXELS)
             .zip(&other.data)
             .map(|(&a, &b)| f(a, b))
             .collect();
@@ -218,6 +295,51 @@ mod tests {
         assert_eq!(p.sample(0.5, 0.5), 1.5);
         assert_eq!(p.sample(1.0, 0.25), 1.5);
         assert_eq!(p.sample(-3.0, 7.0), 2.0);
+    }
+
+    /// A plane with irregular values.
+    fn texture(w: usize, h: usize) -> Plane {
+        Plane::from_fn(w, h, |x, y| {
+            ((x * 37 + y * 91) % 23) as f32 * 1.37 - (x * y) as f32 * 0.01
+        })
+    }
+
+    #[test]
+    fn grid_sampling_equals_pointwise_sampling() {
+        let p = texture(9, 6);
+        let xs = [-2.0, 0.0, 0.25, 3.5, 7.9, 8.0, 11.0];
+        let ys = [-0.5, 0.75, 2.0, 5.2, 9.0];
+        let g = p.sample_grid(&xs, &ys, 2.0);
+        assert_eq!((g.width(), g.height()), (xs.len(), ys.len()));
+        for (j, &y) in ys.iter().enumerate() {
+            for (i, &x) in xs.iter().enumerate() {
+                assert_eq!(g.at(i, j), 2.0 * p.sample(x, y), "at ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn half_equals_the_separable_binomial_filter_with_clamped_taps() {
+        const TAPS: [f32; 4] = [0.125, 0.375, 0.375, 0.125];
+        for (w, h) in [(9, 7), (8, 8), (3, 2), (1, 1), (40, 3)] {
+            let p = texture(w, h);
+            let c = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
+            let row = |x: usize, y: usize| {
+                (0..4).fold(-0.0f32, |a, k| {
+                    a + TAPS[k] * p.at(c(2 * x as isize - 1 + k as isize, w), y)
+                })
+            };
+            let q = p.half();
+            assert_eq!((q.width(), q.height()), ((w / 2).max(1), (h / 2).max(1)));
+            for y in 0..q.height() {
+                for x in 0..q.width() {
+                    let want = (0..4).fold(-0.0f32, |a, k| {
+                        a + TAPS[k] * row(x, c(2 * y as isize - 1 + k as isize, h))
+                    });
+                    assert_eq!(q.at(x, y), want, "{w}×{h} at ({x}, {y})");
+                }
+            }
+        }
     }
 
     #[test]
@@ -246,8 +368,10 @@ mod tests {
         // A linear ramp is reproduced at the new centres (2x + 0.5, 2y + 0.5) away from the
         // border: (2.5, 2.5) → 2.5 + 25 (taps on rows and columns 1..=4, all inside).
         assert_eq!(h.at(1, 1), 27.5);
-        assert_eq!(p.diff_x().at(2, 1), 2.0);
-        assert_eq!(p.diff_x().at(0, 1), 1.0);
-        assert_eq!(p.diff_y().at(2, 1), 20.0);
+        assert_eq!(p.gradient_x().at(2, 1), 1.0);
+        assert_eq!(p.gradient_x().at(0, 1), 0.5);
+        assert_eq!(p.gradient_x().at(8, 1), 0.5);
+        assert_eq!(p.gradient_y().at(2, 1), 10.0);
+        assert_eq!(p.gradient_y().at(2, 7), 5.0);
     }
 }

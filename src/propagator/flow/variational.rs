@@ -8,7 +8,7 @@
 //! weights; red–black successive over-relaxation solves each linear system.
 
 use super::field::FlowField;
-use super::plane::Plane;
+use super::plane::{min_rows, Plane};
 use super::FlowConfig;
 use crate::nn::vmath::multiversion;
 use rayon::prelude::*;
@@ -42,16 +42,6 @@ struct Derivatives {
     inv_ny: Vec<f32>,
 }
 
-/// Central derivatives `(I(x+1) − I(x−1)) / 2` along x and y.
-fn gradients(p: &Plane) -> (Plane, Plane) {
-    let half = |q: Plane| {
-        let mut q = q;
-        q.data_mut().iter_mut().for_each(|v| *v *= 0.5);
-        q
-    };
-    (half(p.diff_x()), half(p.diff_y()))
-}
-
 impl Derivatives {
     fn new(i0: &Plane, i1: &Plane, flow: &FlowField) -> Derivatives {
         let (u, v) = (flow.u_plane(), flow.v_plane());
@@ -60,10 +50,10 @@ impl Derivatives {
         });
         let mean = i0.zip_map(&warped, |a, b| 0.5 * (a + b));
         let iz = warped.zip_map(i0, |a, b| a - b);
-        let (ix, iy) = gradients(&mean);
-        let (ixz, iyz) = gradients(&iz);
-        let (ixx, ixy) = gradients(&ix);
-        let (_, iyy) = gradients(&iy);
+        let (ix, iy) = mean.gradients();
+        let (ixz, iyz) = iz.gradients();
+        let (ixx, ixy) = ix.gradients();
+        let iyy = iy.gradient_y();
         let zeta2 = ZETA * ZETA;
         let inv = |a: &Plane, b: &Plane| a.zip_map(b, |a, b| 1.0 / (a * a + b * b + zeta2));
         Derivatives {
@@ -120,6 +110,7 @@ impl DataTerm {
             .zip(self.a22.par_chunks_mut(w1))
             .zip(self.b1.par_chunks_mut(w1))
             .zip(self.b2.par_chunks_mut(w1))
+            .with_min_len(min_rows(w))
             .enumerate()
             .for_each(|(y, ((((a11, a12), a22), b1), b2))| {
                 data_row(d, (du, dv), y * w, (delta, gamma), [a11, a12, a22, b1, b2]);
@@ -139,8 +130,24 @@ fn smoothness(
     alpha: f32,
     out: &mut [f32],
 ) {
-    let eps2 = EPSILON * EPSILON;
-    out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, s)| {
+    out.par_chunks_mut(w.max(1))
+        .with_min_len(min_rows(w))
+        .enumerate()
+        .for_each(|(y, s)| smoothness_row((u0, v0), (du, dv), edge, (w, h, y), alpha, s));
+}
+
+multiversion! {
+    /// Row `y` of [`smoothness`].
+    fn smoothness_row(
+        field: (&[f32], &[f32]),
+        inc: (&[f32], &[f32]),
+        edge: &[f32],
+        at: (usize, usize, usize),
+        alpha: f32,
+        s: &mut [f32],
+    ) {
+        let ((u0, v0), (du, dv), (w, h, y)) = (field, inc, at);
+        let eps2 = EPSILON * EPSILON;
         let row = |v, y: usize| span(v, y * w, w);
         let below = if y + 1 < h { y + 1 } else { y };
         let (u, ud, v, vd) = (row(u0, y), row(du, y), row(v0, y), row(dv, y));
@@ -158,14 +165,14 @@ fn smoothness(
             let (vx, vy) = (v[r] + vd[r] - vv, vb[x] + vdb[x] - vv);
             s[x] = e[x] * (alpha / 2.0 / (ux * ux + uy * uy + vx * vx + vy * vy + eps2).sqrt());
         }
-    });
+    }
 }
 
 /// Refines `flow` from `i0` to `i1` in place (same sizes).
 pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig) {
     let (w, h) = (i0.width(), i0.height());
     let d = Derivatives::new(i0, i1, flow);
-    let (gx, gy) = gradients(i0);
+    let (gx, gy) = i0.gradients();
     let edge = gx
         .zip_map(&gy, |a, b| {
             (-EDGE_KAPPA * (a * a + b * b).sqrt() / 255.0).exp()
@@ -246,11 +253,17 @@ impl Checker {
     fn write_to(&self, out: &mut [f32]) {
         let (w, stride) = (self.width, self.stride());
         out.par_chunks_mut(w.max(1))
+            .with_min_len(min_rows(w))
             .enumerate()
             .for_each(|(y, row)| {
+                // Even pixels have colour y % 2, odd ones the other; pixel x is in slot x / 2.
                 let at = (y + 1) * stride + 1;
-                for (x, v) in row.iter_mut().enumerate() {
-                    *v = self.planes[(x + y) % 2][at + x / 2];
+                let (even, odd) = (&self.planes[y % 2][at..], &self.planes[(y + 1) % 2][at..]);
+                for ((pair, e), o) in row.chunks_mut(2).zip(even).zip(odd) {
+                    pair[0] = *e;
+                    if let Some(v) = pair.get_mut(1) {
+                        *v = *o;
+                    }
                 }
             });
     }
@@ -300,6 +313,7 @@ fn build_coefficients(
     c0.data
         .par_chunks_mut(FIELDS * half)
         .zip(c1.data.par_chunks_mut(FIELDS * half))
+        .with_min_len(min_rows(w))
         .enumerate()
         .for_each_init(
             || vec![0.0f32; FIELDS * w],
@@ -325,104 +339,108 @@ fn build_coefficients(
         );
 }
 
-/// The coefficients of the pixels of row `y`, row-major, into `out` (`FIELDS` rows of `w`).
-fn coefficient_row(
-    t: &DataTerm,
-    s: &[f32],
-    (u0, v0): (&[f32], &[f32]),
-    (w, h): (usize, usize),
-    y: usize,
-    out: &mut [f32],
-) {
-    let p0 = y * w;
-    // Rows above and below, clamped onto this one where they are outside (weight 0 there).
-    let (pu, pd) = (
-        if y > 0 { p0 - w } else { p0 },
-        if y + 1 < h { p0 + w } else { p0 },
-    );
-    let (fu, fd) = (f32::from(u8::from(y > 0)), f32::from(u8::from(y + 1 < h)));
-    let [wl, wr, wu, wd, k1, k2, a12, inv1, inv2] = fields_mut(out, w);
-    let row = |v, p| span(v, p, w);
-    let (s_c, s_u) = (row(s, p0), row(s, pu));
-    let (u_c, u_u, u_d) = (row(u0, p0), row(u0, pu), row(u0, pd));
-    let (v_c, v_u, v_d) = (row(v0, p0), row(v0, pu), row(v0, pd));
-    let (b1, b2, a11, a22, t12) = (
-        row(&t.b1, p0),
-        row(&t.b2, p0),
-        row(&t.a11, p0),
-        row(&t.a22, p0),
-        row(&t.a12, p0),
-    );
-    // Pixel x from its links (left, right, up, down) and its neighbours' unrefined motion.
-    let mut put = |x: usize, ls: [f32; 4], un: [f32; 4], vn: [f32; 4]| {
-        let c = slot_coefficients(
-            ls,
-            (un, u_c[x]),
-            (vn, v_c[x]),
-            [b1[x], b2[x], a11[x], a22[x], t12[x]],
+multiversion! {
+    /// The coefficients of the pixels of row `y`, row-major, into `out` (`FIELDS` rows of `w`).
+    fn coefficient_row(
+        t: &DataTerm,
+        s: &[f32],
+        field: (&[f32], &[f32]),
+        size: (usize, usize),
+        y: usize,
+        out: &mut [f32],
+    ) {
+        let ((u0, v0), (w, h)) = (field, size);
+        let p0 = y * w;
+        // Rows above and below, clamped onto this one where they are outside (weight 0 there).
+        let (pu, pd) = (
+            if y > 0 { p0 - w } else { p0 },
+            if y + 1 < h { p0 + w } else { p0 },
         );
-        [
-            wl[x], wr[x], wu[x], wd[x], k1[x], k2[x], a12[x], inv1[x], inv2[x],
-        ] = c;
-    };
-    if w == 1 {
-        let ls = [0.0, 0.0, fu * s_u[0], fd * s_c[0]];
+        let (fu, fd) = (f32::from(u8::from(y > 0)), f32::from(u8::from(y + 1 < h)));
+        let [wl, wr, wu, wd, k1, k2, a12, inv1, inv2] = fields_mut(out, w);
+        let row = |v, p| span(v, p, w);
+        let (s_c, s_u) = (row(s, p0), row(s, pu));
+        let (u_c, u_u, u_d) = (row(u0, p0), row(u0, pu), row(u0, pd));
+        let (v_c, v_u, v_d) = (row(v0, p0), row(v0, pu), row(v0, pd));
+        let (b1, b2, a11, a22, t12) = (
+            row(&t.b1, p0),
+            row(&t.b2, p0),
+            row(&t.a11, p0),
+            row(&t.a22, p0),
+            row(&t.a12, p0),
+        );
+        // Pixel x from its links (left, right, up, down) and its neighbours' unrefined motion.
+        let mut put = |x: usize, ls: [f32; 4], un: [f32; 4], vn: [f32; 4]| {
+            let c = slot_coefficients(
+                ls,
+                (un, u_c[x]),
+                (vn, v_c[x]),
+                [b1[x], b2[x], a11[x], a22[x], t12[x]],
+            );
+            [
+                wl[x], wr[x], wu[x], wd[x], k1[x], k2[x], a12[x], inv1[x], inv2[x],
+            ] = c;
+        };
+        if w == 1 {
+            let ls = [0.0, 0.0, fu * s_u[0], fd * s_c[0]];
+            put(
+                0,
+                ls,
+                [u_c[0], u_c[0], u_u[0], u_d[0]],
+                [v_c[0], v_c[0], v_u[0], v_d[0]],
+            );
+            return;
+        }
+        let e = w - 1;
         put(
             0,
-            ls,
-            [u_c[0], u_c[0], u_u[0], u_d[0]],
-            [v_c[0], v_c[0], v_u[0], v_d[0]],
+            [0.0, s_c[0], fu * s_u[0], fd * s_c[0]],
+            [u_c[0], u_c[1], u_u[0], u_d[0]],
+            [v_c[0], v_c[1], v_u[0], v_d[0]],
         );
-        return;
-    }
-    let e = w - 1;
-    put(
-        0,
-        [0.0, s_c[0], fu * s_u[0], fd * s_c[0]],
-        [u_c[0], u_c[1], u_u[0], u_d[0]],
-        [v_c[0], v_c[1], v_u[0], v_d[0]],
-    );
-    put(
-        e,
-        [s_c[e - 1], 0.0, fu * s_u[e], fd * s_c[e]],
-        [u_c[e - 1], u_c[e], u_u[e], u_d[e]],
-        [v_c[e - 1], v_c[e], v_u[e], v_d[e]],
-    );
-    // The interior as one loop over equal-length slices (vectorised).
-    let n = w - 2;
-    let (sl, sr, su) = (span(s_c, 0, n), span(s_c, 1, n), span(s_u, 1, n));
-    let (ul, ur, uc, uu, ud) = (
-        span(u_c, 0, n),
-        span(u_c, 2, n),
-        span(u_c, 1, n),
-        span(u_u, 1, n),
-        span(u_d, 1, n),
-    );
-    let (vl, vr, vc, vu, vd) = (
-        span(v_c, 0, n),
-        span(v_c, 2, n),
-        span(v_c, 1, n),
-        span(v_u, 1, n),
-        span(v_d, 1, n),
-    );
-    let t = [
-        span(b1, 1, n),
-        span(b2, 1, n),
-        span(a11, 1, n),
-        span(a22, 1, n),
-        span(t12, 1, n),
-    ];
-    let mut o = fields_mut(out, w).map(|f| &mut f[1..1 + n]);
-    for x in 0..n {
-        let ls = [sl[x], sr[x], fu * su[x], fd * sr[x]];
-        let c = slot_coefficients(
-            ls,
-            ([ul[x], ur[x], uu[x], ud[x]], uc[x]),
-            ([vl[x], vr[x], vu[x], vd[x]], vc[x]),
-            t.map(|f| f[x]),
+        put(
+            e,
+            [s_c[e - 1], 0.0, fu * s_u[e], fd * s_c[e]],
+            [u_c[e - 1], u_c[e], u_u[e], u_d[e]],
+            [v_c[e - 1], v_c[e], v_u[e], v_d[e]],
         );
-        for (f, c) in o.iter_mut().zip(c) {
-            f[x] = c;
+        // The interior as one loop over equal-length slices (vectorised).
+        let n = w - 2;
+        let (sl, sr, su) = (span(s_c, 0, n), span(s_c, 1, n), span(s_u, 1, n));
+        let (ul, ur, uc, uu, ud) = (
+            span(u_c, 0, n),
+            span(u_c, 2, n),
+            span(u_c, 1, n),
+            span(u_u, 1, n),
+            span(u_d, 1, n),
+        );
+        let (vl, vr, vc, vu, vd) = (
+            span(v_c, 0, n),
+            span(v_c, 2, n),
+            span(v_c, 1, n),
+            span(v_u, 1, n),
+            span(v_d, 1, n),
+        );
+        let t = [
+            span(b1, 1, n),
+            span(b2, 1, n),
+            span(a11, 1, n),
+            span(a22, 1, n),
+            span(t12, 1, n),
+        ];
+        let [wl, wr, wu, wd, k1, k2, a12, inv1, inv2] =
+            fields_mut(out, w).map(|f| &mut f[1..1 + n]);
+        let [tb1, tb2, ta11, ta22, ta12] = t;
+        for x in 0..n {
+            let ls = [sl[x], sr[x], fu * su[x], fd * sr[x]];
+            [
+                wl[x], wr[x], wu[x], wd[x], k1[x], k2[x], a12[x], inv1[x], inv2[x],
+            ] = slot_coefficients(
+                ls,
+                ([ul[x], ur[x], uu[x], ud[x]], uc[x]),
+                ([vl[x], vr[x], vu[x], vd[x]], vc[x]),
+                [tb1[x], tb2[x], ta11[x], ta22[x], ta12[x]],
+            );
         }
     }
 }
@@ -453,6 +471,7 @@ fn slot_coefficients(
 }
 
 /// The `FIELDS` fields of one row of coefficients.
+#[inline(always)]
 fn fields_mut(row: &mut [f32], half: usize) -> [&mut [f32]; FIELDS] {
     let mut it = row.chunks_exact_mut(half.max(1));
     std::array::from_fn(|_| it.next().expect("FIELDS chunks per row"))
@@ -470,6 +489,7 @@ fn sor_half_sweep(coef: &Coefficients, (du, dv): (&mut Checker, &mut Checker), c
         .par_chunks_mut(stride)
         .zip(mine_v[stride..stride * (h + 1)].par_chunks_mut(stride))
         .zip(coef.data.par_chunks(FIELDS * half))
+        .with_min_len(min_rows(2 * half))
         .enumerate()
         .for_each(|(y, ((ru, rv), k))| {
             let o = (y + colour) % 2;

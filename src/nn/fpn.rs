@@ -7,6 +7,7 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
+use super::act::Activation;
 use super::conv::{Conv2d, ConvShape};
 use crate::error::{Error, Result};
 
@@ -100,12 +101,13 @@ impl Fpn {
         let mut out = vec![None; features.len()];
         let mut prev: Option<Tensor> = None;
         for (i, ((lateral, output), x)) in self.levels.iter().zip(features).enumerate().rev() {
-            let lat = lateral.forward(x)?;
+            // The lateral convolution adds the upsampled coarser level in its output pass.
             let merged = match prev {
-                None => lat,
+                None => lateral.forward(x)?,
                 Some(p) => {
                     let (_, _, h, w) = p.dims4()?;
-                    (lat + p.upsample_nearest2d(2 * h, 2 * w)?)?
+                    let up = p.upsample_nearest2d(2 * h, 2 * w)?;
+                    lateral.forward_with(&[x], Activation::Identity, Some(&up))?
                 }
             };
             out[i] = Some(output.forward(&merged)?);

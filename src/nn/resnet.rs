@@ -16,6 +16,7 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
+use super::act::Activation;
 use super::conv::{Conv2d, ConvShape, ConvWeights};
 use super::deform_conv::DeformConv2d;
 use super::weights::Weights;
@@ -144,10 +145,19 @@ enum Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The layer followed by ReLU.
+    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Layer::Plain(c) => c.forward(x),
-            Layer::Deformable(d) => d.forward(x),
+            Layer::Plain(c) => c.forward_relu(x),
+            Layer::Deformable(d) => Ok(d.forward(x)?.relu()?),
+        }
+    }
+
+    /// `relu(layer(x) + skip)`.
+    fn forward_add_relu(&self, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        match self {
+            Layer::Plain(c) => c.forward_add_act(x, skip, Activation::Relu),
+            Layer::Deformable(d) => Ok((d.forward(x)? + skip)?.relu()?),
         }
     }
 }
@@ -217,14 +227,13 @@ impl Block {
         let (last, inner) = self.convs.split_last().expect("blocks have convolutions");
         let mut y = x.clone();
         for c in inner {
-            y = c.forward(&y)?.relu()?;
+            y = c.forward_relu(&y)?;
         }
-        let y = last.forward(&y)?;
         let skip = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        Ok((y + skip)?.relu()?)
+        last.forward_add_relu(&y, &skip)
     }
 }
 
@@ -327,7 +336,7 @@ impl Stem {
     /// pool equals PyTorch's −∞ padding; this also covers DEVA's mask encoder, which pools
     /// before the ReLU.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward(x)?.relu()?;
+        let y = self.conv.forward_relu(x)?;
         let y = y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         Ok(y.max_pool2d_with_stride(3, 2)?)
     }

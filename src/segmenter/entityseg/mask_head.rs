@@ -49,7 +49,7 @@ impl MaskBranch {
     pub fn forward(&self, p3_to_p5: &[Tensor]) -> Result<Tensor> {
         let mut x: Option<Tensor> = None;
         for (conv, f) in self.refine.iter().zip(p3_to_p5) {
-            let y = conv.forward(f)?.relu()?;
+            let y = conv.forward_relu(f)?;
             x = Some(match x {
                 None => y,
                 Some(x) => {
@@ -60,7 +60,7 @@ impl MaskBranch {
         }
         let mut x = x.ok_or_else(|| Error::invalid("mask branch: no input levels"))?;
         for conv in &self.tower {
-            x = conv.forward(&x)?.relu()?;
+            x = conv.forward_relu(&x)?;
         }
         self.out.forward(&x)
     }

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::act::Activation;
-use super::conv::{Conv2d, ConvShape};
+use super::conv::{Conv2d, ConvKernel, ConvShape};
 use crate::error::{Error, Result};
 
 /// The pyramid's extra P6/P7 levels (`top_block.p6`, `top_block.p7`, stride 2 each).
@@ -37,13 +37,14 @@ pub struct Fpn {
 
 impl Fpn {
     /// Loads the pyramid for inputs of `in_channels` (finest first) whose finest stride is
-    /// `2^first_stage`, with `out_channels`, and the `top` block.
+    /// `2^first_stage`, with `out_channels`, and the `top` block, computed by `kernel`.
     pub fn load(
         vb: &VarBuilder,
         in_channels: &[usize],
         first_stage: usize,
         out_channels: usize,
         top: TopBlock,
+        kernel: ConvKernel,
     ) -> Result<Self> {
         let mut levels = Vec::with_capacity(in_channels.len());
         for (i, &c) in in_channels.iter().enumerate() {
@@ -52,10 +53,12 @@ impl Fpn {
                 Conv2d::load(
                     &vb.pp(format!("fpn_lateral{s}")),
                     ConvShape::same(c, out_channels, 1),
+                    kernel,
                 )?,
                 Conv2d::load(
                     &vb.pp(format!("fpn_output{s}")),
                     ConvShape::same(out_channels, out_channels, 3),
+                    kernel,
                 )?,
             ));
         }
@@ -72,10 +75,12 @@ impl Fpn {
                     Conv2d::load(
                         &t.pp("p6"),
                         ConvShape::same(c_last, out_channels, 3).with_stride(2),
+                        kernel,
                     )?,
                     Conv2d::load(
                         &t.pp("p7"),
                         ConvShape::same(out_channels, out_channels, 3).with_stride(2),
+                        kernel,
                     )?,
                 ))
             }

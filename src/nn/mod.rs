@@ -4,7 +4,6 @@ pub mod act;
 pub mod blocks;
 pub mod checkpoint;
 pub mod conv;
-mod conv_direct;
 pub mod deform_attn;
 pub mod deform_conv;
 mod deform_sample_cpu;

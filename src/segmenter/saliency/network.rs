@@ -16,11 +16,15 @@
 
 use crate::error::{Error, Result};
 use crate::nn::act::Activation;
-use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
+use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::onnx::{Graph, Node};
 use crate::nn::resample::{max_pool2_ceil, resize_bilinear};
 use candle_core::{Device, Tensor};
 use std::path::Path;
+
+/// The kernel of the network's convolutions: the direct one (the parity tests of
+/// `tests/saliency.rs` hold within their fixtures' tolerances with it).
+const CONV: ConvKernel = ConvKernel::Direct;
 
 /// A convolution with folded batch norm (weight, bias), optionally followed by ReLU (fused:
 /// [`Conv2d`] lays the weights out once at load and adds bias and ReLU in its own pass).
@@ -104,7 +108,7 @@ impl ConvLayer {
             bias: Tensor::from_vec(b.to_f32()?, out_channels, device)
                 .map_err(|e| fail(e.to_string()))?,
         };
-        let conv = Conv2d::dilated(weights, dilation).map_err(|e| fail(e.to_string()))?;
+        let conv = Conv2d::dilated(weights, dilation, CONV).map_err(|e| fail(e.to_string()))?;
         Ok(ConvLayer {
             conv,
             in_channels,

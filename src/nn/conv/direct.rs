@@ -107,3 +107,97 @@ pub(super) unsafe fn tile(
 ) {
     unreachable!("the direct convolution kernel needs x86-64 with AVX-512")
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn pseudo(n: usize, seed: u64) -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| {
+                let z = crate::nn::synthetic::splitmix64(seed.wrapping_add(i));
+                (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// One tile against its sum written out term by term in f64: within 1e-5 of the sum of
+    /// the terms' magnitudes (f32 rounding of 45 products and sums, taken in another order).
+    #[test]
+    fn tile_matches_the_sum_in_f64() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        let (plane, kc, acc_rs) = (150, 5, PX + 7);
+        let offsets = [0, 1, 2, 50, 51, 52, 100, 101, 102];
+        let x = pseudo(kc * plane + PX, 1);
+        let w = pseudo(kc * offsets.len() * CO, 2);
+        let before = pseudo(CO * acc_rs, 3);
+        let mut acc = before.clone();
+        // SAFETY: AVX-512F checked; the largest read of `x` is `(kc - 1) · plane + 102 + PX - 1`
+        // < `kc · plane + PX`, `w` holds `kc · 9 · CO` floats and `acc` `CO · acc_rs`.
+        unsafe {
+            tile(
+                x.as_ptr(),
+                plane,
+                &offsets,
+                kc,
+                w.as_ptr(),
+                acc.as_mut_ptr(),
+                acc_rs,
+            )
+        };
+        for co in 0..CO {
+            for p in 0..acc_rs {
+                let at = co * acc_rs + p;
+                if p >= PX {
+                    assert_eq!(acc[at], before[at], "column {p} past the tile was written");
+                    continue;
+                }
+                let (mut sum, mut mag) = (before[at] as f64, before[at].abs() as f64);
+                for ci in 0..kc {
+                    for (t, &o) in offsets.iter().enumerate() {
+                        let term = w[(ci * offsets.len() + t) * CO + co] as f64
+                            * x[ci * plane + o + p] as f64;
+                        sum += term;
+                        mag += term.abs();
+                    }
+                }
+                let d = (acc[at] as f64 - sum).abs();
+                assert!(
+                    d <= 1e-5 * mag,
+                    "channel {co}, position {p}: {} vs {sum}",
+                    acc[at]
+                );
+            }
+        }
+    }
+
+    /// The laid-out weights hold `w[co, ci, kh, kw]` at `[co / CO][ci][kh · k + kw][co % CO]`,
+    /// with zeros for the channels that pad the last tile.
+    #[test]
+    fn weight_layout_is_tile_major() {
+        let (c_out, c_in, k) = (11, 3, 3);
+        let w = pseudo(c_out * c_in * k * k, 4);
+        let t = Tensor::from_vec(w.clone(), (c_out, c_in, k, k), &Device::Cpu).unwrap();
+        let laid = layout_weight(&t).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(laid.len(), 2 * CO * c_in * k * k);
+        for (i, v) in laid.iter().enumerate() {
+            let (lane, tap, ci, grp) = (
+                i % CO,
+                (i / CO) % (k * k),
+                (i / (CO * k * k)) % c_in,
+                i / (CO * k * k * c_in),
+            );
+            let co = grp * CO + lane;
+            let want = if co < c_out {
+                w[((co * c_in + ci) * k * k) + tap]
+            } else {
+                0.0
+            };
+            assert_eq!(*v, want, "element {i}");
+        }
+    }
+}

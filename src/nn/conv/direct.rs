@@ -110,17 +110,9 @@ pub(super) unsafe fn tile(
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
+    use super::super::tests::pseudo;
     use super::*;
     use candle_core::Device;
-
-    fn pseudo(n: usize, seed: u64) -> Vec<f32> {
-        (0..n as u64)
-            .map(|i| {
-                let z = crate::nn::synthetic::splitmix64(seed.wrapping_add(i));
-                (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
 
     /// One tile against its sum written out term by term in f64: within 1e-5 of the sum of
     /// the terms' magnitudes (f32 rounding of 45 products and sums, taken in another order).

@@ -3,7 +3,8 @@
 use super::*;
 use candle_core::Device;
 
-fn pseudo(n: usize, seed: u64) -> Vec<f32> {
+/// `n` values in [−0.5, 0.5) from `seed`.
+pub(super) fn pseudo(n: usize, seed: u64) -> Vec<f32> {
     (0..n as u64)
         .map(|i| {
             let z = crate::nn::synthetic::splitmix64(seed.wrapping_add(i));

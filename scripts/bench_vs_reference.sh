@@ -62,13 +62,7 @@ models=${DEVA_MODELS:-$HOME/.cache/deva/models}
 frames_dir="$data/davis16/JPEGImages/480p/blackswan"
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 
-venv=${DEVA_REF_VENV:-$root/target/bench-venv}
-if [ ! -x "$venv/bin/python" ]; then
-    echo "creating the reference environment in $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet torch onnxruntime opencv-python-headless transformers \
-        pillow numpy pulp
-fi
+venv=$(bash "$root/scripts/ref_venv.sh")
 py="$venv/bin/python"
 
 work=$(mktemp -d)

@@ -12,7 +12,7 @@ needs no Python.
 Reference file used while developing the loader (not committed; weights are never
 committed):
 
-    /work/venv-ref/bin/python tests/make_mask2former_d2_pkl.py \
+    "$(bash scripts/ref_venv.sh)"/bin/python tests/make_mask2former_d2_pkl.py \
         $DEVA_FIXTURES/mask2former/model.safetensors /tmp/m2f_fixture_d2.pkl
 """
 

@@ -28,7 +28,7 @@ as state dicts of real models may. ``args`` is the real ReferFormer argument par
 Namespace (``opts.get_args_parser`` of a wjn922/ReferFormer checkout given by --referformer),
 with the attributes main.py and ``init_distributed_mode`` add.
 
-    /work/venv-ref/bin/python tests/oracle/checkpoints/make_training_checkpoints.py \
+    "$(bash scripts/ref_venv.sh)"/bin/python tests/oracle/checkpoints/make_training_checkpoints.py \
         --referformer /path/to/ReferFormer --out tests/data/training_checkpoints
 """
 

@@ -13,7 +13,7 @@ Every case ``i`` stores ``{i}.x``, ``{i}.offset``, ``{i}.mask`` (absent: unmodul
 ``{i}.weight``, ``{i}.bias``, ``{i}.out`` and ``{i}.geometry`` = [stride, padding, dilation,
 deformable groups] (int64). The test reads every size from the file.
 
-    /work/venv-ref/bin/python tests/oracle/deform_conv/make_fixture.py \
+    "$(bash scripts/ref_venv.sh torchvision)"/bin/python tests/oracle/deform_conv/make_fixture.py \
         --out tests/data/deform_conv/cases.safetensors [--seed 0]
 """
 

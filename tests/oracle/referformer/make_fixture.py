@@ -62,7 +62,8 @@ def parse_args():
     p.add_argument("--backbone", choices=["resnet50", "swin", "video_swin"], default="resnet50")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--referformer-src", type=Path, required=True)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("DEVA_DATA", "/work/shared/data")))
+    beside_repo = Path(__file__).resolve().parents[4] / "shared" / "data"
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("DEVA_DATA", beside_repo)))
     p.add_argument("--size", type=int, default=96, help="shorter side of the model input")
     return p.parse_args()
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the official ReferFormer code needs beyond the reference venv.
+# Prepares the Python for the ReferFormer oracle: the project's reference environment
+# (scripts/ref_venv.sh; DEVA_REF_VENV names another) plus what the official code imports beyond
+# it. Prints the environment's path.
 set -euo pipefail
-VENV=${VENV:-/work/venv-ref}
-"$VENV/bin/pip" install einops
+bash "$(dirname "$0")/../../../scripts/ref_venv.sh" einops torchvision timm

@@ -5,7 +5,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::conv::{Conv2d, ConvShape, ConvWeights};
+use super::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::error::Result;
 
 /// A fully connected layer `y = x Wᵀ + b`.
@@ -48,12 +48,13 @@ impl SplitConv {
         c_group: usize,
         c_out: usize,
         k: usize,
+        kernel: ConvKernel,
     ) -> Result<Self> {
         let full = ConvWeights::load(vb, ConvShape::same(c_image + c_group, c_out, k))?;
         let (image, group) = full.split_input(c_image)?;
         Ok(SplitConv {
-            image: Conv2d::new(image)?,
-            group: Conv2d::new(group)?,
+            image: Conv2d::new(image, kernel)?,
+            group: Conv2d::new(group, kernel)?,
         })
     }
 
@@ -76,17 +77,17 @@ pub struct GroupResBlock {
 
 impl GroupResBlock {
     /// Loads `downsample` (when the widths differ), `conv1` and `conv2` under `vb`.
-    pub fn load(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, c_in: usize, c_out: usize, kernel: ConvKernel) -> Result<Self> {
+        let conv = |name: &str, c_in, k| {
+            Conv2d::load(&vb.pp(name), ConvShape::same(c_in, c_out, k), kernel)
+        };
         let downsample = if c_in != c_out {
-            Some(Conv2d::load(
-                &vb.pp("downsample"),
-                ConvShape::same(c_in, c_out, 1),
-            )?)
+            Some(conv("downsample", c_in, 1)?)
         } else {
             None
         };
-        let conv1 = Conv2d::load(&vb.pp("conv1"), ConvShape::same(c_in, c_out, 3))?;
-        let conv2 = Conv2d::load(&vb.pp("conv2"), ConvShape::same(c_out, c_out, 3))?;
+        let conv1 = conv("conv1", c_in, 3)?;
+        let conv2 = conv("conv2", c_out, 3)?;
         Ok(GroupResBlock {
             conv1,
             conv2,
@@ -117,7 +118,7 @@ pub struct Cbam {
 
 impl Cbam {
     /// Loads `ChannelGate.mlp.{1,3}` and `SpatialGate.spatial.conv` under `vb`.
-    pub fn load(vb: &VarBuilder, channels: usize) -> Result<Self> {
+    pub fn load(vb: &VarBuilder, channels: usize, kernel: ConvKernel) -> Result<Self> {
         let mid = channels / 16;
         let mlp = vb.pp("ChannelGate").pp("mlp");
         Ok(Cbam {
@@ -126,6 +127,7 @@ impl Cbam {
             spatial: Conv2d::load(
                 &vb.pp("SpatialGate").pp("spatial").pp("conv"),
                 ConvShape::same(2, 1, 7),
+                kernel,
             )?,
         })
     }
@@ -169,13 +171,16 @@ impl FusionBlock {
         c_group: usize,
         c_mid: usize,
         c_out: usize,
+        kernel: ConvKernel,
     ) -> Result<Self> {
         let b1 = vb.pp("block1");
-        let downsample = SplitConv::load(&b1.pp("downsample"), c_image, c_group, c_mid, 1)?;
-        let conv1 = SplitConv::load(&b1.pp("conv1"), c_image, c_group, c_mid, 3)?;
-        let conv2 = Conv2d::load(&b1.pp("conv2"), ConvShape::same(c_mid, c_mid, 3))?;
-        let attention = Cbam::load(&vb.pp("attention"), c_mid)?;
-        let block2 = GroupResBlock::load(&vb.pp("block2"), c_mid, c_out)?;
+        let split =
+            |name: &str, k| SplitConv::load(&b1.pp(name), c_image, c_group, c_mid, k, kernel);
+        let downsample = split("downsample", 1)?;
+        let conv1 = split("conv1", 3)?;
+        let conv2 = Conv2d::load(&b1.pp("conv2"), ConvShape::same(c_mid, c_mid, 3), kernel)?;
+        let attention = Cbam::load(&vb.pp("attention"), c_mid, kernel)?;
+        let block2 = GroupResBlock::load(&vb.pp("block2"), c_mid, c_out, kernel)?;
         Ok(FusionBlock {
             downsample,
             conv1,

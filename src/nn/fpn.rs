@@ -7,7 +7,8 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use super::conv::{Conv2d, ConvShape};
+use super::act::Activation;
+use super::conv::{Conv2d, ConvKernel, ConvShape};
 use crate::error::{Error, Result};
 
 /// The pyramid's extra P6/P7 levels (`top_block.p6`, `top_block.p7`, stride 2 each).
@@ -36,13 +37,14 @@ pub struct Fpn {
 
 impl Fpn {
     /// Loads the pyramid for inputs of `in_channels` (finest first) whose finest stride is
-    /// `2^first_stage`, with `out_channels`, and the `top` block.
+    /// `2^first_stage`, with `out_channels`, and the `top` block, computed by `kernel`.
     pub fn load(
         vb: &VarBuilder,
         in_channels: &[usize],
         first_stage: usize,
         out_channels: usize,
         top: TopBlock,
+        kernel: ConvKernel,
     ) -> Result<Self> {
         let mut levels = Vec::with_capacity(in_channels.len());
         for (i, &c) in in_channels.iter().enumerate() {
@@ -51,10 +53,12 @@ impl Fpn {
                 Conv2d::load(
                     &vb.pp(format!("fpn_lateral{s}")),
                     ConvShape::same(c, out_channels, 1),
+                    kernel,
                 )?,
                 Conv2d::load(
                     &vb.pp(format!("fpn_output{s}")),
                     ConvShape::same(out_channels, out_channels, 3),
+                    kernel,
                 )?,
             ));
         }
@@ -71,10 +75,12 @@ impl Fpn {
                     Conv2d::load(
                         &t.pp("p6"),
                         ConvShape::same(c_last, out_channels, 3).with_stride(2),
+                        kernel,
                     )?,
                     Conv2d::load(
                         &t.pp("p7"),
                         ConvShape::same(out_channels, out_channels, 3).with_stride(2),
+                        kernel,
                     )?,
                 ))
             }
@@ -100,12 +106,13 @@ impl Fpn {
         let mut out = vec![None; features.len()];
         let mut prev: Option<Tensor> = None;
         for (i, ((lateral, output), x)) in self.levels.iter().zip(features).enumerate().rev() {
-            let lat = lateral.forward(x)?;
+            // The lateral convolution adds the upsampled coarser level in its output pass.
             let merged = match prev {
-                None => lat,
+                None => lateral.forward(x)?,
                 Some(p) => {
                     let (_, _, h, w) = p.dims4()?;
-                    (lat + p.upsample_nearest2d(2 * h, 2 * w)?)?
+                    let up = p.upsample_nearest2d(2 * h, 2 * w)?;
+                    lateral.forward_with(&[x], Activation::Identity, Some(&up))?
                 }
             };
             out[i] = Some(output.forward(&merged)?);

@@ -28,7 +28,7 @@ pub use dtype::TensorDType;
 pub use synthetic::TensorSpec;
 pub use weights::Weights;
 
-use candle_core::{CpuStorage, Device, Layout};
+use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 
 /// The f32 values of a custom op's contiguous CPU operand.
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -36,6 +36,28 @@ pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
         None => candle_core::bail!("custom op: operand is not contiguous"),
     }
+}
+
+/// Runs `f` on the f32 values of contiguous CPU tensors, borrowed from their storage.
+pub(crate) fn with_host_slices<R>(
+    ts: &[&Tensor],
+    f: impl FnOnce(&[&[f32]]) -> crate::Result<R>,
+) -> crate::Result<R> {
+    let owned: Vec<Tensor> = ts
+        .iter()
+        .map(|t| Ok(t.to_dtype(DType::F32)?.contiguous()?))
+        .collect::<crate::Result<_>>()?;
+    let guards: Vec<_> = owned.iter().map(Tensor::storage_and_layout).collect();
+    let slices = guards
+        .iter()
+        .map(|(storage, layout)| match &**storage {
+            Storage::Cpu(s) => Ok(contiguous_f32(s, layout)?),
+            _ => Err(crate::Error::invalid(
+                "host memory read on a non-CPU tensor",
+            )),
+        })
+        .collect::<crate::Result<Vec<&[f32]>>>()?;
+    f(&slices)
 }
 
 /// Largest absolute difference between two tensors of one shape (tests).

@@ -59,6 +59,8 @@ impl CustomOp1 for MaxPool2Ceil {
         out.par_chunks_mut((oh * ow).max(1))
             .zip(x.par_chunks((h * w).max(1)))
             .for_each(|(dst, src)| {
+                // The maximum of the two rows first (a vectorisable pass), then of column pairs.
+                let mut both = vec![0f32; w];
                 for (oy, drow) in dst.chunks_mut(ow).enumerate() {
                     let r0 = &src[2 * oy * w..(2 * oy + 1) * w];
                     let r1 = if 2 * oy + 1 < h {
@@ -66,9 +68,11 @@ impl CustomOp1 for MaxPool2Ceil {
                     } else {
                         r0
                     };
-                    for (ox, d) in drow.iter_mut().enumerate() {
-                        let x1 = (2 * ox + 1).min(w - 1);
-                        *d = r0[2 * ox].max(r0[x1]).max(r1[2 * ox]).max(r1[x1]);
+                    for ((m, a), b) in both.iter_mut().zip(r0).zip(r1) {
+                        *m = a.max(*b);
+                    }
+                    for (d, pair) in drow.iter_mut().zip(both.chunks(2)) {
+                        *d = pair.iter().copied().fold(pair[0], f32::max);
                     }
                 }
             });
@@ -128,11 +132,23 @@ impl CustomOp1 for ResizeBilinear {
         out.par_chunks_mut((oh * ow).max(1))
             .zip(x.par_chunks((h * w).max(1)))
             .for_each(|(dst, src)| {
+                // Input rows interpolated along x (in f64), kept for the next output rows
+                // that read them: each is computed once instead of once per output row.
+                let mut rows = [(usize::MAX, vec![0f64; ow]), (usize::MAX, vec![0f64; ow])];
                 for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(&ys) {
-                    let (r0, r1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);
-                    for (d, &(x0, x1, wx)) in drow.iter_mut().zip(&xs) {
-                        let top = r0[x0] as f64 * (1.0 - wx) + r0[x1] as f64 * wx;
-                        let bottom = r1[x0] as f64 * (1.0 - wx) + r1[x1] as f64 * wx;
+                    for y in [y0, y1] {
+                        if rows[0].0 != y && rows[1].0 != y {
+                            // The slot that holds neither needed row.
+                            let slot = usize::from(rows[0].0 == y0 || rows[0].0 == y1);
+                            let r = &src[y * w..(y + 1) * w];
+                            for (v, &(x0, x1, wx)) in rows[slot].1.iter_mut().zip(&xs) {
+                                *v = r[x0] as f64 * (1.0 - wx) + r[x1] as f64 * wx;
+                            }
+                            rows[slot].0 = y;
+                        }
+                    }
+                    let row = |y: usize| &rows[usize::from(rows[0].0 != y)].1;
+                    for ((d, top), bottom) in drow.iter_mut().zip(row(y0)).zip(row(y1)) {
                         *d = (top * (1.0 - wy) + bottom * wy) as f32;
                     }
                 }

@@ -16,7 +16,8 @@
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
-use super::conv::{Conv2d, ConvShape, ConvWeights};
+use super::act::Activation;
+use super::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use super::deform_conv::DeformConv2d;
 use super::weights::Weights;
 use crate::error::Result;
@@ -108,13 +109,19 @@ struct DeformLayer {
 
 impl DeformLayer {
     /// `conv2_offset` and `conv2` (+ `conv2.norm`) of the block at `vb`.
-    fn load(vb: &VarBuilder, shape: ConvShape, deform: Deform, layout: Layout) -> Result<Self> {
+    fn load(
+        vb: &VarBuilder,
+        shape: ConvShape,
+        deform: Deform,
+        layout: Layout,
+        kernel: ConvKernel,
+    ) -> Result<Self> {
         let taps = shape.k * shape.k * deform.groups;
         let offset_shape = ConvShape {
             c_out: if deform.modulated { 3 * taps } else { 2 * taps },
             ..shape
         };
-        let offset = Conv2d::load(&vb.pp("conv2_offset"), offset_shape)?;
+        let offset = Conv2d::load(&vb.pp("conv2_offset"), offset_shape, kernel)?;
         let (conv, bn) = layout.conv_bn(vb, 2);
         let w = ConvWeights::load_with_batch_norm(&conv, &bn, shape)?;
         Ok(DeformLayer {
@@ -144,10 +151,19 @@ enum Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The layer followed by ReLU.
+    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Layer::Plain(c) => c.forward(x),
-            Layer::Deformable(d) => d.forward(x),
+            Layer::Plain(c) => c.forward_relu(x),
+            Layer::Deformable(d) => Ok(d.forward(x)?.relu()?),
+        }
+    }
+
+    /// `relu(layer(x) + skip)`.
+    fn forward_add_relu(&self, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        match self {
+            Layer::Plain(c) => c.forward_add_act(x, skip, Activation::Relu),
+            Layer::Deformable(d) => Ok((d.forward(x)? + skip)?.relu()?),
         }
     }
 }
@@ -160,6 +176,7 @@ struct Block {
 }
 
 impl Block {
+    #[allow(clippy::too_many_arguments)]
     fn load(
         vb: VarBuilder,
         kind: BlockKind,
@@ -168,6 +185,7 @@ impl Block {
         stride: usize,
         layout: Layout,
         deform: Option<Deform>,
+        kernel: ConvKernel,
     ) -> Result<Self> {
         let out = planes * kind.expansion();
         let (s1, s3) = if layout.stride_in_1x1() {
@@ -191,11 +209,11 @@ impl Block {
             let layer = match deform {
                 // The bottleneck's 3×3 convolution.
                 Some(d) if kind == BlockKind::Bottleneck && i == 1 => {
-                    Layer::Deformable(DeformLayer::load(&vb, shape, d, layout)?)
+                    Layer::Deformable(DeformLayer::load(&vb, shape, d, layout, kernel)?)
                 }
                 _ => {
                     let (conv, bn) = layout.conv_bn(&vb, i + 1);
-                    Layer::Plain(Conv2d::load_with_batch_norm(&conv, &bn, shape)?)
+                    Layer::Plain(Conv2d::load_with_batch_norm(&conv, &bn, shape, kernel)?)
                 }
             };
             convs.push(layer);
@@ -206,6 +224,7 @@ impl Block {
                 &conv,
                 &bn,
                 ConvShape::same(c_in, out, 1).with_stride(stride),
+                kernel,
             )?)
         } else {
             None
@@ -217,14 +236,13 @@ impl Block {
         let (last, inner) = self.convs.split_last().expect("blocks have convolutions");
         let mut y = x.clone();
         for c in inner {
-            y = c.forward(&y)?.relu()?;
+            y = c.forward_relu(&y)?;
         }
-        let y = last.forward(&y)?;
         let skip = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
-        Ok((y + skip)?.relu()?)
+        last.forward_add_relu(&y, &skip)
     }
 }
 
@@ -235,7 +253,8 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Loads the blocks `0` … `count − 1` under `vb` (e.g. `layer2`), torchvision layout.
+    /// Loads the blocks `0` … `count − 1` under `vb` (e.g. `layer2`), torchvision layout,
+    /// computed by `kernel`.
     pub fn load(
         vb: VarBuilder,
         kind: BlockKind,
@@ -243,11 +262,14 @@ impl Stage {
         planes: usize,
         count: usize,
         stride: usize,
+        kernel: ConvKernel,
     ) -> Result<Self> {
-        Stage::load_layout(vb, kind, c_in, planes, count, stride, Layout::Torchvision)
+        let layout = Layout::Torchvision;
+        Stage::load_layout(vb, kind, c_in, planes, count, stride, layout, kernel)
     }
 
     /// [`load`](Self::load) with the keys and stride placement of `layout`.
+    #[allow(clippy::too_many_arguments)]
     pub fn load_layout(
         vb: VarBuilder,
         kind: BlockKind,
@@ -256,8 +278,9 @@ impl Stage {
         count: usize,
         stride: usize,
         layout: Layout,
+        kernel: ConvKernel,
     ) -> Result<Self> {
-        Stage::load_deformable(vb, kind, c_in, planes, count, stride, layout, None)
+        Stage::load_deformable(vb, kind, c_in, planes, count, stride, layout, None, kernel)
     }
 
     /// [`load_layout`](Self::load_layout) with deformable 3×3 convolutions in every
@@ -272,12 +295,14 @@ impl Stage {
         stride: usize,
         layout: Layout,
         deform: Option<Deform>,
+        kernel: ConvKernel,
     ) -> Result<Self> {
         let mut blocks = Vec::with_capacity(count);
         let mut c = c_in;
         for i in 0..count {
             let s = if i == 0 { stride } else { 1 };
-            blocks.push(Block::load(vb.pp(i), kind, c, planes, s, layout, deform)?);
+            let block = Block::load(vb.pp(i), kind, c, planes, s, layout, deform, kernel)?;
+            blocks.push(block);
             c = planes * kind.expansion();
         }
         Ok(Stage { blocks })
@@ -301,14 +326,20 @@ pub struct Stem {
 
 impl Stem {
     /// Loads `conv1` and `bn1` under `vb` for `c_in` input channels (64 out).
-    pub fn load(vb: &VarBuilder, c_in: usize) -> Result<Self> {
-        Stem::load_layout(vb, c_in, 64, Layout::Torchvision)
+    pub fn load(vb: &VarBuilder, c_in: usize, kernel: ConvKernel) -> Result<Self> {
+        Stem::load_layout(vb, c_in, 64, Layout::Torchvision, kernel)
     }
 
     /// Loads the stem with `c_out` channels in `layout`: `conv1` + `bn1` (torchvision),
     /// `conv1` + `conv1.norm` (detectron2, under its `stem`) or `convolution` +
     /// `normalization` (Hugging Face, under `embedder.embedder`).
-    pub fn load_layout(vb: &VarBuilder, c_in: usize, c_out: usize, layout: Layout) -> Result<Self> {
+    pub fn load_layout(
+        vb: &VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        layout: Layout,
+        kernel: ConvKernel,
+    ) -> Result<Self> {
         let (conv, bn) = match layout {
             Layout::HuggingFace => Layout::hf_conv_bn(vb),
             _ => layout.conv_bn(vb, 1),
@@ -317,6 +348,7 @@ impl Stem {
             &conv,
             &bn,
             ConvShape::same(c_in, c_out, 7).with_stride(2),
+            kernel,
         )?;
         Ok(Stem { conv })
     }
@@ -327,7 +359,7 @@ impl Stem {
     /// pool equals PyTorch's −∞ padding; this also covers DEVA's mask encoder, which pools
     /// before the ReLU.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward(x)?.relu()?;
+        let y = self.conv.forward_relu(x)?;
         let y = y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
         Ok(y.max_pool2d_with_stride(3, 2)?)
     }
@@ -422,8 +454,9 @@ impl Detectron2ResNetConfig {
 }
 
 impl Detectron2ResNet {
-    /// Loads `stem.*` and `res2.*` … `res5.*` under `vb` (detectron2's `bottom_up`).
-    pub fn load(vb: &VarBuilder, cfg: &Detectron2ResNetConfig) -> Result<Self> {
+    /// Loads `stem.*` and `res2.*` … `res5.*` under `vb` (detectron2's `bottom_up`), computed
+    /// by `kernel`.
+    pub fn load(vb: &VarBuilder, cfg: &Detectron2ResNetConfig, kernel: ConvKernel) -> Result<Self> {
         if cfg.res2_out_channels != 4 * cfg.width_per_group {
             return Err(crate::Error::Config(format!(
                 "resnet: res2_out_channels {} must be 4 × width_per_group {}",
@@ -433,7 +466,7 @@ impl Detectron2ResNet {
         let layout = Layout::Detectron2 {
             stride_in_1x1: cfg.stride_in_1x1,
         };
-        let stem = Stem::load_layout(&vb.pp("stem"), 3, cfg.stem_out_channels, layout)?;
+        let stem = Stem::load_layout(&vb.pp("stem"), 3, cfg.stem_out_channels, layout, kernel)?;
         let mut c_in = cfg.stem_out_channels;
         let mut stages = Vec::with_capacity(4);
         for (i, (count, out)) in cfg
@@ -456,6 +489,7 @@ impl Detectron2ResNet {
                 stride,
                 layout,
                 deform,
+                kernel,
             )?);
             c_in = out;
         }
@@ -480,6 +514,9 @@ mod tests {
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
+    /// The kernel of these tests (EntitySeg's, the one user of detectron2's layout).
+    const KERNEL: ConvKernel = ConvKernel::Direct;
+
     fn config(deform_on_per_stage: [bool; 4]) -> Detectron2ResNetConfig {
         Detectron2ResNetConfig {
             depth: 50,
@@ -501,7 +538,7 @@ mod tests {
         let dev = Device::Cpu;
         let vars = VarMap::new();
         let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
-        Detectron2ResNet::load(&vb, &config([false, true, false, false])).unwrap();
+        Detectron2ResNet::load(&vb, &config([false, true, false, false]), KERNEL).unwrap();
         let c = 1.3f64;
         for (name, var) in vars.data().lock().unwrap().iter() {
             let shape = var.shape().clone();
@@ -520,14 +557,15 @@ mod tests {
             };
             var.set(&t.unwrap()).unwrap();
         }
-        let deformable = Detectron2ResNet::load(&vb, &config([false, true, false, false])).unwrap();
+        let deformable =
+            Detectron2ResNet::load(&vb, &config([false, true, false, false]), KERNEL).unwrap();
         let s = 1.0 / (1.0 + (-c).exp());
         for (name, var) in vars.data().lock().unwrap().iter() {
             if name.starts_with("res3.") && name.ends_with("conv2.weight") {
                 var.set(&(var.as_tensor() * s).unwrap()).unwrap();
             }
         }
-        let plain = Detectron2ResNet::load(&vb, &config([false; 4])).unwrap();
+        let plain = Detectron2ResNet::load(&vb, &config([false; 4]), KERNEL).unwrap();
         let x = Tensor::randn(0f32, 1.0, (1, 3, 64, 48), &dev).unwrap();
         let (a, b) = (deformable.forward(&x).unwrap(), plain.forward(&x).unwrap());
         for (a, b) in a.iter().zip(&b) {
@@ -568,7 +606,7 @@ mod tests {
             };
             let vars = VarMap::new();
             let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
-            Detectron2ResNet::load(&vb.pp("backbone.bottom_up"), &want).unwrap();
+            Detectron2ResNet::load(&vb.pp("backbone.bottom_up"), &want, KERNEL).unwrap();
             let named = vars
                 .data()
                 .lock()

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::Result;
 use crate::nn::blocks::{FusionBlock, GroupResBlock};
-use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
+use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::resample::{area_downsample, upsample_bilinear};
 use crate::nn::resnet::{BlockKind, Stage, Stem};
 
@@ -23,6 +23,9 @@ pub const VALUE_DIM: usize = 512;
 const PIX_FEAT_DIM: usize = 512;
 /// Clamp of the soft aggregation.
 const AGGREGATE_EPS: f64 = 1e-7;
+/// The kernel of every convolution of the network: matrix products, the summation order that
+/// the parity fixtures hold the memory readout's top-k selection (near-tied affinities) to.
+const CONV: ConvKernel = ConvKernel::Products;
 
 /// Image features of one frame (`encode_image`), plus the decoder's projections of the
 /// skip features, which depend only on the image.
@@ -83,7 +86,7 @@ impl PixelEncoder {
     /// `proj2`).
     fn load(vb: &VarBuilder) -> Result<Self> {
         use BlockKind::Bottleneck;
-        let stem = Stem::load(vb, 3)?;
+        let stem = Stem::load(vb, 3, CONV)?;
         let res2 = Stage::load(
             vb.pp("res2"),
             Bottleneck,
@@ -91,14 +94,15 @@ impl PixelEncoder {
             /* planes */ 64,
             3,
             /* stride */ 1,
+            CONV,
         )?;
-        let layer2 = Stage::load(vb.pp("layer2"), Bottleneck, 256, 128, 4, 2)?;
-        let layer3 = Stage::load(vb.pp("layer3"), Bottleneck, 512, 256, 6, 2)?;
+        let layer2 = Stage::load(vb.pp("layer2"), Bottleneck, 256, 128, 4, 2, CONV)?;
+        let layer3 = Stage::load(vb.pp("layer3"), Bottleneck, 512, 256, 6, 2, CONV)?;
         let shape = ConvShape::same(1024, PIX_FEAT_DIM, 1);
         let proj1 = ConvWeights::load(&vb.pp("proj1"), shape)?;
         let proj2 = ConvWeights::load(&vb.pp("proj2"), shape)?;
         // Stacked: one 1×1 convolution computes both projections of layer3.
-        let proj = Conv2d::new(ConvWeights::stack(&[proj1, proj2])?)?;
+        let proj = Conv2d::new(ConvWeights::stack(&[proj1, proj2])?, CONV)?;
         Ok(PixelEncoder {
             stem,
             res2,
@@ -137,7 +141,7 @@ impl MaskEncoder {
     /// `sensory_update`).
     fn load(vb: &VarBuilder) -> Result<Self> {
         use BlockKind::Basic;
-        let stem = Stem::load(vb, 4)?;
+        let stem = Stem::load(vb, 4, CONV)?;
         let layers = [
             Stage::load(
                 vb.pp("layer1"),
@@ -146,9 +150,10 @@ impl MaskEncoder {
                 /* planes */ 64,
                 2,
                 /* stride */ 1,
+                CONV,
             )?,
-            Stage::load(vb.pp("layer2"), Basic, 64, 128, 2, 2)?,
-            Stage::load(vb.pp("layer3"), Basic, 128, 256, 2, 2)?,
+            Stage::load(vb.pp("layer2"), Basic, 64, 128, 2, 2, CONV)?,
+            Stage::load(vb.pp("layer3"), Basic, 128, 256, 2, 2, CONV)?,
         ];
         let fuser = FusionBlock::load(
             &vb.pp("fuser"),
@@ -156,10 +161,12 @@ impl MaskEncoder {
             /* c_group */ 256,
             /* c_mid */ VALUE_DIM,
             /* c_out */ VALUE_DIM,
+            CONV,
         )?;
         let sensory_transform = Conv2d::load(
             &vb.pp("sensory_update").pp("transform"),
             ConvShape::same(2 * VALUE_DIM, 3 * VALUE_DIM, 3),
+            CONV,
         )?;
         Ok(MaskEncoder {
             stem,
@@ -209,7 +216,7 @@ impl KeyProjection {
         let selection = conv("e_proj", KEY_DIM)?;
         // Stacked: one 3×3 convolution computes key, shrinkage and selection.
         Ok(KeyProjection {
-            conv: Conv2d::new(ConvWeights::stack(&[key, shrinkage, selection])?)?,
+            conv: Conv2d::new(ConvWeights::stack(&[key, shrinkage, selection])?, CONV)?,
         })
     }
 
@@ -243,21 +250,25 @@ impl MaskDecoder {
     /// Loads `mask_decoder`.
     fn load(vb: &VarBuilder) -> Result<Self> {
         let v = VALUE_DIM;
-        let fuser = FusionBlock::load(&vb.pp("fuser"), PIX_FEAT_DIM, v, v, v)?;
-        let c1 = |vb: VarBuilder, c_in, c_out| Conv2d::load(&vb, ConvShape::same(c_in, c_out, 1));
+        let fuser = FusionBlock::load(&vb.pp("fuser"), PIX_FEAT_DIM, v, v, v, CONV)?;
+        let c1 =
+            |vb: VarBuilder, c_in, c_out| Conv2d::load(&vb, ConvShape::same(c_in, c_out, 1), CONV);
         let sensory_compress = c1(vb.pp("sensory_compress"), v + 1, v)?;
         let update = vb.pp("sensory_update");
         let g16 = c1(update.pp("g16_conv"), v, v)?;
         let g8 = c1(update.pp("g8_conv"), 256, v)?;
         let g4 = c1(update.pp("g4_conv"), 257, v)?;
-        let sensory_transform =
-            Conv2d::load(&update.pp("transform"), ConvShape::same(2 * v, 3 * v, 3))?;
+        let sensory_transform = Conv2d::load(
+            &update.pp("transform"),
+            ConvShape::same(2 * v, 3 * v, 3),
+            CONV,
+        )?;
         let transforms = vb.pp("decoder_feat_proc").pp("transforms");
         let proc8 = c1(transforms.pp("0"), 512, 512)?;
         let proc4 = c1(transforms.pp("1"), 256, 256)?;
-        let up_16_8 = GroupResBlock::load(&vb.pp("up_16_8").pp("out_conv"), v, 256)?;
-        let up_8_4 = GroupResBlock::load(&vb.pp("up_8_4").pp("out_conv"), 256, 256)?;
-        let pred = Conv2d::load(&vb.pp("pred"), ConvShape::same(256, 1, 3))?;
+        let up_16_8 = GroupResBlock::load(&vb.pp("up_16_8").pp("out_conv"), v, 256, CONV)?;
+        let up_8_4 = GroupResBlock::load(&vb.pp("up_8_4").pp("out_conv"), 256, 256, CONV)?;
+        let pred = Conv2d::load(&vb.pp("pred"), ConvShape::same(256, 1, 3), CONV)?;
         // Training-only auxiliary head: part of the checkpoint, checked but unused here.
         let aux = vb.pp("sensory_linear_pred").pp("projection");
         aux.get((v + 1, v, 1, 1), "weight")?;

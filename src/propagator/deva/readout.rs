@@ -4,11 +4,11 @@
 //! CPU it runs the host kernels of this module on the tensors' memory, elsewhere candle
 //! operations with the same formulas.
 
-use candle_core::{DType, Storage, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::network::KEY_DIM;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::linalg::{gemm_acc, MatRef};
 
 /// Query rows processed together (bounds the similarity buffer to `rows × tokens`).
@@ -314,23 +314,6 @@ pub fn read(
     }
 }
 
-/// Runs `f` on the f32 values of contiguous CPU tensors, borrowed from their storage.
-fn with_host_slices<R>(ts: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> Result<R> {
-    let owned: Vec<Tensor> = ts
-        .iter()
-        .map(|t| Ok(t.to_dtype(DType::F32)?.contiguous()?))
-        .collect::<Result<_>>()?;
-    let guards: Vec<_> = owned.iter().map(Tensor::storage_and_layout).collect();
-    let slices = guards
-        .iter()
-        .map(|(storage, layout)| match &**storage {
-            Storage::Cpu(s) => Ok(crate::nn::contiguous_f32(s, layout)?),
-            _ => Err(Error::invalid("host memory read on a non-CPU tensor")),
-        })
-        .collect::<Result<Vec<&[f32]>>>()?;
-    f(&slices)
-}
-
 fn read_host(
     key: &Tensor,
     selection: &Tensor,
@@ -343,7 +326,7 @@ fn read_host(
         all.extend([s.key, s.shrinkage]);
     }
     all.extend(values.iter().flatten().copied());
-    with_host_slices(&all, |sl| {
+    crate::nn::with_host_slices(&all, |sl| {
         let query = Query::new(sl[0], sl[1]);
         let key_sets: Vec<KeySet> = sl[2..2 + 2 * sets.len()]
             .chunks(2)

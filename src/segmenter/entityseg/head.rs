@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::{GroupNorm, Module, VarBuilder};
 
 use super::config::EntitySegConfig;
+use super::CONV;
 use crate::error::Result;
 use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
 
@@ -33,7 +34,7 @@ fn tower(vb: &VarBuilder, count: usize, c: usize) -> Result<Vec<ConvGn>> {
     (0..count)
         .map(|i| {
             Ok(ConvGn {
-                conv: Conv2d::load(&vb.pp(3 * i), ConvShape::same(c, c, 3))?,
+                conv: Conv2d::load(&vb.pp(3 * i), ConvShape::same(c, c, 3), CONV)?,
                 norm: candle_nn::group_norm(GN_GROUPS, c, GN_EPS, vb.pp(3 * i + 1))?,
             })
         })
@@ -83,10 +84,8 @@ impl EntityHead {
         let c = cfg.fpn_out_channels;
         let f = &cfg.fcos;
         let no_bias = |name: &str, c_out: usize| -> Result<Conv2d> {
-            Conv2d::new(ConvWeights::load_without_bias(
-                &det.pp(name),
-                ConvShape::same(c, c_out, 3),
-            )?)
+            let w = ConvWeights::load_without_bias(&det.pp(name), ConvShape::same(c, c_out, 3))?;
+            Conv2d::new(w, CONV)
         };
         let scales = (0..f.fpn_strides.len())
             .map(|l| {
@@ -101,10 +100,10 @@ impl EntityHead {
                 let vb = kh.pp(format!("kernel_head_head_{}", k + 1));
                 let c_in = if k == 0 { c + 2 } else { dim };
                 Ok(ConvGn {
-                    conv: Conv2d::new(ConvWeights::load_without_bias(
-                        &vb,
-                        ConvShape::same(c_in, dim, 3),
-                    )?)?,
+                    conv: Conv2d::new(
+                        ConvWeights::load_without_bias(&vb, ConvShape::same(c_in, dim, 3))?,
+                        CONV,
+                    )?,
                     norm: candle_nn::group_norm(GN_GROUPS, dim, GN_EPS, vb.pp("norm"))?,
                 })
             })
@@ -113,7 +112,7 @@ impl EntityHead {
             share: tower(&det.pp("share_tower"), f.num_share_convs, c)?,
             cls: tower(&det.pp("cls_tower"), f.num_cls_convs, c)?,
             bbox: tower(&det.pp("bbox_tower"), f.num_box_convs, c)?,
-            cls_logits: Conv2d::load(&det.pp("cls_logits"), ConvShape::same(c, 1, 3))?,
+            cls_logits: Conv2d::load(&det.pp("cls_logits"), ConvShape::same(c, 1, 3), CONV)?,
             bbox_pred: no_bias("bbox_pred", 4)?,
             ctrness: no_bias("ctrness", 1)?,
             scales,
@@ -121,6 +120,7 @@ impl EntityHead {
             controller_out: Conv2d::load(
                 &ctrl.pp("out_conv"),
                 ConvShape::same(dim, cfg.num_dynamic_params(), 3),
+                CONV,
             )?,
         })
     }

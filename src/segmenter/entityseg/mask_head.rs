@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{EntitySegConfig, SIZES_OF_INTEREST};
+use super::CONV;
 use crate::error::{Error, Result};
 use crate::nn::conv::{Conv2d, ConvShape};
 
@@ -30,6 +31,7 @@ impl MaskBranch {
                 &vb.pp("0"),
                 &vb.pp("1"),
                 ConvShape::same(c_in, m.channels, 3),
+                CONV,
             )
         };
         let refine = (0..3)
@@ -41,6 +43,7 @@ impl MaskBranch {
         let out = Conv2d::load(
             &vb.pp("tower").pp(m.num_convs),
             ConvShape::same(m.channels, m.out_channels, 1),
+            CONV,
         )?;
         Ok(MaskBranch { refine, tower, out })
     }
@@ -49,7 +52,7 @@ impl MaskBranch {
     pub fn forward(&self, p3_to_p5: &[Tensor]) -> Result<Tensor> {
         let mut x: Option<Tensor> = None;
         for (conv, f) in self.refine.iter().zip(p3_to_p5) {
-            let y = conv.forward(f)?.relu()?;
+            let y = conv.forward_relu(f)?;
             x = Some(match x {
                 None => y,
                 Some(x) => {
@@ -60,7 +63,7 @@ impl MaskBranch {
         }
         let mut x = x.ok_or_else(|| Error::invalid("mask branch: no input levels"))?;
         for conv in &self.tower {
-            x = conv.forward(&x)?.relu()?;
+            x = conv.forward_relu(&x)?;
         }
         self.out.forward(&x)
     }

@@ -40,6 +40,10 @@ pub mod model;
 pub mod postprocess;
 mod segmenter;
 
+/// The kernel of the network's convolutions: the direct one (the parity tests of
+/// `tests/entityseg.rs` hold within their fixtures' tolerances with it).
+const CONV: crate::nn::conv::ConvKernel = crate::nn::conv::ConvKernel::Direct;
+
 pub use config::EntitySegConfig;
 pub use model::EntitySeg;
 pub use segmenter::{EntitySegSegmenter, EntitySegSpec};

@@ -12,6 +12,7 @@ use super::config::EntitySegConfig;
 use super::head::{EntityHead, LevelOutput};
 use super::mask_head::{DynamicMaskHead, Entities, MaskBranch};
 use super::postprocess::{entities, proposals, EntityMap, Proposals, Sizes};
+use super::CONV;
 use crate::error::{Error, Result};
 use crate::nn::fpn::{Fpn, TopBlock};
 use crate::nn::resnet::Detectron2ResNet;
@@ -87,7 +88,7 @@ impl EntitySeg {
         // the Swin one (`build_retinanet_swin_fpn_backbone`) reads p5.
         let (bottom_up, channels, first_stage, top) = match &config.swin {
             None => (
-                BottomUp::ResNet(Detectron2ResNet::load(&bottom, &config.resnet)?),
+                BottomUp::ResNet(Detectron2ResNet::load(&bottom, &config.resnet, CONV)?),
                 config.resnet.out_channels().to_vec(),
                 2,
                 TopBlock::FromInput,
@@ -113,6 +114,7 @@ impl EntitySeg {
                 first_stage,
                 config.fpn_out_channels,
                 top,
+                CONV,
             )?,
             head: EntityHead::load(
                 &vb.pp("det_head").pp("fcos_head"),

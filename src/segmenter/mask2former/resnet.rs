@@ -8,7 +8,12 @@ use candle_nn::VarBuilder;
 
 use super::config::ResNetBackboneConfig;
 use crate::error::{Error, Result};
+use crate::nn::conv::ConvKernel;
 use crate::nn::resnet::{BlockKind, Layout, Stage, Stem};
+
+/// The kernel of the backbone's convolutions: the direct one (the parity tests of
+/// `tests/mask2former` hold within their fixtures' tolerances with it).
+const CONV: ConvKernel = ConvKernel::Direct;
 
 /// ResNet backbone returning the outputs of the four stages (strides 4, 8, 16, 32).
 #[derive(Debug, Clone)]
@@ -33,7 +38,13 @@ impl ResNetBackbone {
             )));
         }
         let layout = Layout::HuggingFace;
-        let stem = Stem::load_layout(&vb.pp("embedder.embedder"), 3, cfg.embedding_size, layout)?;
+        let stem = Stem::load_layout(
+            &vb.pp("embedder.embedder"),
+            3,
+            cfg.embedding_size,
+            layout,
+            CONV,
+        )?;
         let mut c_in = cfg.embedding_size;
         let mut stages = Vec::with_capacity(cfg.depths.len());
         for (s, (&depth, &c_out)) in cfg.depths.iter().zip(&cfg.hidden_sizes).enumerate() {
@@ -46,6 +57,7 @@ impl ResNetBackbone {
                 depth,
                 stride,
                 layout,
+                CONV,
             )?);
             c_in = c_out;
         }

@@ -10,6 +10,7 @@ use super::fpn::{sine_1d, CrossModalFpn, Fusion, Words};
 use super::text::Roberta;
 use super::transformer::DeformableTransformer;
 use crate::error::{Error, Result};
+use crate::nn::conv::ConvKernel;
 use crate::nn::mlp::Mlp;
 use crate::nn::resnet::{BlockKind, Stage, Stem};
 use crate::nn::swin::{Layout, SwinBackbone};
@@ -22,6 +23,9 @@ const PROJ_GROUPS: usize = 32;
 const MASK_STRIDE: usize = 4;
 /// Transformer feature levels the FPN is built for (3 backbone levels and one extra).
 const FEATURE_LEVELS: usize = 4;
+/// The kernel of the ResNet backbone's convolutions: the direct one (the parity tests of
+/// `tests/referformer.rs` hold within their fixtures' tolerances with it).
+const CONV: ConvKernel = ConvKernel::Direct;
 
 /// The torchvision ResNet body returning the stride 4, 8, 16 and 32 maps.
 #[derive(Debug, Clone)]
@@ -70,11 +74,12 @@ impl ResNetBody {
                 planes,
                 n,
                 stride,
+                CONV,
             )?);
             c_in = planes * 4;
         }
         Ok(ResNetBody {
-            stem: Stem::load(&vb, 3)?,
+            stem: Stem::load(&vb, 3, CONV)?,
             stages,
         })
     }

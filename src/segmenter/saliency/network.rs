@@ -15,11 +15,16 @@
 //! feed it, so a graph of another shape is an error naming the node, not a wrong result.
 
 use crate::error::{Error, Result};
-use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
+use crate::nn::act::Activation;
+use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::onnx::{Graph, Node};
 use crate::nn::resample::{max_pool2_ceil, resize_bilinear};
 use candle_core::{Device, Tensor};
 use std::path::Path;
+
+/// The kernel of the network's convolutions: the direct one (the parity tests of
+/// `tests/saliency.rs` hold within their fixtures' tolerances with it).
+const CONV: ConvKernel = ConvKernel::Direct;
 
 /// A convolution with folded batch norm (weight, bias), optionally followed by ReLU (fused:
 /// [`Conv2d`] lays the weights out once at load and adds bias and ReLU in its own pass).
@@ -103,7 +108,7 @@ impl ConvLayer {
             bias: Tensor::from_vec(b.to_f32()?, out_channels, device)
                 .map_err(|e| fail(e.to_string()))?,
         };
-        let conv = Conv2d::dilated(weights, dilation).map_err(|e| fail(e.to_string()))?;
+        let conv = Conv2d::dilated(weights, dilation, CONV).map_err(|e| fail(e.to_string()))?;
         Ok(ConvLayer {
             conv,
             in_channels,
@@ -117,11 +122,18 @@ impl ConvLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.relu {
-            self.conv.forward_relu(x)
+        self.forward_with(&[x], None)
+    }
+
+    /// The layer over the channel concatenation of `parts`, plus `residual` if given (after
+    /// the ReLU), without making the concatenation.
+    fn forward_with(&self, parts: &[&Tensor], residual: Option<&Tensor>) -> Result<Tensor> {
+        let act = if self.relu {
+            Activation::Relu
         } else {
-            self.conv.forward(x)
-        }
+            Activation::Identity
+        };
+        self.conv.forward_with(parts, act, residual)
     }
 }
 
@@ -248,8 +260,9 @@ impl Rsu {
         self.input.out_channels
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let residual = self.input.forward(x)?;
+    /// The block over the channel concatenation of `parts`.
+    fn forward(&self, parts: &[&Tensor]) -> Result<Tensor> {
+        let residual = self.input.forward_with(parts, None)?;
         let mut skips = Vec::with_capacity(self.encoders.len());
         let mut h = residual.clone();
         for (i, layer) in self.encoders.iter().enumerate() {
@@ -260,10 +273,12 @@ impl Rsu {
             skips.push(h.clone());
         }
         let mut d = self.bottom.forward(&h)?;
-        for (layer, skip) in self.decoders.iter().zip(skips.iter().rev()) {
-            d = layer.forward(&Tensor::cat(&[&upsample_like(&d, skip)?, skip], 1)?)?;
+        let last = self.decoders.len() - 1;
+        for (i, (layer, skip)) in self.decoders.iter().zip(skips.iter().rev()).enumerate() {
+            let up = upsample_like(&d, skip)?;
+            d = layer.forward_with(&[&up, skip], (i == last).then_some(&residual))?;
         }
-        Ok((d + residual)?)
+        Ok(d)
     }
 }
 
@@ -455,14 +470,14 @@ impl U2NetFamily {
             if i > 0 {
                 hx = max_pool2_ceil(&hx)?;
             }
-            hx = block.forward(&hx)?;
+            hx = block.forward(&[&hx])?;
             skips.push(hx.clone());
         }
         // Level features from the deepest up: the deepest encoder, then each decoder.
         let mut levels = vec![hx];
         for (block, skip) in self.decoders.iter().zip(skips.iter().rev().skip(1)) {
             let below = &levels[levels.len() - 1];
-            let d = block.forward(&Tensor::cat(&[&upsample_like(below, skip)?, skip], 1)?)?;
+            let d = block.forward(&[&upsample_like(below, skip)?, skip])?;
             levels.push(d);
         }
         levels.reverse();
@@ -474,7 +489,7 @@ impl U2NetFamily {
             .collect::<Result<Vec<_>>>()?;
         let fused = match &self.fuse {
             Some(f) => Some(candle_nn::ops::sigmoid(
-                &f.forward(&Tensor::cat(&logits, 1)?)?,
+                &f.forward_with(&logits.iter().collect::<Vec<_>>(), None)?,
             )?),
             None => None,
         };

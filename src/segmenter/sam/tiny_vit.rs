@@ -6,7 +6,7 @@
 use super::vit::{window_partition, window_unpartition};
 use crate::error::{Error, Result};
 use crate::nn::act::Activation;
-use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
+use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::dense::Dense;
 use crate::nn::depthwise::Depthwise;
 use crate::nn::window_attn::window_attention;
@@ -14,6 +14,10 @@ use crate::nn::Weights;
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 use candle_transformers::models::segment_anything::LayerNorm2d;
+
+/// The kernel of the network's convolutions: the direct one (the parity tests of
+/// `tests/minisam.rs` hold within their fixtures' tolerances with it).
+const CONV: ConvKernel = ConvKernel::Direct;
 
 /// Size of a TinyViT encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +152,7 @@ impl ConvBn {
                 stride,
             }
         } else {
-            ConvBn::Dense(Conv2d::new(w)?)
+            ConvBn::Dense(Conv2d::new(w, CONV)?)
         })
     }
 
@@ -427,15 +431,21 @@ impl TinyVit {
             stem1,
             stem2,
             stages,
-            neck_conv1: Conv2d::new(ConvWeights::load_without_bias(
-                &vb.pp("neck.0"),
-                ConvShape::same(last, c.out_chans, 1),
-            )?)?,
+            neck_conv1: Conv2d::new(
+                ConvWeights::load_without_bias(
+                    &vb.pp("neck.0"),
+                    ConvShape::same(last, c.out_chans, 1),
+                )?,
+                CONV,
+            )?,
             neck_ln1: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.1"))?,
-            neck_conv2: Conv2d::new(ConvWeights::load_without_bias(
-                &vb.pp("neck.2"),
-                ConvShape::same(c.out_chans, c.out_chans, 3),
-            )?)?,
+            neck_conv2: Conv2d::new(
+                ConvWeights::load_without_bias(
+                    &vb.pp("neck.2"),
+                    ConvShape::same(c.out_chans, c.out_chans, 3),
+                )?,
+                CONV,
+            )?,
             neck_ln2: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.3"))?,
         })
     }

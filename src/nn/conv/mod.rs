@@ -1,0 +1,433 @@
+//! 2-D convolution with square kernels, zero padding, stride 1 or 2 and optional dilation, as
+//! used by ResNets, DEVA's decoder and the U²-Net family, with a fast CPU path (bias, an
+//! optional activation and an optional residual added in the same pass).
+//!
+//! On the CPU the input is copied once into padded planes ([`planes`]), split into stride²
+//! phase planes, so that the tap (kh, kw) of every output pixel reads one contiguous run of its
+//! plane. The output is computed in blocks of whole rows ([`cpu`]). Each network chooses its
+//! [`ConvKernel`] when it loads its layers: the AVX-512 direct kernel ([`direct`]) multiplies
+//! the taps straight from the planes; matrix products multiply per tap over shifted views (or,
+//! for few input channels, once over a column buffer). The input may be given as several
+//! tensors whose channels are concatenated (no copy of the concatenation). Other devices use
+//! candle's `conv2d`.
+
+mod cpu;
+mod direct;
+mod planes;
+#[cfg(test)]
+mod tests;
+
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
+
+use self::cpu::CpuConv;
+use self::direct::CO;
+use super::act::Activation;
+use crate::error::Result;
+
+/// BatchNorm epsilon of PyTorch's default `BatchNorm2d`.
+const BN_EPS: f64 = 1e-5;
+
+/// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
+const COLUMN_BUFFER_MAX_K: usize = 256;
+/// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    /// On the CPU: laid out for the chosen [`Path`] (see there); otherwise PyTorch's
+    /// `[c_out, c_in, k, k]`.
+    weight: Tensor,
+    bias: Tensor,
+    geometry: Geometry,
+}
+
+/// Which CPU kernel a network's convolutions use, chosen by the network as it loads them.
+///
+/// Both compute the same convolution in another summation order, so their outputs differ in
+/// the last bits (about 1e-6 of their magnitude).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// Matrix products through `gemm` for every layer: the summation order that DEVA's parity
+    /// fixtures hold it to (its top-k memory readout turns last-bit differences of near-tied
+    /// affinities into other selections).
+    Products,
+    /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512
+    /// (matrix products elsewhere and for 1×1 stride-1 layers): about twice as fast on the
+    /// 16–64-channel 3×3 layers.
+    Direct,
+}
+
+/// How the CPU computes a convolution, with the weight layout it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// 1×1, stride 1, no padding: one matrix product, weight `[c_out, c_in]`.
+    Pointwise,
+    /// The AVX-512 direct kernel, weight as [`direct::layout_weight`] makes it.
+    Direct,
+    /// One product over a column buffer per block, weight `[c_out, c_in·k·k]`.
+    Columns,
+    /// One product per tap over shifted views, weight tap-major `[k·k, c_out, c_in]`.
+    Shifted,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    path: Path,
+}
+
+impl Geometry {
+    fn out_len(&self, len: usize) -> usize {
+        (len + 2 * self.pad - self.dilation * (self.k - 1) - 1) / self.stride + 1
+    }
+
+    /// How far (in plane elements of one row or column) the last tap reaches past the first.
+    fn reach(&self) -> usize {
+        (self.k - 1) * self.dilation / self.stride
+    }
+
+    /// The CPU path for this geometry with `kernel` on this machine.
+    fn choose_path(&self, kernel: ConvKernel) -> Path {
+        if self.k == 1 && self.stride == 1 && self.pad == 0 {
+            Path::Pointwise
+        } else if kernel == ConvKernel::Direct && self.c_out >= CO && direct::available() {
+            Path::Direct
+        } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
+            Path::Columns
+        } else {
+            Path::Shifted
+        }
+    }
+
+    /// Output channels of the accumulator (padded to whole tiles on the direct path).
+    fn acc_channels(&self) -> usize {
+        match self.path {
+            Path::Direct => self.c_out.div_ceil(CO) * CO,
+            _ => self.c_out,
+        }
+    }
+}
+
+/// Shape of a convolution: channels in and out, kernel size, stride, padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Input channels.
+    pub c_in: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Square kernel size.
+    pub k: usize,
+    /// Stride (1 or 2).
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub pad: usize,
+}
+
+impl ConvShape {
+    /// A stride-1 convolution with "same" padding (`k / 2`).
+    pub fn same(c_in: usize, c_out: usize, k: usize) -> Self {
+        ConvShape {
+            c_in,
+            c_out,
+            k,
+            stride: 1,
+            pad: k / 2,
+        }
+    }
+
+    /// This shape with another stride.
+    pub fn with_stride(self, stride: usize) -> Self {
+        ConvShape { stride, ..self }
+    }
+
+    fn weight_shape(&self) -> (usize, usize, usize, usize) {
+        (self.c_out, self.c_in, self.k, self.k)
+    }
+}
+
+/// The parameters of a convolution as the checkpoint holds them (`weight` `[c_out, c_in, k,
+/// k]`, `bias` `[c_out]`), before [`Conv2d::new`] lays them out for speed. Stacking,
+/// splitting and BatchNorm folding happen here, after loading.
+#[derive(Debug, Clone)]
+pub struct ConvWeights {
+    /// Geometry.
+    pub shape: ConvShape,
+    /// `[c_out, c_in, k, k]`.
+    pub weight: Tensor,
+    /// `[c_out]`.
+    pub bias: Tensor,
+}
+
+impl ConvWeights {
+    /// `weight` and `bias` of the convolution at `vb`.
+    pub fn load(vb: &VarBuilder, shape: ConvShape) -> Result<Self> {
+        Ok(ConvWeights {
+            weight: vb.get(shape.weight_shape(), "weight")?,
+            bias: vb.get(shape.c_out, "bias")?,
+            shape,
+        })
+    }
+
+    /// The bias-free convolution at `vb` (`weight` only), with a zero bias.
+    pub fn load_without_bias(vb: &VarBuilder, shape: ConvShape) -> Result<Self> {
+        let weight = vb.get(shape.weight_shape(), "weight")?;
+        Ok(ConvWeights {
+            bias: Tensor::zeros(shape.c_out, weight.dtype(), weight.device())?,
+            weight,
+            shape,
+        })
+    }
+
+    /// A bias-free convolution at `conv` followed by the eval-mode BatchNorm at `bn`, folded
+    /// into one convolution: `weight · γ/√(var + ε)` and bias `β − mean · γ/√(var + ε)`
+    /// (the factors computed in f64).
+    pub fn load_with_batch_norm(
+        conv: &VarBuilder,
+        bn: &VarBuilder,
+        shape: ConvShape,
+    ) -> Result<Self> {
+        let weight = conv.get(shape.weight_shape(), "weight")?;
+        let c = shape.c_out;
+        let gamma = bn.get(c, "weight")?.to_dtype(DType::F64)?;
+        let beta = bn.get(c, "bias")?.to_dtype(DType::F64)?;
+        let mean = bn.get(c, "running_mean")?.to_dtype(DType::F64)?;
+        let var = bn.get(c, "running_var")?.to_dtype(DType::F64)?;
+        // The step counter is training state; older checkpoints lack it.
+        if bn.contains_tensor("num_batches_tracked") {
+            bn.get_unchecked_dtype("num_batches_tracked", DType::I64)?;
+        }
+        let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
+        let bias = (beta - (mean * &scale)?)?.to_dtype(DType::F32)?;
+        let scale = scale.to_dtype(DType::F32)?.reshape((c, 1, 1, 1))?;
+        Ok(ConvWeights {
+            weight: weight.broadcast_mul(&scale)?,
+            bias,
+            shape,
+        })
+    }
+
+    /// Convolutions of one input and geometry stacked along the output channels.
+    pub fn stack(parts: &[ConvWeights]) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| crate::Error::invalid("nothing to stack"))?;
+        if parts.iter().any(|p| {
+            ConvShape {
+                c_out: first.shape.c_out,
+                ..p.shape
+            } != first.shape
+        }) {
+            return Err(crate::Error::invalid(
+                "stacked convolutions must share input channels, kernel, stride and padding",
+            ));
+        }
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let biases: Vec<&Tensor> = parts.iter().map(|p| &p.bias).collect();
+        Ok(ConvWeights {
+            shape: ConvShape {
+                c_out: parts.iter().map(|p| p.shape.c_out).sum(),
+                ..first.shape
+            },
+            weight: Tensor::cat(&weights, 0)?,
+            bias: Tensor::cat(&biases, 0)?,
+        })
+    }
+
+    /// Splits the input channels at `at`: a convolution over `cat([a, b])` is the sum of one
+    /// over `a` (which keeps the bias) and one over `b` (bias zero).
+    pub fn split_input(&self, at: usize) -> Result<(Self, Self)> {
+        let s = self.shape;
+        let first = ConvWeights {
+            shape: ConvShape { c_in: at, ..s },
+            weight: self.weight.narrow(1, 0, at)?.contiguous()?,
+            bias: self.bias.clone(),
+        };
+        let second = ConvWeights {
+            shape: ConvShape {
+                c_in: s.c_in - at,
+                ..s
+            },
+            weight: self.weight.narrow(1, at, s.c_in - at)?.contiguous()?,
+            bias: self.bias.zeros_like()?,
+        };
+        Ok((first, second))
+    }
+}
+
+impl Conv2d {
+    /// The convolution with parameters `w` computed by `kernel`; on the CPU, the weights are
+    /// laid out once here for the path that computes it.
+    pub fn new(w: ConvWeights, kernel: ConvKernel) -> Result<Self> {
+        Conv2d::dilated(w, 1, kernel)
+    }
+
+    /// The convolution with parameters `w` whose taps are `dilation` pixels apart.
+    pub fn dilated(w: ConvWeights, dilation: usize, kernel: ConvKernel) -> Result<Self> {
+        let shape = w.shape;
+        if dilation == 0 || shape.k == 0 || shape.stride == 0 {
+            return Err(crate::Error::invalid(format!(
+                "convolution: kernel {}, stride {} and dilation {dilation} must be positive",
+                shape.k, shape.stride
+            )));
+        }
+        let mut geometry = Geometry {
+            c_in: shape.c_in,
+            c_out: shape.c_out,
+            k: shape.k,
+            stride: shape.stride,
+            pad: shape.pad,
+            dilation,
+            path: Path::Shifted,
+        };
+        geometry.path = geometry.choose_path(kernel);
+        let weight = w.weight.to_dtype(DType::F32)?;
+        let weight = match geometry.path {
+            _ if !weight.device().is_cpu() => weight.contiguous()?,
+            Path::Direct => direct::layout_weight(&weight)?,
+            // [c_out, c_in, kh, kw] → [kh·kw, c_out, c_in].
+            Path::Shifted => weight.permute((2, 3, 0, 1))?.contiguous()?.reshape((
+                shape.k * shape.k,
+                shape.c_out,
+                shape.c_in,
+            ))?,
+            Path::Pointwise | Path::Columns => weight.contiguous()?,
+        };
+        Ok(Conv2d {
+            weight,
+            bias: w.bias.to_dtype(DType::F32)?.contiguous()?,
+            geometry,
+        })
+    }
+
+    /// Loads the convolution at `vb` (`weight`, `bias`), computed by `kernel`.
+    pub fn load(vb: &VarBuilder, shape: ConvShape, kernel: ConvKernel) -> Result<Self> {
+        Conv2d::new(ConvWeights::load(vb, shape)?, kernel)
+    }
+
+    /// Loads a bias-free convolution at `conv` with the BatchNorm at `bn` folded in.
+    pub fn load_with_batch_norm(
+        conv: &VarBuilder,
+        bn: &VarBuilder,
+        shape: ConvShape,
+        kernel: ConvKernel,
+    ) -> Result<Self> {
+        Conv2d::new(ConvWeights::load_with_batch_norm(conv, bn, shape)?, kernel)
+    }
+
+    /// Applies the convolution to `x` of shape `[batch, c_in, h, w]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(&[x], Activation::Identity, None)
+    }
+
+    /// The convolution followed by ReLU (fused on the CPU).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(&[x], Activation::Relu, None)
+    }
+
+    /// The convolution followed by `act` (fused on the CPU).
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        self.forward_with(&[x], act, None)
+    }
+
+    /// `act(conv(cat(parts, 1))) + residual`: the convolution of the channel concatenation of
+    /// `parts` (each `[batch, c_i, h, w]`), followed by `act`, plus `residual` (of the output's
+    /// shape) if given. On the CPU the concatenation is never made and the activation and the
+    /// residual are applied as the output is written.
+    pub fn forward_with(
+        &self,
+        parts: &[&Tensor],
+        act: Activation,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.forward_fused(parts, act, residual.map(|r| (r, false)))
+    }
+
+    /// `act(conv(x) + residual)`, fused on the CPU (a ResNet block's last convolution).
+    pub fn forward_add_act(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        act: Activation,
+    ) -> Result<Tensor> {
+        self.forward_fused(&[x], act, Some((residual, true)))
+    }
+
+    /// The convolution of the concatenated `parts` with `act` and a residual added after
+    /// the activation, or before it where the flag says so.
+    fn forward_fused(
+        &self,
+        parts: &[&Tensor],
+        act: Activation,
+        residual: Option<(&Tensor, bool)>,
+    ) -> Result<Tensor> {
+        let (residual, before) = match residual {
+            Some((r, before)) => (Some(r), before),
+            None => (None, false),
+        };
+        let g = self.geometry;
+        let first = parts
+            .first()
+            .ok_or_else(|| crate::Error::invalid("convolution of no input"))?;
+        let (b, _, h, w) = first.dims4()?;
+        let mut channels = Vec::with_capacity(parts.len());
+        for p in parts {
+            let (pb, c, ph, pw) = p.dims4()?;
+            if (pb, ph, pw) != (b, h, w) {
+                return Err(crate::Error::invalid(format!(
+                    "convolution inputs of shapes {:?} and {:?} cannot be concatenated",
+                    first.dims(),
+                    p.dims()
+                )));
+            }
+            channels.push(c);
+        }
+        let c: usize = channels.iter().sum();
+        if c != g.c_in {
+            return Err(crate::Error::invalid(format!(
+                "convolution expects {} input channels, got {c}",
+                g.c_in
+            )));
+        }
+        let out_shape = (b, g.c_out, g.out_len(h), g.out_len(w));
+        if let Some(r) = residual {
+            if r.dims4()? != out_shape {
+                return Err(crate::Error::invalid(format!(
+                    "convolution residual of shape {:?}, the output is {out_shape:?}",
+                    r.dims()
+                )));
+            }
+        }
+        let host = parts
+            .iter()
+            .chain(residual.as_slice())
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+        if host && h > 0 && w > 0 {
+            let mut all: Vec<&Tensor> = parts.to_vec();
+            all.extend([&self.weight, &self.bias]);
+            all.extend(residual);
+            let out = super::with_host_slices(&all, |sl| {
+                let (xs, rest) = sl.split_at(parts.len());
+                let parts: Vec<(&[f32], usize)> =
+                    xs.iter().copied().zip(channels.iter().copied()).collect();
+                let op = CpuConv { g, act, before };
+                Ok(op.run(&parts, (b, h, w), rest[0], rest[1], rest.get(2).copied()))
+            })?;
+            return Ok(Tensor::from_vec(out, out_shape, first.device())?);
+        }
+        let x = match parts {
+            [x] => (*x).clone(),
+            _ => Tensor::cat(parts, 1)?,
+        };
+        let y = x.conv2d(&self.weight, g.pad, g.stride, g.dilation, 1)?;
+        let y = y.broadcast_add(&self.bias.reshape((1, g.c_out, 1, 1))?)?;
+        Ok(match residual {
+            Some(r) if before => act.forward(&(y + r)?)?,
+            Some(r) => (act.forward(&y)? + r)?,
+            None => act.forward(&y)?,
+        })
+    }
+}

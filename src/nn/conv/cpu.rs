@@ -13,6 +13,7 @@ use super::planes::Planes;
 use super::{Geometry, Path};
 use crate::nn::act::Activation;
 use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::vmath::multiversion;
 
 /// Accumulator floats per block of output rows (`c_out · len`) for the matrix-product paths:
 /// 128 KiB, so that a block's accumulator and inputs stay in a core's cache across the taps.
@@ -47,33 +48,19 @@ impl SharedOut {
     }
 }
 
-/// `dst[i] = act(src[i]) + res[i]` (or `act(src[i] + res[i])` with `before`, or
-/// `act(src[i])` without a residual), the activation chosen outside the loop; with 16-float
-/// vectors where the CPU has AVX-512.
-fn write_out(
-    act: Activation,
-    src: &[f32],
-    res: Option<&[f32]>,
-    before: bool,
-    dst: &mut [MaybeUninit<f32>],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if direct::available() {
-        /// The same loops compiled for AVX-512.
-        #[target_feature(enable = "avx512f")]
-        fn wide(
-            act: Activation,
-            src: &[f32],
-            res: Option<&[f32]>,
-            before: bool,
-            dst: &mut [MaybeUninit<f32>],
-        ) {
-            write_out_loops(act, src, res, before, dst)
-        }
-        // SAFETY: the CPU has AVX-512F (checked above).
-        return unsafe { wide(act, src, res, before, dst) };
+multiversion! {
+    /// `dst[i] = act(src[i]) + res[i]` (or `act(src[i] + res[i])` with `before`, or
+    /// `act(src[i])` without a residual), the activation chosen outside the loop; with the
+    /// widest vectors of the CPU.
+    fn write_out(
+        act: Activation,
+        src: &[f32],
+        res: Option<&[f32]>,
+        before: bool,
+        dst: &mut [MaybeUninit<f32>],
+    ) {
+        write_out_loops(act, src, res, before, dst)
     }
-    write_out_loops(act, src, res, before, dst)
 }
 
 /// The loops of [`write_out`].

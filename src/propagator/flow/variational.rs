@@ -269,6 +269,19 @@ impl Checker {
     }
 }
 
+/// The `n` interior pixels' left, right, own, upper and lower values, from a row and the rows
+/// above and below it.
+#[inline(always)]
+fn interior_stencil<'a>([row, up, down]: [&'a [f32]; 3], n: usize) -> [&'a [f32]; 5] {
+    [
+        span(row, 0, n),
+        span(row, 2, n),
+        span(row, 1, n),
+        span(up, 1, n),
+        span(down, 1, n),
+    ]
+}
+
 /// `v[start..start + len]`.
 #[inline(always)]
 fn span(v: &[f32], start: usize, len: usize) -> &[f32] {
@@ -407,20 +420,8 @@ multiversion! {
         // The interior as one loop over equal-length slices (vectorised).
         let n = w - 2;
         let (sl, sr, su) = (span(s_c, 0, n), span(s_c, 1, n), span(s_u, 1, n));
-        let (ul, ur, uc, uu, ud) = (
-            span(u_c, 0, n),
-            span(u_c, 2, n),
-            span(u_c, 1, n),
-            span(u_u, 1, n),
-            span(u_d, 1, n),
-        );
-        let (vl, vr, vc, vu, vd) = (
-            span(v_c, 0, n),
-            span(v_c, 2, n),
-            span(v_c, 1, n),
-            span(v_u, 1, n),
-            span(v_d, 1, n),
-        );
+        let [ul, ur, uc, uu, ud] = interior_stencil([u_c, u_u, u_d], n);
+        let [vl, vr, vc, vu, vd] = interior_stencil([v_c, v_u, v_d], n);
         let t = [
             span(b1, 1, n),
             span(b2, 1, n),

@@ -272,7 +272,7 @@ impl Checker {
 /// The `n` interior pixels' left, right, own, upper and lower values, from a row and the rows
 /// above and below it.
 #[inline(always)]
-fn interior_stencil<'a>([row, up, down]: [&'a [f32]; 3], n: usize) -> [&'a [f32]; 5] {
+fn interior_stencil([row, up, down]: [&[f32]; 3], n: usize) -> [&[f32]; 5] {
     [
         span(row, 0, n),
         span(row, 2, n),

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::nn::blocks::{FusionBlock, GroupResBlock};
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::resample::{area_downsample, upsample_bilinear};
-use crate::nn::resnet::{BlockKind, Stage, Stem};
+use crate::nn::resnet::{BlockKind, Loading, Stage, StageSpec, Stem};
 
 /// Key (and selection) channels.
 pub const KEY_DIM: usize = 64;
@@ -86,18 +86,20 @@ impl PixelEncoder {
     /// `proj2`).
     fn load(vb: &VarBuilder) -> Result<Self> {
         use BlockKind::Bottleneck;
-        let stem = Stem::load(vb, 3, CONV)?;
-        let res2 = Stage::load(
-            vb.pp("res2"),
-            Bottleneck,
-            64,
-            /* planes */ 64,
-            3,
-            /* stride */ 1,
-            CONV,
+        let how = Loading::torchvision(CONV);
+        let stem = Stem::load(vb, 3, 64, how)?;
+        // (kind, c_in, planes, blocks, stride)
+        let res2 = Stage::load(vb.pp("res2"), StageSpec::new(Bottleneck, 64, 64, 3, 1), how)?;
+        let layer2 = Stage::load(
+            vb.pp("layer2"),
+            StageSpec::new(Bottleneck, 256, 128, 4, 2),
+            how,
         )?;
-        let layer2 = Stage::load(vb.pp("layer2"), Bottleneck, 256, 128, 4, 2, CONV)?;
-        let layer3 = Stage::load(vb.pp("layer3"), Bottleneck, 512, 256, 6, 2, CONV)?;
+        let layer3 = Stage::load(
+            vb.pp("layer3"),
+            StageSpec::new(Bottleneck, 512, 256, 6, 2),
+            how,
+        )?;
         let shape = ConvShape::same(1024, PIX_FEAT_DIM, 1);
         let proj1 = ConvWeights::load(&vb.pp("proj1"), shape)?;
         let proj2 = ConvWeights::load(&vb.pp("proj2"), shape)?;
@@ -141,19 +143,13 @@ impl MaskEncoder {
     /// `sensory_update`).
     fn load(vb: &VarBuilder) -> Result<Self> {
         use BlockKind::Basic;
-        let stem = Stem::load(vb, 4, CONV)?;
+        let how = Loading::torchvision(CONV);
+        let stem = Stem::load(vb, 4, 64, how)?;
+        // (kind, c_in, planes, blocks, stride)
         let layers = [
-            Stage::load(
-                vb.pp("layer1"),
-                Basic,
-                64,
-                /* planes */ 64,
-                2,
-                /* stride */ 1,
-                CONV,
-            )?,
-            Stage::load(vb.pp("layer2"), Basic, 64, 128, 2, 2, CONV)?,
-            Stage::load(vb.pp("layer3"), Basic, 128, 256, 2, 2, CONV)?,
+            Stage::load(vb.pp("layer1"), StageSpec::new(Basic, 64, 64, 2, 1), how)?,
+            Stage::load(vb.pp("layer2"), StageSpec::new(Basic, 64, 128, 2, 2), how)?,
+            Stage::load(vb.pp("layer3"), StageSpec::new(Basic, 128, 256, 2, 2), how)?,
         ];
         let fuser = FusionBlock::load(
             &vb.pp("fuser"),

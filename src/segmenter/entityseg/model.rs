@@ -15,7 +15,7 @@ use super::postprocess::{entities, proposals, EntityMap, Proposals, Sizes};
 use super::CONV;
 use crate::error::{Error, Result};
 use crate::nn::fpn::{Fpn, TopBlock};
-use crate::nn::resnet::Detectron2ResNet;
+use crate::nn::resnet::ResNet;
 use crate::nn::swin::{Layout, SwinBackbone, SwinConfig};
 use crate::nn::Weights;
 use crate::video::pillow::{resize, PillowFilter};
@@ -53,7 +53,7 @@ pub struct Features {
 #[derive(Debug, Clone)]
 enum BottomUp {
     /// detectron2's ResNet (`MODEL.RESNETS`).
-    ResNet(Detectron2ResNet),
+    ResNet(ResNet),
     /// The Swin Transformer in the original key layout (`MODEL.SWINT`).
     Swin(SwinBackbone),
 }
@@ -88,7 +88,7 @@ impl EntitySeg {
         // the Swin one (`build_retinanet_swin_fpn_backbone`) reads p5.
         let (bottom_up, channels, first_stage, top) = match &config.swin {
             None => (
-                BottomUp::ResNet(Detectron2ResNet::load(&bottom, &config.resnet, CONV)?),
+                BottomUp::ResNet(config.resnet.load(&bottom, CONV)?),
                 config.resnet.out_channels().to_vec(),
                 2,
                 TopBlock::FromInput,

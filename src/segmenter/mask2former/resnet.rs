@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use super::config::ResNetBackboneConfig;
 use crate::error::{Error, Result};
 use crate::nn::conv::ConvKernel;
-use crate::nn::resnet::{BlockKind, Layout, Stage, Stem};
+use crate::nn::resnet::{Layout, Loading, ResNet};
 
 /// The kernel of the backbone's convolutions: the direct one (the parity tests of
 /// `tests/mask2former` hold within their fixtures' tolerances with it).
@@ -18,8 +18,7 @@ const CONV: ConvKernel = ConvKernel::Direct;
 /// ResNet backbone returning the outputs of the four stages (strides 4, 8, 16, 32).
 #[derive(Debug, Clone)]
 pub struct ResNetBackbone {
-    stem: Stem,
-    stages: Vec<Stage>,
+    body: ResNet,
 }
 
 impl ResNetBackbone {
@@ -37,42 +36,32 @@ impl ResNetBackbone {
                 "ResNet backbone: stage width {c} is not a multiple of 4 (bottleneck expansion)"
             )));
         }
-        let layout = Layout::HuggingFace;
-        let stem = Stem::load_layout(
-            &vb.pp("embedder.embedder"),
-            3,
+        let how = Loading {
+            layout: Layout::HuggingFace,
+            kernel: CONV,
+        };
+        let stages: Vec<_> = cfg
+            .depths
+            .iter()
+            .copied()
+            .zip(cfg.hidden_sizes.iter().copied())
+            .collect();
+        let stage_vb = |s: usize| vb.pp(format!("encoder.stages.{s}.layers"));
+        let stem_vb = vb.pp("embedder.embedder");
+        let body = ResNet::load_bottlenecks(
+            &stem_vb,
+            stage_vb,
             cfg.embedding_size,
-            layout,
-            CONV,
+            &stages,
+            |_| None,
+            how,
         )?;
-        let mut c_in = cfg.embedding_size;
-        let mut stages = Vec::with_capacity(cfg.depths.len());
-        for (s, (&depth, &c_out)) in cfg.depths.iter().zip(&cfg.hidden_sizes).enumerate() {
-            let stride = if s > 0 { 2 } else { 1 };
-            stages.push(Stage::load_layout(
-                vb.pp(format!("encoder.stages.{s}.layers")),
-                BlockKind::Bottleneck,
-                c_in,
-                c_out / 4,
-                depth,
-                stride,
-                layout,
-                CONV,
-            )?);
-            c_in = c_out;
-        }
-        Ok(ResNetBackbone { stem, stages })
+        Ok(ResNetBackbone { body })
     }
 
     /// Feature maps of every stage, finest first.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        let mut x = self.stem.forward(x)?;
-        let mut out = Vec::with_capacity(self.stages.len());
-        for stage in &self.stages {
-            x = stage.forward(&x)?;
-            out.push(x.clone());
-        }
-        Ok(out)
+        self.body.forward(x)
     }
 }
 

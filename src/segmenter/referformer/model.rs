@@ -12,7 +12,7 @@ use super::transformer::DeformableTransformer;
 use crate::error::{Error, Result};
 use crate::nn::conv::ConvKernel;
 use crate::nn::mlp::Mlp;
-use crate::nn::resnet::{BlockKind, Stage, Stem};
+use crate::nn::resnet::{Loading, ResNet};
 use crate::nn::swin::{Layout, SwinBackbone};
 use crate::nn::weights::Weights;
 use crate::segmenter::mask2former::pixel_decoder::sine_position_embedding_shifted;
@@ -27,24 +27,30 @@ const FEATURE_LEVELS: usize = 4;
 /// `tests/referformer.rs` hold within their fixtures' tolerances with it).
 const CONV: ConvKernel = ConvKernel::Direct;
 
-/// The torchvision ResNet body returning the stride 4, 8, 16 and 32 maps.
-#[derive(Debug, Clone)]
-struct ResNetBody {
-    stem: Stem,
-    stages: Vec<Stage>,
-}
-
 /// The visual backbone (`backbone.0.body`): four maps at strides 4, 8, 16 and 32.
 #[derive(Debug, Clone)]
 enum Backbone {
-    ResNet(ResNetBody),
+    ResNet(ResNet),
     Swin(SwinBackbone),
 }
 
 impl Backbone {
     fn new(config: &VisualBackbone, vb: VarBuilder) -> Result<Self> {
         Ok(match config {
-            VisualBackbone::ResNet { blocks } => Backbone::ResNet(ResNetBody::new(*blocks, vb)?),
+            VisualBackbone::ResNet { blocks } => {
+                // torchvision's `layer1` … `layer4`, 256 · 2^i channels.
+                let stages: Vec<_> = (0..4).map(|i| (blocks[i], 256 << i)).collect();
+                let stage_vb = |i: usize| vb.pp(format!("layer{}", i + 1));
+                let how = Loading::torchvision(CONV);
+                Backbone::ResNet(ResNet::load_bottlenecks(
+                    &vb,
+                    stage_vb,
+                    64,
+                    &stages,
+                    |_| None,
+                    how,
+                )?)
+            }
             VisualBackbone::Swin(c) => Backbone::Swin(SwinBackbone::load(c, Layout::Official, vb)?),
             VisualBackbone::VideoSwin(c) => {
                 Backbone::Swin(SwinBackbone::load(c, Layout::Video, vb)?)
@@ -57,41 +63,6 @@ impl Backbone {
             Backbone::ResNet(r) => r.forward(x),
             Backbone::Swin(s) => s.forward(x),
         }
-    }
-}
-
-impl ResNetBody {
-    fn new(blocks: [usize; 4], vb: VarBuilder) -> Result<Self> {
-        let mut stages = Vec::with_capacity(4);
-        let mut c_in = 64;
-        for (i, &n) in blocks.iter().enumerate() {
-            let planes = 64 << i;
-            let stride = if i == 0 { 1 } else { 2 };
-            stages.push(Stage::load(
-                vb.pp(format!("layer{}", i + 1)),
-                BlockKind::Bottleneck,
-                c_in,
-                planes,
-                n,
-                stride,
-                CONV,
-            )?);
-            c_in = planes * 4;
-        }
-        Ok(ResNetBody {
-            stem: Stem::load(&vb, 3, CONV)?,
-            stages,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        let mut y = self.stem.forward(x)?;
-        let mut out = Vec::with_capacity(4);
-        for s in &self.stages {
-            y = s.forward(&y)?;
-            out.push(y.clone());
-        }
-        Ok(out)
     }
 }
 

@@ -5,6 +5,7 @@
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::act::Activation;
 use super::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::error::Result;
 
@@ -58,11 +59,20 @@ impl SplitConv {
         })
     }
 
+    /// `conv(cat([image, group]))`: the group part with the image part as its residual.
     fn forward(&self, image: &Tensor, group: &Tensor) -> Result<Tensor> {
-        Ok(self
-            .group
-            .forward(group)?
-            .broadcast_add(&self.image.forward(image)?)?)
+        let image = self.image.forward(image)?;
+        self.group
+            .forward_with(&[group], Activation::Identity, Some(&image))
+    }
+
+    /// `relu(conv(relu(cat([image, group]))))`, the ReLUs fused into the convolutions.
+    fn forward_pre_post_relu(&self, image: &Tensor, group: &Tensor) -> Result<Tensor> {
+        let image = self
+            .image
+            .forward_of_relu(&[image], Activation::Identity, None)?;
+        self.group
+            .forward_of_relu(&[group], Activation::Relu, Some((&image, true)))
     }
 }
 
@@ -95,15 +105,15 @@ impl GroupResBlock {
         })
     }
 
-    /// Applies the block.
+    /// Applies the block (the ReLUs and the residual fused into the convolutions).
     pub fn forward(&self, g: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(&g.relu()?)?;
-        let y = self.conv2.forward(&y.relu()?)?;
+        let y = self.conv1.forward_of_relu(&[g], Activation::Relu, None)?;
         let skip = match &self.downsample {
             Some(d) => d.forward(g)?,
             None => g.clone(),
         };
-        Ok((y + skip)?)
+        self.conv2
+            .forward_with(&[&y], Activation::Identity, Some(&skip))
     }
 }
 
@@ -192,9 +202,11 @@ impl FusionBlock {
 
     /// Fuses `x` (one image) into every object of `g`.
     pub fn forward(&self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(&x.relu()?, &g.relu()?)?;
-        let y = self.conv2.forward(&y.relu()?)?;
-        let g = (y + self.downsample.forward(x, g)?)?;
+        let y = self.conv1.forward_pre_post_relu(x, g)?;
+        let skip = self.downsample.forward(x, g)?;
+        let g = self
+            .conv2
+            .forward_with(&[&y], Activation::Identity, Some(&skip))?;
         let r = self.attention.forward(&g)?;
         self.block2.forward(&(g + r)?)
     }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 /// Bilinear upsampling by `factor` (`align_corners = False`), `[n, c, h, w]`.
 pub fn upsample_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    Ok(x.upsample_bilinear2d(h * factor, w * factor, false)?)
+    resize_bilinear(x, h * factor, w * factor)
 }
 
 /// `F.interpolate(mode='area')` down by an integer `factor` that divides both sides: the
@@ -20,7 +20,94 @@ pub fn area_downsample(x: &Tensor, factor: usize) -> Result<Tensor> {
             "area downsampling of {h}x{w} by {factor}: sides must be multiples of the factor"
         )));
     }
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&AreaDown(factor))?);
+    }
     Ok(x.avg_pool2d(factor)?)
+}
+
+/// [`area_downsample`] on the CPU, one plane per task; each block summed row by row from
+/// zero and scaled by `1 / factor²` in f32, as candle's `avg_pool2d` does (same bits).
+struct AreaDown(usize);
+
+impl CustomOp1 for AreaDown {
+    fn name(&self) -> &'static str {
+        "deva-area-downsample"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = super::contiguous_f32(s, l)?;
+        let k = self.0;
+        let (oh, ow) = (h / k, w / k);
+        let scale = (1f64 / (k * k) as f64) as f32;
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut((oh * ow).max(1))
+            .zip(x.par_chunks((h * w).max(1)))
+            .for_each(|(dst, src)| {
+                for (oy, drow) in dst.chunks_mut(ow.max(1)).enumerate() {
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        let mut sum = 0f32;
+                        for row in src[oy * k * w..].chunks(w).take(k) {
+                            for v in &row[ox * k..ox * k + k] {
+                                sum += v;
+                            }
+                        }
+                        *d = sum * scale;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+/// 3×3 max-pooling with stride 2 and padding 1 (padding never chosen, as PyTorch's
+/// `MaxPool2d(3, 2, 1)`), `[n, c, h, w]`; one plane per task on the CPU.
+pub fn max_pool3_stride2(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&MaxPool3Stride2)?);
+    }
+    let x = x.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?;
+    Ok(x.max_pool2d_with_stride(3, 2)?)
+}
+
+struct MaxPool3Stride2;
+
+impl CustomOp1 for MaxPool3Stride2 {
+    fn name(&self) -> &'static str {
+        "deva-max-pool3-stride2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = super::contiguous_f32(s, l)?;
+        // Output i covers inputs 2i − 1 … 2i + 1, clipped to the input.
+        let (oh, ow) = ((h + 1) / 2, (w + 1) / 2);
+        let window = |i: usize, len: usize| (2 * i).saturating_sub(1)..(2 * i + 2).min(len);
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut((oh * ow).max(1))
+            .zip(x.par_chunks((h * w).max(1)))
+            .for_each(|(dst, src)| {
+                // The maximum over the window's rows first (a vectorisable pass), then over
+                // each window's columns.
+                let mut rows = vec![f32::NEG_INFINITY; w];
+                for (oy, drow) in dst.chunks_mut(ow.max(1)).enumerate() {
+                    rows.fill(f32::NEG_INFINITY);
+                    for y in window(oy, h) {
+                        for (m, v) in rows.iter_mut().zip(&src[y * w..(y + 1) * w]) {
+                            *m = m.max(*v);
+                        }
+                    }
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        *d = rows[window(ox, w)]
+                            .iter()
+                            .copied()
+                            .fold(f32::NEG_INFINITY, f32::max);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
 }
 
 /// 2×2 max-pooling with stride 2 and `ceil_mode = True` of `[n, c, h, w]`: an odd last row or
@@ -175,6 +262,39 @@ mod tests {
 
     use super::*;
     use candle_core::Device;
+
+    /// Area downsampling and the stem's pooling give candle's values bit for bit (the
+    /// pooling on inputs of both signs, padded with the smallest value so padding never wins).
+    #[test]
+    fn area_and_stem_pooling_equal_candle() {
+        for (h, w, k) in [(8, 12, 2), (16, 32, 4), (4, 4, 4), (3, 6, 3)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = area_downsample(&x, k).unwrap();
+            let theirs = x.avg_pool2d(k).unwrap();
+            assert_eq!(
+                super::super::max_abs_diff(&ours, &theirs),
+                0.0,
+                "{h}x{w} / {k}"
+            );
+        }
+        for (h, w) in [(8, 12), (7, 9), (1, 1), (2, 5)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = max_pool3_stride2(&x).unwrap();
+            let low = |t: Tensor, d: usize| {
+                let pad = t
+                    .narrow(d, 0, 1)
+                    .unwrap()
+                    .ones_like()
+                    .unwrap()
+                    .affine(0.0, -1e30)
+                    .unwrap();
+                Tensor::cat(&[&pad, &t, &pad], d).unwrap()
+            };
+            let theirs = low(low(x, 2), 3).max_pool2d_with_stride(3, 2).unwrap();
+            assert_eq!(ours.dims(), theirs.dims(), "{h}x{w}");
+            assert_eq!(super::super::max_abs_diff(&ours, &theirs), 0.0, "{h}x{w}");
+        }
+    }
 
     #[test]
     fn max_pool_ceil_equals_padded_candle_pooling() {

@@ -34,6 +34,8 @@ pub(super) struct CpuConv {
     pub(super) act: Activation,
     /// Whether a residual is added before the activation (else after it).
     pub(super) before: bool,
+    /// Whether the input goes through a ReLU first (applied as the planes are copied).
+    pub(super) relu_input: bool,
 }
 
 /// The output, written by the row blocks in parallel (each block its own rows).
@@ -101,7 +103,8 @@ fn write_out_loops(
 
 impl CpuConv {
     /// The output `[batch, c_out, out_h, out_w]` of the input given as `parts` (values and
-    /// channel count of each, concatenated along the channels) of batch × h × w.
+    /// channel count of each, concatenated along the channels) of batch × h × w; `res` holds
+    /// the residual of every image, or of one image added to each.
     pub(super) fn run(
         &self,
         parts: &[(&[f32], usize)],
@@ -121,7 +124,13 @@ impl CpuConv {
                 .iter()
                 .map(|&(x, c)| (&x[i * c * h * w..(i + 1) * c * h * w], c))
                 .collect();
-            let res = res.map(|r| &r[i * per_image..(i + 1) * per_image]);
+            // A residual of one image is added to every image.
+            let at = if res.is_some_and(|r| r.len() == per_image) {
+                0
+            } else {
+                i
+            };
+            let res = res.map(|r| &r[at * per_image..(at + 1) * per_image]);
             self.image(&image, h, w, weight, bias, res, dst);
         }
         // SAFETY: `image` writes every element of its output (each output row of each
@@ -153,7 +162,7 @@ impl CpuConv {
             .collect();
         let planes = match g.path {
             Path::Pointwise => None,
-            _ => Some(Planes::build(&chans, h, w, g, out_h)),
+            _ => Some(Planes::build(&chans, h, w, g, out_h, self.relu_input)),
         };
         let cols = planes.as_ref().map_or(w, |p| p.cols);
         let c_acc = g.acc_channels();

@@ -335,15 +335,16 @@ impl Conv2d {
 
     /// `act(conv(cat(parts, 1))) + residual`: the convolution of the channel concatenation of
     /// `parts` (each `[batch, c_i, h, w]`), followed by `act`, plus `residual` (of the output's
-    /// shape) if given. On the CPU the concatenation is never made and the activation and the
-    /// residual are applied as the output is written.
+    /// shape, or with a batch of one, added to every image) if given. On the CPU the
+    /// concatenation is never made and the activation and the residual are applied as the
+    /// output is written.
     pub fn forward_with(
         &self,
         parts: &[&Tensor],
         act: Activation,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.forward_fused(parts, act, residual.map(|r| (r, false)))
+        self.forward_fused(parts, false, act, residual.map(|r| (r, false)))
     }
 
     /// `act(conv(x) + residual)`, fused on the CPU (a ResNet block's last convolution).
@@ -353,17 +354,39 @@ impl Conv2d {
         residual: &Tensor,
         act: Activation,
     ) -> Result<Tensor> {
-        self.forward_fused(&[x], act, Some((residual, true)))
+        self.forward_fused(&[x], false, act, Some((residual, true)))
     }
 
-    /// The convolution of the concatenated `parts` with `act` and a residual added after
-    /// the activation, or before it where the flag says so.
-    fn forward_fused(
+    /// [`forward_with`](Self::forward_with) of `relu(cat(parts, 1))` (a pre-activation block),
+    /// the residual added before `act` where its flag says so. On the CPU the ReLU is applied
+    /// as the padded input is copied (layers wider than 1×1).
+    pub fn forward_of_relu(
         &self,
         parts: &[&Tensor],
         act: Activation,
         residual: Option<(&Tensor, bool)>,
     ) -> Result<Tensor> {
+        self.forward_fused(parts, true, act, residual)
+    }
+
+    /// The convolution of the concatenated `parts` (through a ReLU with `relu_input`) with
+    /// `act` and a residual added after the activation, or before it where the flag says so.
+    fn forward_fused(
+        &self,
+        parts: &[&Tensor],
+        relu_input: bool,
+        act: Activation,
+        residual: Option<(&Tensor, bool)>,
+    ) -> Result<Tensor> {
+        if relu_input && self.geometry.path == Path::Pointwise {
+            // The pointwise path reads its input in place: make the ReLU's output first.
+            let relu: Vec<Tensor> = parts
+                .iter()
+                .map(|p| p.relu())
+                .collect::<candle_core::Result<_>>()?;
+            let relu: Vec<&Tensor> = relu.iter().collect();
+            return self.forward_fused(&relu, false, act, residual);
+        }
         let (residual, before) = match residual {
             Some((r, before)) => (Some(r), before),
             None => (None, false),
@@ -394,7 +417,8 @@ impl Conv2d {
         }
         let out_shape = (b, g.c_out, g.out_len(h), g.out_len(w));
         if let Some(r) = residual {
-            if r.dims4()? != out_shape {
+            let (rb, rc, rh, rw) = r.dims4()?;
+            if (rc, rh, rw) != (out_shape.1, out_shape.2, out_shape.3) || (rb != b && rb != 1) {
                 return Err(crate::Error::invalid(format!(
                     "convolution residual of shape {:?}, the output is {out_shape:?}",
                     r.dims()
@@ -413,7 +437,12 @@ impl Conv2d {
                 let (xs, rest) = sl.split_at(parts.len());
                 let parts: Vec<(&[f32], usize)> =
                     xs.iter().copied().zip(channels.iter().copied()).collect();
-                let op = CpuConv { g, act, before };
+                let op = CpuConv {
+                    g,
+                    act,
+                    before,
+                    relu_input,
+                };
                 Ok(op.run(&parts, (b, h, w), rest[0], rest[1], rest.get(2).copied()))
             })?;
             return Ok(Tensor::from_vec(out, out_shape, first.device())?);
@@ -422,11 +451,12 @@ impl Conv2d {
             [x] => (*x).clone(),
             _ => Tensor::cat(parts, 1)?,
         };
+        let x = if relu_input { x.relu()? } else { x };
         let y = x.conv2d(&self.weight, g.pad, g.stride, g.dilation, 1)?;
         let y = y.broadcast_add(&self.bias.reshape((1, g.c_out, 1, 1))?)?;
         Ok(match residual {
-            Some(r) if before => act.forward(&(y + r)?)?,
-            Some(r) => (act.forward(&y)? + r)?,
+            Some(r) if before => act.forward(&y.broadcast_add(r)?)?,
+            Some(r) => act.forward(&y)?.broadcast_add(r)?,
             None => act.forward(&y)?,
         })
     }

@@ -25,13 +25,14 @@ fn zero(s: &mut [MaybeUninit<f32>]) {
 }
 
 impl Planes {
-    /// The planes of the input channels `chans` (each `h × w`).
+    /// The planes of the input channels `chans` (each `h × w`), through a ReLU with `relu`.
     pub(super) fn build(
         chans: &[&[f32]],
         h: usize,
         w: usize,
         g: &Geometry,
         out_h: usize,
+        relu: bool,
     ) -> Planes {
         let (s, c) = (g.stride, chans.len());
         let (hp, wp) = (h + 2 * g.pad, w + 2 * g.pad);
@@ -65,20 +66,27 @@ impl Planes {
                         let (mid, right) = rest.split_at_mut(w);
                         zero(left);
                         zero(right);
-                        // SAFETY: `mid` and `row` both hold `w` floats; they do not overlap
-                        // (the planes are a new allocation).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                row.as_ptr(),
-                                mid.as_mut_ptr().cast::<f32>(),
-                                w,
-                            )
-                        };
+                        if relu {
+                            for (d, v) in mid.iter_mut().zip(row) {
+                                d.write(v.max(0.0));
+                            }
+                        } else {
+                            // SAFETY: `mid` and `row` both hold `w` floats; they do not
+                            // overlap (the planes are a new allocation).
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    row.as_ptr(),
+                                    mid.as_mut_ptr().cast::<f32>(),
+                                    w,
+                                )
+                            };
+                        }
                     } else {
                         for (j, d) in dst.iter_mut().enumerate() {
                             let xp = s * j + b;
                             let inside = xp >= g.pad && xp - g.pad < w;
-                            d.write(if inside { row[xp - g.pad] } else { 0.0 });
+                            let v = if inside { row[xp - g.pad] } else { 0.0 };
+                            d.write(if relu { v.max(0.0) } else { v });
                         }
                     }
                 }

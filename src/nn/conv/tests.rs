@@ -168,3 +168,69 @@ fn parts_and_residual_match_the_concatenation() {
         assert!(bad.unwrap_err().to_string().contains("input channels"));
     }
 }
+
+/// A ReLU fused into the input and a residual of one image added to a batch of three give
+/// the unfused operations' values bit for bit (same products, same additions) on every path,
+/// and candle's convolution within f32 rounding; a residual of another batch is refused.
+#[test]
+fn input_relu_and_one_image_residual_equal_the_unfused_operations() {
+    let dev = Device::Cpu;
+    for (i, (&(c_out, k), kernel)) in [(16, 3), (3, 3), (12, 1)]
+        .iter()
+        .flat_map(|c| KERNELS.map(|k| (c, k)))
+        .enumerate()
+    {
+        let (c_in, h, w) = (9, 8, 10);
+        let wt = Tensor::from_vec(
+            pseudo(c_out * c_in * k * k, 50 + i as u64),
+            (c_out, c_in, k, k),
+            &dev,
+        )
+        .unwrap();
+        let bt = Tensor::from_vec(pseudo(c_out, 60 + i as u64), c_out, &dev).unwrap();
+        let conv = Conv2d::new(
+            ConvWeights {
+                shape: ConvShape::same(c_in, c_out, k),
+                weight: wt.clone(),
+                bias: bt.clone(),
+            },
+            kernel,
+        )
+        .unwrap();
+        let x = Tensor::from_vec(pseudo(3 * c_in * h * w, 4), (3, c_in, h, w), &dev).unwrap();
+        let r = Tensor::from_vec(pseudo(c_out * h * w, 5), (1, c_out, h, w), &dev).unwrap();
+        for before in [false, true] {
+            let fused = conv
+                .forward_of_relu(&[&x], Activation::Relu, Some((&r, before)))
+                .unwrap();
+            let y = conv.forward(&x.relu().unwrap()).unwrap();
+            let unfused = if before {
+                y.broadcast_add(&r).unwrap().relu().unwrap()
+            } else {
+                y.relu().unwrap().broadcast_add(&r).unwrap()
+            };
+            let d = crate::nn::max_abs_diff(&fused, &unfused);
+            assert_eq!(d, 0.0, "c_out {c_out}, k {k} ({kernel:?}), before {before}");
+            let theirs = x
+                .relu()
+                .unwrap()
+                .conv2d(&wt, k / 2, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&bt.reshape((1, c_out, 1, 1)).unwrap())
+                .unwrap();
+            let theirs = if before {
+                theirs.broadcast_add(&r).unwrap().relu().unwrap()
+            } else {
+                theirs.relu().unwrap().broadcast_add(&r).unwrap()
+            };
+            let d = crate::nn::max_abs_diff(&fused, &theirs);
+            assert!(
+                d < 1e-5,
+                "c_out {c_out}, k {k} ({kernel:?}): max diff {d} from candle"
+            );
+        }
+        let r2 = Tensor::zeros((2, c_out, h, w), DType::F32, &dev).unwrap();
+        let bad = conv.forward_with(&[&x], Activation::Identity, Some(&r2));
+        assert!(bad.unwrap_err().to_string().contains("residual"));
+    }
+}

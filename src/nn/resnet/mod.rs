@@ -21,6 +21,7 @@ use candle_nn::VarBuilder;
 
 use super::act::Activation;
 use super::conv::{Conv2d, ConvKernel, ConvShape};
+use super::resample::max_pool3_stride2;
 use crate::error::Result;
 
 mod deformable;
@@ -305,13 +306,10 @@ impl Stem {
 
     /// Stride-4 features.
     ///
-    /// ReLU and max-pool commute, and after the ReLU every value is ≥ 0, so zero padding of the
-    /// pool equals PyTorch's −∞ padding; this also covers DEVA's mask encoder, which pools
-    /// before the ReLU.
+    /// ReLU and max-pool commute, so this also covers DEVA's mask encoder, which pools before
+    /// the ReLU.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward_relu(x)?;
-        let y = y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-        Ok(y.max_pool2d_with_stride(3, 2)?)
+        max_pool3_stride2(&self.conv.forward_relu(x)?)
     }
 }
 

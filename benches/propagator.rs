@@ -5,8 +5,11 @@
 //! `cargo bench --bench propagator` runs the timing. With `DEVA_BENCH_RSS_FRAMES=N` set, it
 //! instead tracks 2 objects through N frames and prints the resident set (VmRSS) and its
 //! peak (VmHWM) every 50 frames, to show that memory stays bounded; `DEVA_BENCH_RSS_SIZE=WxH`
-//! sets the frame size of that run (default 854x480). Under `cargo test` it only
-//! runs a few small frames as a smoke test.
+//! sets the frame size of that run (default 854x480). With `DEVA_BENCH_STEPS=N` it times the
+//! steps of frames 1 … N of the `DEVA_BENCH_OBJECTS`-object tracker (default 2) one by one
+//! and prints their median as `TIME_MS`, the statistic `scripts/bench_ref/deva_step.py`
+//! prints for the official step (criterion's estimate is a mean, which the memory frames
+//! raise). Under `cargo test` it only runs a few small frames as a smoke test.
 
 use std::time::Instant;
 
@@ -201,7 +204,39 @@ fn rss_run(frames: usize) {
     );
 }
 
+/// Times steps 1 … `steps` of an `objects`-object tracker; prints their median in ms.
+fn steps_run(objects: usize, steps: usize) {
+    let (mut p, mut step) = tracker(objects, SIZE);
+    let mut ms: Vec<f64> = (0..steps)
+        .map(|_| {
+            let start = Instant::now();
+            step(&mut p);
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let n = ms.len();
+    let median = if n % 2 == 1 {
+        ms[n / 2]
+    } else {
+        (ms[n / 2 - 1] + ms[n / 2]) / 2.0
+    };
+    println!("steps (ms): {ms:.0?}");
+    println!("TIME_MS {median:.1}");
+}
+
 fn main() {
+    if let Some(n) = std::env::var("DEVA_BENCH_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        let objects = std::env::var("DEVA_BENCH_OBJECTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        steps_run(objects, n);
+        return;
+    }
     if let Some(n) = std::env::var("DEVA_BENCH_RSS_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -144,7 +144,8 @@ for name in "${rows[@]}"; do
                 continue
             fi
             exe=$(bench_exe propagator)
-            DEVA_BENCH_OBJECTS=$n row "$name" "$exe --bench ${n}_objects" \
+            # Both sides: the median of the steps of frames 1 … 8 after frame 0.
+            DEVA_BENCH_OBJECTS=$n DEVA_BENCH_STEPS=8 row "$name" "$exe --bench ${n}_objects" \
                 "$py $ref/deva_step.py $deva_src $n" ;;
         u2netp|isnet)
             # File names as in models/manifest.toml.

@@ -173,8 +173,11 @@ impl CpuConv {
         // Blocks of whole output rows, one rayon task each: the block's accumulator
         // `[c_acc, len]` (and, on the column-buffer path, its `[k_len, len]` columns) stays in
         // cache through all the taps and the output pass.
+        // At least one block per thread where the rows allow (narrow layers of one block
+        // would run on one core).
         let rows = (target / (c_acc * cols).max(1))
             .max(MIN_BLOCK.div_ceil(cols))
+            .min(out_h.div_ceil(rayon::current_num_threads()))
             .clamp(1, out_h.max(1));
         let taps: Vec<usize> = match &planes {
             Some(p) => (0..kk)

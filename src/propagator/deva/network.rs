@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::nn::act::Activation;
 use crate::nn::blocks::{FusionBlock, GroupResBlock};
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::resample::{area_downsample, upsample_bilinear};
@@ -222,9 +223,9 @@ impl MaskEncoder {
             g = layer.forward(&g)?;
         }
         let value = self.fuser.forward(f16, &g)?;
-        let values = self
-            .sensory_transform
-            .forward(&Tensor::cat(&[&value, sensory], 1)?)?;
+        let values =
+            self.sensory_transform
+                .forward_with(&[&value, sensory], Activation::Identity, None)?;
         let sensory = gated_update(&values, sensory)?;
         Ok((value, sensory))
     }
@@ -330,24 +331,36 @@ impl MaskDecoder {
         mask16: &Tensor,
         update_sensory: bool,
     ) -> Result<Decoded> {
-        let compressed = self
-            .sensory_compress
-            .forward(&Tensor::cat(&[sensory, mask16], 1)?)?;
-        let p16 = self.fuser.forward(f16, &(readout + compressed)?)?;
+        let compressed = self.sensory_compress.forward_with(
+            &[sensory, mask16],
+            Activation::Identity,
+            Some(readout),
+        )?;
+        let p16 = self.fuser.forward(f16, &compressed)?;
         let p8 = self
             .up_16_8
             .forward(&upsample_bilinear(&p16, 2)?.broadcast_add(skip8)?)?;
         let p4 = self
             .up_8_4
             .forward(&upsample_bilinear(&p8, 2)?.broadcast_add(skip4)?)?;
-        let logits = self.pred.forward(&p4.relu()?)?;
+        let logits = self
+            .pred
+            .forward_of_relu(&[&p4], Activation::Identity, None)?;
         let sensory = if update_sensory {
-            let p4 = Tensor::cat(&[&p4, &logits], 1)?;
-            let g = ((self.g16.forward(&p16)? + self.g8.forward(&area_downsample(&p8, 2)?)?)?
-                + self.g4.forward(&area_downsample(&p4, 4)?)?)?;
-            let values = self
-                .sensory_transform
-                .forward(&Tensor::cat(&[&g, sensory], 1)?)?;
+            let g16 = self.g16.forward(&p16)?;
+            let g8 = self.g8.forward_with(
+                &[&area_downsample(&p8, 2)?],
+                Activation::Identity,
+                Some(&g16),
+            )?;
+            let g = self.g4.forward_with(
+                &[&area_downsample(&p4, 4)?, &area_downsample(&logits, 4)?],
+                Activation::Identity,
+                Some(&g8),
+            )?;
+            let values =
+                self.sensory_transform
+                    .forward_with(&[&g, sensory], Activation::Identity, None)?;
             Some(gated_update(&values, sensory)?)
         } else {
             None

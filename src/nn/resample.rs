@@ -82,7 +82,7 @@ impl CustomOp1 for MaxPool3Stride2 {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = super::contiguous_f32(s, l)?;
         // Output i covers inputs 2i − 1 … 2i + 1, clipped to the input.
-        let (oh, ow) = ((h + 1) / 2, (w + 1) / 2);
+        let (oh, ow) = (h.div_ceil(2), w.div_ceil(2));
         let window = |i: usize, len: usize| (2 * i).saturating_sub(1)..(2 * i + 2).min(len);
         let mut out = vec![0f32; n * c * oh * ow];
         out.par_chunks_mut((oh * ow).max(1))

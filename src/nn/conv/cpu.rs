@@ -1,8 +1,8 @@
 //! The CPU forward pass of [`super::Conv2d`]: blocks of whole output rows, one rayon task
 //! each, whose accumulator stays in a core's cache through all the taps and is then activated
 //! (with the residual, if any) and written out by the same task. The taps are computed by the
-//! direct kernel ([`super::direct`]) or by matrix products through `gemm`, as the layer's
-//! [`Path`] says.
+//! direct kernel ([`super::direct`]), by matrix products through `gemm`, or by Winograd's
+//! transforms and matrix products ([`super::winograd`]), as the layer's [`Path`] says.
 
 use std::mem::MaybeUninit;
 
@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::direct::{self, CO, PX};
 use super::planes::Planes;
+use super::winograd;
 use super::{Geometry, Path};
 use crate::nn::act::Activation;
 use crate::nn::linalg::{gemm_acc, MatRef};
@@ -161,7 +162,7 @@ impl CpuConv {
             .flat_map(|&(x, c)| x.chunks(h * w).take(c))
             .collect();
         let planes = match g.path {
-            Path::Pointwise => None,
+            Path::Pointwise | Path::Winograd => None,
             _ => Some(Planes::build(&chans, h, w, g, out_h, self.relu_input)),
         };
         let cols = planes.as_ref().map_or(w, |p| p.cols);
@@ -175,10 +176,14 @@ impl CpuConv {
         // cache through all the taps and the output pass.
         // At least one block per thread where the rows allow (narrow layers of one block
         // would run on one core).
-        let rows = (target / (c_acc * cols).max(1))
-            .max(MIN_BLOCK.div_ceil(cols))
-            .min(out_h.div_ceil(rayon::current_num_threads()))
-            .clamp(1, out_h.max(1));
+        let threads = rayon::current_num_threads();
+        let rows = match g.path {
+            Path::Winograd => winograd::block_rows(out_h, out_w, g.c_in + g.c_out, threads),
+            _ => (target / (c_acc * cols).max(1))
+                .max(MIN_BLOCK.div_ceil(cols))
+                .min(out_h.div_ceil(threads))
+                .clamp(1, out_h.max(1)),
+        };
         let taps: Vec<usize> = match &planes {
             Some(p) => (0..kk)
                 .map(|t| p.tap(g, g.c_in, 0, t / g.k, t % g.k))
@@ -223,6 +228,15 @@ impl CpuConv {
                             c0 += c;
                         }
                     }
+                    (Path::Winograd, _) => {
+                        let x = winograd::Input {
+                            chans: &chans,
+                            h,
+                            w,
+                            relu: self.relu_input,
+                        };
+                        winograd::block(&x, g.c_out, (y0, y1), weight, acc, stride, buf)
+                    }
                     (Path::Direct, Some(p)) => {
                         direct_block(g, p, &taps, start, weight, acc, stride)
                     }
@@ -243,7 +257,9 @@ impl CpuConv {
                             gemm_acc(g.c_out, len, g.c_in, acc, len, lhs, rhs, false);
                         }
                     }
-                    (_, None) => unreachable!("only the pointwise path has no planes"),
+                    (_, None) => {
+                        unreachable!("only the pointwise and Winograd paths have no planes")
+                    }
                 }
                 // The block's output rows, dropping the columns past the output width.
                 for co in 0..g.c_out {

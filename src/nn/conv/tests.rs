@@ -13,11 +13,15 @@ pub(super) fn pseudo(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Both kernels.
-const KERNELS: [ConvKernel; 2] = [ConvKernel::Products, ConvKernel::Direct];
+/// Every kernel.
+const KERNELS: [ConvKernel; 3] = [
+    ConvKernel::Products,
+    ConvKernel::Direct,
+    ConvKernel::Winograd,
+];
 
 /// Compares with candle's own conv2d (an independent implementation) for every path and
-/// both kernels, with and without dilation and the fused activations.
+/// kernel, with and without dilation and the fused activations.
 #[test]
 fn matches_candle_conv2d() {
     for kernel in KERNELS {
@@ -48,6 +52,11 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         (16, 24, 1, 2, 0, 1, 9, 7),
         (33, 8, 1, 1, 0, 1, 5, 6),
         (600, 16, 3, 1, 1, 1, 6, 5),
+        // Winograd: odd and even sides, one row or column, many blocks of tile rows.
+        (40, 16, 3, 1, 1, 1, 1, 7),
+        (40, 5, 3, 1, 1, 1, 9, 1),
+        (30, 20, 3, 1, 1, 1, 70, 9),
+        (29, 7, 3, 1, 1, 1, 2, 2),
     ];
     for (i, &(c_in, c_out, k, stride, pad, dil, h, w)) in cases.iter().enumerate() {
         let shape = ConvShape {
@@ -76,6 +85,14 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
                 && (k, stride, pad) != (1, 1, 0)
                 && c_out >= CO
                 && direct::available(),
+            "case {i}: {kernel:?} chose {:?}",
+            conv.geometry.path
+        );
+        assert_eq!(
+            conv.geometry.path == Path::Winograd,
+            kernel == ConvKernel::Winograd
+                && (k, stride, pad, dil) == (3, 1, 1, 1)
+                && c_in * 9 > COLUMN_BUFFER_MAX_K,
             "case {i}: {kernel:?} chose {:?}",
             conv.geometry.path
         );
@@ -180,7 +197,8 @@ fn input_relu_and_one_image_residual_equal_the_unfused_operations() {
         .flat_map(|c| KERNELS.map(|k| (c, k)))
         .enumerate()
     {
-        let (c_in, h, w) = (9, 8, 10);
+        // 40 input channels: long enough a reduction for the Winograd path.
+        let (c_in, h, w) = (40, 8, 10);
         let wt = Tensor::from_vec(
             pseudo(c_out * c_in * k * k, 50 + i as u64),
             (c_out, c_in, k, k),

@@ -26,9 +26,15 @@ pub const VALUE_DIM: usize = 512;
 const PIX_FEAT_DIM: usize = 512;
 /// Clamp of the soft aggregation.
 const AGGREGATE_EPS: f64 = 1e-7;
-/// The kernel of every convolution of the network: matrix products, the summation order that
-/// the parity fixtures hold the memory readout's top-k selection (near-tied affinities) to.
+/// The kernel of the image's convolutions (pixel encoder, key projection): matrix products,
+/// the summation order that the parity fixtures hold the memory readout's top-k selection
+/// (near-tied affinities of the keys) to.
 const CONV: ConvKernel = ConvKernel::Products;
+/// The kernel of the decoder's fusion and upsampling blocks, three quarters of a step's
+/// multiplications with two objects: Winograd's (its last-bit differences reach only the
+/// masks, never which memory is selected; the larger weights it keeps, 16/9 of theirs, are
+/// small beside these blocks' activations, unlike the sensory transforms').
+const DECODER_CONV: ConvKernel = ConvKernel::Winograd;
 
 /// Image features of one frame (`encode_image`), plus the decoder's projections of the
 /// skip features, which depend only on the image.
@@ -282,7 +288,7 @@ impl MaskDecoder {
     /// Loads `mask_decoder`.
     fn load(vb: &VarBuilder) -> Result<Self> {
         let v = VALUE_DIM;
-        let fuser = FusionBlock::load(&vb.pp("fuser"), PIX_FEAT_DIM, v, v, v, CONV)?;
+        let fuser = FusionBlock::load(&vb.pp("fuser"), PIX_FEAT_DIM, v, v, v, DECODER_CONV)?;
         let c1 =
             |vb: VarBuilder, c_in, c_out| Conv2d::load(&vb, ConvShape::same(c_in, c_out, 1), CONV);
         let sensory_compress = c1(vb.pp("sensory_compress"), v + 1, v)?;
@@ -298,8 +304,8 @@ impl MaskDecoder {
         let transforms = vb.pp("decoder_feat_proc").pp("transforms");
         let proc8 = c1(transforms.pp("0"), 512, 512)?;
         let proc4 = c1(transforms.pp("1"), 256, 256)?;
-        let up_16_8 = GroupResBlock::load(&vb.pp("up_16_8").pp("out_conv"), v, 256, CONV)?;
-        let up_8_4 = GroupResBlock::load(&vb.pp("up_8_4").pp("out_conv"), 256, 256, CONV)?;
+        let up_16_8 = GroupResBlock::load(&vb.pp("up_16_8").pp("out_conv"), v, 256, DECODER_CONV)?;
+        let up_8_4 = GroupResBlock::load(&vb.pp("up_8_4").pp("out_conv"), 256, 256, DECODER_CONV)?;
         let pred = Conv2d::load(&vb.pp("pred"), ConvShape::same(256, 1, 3), CONV)?;
         // Training-only auxiliary head: part of the checkpoint, checked but unused here.
         let aux = vb.pp("sensory_linear_pred").pp("projection");

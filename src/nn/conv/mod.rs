@@ -53,7 +53,8 @@ pub enum ConvKernel {
     Products,
     /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512
     /// (matrix products elsewhere and for 1×1 stride-1 layers): about twice as fast on the
-    /// 16–64-channel 3×3 layers.
+    /// 16–64-channel 3×3 layers. Without AVX-512, the layers [`Winograd`](Self::Winograd)
+    /// takes run on it.
     Direct,
     /// Winograd's F(2×2, 3×3) for 3×3 layers with stride 1 and padding 1 whose reduction
     /// (`c_in · 9`) is long enough for matrix products (the products elsewhere): 4
@@ -106,9 +107,10 @@ impl Geometry {
             Path::Direct
         } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
             Path::Columns
-        } else if kernel == ConvKernel::Winograd
+        } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct)
             && (self.k, self.stride, self.pad, self.dilation) == (3, 1, 1, 1)
         {
+            // The direct kernel's layers on CPUs without AVX-512 take Winograd's where they can.
             Path::Winograd
         } else {
             Path::Shifted

@@ -90,7 +90,7 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         );
         assert_eq!(
             conv.geometry.path == Path::Winograd,
-            kernel == ConvKernel::Winograd
+            (kernel == ConvKernel::Winograd || (kernel == ConvKernel::Direct && !direct))
                 && (k, stride, pad, dil) == (3, 1, 1, 1)
                 && c_in * 9 > COLUMN_BUFFER_MAX_K,
             "case {i}: {kernel:?} chose {:?}",

@@ -106,14 +106,7 @@ mod tests {
             .reshape((n, qh * qw, kh * kw))
             .unwrap();
         let expected = candle_nn::ops::softmax_last_dim(&biased).unwrap();
-        let diff = (fused - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::nn::max_abs_diff(&fused, &expected);
         assert!(diff < 1e-6, "max difference {diff}");
     }
 }

@@ -59,20 +59,27 @@ impl SplitConv {
         })
     }
 
-    /// `conv(cat([image, group]))`: the group part with the image part as its residual.
-    fn forward(&self, image: &Tensor, group: &Tensor) -> Result<Tensor> {
-        let image = self.image.forward(image)?;
-        self.group
-            .forward_with(&[group], Activation::Identity, Some(&image))
+    /// The image part of `conv(cat([image, group]))`, through a ReLU with `relu`.
+    fn image_part(&self, image: &Tensor, relu: bool) -> Result<Tensor> {
+        if relu {
+            self.image
+                .forward_of_relu(&[image], Activation::Identity, None)
+        } else {
+            self.image.forward(image)
+        }
     }
 
-    /// `relu(conv(relu(cat([image, group]))))`, the ReLUs fused into the convolutions.
-    fn forward_pre_post_relu(&self, image: &Tensor, group: &Tensor) -> Result<Tensor> {
-        let image = self
-            .image
-            .forward_of_relu(&[image], Activation::Identity, None)?;
+    /// `conv(cat([image, group]))` from the image part: the group part with it as residual.
+    fn forward(&self, image_part: &Tensor, group: &Tensor) -> Result<Tensor> {
         self.group
-            .forward_of_relu(&[group], Activation::Relu, Some((&image, true)))
+            .forward_with(&[group], Activation::Identity, Some(image_part))
+    }
+
+    /// `relu(conv(relu(cat([image, group]))))` from the image part of the ReLU'd image, the
+    /// ReLUs fused into the convolutions.
+    fn forward_pre_post_relu(&self, image_part: &Tensor, group: &Tensor) -> Result<Tensor> {
+        self.group
+            .forward_of_relu(&[group], Activation::Relu, Some((image_part, true)))
     }
 }
 
@@ -161,6 +168,14 @@ impl Cbam {
     }
 }
 
+/// What a [`FusionBlock`] computes from the image alone: the image parts of `block1`'s
+/// convolution and of its downsampling.
+#[derive(Debug, Clone)]
+pub struct ImageParts {
+    conv1: Tensor,
+    downsample: Tensor,
+}
+
 /// Fuses image features `x` `[1, c_image, h, w]` with object features `g`: block1 on
 /// `cat([x, g])`, CBAM, then block2 on `g + cbam(g)`.
 #[derive(Debug, Clone)]
@@ -200,10 +215,24 @@ impl FusionBlock {
         })
     }
 
+    /// The parts of the block that read only the image `x`: computed once, they serve every
+    /// chunk of objects ([`forward_with_image`](Self::forward_with_image)).
+    pub fn image_parts(&self, x: &Tensor) -> Result<ImageParts> {
+        Ok(ImageParts {
+            conv1: self.conv1.image_part(x, true)?,
+            downsample: self.downsample.image_part(x, false)?,
+        })
+    }
+
     /// Fuses `x` (one image) into every object of `g`.
     pub fn forward(&self, x: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward_pre_post_relu(x, g)?;
-        let skip = self.downsample.forward(x, g)?;
+        self.forward_with_image(&self.image_parts(x)?, g)
+    }
+
+    /// [`forward`](Self::forward) from the image's parts.
+    pub fn forward_with_image(&self, image: &ImageParts, g: &Tensor) -> Result<Tensor> {
+        let y = self.conv1.forward_pre_post_relu(&image.conv1, g)?;
+        let skip = self.downsample.forward(&image.downsample, g)?;
         let g = self
             .conv2
             .forward_with(&[&y], Activation::Identity, Some(&skip))?;

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::nn::act::Activation;
-use crate::nn::blocks::{FusionBlock, GroupResBlock};
+use crate::nn::blocks::{FusionBlock, GroupResBlock, ImageParts};
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::resample::{area_downsample, upsample_bilinear};
 use crate::nn::resnet::{BlockKind, Loading, Stage, StageSpec, Stem};
@@ -326,23 +326,21 @@ impl MaskDecoder {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
-        f16: &Tensor,
-        skip8: &Tensor,
-        skip4: &Tensor,
+        frame: &DecoderFrame,
         readout: &Tensor,
         sensory: &Tensor,
         mask16: &Tensor,
         update_sensory: bool,
     ) -> Result<Decoded> {
+        let (skip8, skip4) = (&frame.skips.skip8, &frame.skips.skip4);
         let compressed = self.sensory_compress.forward_with(
             &[sensory, mask16],
             Activation::Identity,
             Some(readout),
         )?;
-        let p16 = self.fuser.forward(f16, &compressed)?;
+        let p16 = self.fuser.forward_with_image(&frame.fuser, &compressed)?;
         let p8 = self
             .up_16_8
             .forward(&upsample_bilinear(&p16, 2)?.broadcast_add(skip8)?)?;
@@ -382,6 +380,14 @@ pub struct DecoderSkips {
     pub skip8: Tensor,
     /// `decoder_feat_proc.transforms.1(f4)`.
     pub skip4: Tensor,
+}
+
+/// What the decoder reads of the frame, the same for every object.
+struct DecoderFrame<'a> {
+    /// The fuser's image parts (of `f16`).
+    fuser: ImageParts,
+    /// The projected stride-8 and stride-4 features.
+    skips: &'a DecoderSkips,
 }
 
 /// The DEVA propagation network.
@@ -449,6 +455,9 @@ impl DevaNet {
 
     /// The mask decoder alone (`mask_decoder(...)`): object logits at stride 4 and, if
     /// `update_sensory`, the new sensory state; `mask16` is the previous mask at stride 16.
+    /// Objects are decoded `chunk` at a time, one at a time for 0 (the result is the same bit
+    /// for bit: every convolution computes each object apart; the image's parts of the fuser
+    /// are computed once).
     #[allow(clippy::too_many_arguments)]
     pub fn decode(
         &self,
@@ -460,11 +469,13 @@ impl DevaNet {
         update_sensory: bool,
         chunk: usize,
     ) -> Result<Decoded> {
-        let parts = for_chunks(readout.dim(0)?, chunk, |start, len| {
+        let frame = DecoderFrame {
+            fuser: self.mask_decoder.fuser.image_parts(f16)?,
+            skips,
+        };
+        let parts = for_chunks(readout.dim(0)?, chunk.max(1), |start, len| {
             let d = self.mask_decoder.forward(
-                f16,
-                &skips.skip8,
-                &skips.skip4,
+                &frame,
                 &readout.narrow(0, start, len)?,
                 &sensory.narrow(0, start, len)?,
                 &mask16.narrow(0, start, len)?,

@@ -108,10 +108,12 @@ pub(super) fn block(
     // Each tile row's 4 padded input rows (column c of the padded row is column c − 1 of the
     // input), zero outside the input, for whole groups of lanes.
     let row_len = 2 * per_row.div_ceil(LANES) * LANES + 2;
-    buf.clear();
+    // Every transformed input and row is written below before it is read; only the
+    // products, which the matrix products add to, start from zero.
     buf.resize(E * (c_in + c_out) * tiles + 4 * row_len, 0.0);
     let (v, rest) = buf.split_at_mut(E * c_in * tiles);
     let (m, rows) = rest.split_at_mut(E * c_out * tiles);
+    m.fill(0.0);
     for (ci, chan) in x.chans.iter().enumerate() {
         for tr in 0..tile_rows {
             // Padded row y + r is input row y + r − 1.

@@ -214,11 +214,12 @@ impl MaskEncoder {
         })
     }
 
-    /// Values and deep-updated sensory of a chunk of objects.
+    /// Values and deep-updated sensory of a chunk of objects; `fused` holds the fuser's
+    /// image parts (of `f16`).
     fn forward(
         &self,
         image: &Tensor,
-        f16: &Tensor,
+        fused: &ImageParts,
         sensory: &Tensor,
         masks: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
@@ -228,7 +229,7 @@ impl MaskEncoder {
         for layer in &self.layers {
             g = layer.forward(&g)?;
         }
-        let value = self.fuser.forward(f16, &g)?;
+        let value = self.fuser.forward_with_image(fused, &g)?;
         let values =
             self.sensory_transform
                 .forward_with(&[&value, sensory], Activation::Identity, None)?;
@@ -441,10 +442,12 @@ impl DevaNet {
         masks: &Tensor,
         chunk: usize,
     ) -> Result<(Tensor, Tensor)> {
+        // The fuser's image parts, once for every chunk.
+        let fused = self.mask_encoder.fuser.image_parts(f16)?;
         let parts = for_chunks(masks.dim(0)?, chunk, |start, len| {
             let (v, s) = self.mask_encoder.forward(
                 image,
-                f16,
+                &fused,
                 &sensory.narrow(0, start, len)?,
                 &masks.narrow(0, start, len)?,
             )?;

@@ -39,6 +39,16 @@ pub(super) struct CpuConv {
     pub(super) relu_input: bool,
 }
 
+thread_local! {
+    /// Each thread's accumulator and column or Winograd buffer, kept from block to block and
+    /// layer to layer (no allocation and no page faults per block). Nothing in a block gives
+    /// its thread to another rayon task while the buffers are borrowed: its products are
+    /// single-threaded.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
 /// The output, written by the row blocks in parallel (each block its own rows).
 struct SharedOut(*mut MaybeUninit<f32>);
 
@@ -63,6 +73,13 @@ multiversion! {
         dst: &mut [MaybeUninit<f32>],
     ) {
         write_out_loops(act, src, res, before, dst)
+    }
+}
+
+multiversion! {
+    /// `dst[i] = v` with the widest vectors of the CPU.
+    fn fill(dst: &mut [f32], v: f32) {
+        dst.fill(v)
     }
 }
 
@@ -196,19 +213,18 @@ impl CpuConv {
         let shared = SharedOut(out.as_mut_ptr());
         let out_len = out.len();
         let act = self.act;
-        (0..out_h.div_ceil(rows)).into_par_iter().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(acc, buf): &mut (Vec<f32>, Vec<f32>), blk| {
+        (0..out_h.div_ceil(rows)).into_par_iter().for_each(|blk| {
+            SCRATCH.with_borrow_mut(|(acc, buf)| {
                 let (y0, y1) = (blk * rows, ((blk + 1) * rows).min(out_h));
                 let (start, len) = (y0 * cols, (y1 - y0) * cols);
                 let stride = match g.path {
                     Path::Direct => len.div_ceil(PX) * PX,
                     _ => len,
                 };
-                acc.clear();
-                for co in 0..c_acc {
-                    let b = bias.get(co).copied().unwrap_or(0.0);
-                    acc.extend(std::iter::repeat_n(b, stride));
+                // The bias in every row (zeros in the rows that pad the direct kernel's tiles).
+                acc.resize(c_acc * stride, 0.0);
+                for (co, row) in acc.chunks_mut(stride).enumerate() {
+                    fill(row, bias.get(co).copied().unwrap_or(0.0));
                 }
                 match (g.path, &planes) {
                     (Path::Pointwise, _) => {
@@ -275,8 +291,8 @@ impl CpuConv {
                         write_out(act, src, res, self.before, dst);
                     }
                 }
-            },
-        );
+            })
+        });
     }
 }
 
@@ -298,16 +314,17 @@ fn direct_block(
     let last_read =
         (g.c_in - 1) * p.plane_len + taps.iter().max().copied().unwrap_or(0) + start + stride;
     assert!(last_read <= p.data.len() && acc.len() == c_acc * stride && stride.is_multiple_of(PX));
+    let tile = direct::tile_fn().expect("the direct path is only chosen where the CPU runs it");
     for c0 in (0..g.c_in).step_by(chunk) {
         let kc = chunk.min(g.c_in - c0);
         for t in (0..stride).step_by(PX) {
             for grp in 0..c_acc / CO {
-                // SAFETY: AVX-512F is present (the direct path is only chosen then); the reads
+                // SAFETY: the CPU runs `tile` (`direct::tile_fn`); the reads
                 // of `p.data` stay below `last_read` (asserted), the weights of the chunk are
                 // inside the `[c_acc / CO, c_in, kk, CO]` layout, and the tile's accumulator
                 // rows `grp·CO..grp·CO + CO`, columns `t..t + PX` are inside `acc`.
                 unsafe {
-                    direct::tile(
+                    tile(
                         p.data.as_ptr().add(start + t + c0 * p.plane_len),
                         p.plane_len,
                         taps,

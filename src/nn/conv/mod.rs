@@ -5,9 +5,9 @@
 //! On the CPU the input is copied once into padded planes ([`planes`]), split into stride²
 //! phase planes, so that the tap (kh, kw) of every output pixel reads one contiguous run of its
 //! plane. The output is computed in blocks of whole rows ([`cpu`]). Each network chooses its
-//! [`ConvKernel`] when it loads its layers: the AVX-512 direct kernel ([`direct`]) multiplies
-//! the taps straight from the planes; matrix products multiply per tap over shifted views (or,
-//! for few input channels, once over a column buffer). The input may be given as several
+//! [`ConvKernel`] when it loads its layers: the direct kernel ([`direct`], AVX-512 or AVX2)
+//! multiplies the taps straight from the planes; matrix products multiply per tap over
+//! shifted views (or, for few input channels, once over a column buffer). The input may be given as several
 //! tensors whose channels are concatenated (no copy of the concatenation). Other devices use
 //! candle's `conv2d`.
 
@@ -51,10 +51,11 @@ pub enum ConvKernel {
     /// fixtures hold it to (its top-k memory readout turns last-bit differences of near-tied
     /// affinities into other selections).
     Products,
-    /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512
-    /// (matrix products elsewhere and for 1×1 stride-1 layers): about twice as fast on the
-    /// 16–64-channel 3×3 layers. Without AVX-512, the layers [`Winograd`](Self::Winograd)
-    /// takes run on it.
+    /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512 or AVX2
+    /// and FMA (matrix products elsewhere and for 1×1 stride-1 layers): about twice as fast on
+    /// the 16–64-channel 3×3 layers with AVX-512, up to 1.6× with AVX2. With only AVX2, the
+    /// wide 3×3 layers that [`Winograd`](Self::Winograd) takes run on it, as do the layers
+    /// of CPUs without either.
     Direct,
     /// Winograd's F(2×2, 3×3) for 3×3 layers with stride 1 and padding 1 whose reduction
     /// (`c_in · 9`) is long enough for matrix products (the products elsewhere): 4
@@ -68,7 +69,7 @@ pub enum ConvKernel {
 enum Path {
     /// 1×1, stride 1, no padding: one matrix product, weight `[c_out, c_in]`.
     Pointwise,
-    /// The AVX-512 direct kernel, weight as [`direct::layout_weight`] makes it.
+    /// The direct kernel (AVX-512 or AVX2), weight as [`direct::layout_weight`] makes it.
     Direct,
     /// One product over a column buffer per block, weight `[c_out, c_in·k·k]`.
     Columns,
@@ -101,16 +102,18 @@ impl Geometry {
 
     /// The CPU path for this geometry with `kernel` on this machine.
     fn choose_path(&self, kernel: ConvKernel) -> Path {
+        let winograd_fits = (self.k, self.stride, self.pad, self.dilation) == (3, 1, 1, 1)
+            && self.c_in * self.k * self.k > COLUMN_BUFFER_MAX_K;
         if self.k == 1 && self.stride == 1 && self.pad == 0 {
             Path::Pointwise
-        } else if kernel == ConvKernel::Direct && self.c_out >= CO && direct::available() {
+        } else if kernel == ConvKernel::Direct
+            && direct::suits(self.c_in, self.c_out, winograd_fits)
+        {
             Path::Direct
         } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
             Path::Columns
-        } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct)
-            && (self.k, self.stride, self.pad, self.dilation) == (3, 1, 1, 1)
-        {
-            // The direct kernel's layers on CPUs without AVX-512 take Winograd's where they can.
+        } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct) && winograd_fits {
+            // The direct kernel's layers that it does not suit take Winograd's where they can.
             Path::Winograd
         } else {
             Path::Shifted

@@ -52,6 +52,7 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         (16, 24, 1, 2, 0, 1, 9, 7),
         (33, 8, 1, 1, 0, 1, 5, 6),
         (600, 16, 3, 1, 1, 1, 6, 5),
+        (600, 16, 3, 2, 1, 1, 9, 8),
         // Winograd: odd and even sides, one row or column, many blocks of tile rows.
         (40, 16, 3, 1, 1, 1, 1, 7),
         (40, 5, 3, 1, 1, 1, 9, 1),
@@ -79,20 +80,19 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         )
         .unwrap();
         let direct = conv.geometry.path == Path::Direct;
+        let winograd_fits = (k, stride, pad, dil) == (3, 1, 1, 1) && c_in * 9 > COLUMN_BUFFER_MAX_K;
         assert_eq!(
             direct,
             kernel == ConvKernel::Direct
                 && (k, stride, pad) != (1, 1, 0)
-                && c_out >= CO
-                && direct::available(),
+                && direct::suits(c_in, c_out, winograd_fits),
             "case {i}: {kernel:?} chose {:?}",
             conv.geometry.path
         );
         assert_eq!(
             conv.geometry.path == Path::Winograd,
             (kernel == ConvKernel::Winograd || (kernel == ConvKernel::Direct && !direct))
-                && (k, stride, pad, dil) == (3, 1, 1, 1)
-                && c_in * 9 > COLUMN_BUFFER_MAX_K,
+                && winograd_fits,
             "case {i}: {kernel:?} chose {:?}",
             conv.geometry.path
         );

@@ -27,6 +27,19 @@ impl Dense {
         })
     }
 
+    /// The bias-free layer `weight [out, in]` at `vb`, followed by `act` (candle's product
+    /// and a separate activation pass).
+    pub fn load_without_bias(
+        vb: VarBuilder,
+        (input, out): (usize, usize),
+        act: Activation,
+    ) -> Result<Self> {
+        Ok(Dense {
+            linear: candle_nn::linear_no_bias(input, out, vb)?,
+            act,
+        })
+    }
+
     /// Applies the layer to `x [..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (w, b) = (self.linear.weight(), self.linear.bias());

@@ -5,10 +5,12 @@
 use super::attention::rel_pos_softmax;
 use crate::error::{Error, Result};
 use crate::mask::bilinear_taps;
+use crate::nn::act::Activation;
+use crate::nn::dense::Dense;
 use crate::nn::Weights;
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
-use candle_transformers::models::segment_anything::{LayerNorm2d, MlpBlock};
+use candle_nn::{LayerNorm, VarBuilder};
+use candle_transformers::models::segment_anything::LayerNorm2d;
 
 /// Size of a ViT image encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,8 +142,8 @@ impl VitConfig {
 /// Multi-head self-attention with decomposed relative position embeddings.
 #[derive(Debug)]
 struct Attention {
-    qkv: Linear,
-    proj: Linear,
+    qkv: Dense,
+    proj: Dense,
     num_heads: usize,
     rel_pos_h: Tensor,
     rel_pos_w: Tensor,
@@ -159,16 +161,16 @@ impl Attention {
         vb: VarBuilder,
     ) -> Result<Self> {
         let qkv = if qkv_bias {
-            candle_nn::linear(dim, 3 * dim, vb.pp("qkv"))?
+            Dense::load(vb.pp("qkv"), (dim, 3 * dim), Activation::Identity)?
         } else {
-            candle_nn::linear_no_bias(dim, 3 * dim, vb.pp("qkv"))?
+            Dense::load_without_bias(vb.pp("qkv"), (dim, 3 * dim), Activation::Identity)?
         };
         let head_dim = dim / num_heads;
         let rel_pos_h = vb.get((2 * size - 1, head_dim), "rel_pos_h")?;
         let rel_pos_w = vb.get((2 * size - 1, head_dim), "rel_pos_w")?;
         Ok(Attention {
             qkv,
-            proj: candle_nn::linear(dim, dim, vb.pp("proj"))?,
+            proj: Dense::load(vb.pp("proj"), (dim, dim), Activation::Identity)?,
             num_heads,
             rel_pos_h,
             rel_pos_w,
@@ -283,7 +285,10 @@ struct Block {
     norm1: LayerNorm,
     attn: Attention,
     norm2: LayerNorm,
-    mlp: MlpBlock,
+    /// `mlp.lin1` with its GELU.
+    lin1: Dense,
+    /// `mlp.lin2`.
+    lin2: Dense,
     window: usize,
 }
 
@@ -300,7 +305,10 @@ impl Block {
             self.attn.forward(&x)?
         };
         let x = (shortcut + x)?;
-        Ok((&x + self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+        let mlp = self
+            .lin2
+            .forward(&self.lin1.forward(&self.norm2.forward(&x)?)?)?;
+        Ok((&x + mlp)?)
     }
 }
 
@@ -391,11 +399,15 @@ impl ImageEncoderVit {
                         vb.pp("attn"),
                     )?,
                     norm2: candle_nn::layer_norm(c.embed_dim, 1e-6, vb.pp("norm2"))?,
-                    mlp: MlpBlock::new(
-                        c.embed_dim,
-                        4 * c.embed_dim,
-                        candle_nn::Activation::Gelu,
-                        vb.pp("mlp"),
+                    lin1: Dense::load(
+                        vb.pp("mlp.lin1"),
+                        (c.embed_dim, 4 * c.embed_dim),
+                        Activation::GeluErf,
+                    )?,
+                    lin2: Dense::load(
+                        vb.pp("mlp.lin2"),
+                        (4 * c.embed_dim, c.embed_dim),
+                        Activation::Identity,
                     )?,
                     window,
                 })

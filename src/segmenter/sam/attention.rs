@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::nn::contiguous_f32;
+use crate::nn::vmath::{multiversion, softmax_in_place};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -26,6 +27,19 @@ pub fn rel_pos_softmax(attn: &Tensor, rel_h: &Tensor, rel_w: &Tensor) -> Result<
         .broadcast_add(&rel_w.unsqueeze(3)?))?
     .reshape((n, q, k))?;
     Ok(candle_nn::ops::softmax_last_dim(&biased)?)
+}
+
+multiversion! {
+    /// One row: `dst[i·kw + j] = src[i·kw + j] + bh[i] + bw[j]`, then its softmax in place.
+    fn biased_softmax(src: &[f32], bh: &[f32], bw: &[f32], dst: &mut [f32]) {
+        let kw = bw.len();
+        for ((d, s), &h) in dst.chunks_mut(kw).zip(src.chunks(kw)).zip(bh) {
+            for ((d, &a), &w) in d.iter_mut().zip(s).zip(bw) {
+                *d = a + h + w;
+            }
+        }
+        softmax_in_place(dst);
+    }
 }
 
 struct RelPosSoftmax {
@@ -61,22 +75,7 @@ impl CustomOp3 for RelPosSoftmax {
             let src = &attn[r * row..(r + 1) * row];
             let bh = &rel_h[r * kh..(r + 1) * kh];
             let bw = &rel_w[r * kw..(r + 1) * kw];
-            let mut max = f32::NEG_INFINITY;
-            for (i, &h) in bh.iter().enumerate() {
-                let s = &src[i * kw..(i + 1) * kw];
-                let d = &mut dst[i * kw..(i + 1) * kw];
-                for ((d, &a), &w) in d.iter_mut().zip(s).zip(bw) {
-                    *d = a + h + w;
-                    max = max.max(*d);
-                }
-            }
-            let mut sum = 0f32;
-            for d in dst.iter_mut() {
-                *d = (*d - max).exp();
-                sum += *d;
-            }
-            let inv = 1.0 / sum;
-            dst.iter_mut().for_each(|d| *d *= inv);
+            biased_softmax(src, bh, bw, dst);
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }

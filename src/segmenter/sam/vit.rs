@@ -149,8 +149,10 @@ struct Attention {
     rel_pos_w: Tensor,
 }
 
-/// Largest attention matrix (in elements) computed at once; larger batches are split.
-const ATTENTION_CHUNK: usize = 1 << 25;
+/// Largest attention matrix (in elements) computed at once: 16 MiB, below the size past which
+/// the allocator maps fresh pages for every buffer, so that the blocks reuse their memory.
+/// Larger batches are split by items, and one item's attention by rows of queries.
+const ATTENTION_CHUNK: usize = 1 << 22;
 
 impl Attention {
     fn new(
@@ -193,18 +195,34 @@ impl Attention {
         let r_w = rel_pos_table(w, w, &self.rel_pos_w)?;
         let scale = 1.0 / (hd as f64).sqrt();
         let n = b * heads;
-        let per_item = (h * w) * (h * w);
-        let chunk = (ATTENTION_CHUNK / per_item).clamp(1, n);
-        let mut outs = Vec::with_capacity(n.div_ceil(chunk));
-        for start in (0..n).step_by(chunk) {
-            let len = chunk.min(n - start);
-            let q = q.narrow(0, start, len)?;
-            let k = k.narrow(0, start, len)?;
-            let v = v.narrow(0, start, len)?;
-            let attn = (&q * scale)?.matmul(&k.t()?)?;
-            let (rel_h, rel_w) = decomposed_rel_pos(&q, (h, w), &r_h, &r_w)?;
-            let attn = rel_pos_softmax(&attn, &rel_h, &rel_w)?;
-            outs.push(attn.matmul(&v)?);
+        let per_row = w * (h * w);
+        // Blocks of whole items, or of whole rows of one item's query grid.
+        let rows = (ATTENTION_CHUNK / per_row).clamp(1, h);
+        let items = if rows == h {
+            (ATTENTION_CHUNK / (h * per_row)).clamp(1, n)
+        } else {
+            1
+        };
+        let mut outs = Vec::with_capacity(n.div_ceil(items));
+        for start in (0..n).step_by(items) {
+            let len = items.min(n - start);
+            let (q, k, v) = (
+                q.narrow(0, start, len)?,
+                k.narrow(0, start, len)?,
+                v.narrow(0, start, len)?,
+            );
+            let kt = k.t()?;
+            let mut blocks = Vec::with_capacity(h.div_ceil(rows));
+            for y0 in (0..h).step_by(rows) {
+                let ry = rows.min(h - y0);
+                let q = q.narrow(1, y0 * w, ry * w)?;
+                let attn = (&q * scale)?.matmul(&kt)?;
+                let (rel_h, rel_w) =
+                    decomposed_rel_pos(&q, (ry, w), &r_h.narrow(0, y0, ry)?, &r_w)?;
+                let attn = rel_pos_softmax(&attn, &rel_h, &rel_w)?;
+                blocks.push(attn.matmul(&v)?);
+            }
+            outs.push(Tensor::cat(&blocks, 1)?);
         }
         let out = Tensor::cat(&outs, 0)?
             .reshape((b, heads, h, w, hd))?

@@ -115,7 +115,21 @@ fn write_out_loops(
     match act {
         Activation::Identity => each(src, res, before, dst, |v| v),
         Activation::Relu => each(src, res, before, dst, |v| v.max(0.0)),
-        Activation::GeluErf => each(src, res, before, dst, |v| act.apply(v)),
+        Activation::GeluErf => {
+            // The vectorised GELU over the written values, the residual added around it.
+            assert_eq!(
+                src.len(),
+                dst.len(),
+                "one output value per accumulated value"
+            );
+            each(src, res.filter(|_| before), true, dst, |v| v);
+            // SAFETY: `each` wrote every element of `dst` (as long as `src`, asserted).
+            let vals = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            Activation::GeluErf.apply_slice(vals);
+            if let Some(r) = res.filter(|_| !before) {
+                vals.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+            }
+        }
     }
 }
 

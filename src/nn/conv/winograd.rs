@@ -12,6 +12,7 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::vmath::multiversion;
 
 /// Transformed values per tile (4 × 4).
 const E: usize = 16;
@@ -89,10 +90,27 @@ pub(super) struct Input<'a> {
     pub(super) relu: bool,
 }
 
+multiversion! {
 /// Adds the convolution of output rows `y0..y1` (all `w` columns) to `acc` `[c_out, stride]`
 /// (row `y` of a channel at `(y − y0) · w`); `u` holds the transformed filters, `buf` is
-/// scratch. The padding is read as zeros: no padded copy of the input is made.
+/// scratch. The padding is read as zeros: no padded copy of the input is made. With the
+/// widest vectors of the CPU.
 pub(super) fn block(
+    x: &Input,
+    c_out: usize,
+    out_rows: (usize, usize),
+    u: &[f32],
+    acc: &mut [f32],
+    stride: usize,
+    buf: &mut Vec<f32>,
+) {
+    block_with(x, c_out, out_rows, u, acc, stride, buf)
+}
+}
+
+/// The body of [`block`].
+#[inline(always)]
+fn block_with(
     x: &Input,
     c_out: usize,
     (y0, y1): (usize, usize),
@@ -130,16 +148,26 @@ pub(super) fn block(
             }
             for k0 in (0..per_row).step_by(LANES) {
                 // d[r][c][lane]: the 4 × 4 tiles of LANES neighbouring tiles.
-                let d: [[[f32; LANES]; 4]; 4] = std::array::from_fn(|r| {
-                    std::array::from_fn(|c| {
-                        std::array::from_fn(|l| rows[r * row_len + 2 * (k0 + l) + c])
-                    })
-                });
+                let mut d = [[[0f32; LANES]; 4]; 4];
+                for (r, dr) in d.iter_mut().enumerate() {
+                    let row = &rows[r * row_len + 2 * k0..][..2 * LANES + 2];
+                    for (c, dc) in dr.iter_mut().enumerate() {
+                        for (l, v) in dc.iter_mut().enumerate() {
+                            *v = row[2 * l + c];
+                        }
+                    }
+                }
                 let v16 = transform_input(&d);
                 let n = LANES.min(per_row - k0);
                 let t0 = tr * per_row + k0;
                 for (e, lanes) in v16.iter().enumerate() {
-                    v[(e * c_in + ci) * tiles + t0..][..n].copy_from_slice(&lanes[..n]);
+                    let dst = &mut v[(e * c_in + ci) * tiles + t0..];
+                    // Whole groups as fixed-size copies (vector moves, not calls).
+                    if n == LANES {
+                        dst[..LANES].copy_from_slice(lanes);
+                    } else {
+                        dst[..n].copy_from_slice(&lanes[..n]);
+                    }
                 }
             }
         }
@@ -157,7 +185,12 @@ pub(super) fn block(
                 let t0 = tr * per_row + k0;
                 let mut mm = [[0f32; LANES]; E];
                 for (e, lanes) in mm.iter_mut().enumerate() {
-                    lanes[..n].copy_from_slice(&m[(e * c_out + co) * tiles + t0..][..n]);
+                    let src = &m[(e * c_out + co) * tiles + t0..];
+                    if n == LANES {
+                        lanes.copy_from_slice(&src[..LANES]);
+                    } else {
+                        lanes[..n].copy_from_slice(&src[..n]);
+                    }
                 }
                 let y2 = transform_output(&mm);
                 let (x0, width) = (2 * k0, (2 * n).min(w - 2 * k0));
@@ -166,9 +199,18 @@ pub(super) fn block(
                     if y >= y1 {
                         break;
                     }
-                    let dst = &mut acc[co * stride + (y - y0) * w + x0..][..width];
-                    for (d, val) in dst.iter_mut().zip(row) {
-                        *d += val;
+                    let dst = &mut acc[co * stride + (y - y0) * w + x0..];
+                    if width == 2 * LANES {
+                        let dst: &mut [f32; 2 * LANES] = (&mut dst[..2 * LANES])
+                            .try_into()
+                            .expect("2 · LANES values");
+                        for (d, val) in dst.iter_mut().zip(row) {
+                            *d += val;
+                        }
+                    } else {
+                        for (d, val) in dst[..width].iter_mut().zip(row) {
+                            *d += val;
+                        }
                     }
                 }
             }
@@ -176,36 +218,64 @@ pub(super) fn block(
     }
 }
 
+/// The values of one transformed position for every lane.
+type Lanes = [f32; LANES];
+
+/// `Bᵀ x` for a column of 4, lane by lane.
+#[inline(always)]
+fn transform_b_lanes(x: [&Lanes; 4]) -> [Lanes; 4] {
+    let mut out = [[0f32; LANES]; 4];
+    for l in 0..LANES {
+        let v = transform_b([x[0][l], x[1][l], x[2][l], x[3][l]]);
+        for (o, v) in out.iter_mut().zip(v) {
+            o[l] = v;
+        }
+    }
+    out
+}
+
+/// `Aᵀ x` for a column of 4, lane by lane.
+#[inline(always)]
+fn transform_a_lanes(x: [&Lanes; 4]) -> [Lanes; 2] {
+    let mut out = [[0f32; LANES]; 2];
+    for l in 0..LANES {
+        let v = transform_a([x[0][l], x[1][l], x[2][l], x[3][l]]);
+        out[0][l] = v[0];
+        out[1][l] = v[1];
+    }
+    out
+}
+
 /// `Bᵀ d B` of LANES tiles: the 16 transformed values, each for every lane.
 #[inline(always)]
-fn transform_input(d: &[[[f32; LANES]; 4]; 4]) -> [[f32; LANES]; E] {
+fn transform_input(d: &[[Lanes; 4]; 4]) -> [Lanes; E] {
+    // Bᵀ d on the columns (cols[c][r]), then B on the rows.
+    let mut cols = [[[0f32; LANES]; 4]; 4];
+    for (c, col) in cols.iter_mut().enumerate() {
+        *col = transform_b_lanes([&d[0][c], &d[1][c], &d[2][c], &d[3][c]]);
+    }
     let mut out = [[0f32; LANES]; E];
-    for l in 0..LANES {
-        // Bᵀ d on the columns, then B on the rows.
-        let cols: [[f32; 4]; 4] =
-            std::array::from_fn(|c| transform_b([d[0][c][l], d[1][c][l], d[2][c][l], d[3][c][l]]));
-        for r in 0..4 {
-            let row = transform_b([cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
-            for (c, val) in row.into_iter().enumerate() {
-                out[r * 4 + c][l] = val;
-            }
-        }
+    for r in 0..4 {
+        let row = transform_b_lanes([&cols[0][r], &cols[1][r], &cols[2][r], &cols[3][r]]);
+        out[r * 4..r * 4 + 4].copy_from_slice(&row);
     }
     out
 }
 
 /// `Aᵀ M A` of LANES tiles: the two output rows, each of `2 · LANES` columns (lane by lane).
 #[inline(always)]
-fn transform_output(m: &[[f32; LANES]; E]) -> [[f32; 2 * LANES]; 2] {
+fn transform_output(m: &[Lanes; E]) -> [[f32; 2 * LANES]; 2] {
+    // Aᵀ M on the columns (cols[c][i]), then A on the rows.
+    let mut cols = [[[0f32; LANES]; 2]; 4];
+    for (c, col) in cols.iter_mut().enumerate() {
+        *col = transform_a_lanes([&m[c], &m[4 + c], &m[8 + c], &m[12 + c]]);
+    }
     let mut out = [[0f32; 2 * LANES]; 2];
-    for l in 0..LANES {
-        // Aᵀ M on the columns, then A on the rows.
-        let cols: [[f32; 2]; 4] =
-            std::array::from_fn(|c| transform_a([m[c][l], m[4 + c][l], m[8 + c][l], m[12 + c][l]]));
-        for (i, row) in out.iter_mut().enumerate() {
-            let y = transform_a([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
-            row[2 * l] = y[0];
-            row[2 * l + 1] = y[1];
+    for (i, row) in out.iter_mut().enumerate() {
+        let y = transform_a_lanes([&cols[0][i], &cols[1][i], &cols[2][i], &cols[3][i]]);
+        for l in 0..LANES {
+            row[2 * l] = y[0][l];
+            row[2 * l + 1] = y[1][l];
         }
     }
     out

@@ -54,8 +54,8 @@ pub enum ConvKernel {
     /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512 or AVX2
     /// and FMA (matrix products elsewhere and for 1×1 stride-1 layers): about twice as fast on
     /// the 16–64-channel 3×3 layers with AVX-512, up to 1.6× with AVX2. With only AVX2, the
-    /// wide 3×3 layers that [`Winograd`](Self::Winograd) takes run on it, as do the layers
-    /// of CPUs without either.
+    /// strided layers run on the products and the wide 3×3 layers that
+    /// [`Winograd`](Self::Winograd) takes run on it, as do the layers of CPUs without either.
     Direct,
     /// Winograd's F(2×2, 3×3) for 3×3 layers with stride 1 and padding 1 whose reduction
     /// (`c_in · 9`) is long enough for matrix products (the products elsewhere): 4
@@ -107,7 +107,7 @@ impl Geometry {
         if self.k == 1 && self.stride == 1 && self.pad == 0 {
             Path::Pointwise
         } else if kernel == ConvKernel::Direct
-            && direct::suits(self.c_in, self.c_out, winograd_fits)
+            && direct::suits(self.c_in, self.c_out, self.stride, winograd_fits)
         {
             Path::Direct
         } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {

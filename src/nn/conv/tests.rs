@@ -52,7 +52,7 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         (16, 24, 1, 2, 0, 1, 9, 7),
         (33, 8, 1, 1, 0, 1, 5, 6),
         (600, 16, 3, 1, 1, 1, 6, 5),
-        (600, 16, 3, 2, 1, 1, 9, 8),
+        (600, 16, 3, 1, 2, 2, 9, 8),
         // Winograd: odd and even sides, one row or column, many blocks of tile rows.
         (40, 16, 3, 1, 1, 1, 1, 7),
         (40, 5, 3, 1, 1, 1, 9, 1),
@@ -85,7 +85,7 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
             direct,
             kernel == ConvKernel::Direct
                 && (k, stride, pad) != (1, 1, 0)
-                && direct::suits(c_in, c_out, winograd_fits),
+                && direct::suits(c_in, c_out, stride, winograd_fits),
             "case {i}: {kernel:?} chose {:?}",
             conv.geometry.path
         );

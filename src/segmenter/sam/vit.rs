@@ -323,12 +323,35 @@ impl Block {
             self.attn.forward(&x)?
         };
         let x = (shortcut + x)?;
-        let mlp = self
-            .lin2
-            .forward(&self.lin1.forward(&self.norm2.forward(&x)?)?)?;
+        let mlp = mlp_in_blocks(&self.lin1, &self.lin2, &self.norm2.forward(&x)?)?;
         Ok((&x + mlp)?)
     }
 }
+
+/// `lin2(lin1(x))` over the tokens of `x` (`(B, H, W, C)`), [`MLP_ROWS`] tokens at a time:
+/// each token is computed on its own, so the blocks give the same values, and the 4·C-wide
+/// hidden activations stay small enough for the allocator to reuse.
+fn mlp_in_blocks(lin1: &Dense, lin2: &Dense, x: &Tensor) -> Result<Tensor> {
+    let c = x.dim(candle_core::D::Minus1)?;
+    let tokens = x.elem_count() / c.max(1);
+    let flat = x.reshape((tokens, c))?;
+    let blocks = (0..tokens)
+        .step_by(MLP_ROWS)
+        .map(|r0| {
+            let rows = flat.narrow(0, r0, MLP_ROWS.min(tokens - r0))?;
+            lin2.forward(&lin1.forward(&rows)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let out = Tensor::cat(&blocks, 0)?;
+    let mut dims = x.dims().to_vec();
+    let last = dims.len() - 1;
+    dims[last] = out.dim(1)?;
+    Ok(out.reshape(dims)?)
+}
+
+/// Tokens per block of the MLP: a ViT-H hidden block is 1024 × 5120 floats (20 MiB), under
+/// the size past which the allocator maps fresh pages for every buffer.
+const MLP_ROWS: usize = 1024;
 
 /// Splits `(B, H, W, C)` into `(B·nh·nw, win, win, C)` windows, zero-padding bottom/right.
 pub(super) fn window_partition(xs: &Tensor, win: usize) -> Result<(Tensor, (usize, usize))> {
@@ -478,5 +501,29 @@ impl ImageEncoderVit {
             .apply(&self.neck_ln1)?
             .apply(&self.neck_conv2)?
             .apply(&self.neck_ln2)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    /// The MLP over blocks of tokens equals the two layers over all tokens at once, exactly
+    /// (every token is computed on its own), with a partial last block.
+    #[test]
+    fn mlp_in_blocks_equals_the_whole_product() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let lin1 = Dense::load(vb.pp("lin1"), (16, 64), Activation::GeluErf).unwrap();
+        let lin2 = Dense::load(vb.pp("lin2"), (64, 16), Activation::Identity).unwrap();
+        let side = 47; // 2209 tokens: two full blocks and a partial one.
+        assert!(side * side > 2 * MLP_ROWS);
+        let x = Tensor::randn(0f32, 1.0, (1, side, side, 16), &Device::Cpu).unwrap();
+        let blocked = mlp_in_blocks(&lin1, &lin2, &x).unwrap();
+        let whole = lin2.forward(&lin1.forward(&x).unwrap()).unwrap();
+        assert_eq!(blocked.dims(), whole.dims());
+        assert_eq!(crate::nn::max_abs_diff(&blocked, &whole), 0.0);
     }
 }

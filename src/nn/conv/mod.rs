@@ -7,9 +7,9 @@
 //! plane. The output is computed in blocks of whole rows ([`cpu`]). Each network chooses its
 //! [`ConvKernel`] when it loads its layers: the direct kernel ([`direct`], AVX-512 or AVX2)
 //! multiplies the taps straight from the planes; matrix products multiply per tap over
-//! shifted views (or, for few input channels, once over a column buffer). The input may be given as several
-//! tensors whose channels are concatenated (no copy of the concatenation). Other devices use
-//! candle's `conv2d`.
+//! shifted views (or, for few input channels, once over a column buffer). The input may be
+//! given as several tensors whose channels are concatenated (no copy of the concatenation).
+//! Other devices use candle's `conv2d`.
 
 mod cpu;
 mod direct;

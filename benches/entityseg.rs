@@ -27,6 +27,8 @@ fn input(m: &EntitySeg) -> (Tensor, (usize, usize)) {
 }
 
 fn bench(c: &mut Criterion) {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let mut g = c.benchmark_group("entityseg");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(1))

@@ -196,6 +196,8 @@ fn text_mode_step(config: &GroundingDinoConfig, w: u32, h: u32, small: bool) -> 
 }
 
 fn main() {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test`: check that a forward and a text-mode step run, on a tiny model and
         // input.

@@ -79,6 +79,8 @@ fn model(backbone: &str, tiny: bool) -> Mask2Former {
 const BACKBONES: [&str; 2] = ["swin_t", "r50"];
 
 fn bench(c: &mut Criterion) {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let mut g = c.benchmark_group("mask2former");
     g.sample_size(10)
         .warm_up_time(Duration::from_millis(1))

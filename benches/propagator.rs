@@ -110,6 +110,8 @@ fn tracker(n: usize, s: Size) -> (DevaPropagator, impl FnMut(&mut DevaPropagator
 }
 
 fn bench(c: &mut Criterion) {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let mut group = c.benchmark_group("deva_propagator_854x480");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);

@@ -58,6 +58,8 @@ fn model(tiny: bool) -> ReferFormer {
 const IDS: [i64; 10] = [0, 10, 20, 30, 40, 50, 60, 70, 80, 2];
 
 fn main() {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test`: one tiny forward.
         let input = Tensor::randn(0f32, 1.0, (1, 3, 64, 96), &Device::Cpu).unwrap();

@@ -29,6 +29,8 @@ fn frame(w: u32, h: u32) -> RgbImage {
 }
 
 fn sam_bench(c: &mut Criterion) {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let sam = vit_b();
     let mut g = c.benchmark_group("sam");
     g.sample_size(10)

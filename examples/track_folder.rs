@@ -42,6 +42,8 @@ fn track_folder(frames: &Path, masks: &Path, out: &Path) -> deva::Result<usize> 
 }
 
 fn main() -> deva::Result<()> {
+    // The allocator settings of the `deva` command (see `deva::heap`).
+    deva::heap::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [frames, masks, out] = args.as_slice() else {
         eprintln!("usage: track_folder FRAMES MASKS OUT");

@@ -143,10 +143,58 @@ fn sample_block(image: &Plane, x0: f32, y0: f32, (cols, rows): (usize, usize), o
     }
 }
 
+/// Sums over the sampled block `warped` and the patch `template` (element i in lane
+/// i % LANES, whole groups of LANES as fixed-size arrays, one vector operation each): `Σ d`,
+/// `Σ d²` and, with `GRADIENTS`, `Σ jx·d` and `Σ jy·d` of the difference `d` (else 0).
+#[inline(always)]
+fn residual_sums<const GRADIENTS: bool>(
+    warped: &[f32],
+    template: &[f32],
+    jx: &[f32],
+    jy: &[f32],
+) -> [f32; 4] {
+    let mut acc = [[0.0f32; LANES]; 4];
+    let mut add = |l: usize, w: f32, t: f32, gx: f32, gy: f32| {
+        let d = w - t;
+        acc[0][l] += d;
+        acc[1][l] += d * d;
+        if GRADIENTS {
+            acc[2][l] += gx * d;
+            acc[3][l] += gy * d;
+        }
+    };
+    let n = warped.len();
+    let full = n - n % LANES;
+    let group = |v: &[f32], i: usize| -> [f32; LANES] {
+        if GRADIENTS {
+            v[i..i + LANES].try_into().expect("LANES elements")
+        } else {
+            [0.0; LANES]
+        }
+    };
+    for i in (0..full).step_by(LANES) {
+        let w: [f32; LANES] = warped[i..i + LANES].try_into().expect("LANES elements");
+        let t: [f32; LANES] = template[i..i + LANES].try_into().expect("LANES elements");
+        let (gx, gy) = (group(jx, i), group(jy, i));
+        for l in 0..LANES {
+            add(l, w[l], t[l], gx[l], gy[l]);
+        }
+    }
+    for (l, i) in (full..n).enumerate() {
+        let (gx, gy) = if GRADIENTS {
+            (jx[i], jy[i])
+        } else {
+            (0.0, 0.0)
+        };
+        add(l, warped[i], template[i], gx, gy);
+    }
+    acc.map(|a| a.iter().sum::<f32>())
+}
+
 multiversion! {
     /// The `size × size` block of `to` at `(x0, y0)` into `warped`, compared with the
     /// `template` of a patch whose mean-normalised gradients are `jx`, `jy`: the
-    /// mean-normalised SSD and `Σ J·d` of the difference `d`, summed in `LANES` lanes.
+    /// mean-normalised SSD and `Σ J·d` of the difference `d`.
     fn patch_residual(
         to: &Plane,
         at: (f32, f32),
@@ -156,33 +204,55 @@ multiversion! {
     ) -> (f32, f32, f32) {
         let [template, jx, jy] = patch;
         sample_block(to, at.0, at.1, (size, size), warped);
-        // Element i goes to lane i % LANES: whole groups of LANES as fixed-size arrays (one
-        // vector operation each), then the remainder.
-        let mut acc = [[0.0f32; LANES]; 4];
-        let mut add = |l: usize, w: f32, t: f32, gx: f32, gy: f32| {
-            let d = w - t;
-            acc[0][l] += d;
-            acc[1][l] += d * d;
-            acc[2][l] += gx * d;
-            acc[3][l] += gy * d;
-        };
-        let n = warped.len();
-        let full = n - n % LANES;
-        let group = |v: &[f32], i: usize| -> [f32; LANES] {
-            v[i..i + LANES].try_into().expect("LANES elements")
-        };
-        for i in (0..full).step_by(LANES) {
-            let (w, t) = (group(warped, i), group(template, i));
-            let (gx, gy) = (group(jx, i), group(jy, i));
-            for l in 0..LANES {
-                add(l, w[l], t[l], gx[l], gy[l]);
+        let [s, s2, bx, by] = residual_sums::<true>(warped, template, jx, jy);
+        (s2 - s * s / warped.len() as f32, bx, by)
+    }
+}
+
+multiversion! {
+    /// The mean-normalised SSD of [`patch_residual`] alone (the same value, bit for bit).
+    fn patch_ssd(to: &Plane, at: (f32, f32), size: usize, warped: &mut [f32], template: &[f32]) -> f32 {
+        sample_block(to, at.0, at.1, (size, size), warped);
+        let [s, s2, _, _] = residual_sums::<false>(warped, template, &[], &[]);
+        s2 - s * s / warped.len() as f32
+    }
+}
+
+/// Lane sums of `v` (element i into lane i % LANES).
+#[inline(always)]
+fn lane_sums(v: &[f32]) -> [f32; LANES] {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    for (a, x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += x;
+    }
+    acc
+}
+
+multiversion! {
+    /// Subtracts their means from the patch gradients `jx`, `jy` (of equal length) and returns
+    /// the Hessian `(Σ jx², Σ jx·jy, Σ jy²)` of the centred ones, all sums in `LANES` lanes.
+    fn centre_gradients(jx: &mut [f32], jy: &mut [f32]) -> (f32, f32, f32) {
+        let n = jx.len() as f32;
+        let mx = lane_sums(jx).iter().sum::<f32>() / n;
+        let my = lane_sums(jy).iter().sum::<f32>() / n;
+        let mut acc = [[0.0f32; LANES]; 3];
+        for (cx, cy) in jx.chunks_mut(LANES).zip(jy.chunks_mut(LANES)) {
+            for (l, (gx, gy)) in cx.iter_mut().zip(cy.iter_mut()).enumerate() {
+                *gx -= mx;
+                *gy -= my;
+                acc[0][l] += *gx * *gx;
+                acc[1][l] += *gx * *gy;
+                acc[2][l] += *gy * *gy;
             }
         }
-        for (l, i) in (full..n).enumerate() {
-            add(l, warped[i], template[i], jx[i], jy[i]);
-        }
-        let [s, s2, bx, by] = acc.map(|a| a.iter().sum::<f32>());
-        (s2 - s * s / warped.len() as f32, bx, by)
+        let [hxx, hxy, hyy] = acc.map(|a| a.iter().sum::<f32>());
+        (hxx, hxy, hyy)
     }
 }
 
@@ -211,31 +281,39 @@ impl Patch {
         }
     }
 
-    /// Loads the patch of `from` with origin `(px, py)`.
-    fn load(&mut self, from: &Level, (px, py): (usize, usize)) {
+    /// Loads the template of `from` with origin `(px, py)`, enough for [`Self::ssd`].
+    fn load_template(&mut self, from: &Level, (px, py): (usize, usize)) {
         let size = self.size;
-        let n = (size * size) as f32;
         let w = from.image.width();
-        let (dx, dy) = from.gradients();
         self.origin = (px, py);
         for r in 0..size {
             let o = (py + r) * w + px;
+            self.template[r * size..(r + 1) * size]
+                .copy_from_slice(&from.image.data()[o..o + size]);
+        }
+    }
+
+    /// Loads the whole patch of `from` with origin `(px, py)`: template, centred gradients and
+    /// Hessian.
+    fn load(&mut self, from: &Level, (px, py): (usize, usize)) {
+        self.load_template(from, (px, py));
+        let size = self.size;
+        let w = from.image.width();
+        let (dx, dy) = from.gradients();
+        for r in 0..size {
+            let o = (py + r) * w + px;
             let dst = r * size..(r + 1) * size;
-            self.template[dst.clone()].copy_from_slice(&from.image.data()[o..o + size]);
             self.jx[dst.clone()].copy_from_slice(&dx.data()[o..o + size]);
             self.jy[dst].copy_from_slice(&dy.data()[o..o + size]);
         }
-        let mx = self.jx.iter().sum::<f32>() / n;
-        let my = self.jy.iter().sum::<f32>() / n;
-        let (mut hxx, mut hxy, mut hyy) = (0.0f32, 0.0f32, 0.0f32);
-        for (gx, gy) in self.jx.iter_mut().zip(self.jy.iter_mut()) {
-            *gx -= mx;
-            *gy -= my;
-            hxx += *gx * *gx;
-            hxy += *gx * *gy;
-            hyy += *gy * *gy;
-        }
-        self.hessian = (hxx, hxy, hyy);
+        self.hessian = centre_gradients(&mut self.jx, &mut self.jy);
+    }
+
+    /// The mean-normalised SSD of [`Self::residual`] alone, which needs only the template.
+    fn ssd(&mut self, to: &Plane, (u, v): (f32, f32)) -> f32 {
+        let (px, py) = self.origin;
+        let at = (px as f32 + u, py as f32 + v);
+        patch_ssd(to, at, self.size, &mut self.warped, &self.template)
     }
 
     /// Samples `to` under the patch displaced by `(u, v)`; returns the mean-normalised SSD
@@ -282,7 +360,7 @@ impl Patch {
             u += du;
             v += dv;
             if du * du + dv * dv < 1e-4 {
-                let (ssd, _, _) = self.residual(to, (u, v));
+                let ssd = self.ssd(to, (u, v));
                 if ssd < best.1 {
                     best = ((u, v), ssd);
                 }
@@ -291,7 +369,7 @@ impl Patch {
         }
         let ((bu, bv), _) = best;
         if (bu - start.0).powi(2) + (bv - start.1).powi(2) > n {
-            (start, self.residual(to, start).0)
+            (start, self.ssd(to, start))
         } else {
             best
         }
@@ -323,10 +401,10 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
             for (i, &px) in xs.iter().enumerate() {
                 patch.load(from, (px, py));
                 let coarse = init.at(px + half, py + half);
-                let mut start = (coarse, patch.residual(to, coarse).0);
+                let mut start = (coarse, patch.ssd(to, coarse));
                 if i > 0 {
                     let cand = row[i - 1].0;
-                    let ssd = patch.residual(to, cand).0;
+                    let ssd = patch.ssd(to, cand);
                     if ssd < start.1 {
                         start = (cand, ssd);
                     }
@@ -334,9 +412,9 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
                 row.push(patch.search(to, start.0, config.iterations));
             }
             for i in (0..nx.saturating_sub(1)).rev() {
-                patch.load(from, (xs[i], py));
+                patch.load_template(from, (xs[i], py));
                 let cand = row[i + 1].0;
-                let ssd = patch.residual(to, cand).0;
+                let ssd = patch.ssd(to, cand);
                 if ssd < row[i].1 {
                     row[i] = (cand, ssd);
                 }
@@ -356,9 +434,9 @@ fn patch_flow(from: &Level, to: &Plane, init: &FlowField, config: &FlowConfig) -
                 .chain((0..ny.saturating_sub(1)).rev().map(|j| (j, j + 1)))
                 .collect();
             for (j, from_j) in order {
-                patch.load(from, (xs[i], ys[j]));
+                patch.load_template(from, (xs[i], ys[j]));
                 let cand = col[from_j].0;
-                let ssd = patch.residual(to, cand).0;
+                let ssd = patch.ssd(to, cand);
                 if ssd < col[j].1 {
                     col[j] = (cand, ssd);
                 }

@@ -94,7 +94,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn erf(x: f32) -> f32 {
     const P: [f32; 7] = [
-        1.128_379_1,
+        std::f32::consts::FRAC_2_SQRT_PI,
         0.207_120_85,
         0.051_524_29,
         0.003_990_382,

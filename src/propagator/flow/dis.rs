@@ -9,7 +9,7 @@
 //! 3. *variational refinement* of the dense field (module `variational`).
 
 use super::field::FlowField;
-use super::plane::{min_rows, Plane};
+use super::plane::{min_rows, sample_row, Plane};
 use super::variational;
 use super::FlowConfig;
 use crate::nn::vmath::multiversion;
@@ -117,8 +117,8 @@ fn sample_block(image: &Plane, x0: f32, y0: f32, (cols, rows): (usize, usize), o
     let (fx0, fy0) = (x0.floor(), y0.floor());
     let inside = fx0 >= 0.0 && fy0 >= 0.0 && fx0 as usize + cols < w && fy0 as usize + rows < h;
     if !inside {
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = image.sample(x0 + (i % cols) as f32, y0 + (i / cols) as f32);
+        for (r, o) in out.chunks_exact_mut(cols).enumerate() {
+            sample_row(image, x0, y0 + r as f32, o);
         }
         return;
     }

@@ -1,5 +1,6 @@
 //! Single-channel `f32` images: grey levels, derivatives, box means and bilinear sampling.
 
+use crate::nn::vmath::multiversion;
 use image::RgbImage;
 use rayon::prelude::*;
 
@@ -136,6 +137,24 @@ impl Plane {
         let top = self.data[r0 + x0] + fx * (self.data[r0 + x1] - self.data[r0 + x0]);
         let bot = self.data[r1 + x0] + fx * (self.data[r1 + x1] - self.data[r1 + x0]);
         top + fy * (bot - top)
+    }
+
+    /// This plane sampled (as [`Plane::sample`], with the same bits) at `(x + u, y + v)` for
+    /// every pixel `(x, y)` of the displacement planes `u`, `v` (of equal size).
+    pub fn warped(&self, u: &Plane, v: &Plane) -> Plane {
+        assert_eq!(
+            (u.width, u.height),
+            (v.width, v.height),
+            "displacement planes"
+        );
+        assert!(
+            self.width * self.height < 1 << 31,
+            "plane too large for 32-bit indices"
+        );
+        Plane::by_rows(u.width, u.height, |y, out| {
+            let r = y * u.width..(y + 1) * u.width;
+            warp_row(self, y as f32, &u.data[r.clone()], &v.data[r], out);
+        })
     }
 
     /// `scale ×` this plane sampled bilinearly (as [`Plane::sample`]) on the grid of column
@@ -285,6 +304,56 @@ impl Plane {
     }
 }
 
+/// [`Plane::sample`] with the same bits, written with branch-free clamps and 32-bit indices
+/// so that loops over it are vectorised (the taps as gathers). `src` must have fewer than
+/// 2³¹ pixels.
+#[inline(always)]
+fn sample_vectorisable(src: &Plane, x: f32, y: f32) -> f32 {
+    let (w, h) = (src.width, src.height);
+    let clamp = |c: f32, hi: usize| {
+        let hi = (hi - 1) as f32;
+        let c = if c < 0.0 { 0.0 } else { c };
+        if c > hi {
+            hi
+        } else {
+            c
+        }
+    };
+    let (sx, sy) = (clamp(x, w), clamp(y, h));
+    let (x0, y0) = (sx as i32, sy as i32);
+    let (x1, y1) = ((x0 + 1).min(w as i32 - 1), (y0 + 1).min(h as i32 - 1));
+    let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+    let (r0, r1) = (y0 * w as i32, y1 * w as i32);
+    // SAFETY: 0 ≤ x0, x1 ≤ w − 1 and 0 ≤ y0, y1 ≤ h − 1 (clamped coordinates; NaN converts
+    // to 0), so every index is in 0 .. w · h = data.len(), below 2³¹ (the callers' assert).
+    let tap = |i: i32| unsafe { *src.data.get_unchecked(i as usize) };
+    let (a, b) = (tap(r0 + x0), tap(r0 + x1));
+    let (c, e) = (tap(r1 + x0), tap(r1 + x1));
+    let top = a + fx * (b - a);
+    let bot = c + fx * (e - c);
+    top + fy * (bot - top)
+}
+
+multiversion! {
+    /// One row of [`Plane::warped`]: `out[x] = src.sample(x + u[x], y + v[x])`.
+    fn warp_row(src: &Plane, y: f32, u: &[f32], v: &[f32], out: &mut [f32]) {
+        assert!(src.data.len() < 1 << 31, "plane too large for 32-bit indices");
+        for (x, ((o, &du), &dv)) in out.iter_mut().zip(u).zip(v).enumerate() {
+            *o = sample_vectorisable(src, x as f32 + du, y + dv);
+        }
+    }
+}
+
+multiversion! {
+    /// `out[k] = src.sample(x0 + k, y)`: a row of samples one pixel apart.
+    pub(crate) fn sample_row(src: &Plane, x0: f32, y: f32, out: &mut [f32]) {
+        assert!(src.data.len() < 1 << 31, "plane too large for 32-bit indices");
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = sample_vectorisable(src, x0 + k as f32, y);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +371,36 @@ mod tests {
         Plane::from_fn(w, h, |x, y| {
             ((x * 37 + y * 91) % 23) as f32 * 1.37 - (x * y) as f32 * 0.01
         })
+    }
+
+    #[test]
+    fn warping_equals_pointwise_sampling() {
+        let p = texture(9, 6);
+        let (w, h) = (11, 4);
+        // Displacements inside, across and beyond the borders, and a NaN.
+        let u = Plane::from_fn(w, h, |x, y| (x as f32 - 4.0) * 0.37 * y as f32 - 1.5);
+        let mut v = Plane::from_fn(w, h, |x, y| 2.3 - (x * y) as f32 * 0.29);
+        v.data[5] = f32::NAN;
+        let warped = p.warped(&u, &v);
+        for y in 0..h {
+            for x in 0..w {
+                let want = p.sample(x as f32 + u.at(x, y), y as f32 + v.at(x, y));
+                assert_eq!(warped.at(x, y).to_bits(), want.to_bits(), "at ({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn rows_of_samples_equal_pointwise_sampling() {
+        let p = texture(9, 6);
+        let mut out = [0.0f32; 13];
+        for (x0, y) in [(-3.5, -1.0), (0.25, 2.75), (4.6, 5.5), (-0.2, 9.0)] {
+            sample_row(&p, x0, y, &mut out);
+            for (k, o) in out.iter().enumerate() {
+                let want = p.sample(x0 + k as f32, y);
+                assert_eq!(o.to_bits(), want.to_bits(), "at ({x0} + {k}, {y})");
+            }
+        }
     }
 
     #[test]

@@ -45,9 +45,7 @@ struct Derivatives {
 impl Derivatives {
     fn new(i0: &Plane, i1: &Plane, flow: &FlowField) -> Derivatives {
         let (u, v) = (flow.u_plane(), flow.v_plane());
-        let warped = Plane::from_fn(i0.width(), i0.height(), |x, y| {
-            i1.sample(x as f32 + u.at(x, y), y as f32 + v.at(x, y))
-        });
+        let warped = i1.warped(u, v);
         let mean = i0.zip_map(&warped, |a, b| 0.5 * (a + b));
         let iz = warped.zip_map(i0, |a, b| a - b);
         let (ix, iy) = mean.gradients();

@@ -12,10 +12,7 @@ pub fn warp_channels(probs: &ObjectProbs, b_to_a: &FlowField) -> Vec<Plane> {
     (0..probs.num_channels())
         .map(|c| {
             let src = Plane::from_vec(w, h, probs.channel(c).to_vec());
-            Plane::from_fn(b_to_a.width(), b_to_a.height(), |x, y| {
-                let (u, v) = b_to_a.at(x, y);
-                src.sample(x as f32 + u, y as f32 + v)
-            })
+            src.warped(b_to_a.u_plane(), b_to_a.v_plane())
         })
         .collect()
 }

@@ -146,24 +146,36 @@ const LANES: usize = 16;
 
 multiversion! {
     /// Softmax of one row in place, vectorised: the maximum and the sum are taken in `LANES`
-    /// independent lanes.
+    /// independent lanes (element i in lane i % LANES), whole groups of `LANES` as fixed-size
+    /// arrays so that the lanes stay in registers, then the remainder.
     pub(crate) fn softmax_in_place(row: &mut [f32]) {
+        let full = row.len() - row.len() % LANES;
+        let (body, tail) = row.split_at_mut(full);
         let mut lanes = [f32::NEG_INFINITY; LANES];
-        for c in row.chunks(LANES) {
-            for (m, &v) in lanes.iter_mut().zip(c) {
-                *m = if v > *m { v } else { *m };
+        for c in body.chunks_exact(LANES) {
+            let c: &[f32; LANES] = c.try_into().expect("LANES elements");
+            for l in 0..LANES {
+                lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
             }
+        }
+        for (m, &v) in lanes.iter_mut().zip(tail.iter()) {
+            *m = if v > *m { v } else { *m };
         }
         let mut max = f32::NEG_INFINITY;
         for &m in &lanes {
             max = if m > max { m } else { max };
         }
         let mut sums = [0.0f32; LANES];
-        for c in row.chunks_mut(LANES) {
-            for (s, v) in sums.iter_mut().zip(c) {
-                *v = exp(*v - max);
-                *s += *v;
+        for c in body.chunks_exact_mut(LANES) {
+            let c: &mut [f32; LANES] = c.try_into().expect("LANES elements");
+            for l in 0..LANES {
+                c[l] = exp(c[l] - max);
+                sums[l] += c[l];
             }
+        }
+        for (s, v) in sums.iter_mut().zip(tail.iter_mut()) {
+            *v = exp(*v - max);
+            *s += *v;
         }
         let mut sum = 0.0;
         for s in sums {

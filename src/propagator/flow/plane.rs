@@ -166,16 +166,12 @@ impl Plane {
             let i0 = c as usize;
             (i0, (i0 + 1).min(n - 1), c - i0 as f32)
         };
-        let columns: Vec<(usize, usize, f32)> = xs.iter().map(|&x| axis(x, self.width)).collect();
+        let columns = GridColumns::new(xs.iter().map(|&x| axis(x, self.width)));
         Plane::by_rows(xs.len(), ys.len(), |y, out| {
             let (y0, y1, fy) = axis(ys[y], self.height);
             let r0 = &self.data[y0 * self.width..(y0 + 1) * self.width];
             let r1 = &self.data[y1 * self.width..(y1 + 1) * self.width];
-            for (o, &(x0, x1, fx)) in out.iter_mut().zip(&columns) {
-                let top = r0[x0] + fx * (r0[x1] - r0[x0]);
-                let bot = r1[x0] + fx * (r1[x1] - r1[x0]);
-                *o = scale * (top + fy * (bot - top));
-            }
+            grid_row([r0, r1], fy, &columns, scale, out);
         })
     }
 
@@ -332,6 +328,59 @@ fn sample_vectorisable(src: &Plane, x: f32, y: f32) -> f32 {
     let top = a + fx * (b - a);
     let bot = c + fx * (e - c);
     top + fy * (bot - top)
+}
+
+/// The taps and weights of the columns of [`Plane::sample_grid`], one array each, and the
+/// largest tap.
+struct GridColumns {
+    x0: Vec<u32>,
+    x1: Vec<u32>,
+    fx: Vec<f32>,
+    max: usize,
+}
+
+impl GridColumns {
+    fn new(taps: impl Iterator<Item = (usize, usize, f32)>) -> GridColumns {
+        let mut c = GridColumns {
+            x0: Vec::new(),
+            x1: Vec::new(),
+            fx: Vec::new(),
+            max: 0,
+        };
+        for (x0, x1, fx) in taps {
+            c.max = c.max.max(x0).max(x1);
+            c.x0.push(x0 as u32);
+            c.x1.push(x1 as u32);
+            c.fx.push(fx);
+        }
+        c
+    }
+}
+
+multiversion! {
+    /// One row of [`Plane::sample_grid`] from the source rows `rows` and the weight `fy`
+    /// between them.
+    fn grid_row(rows: [&[f32]; 2], fy: f32, columns: &GridColumns, scale: f32, out: &mut [f32]) {
+        let [r0, r1] = rows;
+        let c = columns;
+        assert!(c.max < r0.len().min(r1.len()), "column tap outside the rows");
+        for (i, o) in out.iter_mut().enumerate().take(c.fx.len()) {
+            let (x0, x1) = (c.x0[i] as usize, c.x1[i] as usize);
+            // SAFETY: x0, x1 ≤ c.max, below the length of both rows (asserted above).
+            let (a, b, d, e) = unsafe {
+                (
+                    *r0.get_unchecked(x0),
+                    *r0.get_unchecked(x1),
+                    *r1.get_unchecked(x0),
+                    *r1.get_unchecked(x1),
+                )
+            };
+            let fx = c.fx[i];
+            let top = a + fx * (b - a);
+            let bot = d + fx * (e - d);
+            *o = scale * (top + fy * (bot - top));
+        }
+    }
 }
 
 multiversion! {

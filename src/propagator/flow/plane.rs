@@ -147,10 +147,6 @@ impl Plane {
             (v.width, v.height),
             "displacement planes"
         );
-        assert!(
-            self.width * self.height < 1 << 31,
-            "plane too large for 32-bit indices"
-        );
         Plane::by_rows(u.width, u.height, |y, out| {
             let r = y * u.width..(y + 1) * u.width;
             warp_row(self, y as f32, &u.data[r.clone()], &v.data[r], out);

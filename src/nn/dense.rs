@@ -3,7 +3,9 @@
 //! where candle's `Linear` runs a product, a broadcast addition and the activation as three
 //! passes over the output.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Module, Shape, Tensor};
+use std::mem::MaybeUninit;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Module, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -42,23 +44,48 @@ impl Dense {
 
     /// Applies the layer to `x [..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, None)
+    }
+
+    /// `act(x · Wᵀ + b) + residual` (a transformer block's residual branch); on the CPU the
+    /// residual is added in the product's own pass.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.forward_fused(x, Some(residual))
+    }
+
+    fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (w, b) = (self.linear.weight(), self.linear.bias());
         match b {
             Some(b) if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
-                let x = x.contiguous()?;
-                Ok(x.apply_op3_no_bwd(w, b, &DenseOp(self.act))?)
+                let residual = residual.map(Tensor::contiguous).transpose()?;
+                let op = DenseOp {
+                    act: self.act,
+                    residual: residual.as_ref(),
+                };
+                Ok(x.contiguous()?.apply_op3_no_bwd(w, b, &op)?)
             }
-            _ => self.act.forward(&self.linear.forward(x)?),
+            _ => {
+                let y = self.act.forward(&self.linear.forward(x)?)?;
+                Ok(match residual {
+                    Some(r) => (y + r)?,
+                    None => y,
+                })
+            }
         }
     }
 }
 
-struct DenseOp(Activation);
+/// The CPU layer: input, weight and bias as the op's operands, the residual read from its
+/// tensor.
+struct DenseOp<'a> {
+    act: Activation,
+    residual: Option<&'a Tensor>,
+}
 
 /// Output rows per rayon task.
 const ROWS_PER_TASK: usize = 256;
 
-impl CustomOp3 for DenseOp {
+impl CustomOp3 for DenseOp<'_> {
     fn name(&self) -> &'static str {
         "deva-dense"
     }
@@ -79,25 +106,44 @@ impl CustomOp3 for DenseOp {
         );
         let (out, input) = l2.shape().dims2()?;
         let dims = l1.shape().dims();
-        if dims.last() != Some(&input) || b.len() != out {
+        if dims.last() != Some(&input) || b.len() != out || input == 0 || out == 0 {
             candle_core::bail!(
                 "linear layer {input} → {out}: input {:?}, bias {}",
                 dims,
                 b.len()
             );
         }
-        let rows = x.len() / input.max(1);
-        // The output starts as the bias, written once (no zeroing pass first).
-        let mut y = b.repeat(rows);
-        let act = self.0;
+        let rows = x.len() / input;
+        let mut shape = dims.to_vec();
+        *shape.last_mut().expect("at least one dimension") = out;
+        let guard = self.residual.map(Tensor::storage_and_layout);
+        let residual = match &guard {
+            Some((storage, layout)) => match &**storage {
+                Storage::Cpu(s) if layout.shape().dims() == shape.as_slice() => {
+                    Some(super::contiguous_f32(s, layout)?)
+                }
+                _ => candle_core::bail!(
+                    "linear layer {input} → {out}: residual {:?} for output {shape:?}",
+                    layout.shape()
+                ),
+            },
+            None => None,
+        };
+        let act = self.act;
+        let mut y = Vec::with_capacity(rows * out);
         // Row blocks in parallel, each one single-threaded product: the weight stays in cache
-        // and no thread waits on another.
-        y.par_chunks_mut(ROWS_PER_TASK * out)
+        // and no thread waits on another. Each block starts as the bias (plus the residual
+        // when no activation comes between), written once, and the product accumulates into
+        // it.
+        y.spare_capacity_mut()[..rows * out]
+            .par_chunks_mut(ROWS_PER_TASK * out)
             .zip(x.par_chunks(ROWS_PER_TASK * input))
-            .for_each(|(yb, xb)| {
-                let m = xb.len() / input;
+            .enumerate()
+            .for_each(|(i, (yb, xb))| {
+                let r = residual.map(|r| &r[i * ROWS_PER_TASK * out..][..yb.len()]);
+                let yb = start_block(yb, b, r.filter(|_| act == Activation::Identity));
                 gemm_acc(
-                    m,
+                    xb.len() / input,
                     out,
                     input,
                     yb,
@@ -107,11 +153,40 @@ impl CustomOp3 for DenseOp {
                     false,
                 );
                 act.apply_slice(yb);
+                if let Some(r) = r.filter(|_| act != Activation::Identity) {
+                    yb.iter_mut().zip(r).for_each(|(y, r)| *y += r);
+                }
             });
-        let mut shape = dims.to_vec();
-        *shape.last_mut().expect("at least one dimension") = out;
+        // SAFETY: `start_block` wrote every element of every block.
+        unsafe { y.set_len(rows * out) };
         Ok((CpuStorage::F32(y), Shape::from(shape)))
     }
+}
+
+/// Writes the bias into every row of `block` (rows of `bias.len()` values), plus `residual`
+/// where given, and returns the block, now initialised.
+fn start_block<'a>(
+    block: &'a mut [MaybeUninit<f32>],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+) -> &'a mut [f32] {
+    for (i, row) in block.chunks_mut(bias.len()).enumerate() {
+        match residual {
+            Some(r) => {
+                let r = &r[i * bias.len()..][..row.len()];
+                for ((y, b), r) in row.iter_mut().zip(bias).zip(r) {
+                    y.write(b + r);
+                }
+            }
+            None => {
+                for (y, b) in row.iter_mut().zip(bias) {
+                    y.write(*b);
+                }
+            }
+        }
+    }
+    // SAFETY: every element of `block` was written above (rows of `bias.len()` values).
+    unsafe { &mut *(block as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 #[cfg(test)]
@@ -130,6 +205,10 @@ mod tests {
             let theirs = act.forward(&dense.linear.forward(&x).unwrap()).unwrap();
             let d = super::super::max_abs_diff(&dense.forward(&x).unwrap(), &theirs);
             assert!(d < 1e-5, "{act:?}: {d}");
+            let r = Tensor::randn(0f32, 1.0, (3, 300, 70), &Device::Cpu).unwrap();
+            let fused = dense.forward_add(&x, &r).unwrap();
+            let d = super::super::max_abs_diff(&fused, &(theirs + r).unwrap());
+            assert!(d < 1e-5, "{act:?} with a residual: {d}");
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod dtype;
 pub mod fpn;
 pub mod linalg;
 pub mod mlp;
+pub mod norm;
 pub mod onnx;
 mod pickle;
 pub mod resample;

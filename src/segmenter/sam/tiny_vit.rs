@@ -9,11 +9,11 @@ use crate::nn::act::Activation;
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::dense::Dense;
 use crate::nn::depthwise::Depthwise;
+use crate::nn::norm::{LayerNorm, LayerNorm2d};
 use crate::nn::window_attn::window_attention;
 use crate::nn::Weights;
-use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
-use candle_transformers::models::segment_anything::LayerNorm2d;
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
 /// The kernel of the network's convolutions: the direct one (the parity tests of
 /// `tests/minisam.rs` hold within their fixtures' tolerances with it).
@@ -199,15 +199,28 @@ impl ConvBn {
 struct MbConv {
     conv1: ConvBn,
     conv2: ConvBn,
-    conv3: ConvBn,
+    /// The 1 × 1 projection back to the block's width (BatchNorm folded in).
+    conv3: Conv2d,
 }
 
 impl MbConv {
+    fn new(vb: VarBuilder, dim: usize, hidden: usize) -> Result<Self> {
+        let conv3 = ConvWeights::load_with_batch_norm(
+            &vb.pp("conv3.c"),
+            &vb.pp("conv3.bn"),
+            ConvShape::same(hidden, dim, 1),
+        )?;
+        Ok(MbConv {
+            conv1: ConvBn::new(vb.pp("conv1"), (dim, hidden), 1, 1, 1)?,
+            conv2: ConvBn::new(vb.pp("conv2"), (hidden, hidden), 3, 1, hidden)?,
+            conv3: Conv2d::new(conv3, CONV)?,
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self.conv1.forward(x, Activation::GeluErf, false)?;
         let y = self.conv2.forward(&y, Activation::GeluErf, false)?;
-        let y = self.conv3.forward(&y, Activation::Identity, false)?;
-        Activation::GeluErf.forward(&(y + x)?)
+        self.conv3.forward_add_act(&y, x, Activation::GeluErf)
     }
 }
 
@@ -275,7 +288,7 @@ impl Attention {
         let idx = Tensor::from_vec(idxs, n * n, biases.device())?;
         let bias = biases.index_select(&idx, 1)?.reshape((heads, n, n))?;
         Ok(Attention {
-            norm: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm"))?,
+            norm: LayerNorm::load(vb.pp("norm"), dim, 1e-5)?,
             qkv: Dense::load(vb.pp("qkv"), (dim, 3 * dim), Activation::Identity)?,
             proj: Dense::load(vb.pp("proj"), (dim, dim), Activation::Identity)?,
             heads,
@@ -314,7 +327,7 @@ impl Block {
             attn: Attention::new(vb.pp("attn"), dim, heads, window)?,
             window,
             local_conv: ConvBn::new(vb.pp("local_conv"), (dim, dim), 3, 1, dim)?,
-            mlp_norm: candle_nn::layer_norm(dim, 1e-5, vb.pp("mlp.norm"))?,
+            mlp_norm: LayerNorm::load(vb.pp("mlp.norm"), dim, 1e-5)?,
             fc1: Dense::load(
                 vb.pp("mlp.fc1"),
                 (dim, mlp_ratio * dim),
@@ -329,7 +342,7 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, h, w, c) = x.dims4()?;
+        let (_, h, w, c) = x.dims4()?;
         // Raw tokens are padded and split into windows; the norm is inside the attention.
         let (windows, padded) = window_partition(x, self.window)?;
         let win = self.window;
@@ -339,10 +352,8 @@ impl Block {
             .reshape(((), win, win, c))?;
         let x = (x + window_unpartition(&attended, win, padded, (h, w))?)?;
         let x = self.local_conv.forward(&x, Activation::Identity, true)?;
-        let m = self.mlp_norm.forward(&x)?;
-        let m = self.fc2.forward(&self.fc1.forward(&m)?)?;
-        debug_assert_eq!(m.dims(), [b, h, w, c]);
-        Ok((x + m)?)
+        let m = self.fc1.forward(&self.mlp_norm.forward(&x)?)?;
+        self.fc2.forward_add(&m, &x)
     }
 }
 
@@ -390,14 +401,7 @@ impl TinyVit {
                 let hidden = dim * c.mbconv_expand_ratio;
                 Stage::Conv(
                     (0..c.depths[0])
-                        .map(|j| {
-                            let vb = vb.pp(format!("blocks.{j}"));
-                            Ok(MbConv {
-                                conv1: ConvBn::new(vb.pp("conv1"), (dim, hidden), 1, 1, 1)?,
-                                conv2: ConvBn::new(vb.pp("conv2"), (hidden, hidden), 3, 1, hidden)?,
-                                conv3: ConvBn::new(vb.pp("conv3"), (hidden, dim), 1, 1, 1)?,
-                            })
-                        })
+                        .map(|j| MbConv::new(vb.pp(format!("blocks.{j}")), dim, hidden))
                         .collect::<Result<_>>()?,
                 )
             } else {
@@ -438,7 +442,7 @@ impl TinyVit {
                 )?,
                 CONV,
             )?,
-            neck_ln1: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.1"))?,
+            neck_ln1: LayerNorm2d::load(vb.pp("neck.1"), c.out_chans, 1e-6)?,
             neck_conv2: Conv2d::new(
                 ConvWeights::load_without_bias(
                     &vb.pp("neck.2"),
@@ -446,7 +450,7 @@ impl TinyVit {
                 )?,
                 CONV,
             )?,
-            neck_ln2: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.3"))?,
+            neck_ln2: LayerNorm2d::load(vb.pp("neck.3"), c.out_chans, 1e-6)?,
         })
     }
 
@@ -478,7 +482,7 @@ impl TinyVit {
                 t.push(x.clone());
             }
         }
-        let x = self.neck_conv1.forward(&x)?.apply(&self.neck_ln1)?;
-        Ok(self.neck_conv2.forward(&x)?.apply(&self.neck_ln2)?)
+        let x = self.neck_ln1.forward(&self.neck_conv1.forward(&x)?)?;
+        self.neck_ln2.forward(&self.neck_conv2.forward(&x)?)
     }
 }

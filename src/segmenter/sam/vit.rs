@@ -7,10 +7,10 @@ use crate::error::{Error, Result};
 use crate::mask::bilinear_taps;
 use crate::nn::act::Activation;
 use crate::nn::dense::Dense;
+use crate::nn::norm::LayerNorm2d;
 use crate::nn::Weights;
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
-use candle_transformers::models::segment_anything::LayerNorm2d;
 
 /// Size of a ViT image encoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,9 +478,9 @@ impl ImageEncoderVit {
             pos_embed,
             blocks,
             neck_conv1,
-            neck_ln1: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.1"))?,
+            neck_ln1: LayerNorm2d::load(vb.pp("neck.1"), c.out_chans, 1e-6)?,
             neck_conv2,
-            neck_ln2: LayerNorm2d::new(c.out_chans, 1e-6, vb.pp("neck.3"))?,
+            neck_ln2: LayerNorm2d::load(vb.pp("neck.3"), c.out_chans, 1e-6)?,
         })
     }
 
@@ -503,10 +503,8 @@ impl ImageEncoderVit {
             }
         }
         let x = x.permute((0, 3, 1, 2))?;
-        Ok(x.apply(&self.neck_conv1)?
-            .apply(&self.neck_ln1)?
-            .apply(&self.neck_conv2)?
-            .apply(&self.neck_ln2)?)
+        let x = self.neck_ln1.forward(&x.apply(&self.neck_conv1)?)?;
+        self.neck_ln2.forward(&x.apply(&self.neck_conv2)?)
     }
 }
 

@@ -1,47 +1,129 @@
-//! Multi-head self-attention inside windows with an additive bias per head (TinyViT's and
-//! Swin's window attention), computed on the CPU in one pass per window: the scores, bias,
-//! softmax and weighted sum stay in a window-sized buffer, read `q`, `k` and `v` in place from
-//! the packed projection and write each head's output into its columns, so that no `(q, k, v)`
-//! split, transpose or score tensor is materialised.
+//! Multi-head self-attention inside the windows of a token grid with an additive bias per
+//! head (TinyViT's window attention), computed on the CPU in one pass per window: the window's
+//! `q`, `k` and `v` rows are gathered from the grid (tokens past its edge take the padding
+//! row), the scores, bias, softmax and weighted sum stay in window-sized buffers, and each
+//! grid token's output is written straight to its place, so that no padded grid, window
+//! partition, `(q, k, v)` split, score tensor or reverse partition is materialised.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use std::mem::MaybeUninit;
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linalg::{gemm_acc, MatRef};
 use super::vmath::softmax_in_place;
 use crate::error::Result;
 
-/// Attention of windows `qkv (nW, N, heads · 3 · key_dim)`, each token's projection laid out
-/// head by head as `[q k v]` (TinyViT's order), with `bias (heads, N, N)` added to the scaled
-/// scores; returns `(nW, N, heads · key_dim)`, heads side by side.
-pub fn window_attention(qkv: &Tensor, bias: &Tensor, heads: usize) -> Result<Tensor> {
-    let (nw, n, three_c) = qkv.dims3()?;
-    let kd = three_c / (3 * heads.max(1));
+/// Attention in the `window × window` windows (from the top left) of the token grid
+/// `qkv (B, H, W, heads · 3 · key_dim)`, each token's projection laid out head by head as
+/// `[q k v]` (TinyViT's order), with `bias (heads, N, N)` (N = window²) added to the scaled
+/// scores. Tokens of the windows past the grid's edge have the projection `pad`
+/// (`heads · 3 · key_dim` values: that of a zero token). Returns `(B, H, W, heads · key_dim)`,
+/// heads side by side.
+pub fn grid_window_attention(
+    qkv: &Tensor,
+    pad: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    window: usize,
+) -> Result<Tensor> {
+    let three_c = qkv.dim(3)?;
+    let key_dim = three_c / (3 * heads.max(1));
     if qkv.device().is_cpu() && qkv.dtype() == candle_core::DType::F32 {
-        let op = WindowAttention { heads, key_dim: kd };
-        return Ok(qkv.contiguous()?.apply_op2_no_bwd(bias, &op)?);
+        let op = GridWindowAttention {
+            heads,
+            key_dim,
+            window,
+        };
+        return Ok(qkv.contiguous()?.apply_op3_no_bwd(pad, bias, &op)?);
     }
-    let qkv = qkv.reshape((nw, n, heads, 3 * kd))?.permute((0, 2, 1, 3))?;
-    let q = qkv.narrow(3, 0, kd)?.contiguous()?;
-    let k = qkv.narrow(3, kd, kd)?.contiguous()?;
-    let v = qkv.narrow(3, 2 * kd, kd)?.contiguous()?;
+    grid_attention_tensor_ops(qkv, pad, bias, heads, window)
+}
+
+/// [`grid_window_attention`] written with candle's tensor operations (any device).
+fn grid_attention_tensor_ops(
+    qkv: &Tensor,
+    pad: &Tensor,
+    bias: &Tensor,
+    heads: usize,
+    window: usize,
+) -> Result<Tensor> {
+    let (b, h, w, three_c) = qkv.dims4()?;
+    let (hp, wp) = (h.div_ceil(window) * window, w.div_ceil(window) * window);
+    // The padded grid: zeros past the edge, plus `pad` wherever `inside` is 0.
+    let inside = Tensor::ones((b, h, w, 1), qkv.dtype(), qkv.device())?
+        .pad_with_zeros(1, 0, hp - h)?
+        .pad_with_zeros(2, 0, wp - w)?;
+    let grid = qkv
+        .pad_with_zeros(1, 0, hp - h)?
+        .pad_with_zeros(2, 0, wp - w)?
+        .broadcast_add(&(1.0 - inside)?.broadcast_mul(&pad.reshape((1, 1, 1, three_c))?)?)?;
+    let (windows, padded) = window_partition(&grid, window)?;
+    let n = window * window;
+    let kd = three_c / (3 * heads.max(1));
+    let x = windows
+        .reshape(((), n, heads, 3 * kd))?
+        .permute((0, 2, 1, 3))?;
+    let q = x.narrow(3, 0, kd)?.contiguous()?;
+    let k = x.narrow(3, kd, kd)?.contiguous()?;
+    let v = x.narrow(3, 2 * kd, kd)?.contiguous()?;
     let attn = (q.matmul(&k.t()?)? * (1.0 / (kd as f64).sqrt()))?.broadcast_add(bias)?;
     let attn = candle_nn::ops::softmax_last_dim(&attn)?;
-    Ok(attn
-        .matmul(&v)?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((nw, n, heads * kd))?)
+    let out = attn.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((
+        (),
+        window,
+        window,
+        heads * kd,
+    ))?;
+    window_unpartition(&out, window, padded, (h, w))
 }
 
-struct WindowAttention {
+/// Splits `(B, H, W, C)` into `(B·nh·nw, win, win, C)` windows, zero-padding bottom/right;
+/// also returns the padded size.
+pub fn window_partition(xs: &Tensor, win: usize) -> Result<(Tensor, (usize, usize))> {
+    let (b, h, w, c) = xs.dims4()?;
+    let (hp, wp) = (h.div_ceil(win) * win, w.div_ceil(win) * win);
+    let xs = xs
+        .pad_with_zeros(1, 0, hp - h)?
+        .pad_with_zeros(2, 0, wp - w)?;
+    let windows = xs
+        .reshape((b, hp / win, win, wp / win, win, c))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .contiguous()?
+        .reshape(((), win, win, c))?;
+    Ok((windows, (hp, wp)))
+}
+
+/// Inverse of [`window_partition`], dropping the padding.
+pub fn window_unpartition(
+    windows: &Tensor,
+    win: usize,
+    (hp, wp): (usize, usize),
+    (h, w): (usize, usize),
+) -> Result<Tensor> {
+    let c = windows.dim(3)?;
+    let b = windows.dim(0)? / ((hp / win) * (wp / win));
+    let xs = windows
+        .reshape((b, hp / win, wp / win, win, win, c))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .contiguous()?
+        .reshape((b, hp, wp, c))?;
+    Ok(xs.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()?)
+}
+
+struct GridWindowAttention {
     heads: usize,
     key_dim: usize,
+    window: usize,
 }
 
-impl CustomOp2 for WindowAttention {
+/// One window's work: its image and window row and column, and the output pieces it owns
+/// (for each of its rows inside the grid, the row's tokens inside the grid).
+type WindowJob<'a> = (usize, usize, usize, Vec<&'a mut [MaybeUninit<f32>]>);
+
+impl CustomOp3 for GridWindowAttention {
     fn name(&self) -> &'static str {
-        "deva-window-attention"
+        "deva-grid-window-attention"
     }
 
     fn cpu_fwd(
@@ -50,72 +132,156 @@ impl CustomOp2 for WindowAttention {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (nw, n, three_c) = l1.shape().dims3()?;
-        let (h, kd) = (self.heads, self.key_dim);
-        if three_c != 3 * h * kd || l2.shape().dims() != [h, n, n] {
+        let (b, h, w, three_c) = l1.shape().dims4()?;
+        let (heads, kd, win) = (self.heads, self.key_dim, self.window);
+        let n = win * win;
+        if win == 0 || three_c != 3 * heads * kd || l2.shape().dims() != [three_c] {
             candle_core::bail!(
-                "window attention: qkv {:?} and bias {:?} do not fit {h} heads of {kd}",
+                "window attention: qkv {:?} and padding {:?} do not fit {heads} heads of {kd} \
+                 in windows of {win}",
                 l1.shape(),
                 l2.shape()
             );
         }
-        let qkv = super::contiguous_f32(s1, l1)?;
-        let bias = super::contiguous_f32(s2, l2)?;
-        let c = h * kd;
-        let scale = (1.0 / (kd as f64).sqrt()) as f32;
-        let mut out = vec![0f32; nw * n * c];
-        out.par_chunks_mut(n * c)
-            .zip(qkv.par_chunks(n * three_c))
-            .for_each_init(
-                || vec![0f32; n * n],
-                |scores, (o, x)| {
-                    for head in 0..h {
-                        let at = head * 3 * kd;
-                        scores.fill(0.0);
-                        gemm_acc(
-                            n,
-                            n,
-                            kd,
-                            scores,
-                            n,
-                            MatRef {
-                                data: &x[at..],
-                                rs: three_c,
-                                cs: 1,
-                            },
-                            MatRef {
-                                data: &x[at + kd..],
-                                rs: 1,
-                                cs: three_c,
-                            },
-                            false,
-                        );
-                        let b = &bias[head * n * n..(head + 1) * n * n];
-                        for (row, brow) in scores.chunks_mut(n).zip(b.chunks(n)) {
-                            row.iter_mut()
-                                .zip(brow)
-                                .for_each(|(s, b)| *s = *s * scale + b);
-                            softmax_in_place(row);
-                        }
-                        gemm_acc(
-                            n,
-                            kd,
-                            n,
-                            &mut o[head * kd..],
-                            c,
-                            MatRef::rows(scores, n),
-                            MatRef {
-                                data: &x[at + 2 * kd..],
-                                rs: three_c,
-                                cs: 1,
-                            },
-                            false,
-                        );
-                    }
-                },
+        if l3.shape().dims() != [heads, n, n] {
+            candle_core::bail!(
+                "window attention: bias {:?} for {heads} heads and windows of {win}",
+                l3.shape()
             );
-        Ok((CpuStorage::F32(out), Shape::from((nw, n, c))))
+        }
+        let qkv = super::contiguous_f32(s1, l1)?;
+        let pad = super::contiguous_f32(s2, l2)?;
+        let bias = super::contiguous_f32(s3, l3)?;
+        let c = heads * kd;
+        let shape = Shape::from((b, h, w, c));
+        let mut out = Vec::with_capacity(shape.elem_count());
+        if shape.elem_count() == 0 {
+            return Ok((CpuStorage::F32(out), shape));
+        }
+        let (rows, cols) = (h.div_ceil(win), w.div_ceil(win));
+        let mut jobs: Vec<WindowJob> = Vec::with_capacity(b * rows * cols);
+        for (image, image_out) in out.spare_capacity_mut()[..b * h * w * c]
+            .chunks_mut(h * w * c)
+            .enumerate()
+        {
+            for (wy, band) in image_out.chunks_mut(win * w * c).enumerate() {
+                let mut pieces: Vec<Vec<_>> = (0..cols).map(|_| Vec::with_capacity(win)).collect();
+                for row in band.chunks_mut(w * c) {
+                    for (wx, piece) in row.chunks_mut(win * c).enumerate() {
+                        pieces[wx].push(piece);
+                    }
+                }
+                jobs.extend(
+                    pieces
+                        .into_iter()
+                        .enumerate()
+                        .map(|(wx, p)| (image, wy, wx, p)),
+                );
+            }
+        }
+        let head = HeadShape {
+            heads,
+            key_dim: kd,
+            tokens: n,
+        };
+        jobs.into_par_iter().for_each_init(
+            || {
+                (
+                    vec![0f32; n * three_c],
+                    vec![0f32; n * n],
+                    vec![0f32; n * c],
+                )
+            },
+            |(x, scores, o), (image, wy, wx, pieces)| {
+                // The window's projections, row by row: the run of grid tokens, then padding.
+                for (i, dst) in x.chunks_exact_mut(win * three_c).enumerate() {
+                    let (y, x0) = (wy * win + i, wx * win);
+                    let inside = if y < h { win.min(w - x0) } else { 0 };
+                    let (grid, past) = dst.split_at_mut(inside * three_c);
+                    if inside > 0 {
+                        let at = ((image * h + y) * w + x0) * three_c;
+                        grid.copy_from_slice(&qkv[at..at + inside * three_c]);
+                    }
+                    past.chunks_exact_mut(three_c)
+                        .for_each(|t| t.copy_from_slice(pad));
+                }
+                head.attend(x, bias, scores, o);
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    let src = &o[i * win * c..][..piece.len()];
+                    piece.iter_mut().zip(src).for_each(|(d, s)| {
+                        d.write(*s);
+                    });
+                }
+            },
+        );
+        // SAFETY: the windows tile the grid, and each wrote every value of the tokens of the
+        // grid that it holds (`pieces`), so every value of the output was written.
+        unsafe { out.set_len(shape.elem_count()) };
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+/// The attention heads of a window of `tokens` tokens.
+struct HeadShape {
+    heads: usize,
+    key_dim: usize,
+    tokens: usize,
+}
+
+impl HeadShape {
+    /// The output `o (tokens, heads · key_dim)` of the window `x (tokens, heads · 3 · key_dim)`
+    /// with `bias (heads, tokens, tokens)`; `scores` holds tokens² values.
+    fn attend(&self, x: &[f32], bias: &[f32], scores: &mut [f32], o: &mut [f32]) {
+        let (n, kd) = (self.tokens, self.key_dim);
+        let (c, three_c) = (self.heads * kd, 3 * self.heads * kd);
+        let scale = (1.0 / (kd as f64).sqrt()) as f32;
+        o.fill(0.0);
+        for head in 0..self.heads {
+            let at = head * 3 * kd;
+            scores.fill(0.0);
+            gemm_acc(
+                n,
+                n,
+                kd,
+                scores,
+                n,
+                MatRef {
+                    data: &x[at..],
+                    rs: three_c,
+                    cs: 1,
+                },
+                MatRef {
+                    data: &x[at + kd..],
+                    rs: 1,
+                    cs: three_c,
+                },
+                false,
+            );
+            let b = &bias[head * n * n..(head + 1) * n * n];
+            for (row, brow) in scores.chunks_mut(n).zip(b.chunks(n)) {
+                row.iter_mut()
+                    .zip(brow)
+                    .for_each(|(s, b)| *s = *s * scale + b);
+                softmax_in_place(row);
+            }
+            gemm_acc(
+                n,
+                kd,
+                n,
+                &mut o[head * kd..],
+                c,
+                MatRef::rows(scores, n),
+                MatRef {
+                    data: &x[at + 2 * kd..],
+                    rs: three_c,
+                    cs: 1,
+                },
+                false,
+            );
+        }
     }
 }
 
@@ -124,27 +290,42 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// The fused CPU kernel against the same attention written with candle's tensor ops.
+    /// The fused CPU kernel against the same attention written with candle's tensor ops, on
+    /// grids that windows fit exactly and grids they overhang.
     #[test]
     fn fused_kernel_equals_tensor_ops() {
         let dev = Device::Cpu;
-        let (nw, n, heads, kd) = (3, 10, 2, 4);
-        let qkv = Tensor::randn(0f32, 1.0, (nw, n, 3 * heads * kd), &dev).unwrap();
-        let bias = Tensor::randn(0f32, 1.0, (heads, n, n), &dev).unwrap();
-        let ours = window_attention(&qkv, &bias, heads).unwrap();
-        let x = qkv.reshape((nw, n, heads, 3 * kd)).unwrap();
-        let x = x.permute((0, 2, 1, 3)).unwrap();
-        let part = |i: usize| x.narrow(3, i * kd, kd).unwrap().contiguous().unwrap();
-        let (q, k, v) = (part(0), part(1), part(2));
-        let scores = (q.matmul(&k.t().unwrap()).unwrap() / (kd as f64).sqrt()).unwrap();
-        let p = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&bias).unwrap()).unwrap();
-        let theirs = p.matmul(&v).unwrap().transpose(1, 2).unwrap();
-        let theirs = theirs
-            .contiguous()
-            .unwrap()
-            .reshape((nw, n, heads * kd))
-            .unwrap();
-        let d = super::super::max_abs_diff(&ours, &theirs);
-        assert!(d < 1e-5, "max diff {d}");
+        let (heads, kd, win) = (2, 4, 3);
+        let three_c = 3 * heads * kd;
+        let bias = Tensor::randn(0f32, 1.0, (heads, win * win, win * win), &dev).unwrap();
+        let pad = Tensor::randn(0f32, 1.0, three_c, &dev).unwrap();
+        for (b, h, w) in [(2, 6, 9), (1, 7, 5), (2, 2, 1)] {
+            let qkv = Tensor::randn(0f32, 1.0, (b, h, w, three_c), &dev).unwrap();
+            let ours = grid_window_attention(&qkv, &pad, &bias, heads, win).unwrap();
+            let theirs = grid_attention_tensor_ops(&qkv, &pad, &bias, heads, win).unwrap();
+            let d = super::super::max_abs_diff(&ours, &theirs);
+            assert!(d < 1e-5, "{b}×{h}×{w}: max diff {d}");
+        }
+    }
+
+    /// The padding row enters the windows that overhang the grid, and only those.
+    #[test]
+    fn padding_reaches_only_overhanging_windows() {
+        let dev = Device::Cpu;
+        let (heads, kd, win) = (1, 2, 2);
+        let bias = Tensor::zeros((heads, 4, 4), candle_core::DType::F32, &dev).unwrap();
+        let qkv = Tensor::randn(0f32, 1.0, (1, 3, 4, 6), &dev).unwrap();
+        let run = |pad: f32| {
+            let pad = Tensor::full(pad, 6, &dev).unwrap();
+            let out = grid_window_attention(&qkv, &pad, &bias, heads, win).unwrap();
+            out.squeeze(0).unwrap().to_vec3::<f32>().unwrap().concat()
+        };
+        let (a, b) = (run(0.0), run(3.0));
+        for y in 0..3 {
+            for x in 0..4 {
+                let same = a[y * 4 + x] == b[y * 4 + x];
+                assert_eq!(same, y < 2, "token ({y}, {x}), {} heads of {kd}", heads);
+            }
+        }
     }
 }

@@ -3,14 +3,13 @@
 //! joined by patch-merging convolutions, and SAM's neck. BatchNorms are folded into the
 //! preceding convolutions (eval mode).
 
-use super::vit::{window_partition, window_unpartition};
 use crate::error::{Error, Result};
 use crate::nn::act::Activation;
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::dense::Dense;
 use crate::nn::depthwise::Depthwise;
 use crate::nn::norm::{LayerNorm, LayerNorm2d};
-use crate::nn::window_attn::window_attention;
+use crate::nn::window_attn::grid_window_attention;
 use crate::nn::Weights;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
@@ -269,15 +268,20 @@ pub(super) fn attention_bias_idxs(window: usize) -> Vec<u32> {
     idxs
 }
 
-/// Windowed self-attention with a learned bias per head and (|dy|, |dx|) offset.
+/// Windowed self-attention with a learned bias per head and (|dy|, |dx|) offset. The
+/// reference pads the raw tokens with zeros up to whole windows and normalises inside the
+/// attention, so every padding token has the projection of a normalised zero token: `pad`.
 #[derive(Debug)]
 struct Attention {
     norm: LayerNorm,
     qkv: Dense,
     proj: Dense,
     heads: usize,
+    window: usize,
     /// `(heads, N, N)` bias for windows of N tokens.
     bias: Tensor,
+    /// `(3 · C)`: the projection of a padding token.
+    pad: Tensor,
 }
 
 impl Attention {
@@ -287,20 +291,26 @@ impl Attention {
         let biases = vb.get((heads, n), "attention_biases")?;
         let idx = Tensor::from_vec(idxs, n * n, biases.device())?;
         let bias = biases.index_select(&idx, 1)?.reshape((heads, n, n))?;
+        let norm = LayerNorm::load(vb.pp("norm"), dim, 1e-5)?;
+        let qkv = Dense::load(vb.pp("qkv"), (dim, 3 * dim), Activation::Identity)?;
+        let zero = Tensor::zeros((1, dim), biases.dtype(), biases.device())?;
+        let pad = qkv.forward(&norm.forward(&zero)?)?.reshape(3 * dim)?;
         Ok(Attention {
-            norm: LayerNorm::load(vb.pp("norm"), dim, 1e-5)?,
-            qkv: Dense::load(vb.pp("qkv"), (dim, 3 * dim), Activation::Identity)?,
+            norm,
+            qkv,
             proj: Dense::load(vb.pp("proj"), (dim, dim), Activation::Identity)?,
             heads,
+            window,
             bias,
+            pad,
         })
     }
 
-    /// Windows `(nW, N, C)` → `(nW, N, C)`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Tokens `x (B, H, W, C)` plus their windows' attention.
+    fn forward_add(&self, x: &Tensor) -> Result<Tensor> {
         let qkv = self.qkv.forward(&self.norm.forward(x)?)?;
-        self.proj
-            .forward(&window_attention(&qkv, &self.bias, self.heads)?)
+        let attended = grid_window_attention(&qkv, &self.pad, &self.bias, self.heads, self.window)?;
+        self.proj.forward_add(&attended, x)
     }
 }
 
@@ -308,7 +318,6 @@ impl Attention {
 #[derive(Debug)]
 struct Block {
     attn: Attention,
-    window: usize,
     local_conv: ConvBn,
     mlp_norm: LayerNorm,
     fc1: Dense,
@@ -325,7 +334,6 @@ impl Block {
     ) -> Result<Self> {
         Ok(Block {
             attn: Attention::new(vb.pp("attn"), dim, heads, window)?,
-            window,
             local_conv: ConvBn::new(vb.pp("local_conv"), (dim, dim), 3, 1, dim)?,
             mlp_norm: LayerNorm::load(vb.pp("mlp.norm"), dim, 1e-5)?,
             fc1: Dense::load(
@@ -342,15 +350,7 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, h, w, c) = x.dims4()?;
-        // Raw tokens are padded and split into windows; the norm is inside the attention.
-        let (windows, padded) = window_partition(x, self.window)?;
-        let win = self.window;
-        let attended = self
-            .attn
-            .forward(&windows.reshape(((), win * win, c))?)?
-            .reshape(((), win, win, c))?;
-        let x = (x + window_unpartition(&attended, win, padded, (h, w))?)?;
+        let x = self.attn.forward_add(x)?;
         let x = self.local_conv.forward(&x, Activation::Identity, true)?;
         let m = self.fc1.forward(&self.mlp_norm.forward(&x)?)?;
         self.fc2.forward_add(&m, &x)

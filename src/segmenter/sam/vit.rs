@@ -8,6 +8,7 @@ use crate::mask::bilinear_taps;
 use crate::nn::act::Activation;
 use crate::nn::dense::Dense;
 use crate::nn::norm::LayerNorm2d;
+use crate::nn::window_attn::{window_partition, window_unpartition};
 use crate::nn::Weights;
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
@@ -358,38 +359,6 @@ fn mlp_in_blocks(lin1: &Dense, lin2: &Dense, x: &Tensor) -> Result<Tensor> {
 /// Tokens per block of the MLP: a ViT-H hidden block is 1024 × 5120 floats (20 MiB), under
 /// the size past which the allocator maps fresh pages for every buffer.
 const MLP_ROWS: usize = 1024;
-
-/// Splits `(B, H, W, C)` into `(B·nh·nw, win, win, C)` windows, zero-padding bottom/right.
-pub(super) fn window_partition(xs: &Tensor, win: usize) -> Result<(Tensor, (usize, usize))> {
-    let (b, h, w, c) = xs.dims4()?;
-    let (hp, wp) = (h.div_ceil(win) * win, w.div_ceil(win) * win);
-    let xs = xs
-        .pad_with_zeros(1, 0, hp - h)?
-        .pad_with_zeros(2, 0, wp - w)?;
-    let windows = xs
-        .reshape((b, hp / win, win, wp / win, win, c))?
-        .permute((0, 1, 3, 2, 4, 5))?
-        .contiguous()?
-        .reshape(((), win, win, c))?;
-    Ok((windows, (hp, wp)))
-}
-
-/// Inverse of [`window_partition`], dropping the padding.
-pub(super) fn window_unpartition(
-    windows: &Tensor,
-    win: usize,
-    (hp, wp): (usize, usize),
-    (h, w): (usize, usize),
-) -> Result<Tensor> {
-    let c = windows.dim(3)?;
-    let b = windows.dim(0)? / ((hp / win) * (wp / win));
-    let xs = windows
-        .reshape((b, hp / win, wp / win, win, win, c))?
-        .permute((0, 1, 3, 2, 4, 5))?
-        .contiguous()?
-        .reshape((b, hp, wp, c))?;
-    Ok(xs.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()?)
-}
 
 /// The ViT image encoder.
 #[derive(Debug)]

@@ -20,6 +20,7 @@ pub mod resample;
 pub mod resnet;
 pub mod swin;
 pub mod synthetic;
+pub mod transpose;
 pub(crate) mod vmath;
 pub mod weights;
 pub mod window_attn;

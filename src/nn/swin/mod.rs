@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use self::blocks::{PatchMerging, SwinBlock};
 pub use self::layout::Layout;
 use crate::error::{Error, Result};
+use crate::nn::transpose::to_channels_first;
 
 /// Sizes of a Swin backbone (the fields of a Hugging Face `SwinConfig` that matter here).
 /// Missing sizes take `transformers`' `SwinConfig` defaults (Swin-T), as in checkpoints whose
@@ -278,7 +279,7 @@ impl SwinBackbone {
                     Some(norm) => norm.forward(m)?,
                     None => m.clone(),
                 };
-                Ok(m.permute((0, 3, 1, 2))?.contiguous()?)
+                to_channels_first(&m)
             })
             .collect()
     }

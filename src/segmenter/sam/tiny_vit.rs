@@ -9,6 +9,7 @@ use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::dense::Dense;
 use crate::nn::depthwise::Depthwise;
 use crate::nn::norm::{LayerNorm, LayerNorm2d};
+use crate::nn::transpose::{to_channels_first, to_channels_last};
 use crate::nn::window_attn::grid_window_attention;
 use crate::nn::Weights;
 use candle_core::Tensor;
@@ -468,11 +469,11 @@ impl TinyVit {
                     x
                 }
                 Stage::Attention(blocks) => {
-                    let mut t = x.permute((0, 2, 3, 1))?.contiguous()?;
+                    let mut t = to_channels_last(&x)?;
                     for b in blocks {
                         t = b.forward(&t)?;
                     }
-                    t.permute((0, 3, 1, 2))?.contiguous()?
+                    to_channels_first(&t)?
                 }
             };
             if let Some(m) = merge {

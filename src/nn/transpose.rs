@@ -1,0 +1,90 @@
+//! Moving the channels of feature maps between first (`(B, C, H, W)`) and last
+//! (`(B, H, W, C)`): on the CPU a parallel transpose in cache-sized tiles (candle's strided
+//! copy runs on one thread, element by element); elsewhere candle's permute.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Output rows (columns of the input) per rayon task: each input row gives the task one
+/// cache line.
+const ROWS_PER_TASK: usize = 16;
+
+/// `(B, C, H, W)` → `(B, H, W, C)`.
+pub fn to_channels_last(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return Ok(x.permute((0, 2, 3, 1))?.contiguous()?);
+    }
+    let t = x.contiguous()?.reshape((b, c, h * w))?;
+    Ok(t.apply_op1_no_bwd(&Transpose)?.reshape((b, h, w, c))?)
+}
+
+/// `(B, H, W, C)` → `(B, C, H, W)`.
+pub fn to_channels_first(x: &Tensor) -> Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return Ok(x.permute((0, 3, 1, 2))?.contiguous()?);
+    }
+    let t = x.contiguous()?.reshape((b, h * w, c))?;
+    Ok(t.apply_op1_no_bwd(&Transpose)?.reshape((b, c, h, w))?)
+}
+
+/// `(B, R, C)` → `(B, C, R)` on contiguous CPU `f32` values.
+struct Transpose;
+
+impl CustomOp1 for Transpose {
+    fn name(&self) -> &'static str {
+        "deva-transpose"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, r, c) = l.shape().dims3()?;
+        let x = super::contiguous_f32(s, l)?;
+        let mut y = Vec::with_capacity(x.len());
+        if r > 0 && c > 0 {
+            y.spare_capacity_mut()[..x.len()]
+                .par_chunks_mut(c * r)
+                .zip(x.par_chunks(r * c))
+                .for_each(|(image_out, image)| {
+                    // Each task writes `ROWS_PER_TASK` output rows (input columns) in full,
+                    // reading them input row by input row.
+                    image_out
+                        .par_chunks_mut(ROWS_PER_TASK * r)
+                        .enumerate()
+                        .for_each(|(k, out)| {
+                            let (j0, rows) = (k * ROWS_PER_TASK, out.len() / r);
+                            for (i, row) in image.chunks_exact(c).enumerate() {
+                                for (j, v) in row[j0..j0 + rows].iter().enumerate() {
+                                    out[j * r + i].write(*v);
+                                }
+                            }
+                        });
+                });
+        }
+        // SAFETY: each task wrote all `r` values of each of its output rows, and the tasks'
+        // rows cover every image's output.
+        unsafe { y.set_len(x.len()) };
+        Ok((CpuStorage::F32(y), Shape::from((b, c, r))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn equals_candles_permute_both_ways() {
+        // Channel counts below, at and past one task's rows.
+        for (b, c, h, w) in [(2, 3, 9, 11), (1, 16, 8, 8), (2, 37, 13, 7)] {
+            let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &Device::Cpu).unwrap();
+            let last = to_channels_last(&x).unwrap();
+            let want = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+            assert_eq!(super::super::max_abs_diff(&last, &want), 0.0);
+            let first = to_channels_first(&last).unwrap();
+            assert_eq!(super::super::max_abs_diff(&first, &x), 0.0);
+        }
+    }
+}

@@ -5,9 +5,12 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 /// Planes smaller than this many pixels are computed on one thread: below it, waking the
-/// other thread costs more than the work it takes over (the coarse pyramid levels), and on a
-/// busy machine every parallel section waits for its slowest thread.
-const PARALLEL_PIXELS: usize = 1 << 15;
+/// other thread costs more than the work it takes over (the coarsest pyramid levels), and on
+/// a busy machine every parallel section waits for its slowest thread. At 2¹⁵ the second
+/// finest level of a 480p pair (213 × 120) ran on one thread, a quarter of the whole flow's
+/// samples; at 2¹³ the flow bench took 30.2 instead of 33.4 ms (mean of four alternated
+/// runs, 2 threads).
+const PARALLEL_PIXELS: usize = 1 << 13;
 
 /// The fewest rows of `width` pixels a thread takes on in a row-parallel loop, so that planes
 /// under [`PARALLEL_PIXELS`] pixels run on one thread and larger ones in large pieces.

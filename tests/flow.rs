@@ -550,3 +550,34 @@ fn the_consensus_pipeline_runs_with_the_flow_propagator() {
     }
     assert_eq!(ids.len(), 1, "the object keeps one id: {ids:?}");
 }
+
+/// The refinement keeps its buffers from call to call on a thread: a flow computed after
+/// flows of larger and smaller frames equals, bit for bit, the same flow computed on a fresh
+/// thread.
+#[test]
+fn kept_buffers_do_not_change_the_flow() {
+    let config = FlowConfig::default();
+    let pair = |w: u32, h: u32| {
+        let (a, _) = square_scene(w, h, 0.3 * w as f32, 0.3 * h as f32, 0.3 * h as f32);
+        let (b, _) = square_scene(
+            w,
+            h,
+            0.3 * w as f32 + 3.0,
+            0.3 * h as f32 + 2.0,
+            0.3 * h as f32,
+        );
+        (a, b)
+    };
+    let (a, b) = pair(160, 120);
+    let fresh = {
+        let (a, b, config) = (a.clone(), b.clone(), config.clone());
+        std::thread::spawn(move || flow_between(&a, &b, &config))
+            .join()
+            .expect("flow thread")
+    };
+    for (w, h) in [(320, 200), (64, 48)] {
+        let (x, y) = pair(w, h);
+        flow_between(&x, &y, &config);
+    }
+    assert_eq!(flow_between(&a, &b, &config), fresh);
+}

@@ -71,6 +71,7 @@ impl Derivatives {
 }
 
 /// Coefficients of the 2×2 data-term system at every pixel, `A (du, dv) = b`, row-major.
+#[derive(Default)]
 struct DataTerm {
     a11: Vec<f32>,
     a12: Vec<f32>,
@@ -80,13 +81,16 @@ struct DataTerm {
 }
 
 impl DataTerm {
-    fn zeros(n: usize) -> DataTerm {
-        DataTerm {
-            a11: vec![0.0; n],
-            a12: vec![0.0; n],
-            a22: vec![0.0; n],
-            b1: vec![0.0; n],
-            b2: vec![0.0; n],
+    /// Sizes every field for `n` pixels (values left as they were: `update` writes them all).
+    fn fit(&mut self, n: usize) {
+        for f in [
+            &mut self.a11,
+            &mut self.a12,
+            &mut self.a22,
+            &mut self.b1,
+            &mut self.b2,
+        ] {
+            f.resize(n, 0.0);
         }
     }
 
@@ -166,8 +170,51 @@ multiversion! {
     }
 }
 
+/// The buffers of [`refine`] that it writes in full before it reads them, kept from call to
+/// call so that no pyramid level allocates and zeroes them (about 17 values per pixel).
+#[derive(Default)]
+struct Buffers {
+    t: DataTerm,
+    coef: [Coefficients; 2],
+    fu: Vec<f32>,
+    fv: Vec<f32>,
+    s: Vec<f32>,
+}
+
+impl Buffers {
+    /// Sizes the buffers for a `w × h` field.
+    fn fit(&mut self, w: usize, h: usize) {
+        let n = w * h;
+        self.t.fit(n);
+        self.coef.iter_mut().for_each(|c| c.fit(w, h));
+        for v in [&mut self.fu, &mut self.fv, &mut self.s] {
+            v.resize(n, 0.0);
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's [`Buffers`]; a call made while they are in use (a rayon task taken on
+    /// while `refine` waits) makes its own.
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+}
+
 /// Refines `flow` from `i0` to `i1` in place (same sizes).
 pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig) {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => refine_with(i0, i1, flow, config, &mut buffers),
+        Err(_) => refine_with(i0, i1, flow, config, &mut Buffers::default()),
+    })
+}
+
+/// [`refine`] with `buffers`.
+fn refine_with(
+    i0: &Plane,
+    i1: &Plane,
+    flow: &mut FlowField,
+    config: &FlowConfig,
+    buffers: &mut Buffers,
+) {
     let (w, h) = (i0.width(), i0.height());
     let d = Derivatives::new(i0, i1, flow);
     let (gx, gy) = i0.gradients();
@@ -178,35 +225,32 @@ pub fn refine(i0: &Plane, i1: &Plane, flow: &mut FlowField, config: &FlowConfig)
         .into_vec();
     let mut du = Checker::zeros(w, h);
     let mut dv = Checker::zeros(w, h);
-    let n = w * h;
-    let (mut fu, mut fv, mut s) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-    let mut t = DataTerm::zeros(n);
-    let mut coef = [Coefficients::new(w, h), Coefficients::new(w, h)];
+    buffers.fit(w, h);
+    let Buffers { t, coef, fu, fv, s } = buffers;
     let (u0, v0) = (flow.u(), flow.v());
     for _ in 0..config.refine_iterations {
-        du.write_to(&mut fu);
-        dv.write_to(&mut fv);
-        t.update(&d, (&fu, &fv), w, config);
-        smoothness(
-            (u0, v0),
-            (&fu, &fv),
-            &edge,
-            (w, h),
-            config.refine_alpha,
-            &mut s,
-        );
-        build_coefficients(&mut coef, &t, &s, (u0, v0), (w, h));
+        du.write_to(fu);
+        dv.write_to(fv);
+        t.update(&d, (fu, fv), w, config);
+        smoothness((u0, v0), (fu, fv), &edge, (w, h), config.refine_alpha, s);
+        build_coefficients(coef, t, s, (u0, v0), (w, h));
         for _ in 0..config.sor_iterations {
             for (colour, c) in coef.iter().enumerate() {
                 sor_half_sweep(c, (&mut du, &mut dv), colour);
             }
         }
     }
-    du.write_to(&mut fu);
-    dv.write_to(&mut fv);
+    du.write_to(fu);
+    dv.write_to(fv);
     let (u, v) = flow.planes_mut();
-    u.data_mut().iter_mut().zip(&fu).for_each(|(a, b)| *a += b);
-    v.data_mut().iter_mut().zip(&fv).for_each(|(a, b)| *a += b);
+    u.data_mut()
+        .iter_mut()
+        .zip(fu.iter())
+        .for_each(|(a, b)| *a += b);
+    v.data_mut()
+        .iter_mut()
+        .zip(fv.iter())
+        .for_each(|(a, b)| *a += b);
 }
 
 /// A field stored by the colour `(x + y) % 2` of its pixels on a checkerboard: `planes[c]`
@@ -293,18 +337,18 @@ const FIELDS: usize = 9;
 /// four link weights, the constant parts `k1, k2` of the two numerators (data term plus the
 /// smoothness term of the unrefined field), the coupling `a12` and the reciprocal diagonals.
 /// Slots outside the image have all zero and keep their increment at 0.
+#[derive(Default)]
 struct Coefficients {
     half: usize,
     data: Vec<f32>,
 }
 
 impl Coefficients {
-    fn new(w: usize, h: usize) -> Coefficients {
-        let half = w.div_ceil(2);
-        Coefficients {
-            half,
-            data: vec![0.0; FIELDS * half * h],
-        }
+    /// Sizes the coefficients for a `w × h` field (values left as they were:
+    /// `build_coefficients` writes them all).
+    fn fit(&mut self, w: usize, h: usize) {
+        self.half = w.div_ceil(2);
+        self.data.resize(FIELDS * self.half * h, 0.0);
     }
 }
 

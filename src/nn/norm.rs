@@ -114,9 +114,18 @@ impl Affine {
         })
     }
 
-    /// Whether the CPU kernels apply to `x`.
-    fn on_cpu(x: &Tensor) -> bool {
-        x.device().is_cpu() && x.dtype() == DType::F32
+    /// `cpu` on contiguous CPU `f32` values of `x`, `elsewhere` on other devices and types.
+    fn apply(
+        &self,
+        x: &Tensor,
+        cpu: impl CustomOp3,
+        elsewhere: impl FnOnce(&Tensor, &Affine) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return elsewhere(x, self);
+        }
+        Ok(x.contiguous()?
+            .apply_op3_no_bwd(&self.weight, &self.bias, &cpu)?)
     }
 }
 
@@ -132,17 +141,15 @@ impl LayerNorm {
 
     /// Normalises `x [..., dim]` over its last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let a = &self.0;
-        if !Affine::on_cpu(x) {
-            return Ok(candle_nn::ops::layer_norm(
-                &x.contiguous()?,
+        self.0.apply(x, RowsOp(self.0.eps as f32), |x, a| {
+            let x = x.contiguous()?;
+            Ok(candle_nn::ops::layer_norm(
+                &x,
                 &a.weight,
                 &a.bias,
                 a.eps as f32,
-            )?);
-        }
-        Ok(x.contiguous()?
-            .apply_op3_no_bwd(&a.weight, &a.bias, &RowsOp(a.eps as f32))?)
+            )?)
+        })
     }
 }
 
@@ -158,12 +165,9 @@ impl LayerNorm2d {
 
     /// Normalises each pixel of `x (B, C, H, W)` over its channels.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let a = &self.0;
-        if !Affine::on_cpu(x) {
-            return channel_norm_tensor_ops(x, &a.weight, &a.bias, a.eps);
-        }
-        Ok(x.contiguous()?
-            .apply_op3_no_bwd(&a.weight, &a.bias, &ChannelsOp(a.eps as f32))?)
+        self.0.apply(x, ChannelsOp(self.0.eps as f32), |x, a| {
+            channel_norm_tensor_ops(x, &a.weight, &a.bias, a.eps)
+        })
     }
 }
 

@@ -2,11 +2,14 @@
 //! bias, shifted windows with their region mask, the transformer block and patch merging.
 
 use candle_core::{Device, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use super::layout::{BlockKeys, Layout};
 use super::SwinConfig;
 use crate::error::Result;
+use crate::nn::act::Activation;
+use crate::nn::dense::Dense;
+use crate::nn::norm::LayerNorm;
 
 /// Additive attention bias between tokens of different regions of a shifted window.
 const REGION_MASK: f32 = -100.0;
@@ -104,7 +107,7 @@ struct WindowAttention {
     query: Linear,
     key: Linear,
     value: Linear,
-    output: Linear,
+    output: Dense,
     /// `(heads, ws², ws²)`: the bias of an unclamped window's first frame.
     bias: Tensor,
     /// `((2·frames-1)·(2·ws-1)², heads)`, for the bias of a clamped window.
@@ -165,7 +168,7 @@ impl WindowAttention {
             query,
             key,
             value,
-            output: candle_nn::linear(dim, dim, proj)?,
+            output: Dense::load(proj, (dim, dim), Activation::Identity)?,
             bias,
             table,
             window,
@@ -215,8 +218,9 @@ pub(super) struct SwinBlock {
     norm1: LayerNorm,
     attn: WindowAttention,
     norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    /// The MLP's first layer, GELU fused.
+    fc1: Dense,
+    fc2: Dense,
     window: usize,
     shift: usize,
     /// Whether a map side not larger than the window shrinks it to that side, unshifted
@@ -244,11 +248,11 @@ impl SwinBlock {
             fc2,
         } = layout.block(&vb);
         Ok(SwinBlock {
-            norm1: candle_nn::layer_norm(dim, eps, norm1)?,
+            norm1: LayerNorm::load(norm1, dim, eps)?,
             attn: WindowAttention::new(dim, heads, c, layout, attn, proj)?,
-            norm2: candle_nn::layer_norm(dim, eps, norm2)?,
-            fc1: candle_nn::linear(dim, hidden, fc1)?,
-            fc2: candle_nn::linear(hidden, dim, fc2)?,
+            norm2: LayerNorm::load(norm2, dim, eps)?,
+            fc1: Dense::load(fc1, (dim, hidden), Activation::GeluErf)?,
+            fc2: Dense::load(fc2, (hidden, dim), Activation::Identity)?,
             window: c.window_size,
             shift,
             clamp: layout.clamps_windows(),
@@ -266,7 +270,7 @@ impl SwinBlock {
 
     /// `x`: `(B, H, W, C)`.
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, h, w, c) = x.dims4()?;
+        let (b, h, w, _) = x.dims4()?;
         let ((wh, sh), (ww, sw)) = (self.window_on(h), self.window_on(w));
         let mut y = self.norm1.forward(x)?;
         let (hp, wp) = (h.div_ceil(wh) * wh, w.div_ceil(ww) * ww);
@@ -299,10 +303,8 @@ impl SwinBlock {
             y = y.narrow(1, 0, h)?.narrow(2, 0, w)?;
         }
         let x = (x + y)?;
-        let m = self.norm2.forward(&x)?;
-        let m = self.fc2.forward(&self.fc1.forward(&m)?.gelu_erf()?)?;
-        debug_assert_eq!(m.dim(3)?, c);
-        Ok((x + m)?)
+        let m = self.fc1.forward(&self.norm2.forward(&x)?)?;
+        self.fc2.forward_add(&m, &x)
     }
 }
 
@@ -317,7 +319,7 @@ pub(super) struct PatchMerging {
 impl PatchMerging {
     pub(super) fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(PatchMerging {
-            norm: candle_nn::layer_norm(4 * dim, eps, vb.pp("norm"))?,
+            norm: LayerNorm::load(vb.pp("norm"), 4 * dim, eps)?,
             reduction: candle_nn::linear_no_bias(4 * dim, 2 * dim, vb.pp("reduction"))?,
         })
     }

@@ -208,7 +208,7 @@ impl WindowAttention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((bw, n, c))?;
-        Ok(self.output.forward(&out)?)
+        self.output.forward(&out)
     }
 }
 

@@ -41,9 +41,7 @@ impl Activation {
     pub fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Identity => x.clone(),
-            _ if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
-                x.contiguous()?.apply_op1_no_bwd(&ActOp(self))?
-            }
+            _ if super::is_host_f32(x) => x.contiguous()?.apply_op1_no_bwd(&ActOp(self))?,
             Activation::Relu => x.relu()?,
             Activation::GeluErf => x.gelu_erf()?,
         })

@@ -56,7 +56,7 @@ impl Dense {
     fn forward_fused(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (w, b) = (self.linear.weight(), self.linear.bias());
         match b {
-            Some(b) if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
+            Some(b) if super::is_host_f32(x) => {
                 let residual = residual.map(Tensor::contiguous).transpose()?;
                 let op = DenseOp {
                     act: self.act,

@@ -32,6 +32,11 @@ pub use weights::Weights;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 
+/// Whether `t` is an `f32` tensor in host memory: the tensors the CPU kernels take.
+pub(crate) fn is_host_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
 /// The f32 values of a custom op's contiguous CPU operand.
 pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
     match l.contiguous_offsets() {

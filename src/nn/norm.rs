@@ -5,7 +5,7 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -121,7 +121,7 @@ impl Affine {
         cpu: impl CustomOp3,
         elsewhere: impl FnOnce(&Tensor, &Affine) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        if !super::is_host_f32(x) {
             return elsewhere(x, self);
         }
         Ok(x.contiguous()?
@@ -303,7 +303,7 @@ fn pixel_statistics(image: &[f32], hw: usize, eps: f32) -> (Vec<f32>, Vec<f32>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn varbuilder(map: &VarMap) -> VarBuilder<'_> {

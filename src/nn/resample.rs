@@ -20,7 +20,7 @@ pub fn area_downsample(x: &Tensor, factor: usize) -> Result<Tensor> {
             "area downsampling of {h}x{w} by {factor}: sides must be multiples of the factor"
         )));
     }
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if super::is_host_f32(x) {
         return Ok(x.contiguous()?.apply_op1_no_bwd(&AreaDown(factor))?);
     }
     Ok(x.avg_pool2d(factor)?)
@@ -64,7 +64,7 @@ impl CustomOp1 for AreaDown {
 /// 3×3 max-pooling with stride 2 and padding 1 (padding never chosen, as PyTorch's
 /// `MaxPool2d(3, 2, 1)`), `[n, c, h, w]`; one plane per task on the CPU.
 pub fn max_pool3_stride2(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if super::is_host_f32(x) {
         return Ok(x.contiguous()?.apply_op1_no_bwd(&MaxPool3Stride2)?);
     }
     let x = x.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1)?;
@@ -113,7 +113,7 @@ impl CustomOp1 for MaxPool3Stride2 {
 /// 2×2 max-pooling with stride 2 and `ceil_mode = True` of `[n, c, h, w]`: an odd last row or
 /// column forms a window of its own. One plane per task on the CPU.
 pub fn max_pool2_ceil(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if super::is_host_f32(x) {
         return Ok(x.contiguous()?.apply_op1_no_bwd(&MaxPool2Ceil)?);
     }
     let (_, _, h, w) = x.dims4()?;
@@ -175,7 +175,7 @@ pub fn resize_bilinear(x: &Tensor, height: usize, width: usize) -> Result<Tensor
     if (h, w) == (height, width) {
         return Ok(x.clone());
     }
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if super::is_host_f32(x) {
         return Ok(x
             .contiguous()?
             .apply_op1_no_bwd(&ResizeBilinear { height, width })?);

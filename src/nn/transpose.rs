@@ -14,21 +14,28 @@ const ROWS_PER_TASK: usize = 16;
 /// `(B, C, H, W)` → `(B, H, W, C)`.
 pub fn to_channels_last(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return Ok(x.permute((0, 2, 3, 1))?.contiguous()?);
-    }
-    let t = x.contiguous()?.reshape((b, c, h * w))?;
-    Ok(t.apply_op1_no_bwd(&Transpose)?.reshape((b, h, w, c))?)
+    swap_axes(x, (b, c, h * w), (0, 2, 3, 1), (b, h, w, c))
 }
 
 /// `(B, H, W, C)` → `(B, C, H, W)`.
 pub fn to_channels_first(x: &Tensor) -> Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return Ok(x.permute((0, 3, 1, 2))?.contiguous()?);
+    swap_axes(x, (b, h * w, c), (0, 3, 1, 2), (b, c, h, w))
+}
+
+/// `x` seen as `(B, R, C)` (`rows`), transposed to `(B, C, R)` and shaped `out`; on other
+/// devices and types candle's `permute`.
+fn swap_axes(
+    x: &Tensor,
+    rows: (usize, usize, usize),
+    permute: (usize, usize, usize, usize),
+    out: (usize, usize, usize, usize),
+) -> Result<Tensor> {
+    if !super::is_host_f32(x) {
+        return Ok(x.permute(permute)?.contiguous()?);
     }
-    let t = x.contiguous()?.reshape((b, h * w, c))?;
-    Ok(t.apply_op1_no_bwd(&Transpose)?.reshape((b, c, h, w))?)
+    let t = x.contiguous()?.reshape(rows)?;
+    Ok(t.apply_op1_no_bwd(&Transpose)?.reshape(out)?)
 }
 
 /// `(B, R, C)` → `(B, C, R)` on contiguous CPU `f32` values.

@@ -29,7 +29,7 @@ pub fn grid_window_attention(
 ) -> Result<Tensor> {
     let three_c = qkv.dim(3)?;
     let key_dim = three_c / (3 * heads.max(1));
-    if qkv.device().is_cpu() && qkv.dtype() == candle_core::DType::F32 {
+    if super::is_host_f32(qkv) {
         let op = GridWindowAttention {
             heads,
             key_dim,

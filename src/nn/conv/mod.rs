@@ -446,7 +446,7 @@ impl Conv2d {
         let host = parts
             .iter()
             .chain(residual.as_slice())
-            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+            .all(|t| crate::nn::is_host_f32(t));
         if host && h > 0 && w > 0 {
             let mut all: Vec<&Tensor> = parts.to_vec();
             all.extend([&self.weight, &self.bias]);

@@ -249,7 +249,7 @@ pub fn ms_deform_sample(
         )));
     }
     levels.check(len_in)?;
-    if value.device().is_cpu() && value.dtype() == DType::F32 {
+    if crate::nn::is_host_f32(value) {
         let op = super::deform_sample_cpu::DeformSample {
             shapes: levels.shapes.clone(),
             starts: levels.starts.clone(),

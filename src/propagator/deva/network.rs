@@ -74,7 +74,7 @@ pub struct Decoded {
 /// `h' = σ(f) · h · (1 − σ(u)) + σ(u) · tanh(c)` with `values = [f | u | c]`; on the CPU one
 /// parallel pass, each operation in the order of the tensor version (the same bits).
 fn gated_update(values: &Tensor, h: &Tensor) -> Result<Tensor> {
-    if values.device().is_cpu() && values.dtype() == DType::F32 && h.dtype() == DType::F32 {
+    if crate::nn::is_host_f32(values) && h.dtype() == DType::F32 {
         let (n, _, hh, ww) = h.dims4()?;
         let plane = hh * ww;
         let out = with_host_slices(&[values, h], |sl| {

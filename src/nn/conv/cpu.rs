@@ -193,7 +193,7 @@ impl CpuConv {
             .flat_map(|&(x, c)| x.chunks(h * w).take(c))
             .collect();
         let planes = match g.path {
-            Path::Pointwise | Path::Winograd => None,
+            Path::Pointwise | Path::Winograd(_) => None,
             _ => Some(Planes::build(&chans, h, w, g, out_h, self.relu_input)),
         };
         let cols = planes.as_ref().map_or(w, |p| p.cols);
@@ -209,7 +209,9 @@ impl CpuConv {
         // would run on one core).
         let threads = rayon::current_num_threads();
         let rows = match g.path {
-            Path::Winograd => winograd::block_rows(out_h, out_w, g.c_in + g.c_out, threads),
+            Path::Winograd(tile) => {
+                winograd::block_rows(tile, out_h, out_w, g.c_in + g.c_out, threads)
+            }
             _ => (target / (c_acc * cols).max(1))
                 .max(MIN_BLOCK.div_ceil(cols))
                 .min(out_h.div_ceil(threads))
@@ -258,14 +260,19 @@ impl CpuConv {
                             c0 += c;
                         }
                     }
-                    (Path::Winograd, _) => {
+                    (Path::Winograd(tile), _) => {
                         let x = winograd::Input {
                             chans: &chans,
                             h,
                             w,
                             relu: self.relu_input,
                         };
-                        winograd::block(&x, g.c_out, (y0, y1), weight, acc, stride, buf)
+                        let f = winograd::Filters {
+                            tile,
+                            u: weight,
+                            c_out: g.c_out,
+                        };
+                        winograd::block(&x, &f, (y0, y1), acc, stride, buf)
                     }
                     (Path::Direct, Some(p)) => {
                         direct_block(g, p, &taps, start, weight, acc, stride)

@@ -23,6 +23,7 @@ use candle_nn::VarBuilder;
 
 use self::cpu::CpuConv;
 use self::direct::CO;
+use self::winograd::Tile;
 use super::act::Activation;
 use crate::error::Result;
 
@@ -62,6 +63,11 @@ pub enum ConvKernel {
     /// multiplications per output and input channel instead of 9; the rounding differs from
     /// the tap sums by about 1e-6 of the outputs' magnitude.
     Winograd,
+    /// Winograd's F(4×4, 3×3) for the layers that [`Winograd`](Self::Winograd) takes: 2.25
+    /// multiplications per output and input channel, but the transformed filters take 4 times
+    /// the filters' memory (F(2×2, 3×3)'s 16/9) and the rounding differs from the tap sums by
+    /// a few 1e-6 of the outputs' magnitude.
+    Winograd4x4,
 }
 
 /// How the CPU computes a convolution, with the weight layout it needs.
@@ -75,8 +81,9 @@ enum Path {
     Columns,
     /// One product per tap over shifted views, weight tap-major `[k·k, c_out, c_in]`.
     Shifted,
-    /// Winograd F(2×2, 3×3), weight as [`winograd::layout_weight`] makes it.
-    Winograd,
+    /// Winograd F(m×m, 3×3) with this output tile, weight as [`winograd::layout_weight`]
+    /// makes it.
+    Winograd(Tile),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -112,9 +119,11 @@ impl Geometry {
             Path::Direct
         } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
             Path::Columns
+        } else if kernel == ConvKernel::Winograd4x4 && winograd_fits {
+            Path::Winograd(Tile::F4)
         } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct) && winograd_fits {
             // The direct kernel's layers that it does not suit take Winograd's where they can.
-            Path::Winograd
+            Path::Winograd(Tile::F2)
         } else {
             Path::Shifted
         }
@@ -305,7 +314,7 @@ impl Conv2d {
         let weight = match geometry.path {
             _ if !weight.device().is_cpu() => weight.contiguous()?,
             Path::Direct => direct::layout_weight(&weight)?,
-            Path::Winograd => winograd::layout_weight(&weight)?,
+            Path::Winograd(tile) => winograd::layout_weight(&weight, tile)?,
             // [c_out, c_in, kh, kw] → [kh·kw, c_out, c_in].
             Path::Shifted => weight.permute((2, 3, 0, 1))?.contiguous()?.reshape((
                 shape.k * shape.k,

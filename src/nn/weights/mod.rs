@@ -13,8 +13,8 @@
 //! Every problem is reported in one place, as a typed [`CheckpointProblem`] naming the file
 //! and the key: a missing key or a mis-shaped tensor when the network asks for it, keys
 //! nobody asked for in [`Weights::finish`]. A `.pth` file is held in memory once (each
-//! storage record is read, turned into tensors and dropped before the next one), a
-//! safetensors file not at all.
+//! storage record is read, turned into tensors and dropped before the next one), and each
+//! tensor only until a network reads it; a safetensors file not at all.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -33,15 +33,34 @@ use crate::error::{CheckpointProblem, Error, Result};
 /// Where the tensors come from.
 enum Source {
     /// Tensors in host memory (from a `.pth` file, ONNX initializers or a state dict), in
-    /// file order.
+    /// file order. A tensor leaves `tensors` when a network reads it, so that its memory is
+    /// freed as soon as the layer has laid it out: the checkpoint and the built network never
+    /// coexist in full (loading DEVA's peaked at both, 0.28 + 0.33 GB). `dims` keeps every
+    /// shape and type.
     Memory {
         order: Vec<String>,
-        tensors: HashMap<String, Tensor>,
+        dims: HashMap<String, (Vec<usize>, DType)>,
+        tensors: Mutex<HashMap<String, Tensor>>,
     },
     /// A memory-mapped safetensors file.
     Mapped(MmapedSafetensors),
     /// No tensors: every request is answered with zeros and recorded (the layout pass).
     Layout,
+}
+
+impl Source {
+    /// [`Source::Memory`] over `tensors`, listed in `order`.
+    fn memory(order: Vec<String>, tensors: HashMap<String, Tensor>) -> Self {
+        let dims = tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), (t.dims().to_vec(), t.dtype())))
+            .collect();
+        Source::Memory {
+            order,
+            dims,
+            tensors: Mutex::new(tensors),
+        }
+    }
 }
 
 /// What loading has used and found so far.
@@ -141,10 +160,7 @@ impl Weights {
             order.push(name.clone());
             tensors.insert(name, t);
         }
-        Ok(Weights::with_source(
-            path,
-            Source::Memory { order, tensors },
-        ))
+        Ok(Weights::with_source(path, Source::memory(order, tensors)))
     }
 
     /// Named tensors already in memory, in load order (e.g. a checkpoint assembled from
@@ -162,10 +178,7 @@ impl Weights {
             }
             order.push(name);
         }
-        Ok(Weights::with_source(
-            path,
-            Source::Memory { order, tensors },
-        ))
+        Ok(Weights::with_source(path, Source::memory(order, tensors)))
     }
 
     /// The floating-point initializers of an ONNX model, by name (integer initializers are
@@ -192,10 +205,7 @@ impl Weights {
             order.push(init.name.to_string());
             tensors.insert(init.name.to_string(), t);
         }
-        Ok(Weights::with_source(
-            path,
-            Source::Memory { order, tensors },
-        ))
+        Ok(Weights::with_source(path, Source::memory(order, tensors)))
     }
 
     /// This checkpoint with `prefix` removed from its keys when every key has it (e.g. the
@@ -270,7 +280,7 @@ impl Weights {
         self.keys()
             .into_iter()
             .map(|k| {
-                let t = self.inner.stored(&k, &Device::Cpu)?;
+                let t = self.inner.stored(&k, &Device::Cpu, Read::Keep)?;
                 Ok((k, t))
             })
             .collect()
@@ -369,9 +379,7 @@ impl Inner {
     fn stored_dims(&self, key: &str) -> Option<(Vec<usize>, DType)> {
         let name = format!("{}{key}", self.strip);
         match &self.source {
-            Source::Memory { tensors, .. } => {
-                tensors.get(&name).map(|t| (t.dims().to_vec(), t.dtype()))
-            }
+            Source::Memory { dims, .. } => dims.get(&name).cloned(),
             Source::Mapped(m) => {
                 let v = m.get(&name).ok()?;
                 let dtype = DType::try_from(v.dtype()).ok()?;
@@ -381,14 +389,25 @@ impl Inner {
         }
     }
 
-    /// The stored tensor `key` on `device`, in its stored type.
-    fn stored(&self, key: &str, device: &Device) -> candle_core::Result<Tensor> {
+    /// The stored tensor `key` on `device`, in its stored type; `read` says whether a tensor
+    /// held in memory leaves it.
+    fn stored(&self, key: &str, device: &Device, read: Read) -> candle_core::Result<Tensor> {
         let name = format!("{}{key}", self.strip);
         match &self.source {
-            Source::Memory { tensors, .. } => match tensors.get(&name) {
-                Some(t) => t.to_device(device),
-                None => candle_core::bail!("missing key {key}"),
-            },
+            Source::Memory { tensors, dims, .. } => {
+                let mut tensors = tensors.lock().unwrap_or_else(|e| e.into_inner());
+                let found = match read {
+                    Read::Take => tensors.remove(&name),
+                    Read::Keep => tensors.get(&name).cloned(),
+                };
+                match found {
+                    Some(t) => t.to_device(device),
+                    None if dims.contains_key(&name) => candle_core::bail!(
+                        "key {key} was read twice (a network reads each tensor once)"
+                    ),
+                    None => candle_core::bail!("missing key {key}"),
+                }
+            }
             Source::Mapped(m) => m.load(&name, device),
             Source::Layout => candle_core::bail!("missing key {key}"),
         }
@@ -427,8 +446,15 @@ impl Inner {
             }));
         }
         self.record(key, &shape, stored);
-        self.stored(key, dev)?.to_dtype(dtype)
+        self.stored(key, dev, Read::Take)?.to_dtype(dtype)
     }
+}
+
+/// Whether reading a tensor held in memory removes it (a network's read) or leaves it.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    Take,
+    Keep,
 }
 
 /// The `VarBuilder` side of [`Weights`].

@@ -125,3 +125,24 @@ fn synthetic_weights_follow_the_layout() {
     assert_eq!(v.to_vec1::<f32>().unwrap(), want("bn.running_var", 4, true));
     assert_eq!(ln.to_vec1::<f32>().unwrap(), want("ln.weight", 3, false));
 }
+
+/// A network's read takes the tensor out of memory, so that the checkpoint and the built
+/// network never coexist in full; the key keeps its shape, and a second read is refused by
+/// name. Listing every tensor (to convert a checkpoint) takes nothing.
+#[test]
+fn a_read_tensor_leaves_memory() {
+    let w = Weights::from_state_dict(dict()).unwrap();
+    assert_eq!(w.tensors().unwrap().len(), 3);
+    let held = |key: &str| match &w.inner.source {
+        Source::Memory { tensors, .. } => tensors.lock().unwrap().contains_key(key),
+        _ => panic!("a state dict is held in memory"),
+    };
+    let vb = w.var_builder(&Device::Cpu);
+    let t = vb.get(2, "bn.weight").unwrap();
+    assert_eq!(t.to_vec1::<f32>().unwrap(), [1.0, 2.0]);
+    assert!(!held("bn.weight") && held("bn.bias"));
+    assert!(w.contains("bn.weight"));
+    assert_eq!(w.dims("bn.weight").unwrap(), [2]);
+    let e = vb.get(2, "bn.weight").unwrap_err().to_string();
+    assert!(e.contains("key bn.weight was read twice"), "{e}");
+}

@@ -30,11 +30,15 @@ const AGGREGATE_EPS: f64 = 1e-7;
 /// the summation order that the parity fixtures hold the memory readout's top-k selection
 /// (near-tied affinities of the keys) to.
 const CONV: ConvKernel = ConvKernel::Products;
-/// The kernel of the decoder's fusion and upsampling blocks, three quarters of a step's
-/// multiplications with two objects: Winograd's (its last-bit differences reach only the
-/// masks, never which memory is selected; the larger weights it keeps, 16/9 of theirs, are
-/// small beside these blocks' activations, unlike the sensory transforms').
-const DECODER_CONV: ConvKernel = ConvKernel::Winograd;
+/// The kernel of the decoder's fusion block: Winograd's F(2×2, 3×3) (its last-bit
+/// differences reach only the masks, never which memory is selected; the larger weights it
+/// keeps, 16/9 of theirs, are small beside its activations, unlike the sensory transforms').
+const FUSER_CONV: ConvKernel = ConvKernel::Winograd;
+/// The kernel of the decoder's upsampling blocks, which take more than half of a step's
+/// multiplications with two objects: Winograd's F(4×4, 3×3), 0.56 of F(2×2, 3×3)'s products
+/// (their weights, 4 times the filters', are 47 MB; the fuser's would add 63 MB more, which
+/// is why it keeps F(2×2, 3×3)).
+const UPSAMPLE_CONV: ConvKernel = ConvKernel::Winograd4x4;
 
 /// Image features of one frame (`encode_image`), plus the decoder's projections of the
 /// skip features, which depend only on the image.
@@ -289,7 +293,7 @@ impl MaskDecoder {
     /// Loads `mask_decoder`.
     fn load(vb: &VarBuilder) -> Result<Self> {
         let v = VALUE_DIM;
-        let fuser = FusionBlock::load(&vb.pp("fuser"), PIX_FEAT_DIM, v, v, v, DECODER_CONV)?;
+        let fuser = FusionBlock::load(&vb.pp("fuser"), PIX_FEAT_DIM, v, v, v, FUSER_CONV)?;
         let c1 =
             |vb: VarBuilder, c_in, c_out| Conv2d::load(&vb, ConvShape::same(c_in, c_out, 1), CONV);
         let sensory_compress = c1(vb.pp("sensory_compress"), v + 1, v)?;
@@ -305,8 +309,8 @@ impl MaskDecoder {
         let transforms = vb.pp("decoder_feat_proc").pp("transforms");
         let proc8 = c1(transforms.pp("0"), 512, 512)?;
         let proc4 = c1(transforms.pp("1"), 256, 256)?;
-        let up_16_8 = GroupResBlock::load(&vb.pp("up_16_8").pp("out_conv"), v, 256, DECODER_CONV)?;
-        let up_8_4 = GroupResBlock::load(&vb.pp("up_8_4").pp("out_conv"), 256, 256, DECODER_CONV)?;
+        let up_16_8 = GroupResBlock::load(&vb.pp("up_16_8").pp("out_conv"), v, 256, UPSAMPLE_CONV)?;
+        let up_8_4 = GroupResBlock::load(&vb.pp("up_8_4").pp("out_conv"), 256, 256, UPSAMPLE_CONV)?;
         let pred = Conv2d::load(&vb.pp("pred"), ConvShape::same(256, 1, 3), CONV)?;
         // Training-only auxiliary head: part of the checkpoint, checked but unused here.
         let aux = vb.pp("sensory_linear_pred").pp("projection");

@@ -32,6 +32,12 @@ const BN_EPS: f64 = 1e-5;
 
 /// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
 const COLUMN_BUFFER_MAX_K: usize = 256;
+/// Largest `c_in · c_out` of the layers that [`ConvKernel::Direct`] hands to Winograd's
+/// F(4×4, 3×3) rather than F(2×2, 3×3): at most 4.5 MiB of transformed filters per layer.
+/// F(4×4) ran these layers in 0.53–0.76 of F(2×2)'s time (AMD Zen 3, 2 threads, 32 → 64 …
+/// 512 → 256 channels); the wider layers of ResNets and IS-Net would take 4 times their
+/// filters' memory for a smaller share of the work.
+const DIRECT_WINOGRAD_4X4_MAX_CHANNELS: usize = 1 << 15;
 /// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -55,8 +61,9 @@ pub enum ConvKernel {
     /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512 or AVX2
     /// and FMA (matrix products elsewhere and for 1×1 stride-1 layers): about twice as fast on
     /// the 16–64-channel 3×3 layers with AVX-512, up to 1.6× with AVX2. With only AVX2, the
-    /// strided layers run on the products and the wide 3×3 layers that
-    /// [`Winograd`](Self::Winograd) takes run on it, as do the layers of CPUs without either.
+    /// strided layers run on the products and the wide 3×3 layers that Winograd's transforms
+    /// take run on them (F(4×4, 3×3) up to 2¹⁵ `c_in · c_out`, F(2×2, 3×3) above), as do the
+    /// layers of CPUs without either.
     Direct,
     /// Winograd's F(2×2, 3×3) for 3×3 layers with stride 1 and padding 1 whose reduction
     /// (`c_in · 9`) is long enough for matrix products (the products elsewhere): 4
@@ -119,10 +126,14 @@ impl Geometry {
             Path::Direct
         } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
             Path::Columns
-        } else if kernel == ConvKernel::Winograd4x4 && winograd_fits {
+        } else if winograd_fits
+            && (kernel == ConvKernel::Winograd4x4
+                || (kernel == ConvKernel::Direct
+                    && self.c_in * self.c_out <= DIRECT_WINOGRAD_4X4_MAX_CHANNELS))
+        {
+            // The direct kernel's layers that it does not suit take Winograd's where they can.
             Path::Winograd(Tile::F4)
         } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct) && winograd_fits {
-            // The direct kernel's layers that it does not suit take Winograd's where they can.
             Path::Winograd(Tile::F2)
         } else {
             Path::Shifted

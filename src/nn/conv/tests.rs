@@ -16,9 +16,9 @@ pub(super) fn pseudo(n: usize, seed: u64) -> Vec<f32> {
 /// The error allowed against candle's tap sums, relative to the outputs' magnitude (at least
 /// 1): f32 rounding of sums in another order, 1e-5; F(4×4, 3×3)'s transforms, whose
 /// coefficients reach 8 and 1/24, round to up to 1.6e-5 on the 600-channel case, so 5e-5.
-fn tolerance(kernel: ConvKernel) -> f32 {
-    match kernel {
-        ConvKernel::Winograd4x4 => 5e-5,
+fn tolerance(conv: &Conv2d) -> f32 {
+    match conv.geometry.path {
+        Path::Winograd(Tile::F4) => 5e-5,
         _ => 1e-5,
     }
 }
@@ -73,6 +73,8 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         // multiple of 2 or 4.
         (40, 10, 3, 1, 1, 1, 11, 45),
         (36, 6, 3, 1, 1, 1, 6, 64),
+        // Wide enough that the direct kernel hands it to F(2×2, 3×3).
+        (200, 200, 3, 1, 1, 1, 5, 6),
     ];
     for (i, &(c_in, c_out, k, stride, pad, dil, h, w)) in cases.iter().enumerate() {
         let shape = ConvShape {
@@ -107,6 +109,9 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         let tile = match kernel {
             ConvKernel::Winograd4x4 => Some(Tile::F4),
             ConvKernel::Winograd => Some(Tile::F2),
+            ConvKernel::Direct if !direct && c_in * c_out <= DIRECT_WINOGRAD_4X4_MAX_CHANNELS => {
+                Some(Tile::F4)
+            }
             ConvKernel::Direct if !direct => Some(Tile::F2),
             _ => None,
         };
@@ -132,7 +137,7 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
             .unwrap();
         // The long reductions of the many-channel case reach values near 10.
         let scale = theirs.abs().unwrap().max_all().unwrap();
-        let tol = tolerance(kernel) * scale.to_scalar::<f32>().unwrap().max(1.0);
+        let tol = tolerance(&conv) * scale.to_scalar::<f32>().unwrap().max(1.0);
         let d = crate::nn::max_abs_diff(&ours, &theirs);
         assert!(d < tol, "case {i} ({kernel:?}): max diff {d}");
         let relu = conv.forward_relu(&x).unwrap();
@@ -187,7 +192,7 @@ fn parts_and_residual_match_the_concatenation() {
             + &r)
             .unwrap();
         let d = crate::nn::max_abs_diff(&ours, &theirs);
-        let tol = tolerance(kernel);
+        let tol = tolerance(&conv);
         assert!(d < tol, "c_out {c_out}, k {k} ({kernel:?}): max diff {d}");
         let x = Tensor::cat(&[&a, &b], 1).unwrap();
         let ours = conv.forward_add_act(&x, &r, Activation::Relu).unwrap();
@@ -267,7 +272,7 @@ fn input_relu_and_one_image_residual_equal_the_unfused_operations() {
             };
             let d = crate::nn::max_abs_diff(&fused, &theirs);
             assert!(
-                d < tolerance(kernel),
+                d < tolerance(&conv),
                 "c_out {c_out}, k {k} ({kernel:?}): max diff {d} from candle"
             );
         }

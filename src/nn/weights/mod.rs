@@ -275,7 +275,8 @@ impl Weights {
             .count()
     }
 
-    /// Every tensor (on the CPU) by key, e.g. to write a converted copy.
+    /// Every tensor (on the CPU) by key, e.g. to write a converted copy; ask before a network
+    /// is built from these weights, since its reads take the tensors it reads.
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         self.keys()
             .into_iter()

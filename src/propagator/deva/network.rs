@@ -34,9 +34,10 @@ const CONV: ConvKernel = ConvKernel::Products;
 /// differences reach only the masks, never which memory is selected; the larger weights it
 /// keeps, 16/9 of theirs, are small beside its activations, unlike the sensory transforms').
 const FUSER_CONV: ConvKernel = ConvKernel::Winograd;
-/// The kernel of the decoder's upsampling blocks, which take more than half of a step's
-/// multiplications with two objects: Winograd's F(4×4, 3×3), 0.56 of F(2×2, 3×3)'s products
-/// (their weights, 4 times the filters', are 47 MB; the fuser's would add 63 MB more, which
+/// The kernel of the decoder's upsampling blocks, the largest share of a step's
+/// multiplications (42 of about 90 G per object and frame, counted as tap sums): Winograd's
+/// F(4×4, 3×3), 0.56 of F(2×2, 3×3)'s products
+/// (their weights, 4 times the filters', are 47 MB; the fuser's would add 105 MB more, which
 /// is why it keeps F(2×2, 3×3)).
 const UPSAMPLE_CONV: ConvKernel = ConvKernel::Winograd4x4;
 

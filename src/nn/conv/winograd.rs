@@ -4,7 +4,7 @@
 //! element-wise products of the transforms are t² matrix products over the channels, and each
 //! m × m output tile is transformed back. Per output and input channel that is 4 (m = 2) or
 //! 2.25 (m = 4) multiplications instead of 9; the rounding differs from the tap sums by about
-//! 1e-6 (m = 2) or a few 1e-6 (m = 4) of the outputs' magnitude.
+//! 1e-6 (m = 2) or up to about 2e-5 (m = 4) of the outputs' magnitude.
 //!
 //! Transforms (Lavin & Gray, 2016): `U = G g Gᵀ`, `V = Bᵀ d B`, `Y = Aᵀ (U ⊙ V) A`, with the
 //! matrices of [`F2`] and [`F4`].

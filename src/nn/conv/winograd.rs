@@ -46,14 +46,15 @@ impl Tile {
     }
 }
 
-/// The transforms of one F(M×M, 3×3), T = M + 2.
+/// The transforms of one F(M×M, 3×3), T = M + 2; `Bᵀ` and `Aᵀ` apply to LANES tiles at
+/// once.
 trait Transforms<const M: usize, const T: usize> {
     /// `G x` for a column of 3.
     fn g(x: [f64; 3]) -> [f64; T];
     /// `Bᵀ x` for a column of T.
-    fn bt(x: [f32; T]) -> [f32; T];
+    fn bt(x: [Lanes; T]) -> [Lanes; T];
     /// `Aᵀ x` for a column of T.
-    fn at(x: [f32; T]) -> [f32; M];
+    fn at(x: [Lanes; T]) -> [Lanes; M];
 }
 
 /// F(2×2, 3×3): `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`,
@@ -71,12 +72,12 @@ impl Transforms<2, 4> for F2 {
     }
 
     #[inline(always)]
-    fn bt(x: [f32; 4]) -> [f32; 4] {
+    fn bt(x: [Lanes; 4]) -> [Lanes; 4] {
         [x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]]
     }
 
     #[inline(always)]
-    fn at(x: [f32; 4]) -> [f32; 2] {
+    fn at(x: [Lanes; 4]) -> [Lanes; 2] {
         [x[0] + x[1] + x[2], x[1] - x[2] - x[3]]
     }
 }
@@ -101,26 +102,27 @@ impl Transforms<4, 6> for F4 {
     }
 
     #[inline(always)]
-    fn bt(x: [f32; 6]) -> [f32; 6] {
+    fn bt(x: [Lanes; 6]) -> [Lanes; 6] {
         let (s12, d12, d13) = (x[1] + x[2], x[1] - x[2], x[1] - x[3]);
+        let e42 = x[4] - x[2];
         [
-            4.0 * x[0] - 5.0 * x[2] + x[4],
-            x[3] + x[4] - 4.0 * s12,
-            x[4] - x[3] + 4.0 * d12,
-            x[4] - x[2] - 2.0 * d13,
-            x[4] - x[2] + 2.0 * d13,
-            4.0 * x[1] - 5.0 * x[3] + x[5],
+            x[0] * 4.0 - x[2] * 5.0 + x[4],
+            x[3] + x[4] - s12 * 4.0,
+            x[4] - x[3] + d12 * 4.0,
+            e42 - d13 * 2.0,
+            e42 + d13 * 2.0,
+            x[1] * 4.0 - x[3] * 5.0 + x[5],
         ]
     }
 
     #[inline(always)]
-    fn at(x: [f32; 6]) -> [f32; 4] {
+    fn at(x: [Lanes; 6]) -> [Lanes; 4] {
         let (s12, d12, s34, d34) = (x[1] + x[2], x[1] - x[2], x[3] + x[4], x[3] - x[4]);
         [
             x[0] + s12 + s34,
-            d12 + 2.0 * d34,
-            s12 + 4.0 * s34,
-            d12 + 8.0 * d34 + x[5],
+            d12 + d34 * 2.0,
+            s12 + s34 * 4.0,
+            d12 + d34 * 8.0 + x[5],
         ]
     }
 }
@@ -258,10 +260,15 @@ fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
             }
             for k0 in (0..per_row).step_by(LANES) {
                 // d[r][c][lane]: the T × T tiles of LANES neighbouring tiles.
-                let d: [[Lanes; T]; T] = std::array::from_fn(|r| {
+                let mut d = [[Lanes::ZERO; T]; T];
+                for (r, dr) in d.iter_mut().enumerate() {
                     let row = &rows[r * row_len + M * k0..][..M * LANES + (T - M)];
-                    std::array::from_fn(|c| std::array::from_fn(|l| row[M * l + c]))
-                });
+                    for (c, dc) in dr.iter_mut().enumerate() {
+                        for (l, v) in dc.0.iter_mut().enumerate() {
+                            *v = row[M * l + c];
+                        }
+                    }
+                }
                 let vt = transform_input::<M, T, F>(&d);
                 let n = LANES.min(per_row - k0);
                 let t0 = tr * per_row + k0;
@@ -269,9 +276,9 @@ fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
                     let dst = &mut v[(e * c_in + ci) * tiles + t0..];
                     // Whole groups as fixed-size copies (vector moves, not calls).
                     if n == LANES {
-                        dst[..LANES].copy_from_slice(lanes);
+                        dst[..LANES].copy_from_slice(&lanes.0);
                     } else {
-                        dst[..n].copy_from_slice(&lanes[..n]);
+                        dst[..n].copy_from_slice(&lanes.0[..n]);
                     }
                 }
             }
@@ -288,23 +295,30 @@ fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
             for k0 in (0..per_row).step_by(LANES) {
                 let n = LANES.min(per_row - k0);
                 let t0 = tr * per_row + k0;
-                let mut mm = [[[0f32; LANES]; T]; T];
+                let mut mm = [[Lanes::ZERO; T]; T];
                 for (e, lanes) in mm.iter_mut().flatten().enumerate() {
                     let src = &m[(e * c_out + co) * tiles + t0..];
                     if n == LANES {
-                        lanes.copy_from_slice(&src[..LANES]);
+                        lanes.0.copy_from_slice(&src[..LANES]);
                     } else {
-                        lanes[..n].copy_from_slice(&src[..n]);
+                        lanes.0[..n].copy_from_slice(&src[..n]);
                     }
                 }
                 let ym = transform_output::<M, T, F>(&mm);
                 let (x0, width) = (M * k0, (M * n).min(w - M * k0));
-                for (i, row) in ym.iter().enumerate() {
+                for (i, yi) in ym.iter().enumerate() {
                     let y = y0 + M * tr + i;
                     if y >= y1 {
                         break;
                     }
-                    let row = row.as_flattened();
+                    // Output column M · l + j of the group is value j of lane l.
+                    let mut line = [0f32; 4 * LANES];
+                    for (j, v) in yi.iter().enumerate() {
+                        for (l, &x) in v.0.iter().enumerate() {
+                            line[M * l + j] = x;
+                        }
+                    }
+                    let row = &line[..M * LANES];
                     let dst = &mut acc[co * stride + (y - y0) * w + x0..];
                     if width == M * LANES {
                         for (d, val) in dst[..M * LANES].iter_mut().zip(row) {
@@ -321,47 +335,90 @@ fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
     }
 }
 
-/// The values of one transformed position for every lane.
-type Lanes = [f32; LANES];
+/// One value for each of LANES neighbouring tiles: the element-wise operations of the
+/// transforms compile to single vector instructions.
+#[derive(Debug, Clone, Copy)]
+struct Lanes([f32; LANES]);
 
-/// `f` applied lane by lane to a column of `I` lane groups.
-#[inline(always)]
-fn lanewise<const I: usize, const O: usize>(
-    x: [&Lanes; I],
-    f: impl Fn([f32; I]) -> [f32; O],
-) -> [Lanes; O] {
-    let mut out = [[0f32; LANES]; O];
-    for l in 0..LANES {
-        let v = f(std::array::from_fn(|i| x[i][l]));
-        for (o, v) in out.iter_mut().zip(v) {
-            o[l] = v;
+impl Lanes {
+    const ZERO: Lanes = Lanes([0.0; LANES]);
+
+    #[inline(always)]
+    fn zip(self, other: Lanes, f: impl Fn(f32, f32) -> f32) -> Lanes {
+        let mut out = self;
+        for (o, b) in out.0.iter_mut().zip(other.0) {
+            *o = f(*o, b);
         }
+        out
     }
-    out
 }
 
-/// `Bᵀ d B` of LANES tiles: the T × T transformed values, each for every lane.
+impl std::ops::Add for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn add(self, other: Lanes) -> Lanes {
+        self.zip(other, |a, b| a + b)
+    }
+}
+
+impl std::ops::Sub for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn sub(self, other: Lanes) -> Lanes {
+        self.zip(other, |a, b| a - b)
+    }
+}
+
+impl std::ops::Mul<f32> for Lanes {
+    type Output = Lanes;
+    #[inline(always)]
+    fn mul(self, k: f32) -> Lanes {
+        self.zip(Lanes([k; LANES]), |a, b| a * b)
+    }
+}
+
+/// `Bᵀ d B` of LANES tiles: the T × T transformed values.
 #[inline(always)]
 fn transform_input<const M: usize, const T: usize, F: Transforms<M, T>>(
     d: &[[Lanes; T]; T],
 ) -> [[Lanes; T]; T] {
-    // Bᵀ d on the columns (cols[c][r]), then B on the rows.
-    let cols: [[Lanes; T]; T] =
-        std::array::from_fn(|c| lanewise(std::array::from_fn(|r| &d[r][c]), F::bt));
-    std::array::from_fn(|r| lanewise(std::array::from_fn(|c| &cols[c][r]), F::bt))
+    // Bᵀ d on the columns, then B on the rows.
+    let mut bd = [[Lanes::ZERO; T]; T];
+    for c in 0..T {
+        let mut col = [Lanes::ZERO; T];
+        for (r, v) in col.iter_mut().enumerate() {
+            *v = d[r][c];
+        }
+        for (r, v) in F::bt(col).into_iter().enumerate() {
+            bd[r][c] = v;
+        }
+    }
+    let mut out = [[Lanes::ZERO; T]; T];
+    for (o, row) in out.iter_mut().zip(bd) {
+        *o = F::bt(row);
+    }
+    out
 }
 
-/// `Aᵀ P A` of LANES tiles of products: the M output rows, each of M columns for every lane
-/// (`[row][lane][column]`, so that a row's flattened values run along the image row).
+/// `Aᵀ P A` of LANES tiles of products: the M × M outputs.
 #[inline(always)]
 fn transform_output<const M: usize, const T: usize, F: Transforms<M, T>>(
     p: &[[Lanes; T]; T],
-) -> [[[f32; M]; LANES]; M] {
-    // Aᵀ P on the columns (cols[c][i]), then A on the rows.
-    let cols: [[Lanes; M]; T] =
-        std::array::from_fn(|c| lanewise(std::array::from_fn(|r| &p[r][c]), F::at));
-    std::array::from_fn(|i| {
-        let y = lanewise(std::array::from_fn(|c| &cols[c][i]), F::at);
-        std::array::from_fn(|l| std::array::from_fn(|j| y[j][l]))
-    })
+) -> [[Lanes; M]; M] {
+    // Aᵀ P on the columns, then A on the rows.
+    let mut ap = [[Lanes::ZERO; T]; M];
+    for c in 0..T {
+        let mut col = [Lanes::ZERO; T];
+        for (r, v) in col.iter_mut().enumerate() {
+            *v = p[r][c];
+        }
+        for (i, v) in F::at(col).into_iter().enumerate() {
+            ap[i][c] = v;
+        }
+    }
+    let mut out = [[Lanes::ZERO; M]; M];
+    for (o, row) in out.iter_mut().zip(ap) {
+        *o = F::at(row);
+    }
+    out
 }

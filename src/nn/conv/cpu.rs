@@ -21,6 +21,8 @@ use crate::nn::vmath::multiversion;
 const BLOCK_ACC_FLOATS: usize = 1 << 15;
 /// The same for the direct kernel, which keeps a tile in registers and can afford more.
 const DIRECT_ACC_FLOATS: usize = 1 << 16;
+/// Output channels per task on the [`Path::WinogradLean`] path.
+const LEAN_CHANNELS: usize = 128;
 /// Fewest output positions per block (keeps wide layers' products efficient).
 const MIN_BLOCK: usize = 256;
 /// Most weight floats one pass of the direct kernel reads (input channels are split into
@@ -192,8 +194,11 @@ impl CpuConv {
             .iter()
             .flat_map(|&(x, c)| x.chunks(h * w).take(c))
             .collect();
+        if let Path::WinogradLean(tile) = g.path {
+            return self.image_by_channels(tile, &chans, h, w, weight, bias, res, out);
+        }
         let planes = match g.path {
-            Path::Pointwise | Path::Winograd(_) => None,
+            Path::Pointwise | Path::Winograd(_) | Path::WinogradLean(_) => None,
             _ => Some(Planes::build(&chans, h, w, g, out_h, self.relu_input)),
         };
         let cols = planes.as_ref().map_or(w, |p| p.cols);
@@ -314,6 +319,58 @@ impl CpuConv {
                 }
             })
         });
+    }
+}
+
+impl CpuConv {
+    /// [`image`](Self::image) on the [`Path::WinogradLean`] path: the input's tiles
+    /// transformed once, then blocks of [`LEAN_CHANNELS`] output channels over every row,
+    /// one rayon task each (the task transforms its channels' filters).
+    #[allow(clippy::too_many_arguments)]
+    fn image_by_channels(
+        &self,
+        tile: winograd::Tile,
+        chans: &[&[f32]],
+        h: usize,
+        w: usize,
+        weight: &[f32],
+        bias: &[f32],
+        res: Option<&[f32]>,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let c_out = self.g.c_out;
+        let x = winograd::Input {
+            chans,
+            h,
+            w,
+            relu: self.relu_input,
+        };
+        let x = winograd::transform_image(&x, tile);
+        let plane = h * w;
+        assert_eq!(
+            out.len(),
+            c_out * plane,
+            "one output per channel and position"
+        );
+        let shared = SharedOut(out.as_mut_ptr());
+        (0..c_out.div_ceil(LEAN_CHANNELS))
+            .into_par_iter()
+            .for_each(|blk| {
+                SCRATCH.with_borrow_mut(|(acc, buf)| {
+                    let (co0, co1) = (blk * LEAN_CHANNELS, ((blk + 1) * LEAN_CHANNELS).min(c_out));
+                    acc.resize((co1 - co0) * plane, 0.0);
+                    for (row, &b) in acc.chunks_mut(plane).zip(&bias[co0..co1]) {
+                        fill(row, b);
+                    }
+                    winograd::channel_block(&x, weight, (co0, co1), acc, plane, buf);
+                    let (at, len) = (co0 * plane, (co1 - co0) * plane);
+                    // SAFETY: in bounds (asserted above); the channels co0..co1 belong to
+                    // this task alone, so no other task touches these elements.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(shared.get().add(at), len) };
+                    let res = res.map(|r| &r[at..at + len]);
+                    write_out(self.act, &acc[..len], res, self.before, dst);
+                })
+            });
     }
 }
 

@@ -75,6 +75,13 @@ pub enum ConvKernel {
     /// the filters' memory (F(2×2, 3×3)'s 16/9) and the rounding differs from the tap sums by
     /// up to about 2e-5 of the outputs' magnitude (on 600-channel reductions).
     Winograd4x4,
+    /// Winograd's F(2×2, 3×3) for the layers that [`Winograd`](Self::Winograd) takes, with
+    /// no transformed filters kept: each call transforms the filters, block of output
+    /// channels by block, and the whole image's input once. For layers of many weights and
+    /// few pixels (DEVA's 3×3 sensory transforms, 1024 → 1536 channels at stride 16), where
+    /// kept transformed filters would take 16/9 of the filters' memory and the filter
+    /// transform costs about 1 % of the products.
+    WinogradLean,
 }
 
 /// How the CPU computes a convolution, with the weight layout it needs.
@@ -91,6 +98,9 @@ enum Path {
     /// Winograd F(m×m, 3×3) with this output tile, weight as [`winograd::layout_weight`]
     /// makes it.
     Winograd(Tile),
+    /// Winograd F(m×m, 3×3) with this output tile, by blocks of output channels over the
+    /// whole image, the filters transformed on each call; weight `[c_out, c_in, 3, 3]`.
+    WinogradLean(Tile),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +144,8 @@ impl Geometry {
             // The direct kernel's layers that it does not suit take Winograd's where they
             // can: F(4×4, 3×3) up to the bound, F(2×2, 3×3) above it.
             Path::Winograd(Tile::F4)
+        } else if kernel == ConvKernel::WinogradLean && winograd_fits {
+            Path::WinogradLean(Tile::F2)
         } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct) && winograd_fits {
             Path::Winograd(Tile::F2)
         } else {
@@ -333,7 +345,7 @@ impl Conv2d {
                 shape.c_out,
                 shape.c_in,
             ))?,
-            Path::Pointwise | Path::Columns => weight.contiguous()?,
+            Path::Pointwise | Path::Columns | Path::WinogradLean(_) => weight.contiguous()?,
         };
         Ok(Conv2d {
             weight,

@@ -24,11 +24,12 @@ fn tolerance(conv: &Conv2d) -> f32 {
 }
 
 /// Every kernel.
-const KERNELS: [ConvKernel; 4] = [
+const KERNELS: [ConvKernel; 5] = [
     ConvKernel::Products,
     ConvKernel::Direct,
     ConvKernel::Winograd,
     ConvKernel::Winograd4x4,
+    ConvKernel::WinogradLean,
 ];
 
 /// Compares with candle's own conv2d (an independent implementation) for every path and
@@ -75,6 +76,8 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         (36, 6, 3, 1, 1, 1, 6, 64),
         // Wide enough that the direct kernel hands it to F(2×2, 3×3).
         (200, 200, 3, 1, 1, 1, 5, 6),
+        // Several blocks of output channels on the lean Winograd path, the last one partial.
+        (40, 150, 3, 1, 1, 1, 7, 9),
     ];
     for (i, &(c_in, c_out, k, stride, pad, dil, h, w)) in cases.iter().enumerate() {
         let shape = ConvShape {
@@ -108,7 +111,7 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         );
         let tile = match kernel {
             ConvKernel::Winograd4x4 => Some(Tile::F4),
-            ConvKernel::Winograd => Some(Tile::F2),
+            ConvKernel::Winograd | ConvKernel::WinogradLean => Some(Tile::F2),
             ConvKernel::Direct if !direct && c_in * c_out <= DIRECT_WINOGRAD_4X4_MAX_CHANNELS => {
                 Some(Tile::F4)
             }
@@ -116,7 +119,8 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
             _ => None,
         };
         let chosen = match conv.geometry.path {
-            Path::Winograd(tile) => Some(tile),
+            Path::Winograd(tile) if kernel != ConvKernel::WinogradLean => Some(tile),
+            Path::WinogradLean(tile) if kernel == ConvKernel::WinogradLean => Some(tile),
             _ => None,
         };
         assert_eq!(

@@ -30,16 +30,23 @@ const AGGREGATE_EPS: f64 = 1e-7;
 /// the summation order that the parity fixtures hold the memory readout's top-k selection
 /// (near-tied affinities of the keys) to.
 const CONV: ConvKernel = ConvKernel::Products;
-/// The kernel of the decoder's fusion block: Winograd's F(2×2, 3×3) (its last-bit
-/// differences reach only the masks, never which memory is selected; the larger weights it
-/// keeps, 16/9 of theirs, are small beside its activations, unlike the sensory transforms').
-const FUSER_CONV: ConvKernel = ConvKernel::Winograd;
+/// The kernel of the decoder's fusion block (512 → 512 channels at stride 16): Winograd's
+/// F(2×2, 3×3) with the filters transformed on each call (its last-bit differences reach only
+/// the masks, never which memory is selected). Kept
+/// transformed filters ([`ConvKernel::Winograd`]) ran no faster and held 29 MB more at the
+/// 1-object step's peak.
+const FUSER_CONV: ConvKernel = ConvKernel::WinogradLean;
 /// The kernel of the decoder's upsampling blocks, the largest share of a step's
 /// multiplications (42 of about 90 G per object and frame, counted as tap sums): Winograd's
 /// F(4×4, 3×3), 0.56 of F(2×2, 3×3)'s products
-/// (their weights, 4 times the filters', are 47 MB; the fuser's would add 105 MB more, which
-/// is why it keeps F(2×2, 3×3)).
+/// (their weights, 4 times the filters', are 47 MB, kept: transformed on each call, they would
+/// be transformed once per block of rows at stride 4).
 const UPSAMPLE_CONV: ConvKernel = ConvKernel::Winograd4x4;
+/// The kernel of the 3×3 sensory transforms (512 + 512 → 1536 channels at stride 16, in the
+/// mask encoder and the decoder; 23 G multiplications per object as tap sums): Winograd's
+/// F(2×2, 3×3) with the filters transformed on each call, 0.55 of the products' time. Kept,
+/// their transformed filters would take 100 MB each (56 MB as the checkpoint's).
+const SENSORY_CONV: ConvKernel = ConvKernel::WinogradLean;
 
 /// Image features of one frame (`encode_image`), plus the decoder's projections of the
 /// skip features, which depend only on the image.
@@ -209,7 +216,7 @@ impl MaskEncoder {
         let sensory_transform = Conv2d::load(
             &vb.pp("sensory_update").pp("transform"),
             ConvShape::same(2 * VALUE_DIM, 3 * VALUE_DIM, 3),
-            CONV,
+            SENSORY_CONV,
         )?;
         Ok(MaskEncoder {
             stem,
@@ -305,7 +312,7 @@ impl MaskDecoder {
         let sensory_transform = Conv2d::load(
             &update.pp("transform"),
             ConvShape::same(2 * v, 3 * v, 3),
-            CONV,
+            SENSORY_CONV,
         )?;
         let transforms = vb.pp("decoder_feat_proc").pp("transforms");
         let proc8 = c1(transforms.pp("0"), 512, 512)?;

@@ -1,0 +1,149 @@
+//! Winograd layers with no transformed filters kept ([`super::super::Path::WinogradLean`]):
+//! the whole image's input tiles are transformed once per call, then each block of output
+//! channels transforms its own filters from the checkpoint's and multiplies them over every
+//! tile. For layers of many weights and few pixels.
+
+use rayon::prelude::*;
+
+use super::transforms::{transform_filter, Real, Transforms, Wide, F2, F4, LANES};
+use super::{transform_back, transform_rows, Input, Tile, Tiles};
+use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::vmath::multiversion;
+
+/// The transformed input of a whole image, for [`channel_block`].
+pub(in crate::nn::conv) struct Transformed {
+    /// The output tile it was transformed for.
+    pub(super) tile: Tile,
+    /// `[c_in, t², tiles]`.
+    v: Vec<f32>,
+    /// Input channels.
+    c_in: usize,
+    /// Rows (of the input and the output).
+    h: usize,
+    /// Columns.
+    w: usize,
+}
+
+/// The transformed input tiles of every output row of `x`, `[c_in, t², tiles]`, for
+/// [`channel_block`], groups of channels in parallel.
+pub(in crate::nn::conv) fn transform_image(x: &Input, tile: Tile) -> Transformed {
+    let per_chan = tile.elements() * x.w.div_ceil(tile.m()) * x.h.div_ceil(tile.m());
+    let mut v = vec![0f32; per_chan * x.chans.len()];
+    let group = x
+        .chans
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(1);
+    v.par_chunks_mut(per_chan * group)
+        .zip(x.chans.par_chunks(group))
+        .for_each(|(v, chans)| transform_channels(&Input { chans, ..*x }, tile, v));
+    Transformed {
+        tile,
+        v,
+        c_in: x.chans.len(),
+        h: x.h,
+        w: x.w,
+    }
+}
+
+multiversion! {
+/// The transformed input tiles of every output row of `x` into `v [c_in, t², tiles]`. With
+/// the widest vectors of the CPU.
+fn transform_channels(x: &Input, tile: Tile, v: &mut [f32]) {
+    match tile {
+        Tile::F2 => transform_channels_with::<2, 4, F2>(x, v),
+        Tile::F4 => transform_channels_with::<4, 6, F4>(x, v),
+    }
+}
+}
+
+/// The body of [`transform_channels`] for F(M×M, 3×3).
+#[inline(always)]
+fn transform_channels_with<const M: usize, const T: usize, F: Transforms<M, T>>(
+    x: &Input,
+    v: &mut [f32],
+) {
+    let tiles = Tiles::<M>::of(x.w, (0, x.h));
+    let n = tiles.count();
+    let mut rows = vec![0f32; T * tiles.row_len::<T>()];
+    transform_rows::<M, T, F>(x, &tiles, v, (n, T * T * n), &mut rows);
+}
+
+multiversion! {
+/// Adds the convolution of the output channels `co0..co1` (every row) to `acc [co1 − co0,
+/// stride]` (row `y` of a channel at `y · w`), from the image's transformed input `x` and the
+/// filters `weight [c_out, c_in, 3, 3]` as the checkpoint holds them, which are transformed
+/// here for these channels only; `buf` is scratch. With the widest vectors of the CPU.
+pub(in crate::nn::conv) fn channel_block(
+    x: &Transformed,
+    weight: &[f32],
+    channels: (usize, usize),
+    acc: &mut [f32],
+    stride: usize,
+    buf: &mut Vec<f32>,
+) {
+    match x.tile {
+        Tile::F2 => channel_block_with::<2, 4, F2>(x, weight, channels, acc, stride, buf),
+        Tile::F4 => channel_block_with::<4, 6, F4>(x, weight, channels, acc, stride, buf),
+    }
+}
+}
+
+/// The body of [`channel_block`] for F(M×M, 3×3).
+#[inline(always)]
+fn channel_block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
+    x: &Transformed,
+    weight: &[f32],
+    (co0, co1): (usize, usize),
+    acc: &mut [f32],
+    stride: usize,
+    buf: &mut Vec<f32>,
+) {
+    let (e_len, c_in, c) = (T * T, x.c_in, co1 - co0);
+    let tiles = Tiles::<M>::of(x.w, (0, x.h));
+    let n = tiles.count();
+    buf.resize(e_len * c * (c_in + n), 0.0);
+    let (u, m) = buf.split_at_mut(e_len * c * c_in);
+    // The channels' transformed filters `[T², c, c_in]`, every value written, LANES input
+    // channels at a time.
+    for co in 0..c {
+        let filters = &weight[9 * (co0 + co) * c_in..][..9 * c_in];
+        for ci0 in (0..c_in).step_by(LANES) {
+            let count = LANES.min(c_in - ci0);
+            let mut g = [Wide::ZERO; 9];
+            for l in 0..count {
+                for (i, gi) in g.iter_mut().enumerate() {
+                    gi.0[l] = f64::from(filters[9 * (ci0 + l) + i]);
+                }
+            }
+            let uf = transform_filter::<Wide, M, T, F>(g);
+            for (e, lanes) in uf.iter().flatten().enumerate() {
+                let dst = &mut u[(e * c + co) * c_in + ci0..][..count];
+                for (d, &v) in dst.iter_mut().zip(&lanes.0) {
+                    *d = v as f32;
+                }
+            }
+        }
+    }
+    m.fill(0.0);
+    for e in 0..e_len {
+        let lhs = MatRef::rows(&u[e * c * c_in..(e + 1) * c * c_in], c_in);
+        // Rows of the channels' value e, `T² · n` apart.
+        let rhs = MatRef {
+            data: &x.v[e * n..],
+            rs: e_len * n,
+            cs: 1,
+        };
+        gemm_acc(
+            c,
+            n,
+            c_in,
+            &mut m[e * c * n..(e + 1) * c * n],
+            n,
+            lhs,
+            rhs,
+            false,
+        );
+    }
+    transform_back::<M, T, F>(m, c, &tiles, acc, stride);
+}

@@ -1,0 +1,321 @@
+//! Winograd's minimal filtering F(m×m, 3×3) for 3×3 convolutions with stride 1 and padding 1,
+//! with output tiles of 2 × 2 or 4 × 4 ([`Tile`]): every 3×3 filter is transformed once at
+//! load into t × t values (t = m + 2), every t × t input tile once per block, the t²
+//! element-wise products of the transforms are t² matrix products over the channels, and each
+//! m × m output tile is transformed back ([`transforms`]). Per output and input channel that
+//! is 4 (m = 2) or 2.25 (m = 4) multiplications instead of 9; the rounding differs from the
+//! tap sums by about 1e-6 (m = 2) or up to about 2e-5 (m = 4) of the outputs' magnitude.
+//! Layers that keep no transformed filters are computed by [`lean`].
+
+mod lean;
+mod transforms;
+
+use candle_core::Tensor;
+
+pub(super) use self::lean::{channel_block, transform_image};
+use self::transforms::{
+    transform_filter, transform_input, transform_output, Lanes, Transforms, F2, F4, LANES,
+};
+use crate::error::Result;
+use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::vmath::multiversion;
+
+/// Floats of transformed input and products a block may hold (4 MiB: the scratch of the
+/// two threads stays small beside the activations, and in the last-level cache).
+const BLOCK_FLOATS: usize = 1 << 20;
+
+/// The output tile of a Winograd layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tile {
+    /// F(2×2, 3×3): 4 × 4 transforms, 16/9 of the filters' size.
+    F2,
+    /// F(4×4, 3×3): 6 × 6 transforms, 36/9 of the filters' size, 0.56 of F2's products.
+    F4,
+}
+
+impl Tile {
+    /// Output tile side `m`.
+    fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Transformed values per tile, `(m + 2)²`.
+    fn elements(self) -> usize {
+        (self.m() + 2).pow(2)
+    }
+}
+
+/// `[c_out, c_in, 3, 3]` → the transformed filters `[t², c_out, c_in]` (in f64, then rounded
+/// once).
+pub(super) fn layout_weight(weight: &Tensor, tile: Tile) -> Result<Tensor> {
+    match tile {
+        Tile::F2 => layout_weight_with::<2, 4, F2>(weight),
+        Tile::F4 => layout_weight_with::<4, 6, F4>(weight),
+    }
+}
+
+/// The body of [`layout_weight`].
+fn layout_weight_with<const M: usize, const T: usize, F: Transforms<M, T>>(
+    weight: &Tensor,
+) -> Result<Tensor> {
+    let (c_out, c_in, _, _) = weight.dims4()?;
+    let w = weight.flatten_all()?.to_vec1::<f32>()?;
+    let mut u = vec![0f32; T * T * c_out * c_in];
+    for (f, g) in w.chunks(9).enumerate() {
+        let g = std::array::from_fn(|i| f64::from(g[i]));
+        for (e, v) in transform_filter::<f64, M, T, F>(g)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            u[e * c_out * c_in + f] = v as f32;
+        }
+    }
+    Ok(Tensor::from_vec(u, (T * T, c_out, c_in), weight.device())?)
+}
+
+/// Output rows per block for an output of `out_h × out_w` with `channels` input and output
+/// channels on `threads` threads: whole tile rows, at most [`BLOCK_FLOATS`] of scratch where
+/// one tile row fits, at least one block per thread where the rows allow.
+pub(super) fn block_rows(
+    tile: Tile,
+    out_h: usize,
+    out_w: usize,
+    channels: usize,
+    threads: usize,
+) -> usize {
+    let m = tile.m();
+    let tile_rows = out_h.div_ceil(m).max(1);
+    let per_row = out_w.div_ceil(m).max(1);
+    m * (BLOCK_FLOATS / (tile.elements() * channels * per_row).max(1))
+        .min(tile_rows.div_ceil(threads.max(1)))
+        .max(1)
+}
+
+/// The input of a layer: its channels (`h × w` each, unpadded), through a ReLU with `relu`.
+pub(super) struct Input<'a> {
+    /// The channels of the (concatenated) input.
+    pub(super) chans: &'a [&'a [f32]],
+    /// Rows of each channel.
+    pub(super) h: usize,
+    /// Columns of each channel.
+    pub(super) w: usize,
+    /// Whether a ReLU applies to the input.
+    pub(super) relu: bool,
+}
+
+/// The filters of a layer as [`layout_weight`] transformed them.
+pub(super) struct Filters<'a> {
+    /// The output tile they were transformed for.
+    pub(super) tile: Tile,
+    /// `[t², c_out, c_in]`.
+    pub(super) u: &'a [f32],
+    /// Output channels.
+    pub(super) c_out: usize,
+}
+
+multiversion! {
+/// Adds the convolution of output rows `y0..y1` (all `w` columns) to `acc` `[c_out, stride]`
+/// (row `y` of a channel at `(y − y0) · w`); `buf` is scratch. The padding is read as zeros:
+/// no padded copy of the input is made. With the widest vectors of the CPU.
+pub(super) fn block(
+    x: &Input,
+    f: &Filters,
+    out_rows: (usize, usize),
+    acc: &mut [f32],
+    stride: usize,
+    buf: &mut Vec<f32>,
+) {
+    let (u, c_out) = (f.u, f.c_out);
+    match f.tile {
+        Tile::F2 => block_with::<2, 4, F2>(x, c_out, out_rows, u, acc, stride, buf),
+        Tile::F4 => block_with::<4, 6, F4>(x, c_out, out_rows, u, acc, stride, buf),
+    }
+}
+}
+
+/// The body of [`block`] for F(M×M, 3×3).
+#[inline(always)]
+fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
+    x: &Input,
+    c_out: usize,
+    (y0, y1): (usize, usize),
+    u: &[f32],
+    acc: &mut [f32],
+    stride: usize,
+    buf: &mut Vec<f32>,
+) {
+    let e_len = T * T;
+    let c_in = x.chans.len();
+    let tiles = Tiles::<M>::of(x.w, (y0, y1));
+    let n = tiles.count();
+    // Every transformed input and row is written before it is read; only the products,
+    // which the matrix products add to, start from zero.
+    buf.resize(e_len * (c_in + c_out) * n + T * tiles.row_len::<T>(), 0.0);
+    let (v, rest) = buf.split_at_mut(e_len * c_in * n);
+    let (m, rows) = rest.split_at_mut(e_len * c_out * n);
+    transform_rows::<M, T, F>(x, &tiles, v, (c_in * n, n), rows);
+    m.fill(0.0);
+    for e in 0..e_len {
+        let lhs = MatRef::rows(&u[e * c_out * c_in..(e + 1) * c_out * c_in], c_in);
+        let rhs = MatRef::rows(&v[e * c_in * n..(e + 1) * c_in * n], n);
+        let dst = &mut m[e * c_out * n..(e + 1) * c_out * n];
+        gemm_acc(c_out, n, c_in, dst, n, lhs, rhs, false);
+    }
+    transform_back::<M, T, F>(m, c_out, &tiles, acc, stride);
+}
+
+/// The output tiles of the rows `y0..y1` (all `w` columns) of an output: `rows` tile rows of
+/// `per_row` tiles.
+struct Tiles<const M: usize> {
+    /// Output columns.
+    w: usize,
+    /// First output row.
+    y0: usize,
+    /// Past the last output row.
+    y1: usize,
+    /// Tiles per tile row.
+    per_row: usize,
+    /// Tile rows.
+    rows: usize,
+}
+
+impl<const M: usize> Tiles<M> {
+    #[inline(always)]
+    fn of(w: usize, (y0, y1): (usize, usize)) -> Self {
+        Tiles {
+            w,
+            y0,
+            y1,
+            per_row: w.div_ceil(M),
+            rows: (y1 - y0).div_ceil(M),
+        }
+    }
+
+    /// Tiles in all.
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.rows * self.per_row
+    }
+
+    /// Length of a padded input row for whole groups of lanes (see [`transform_rows`]).
+    #[inline(always)]
+    fn row_len<const T: usize>(&self) -> usize {
+        M * self.per_row.div_ceil(LANES) * LANES + (T - M)
+    }
+}
+
+/// The transformed input tiles of `tiles` into `v`, value `e` of tile `t` of input channel
+/// `ci` at `e · e_stride + ci · c_stride + t`; `rows` (T padded rows of [`Tiles::row_len`])
+/// is scratch. The padding is read as zeros: no padded copy of the input is made.
+#[inline(always)]
+fn transform_rows<const M: usize, const T: usize, F: Transforms<M, T>>(
+    x: &Input,
+    tiles: &Tiles<M>,
+    v: &mut [f32],
+    (e_stride, c_stride): (usize, usize),
+    rows: &mut [f32],
+) {
+    let (h, w) = (x.h, x.w);
+    let (per_row, row_len) = (tiles.per_row, tiles.row_len::<T>());
+    for (ci, chan) in x.chans.iter().enumerate() {
+        for tr in 0..tiles.rows {
+            // Padded row y + r is input row y + r − 1 (column c of the padded row is column
+            // c − 1 of the input), zero outside the input.
+            let y = tiles.y0 + M * tr;
+            for (r, row) in rows.chunks_mut(row_len).take(T).enumerate() {
+                row.fill(0.0);
+                if let Some(src) = (y + r).checked_sub(1).filter(|&i| i < h) {
+                    let dst = &mut row[1..1 + w];
+                    dst.copy_from_slice(&chan[src * w..(src + 1) * w]);
+                    if x.relu {
+                        dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
+                }
+            }
+            for k0 in (0..per_row).step_by(LANES) {
+                // d[r][c][lane]: the T × T tiles of LANES neighbouring tiles.
+                let mut d = [[Lanes::ZERO; T]; T];
+                for (r, dr) in d.iter_mut().enumerate() {
+                    let row = &rows[r * row_len + M * k0..][..M * LANES + (T - M)];
+                    for (c, dc) in dr.iter_mut().enumerate() {
+                        for (l, v) in dc.0.iter_mut().enumerate() {
+                            *v = row[M * l + c];
+                        }
+                    }
+                }
+                let vt = transform_input::<M, T, F>(&d);
+                let count = LANES.min(per_row - k0);
+                let t0 = tr * per_row + k0;
+                for (e, lanes) in vt.iter().flatten().enumerate() {
+                    let dst = &mut v[e * e_stride + ci * c_stride + t0..];
+                    // Whole groups as fixed-size copies (vector moves, not calls).
+                    if count == LANES {
+                        dst[..LANES].copy_from_slice(&lanes.0);
+                    } else {
+                        dst[..count].copy_from_slice(&lanes.0[..count]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the outputs of the products `m [T², c_out, tiles]` of `tiles` to `acc [c_out,
+/// stride]` (row `y` of a channel at `(y − y0) · w`).
+#[inline(always)]
+fn transform_back<const M: usize, const T: usize, F: Transforms<M, T>>(
+    m: &[f32],
+    c_out: usize,
+    tiles: &Tiles<M>,
+    acc: &mut [f32],
+    stride: usize,
+) {
+    let (w, y0, per_row, n) = (tiles.w, tiles.y0, tiles.per_row, tiles.count());
+    for co in 0..c_out {
+        for tr in 0..tiles.rows {
+            for k0 in (0..per_row).step_by(LANES) {
+                let count = LANES.min(per_row - k0);
+                let t0 = tr * per_row + k0;
+                let mut mm = [[Lanes::ZERO; T]; T];
+                for (e, lanes) in mm.iter_mut().flatten().enumerate() {
+                    let src = &m[(e * c_out + co) * n + t0..];
+                    if count == LANES {
+                        lanes.0.copy_from_slice(&src[..LANES]);
+                    } else {
+                        lanes.0[..count].copy_from_slice(&src[..count]);
+                    }
+                }
+                let ym = transform_output::<M, T, F>(&mm);
+                let (x0, width) = (M * k0, (M * count).min(w - M * k0));
+                for (i, yi) in ym.iter().enumerate() {
+                    let y = y0 + M * tr + i;
+                    if y >= tiles.y1 {
+                        break;
+                    }
+                    // Output column M · l + j of the group is value j of lane l.
+                    let mut line = [0f32; 4 * LANES];
+                    for (j, v) in yi.iter().enumerate() {
+                        for (l, &x) in v.0.iter().enumerate() {
+                            line[M * l + j] = x;
+                        }
+                    }
+                    let row = &line[..M * LANES];
+                    let dst = &mut acc[co * stride + (y - y0) * w + x0..];
+                    if width == M * LANES {
+                        for (d, val) in dst[..M * LANES].iter_mut().zip(row) {
+                            *d += val;
+                        }
+                    } else {
+                        for (d, val) in dst[..width].iter_mut().zip(row) {
+                            *d += val;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

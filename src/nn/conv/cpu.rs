@@ -194,11 +194,11 @@ impl CpuConv {
             .iter()
             .flat_map(|&(x, c)| x.chunks(h * w).take(c))
             .collect();
-        if let Path::WinogradLean(tile) = g.path {
-            return self.image_by_channels(tile, &chans, h, w, weight, bias, res, out);
+        if g.path == Path::WinogradLean {
+            return self.image_by_channels(&chans, h, w, weight, bias, res, out);
         }
         let planes = match g.path {
-            Path::Pointwise | Path::Winograd(_) | Path::WinogradLean(_) => None,
+            Path::Pointwise | Path::Winograd(_) | Path::WinogradLean => None,
             _ => Some(Planes::build(&chans, h, w, g, out_h, self.relu_input)),
         };
         let cols = planes.as_ref().map_or(w, |p| p.cols);
@@ -329,7 +329,6 @@ impl CpuConv {
     #[allow(clippy::too_many_arguments)]
     fn image_by_channels(
         &self,
-        tile: winograd::Tile,
         chans: &[&[f32]],
         h: usize,
         w: usize,
@@ -345,7 +344,7 @@ impl CpuConv {
             w,
             relu: self.relu_input,
         };
-        let x = winograd::transform_image(&x, tile);
+        let x = winograd::transform_image(&x);
         let plane = h * w;
         assert_eq!(
             out.len(),

@@ -98,9 +98,9 @@ enum Path {
     /// Winograd F(m×m, 3×3) with this output tile, weight as [`winograd::layout_weight`]
     /// makes it.
     Winograd(Tile),
-    /// Winograd F(m×m, 3×3) with this output tile, by blocks of output channels over the
-    /// whole image, the filters transformed on each call; weight `[c_out, c_in, 3, 3]`.
-    WinogradLean(Tile),
+    /// Winograd F(2×2, 3×3) by blocks of output channels over the whole image, the filters
+    /// transformed on each call; weight `[c_out, c_in, 3, 3]`.
+    WinogradLean,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +145,7 @@ impl Geometry {
             // can: F(4×4, 3×3) up to the bound, F(2×2, 3×3) above it.
             Path::Winograd(Tile::F4)
         } else if kernel == ConvKernel::WinogradLean && winograd_fits {
-            Path::WinogradLean(Tile::F2)
+            Path::WinogradLean
         } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct) && winograd_fits {
             Path::Winograd(Tile::F2)
         } else {
@@ -345,7 +345,7 @@ impl Conv2d {
                 shape.c_out,
                 shape.c_in,
             ))?,
-            Path::Pointwise | Path::Columns | Path::WinogradLean(_) => weight.contiguous()?,
+            Path::Pointwise | Path::Columns | Path::WinogradLean => weight.contiguous()?,
         };
         Ok(Conv2d {
             weight,

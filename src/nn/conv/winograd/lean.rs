@@ -1,19 +1,22 @@
-//! Winograd layers with no transformed filters kept ([`super::super::Path::WinogradLean`]):
-//! the whole image's input tiles are transformed once per call, then each block of output
-//! channels transforms its own filters from the checkpoint's and multiplies them over every
-//! tile. For layers of many weights and few pixels.
+//! Winograd's F(2×2, 3×3) with no transformed filters kept (`Path::WinogradLean`): the whole
+//! image's input tiles are transformed once per call, then each block of output channels
+//! transforms its own filters from the checkpoint's and multiplies them over every tile. For
+//! layers of many weights and few pixels.
 
 use rayon::prelude::*;
 
-use super::transforms::{transform_filter, Real, Transforms, Wide, F2, F4, LANES};
-use super::{transform_back, transform_rows, Input, Tile, Tiles};
+use super::transforms::{transform_filter, Real, Wide, F2, LANES};
+use super::{transform_back, transform_rows, Input, Tiles};
 use crate::nn::linalg::{gemm_acc, MatRef};
 use crate::nn::vmath::multiversion;
 
+/// Output tile side: F(2×2, 3×3).
+const M: usize = 2;
+/// Transformed tile side.
+const T: usize = M + 2;
+
 /// The transformed input of a whole image, for [`channel_block`].
 pub(in crate::nn::conv) struct Transformed {
-    /// The output tile it was transformed for.
-    pub(super) tile: Tile,
     /// `[c_in, t², tiles]`.
     v: Vec<f32>,
     /// Input channels.
@@ -26,8 +29,8 @@ pub(in crate::nn::conv) struct Transformed {
 
 /// The transformed input tiles of every output row of `x`, `[c_in, t², tiles]`, for
 /// [`channel_block`], groups of channels in parallel.
-pub(in crate::nn::conv) fn transform_image(x: &Input, tile: Tile) -> Transformed {
-    let per_chan = tile.elements() * x.w.div_ceil(tile.m()) * x.h.div_ceil(tile.m());
+pub(in crate::nn::conv) fn transform_image(x: &Input) -> Transformed {
+    let per_chan = T * T * Tiles::<M>::of(x.w, (0, x.h)).count();
     let mut v = vec![0f32; per_chan * x.chans.len()];
     let group = x
         .chans
@@ -36,9 +39,8 @@ pub(in crate::nn::conv) fn transform_image(x: &Input, tile: Tile) -> Transformed
         .max(1);
     v.par_chunks_mut(per_chan * group)
         .zip(x.chans.par_chunks(group))
-        .for_each(|(v, chans)| transform_channels(&Input { chans, ..*x }, tile, v));
+        .for_each(|(v, chans)| transform_channels(&Input { chans, ..*x }, v));
     Transformed {
-        tile,
         v,
         c_in: x.chans.len(),
         h: x.h,
@@ -49,24 +51,12 @@ pub(in crate::nn::conv) fn transform_image(x: &Input, tile: Tile) -> Transformed
 multiversion! {
 /// The transformed input tiles of every output row of `x` into `v [c_in, t², tiles]`. With
 /// the widest vectors of the CPU.
-fn transform_channels(x: &Input, tile: Tile, v: &mut [f32]) {
-    match tile {
-        Tile::F2 => transform_channels_with::<2, 4, F2>(x, v),
-        Tile::F4 => transform_channels_with::<4, 6, F4>(x, v),
-    }
-}
-}
-
-/// The body of [`transform_channels`] for F(M×M, 3×3).
-#[inline(always)]
-fn transform_channels_with<const M: usize, const T: usize, F: Transforms<M, T>>(
-    x: &Input,
-    v: &mut [f32],
-) {
+fn transform_channels(x: &Input, v: &mut [f32]) {
     let tiles = Tiles::<M>::of(x.w, (0, x.h));
     let n = tiles.count();
     let mut rows = vec![0f32; T * tiles.row_len::<T>()];
-    transform_rows::<M, T, F>(x, &tiles, v, (n, T * T * n), &mut rows);
+    transform_rows::<M, T, F2>(x, &tiles, v, (n, T * T * n), &mut rows);
+}
 }
 
 multiversion! {
@@ -82,23 +72,7 @@ pub(in crate::nn::conv) fn channel_block(
     stride: usize,
     buf: &mut Vec<f32>,
 ) {
-    match x.tile {
-        Tile::F2 => channel_block_with::<2, 4, F2>(x, weight, channels, acc, stride, buf),
-        Tile::F4 => channel_block_with::<4, 6, F4>(x, weight, channels, acc, stride, buf),
-    }
-}
-}
-
-/// The body of [`channel_block`] for F(M×M, 3×3).
-#[inline(always)]
-fn channel_block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
-    x: &Transformed,
-    weight: &[f32],
-    (co0, co1): (usize, usize),
-    acc: &mut [f32],
-    stride: usize,
-    buf: &mut Vec<f32>,
-) {
+    let (co0, co1) = channels;
     let (e_len, c_in, c) = (T * T, x.c_in, co1 - co0);
     let tiles = Tiles::<M>::of(x.w, (0, x.h));
     let n = tiles.count();
@@ -116,7 +90,7 @@ fn channel_block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
                     gi.0[l] = f64::from(filters[9 * (ci0 + l) + i]);
                 }
             }
-            let uf = transform_filter::<Wide, M, T, F>(g);
+            let uf = transform_filter::<Wide, M, T, F2>(g);
             for (e, lanes) in uf.iter().flatten().enumerate() {
                 let dst = &mut u[(e * c + co) * c_in + ci0..][..count];
                 for (d, &v) in dst.iter_mut().zip(&lanes.0) {
@@ -145,5 +119,6 @@ fn channel_block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
             false,
         );
     }
-    transform_back::<M, T, F>(m, c, &tiles, acc, stride);
+    transform_back::<M, T, F2>(m, c, &tiles, acc, stride);
+}
 }

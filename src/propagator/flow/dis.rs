@@ -9,7 +9,7 @@
 //! 3. *variational refinement* of the dense field (module `variational`).
 
 use super::field::FlowField;
-use super::plane::{min_rows, sample_row, Plane};
+use super::plane::{min_rows, on_pool, sample_row, Plane};
 use super::variational;
 use super::FlowConfig;
 use crate::nn::vmath::multiversion;
@@ -51,6 +51,11 @@ pub struct Pyramid {
 impl Pyramid {
     /// Builds `levels` levels (at least one) of `image`.
     pub fn new(image: &RgbImage, levels: usize) -> Pyramid {
+        on_pool(|| Pyramid::build(image, levels))
+    }
+
+    /// [`new`](Self::new) on the calling thread.
+    fn build(image: &RgbImage, levels: usize) -> Pyramid {
         let mut planes = vec![Plane::luma(image)];
         while planes.len() < levels.max(1) {
             let next = planes[planes.len() - 1].half();
@@ -535,6 +540,11 @@ multiversion! {
 /// DIS optical flow from `from` to `to` (pyramids of equal size and depth): pixel `x` of the
 /// first frame is seen at `x + flow(x)` in the second. The field has the size of level 0.
 pub fn dis_flow(from: &Pyramid, to: &Pyramid, config: &FlowConfig) -> FlowField {
+    on_pool(|| dis_flow_here(from, to, config))
+}
+
+/// [`dis_flow`] on the calling thread.
+fn dis_flow_here(from: &Pyramid, to: &Pyramid, config: &FlowConfig) -> FlowField {
     let (w, h) = from.size();
     let coarsest = coarsest_level(config, w, h)
         .min(from.len() - 1)

@@ -18,6 +18,16 @@ pub(crate) fn min_rows(width: usize) -> usize {
     (PARALLEL_PIXELS / width.max(1)).max(1)
 }
 
+/// Runs `work` on a thread of rayon's pool (in place when the caller is one). The flow's
+/// parallel loops are many and short (about 350 for a 480p pair, most of them on the coarse
+/// levels): issued from a thread outside the pool, every one of them, even one too small to
+/// split, hands its work to a pool thread and sleeps until it is done; issued from a pool
+/// thread, a loop too small to split runs in place. The flow bench: 34–39 → 29–31 ms
+/// (alternated, 2 threads).
+pub(crate) fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
 /// A row-major single-channel `f32` image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plane {

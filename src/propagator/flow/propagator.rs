@@ -2,7 +2,7 @@
 
 use super::anchor::{anchor, ColorModel};
 use super::dis::{coarsest_level, dis_flow, Pyramid};
-use super::plane::Plane;
+use super::plane::{on_pool, Plane};
 use super::warp::{splat_channels, warp_channels};
 use super::FlowConfig;
 use crate::error::{Error, Result};
@@ -137,18 +137,17 @@ impl FlowPropagator {
         dst_pyr: &Pyramid,
         colors: Option<&ColorModel>,
     ) -> Result<ObjectProbs> {
-        let back = dis_flow(dst_pyr, src, &self.config);
-        let fwd = dis_flow(src, dst_pyr, &self.config);
-        let confidence = back.consistency(
-            &fwd,
-            self.config.consistency_px,
-            self.config.consistency_rel,
-        );
-        // Masks pushed along the forward flow of their own pixels; where nothing lands
-        // (disocclusions, expansion) the backward warp fills in.
-        let warped = splat_channels(probs, &fwd, warp_channels(probs, &back));
-        let planes = anchor(&dst.image, warped, &confidence, colors, &self.config);
-        let data = planes.into_iter().flat_map(Plane::into_vec).collect();
+        let config = &self.config;
+        let data = on_pool(|| {
+            let back = dis_flow(dst_pyr, src, config);
+            let fwd = dis_flow(src, dst_pyr, config);
+            let confidence = back.consistency(&fwd, config.consistency_px, config.consistency_rel);
+            // Masks pushed along the forward flow of their own pixels; where nothing lands
+            // (disocclusions, expansion) the backward warp fills in.
+            let warped = splat_channels(probs, &fwd, warp_channels(probs, &back));
+            let planes = anchor(&dst.image, warped, &confidence, colors, config);
+            planes.into_iter().flat_map(Plane::into_vec).collect()
+        });
         ObjectProbs::new(probs.ids().to_vec(), dst.width(), dst.height(), data)
     }
 }

@@ -80,7 +80,7 @@ pub enum ConvKernel {
     /// channels by block, and the whole image's input once. For layers of many weights and
     /// few pixels (DEVA's 3×3 sensory transforms, 1024 → 1536 channels at stride 16), where
     /// kept transformed filters would take 16/9 of the filters' memory and the filter
-    /// transform costs about 1 % of the products.
+    /// transform costs about a tenth of the products' time.
     WinogradLean,
 }
 

@@ -30,7 +30,7 @@ def main():
                             max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
                             layer_norm_eps=1e-5)
         RobertaModel(cfg).save_pretrained(text)
-        args = mf.small_args(360)
+        args = mf.small_args(360, "r50")
         args.hidden_dim, args.enc_layers, args.dec_layers = 256, 4, 4
         args.dim_feedforward, args.mask_dim = 2048, 256
         model, _ = mf.build_model(a.referformer_src, text, args, 0)

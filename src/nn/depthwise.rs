@@ -1,6 +1,8 @@
 //! Depthwise convolution as one CPU pass: per-channel `k × k` taps, bias and activation, in
 //! channels-first or channels-last layout.
 
+use std::mem::MaybeUninit;
+
 use crate::nn::act::Activation;
 use crate::nn::contiguous_f32;
 use crate::nn::vmath::multiversion;
@@ -36,42 +38,57 @@ impl Depthwise {
         lo..hi.max(lo)
     }
 
-    /// One channel plane `src (h, w)` into `dst (oh, ow)`: each tap adds a run of one input
-    /// row to the output row (contiguous at stride 1, so the loop is vectorised).
+    /// One channel plane `src (h, w)` into `dst (oh, ow)`, every element written: each output
+    /// row starts as the bias and each tap adds a contiguous run of one input row's phase
+    /// (the row itself at stride 1; at stride s, its columns `j, j + s, …` copied once into
+    /// `phases`), so every loop is vectorised.
     #[inline(always)]
-    fn plane(&self, src: &[f32], (h, w): (usize, usize), kern: &[f32], bias: f32, dst: &mut [f32]) {
+    fn plane(
+        &self,
+        src: &[f32],
+        (h, w): (usize, usize),
+        kern: &[f32],
+        bias: f32,
+        dst: &mut [f32],
+        phases: &mut Vec<f32>,
+    ) {
         let k = (kern.len() as f64).sqrt() as usize;
         let (pad, s) = (k / 2, self.stride);
         let ow = self.out_len(w, k);
+        let phase_len = w.div_ceil(s);
         for (oy, drow) in dst.chunks_mut(ow).enumerate() {
-            drow.fill(0.0);
+            drow.fill(bias);
             for ky in 0..k {
                 let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else {
                     continue;
                 };
                 let row = &src[iy * w..(iy + 1) * w];
+                let split: &[f32] = if s == 1 {
+                    row
+                } else {
+                    phases.clear();
+                    for j in 0..s {
+                        phases.extend(row.iter().skip(j).step_by(s));
+                        phases.resize((j + 1) * phase_len, 0.0);
+                    }
+                    phases
+                };
                 for kx in 0..k {
-                    let kv = kern[ky * k + kx];
                     let cols = self.valid_columns(kx, k, w, ow);
                     if cols.is_empty() {
                         continue;
                     }
-                    let start = cols.start * s + kx - pad;
+                    // Column `ox · s + kx − pad` is element `ox + q` of phase `r`.
+                    let offset = kx as isize - pad as isize;
+                    let (q, r) = (offset.div_euclid(s as isize), offset.rem_euclid(s as isize));
+                    let start = (r as usize) * phase_len + (cols.start as isize + q) as usize;
+                    let kv = kern[ky * k + kx];
                     let d = &mut drow[cols];
-                    if s == 1 {
-                        let r = &row[start..start + d.len()];
-                        for (d, x) in d.iter_mut().zip(r) {
-                            *d += kv * x;
-                        }
-                    } else {
-                        for (d, x) in d.iter_mut().zip(row[start..].iter().step_by(s)) {
-                            *d += kv * x;
-                        }
+                    let x = &split[start..start + d.len()];
+                    for (d, x) in d.iter_mut().zip(x) {
+                        *d += kv * x;
                     }
                 }
-            }
-            for v in drow.iter_mut() {
-                *v += bias;
             }
             self.act.apply_slice(drow);
         }
@@ -93,7 +110,9 @@ impl Depthwise {
     ) {
         let (pad, s) = (k / 2, self.stride);
         let ow = dst.len() / c;
-        dst.fill(0.0);
+        for px in dst.chunks_mut(c) {
+            px.copy_from_slice(bias);
+        }
         for ky in 0..k {
             let Some(iy) = (oy * s + ky).checked_sub(pad).filter(|&iy| iy < h) else {
                 continue;
@@ -108,11 +127,6 @@ impl Depthwise {
                         *a += t * x;
                     }
                 }
-            }
-        }
-        for px in dst.chunks_mut(c) {
-            for (v, b) in px.iter_mut().zip(bias) {
-                *v += b;
             }
         }
         self.act.apply_slice(dst);
@@ -133,9 +147,19 @@ impl CustomOp3 for Depthwise {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let k = l2.shape().dims4()?.2;
+        let (kc, one, k, k2) = l2.shape().dims4()?;
         let x = contiguous_f32(s1, l1)?;
         let (kern, bias) = (contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?);
+        let dims = l1.shape().dims4()?;
+        let c = if self.channels_last { dims.3 } else { dims.1 };
+        if (one, k2, kc, bias.len()) != (1, k, c, c) || k == 0 {
+            candle_core::bail!(
+                "depthwise convolution: kernels {:?} and {} biases for input {:?}",
+                l2.shape(),
+                bias.len(),
+                l1.shape()
+            );
+        }
         if self.channels_last {
             let (b, h, w, c) = l1.shape().dims4()?;
             let (oh, ow) = (self.out_len(h, k), self.out_len(w, k));
@@ -143,35 +167,57 @@ impl CustomOp3 for Depthwise {
             let taps: Vec<f32> = (0..k * k)
                 .flat_map(|t| (0..c).map(move |ch| kern[ch * k * k + t]))
                 .collect();
-            let mut out = vec![0f32; b * oh * ow * c];
-            out.par_chunks_mut(ow * c)
+            let len = b * oh * ow * c;
+            let mut out = Vec::with_capacity(len);
+            out.spare_capacity_mut()[..len]
+                .par_chunks_mut((ow * c).max(1))
                 .enumerate()
                 .for_each(|(row, dst)| {
                     let (bi, oy) = (row / oh, row % oh);
                     let src = &x[bi * h * w * c..(bi + 1) * h * w * c];
+                    // SAFETY: the row writes every element of `dst` (each pixel starts as the
+                    // bias), and nothing reads it before.
+                    let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
                     channels_last_row(self, src, (h, w, c), (&taps, k), (bias, oy), dst);
                 });
+            // SAFETY: every row of the output was written above.
+            unsafe { out.set_len(len) };
             return Ok((CpuStorage::F32(out), Shape::from((b, oh, ow, c))));
         }
         let (b, c, h, w) = l1.shape().dims4()?;
         let (oh, ow) = (self.out_len(h, k), self.out_len(w, k));
-        let mut out = vec![0f32; b * c * oh * ow];
-        out.par_chunks_mut(oh * ow)
+        let len = b * c * oh * ow;
+        let mut out = Vec::with_capacity(len);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut((oh * ow).max(1))
             .enumerate()
-            .for_each(|(bc, dst)| {
+            .for_each_init(Vec::new, |phases, (bc, dst)| {
                 let ch = bc % c;
                 let src = &x[bc * h * w..(bc + 1) * h * w];
                 let kern = &kern[ch * k * k..(ch + 1) * k * k];
-                plane(self, src, (h, w), kern, bias[ch], dst);
+                // SAFETY: `plane` writes every element of `dst` (each row is filled first),
+                // and nothing reads it before.
+                let dst = unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                plane(self, src, (h, w), kern, bias[ch], dst, phases);
             });
+        // SAFETY: every plane of the output was written above.
+        unsafe { out.set_len(len) };
         Ok((CpuStorage::F32(out), Shape::from((b, c, oh, ow))))
     }
 }
 
 multiversion! {
     /// `Depthwise::plane`, vectorised.
-    fn plane(op: &Depthwise, src: &[f32], hw: (usize, usize), kern: &[f32], bias: f32, dst: &mut [f32]) {
-        op.plane(src, hw, kern, bias, dst)
+    fn plane(
+        op: &Depthwise,
+        src: &[f32],
+        hw: (usize, usize),
+        kern: &[f32],
+        bias: f32,
+        dst: &mut [f32],
+        phases: &mut Vec<f32>,
+    ) {
+        op.plane(src, hw, kern, bias, dst, phases)
     }
 }
 
@@ -198,39 +244,44 @@ mod tests {
     #[test]
     fn depthwise_op_equals_grouped_convolution() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 9, 8), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (3, 1, 3, 3), &dev).unwrap();
-        let bias = Tensor::randn(0f32, 1.0, 3, &dev).unwrap();
-        for stride in [1, 2] {
-            let candle = x
-                .conv2d(&k, 1, stride, 1, 3)
-                .unwrap()
-                .broadcast_add(&bias.reshape((1, 3, 1, 1)).unwrap())
-                .unwrap()
-                .gelu_erf()
-                .unwrap();
-            for channels_last in [false, true] {
-                let op = Depthwise {
-                    stride,
-                    act: Activation::GeluErf,
-                    channels_last,
-                };
-                let input = if channels_last {
-                    x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
-                } else {
-                    x.clone()
-                };
-                let ours = input.apply_op3_no_bwd(&k, &bias, &op).unwrap();
-                let ours = if channels_last {
-                    ours.permute((0, 3, 1, 2)).unwrap()
-                } else {
-                    ours
-                };
-                let d = crate::nn::max_abs_diff(&ours, &candle);
-                assert!(
-                    d < 1e-5,
-                    "stride {stride}, channels last {channels_last}: {d}"
-                );
+        // Even and odd sides, and a 5 × 5 kernel (two columns of padding, two phases).
+        for ((b, c, h, w), k) in [((2, 3, 9, 8), 3), ((1, 2, 7, 11), 3), ((1, 2, 10, 13), 5)] {
+            let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
+            let kern = Tensor::randn(0f32, 1.0, (c, 1, k, k), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
+            for stride in [1, 2] {
+                let candle = x
+                    .conv2d(&kern, k / 2, stride, 1, c)
+                    .unwrap()
+                    .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+                    .unwrap()
+                    .gelu_erf()
+                    .unwrap();
+                for channels_last in [false, true] {
+                    let op = Depthwise {
+                        stride,
+                        act: Activation::GeluErf,
+                        channels_last,
+                    };
+                    let input = if channels_last {
+                        x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap()
+                    } else {
+                        x.clone()
+                    };
+                    let ours = input.apply_op3_no_bwd(&kern, &bias, &op).unwrap();
+                    let ours = if channels_last {
+                        ours.permute((0, 3, 1, 2)).unwrap()
+                    } else {
+                        ours
+                    };
+                    assert_eq!(ours.dims(), candle.dims());
+                    let d = crate::nn::max_abs_diff(&ours, &candle);
+                    assert!(
+                        d < 1e-5,
+                        "{:?}, k {k}, stride {stride}, channels last {channels_last}: {d}",
+                        x.dims()
+                    );
+                }
             }
         }
     }

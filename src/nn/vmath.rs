@@ -135,7 +135,14 @@ pub(crate) fn gelu_erf(v: f32) -> f32 {
 multiversion! {
     /// GELU of every value in place, vectorised.
     pub(crate) fn gelu_erf_slice(values: &mut [f32]) {
-        for v in values.iter_mut() {
+        let mut chunks = values.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            let c: &mut [f32; LANES] = c.try_into().expect("LANES elements");
+            for v in c.iter_mut() {
+                *v = gelu_erf(*v);
+            }
+        }
+        for v in chunks.into_remainder() {
             *v = gelu_erf(*v);
         }
     }

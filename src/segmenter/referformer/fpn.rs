@@ -3,10 +3,14 @@
 //! encoder memory and words into the mask features.
 
 use candle_core::{Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::config::HEADS;
+use super::model::CONV;
 use crate::error::{Error, Result};
+use crate::nn::conv::{Conv2d, ConvShape};
+use crate::nn::conv_norm::{ConvGroupNorm, GroupNormSpec};
+use crate::nn::ffn::PostNormFfn;
 use crate::segmenter::mask2former::transformer_decoder::Attention;
 
 /// GroupNorm groups of the FPN's convolutions.
@@ -80,9 +84,8 @@ impl Fusion {
 struct VisionLanguageBlock {
     self_attn: Attention,
     multihead_attn: Attention,
-    linear1: Linear,
-    linear2: Linear,
-    norms: [LayerNorm; 3],
+    norms: [LayerNorm; 2],
+    ffn: PostNormFfn,
     sr: usize,
 }
 
@@ -92,9 +95,8 @@ impl VisionLanguageBlock {
         Ok(VisionLanguageBlock {
             self_attn: Attention::packed(d, HEADS, vb.pp("self_attn"))?,
             multihead_attn: Attention::packed(d, HEADS, vb.pp("multihead_attn"))?,
-            linear1: candle_nn::linear(d, ffn, vb.pp("linear1"))?,
-            linear2: candle_nn::linear(ffn, d, vb.pp("linear2"))?,
-            norms: [n(1)?, n(2)?, n(3)?],
+            norms: [n(1)?, n(2)?],
+            ffn: super::transformer::ffn(d, ffn, &vb, "norm3")?,
             sr,
         })
     }
@@ -128,41 +130,26 @@ impl VisionLanguageBlock {
             None,
         )?;
         let t = self.norms[1].forward(&(t + a)?)?;
-        let f = self.linear2.forward(&self.linear1.forward(&t)?.relu()?)?;
-        to_map(&self.norms[2].forward(&(t + f)?)?, h, w)
+        to_map(&self.ffn.forward(&t)?, h, w)
     }
 }
 
-/// A bias-free convolution with GroupNorm (`name.weight`, `name.norm.*`).
-#[derive(Debug, Clone)]
-struct ConvGn {
-    conv: Conv2d,
-    norm: GroupNorm,
-}
-
-impl ConvGn {
-    fn new(c_in: usize, c_out: usize, k: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            ..Default::default()
-        };
-        Ok(ConvGn {
-            conv: candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.clone())?,
-            norm: candle_nn::group_norm(FPN_GROUPS, c_out, NORM_EPS, vb.pp("norm"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.norm.forward(&self.conv.forward(x)?)?)
-    }
+/// A bias-free `k × k` convolution with GroupNorm at `vb` (`weight`, `norm.*`).
+fn conv_gn(c_in: usize, c_out: usize, k: usize, vb: &VarBuilder) -> Result<ConvGroupNorm> {
+    let spec = GroupNormSpec {
+        groups: FPN_GROUPS,
+        eps: NORM_EPS,
+    };
+    let shape = ConvShape::same(c_in, c_out, k);
+    ConvGroupNorm::load(vb, &vb.pp("norm"), (shape, false), spec, CONV)
 }
 
 /// One FPN level: lateral convolution, vision-language block, output convolution.
 #[derive(Debug, Clone)]
 struct FpnLevel {
-    adapter: ConvGn,
+    adapter: ConvGroupNorm,
     cross_attn: VisionLanguageBlock,
-    layer: ConvGn,
+    layer: ConvGroupNorm,
 }
 
 /// The cross-modal FPN decoder (`pixel_decoder`).
@@ -190,24 +177,24 @@ impl CrossModalFpn {
                 let s = i + 1;
                 let c_in = if i == 0 { c_res2 } else { d };
                 Ok(FpnLevel {
-                    adapter: ConvGn::new(c_in, d, 1, vb.pp(format!("adapter_{s}")))?,
+                    adapter: conv_gn(c_in, d, 1, &vb.pp(format!("adapter_{s}")))?,
                     cross_attn: VisionLanguageBlock::new(
                         d,
                         ffn,
                         sr,
                         vb.pp(format!("cross_attn_{s}")),
                     )?,
-                    layer: ConvGn::new(d, d, 3, vb.pp(format!("layer_{s}")))?,
+                    layer: conv_gn(d, d, 3, &vb.pp(format!("layer_{s}")))?.with_relu(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let cfg = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         Ok(CrossModalFpn {
             levels,
-            mask_features: candle_nn::conv2d(d, mask_dim, 3, cfg, vb.pp("mask_features"))?,
+            mask_features: Conv2d::load(
+                &vb.pp("mask_features"),
+                ConvShape::same(d, mask_dim, 3),
+                CONV,
+            )?,
         })
     }
 
@@ -234,9 +221,9 @@ impl CrossModalFpn {
                     (cur + prev.upsample_nearest2d(h, w)?)?
                 }
             };
-            y = Some(level.layer.forward(&sum)?.relu()?);
+            y = Some(level.layer.forward(&sum)?);
         }
         let y = y.ok_or_else(|| Error::invalid("referformer: the FPN has no levels"))?;
-        Ok(self.mask_features.forward(&y)?)
+        self.mask_features.forward(&y)
     }
 }

@@ -2,7 +2,7 @@
 //! frame and one expression.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 use std::path::Path;
 
 use super::config::{ReferFormerConfig, VisualBackbone, BACKBONE};
@@ -10,7 +10,8 @@ use super::fpn::{sine_1d, CrossModalFpn, Fusion, Words};
 use super::text::Roberta;
 use super::transformer::DeformableTransformer;
 use crate::error::{Error, Result};
-use crate::nn::conv::ConvKernel;
+use crate::nn::conv::{ConvKernel, ConvShape};
+use crate::nn::conv_norm::{ConvGroupNorm, GroupNormSpec};
 use crate::nn::mlp::Mlp;
 use crate::nn::resnet::{Loading, ResNet};
 use crate::nn::swin::{Layout, SwinBackbone};
@@ -23,9 +24,9 @@ const PROJ_GROUPS: usize = 32;
 const MASK_STRIDE: usize = 4;
 /// Transformer feature levels the FPN is built for (3 backbone levels and one extra).
 const FEATURE_LEVELS: usize = 4;
-/// The kernel of the ResNet backbone's convolutions: the direct one (the parity tests of
-/// `tests/referformer.rs` hold within their fixtures' tolerances with it).
-const CONV: ConvKernel = ConvKernel::Direct;
+/// The kernel of the convolutions (ResNet backbone, input projections, FPN): the direct one
+/// (the parity tests of `tests/referformer.rs` hold within their fixtures' tolerances with it).
+pub(super) const CONV: ConvKernel = ConvKernel::Direct;
 
 /// The visual backbone (`backbone.0.body`): four maps at strides 4, 8, 16 and 32.
 #[derive(Debug, Clone)]
@@ -66,29 +67,15 @@ impl Backbone {
     }
 }
 
-/// A convolution followed by GroupNorm (`input_proj.i.0`, `.1`).
-#[derive(Debug, Clone)]
-struct Projection {
-    conv: Conv2d,
-    norm: GroupNorm,
-}
-
-impl Projection {
-    fn new(c_in: usize, d: usize, k: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            stride: if k == 3 { 2 } else { 1 },
-            ..Default::default()
-        };
-        Ok(Projection {
-            conv: candle_nn::conv2d(c_in, d, k, cfg, vb.pp("0"))?,
-            norm: candle_nn::group_norm(PROJ_GROUPS, d, 1e-5, vb.pp("1"))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.norm.forward(&self.conv.forward(x)?)?)
-    }
+/// The input projection `input_proj.i`: a convolution (`.0`; 3 × 3 of stride 2 for the extra
+/// coarsest level) followed by GroupNorm (`.1`).
+fn projection(c_in: usize, d: usize, k: usize, vb: VarBuilder) -> Result<ConvGroupNorm> {
+    let shape = ConvShape::same(c_in, d, k).with_stride(if k == 3 { 2 } else { 1 });
+    let spec = GroupNormSpec {
+        groups: PROJ_GROUPS,
+        eps: 1e-5,
+    };
+    ConvGroupNorm::load(&vb.pp("0"), &vb.pp("1"), (shape, true), spec, CONV)
 }
 
 /// Everything one forward pass computes, for parity tests and the segmenter.
@@ -134,7 +121,7 @@ pub struct ReferFormer {
     text_encoder: Roberta,
     resizer_fc: Linear,
     resizer_norm: LayerNorm,
-    input_proj: Vec<Projection>,
+    input_proj: Vec<ConvGroupNorm>,
     fusion: Fusion,
     transformer: DeformableTransformer,
     query_embed: Tensor,
@@ -199,14 +186,9 @@ impl ReferFormer {
         let mut input_proj = channels[1..]
             .iter()
             .enumerate()
-            .map(|(i, &ch)| Projection::new(ch, d, 1, vb.pp("input_proj").pp(i)))
+            .map(|(i, &ch)| projection(ch, d, 1, vb.pp("input_proj").pp(i)))
             .collect::<Result<Vec<_>>>()?;
-        input_proj.push(Projection::new(
-            channels[3],
-            d,
-            3,
-            vb.pp("input_proj").pp(3),
-        )?);
+        input_proj.push(projection(channels[3], d, 3, vb.pp("input_proj").pp(3))?);
         Ok(ReferFormer {
             backbone: Backbone::new(&c.backbone, vb.pp("backbone").pp("0").pp("body"))?,
             text_encoder: Roberta::new(&c.text, text)?,

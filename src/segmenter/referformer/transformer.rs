@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::nn::deform_attn::{
     encoder_reference_points, DeformAttnConfig, Levels, MultiScaleDeformableAttention,
 };
+use crate::nn::ffn::PostNormFfn;
 use crate::nn::mlp::Mlp;
 use crate::segmenter::mask2former::transformer_decoder::Attention;
 
@@ -41,35 +42,22 @@ fn attn_config(c: &ReferFormerConfig) -> DeformAttnConfig {
     }
 }
 
-/// `norm(x + linear2(relu(linear1(x))))`.
-#[derive(Debug, Clone)]
-struct Ffn {
-    linear1: Linear,
-    linear2: Linear,
-    norm: LayerNorm,
-}
-
-impl Ffn {
-    fn new(c: &ReferFormerConfig, vb: &VarBuilder, norm_name: &str) -> Result<Self> {
-        let (d, f) = (c.hidden_dim, c.dim_feedforward);
-        Ok(Ffn {
-            linear1: linear(d, f, vb.pp("linear1"))?,
-            linear2: linear(f, d, vb.pp("linear2"))?,
-            norm: norm(d, vb.pp(norm_name))?,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.linear2.forward(&self.linear1.forward(x)?.relu()?)?;
-        Ok(self.norm.forward(&(x + y)?)?)
-    }
+/// The layers' FFN: `linear1`, `linear2` and the LayerNorm `norm_name` under `vb`.
+pub(super) fn ffn(
+    d: usize,
+    hidden: usize,
+    vb: &VarBuilder,
+    norm_name: &str,
+) -> Result<PostNormFfn> {
+    let parts = [vb.pp("linear1"), vb.pp("linear2"), vb.pp(norm_name)];
+    PostNormFfn::load(parts, (d, hidden), LN_EPS)
 }
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
     self_attn: MultiScaleDeformableAttention,
     norm1: LayerNorm,
-    ffn: Ffn,
+    ffn: PostNormFfn,
 }
 
 impl EncoderLayer {
@@ -77,7 +65,7 @@ impl EncoderLayer {
         Ok(EncoderLayer {
             self_attn: MultiScaleDeformableAttention::new(attn_config(c), vb.pp("self_attn"))?,
             norm1: norm(c.hidden_dim, vb.pp("norm1"))?,
-            ffn: Ffn::new(c, &vb, "norm2")?,
+            ffn: ffn(c.hidden_dim, c.dim_feedforward, &vb, "norm2")?,
         })
     }
 
@@ -93,7 +81,7 @@ struct DecoderLayer {
     norm2: LayerNorm,
     cross_attn: MultiScaleDeformableAttention,
     norm1: LayerNorm,
-    ffn: Ffn,
+    ffn: PostNormFfn,
 }
 
 impl DecoderLayer {
@@ -104,7 +92,7 @@ impl DecoderLayer {
             norm2: norm(d, vb.pp("norm2"))?,
             cross_attn: MultiScaleDeformableAttention::new(attn_config(c), vb.pp("cross_attn"))?,
             norm1: norm(d, vb.pp("norm1"))?,
-            ffn: Ffn::new(c, &vb, "norm3")?,
+            ffn: ffn(d, c.dim_feedforward, &vb, "norm3")?,
         })
     }
 

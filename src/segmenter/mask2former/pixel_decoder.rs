@@ -3,13 +3,18 @@
 //! the common stride and the mask projection.
 
 use candle_core::{Device, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::Mask2FormerConfig;
+use super::resnet::CONV;
 use crate::error::{Error, Result};
+use crate::nn::conv::{Conv2d, ConvShape};
+use crate::nn::conv_norm::{ConvGroupNorm, GroupNormSpec};
 use crate::nn::deform_attn::{
     encoder_reference_points, split_levels, DeformAttnConfig, Levels, MultiScaleDeformableAttention,
 };
+use crate::nn::ffn::PostNormFfn;
+use crate::nn::norm::LayerNorm;
 
 /// Feature levels seen by the deformable encoder.
 pub const NUM_LEVELS: usize = 3;
@@ -70,46 +75,21 @@ pub fn sine_position_embedding_shifted(
     Ok(Tensor::from_vec(out, (1, 2 * feats, h, w), device)?)
 }
 
-/// A 1x1 (or 3x3) convolution followed by GroupNorm, as the `nn.Sequential` of the checkpoint
-/// (`.0` conv, `.1` norm) with an optional ReLU.
-#[derive(Debug, Clone)]
-struct ConvNorm {
-    conv: Conv2d,
-    norm: GroupNorm,
-    relu: bool,
-}
-
-impl ConvNorm {
-    fn new(
-        c_in: usize,
-        c_out: usize,
-        k: usize,
-        bias: bool,
-        relu: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            ..Default::default()
-        };
-        let conv = if bias {
-            candle_nn::conv2d(c_in, c_out, k, cfg, vb.pp("0"))?
-        } else {
-            candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.pp("0"))?
-        };
-        if !c_out.is_multiple_of(GN_GROUPS) {
-            return Err(Error::invalid(format!(
-                "pixel decoder: {c_out} channels cannot form {GN_GROUPS} GroupNorm groups"
-            )));
-        }
-        let norm = candle_nn::group_norm(GN_GROUPS, c_out, NORM_EPS, vb.pp("1"))?;
-        Ok(ConvNorm { conv, norm, relu })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.norm.forward(&self.conv.forward(x)?)?;
-        Ok(if self.relu { y.relu()? } else { y })
-    }
+/// A bias-free (or, `bias`, biased) `k × k` convolution followed by GroupNorm, as the
+/// `nn.Sequential` of the checkpoint (`.0` conv, `.1` norm).
+fn conv_norm(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    bias: bool,
+    vb: VarBuilder,
+) -> Result<ConvGroupNorm> {
+    let spec = GroupNormSpec {
+        groups: GN_GROUPS,
+        eps: NORM_EPS,
+    };
+    let shape = ConvShape::same(c_in, c_out, k);
+    ConvGroupNorm::load(&vb.pp("0"), &vb.pp("1"), (shape, bias), spec, CONV)
 }
 
 /// One post-norm deformable encoder layer (self-attention over all levels, ReLU FFN).
@@ -117,9 +97,7 @@ impl ConvNorm {
 struct EncoderLayer {
     self_attn: MultiScaleDeformableAttention,
     self_attn_layer_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    final_layer_norm: LayerNorm,
+    ffn: PostNormFfn,
 }
 
 impl EncoderLayer {
@@ -133,14 +111,12 @@ impl EncoderLayer {
         };
         Ok(EncoderLayer {
             self_attn: MultiScaleDeformableAttention::new(attn, vb.pp("self_attn"))?,
-            self_attn_layer_norm: candle_nn::layer_norm(
-                d,
+            self_attn_layer_norm: LayerNorm::load(vb.pp("self_attn_layer_norm"), d, NORM_EPS)?,
+            ffn: PostNormFfn::load(
+                [vb.pp("fc1"), vb.pp("fc2"), vb.pp("final_layer_norm")],
+                (d, cfg.encoder_feedforward_dim),
                 NORM_EPS,
-                vb.pp("self_attn_layer_norm"),
             )?,
-            fc1: candle_nn::linear(d, cfg.encoder_feedforward_dim, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.encoder_feedforward_dim, d, vb.pp("fc2"))?,
-            final_layer_norm: candle_nn::layer_norm(d, NORM_EPS, vb.pp("final_layer_norm"))?,
         })
     }
 
@@ -148,8 +124,7 @@ impl EncoderLayer {
         let q = x.broadcast_add(pos)?;
         let a = self.self_attn.forward(&q, refs, x, levels, None)?;
         let x = self.self_attn_layer_norm.forward(&(x + a)?)?;
-        let f = self.fc2.forward(&self.fc1.forward(&x)?.relu()?)?;
-        Ok(self.final_layer_norm.forward(&(x + f)?)?)
+        self.ffn.forward(&x)
     }
 }
 
@@ -165,11 +140,11 @@ pub struct PixelDecoderOutput {
 /// The pixel decoder (`model.pixel_level_module.decoder`).
 #[derive(Debug, Clone)]
 pub struct PixelDecoder {
-    input_projections: Vec<ConvNorm>,
+    input_projections: Vec<ConvGroupNorm>,
     level_embed: Tensor,
     layers: Vec<EncoderLayer>,
     /// (adapter, layer) per FPN level, applied from the stride-8 map downwards.
-    fpn: Vec<(ConvNorm, ConvNorm)>,
+    fpn: Vec<(ConvGroupNorm, ConvGroupNorm)>,
     mask_projection: Conv2d,
     feature_size: usize,
 }
@@ -186,12 +161,11 @@ impl PixelDecoder {
         }
         let input_projections = (0..NUM_LEVELS)
             .map(|l| {
-                ConvNorm::new(
+                conv_norm(
                     channels[n - 1 - l],
                     d,
                     1,
                     true,
-                    false,
                     vb.pp(format!("input_projections.{l}")),
                 )
             })
@@ -216,24 +190,21 @@ impl PixelDecoder {
             .rev()
             .map(|k| {
                 Ok((
-                    ConvNorm::new(
+                    conv_norm(
                         channels[k],
                         d,
                         1,
                         false,
-                        false,
                         vb.pp(format!("adapter_{}", k + 1)),
                     )?,
-                    ConvNorm::new(d, d, 3, false, true, vb.pp(format!("layer_{}", k + 1)))?,
+                    conv_norm(d, d, 3, false, vb.pp(format!("layer_{}", k + 1)))?.with_relu(),
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mask_projection = candle_nn::conv2d(
-            d,
-            cfg.mask_feature_size,
-            1,
-            Default::default(),
-            vb.pp("mask_projection"),
+        let mask_projection = Conv2d::load(
+            &vb.pp("mask_projection"),
+            ConvShape::same(d, cfg.mask_feature_size, 1),
+            CONV,
         )?;
         Ok(PixelDecoder {
             input_projections,

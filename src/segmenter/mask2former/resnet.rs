@@ -11,9 +11,9 @@ use crate::error::{Error, Result};
 use crate::nn::conv::ConvKernel;
 use crate::nn::resnet::{Layout, Loading, ResNet};
 
-/// The kernel of the backbone's convolutions: the direct one (the parity tests of
-/// `tests/mask2former` hold within their fixtures' tolerances with it).
-const CONV: ConvKernel = ConvKernel::Direct;
+/// The kernel of the convolutions (backbone and pixel decoder): the direct one (the parity
+/// tests of `tests/mask2former` hold within their fixtures' tolerances with it).
+pub(super) const CONV: ConvKernel = ConvKernel::Direct;
 
 /// ResNet backbone returning the outputs of the four stages (strides 4, 8, 16, 32).
 #[derive(Debug, Clone)]

@@ -4,44 +4,36 @@
 //! dynamic mask-head parameters.
 
 use candle_core::{Device, Tensor};
-use candle_nn::{GroupNorm, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::EntitySegConfig;
 use super::CONV;
 use crate::error::Result;
 use crate::nn::conv::{Conv2d, ConvShape, ConvWeights};
+use crate::nn::conv_norm::{ConvGroupNorm, GroupNormSpec};
 
 /// GroupNorm groups of the towers and the controller (detectron2's `get_norm("GN")`).
 const GN_GROUPS: usize = 32;
 /// `nn.GroupNorm`'s epsilon.
 const GN_EPS: f64 = 1e-5;
 
-/// A 3×3 convolution followed by GroupNorm and ReLU.
-#[derive(Debug, Clone)]
-struct ConvGn {
-    conv: Conv2d,
-    norm: GroupNorm,
-}
-
-impl ConvGn {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.norm.forward(&self.conv.forward(x)?)?.relu()?)
-    }
-}
+/// The towers' and the controller's GroupNorm (detectron2's `get_norm("GN")`).
+const GN: GroupNormSpec = GroupNormSpec {
+    groups: GN_GROUPS,
+    eps: GN_EPS,
+};
 
 /// `nn.Sequential` of `count` × (conv with bias, GroupNorm, ReLU): keys `{3i}` and `{3i+1}`.
-fn tower(vb: &VarBuilder, count: usize, c: usize) -> Result<Vec<ConvGn>> {
+fn tower(vb: &VarBuilder, count: usize, c: usize) -> Result<Vec<ConvGroupNorm>> {
     (0..count)
         .map(|i| {
-            Ok(ConvGn {
-                conv: Conv2d::load(&vb.pp(3 * i), ConvShape::same(c, c, 3), CONV)?,
-                norm: candle_nn::group_norm(GN_GROUPS, c, GN_EPS, vb.pp(3 * i + 1))?,
-            })
+            let shape = (ConvShape::same(c, c, 3), true);
+            Ok(ConvGroupNorm::load(&vb.pp(3 * i), &vb.pp(3 * i + 1), shape, GN, CONV)?.with_relu())
         })
         .collect()
 }
 
-fn run(layers: &[ConvGn], x: &Tensor) -> Result<Tensor> {
+fn run(layers: &[ConvGroupNorm], x: &Tensor) -> Result<Tensor> {
     let mut y = x.clone();
     for l in layers {
         y = l.forward(&y)?;
@@ -66,14 +58,14 @@ pub struct LevelOutput {
 /// `det_head.fcos_head` with the `controller`.
 #[derive(Debug, Clone)]
 pub struct EntityHead {
-    share: Vec<ConvGn>,
-    cls: Vec<ConvGn>,
-    bbox: Vec<ConvGn>,
+    share: Vec<ConvGroupNorm>,
+    cls: Vec<ConvGroupNorm>,
+    bbox: Vec<ConvGroupNorm>,
     cls_logits: Conv2d,
     bbox_pred: Conv2d,
     ctrness: Conv2d,
     scales: Vec<f32>,
-    controller: Vec<ConvGn>,
+    controller: Vec<ConvGroupNorm>,
     controller_out: Conv2d,
 }
 
@@ -99,13 +91,8 @@ impl EntityHead {
             .map(|k| {
                 let vb = kh.pp(format!("kernel_head_head_{}", k + 1));
                 let c_in = if k == 0 { c + 2 } else { dim };
-                Ok(ConvGn {
-                    conv: Conv2d::new(
-                        ConvWeights::load_without_bias(&vb, ConvShape::same(c_in, dim, 3))?,
-                        CONV,
-                    )?,
-                    norm: candle_nn::group_norm(GN_GROUPS, dim, GN_EPS, vb.pp("norm"))?,
-                })
+                let shape = (ConvShape::same(c_in, dim, 3), false);
+                Ok(ConvGroupNorm::load(&vb, &vb.pp("norm"), shape, GN, CONV)?.with_relu())
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(EntityHead {

@@ -10,6 +10,7 @@ mod decoder;
 mod embedding;
 pub mod minisam;
 mod model;
+mod neck;
 mod predictor;
 mod prompt;
 mod prompted;

@@ -3,12 +3,13 @@
 //! joined by patch-merging convolutions, and SAM's neck. BatchNorms are folded into the
 //! preceding convolutions (eval mode).
 
+use super::neck::Neck;
 use crate::error::{Error, Result};
 use crate::nn::act::Activation;
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::dense::Dense;
 use crate::nn::depthwise::Depthwise;
-use crate::nn::norm::{LayerNorm, LayerNorm2d};
+use crate::nn::norm::LayerNorm;
 use crate::nn::transpose::{to_channels_first, to_channels_last};
 use crate::nn::window_attn::grid_window_attention;
 use crate::nn::Weights;
@@ -371,10 +372,7 @@ pub struct TinyVit {
     stem1: ConvBn,
     stem2: ConvBn,
     stages: Vec<(Stage, Option<PatchMerging>)>,
-    neck_conv1: Conv2d,
-    neck_ln1: LayerNorm2d,
-    neck_conv2: Conv2d,
-    neck_ln2: LayerNorm2d,
+    neck: Neck,
 }
 
 impl TinyVit {
@@ -436,22 +434,7 @@ impl TinyVit {
             stem1,
             stem2,
             stages,
-            neck_conv1: Conv2d::new(
-                ConvWeights::load_without_bias(
-                    &vb.pp("neck.0"),
-                    ConvShape::same(last, c.out_chans, 1),
-                )?,
-                CONV,
-            )?,
-            neck_ln1: LayerNorm2d::load(vb.pp("neck.1"), c.out_chans, 1e-6)?,
-            neck_conv2: Conv2d::new(
-                ConvWeights::load_without_bias(
-                    &vb.pp("neck.2"),
-                    ConvShape::same(c.out_chans, c.out_chans, 3),
-                )?,
-                CONV,
-            )?,
-            neck_ln2: LayerNorm2d::load(vb.pp("neck.3"), c.out_chans, 1e-6)?,
+            neck: Neck::load(vb.pp("neck"), last, c.out_chans)?,
         })
     }
 
@@ -483,7 +466,6 @@ impl TinyVit {
                 t.push(x.clone());
             }
         }
-        let x = self.neck_ln1.forward(&self.neck_conv1.forward(&x)?)?;
-        self.neck_ln2.forward(&self.neck_conv2.forward(&x)?)
+        self.neck.forward(&x)
     }
 }

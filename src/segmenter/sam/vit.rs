@@ -3,11 +3,12 @@
 //! embeddings, and the convolutional neck.
 
 use super::attention::rel_pos_softmax;
+use super::neck::Neck;
 use crate::error::{Error, Result};
 use crate::mask::bilinear_taps;
 use crate::nn::act::Activation;
 use crate::nn::dense::Dense;
-use crate::nn::norm::LayerNorm2d;
+use crate::nn::transpose::to_channels_first;
 use crate::nn::window_attn::{window_partition, window_unpartition};
 use crate::nn::Weights;
 use candle_core::{Module, Tensor};
@@ -366,10 +367,7 @@ pub struct ImageEncoderVit {
     patch_embed: candle_nn::Conv2d,
     pos_embed: Option<Tensor>,
     blocks: Vec<Block>,
-    neck_conv1: candle_nn::Conv2d,
-    neck_ln1: LayerNorm2d,
-    neck_conv2: candle_nn::Conv2d,
-    neck_ln2: LayerNorm2d,
+    neck: Neck,
 }
 
 impl ImageEncoderVit {
@@ -429,27 +427,11 @@ impl ImageEncoderVit {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let neck_conv1 = candle_nn::conv2d_no_bias(
-            c.embed_dim,
-            c.out_chans,
-            1,
-            Default::default(),
-            vb.pp("neck.0"),
-        )?;
-        let pad1 = candle_nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let neck_conv2 =
-            candle_nn::conv2d_no_bias(c.out_chans, c.out_chans, 3, pad1, vb.pp("neck.2"))?;
         Ok(ImageEncoderVit {
             patch_embed,
             pos_embed,
             blocks,
-            neck_conv1,
-            neck_ln1: LayerNorm2d::load(vb.pp("neck.1"), c.out_chans, 1e-6)?,
-            neck_conv2,
-            neck_ln2: LayerNorm2d::load(vb.pp("neck.3"), c.out_chans, 1e-6)?,
+            neck: Neck::load(vb.pp("neck"), c.embed_dim, c.out_chans)?,
         })
     }
 
@@ -471,9 +453,7 @@ impl ImageEncoderVit {
                 t.push(x.clone());
             }
         }
-        let x = x.permute((0, 3, 1, 2))?;
-        let x = self.neck_ln1.forward(&x.apply(&self.neck_conv1)?)?;
-        self.neck_ln2.forward(&x.apply(&self.neck_conv2)?)
+        self.neck.forward(&to_channels_first(&x)?)
     }
 }
 

@@ -2,12 +2,13 @@
 //! image cross-attention per layer, with iterative box refinement.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::config::GroundingDinoConfig;
 use super::encoder::{sine_embed, MultiheadAttention};
 use crate::error::Result;
 use crate::nn::deform_attn::{DeformAttnConfig, Levels, MultiScaleDeformableAttention};
+use crate::nn::ffn::PostNormFfn;
 use crate::nn::mlp::Mlp;
 
 /// `torch.special.logit(x, eps)`: `log(x / (1 - x))` of `x` clamped to `[eps, 1 - eps]`.
@@ -25,9 +26,7 @@ struct DecoderLayer {
     text_norm: LayerNorm,
     cross_attn: MultiScaleDeformableAttention,
     cross_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    final_norm: LayerNorm,
+    ffn: PostNormFfn,
 }
 
 impl DecoderLayer {
@@ -47,9 +46,11 @@ impl DecoderLayer {
             text_norm: norm("encoder_attn_text_layer_norm")?,
             cross_attn: MultiScaleDeformableAttention::new(cfg, vb.pp("encoder_attn"))?,
             cross_norm: norm("encoder_attn_layer_norm")?,
-            fc1: candle_nn::linear(d, c.decoder_ffn_dim, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(c.decoder_ffn_dim, d, vb.pp("fc2"))?,
-            final_norm: norm("final_layer_norm")?,
+            ffn: PostNormFfn::load(
+                [vb.pp("fc1"), vb.pp("fc2"), vb.pp("final_layer_norm")],
+                (d, c.decoder_ffn_dim),
+                eps,
+            )?,
         })
     }
 
@@ -67,8 +68,7 @@ impl DecoderLayer {
             .cross_attn
             .forward(&q, refs, m.vision, m.levels, Some(m.padding))?;
         let h = self.cross_norm.forward(&(h + a)?)?;
-        let f = self.fc2.forward(&self.fc1.forward(&h)?.relu()?)?;
-        Ok(self.final_norm.forward(&(h + f)?)?)
+        self.ffn.forward(&h)
     }
 }
 

@@ -8,6 +8,7 @@ use super::config::GroundingDinoConfig;
 use super::text::{additive_mask, attention};
 use crate::error::Result;
 use crate::nn::deform_attn::{DeformAttnConfig, Levels, MultiScaleDeformableAttention};
+use crate::nn::ffn::PostNormFfn;
 
 /// Fusion scores are clamped to ±this after subtracting their maximum.
 const FUSION_CLAMP: f64 = 50_000.0;
@@ -192,9 +193,7 @@ impl TextEnhancerLayer {
 pub(crate) struct DeformableLayer {
     attn: MultiScaleDeformableAttention,
     norm1: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    norm2: LayerNorm,
+    ffn: PostNormFfn,
 }
 
 impl DeformableLayer {
@@ -209,9 +208,11 @@ impl DeformableLayer {
         Ok(DeformableLayer {
             attn: MultiScaleDeformableAttention::new(cfg, vb.pp("self_attn"))?,
             norm1: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("self_attn_layer_norm"))?,
-            fc1: lin(d, f, vb.pp("fc1"))?,
-            fc2: lin(f, d, vb.pp("fc2"))?,
-            norm2: candle_nn::layer_norm(d, c.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            ffn: PostNormFfn::load(
+                [vb.pp("fc1"), vb.pp("fc2"), vb.pp("final_layer_norm")],
+                (d, f),
+                c.layer_norm_eps,
+            )?,
         })
     }
 
@@ -225,8 +226,7 @@ impl DeformableLayer {
             Some(&input.padding),
         )?;
         let v = self.norm1.forward(&(v + a)?)?;
-        let f = self.fc2.forward(&self.fc1.forward(&v)?.relu()?)?;
-        Ok(self.norm2.forward(&(v + f)?)?)
+        self.ffn.forward(&v)
     }
 }
 

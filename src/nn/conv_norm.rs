@@ -1,12 +1,14 @@
 //! A convolution followed by GroupNorm and an optional ReLU: the projection, FPN and tower
 //! layers of the Mask2Former, ReferFormer and EntitySeg ports. The convolution runs on this
-//! crate's CPU path ([`Conv2d`]: direct, Winograd or products), not candle's im2col.
+//! crate's CPU path ([`Conv2d`]: direct, Winograd or products), not candle's im2col, and the
+//! norm with its ReLU as one pass ([`GroupNorm`]).
 
 use candle_core::Tensor;
-use candle_nn::{GroupNorm, Module, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
-use crate::error::{Error, Result};
+use super::norm::GroupNorm;
+use crate::error::Result;
 
 /// GroupNorm's groups and epsilon.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +24,6 @@ pub struct GroupNormSpec {
 pub struct ConvGroupNorm {
     conv: Conv2d,
     norm: GroupNorm,
-    relu: bool,
 }
 
 impl ConvGroupNorm {
@@ -35,14 +36,6 @@ impl ConvGroupNorm {
         spec: GroupNormSpec,
         kernel: ConvKernel,
     ) -> Result<Self> {
-        if spec.groups == 0 || !shape.c_out.is_multiple_of(spec.groups) {
-            return Err(Error::invalid(format!(
-                "{}: {} channels cannot form {} GroupNorm groups",
-                norm.prefix(),
-                shape.c_out,
-                spec.groups
-            )));
-        }
         let weights = if bias {
             ConvWeights::load(conv, shape)?
         } else {
@@ -50,19 +43,20 @@ impl ConvGroupNorm {
         };
         Ok(ConvGroupNorm {
             conv: Conv2d::new(weights, kernel)?,
-            norm: candle_nn::group_norm(spec.groups, shape.c_out, spec.eps, norm.clone())?,
-            relu: false,
+            norm: GroupNorm::load(norm.clone(), shape.c_out, spec.groups, spec.eps)?,
         })
     }
 
     /// The same layer followed by ReLU.
     pub fn with_relu(self) -> Self {
-        ConvGroupNorm { relu: true, ..self }
+        ConvGroupNorm {
+            norm: self.norm.with_relu(),
+            ..self
+        }
     }
 
     /// Applies the layer to `x` `[batch, c_in, h, w]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.norm.forward(&self.conv.forward(x)?)?;
-        Ok(if self.relu { y.relu()? } else { y })
+        self.norm.forward(&self.conv.forward(x)?)
     }
 }

@@ -97,6 +97,33 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// Normalises one group `src` (its channels' planes of `hw` pixels, one after another)
+    /// into `dst`: `(x − mean) · inv · weight[c] + bias[c]` per channel `c` of the group, then
+    /// ReLU where `relu`.
+    fn normalise_group(
+        src: &[f32],
+        hw: usize,
+        affine: (&[f32], &[f32]),
+        eps: f32,
+        relu: bool,
+        dst: &mut [MaybeUninit<f32>],
+    ) {
+        let (weight, bias) = affine;
+        let n = src.len() as f32;
+        let mean = lane_sum(src, |v| v) / n;
+        let var = lane_sum(src, |v| (v - mean) * (v - mean)) / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for (c, (s, d)) in src.chunks_exact(hw).zip(dst.chunks_exact_mut(hw)).enumerate() {
+            let (w, b) = (weight[c], bias[c]);
+            for i in 0..hw {
+                let y = (s[i] - mean) * inv * w + b;
+                d[i].write(if relu && y < 0.0 { 0.0 } else { y });
+            }
+        }
+    }
+}
+
 /// The learned scale and shift of a layer norm.
 #[derive(Debug, Clone)]
 struct Affine {
@@ -167,6 +194,55 @@ impl LayerNorm2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.0.apply(x, ChannelsOp(self.0.eps as f32), |x, a| {
             channel_norm_tensor_ops(x, &a.weight, &a.bias, a.eps)
+        })
+    }
+}
+
+/// `nn.GroupNorm` with `weight` and `bias`, optionally followed by ReLU: each image's channels
+/// in groups, each group normalised over its channels and pixels (mean, then variance, as
+/// PyTorch computes them), then scaled and shifted per channel. On the CPU one parallel pass
+/// per group writes the output once, the ReLU included; elsewhere candle's `GroupNorm`.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    affine: Affine,
+    groups: usize,
+    relu: bool,
+}
+
+impl GroupNorm {
+    /// The norm of `channels` channels in `groups` groups with `weight` and `bias` at `vb`.
+    pub fn load(vb: VarBuilder, channels: usize, groups: usize, eps: f64) -> Result<Self> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(crate::Error::invalid(format!(
+                "{}: {channels} channels cannot form {groups} GroupNorm groups",
+                vb.prefix()
+            )));
+        }
+        Ok(GroupNorm {
+            affine: Affine::load(&vb, channels, eps)?,
+            groups,
+            relu: false,
+        })
+    }
+
+    /// The same norm followed by ReLU.
+    pub fn with_relu(self) -> Self {
+        GroupNorm { relu: true, ..self }
+    }
+
+    /// Normalises `x (B, C, H, W)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let op = GroupsOp {
+            groups: self.groups,
+            eps: self.affine.eps as f32,
+            relu: self.relu,
+        };
+        self.affine.apply(x, op, |x, a| {
+            let c = a.weight.dim(0)?;
+            let norm =
+                candle_nn::GroupNorm::new(a.weight.clone(), a.bias.clone(), c, self.groups, a.eps)?;
+            let y = candle_core::Module::forward(&norm, x)?;
+            Ok(if self.relu { y.relu()? } else { y })
         })
     }
 }
@@ -300,6 +376,50 @@ fn pixel_statistics(image: &[f32], hw: usize, eps: f32) -> (Vec<f32>, Vec<f32>) 
     (mean, inv)
 }
 
+/// The group norm on contiguous CPU `f32` maps: each (image, group) in parallel.
+struct GroupsOp {
+    groups: usize,
+    eps: f32,
+    relu: bool,
+}
+
+impl CustomOp3 for GroupsOp {
+    fn name(&self) -> &'static str {
+        "deva-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = l1.shape().dims4()?;
+        let (x, wt, b) = operands(self.name(), (s1, l1), (s2, l2), (s3, l3), c)?;
+        let per_group = c / self.groups;
+        let group_len = per_group * h * w;
+        let mut y = Vec::with_capacity(x.len());
+        if group_len > 0 {
+            y.spare_capacity_mut()[..x.len()]
+                .par_chunks_mut(group_len)
+                .zip(x.par_chunks(group_len))
+                .enumerate()
+                .for_each(|(i, (d, s))| {
+                    let c0 = (i % self.groups) * per_group;
+                    let affine = (&wt[c0..c0 + per_group], &b[c0..c0 + per_group]);
+                    normalise_group(s, h * w, affine, self.eps, self.relu, d)
+                });
+        }
+        // SAFETY: `normalise_group` wrote every element of every group (the groups tile the
+        // input, `c` being a multiple of `groups`, checked at load).
+        unsafe { y.set_len(x.len()) };
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +472,30 @@ mod tests {
         .unwrap();
         let d = super::super::max_abs_diff(&fast, &x.apply(&theirs).unwrap());
         assert!(d < 1e-5, "max diff {d}");
+    }
+
+    #[test]
+    fn groups_equal_candles_group_norm_with_and_without_relu() {
+        for (shape, groups) in [((2, 12, 5, 7), 4), ((1, 32, 9, 11), 32), ((1, 6, 1, 1), 3)] {
+            let map = VarMap::new();
+            let ours = GroupNorm::load(varbuilder(&map).pp("g"), shape.1, groups, 1e-5).unwrap();
+            randomise(&map);
+            let a = &ours.affine;
+            let theirs =
+                candle_nn::GroupNorm::new(a.weight.clone(), a.bias.clone(), shape.1, groups, 1e-5)
+                    .unwrap();
+            let x = (Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap() + 3.0).unwrap();
+            let want = candle_core::Module::forward(&theirs, &x).unwrap();
+            let d = super::super::max_abs_diff(&ours.forward(&x).unwrap(), &want);
+            assert!(d < 1e-4, "{shape:?}, {groups} groups: max diff {d}");
+            let d = super::super::max_abs_diff(
+                &ours.with_relu().forward(&x).unwrap(),
+                &want.relu().unwrap(),
+            );
+            assert!(d < 1e-4, "{shape:?}, {groups} groups, ReLU: max diff {d}");
+        }
+        let map = VarMap::new();
+        let err = GroupNorm::load(varbuilder(&map).pp("g"), 10, 4, 1e-5).unwrap_err();
+        assert!(err.to_string().contains("10 channels"), "{err}");
     }
 }

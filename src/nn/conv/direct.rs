@@ -9,6 +9,7 @@
 
 use candle_core::Tensor;
 
+use super::winograd::Tile;
 use crate::error::Result;
 
 /// Output channels per tile.
@@ -19,41 +20,100 @@ pub(super) const PX: usize = 48;
 /// The tile function of [`tile_fn`]: see [`tile_avx512`] for its contract.
 pub(super) type TileFn = unsafe fn(*const f32, usize, &[usize], usize, *const f32, *mut f32, usize);
 
-/// The kernel's tile function for this CPU, if it has one (AVX-512F, else AVX2 with FMA).
-pub(super) fn tile_fn() -> Option<TileFn> {
+/// The vector unit the direct kernel runs on.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// AVX-512F: one tile in 24 registers.
+    Avx512,
+    /// AVX2 with FMA: the tile in parts.
+    Avx2,
+}
+
+/// This CPU's vector unit for the kernel, if it has one.
+fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            return Some(tile_avx512);
+            return Some(Isa::Avx512);
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            return Some(tile_avx2);
+            return Some(Isa::Avx2);
         }
     }
     None
 }
 
-/// Smallest `c_in · c_out` of a 3×3 layer for which Winograd's F(2×2, 3×3) beats the AVX2
-/// tile (measured on an AMD Zen 3 with 2 threads: 64 → 32 and wider layers run 10–25 %
-/// faster on Winograd, 64 → 16 and 32 → 32 ones 1.4–1.7× slower).
-const AVX2_WINOGRAD_MIN_CHANNELS: usize = 2048;
-
-/// Whether this CPU runs the direct kernel on a layer of `c_in → c_out` channels and `stride`
-/// and it is the faster choice there; `winograd_fits` says whether Winograd's transforms apply
-/// to the layer. With AVX-512: every layer of [`CO`] output channels or more. With only AVX2
-/// and FMA: the stride-1 ones among them, except the wide layers that Winograd takes (the
-/// products run strided layers 5–35 % faster there: 3 → 64 7×7 and 32 → 32 … 512 → 512 3×3
-/// layers of stride 2, measured like [`AVX2_WINOGRAD_MIN_CHANNELS`]).
-pub(super) fn suits(c_in: usize, c_out: usize, stride: usize, winograd_fits: bool) -> bool {
+/// The kernel's tile function for this CPU, if it has one (AVX-512F, else AVX2 with FMA).
+pub(super) fn tile_fn() -> Option<TileFn> {
     #[cfg(target_arch = "x86_64")]
-    if c_out >= CO && std::arch::is_x86_feature_detected!("avx512f") {
-        return true;
+    return Some(match isa()? {
+        Isa::Avx512 => tile_avx512 as TileFn,
+        Isa::Avx2 => tile_avx2,
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// Smallest `c_in · c_out` of a 3×3 stride-1 layer for which Winograd beats the direct
+/// kernel, by vector unit. Measured with 2 threads on 30 × 54 … 480 × 864 planes:
+/// - AVX2 (AMD Zen 3): 64 → 32 and wider layers ran 10–25 % faster on Winograd, 64 → 16 and
+///   32 → 32 ones 1.4–1.7× slower;
+/// - AVX-512 (Intel Xeon, two 512-bit FMA units): 64 → 128, 96 → 96 and wider layers ran
+///   5–45 % faster on F(2×2, 3×3) (128 → 128: 23 against 30–37 ms, 512 → 512: 17 against
+///   26 ms), 64 → 64 and narrower ones 5–45 % slower.
+fn winograd_min_channels(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 8192,
+        Isa::Avx2 => 2048,
     }
-    c_out >= CO
-        && stride == 1
-        && !(winograd_fits && c_in * c_out >= AVX2_WINOGRAD_MIN_CHANNELS)
-        && tile_fn().is_some()
+}
+
+/// Whether this CPU runs the direct kernel on a `k × k` layer of `c_in → c_out` channels and
+/// `stride` and it is the faster choice there; `winograd_fits` says whether Winograd's
+/// transforms apply to the layer. Layers of [`CO`] output channels or more, of stride 1 except
+/// those wide enough for Winograd ([`winograd_min_channels`]); with AVX-512 also the strided
+/// layers of short reductions (`c_in · k²` up to [`super::COLUMN_BUFFER_MAX_K`]: 3 → 64 7×7
+/// and 3 → 32, 16 → 32 3×3 stride-2 layers ran 10–25 % faster than on one product over a
+/// column buffer). The products run the other strided layers faster: by 5–35 % on AVX2 (3 → 64
+/// 7×7 and 32 → 32 … 512 → 512 3×3), by 5–20 % on AVX-512 (64 → 64 … 256 → 256 3×3).
+pub(super) fn suits(
+    c_in: usize,
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    winograd_fits: bool,
+) -> bool {
+    let Some(isa) = isa() else {
+        return false;
+    };
+    if c_out < CO {
+        false
+    } else if stride > 1 {
+        isa == Isa::Avx512 && c_in * k * k <= super::COLUMN_BUFFER_MAX_K
+    } else {
+        !(winograd_fits && c_in * c_out >= winograd_min_channels(isa))
+    }
+}
+
+/// Largest `c_in · c_out` of the layers that [`super::ConvKernel::Direct`] hands to
+/// Winograd's F(4×4, 3×3) rather than F(2×2, 3×3) on CPUs without AVX-512: at most 4.5 MiB of
+/// transformed filters per layer. F(4×4) ran these layers in 0.53–0.76 of F(2×2)'s time (AMD
+/// Zen 3, 2 threads, 32 → 64 … 512 → 256 channels); the wider layers of ResNets and IS-Net
+/// would take 4 times their filters' memory for a smaller share of the work.
+const WINOGRAD_4X4_MAX_CHANNELS: usize = 1 << 15;
+
+/// Winograd's tile for a 3×3 layer of `c_in → c_out` channels that the direct kernel leaves
+/// to it: F(4×4, 3×3) up to [`WINOGRAD_4X4_MAX_CHANNELS`] where the CPU lacks AVX-512,
+/// F(2×2, 3×3) otherwise (with AVX-512, F(4×4) ran the 64 → 128 … 128 → 64 layers 6–23 %
+/// slower and tied on 128 → 128).
+pub(super) fn winograd_tile(c_in: usize, c_out: usize) -> Tile {
+    if isa() != Some(Isa::Avx512) && c_in * c_out <= WINOGRAD_4X4_MAX_CHANNELS {
+        Tile::F4
+    } else {
+        Tile::F2
+    }
 }
 
 /// `[c_out, c_in, k, k]` laid out for the kernel: `[⌈c_out / CO⌉][c_in][k·k][CO]`, flattened.

@@ -32,12 +32,6 @@ const BN_EPS: f64 = 1e-5;
 
 /// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
 const COLUMN_BUFFER_MAX_K: usize = 256;
-/// Largest `c_in · c_out` of the layers that [`ConvKernel::Direct`] hands to Winograd's
-/// F(4×4, 3×3) rather than F(2×2, 3×3): at most 4.5 MiB of transformed filters per layer.
-/// F(4×4) ran these layers in 0.53–0.76 of F(2×2)'s time (AMD Zen 3, 2 threads, 32 → 64 …
-/// 512 → 256 channels); the wider layers of ResNets and IS-Net would take 4 times their
-/// filters' memory for a smaller share of the work.
-const DIRECT_WINOGRAD_4X4_MAX_CHANNELS: usize = 1 << 15;
 /// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
@@ -59,11 +53,12 @@ pub enum ConvKernel {
     /// affinities into other selections).
     Products,
     /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512 or AVX2
-    /// and FMA (matrix products elsewhere and for 1×1 stride-1 layers): about twice as fast on
-    /// the 16–64-channel 3×3 layers with AVX-512, up to 1.6× with AVX2. With only AVX2, the
-    /// strided layers run on the products and the wide 3×3 layers that Winograd's transforms
-    /// take run on them (F(4×4, 3×3) up to 2¹⁵ `c_in · c_out`, F(2×2, 3×3) above), as do the
-    /// layers of CPUs without either.
+    /// and FMA (matrix products elsewhere and for 1×1 stride-1 layers): up to 1.5× as fast as
+    /// the products on the 16–64-channel 3×3 layers with AVX-512, up to 1.6× with AVX2. The
+    /// wide 3×3 stride-1 layers run on Winograd's transforms (from 2¹³ `c_in · c_out` with
+    /// AVX-512 on F(2×2, 3×3); from 2¹¹ with AVX2 on F(4×4, 3×3) up to 2¹⁵, F(2×2, 3×3)
+    /// above), the strided layers on the products (with AVX-512, only those whose reduction
+    /// `c_in · k²` is longer than 256), and so do the layers of CPUs without either.
     Direct,
     /// Winograd's F(2×2, 3×3) for 3×3 layers with stride 1 and padding 1 whose reduction
     /// (`c_in · 9`) is long enough for matrix products (the products elsewhere): 4
@@ -131,25 +126,22 @@ impl Geometry {
         if self.k == 1 && self.stride == 1 && self.pad == 0 {
             Path::Pointwise
         } else if kernel == ConvKernel::Direct
-            && direct::suits(self.c_in, self.c_out, self.stride, winograd_fits)
+            && direct::suits(self.c_in, self.c_out, self.k, self.stride, winograd_fits)
         {
             Path::Direct
         } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
             Path::Columns
-        } else if winograd_fits
-            && (kernel == ConvKernel::Winograd4x4
-                || (kernel == ConvKernel::Direct
-                    && self.c_in * self.c_out <= DIRECT_WINOGRAD_4X4_MAX_CHANNELS))
-        {
-            // The direct kernel's layers that it does not suit take Winograd's where they
-            // can: F(4×4, 3×3) up to the bound, F(2×2, 3×3) above it.
-            Path::Winograd(Tile::F4)
-        } else if kernel == ConvKernel::WinogradLean && winograd_fits {
-            Path::WinogradLean
-        } else if matches!(kernel, ConvKernel::Winograd | ConvKernel::Direct) && winograd_fits {
-            Path::Winograd(Tile::F2)
-        } else {
+        } else if !winograd_fits {
             Path::Shifted
+        } else {
+            match kernel {
+                // The direct kernel's layers that it does not suit take Winograd's.
+                ConvKernel::Direct => Path::Winograd(direct::winograd_tile(self.c_in, self.c_out)),
+                ConvKernel::Winograd4x4 => Path::Winograd(Tile::F4),
+                ConvKernel::WinogradLean => Path::WinogradLean,
+                ConvKernel::Winograd => Path::Winograd(Tile::F2),
+                ConvKernel::Products => Path::Shifted,
+            }
         }
     }
 

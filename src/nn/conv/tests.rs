@@ -105,17 +105,14 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
             direct,
             kernel == ConvKernel::Direct
                 && (k, stride, pad) != (1, 1, 0)
-                && direct::suits(c_in, c_out, stride, winograd_fits),
+                && direct::suits(c_in, c_out, k, stride, winograd_fits),
             "case {i}: {kernel:?} chose {:?}",
             conv.geometry.path
         );
         let tile = match kernel {
             ConvKernel::Winograd4x4 => Some(Tile::F4),
             ConvKernel::Winograd | ConvKernel::WinogradLean => Some(Tile::F2),
-            ConvKernel::Direct if !direct && c_in * c_out <= DIRECT_WINOGRAD_4X4_MAX_CHANNELS => {
-                Some(Tile::F4)
-            }
-            ConvKernel::Direct if !direct => Some(Tile::F2),
+            ConvKernel::Direct if !direct => Some(direct::winograd_tile(c_in, c_out)),
             _ => None,
         };
         let chosen = match conv.geometry.path {

@@ -48,6 +48,38 @@ pub fn gemm_acc(
     rhs: MatRef,
     parallel: bool,
 ) {
+    gemm_with(true, m, n, k, dst, dst_rs, lhs, rhs, parallel);
+}
+
+/// `dst[m × n] = lhs[m × k] · rhs[k × n]`: as [`gemm_acc`] into a destination whose old
+/// values are not read (no zeroing pass; the same values as [`gemm_acc`] into zeros).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_set(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: MatRef,
+    rhs: MatRef,
+    parallel: bool,
+) {
+    gemm_with(false, m, n, k, dst, dst_rs, lhs, rhs, parallel);
+}
+
+/// [`gemm_acc`] (`read_dst`) or [`gemm_set`].
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(
+    read_dst: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: MatRef,
+    rhs: MatRef,
+    parallel: bool,
+) {
     assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len());
     assert!(
         lhs.fits(m, k) && rhs.fits(k, n),
@@ -66,7 +98,7 @@ pub fn gemm_acc(
             dst.as_mut_ptr(),
             1,
             dst_rs as isize,
-            true,
+            read_dst,
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
@@ -105,5 +137,18 @@ mod tests {
         );
         // Row 0: (1,2,3)·(1,0,-1) = -2, (1,2,3)·(2,1,0.5) = 5.5; row 1: -2, 16.
         assert_eq!(d, vec![8.0, 15.5, 8.0, 26.0]);
+        // The same product written over the old values, into rows 3 apart whose gaps stay.
+        let mut e = vec![10.0; 5];
+        gemm_set(
+            2,
+            2,
+            3,
+            &mut e,
+            3,
+            MatRef::rows(&a, 3),
+            MatRef::transposed(&b, 3),
+            false,
+        );
+        assert_eq!(e, vec![-2.0, 5.5, 10.0, -2.0, 16.0]);
     }
 }

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::linalg::{gemm_acc, MatRef};
+use super::linalg::{gemm_set, MatRef};
 use super::vmath::softmax_in_place;
 use crate::error::Result;
 
@@ -238,11 +238,9 @@ impl HeadShape {
         let (n, kd) = (self.tokens, self.key_dim);
         let (c, three_c) = (self.heads * kd, 3 * self.heads * kd);
         let scale = (1.0 / (kd as f64).sqrt()) as f32;
-        o.fill(0.0);
         for head in 0..self.heads {
             let at = head * 3 * kd;
-            scores.fill(0.0);
-            gemm_acc(
+            gemm_set(
                 n,
                 n,
                 kd,
@@ -267,7 +265,7 @@ impl HeadShape {
                     .for_each(|(s, b)| *s = *s * scale + b);
                 softmax_in_place(row);
             }
-            gemm_acc(
+            gemm_set(
                 n,
                 kd,
                 n,

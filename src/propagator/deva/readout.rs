@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::network::KEY_DIM;
 use crate::error::Result;
-use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::linalg::{gemm_set, MatRef};
 
 /// Query rows processed together (bounds the similarity buffer to `rows × tokens`).
 const ROW_BLOCK: usize = 32;
@@ -98,9 +98,8 @@ impl MemoryTerms {
     fn similarity(&self, q: &Query, rows: std::ops::Range<usize>, out: &mut [f32]) {
         let n = self.len();
         let m = rows.len();
-        out[..m * n].fill(0.0);
         let lhs = &q.terms[rows.start * 2 * KEY_DIM..rows.end * 2 * KEY_DIM];
-        gemm_acc(
+        gemm_set(
             m,
             n,
             2 * KEY_DIM,

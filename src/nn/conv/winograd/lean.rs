@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::transforms::{transform_filter, Real, Wide, F2, LANES};
 use super::{transform_back, transform_rows, Input, Tiles};
-use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::linalg::{gemm_set, MatRef};
 use crate::nn::vmath::multiversion;
 
 /// Output tile side: F(2×2, 3×3).
@@ -99,7 +99,6 @@ pub(in crate::nn::conv) fn channel_block(
             }
         }
     }
-    m.fill(0.0);
     for e in 0..e_len {
         let lhs = MatRef::rows(&u[e * c * c_in..(e + 1) * c * c_in], c_in);
         // Rows of the channels' value e, `T² · n` apart.
@@ -108,7 +107,7 @@ pub(in crate::nn::conv) fn channel_block(
             rs: e_len * n,
             cs: 1,
         };
-        gemm_acc(
+        gemm_set(
             c,
             n,
             c_in,

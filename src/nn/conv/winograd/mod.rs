@@ -17,7 +17,7 @@ use self::transforms::{
     transform_filter, transform_input, transform_output, Lanes, Transforms, F2, F4, LANES,
 };
 use crate::error::Result;
-use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::linalg::{gemm_set, MatRef};
 use crate::nn::vmath::multiversion;
 
 /// Floats of transformed input and products a block may hold (4 MiB: the scratch of the
@@ -152,18 +152,16 @@ fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
     let c_in = x.chans.len();
     let tiles = Tiles::<M>::of(x.w, (y0, y1));
     let n = tiles.count();
-    // Every transformed input and row is written before it is read; only the products,
-    // which the matrix products add to, start from zero.
+    // Every transformed input, product and row is written before it is read.
     buf.resize(e_len * (c_in + c_out) * n + T * tiles.row_len::<T>(), 0.0);
     let (v, rest) = buf.split_at_mut(e_len * c_in * n);
     let (m, rows) = rest.split_at_mut(e_len * c_out * n);
     transform_rows::<M, T, F>(x, &tiles, v, (c_in * n, n), rows);
-    m.fill(0.0);
     for e in 0..e_len {
         let lhs = MatRef::rows(&u[e * c_out * c_in..(e + 1) * c_out * c_in], c_in);
         let rhs = MatRef::rows(&v[e * c_in * n..(e + 1) * c_in * n], n);
         let dst = &mut m[e * c_out * n..(e + 1) * c_out * n];
-        gemm_acc(c_out, n, c_in, dst, n, lhs, rhs, false);
+        gemm_set(c_out, n, c_in, dst, n, lhs, rhs, false);
     }
     transform_back::<M, T, F>(m, c_out, &tiles, acc, stride);
 }
@@ -227,13 +225,16 @@ fn transform_rows<const M: usize, const T: usize, F: Transforms<M, T>>(
             // c − 1 of the input), zero outside the input.
             let y = tiles.y0 + M * tr;
             for (r, row) in rows.chunks_mut(row_len).take(T).enumerate() {
-                row.fill(0.0);
                 if let Some(src) = (y + r).checked_sub(1).filter(|&i| i < h) {
-                    let dst = &mut row[1..1 + w];
+                    row[0] = 0.0;
+                    let (dst, right) = row[1..].split_at_mut(w);
                     dst.copy_from_slice(&chan[src * w..(src + 1) * w]);
+                    right.fill(0.0);
                     if x.relu {
                         dst.iter_mut().for_each(|v| *v = v.max(0.0));
                     }
+                } else {
+                    row.fill(0.0);
                 }
             }
             for k0 in (0..per_row).step_by(LANES) {

@@ -171,30 +171,52 @@ impl CustomOp1 for MaxPool2Ceil {
 /// antialiasing (PyTorch's `align_corners = False`, ONNX `linear` + `pytorch_half_pixel`),
 /// interpolated in f64 like candle's `upsample_bilinear2d`; one plane per task on the CPU.
 pub fn resize_bilinear(x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
+    resize(x, height, width, false)
+}
+
+/// [`resize_bilinear`] with aligned corners (PyTorch's `align_corners = True`): the centres
+/// of the first and last pixels of each axis map onto each other.
+pub fn resize_bilinear_aligned(x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
+    resize(x, height, width, true)
+}
+
+/// [`resize_bilinear`] or, with `align_corners`, [`resize_bilinear_aligned`].
+fn resize(x: &Tensor, height: usize, width: usize, align_corners: bool) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     if (h, w) == (height, width) {
         return Ok(x.clone());
     }
     if super::is_host_f32(x) {
-        return Ok(x
-            .contiguous()?
-            .apply_op1_no_bwd(&ResizeBilinear { height, width })?);
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&ResizeBilinear {
+            height,
+            width,
+            align_corners,
+        })?);
     }
-    Ok(x.upsample_bilinear2d(height, width, false)?)
+    Ok(x.upsample_bilinear2d(height, width, align_corners)?)
 }
 
 struct ResizeBilinear {
     height: usize,
     width: usize,
+    align_corners: bool,
 }
 
 /// For each output index along an axis of `len_in → len_out`: the two input indices and the
-/// weight of the second.
-fn taps(len_in: usize, len_out: usize) -> Vec<(usize, usize, f64)> {
-    let scale = len_in as f64 / len_out as f64;
+/// weight of the second (the source positions as candle and PyTorch compute them).
+fn taps(len_in: usize, len_out: usize, align_corners: bool) -> Vec<(usize, usize, f64)> {
+    let scale = match align_corners {
+        true if len_out > 1 => (len_in - 1) as f64 / (len_out - 1) as f64,
+        true => 0.0,
+        false => len_in as f64 / len_out as f64,
+    };
     (0..len_out)
         .map(|o| {
-            let src = (scale * (o as f64 + 0.5) - 0.5).max(0.0);
+            let src = match align_corners {
+                true => scale * o as f64,
+                false => scale * (o as f64 + 0.5) - 0.5,
+            }
+            .max(0.0);
             let i0 = src.floor() as usize;
             (
                 i0,
@@ -214,7 +236,10 @@ impl CustomOp1 for ResizeBilinear {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = super::contiguous_f32(s, l)?;
         let (oh, ow) = (self.height, self.width);
-        let (ys, xs) = (taps(h, oh), taps(w, ow));
+        let (ys, xs) = (
+            taps(h, oh, self.align_corners),
+            taps(w, ow, self.align_corners),
+        );
         let mut out = vec![0f32; n * c * oh * ow];
         out.par_chunks_mut((oh * ow).max(1))
             .zip(x.par_chunks((h * w).max(1)))
@@ -248,15 +273,27 @@ impl CustomOp1 for ResizeBilinear {
 mod tests {
     #[test]
     fn resize_equals_candle_upsampling() {
-        for (h, w, oh, ow) in [(5, 7, 10, 14), (6, 4, 6, 9), (9, 9, 4, 3), (1, 1, 3, 2)] {
+        for (h, w, oh, ow) in [
+            (5, 7, 10, 14),
+            (6, 4, 6, 9),
+            (9, 9, 4, 3),
+            (1, 1, 3, 2),
+            (4, 6, 17, 25),
+            (3, 5, 1, 1),
+        ] {
             let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
-            let ours = resize_bilinear(&x, oh, ow).unwrap();
-            let theirs = x.upsample_bilinear2d(oh, ow, false).unwrap();
-            assert_eq!(
-                super::super::max_abs_diff(&ours, &theirs),
-                0.0,
-                "{h}x{w} → {oh}x{ow}"
-            );
+            for aligned in [false, true] {
+                let ours = match aligned {
+                    false => resize_bilinear(&x, oh, ow).unwrap(),
+                    true => resize_bilinear_aligned(&x, oh, ow).unwrap(),
+                };
+                let theirs = x.upsample_bilinear2d(oh, ow, aligned).unwrap();
+                assert_eq!(
+                    super::super::max_abs_diff(&ours, &theirs),
+                    0.0,
+                    "{h}x{w} → {oh}x{ow}, aligned corners: {aligned}"
+                );
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use super::config::FcosConfig;
 use super::head::LevelOutput;
 use super::mask_head::aligned_bilinear;
 use crate::error::{Error, Result};
+use crate::nn::resample::resize_bilinear;
 
 /// Proposals of one image, best first.
 #[derive(Debug, Clone)]
@@ -231,8 +232,8 @@ pub fn entities(proposals: &Proposals, mask_probs: &Tensor, sizes: Sizes) -> Res
         let idx = Tensor::new(idx.as_slice(), mask_probs.device())?;
         let m = aligned_bilinear(&mask_probs.index_select(&idx, 0)?, factor)?
             .narrow(2, 0, rh)?
-            .narrow(3, 0, rw)?
-            .upsample_bilinear2d(oh, ow, false)?;
+            .narrow(3, 0, rw)?;
+        let m = resize_bilinear(&m, oh, ow)?;
         let v: Vec<f32> = m.flatten_all()?.to_vec1()?;
         for (k, &i) in chunk.iter().enumerate() {
             let plane = &v[k * oh * ow..(k + 1) * oh * ow];

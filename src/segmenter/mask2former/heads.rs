@@ -5,6 +5,7 @@ use candle_core::{DType, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 
 use crate::error::Result;
+use crate::nn::resample::resize_bilinear;
 
 /// Layers of the mask-embedding MLP.
 const MLP_LAYERS: usize = 3;
@@ -72,7 +73,7 @@ impl MaskPredictor {
 /// `align_corners = False`) to `(h, w)`, then `sigmoid < 0.5` (1 = may not attend), as u8
 /// `[b, q, h·w]`.
 pub fn attention_mask(mask_logits: &Tensor, h: usize, w: usize) -> Result<Tensor> {
-    let r = mask_logits.upsample_bilinear2d(h, w, false)?;
+    let r = resize_bilinear(mask_logits, h, w)?;
     let p = candle_nn::ops::sigmoid(&r)?;
     Ok(p.lt(0.5f32)?.flatten_from(2)?.to_dtype(DType::U8)?)
 }

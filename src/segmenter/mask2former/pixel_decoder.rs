@@ -15,6 +15,7 @@ use crate::nn::deform_attn::{
 };
 use crate::nn::ffn::PostNormFfn;
 use crate::nn::norm::LayerNorm;
+use crate::nn::resample::resize_bilinear;
 
 /// Feature levels seen by the deformable encoder.
 pub const NUM_LEVELS: usize = 3;
@@ -246,7 +247,7 @@ impl PixelDecoder {
         for (k, (adapter, layer)) in self.fpn.iter().enumerate() {
             let lateral = adapter.forward(&features[self.fpn.len() - 1 - k])?;
             let (_, _, h, w) = lateral.dims4()?;
-            last = layer.forward(&(lateral + last.upsample_bilinear2d(h, w, false)?)?)?;
+            last = layer.forward(&(lateral + resize_bilinear(&last, h, w)?)?)?;
         }
         Ok(PixelDecoderOutput {
             mask_features: self.mask_projection.forward(&last)?,

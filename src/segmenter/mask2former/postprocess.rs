@@ -9,6 +9,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
+use crate::nn::resample;
 
 /// The square Hugging Face resizes mask logits to before the target size.
 pub const HF_MASK_SIZE: usize = 384;
@@ -39,9 +40,7 @@ pub fn resize_mask_logits(
         Some((h, w)) => masks.narrow(1, 0, h)?.narrow(2, 0, w)?,
         None => masks.clone(),
     };
-    Ok(m.unsqueeze(0)?
-        .upsample_bilinear2d(size.0, size.1, false)?
-        .squeeze(0)?)
+    Ok(resample::resize_bilinear(&m.unsqueeze(0)?, size.0, size.1)?.squeeze(0)?)
 }
 
 impl QueryPredictions {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::nn::conv::{Conv2d, ConvShape};
 use crate::nn::conv_norm::{ConvGroupNorm, GroupNormSpec};
 use crate::nn::ffn::PostNormFfn;
+use crate::nn::resample::resize_bilinear;
 use crate::segmenter::mask2former::transformer_decoder::Attention;
 
 /// GroupNorm groups of the FPN's convolutions.
@@ -117,7 +118,7 @@ impl VisionLanguageBlock {
             let q = to_seq(&qk.upsample_nearest2d(nh, nw)?)?;
             let v = to_seq(&x.upsample_nearest2d(nh, nw)?)?;
             let a = to_map(&self.self_attn.forward(&q, &q, &v, None)?, nh, nw)?;
-            to_seq(&a.upsample_bilinear2d(h, w, false)?)?
+            to_seq(&resize_bilinear(&a, h, w)?)?
         } else {
             let q = to_seq(&qk)?;
             self.self_attn.forward(&q, &q, &to_seq(x)?, None)?

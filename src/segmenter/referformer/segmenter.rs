@@ -11,6 +11,7 @@ use super::model::ReferFormer;
 use crate::error::{Error, Result};
 use crate::mask::{BinaryMask, IdMap, ObjectId, SegmentInfo, Segmentation};
 use crate::models::ModelStore;
+use crate::nn::resample::resize_bilinear;
 use crate::segmenter::grounded::{preprocess, ResizeRule, TextTokenizer};
 use crate::segmenter::ImageSegmenter;
 use crate::video::Frame;
@@ -230,13 +231,13 @@ pub fn select(
                 (0, f32::NEG_INFINITY),
                 |b, (i, s)| if s > b.1 { (i, s) } else { b },
             );
-    let up = pred_masks
-        .get(query)?
-        .unsqueeze(0)?
-        .unsqueeze(0)?
-        .upsample_bilinear2d(height, width, false)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
+    let up = resize_bilinear(
+        &pred_masks.get(query)?.unsqueeze(0)?.unsqueeze(0)?,
+        height,
+        width,
+    )?
+    .flatten_all()?
+    .to_vec1::<f32>()?;
     let mask = BinaryMask::from_vec(
         width,
         height,

@@ -171,60 +171,80 @@ impl CustomOp1 for MaxPool2Ceil {
 /// antialiasing (PyTorch's `align_corners = False`, ONNX `linear` + `pytorch_half_pixel`),
 /// interpolated in f64 like candle's `upsample_bilinear2d`; one plane per task on the CPU.
 pub fn resize_bilinear(x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
-    resize(x, height, width, false)
-}
-
-/// [`resize_bilinear`] with aligned corners (PyTorch's `align_corners = True`): the centres
-/// of the first and last pixels of each axis map onto each other.
-pub fn resize_bilinear_aligned(x: &Tensor, height: usize, width: usize) -> Result<Tensor> {
-    resize(x, height, width, true)
-}
-
-/// [`resize_bilinear`] or, with `align_corners`, [`resize_bilinear_aligned`].
-fn resize(x: &Tensor, height: usize, width: usize, align_corners: bool) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     if (h, w) == (height, width) {
         return Ok(x.clone());
     }
     if super::is_host_f32(x) {
         return Ok(x.contiguous()?.apply_op1_no_bwd(&ResizeBilinear {
-            height,
-            width,
-            align_corners,
+            ys: taps(h, height),
+            xs: taps(w, width),
         })?);
     }
-    Ok(x.upsample_bilinear2d(height, width, align_corners)?)
+    Ok(x.upsample_bilinear2d(height, width, false)?)
 }
 
+/// CondInst's `aligned_bilinear`: upsampling `[n, c, h, w]` by an integer `factor` so that
+/// output pixel centres stay aligned with the input's (replicate-pad right and bottom, bilinear
+/// with aligned corners to `factor·h + 1`, shift by `factor / 2`, crop to `factor·h`). On the
+/// CPU one pass whose taps fold in the padding, shift and crop (the same values as the
+/// sequence of candle operations, bit for bit).
+pub fn aligned_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
+    if factor <= 1 {
+        return Ok(x.clone());
+    }
+    let (_, _, h, w) = x.dims4()?;
+    if super::is_host_f32(x) {
+        return Ok(x.contiguous()?.apply_op1_no_bwd(&ResizeBilinear {
+            ys: aligned_taps(h, factor),
+            xs: aligned_taps(w, factor),
+        })?);
+    }
+    let y = x.pad_with_same(3, 0, 1)?.pad_with_same(2, 0, 1)?;
+    let (oh, ow) = (factor * h + 1, factor * w + 1);
+    let y = y.upsample_bilinear2d(oh, ow, true)?;
+    let s = factor / 2;
+    let y = y.pad_with_same(3, s, 0)?.pad_with_same(2, s, 0)?;
+    Ok(y.narrow(2, 0, oh - 1)?.narrow(3, 0, ow - 1)?)
+}
+
+/// Bilinear resampling of each `[h, w]` plane with per-axis taps (see [`taps`]): one plane per
+/// task.
 struct ResizeBilinear {
-    height: usize,
-    width: usize,
-    align_corners: bool,
+    ys: Vec<(usize, usize, f64)>,
+    xs: Vec<(usize, usize, f64)>,
 }
 
 /// For each output index along an axis of `len_in → len_out`: the two input indices and the
-/// weight of the second (the source positions as candle and PyTorch compute them).
-fn taps(len_in: usize, len_out: usize, align_corners: bool) -> Vec<(usize, usize, f64)> {
-    let scale = match align_corners {
-        true if len_out > 1 => (len_in - 1) as f64 / (len_out - 1) as f64,
-        true => 0.0,
-        false => len_in as f64 / len_out as f64,
-    };
+/// weight of the second (half-pixel source positions, as candle and PyTorch compute them).
+fn taps(len_in: usize, len_out: usize) -> Vec<(usize, usize, f64)> {
+    let scale = len_in as f64 / len_out as f64;
     (0..len_out)
-        .map(|o| {
-            let src = match align_corners {
-                true => scale * o as f64,
-                false => scale * (o as f64 + 0.5) - 0.5,
-            }
-            .max(0.0);
-            let i0 = src.floor() as usize;
-            (
-                i0,
-                (i0 + 1).min(len_in - 1),
-                (src - i0 as f64).clamp(0.0, 1.0),
-            )
-        })
+        .map(|o| tap(scale * (o as f64 + 0.5) - 0.5, len_in))
         .collect()
+}
+
+/// The taps of [`aligned_bilinear`] along an axis of `len`: output `o` is output
+/// `max(o − factor / 2, 0)` of the aligned-corner resize of the axis padded by one replicated
+/// value (`len + 1 → factor·len + 1`), whose second index, where it is the padding, is the
+/// last value.
+fn aligned_taps(len: usize, factor: usize) -> Vec<(usize, usize, f64)> {
+    let scale = len as f64 / (factor * len) as f64;
+    (0..factor * len)
+        .map(|o| tap(scale * o.saturating_sub(factor / 2) as f64, len))
+        .collect()
+}
+
+/// The two input indices around source position `src` (clamped at 0) of an axis of `len` and
+/// the weight of the second.
+fn tap(src: f64, len: usize) -> (usize, usize, f64) {
+    let src = src.max(0.0);
+    let i0 = src.floor() as usize;
+    (
+        i0.min(len - 1),
+        (i0 + 1).min(len - 1),
+        (src - i0 as f64).clamp(0.0, 1.0),
+    )
 }
 
 impl CustomOp1 for ResizeBilinear {
@@ -235,11 +255,8 @@ impl CustomOp1 for ResizeBilinear {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = super::contiguous_f32(s, l)?;
-        let (oh, ow) = (self.height, self.width);
-        let (ys, xs) = (
-            taps(h, oh, self.align_corners),
-            taps(w, ow, self.align_corners),
-        );
+        let (ys, xs) = (&self.ys, &self.xs);
+        let (oh, ow) = (ys.len(), xs.len());
         let mut out = vec![0f32; n * c * oh * ow];
         out.par_chunks_mut((oh * ow).max(1))
             .zip(x.par_chunks((h * w).max(1)))
@@ -247,13 +264,13 @@ impl CustomOp1 for ResizeBilinear {
                 // Input rows interpolated along x (in f64), kept for the next output rows
                 // that read them: each is computed once instead of once per output row.
                 let mut rows = [(usize::MAX, vec![0f64; ow]), (usize::MAX, vec![0f64; ow])];
-                for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(&ys) {
+                for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(ys) {
                     for y in [y0, y1] {
                         if rows[0].0 != y && rows[1].0 != y {
                             // The slot that holds neither needed row.
                             let slot = usize::from(rows[0].0 == y0 || rows[0].0 == y1);
                             let r = &src[y * w..(y + 1) * w];
-                            for (v, &(x0, x1, wx)) in rows[slot].1.iter_mut().zip(&xs) {
+                            for (v, &(x0, x1, wx)) in rows[slot].1.iter_mut().zip(xs) {
                                 *v = r[x0] as f64 * (1.0 - wx) + r[x1] as f64 * wx;
                             }
                             rows[slot].0 = y;
@@ -282,18 +299,47 @@ mod tests {
             (3, 5, 1, 1),
         ] {
             let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
-            for aligned in [false, true] {
-                let ours = match aligned {
-                    false => resize_bilinear(&x, oh, ow).unwrap(),
-                    true => resize_bilinear_aligned(&x, oh, ow).unwrap(),
-                };
-                let theirs = x.upsample_bilinear2d(oh, ow, aligned).unwrap();
-                assert_eq!(
-                    super::super::max_abs_diff(&ours, &theirs),
-                    0.0,
-                    "{h}x{w} → {oh}x{ow}, aligned corners: {aligned}"
-                );
-            }
+            let ours = resize_bilinear(&x, oh, ow).unwrap();
+            let theirs = x.upsample_bilinear2d(oh, ow, false).unwrap();
+            assert_eq!(
+                super::super::max_abs_diff(&ours, &theirs),
+                0.0,
+                "{h}x{w} → {oh}x{ow}"
+            );
+        }
+    }
+
+    /// CondInst's aligned upsampling in one pass equals its definition as candle operations
+    /// (replicate padding, aligned-corner resize, shift, crop) bit for bit.
+    #[test]
+    fn aligned_bilinear_equals_its_candle_definition() {
+        for (h, w, factor) in [(5, 7, 2), (4, 6, 4), (3, 2, 3), (1, 1, 8), (6, 9, 8)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu).unwrap();
+            let ours = aligned_bilinear(&x, factor).unwrap();
+            let y = x
+                .pad_with_same(3, 0, 1)
+                .unwrap()
+                .pad_with_same(2, 0, 1)
+                .unwrap();
+            let (oh, ow) = (factor * h + 1, factor * w + 1);
+            let y = y.upsample_bilinear2d(oh, ow, true).unwrap();
+            let s = factor / 2;
+            let y = y
+                .pad_with_same(3, s, 0)
+                .unwrap()
+                .pad_with_same(2, s, 0)
+                .unwrap();
+            let theirs = y
+                .narrow(2, 0, oh - 1)
+                .unwrap()
+                .narrow(3, 0, ow - 1)
+                .unwrap();
+            assert_eq!(ours.dims(), theirs.dims(), "{h}x{w} × {factor}");
+            assert_eq!(
+                super::super::max_abs_diff(&ours, &theirs),
+                0.0,
+                "{h}x{w} × {factor}"
+            );
         }
     }
 

@@ -10,7 +10,7 @@ use super::config::{EntitySegConfig, SIZES_OF_INTEREST};
 use super::CONV;
 use crate::error::{Error, Result};
 use crate::nn::conv::{Conv2d, ConvShape};
-use crate::nn::resample::resize_bilinear_aligned;
+use crate::nn::resample::aligned_bilinear;
 
 /// `mask_branch`: `refine.{i}` (3×3 conv + BatchNorm + ReLU per input level) and `tower`.
 #[derive(Debug, Clone)]
@@ -68,22 +68,6 @@ impl MaskBranch {
         }
         self.out.forward(&x)
     }
-}
-
-/// CondInst's `aligned_bilinear`: upsampling `[n, c, h, w]` by an integer `factor` so that
-/// output pixel centres stay aligned with the input's (replicate-pad right and bottom, bilinear
-/// with aligned corners to `factor·h + 1`, shift by `factor / 2`, crop).
-pub fn aligned_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
-    if factor <= 1 {
-        return Ok(x.clone());
-    }
-    let (_, _, h, w) = x.dims4()?;
-    let y = x.pad_with_same(3, 0, 1)?.pad_with_same(2, 0, 1)?;
-    let (oh, ow) = (factor * h + 1, factor * w + 1);
-    let y = resize_bilinear_aligned(&y, oh, ow)?;
-    let s = factor / 2;
-    let y = y.pad_with_same(3, s, 0)?.pad_with_same(2, s, 0)?;
-    Ok(y.narrow(2, 0, oh - 1)?.narrow(3, 0, ow - 1)?)
 }
 
 /// Per-entity inputs of the dynamic mask head.

@@ -7,9 +7,8 @@ use candle_core::{DType, Tensor};
 
 use super::config::FcosConfig;
 use super::head::LevelOutput;
-use super::mask_head::aligned_bilinear;
 use crate::error::{Error, Result};
-use crate::nn::resample::resize_bilinear;
+use crate::nn::resample::{aligned_bilinear, resize_bilinear};
 
 /// Proposals of one image, best first.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::act::Activation;
-use super::linalg::{gemm_acc, MatRef};
+use super::linalg::{matmul, Dst, MatRef};
 use crate::error::Result;
 
 /// `y = act(x · Wᵀ + b)` over the last dimension of `x`.
@@ -142,7 +142,8 @@ impl CustomOp3 for DenseOp<'_> {
             .for_each(|(i, (yb, xb))| {
                 let r = residual.map(|r| &r[i * ROWS_PER_TASK * out..][..yb.len()]);
                 let yb = start_block(yb, b, r.filter(|_| act == Activation::Identity));
-                gemm_acc(
+                matmul(
+                    Dst::Add,
                     xb.len() / input,
                     out,
                     input,

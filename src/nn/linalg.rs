@@ -35,42 +35,21 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// `dst[m × n] += lhs[m × k] · rhs[k × n]`, with `dst` row-major (row stride `dst_rs`).
-/// `parallel` lets gemm use rayon's threads.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_acc(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    lhs: MatRef,
-    rhs: MatRef,
-    parallel: bool,
-) {
-    gemm_with(true, m, n, k, dst, dst_rs, lhs, rhs, parallel);
+/// What a product does with the old values of its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dst {
+    /// `dst += lhs · rhs`.
+    Add,
+    /// `dst = lhs · rhs`: the old values are not read (no zeroing pass before; the same
+    /// values as [`Dst::Add`] into zeros).
+    Set,
 }
 
-/// `dst[m × n] = lhs[m × k] · rhs[k × n]`: as [`gemm_acc`] into a destination whose old
-/// values are not read (no zeroing pass; the same values as [`gemm_acc`] into zeros).
+/// `dst[m × n] (+)= lhs[m × k] · rhs[k × n]` as `mode` says, with `dst` row-major (row stride
+/// `dst_rs`). `parallel` lets gemm use rayon's threads.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_set(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    lhs: MatRef,
-    rhs: MatRef,
-    parallel: bool,
-) {
-    gemm_with(false, m, n, k, dst, dst_rs, lhs, rhs, parallel);
-}
-
-/// [`gemm_acc`] (`read_dst`) or [`gemm_set`].
-#[allow(clippy::too_many_arguments)]
-fn gemm_with(
-    read_dst: bool,
+pub fn matmul(
+    mode: Dst,
     m: usize,
     n: usize,
     k: usize,
@@ -98,7 +77,7 @@ fn gemm_with(
             dst.as_mut_ptr(),
             1,
             dst_rs as isize,
-            read_dst,
+            mode == Dst::Add,
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
@@ -125,7 +104,8 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5];
         let mut d = vec![10.0; 4];
-        gemm_acc(
+        matmul(
+            Dst::Add,
             2,
             2,
             3,
@@ -139,7 +119,8 @@ mod tests {
         assert_eq!(d, vec![8.0, 15.5, 8.0, 26.0]);
         // The same product written over the old values, into rows 3 apart whose gaps stay.
         let mut e = vec![10.0; 5];
-        gemm_set(
+        matmul(
+            Dst::Set,
             2,
             2,
             3,

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::linalg::{gemm_set, MatRef};
+use super::linalg::{matmul, Dst, MatRef};
 use super::vmath::softmax_in_place;
 use crate::error::Result;
 
@@ -240,7 +240,8 @@ impl HeadShape {
         let scale = (1.0 / (kd as f64).sqrt()) as f32;
         for head in 0..self.heads {
             let at = head * 3 * kd;
-            gemm_set(
+            matmul(
+                Dst::Set,
                 n,
                 n,
                 kd,
@@ -265,7 +266,8 @@ impl HeadShape {
                     .for_each(|(s, b)| *s = *s * scale + b);
                 softmax_in_place(row);
             }
-            gemm_set(
+            matmul(
+                Dst::Set,
                 n,
                 kd,
                 n,

@@ -13,7 +13,7 @@ use super::planes::Planes;
 use super::winograd;
 use super::{Geometry, Path};
 use crate::nn::act::Activation;
-use crate::nn::linalg::{gemm_acc, MatRef};
+use crate::nn::linalg::{matmul, Dst, MatRef};
 use crate::nn::vmath::multiversion;
 
 /// Accumulator floats per block of output rows (`c_out · len`) for the matrix-product paths:
@@ -261,7 +261,7 @@ impl CpuConv {
                                 rs: h * w,
                                 cs: 1,
                             };
-                            gemm_acc(g.c_out, len, c, acc, stride, lhs, rhs, false);
+                            matmul(Dst::Add, g.c_out, len, c, acc, stride, lhs, rhs, false);
                             c0 += c;
                         }
                     }
@@ -290,13 +290,13 @@ impl CpuConv {
                             dst.copy_from_slice(&p.data[at..at + len]);
                         }
                         let (lhs, rhs) = (MatRef::rows(weight, k_len), MatRef::rows(buf, len));
-                        gemm_acc(g.c_out, len, k_len, acc, len, lhs, rhs, false);
+                        matmul(Dst::Add, g.c_out, len, k_len, acc, len, lhs, rhs, false);
                     }
                     (_, Some(p)) => {
                         for (t, &at) in taps.iter().enumerate() {
                             let lhs = MatRef::rows(&weight[t * g.c_out * g.c_in..], g.c_in);
                             let rhs = MatRef::rows(&p.data[at + start..], p.plane_len);
-                            gemm_acc(g.c_out, len, g.c_in, acc, len, lhs, rhs, false);
+                            matmul(Dst::Add, g.c_out, len, g.c_in, acc, len, lhs, rhs, false);
                         }
                     }
                     (_, None) => {

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::network::KEY_DIM;
 use crate::error::Result;
-use crate::nn::linalg::{gemm_set, MatRef};
+use crate::nn::linalg::{matmul, Dst, MatRef};
 
 /// Query rows processed together (bounds the similarity buffer to `rows × tokens`).
 const ROW_BLOCK: usize = 32;
@@ -99,7 +99,8 @@ impl MemoryTerms {
         let n = self.len();
         let m = rows.len();
         let lhs = &q.terms[rows.start * 2 * KEY_DIM..rows.end * 2 * KEY_DIM];
-        gemm_set(
+        matmul(
+            Dst::Set,
             m,
             n,
             2 * KEY_DIM,

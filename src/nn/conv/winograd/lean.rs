@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::transforms::{transform_filter, Real, Wide, F2, LANES};
 use super::{transform_back, transform_rows, Input, Tiles};
-use crate::nn::linalg::{gemm_set, MatRef};
+use crate::nn::linalg::{matmul, Dst, MatRef};
 use crate::nn::vmath::multiversion;
 
 /// Output tile side: F(2×2, 3×3).
@@ -107,7 +107,7 @@ pub(in crate::nn::conv) fn channel_block(
             rs: e_len * n,
             cs: 1,
         };
-        gemm_set(
+        matmul(Dst::Set,
             c,
             n,
             c_in,

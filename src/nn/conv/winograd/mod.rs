@@ -17,7 +17,7 @@ use self::transforms::{
     transform_filter, transform_input, transform_output, Lanes, Transforms, F2, F4, LANES,
 };
 use crate::error::Result;
-use crate::nn::linalg::{gemm_set, MatRef};
+use crate::nn::linalg::{matmul, Dst, MatRef};
 use crate::nn::vmath::multiversion;
 
 /// Floats of transformed input and products a block may hold (4 MiB: the scratch of the
@@ -161,7 +161,7 @@ fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
         let lhs = MatRef::rows(&u[e * c_out * c_in..(e + 1) * c_out * c_in], c_in);
         let rhs = MatRef::rows(&v[e * c_in * n..(e + 1) * c_in * n], n);
         let dst = &mut m[e * c_out * n..(e + 1) * c_out * n];
-        gemm_set(c_out, n, c_in, dst, n, lhs, rhs, false);
+        matmul(Dst::Set, c_out, n, c_in, dst, n, lhs, rhs, false);
     }
     transform_back::<M, T, F>(m, c_out, &tiles, acc, stride);
 }

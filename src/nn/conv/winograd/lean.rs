@@ -107,7 +107,8 @@ pub(in crate::nn::conv) fn channel_block(
             rs: e_len * n,
             cs: 1,
         };
-        matmul(Dst::Set,
+        matmul(
+            Dst::Set,
             c,
             n,
             c_in,

@@ -74,6 +74,9 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         // multiple of 2 or 4.
         (40, 10, 3, 1, 1, 1, 11, 45),
         (36, 6, 3, 1, 1, 1, 6, 64),
+        // Groups of 16 tiles (AVX-512) ending in 17–31 columns, and two whole ones and a part.
+        (40, 10, 3, 1, 1, 1, 5, 25),
+        (30, 9, 3, 1, 1, 1, 3, 70),
         // Wide enough that the direct kernel hands it to F(2×2, 3×3).
         (200, 200, 3, 1, 1, 1, 5, 6),
         // Several blocks of output channels on the lean Winograd path, the last one partial.

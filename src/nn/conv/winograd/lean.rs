@@ -119,6 +119,6 @@ pub(in crate::nn::conv) fn channel_block(
             false,
         );
     }
-    transform_back::<M, T, F2>(m, c, &tiles, acc, stride);
+    transform_back::<M, T, F2>(m, (c * n, c), &tiles, acc, stride);
 }
 }

@@ -7,6 +7,8 @@
 //! tap sums by about 1e-6 (m = 2) or up to about 2e-5 (m = 4) of the outputs' magnitude.
 //! Layers that keep no transformed filters are computed by [`lean`].
 
+#[cfg(target_arch = "x86_64")]
+mod f2_avx512;
 mod lean;
 mod transforms;
 
@@ -14,7 +16,7 @@ use candle_core::Tensor;
 
 pub(super) use self::lean::{channel_block, transform_image};
 use self::transforms::{
-    transform_filter, transform_input, transform_output, Lanes, Transforms, F2, F4, LANES,
+    transform_filter, transform_input, transform_output, Floats, Lanes, Transforms, F2, F4, LANES,
 };
 use crate::error::Result;
 use crate::nn::linalg::{matmul, Dst, MatRef};
@@ -152,18 +154,28 @@ fn block_with<const M: usize, const T: usize, F: Transforms<M, T>>(
     let c_in = x.chans.len();
     let tiles = Tiles::<M>::of(x.w, (y0, y1));
     let n = tiles.count();
-    // Every transformed input, product and row is written before it is read.
-    buf.resize(e_len * (c_in + c_out) * n + T * tiles.row_len::<T>(), 0.0);
-    let (v, rest) = buf.split_at_mut(e_len * c_in * n);
-    let (m, rows) = rest.split_at_mut(e_len * c_out * n);
-    transform_rows::<M, T, F>(x, &tiles, v, (c_in * n, n), rows);
+    let (ev, em) = (skewed(c_in * n), skewed(c_out * n));
+    // Every transformed input, product and row is written before it is read (the gaps that
+    // skew the values are never read).
+    buf.resize(e_len * (ev + em) + T * tiles.row_len::<T>(), 0.0);
+    let (v, rest) = buf.split_at_mut(e_len * ev);
+    let (m, rows) = rest.split_at_mut(e_len * em);
+    transform_rows::<M, T, F>(x, &tiles, v, (ev, n), rows);
     for e in 0..e_len {
         let lhs = MatRef::rows(&u[e * c_out * c_in..(e + 1) * c_out * c_in], c_in);
-        let rhs = MatRef::rows(&v[e * c_in * n..(e + 1) * c_in * n], n);
-        let dst = &mut m[e * c_out * n..(e + 1) * c_out * n];
+        let rhs = MatRef::rows(&v[e * ev..][..c_in * n], n);
+        let dst = &mut m[e * em..][..c_out * n];
         matmul(Dst::Set, c_out, n, c_in, dst, n, lhs, rhs, false);
     }
-    transform_back::<M, T, F>(m, c_out, &tiles, acc, stride);
+    transform_back::<M, T, F>(m, (em, c_out), &tiles, acc, stride);
+}
+
+/// The distance, in floats, between the values of a tile in a buffer that holds `len` floats
+/// of each value: at least `len` and an odd number of 64-byte cache lines, so that the T²
+/// values of a tile fall in different sets of the L1 cache (at a multiple of 4 KiB apart, as
+/// `c · tiles` floats often are, they would all fall in one set and evict each other).
+fn skewed(len: usize) -> usize {
+    (len.div_ceil(16) | 1) * 16
 }
 
 /// The output tiles of the rows `y0..y1` (all `w` columns) of an output: `rows` tile rows of
@@ -193,6 +205,14 @@ impl<const M: usize> Tiles<M> {
         }
     }
 
+    /// The same tiles as F(2×2, 3×3)'s (where `M` is 2).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn of_f2(&self) -> Tiles<2> {
+        debug_assert_eq!(M, 2, "2 × 2 tiles");
+        Tiles::of(self.w, (self.y0, self.y1))
+    }
+
     /// Tiles in all.
     #[inline(always)]
     fn count(&self) -> usize {
@@ -208,9 +228,29 @@ impl<const M: usize> Tiles<M> {
 
 /// The transformed input tiles of `tiles` into `v`, value `e` of tile `t` of input channel
 /// `ci` at `e · e_stride + ci · c_stride + t`; `rows` (T padded rows of [`Tiles::row_len`])
-/// is scratch. The padding is read as zeros: no padded copy of the input is made.
+/// is scratch. The padding is read as zeros: no padded copy of the input is made. With
+/// AVX-512, 2 × 2 tiles go through [`f2_avx512`], 16 at once.
 #[inline(always)]
 fn transform_rows<const M: usize, const T: usize, F: Transforms<M, T>>(
+    x: &Input,
+    tiles: &Tiles<M>,
+    v: &mut [f32],
+    (e_stride, c_stride): (usize, usize),
+    rows: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if M == 2 && f2_avx512::available() {
+        // SAFETY: the CPU has AVX-512F; F(2×2, 3×3) is the only transform of 2 × 2 tiles.
+        unsafe { f2_avx512::transform_rows(x, &tiles.of_f2(), v, (e_stride, c_stride)) };
+        return;
+    }
+    transform_rows_by_lanes::<M, T, F>(x, tiles, v, (e_stride, c_stride), rows)
+}
+
+/// [`transform_rows`] on [`LANES`] tiles at once, each tile row's input rows copied with
+/// their padding into `rows` first.
+#[inline(always)]
+fn transform_rows_by_lanes<const M: usize, const T: usize, F: Transforms<M, T>>(
     x: &Input,
     tiles: &Tiles<M>,
     v: &mut [f32],
@@ -248,7 +288,7 @@ fn transform_rows<const M: usize, const T: usize, F: Transforms<M, T>>(
                         }
                     }
                 }
-                let vt = transform_input::<M, T, F>(&d);
+                let vt = transform_input::<Lanes, M, T, F>(&d);
                 let count = LANES.min(per_row - k0);
                 let t0 = tr * per_row + k0;
                 for (e, lanes) in vt.iter().flatten().enumerate() {
@@ -265,12 +305,32 @@ fn transform_rows<const M: usize, const T: usize, F: Transforms<M, T>>(
     }
 }
 
-/// Adds the outputs of the products `m [T², c_out, tiles]` of `tiles` to `acc [c_out,
-/// stride]` (row `y` of a channel at `(y − y0) · w`).
+/// Adds the outputs of the products `m` of `tiles` (value `e` of tile `t` of output channel
+/// `co` at `e · e_stride + co · tiles + t`) to `acc [c_out, stride]` (row `y` of a channel at
+/// `(y − y0) · w`). With AVX-512, 2 × 2 tiles go through
+/// [`f2_avx512`], 16 at once.
 #[inline(always)]
 fn transform_back<const M: usize, const T: usize, F: Transforms<M, T>>(
     m: &[f32],
-    c_out: usize,
+    (e_stride, c_out): (usize, usize),
+    tiles: &Tiles<M>,
+    acc: &mut [f32],
+    stride: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if M == 2 && f2_avx512::available() {
+        // SAFETY: as in `transform_rows`.
+        unsafe { f2_avx512::transform_back(m, (e_stride, c_out), &tiles.of_f2(), acc, stride) };
+        return;
+    }
+    transform_back_by_lanes::<M, T, F>(m, (e_stride, c_out), tiles, acc, stride)
+}
+
+/// [`transform_back`] on [`LANES`] tiles at once.
+#[inline(always)]
+fn transform_back_by_lanes<const M: usize, const T: usize, F: Transforms<M, T>>(
+    m: &[f32],
+    (e_stride, c_out): (usize, usize),
     tiles: &Tiles<M>,
     acc: &mut [f32],
     stride: usize,
@@ -283,14 +343,14 @@ fn transform_back<const M: usize, const T: usize, F: Transforms<M, T>>(
                 let t0 = tr * per_row + k0;
                 let mut mm = [[Lanes::ZERO; T]; T];
                 for (e, lanes) in mm.iter_mut().flatten().enumerate() {
-                    let src = &m[(e * c_out + co) * n + t0..];
+                    let src = &m[e * e_stride + co * n + t0..];
                     if count == LANES {
                         lanes.0.copy_from_slice(&src[..LANES]);
                     } else {
                         lanes.0[..count].copy_from_slice(&src[..count]);
                     }
                 }
-                let ym = transform_output::<M, T, F>(&mm);
+                let ym = transform_output::<Lanes, M, T, F>(&mm);
                 let (x0, width) = (M * k0, (M * count).min(w - M * k0));
                 for (i, yi) in ym.iter().enumerate() {
                     let y = y0 + M * tr + i;

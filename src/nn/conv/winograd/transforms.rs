@@ -7,17 +7,17 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// Tiles (or filters) transformed together (one vector register of f32 lanes).
 pub(super) const LANES: usize = 8;
 
-/// One value for each of [`LANES`] neighbouring tiles or filters: the element-wise
-/// operations of the transforms compile to single vector instructions.
+/// One value for each of `L` ([`LANES`] unless said) neighbouring tiles or filters: the
+/// element-wise operations of the transforms compile to single vector instructions.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Vector<E>(pub(super) [E; LANES]);
+pub(super) struct Vector<E, const L: usize = LANES>(pub(super) [E; L]);
 
 /// A lane of f32 values (input tiles and products).
 pub(super) type Lanes = Vector<f32>;
 /// A lane of f64 values (filters).
 pub(super) type Wide = Vector<f64>;
 
-impl<E: Copy> Vector<E> {
+impl<E: Copy, const L: usize> Vector<E, L> {
     #[inline(always)]
     fn zip(self, other: Self, f: impl Fn(E, E) -> E) -> Self {
         let mut out = self;
@@ -37,11 +37,19 @@ impl<E: Copy> Vector<E> {
     }
 }
 
-impl Lanes {
-    pub(super) const ZERO: Lanes = Vector([0.0; LANES]);
+/// The arithmetic of the input and output transforms: lanes of f32 values, of any width.
+pub(super) trait Floats:
+    Copy + Add<Output = Self> + Sub<Output = Self> + Mul<f32, Output = Self>
+{
+    /// Zero in every lane.
+    const ZERO: Self;
 }
 
-impl<E: Copy + Add<Output = E>> Add for Vector<E> {
+impl<const L: usize> Floats for Vector<f32, L> {
+    const ZERO: Self = Vector([0.0; L]);
+}
+
+impl<E: Copy + Add<Output = E>, const L: usize> Add for Vector<E, L> {
     type Output = Self;
     #[inline(always)]
     fn add(self, other: Self) -> Self {
@@ -49,7 +57,7 @@ impl<E: Copy + Add<Output = E>> Add for Vector<E> {
     }
 }
 
-impl<E: Copy + Sub<Output = E>> Sub for Vector<E> {
+impl<E: Copy + Sub<Output = E>, const L: usize> Sub for Vector<E, L> {
     type Output = Self;
     #[inline(always)]
     fn sub(self, other: Self) -> Self {
@@ -57,7 +65,7 @@ impl<E: Copy + Sub<Output = E>> Sub for Vector<E> {
     }
 }
 
-impl<E: Copy + Neg<Output = E>> Neg for Vector<E> {
+impl<E: Copy + Neg<Output = E>, const L: usize> Neg for Vector<E, L> {
     type Output = Self;
     #[inline(always)]
     fn neg(self) -> Self {
@@ -65,7 +73,7 @@ impl<E: Copy + Neg<Output = E>> Neg for Vector<E> {
     }
 }
 
-impl<E: Copy + Mul<Output = E>> Mul<E> for Vector<E> {
+impl<E: Copy + Mul<Output = E>, const L: usize> Mul<E> for Vector<E, L> {
     type Output = Self;
     #[inline(always)]
     fn mul(self, k: E) -> Self {
@@ -73,7 +81,7 @@ impl<E: Copy + Mul<Output = E>> Mul<E> for Vector<E> {
     }
 }
 
-impl<E: Copy + Div<Output = E>> Div<E> for Vector<E> {
+impl<E: Copy + Div<Output = E>, const L: usize> Div<E> for Vector<E, L> {
     type Output = Self;
     #[inline(always)]
     fn div(self, k: E) -> Self {
@@ -109,9 +117,9 @@ pub(super) trait Transforms<const M: usize, const T: usize> {
     /// `G x` for a column of 3 (in f64: one value, or a lane of them).
     fn g<V: Real>(x: [V; 3]) -> [V; T];
     /// `Bᵀ x` for a column of T.
-    fn bt(x: [Lanes; T]) -> [Lanes; T];
+    fn bt<V: Floats>(x: [V; T]) -> [V; T];
     /// `Aᵀ x` for a column of T.
-    fn at(x: [Lanes; T]) -> [Lanes; M];
+    fn at<V: Floats>(x: [V; T]) -> [V; M];
 }
 
 /// F(2×2, 3×3): `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`,
@@ -130,12 +138,12 @@ impl Transforms<2, 4> for F2 {
     }
 
     #[inline(always)]
-    fn bt(x: [Lanes; 4]) -> [Lanes; 4] {
+    fn bt<V: Floats>(x: [V; 4]) -> [V; 4] {
         [x[0] - x[2], x[1] + x[2], x[2] - x[1], x[1] - x[3]]
     }
 
     #[inline(always)]
-    fn at(x: [Lanes; 4]) -> [Lanes; 2] {
+    fn at<V: Floats>(x: [V; 4]) -> [V; 2] {
         [x[0] + x[1] + x[2], x[1] - x[2] - x[3]]
     }
 }
@@ -161,7 +169,7 @@ impl Transforms<4, 6> for F4 {
     }
 
     #[inline(always)]
-    fn bt(x: [Lanes; 6]) -> [Lanes; 6] {
+    fn bt<V: Floats>(x: [V; 6]) -> [V; 6] {
         let (s12, d12, d13) = (x[1] + x[2], x[1] - x[2], x[1] - x[3]);
         let e42 = x[4] - x[2];
         [
@@ -175,7 +183,7 @@ impl Transforms<4, 6> for F4 {
     }
 
     #[inline(always)]
-    fn at(x: [Lanes; 6]) -> [Lanes; 4] {
+    fn at<V: Floats>(x: [V; 6]) -> [V; 4] {
         let (s12, d12, s34, d34) = (x[1] + x[2], x[1] - x[2], x[3] + x[4], x[3] - x[4]);
         [
             x[0] + s12 + s34,
@@ -204,15 +212,15 @@ pub(super) fn transform_filter<V: Real, const M: usize, const T: usize, F: Trans
     u
 }
 
-/// `Bᵀ d B` of LANES tiles: the T × T transformed values.
+/// `Bᵀ d B` of a lane of tiles: the T × T transformed values.
 #[inline(always)]
-pub(super) fn transform_input<const M: usize, const T: usize, F: Transforms<M, T>>(
-    d: &[[Lanes; T]; T],
-) -> [[Lanes; T]; T] {
+pub(super) fn transform_input<V: Floats, const M: usize, const T: usize, F: Transforms<M, T>>(
+    d: &[[V; T]; T],
+) -> [[V; T]; T] {
     // Bᵀ d on the columns, then B on the rows.
-    let mut bd = [[Lanes::ZERO; T]; T];
+    let mut bd = [[V::ZERO; T]; T];
     for c in 0..T {
-        let mut col = [Lanes::ZERO; T];
+        let mut col = [V::ZERO; T];
         for (r, v) in col.iter_mut().enumerate() {
             *v = d[r][c];
         }
@@ -220,22 +228,22 @@ pub(super) fn transform_input<const M: usize, const T: usize, F: Transforms<M, T
             bd[r][c] = v;
         }
     }
-    let mut out = [[Lanes::ZERO; T]; T];
+    let mut out = [[V::ZERO; T]; T];
     for (o, row) in out.iter_mut().zip(bd) {
         *o = F::bt(row);
     }
     out
 }
 
-/// `Aᵀ P A` of LANES tiles of products: the M × M outputs.
+/// `Aᵀ P A` of a lane of tiles of products: the M × M outputs.
 #[inline(always)]
-pub(super) fn transform_output<const M: usize, const T: usize, F: Transforms<M, T>>(
-    p: &[[Lanes; T]; T],
-) -> [[Lanes; M]; M] {
+pub(super) fn transform_output<V: Floats, const M: usize, const T: usize, F: Transforms<M, T>>(
+    p: &[[V; T]; T],
+) -> [[V; M]; M] {
     // Aᵀ P on the columns, then A on the rows.
-    let mut ap = [[Lanes::ZERO; T]; M];
+    let mut ap = [[V::ZERO; T]; M];
     for c in 0..T {
-        let mut col = [Lanes::ZERO; T];
+        let mut col = [V::ZERO; T];
         for (r, v) in col.iter_mut().enumerate() {
             *v = p[r][c];
         }
@@ -243,7 +251,7 @@ pub(super) fn transform_output<const M: usize, const T: usize, F: Transforms<M, 
             ap[i][c] = v;
         }
     }
-    let mut out = [[Lanes::ZERO; M]; M];
+    let mut out = [[V::ZERO; M]; M];
     for (o, row) in out.iter_mut().zip(ap) {
         *o = F::at(row);
     }

@@ -57,23 +57,19 @@ pub(super) fn tile_fn() -> Option<TileFn> {
 }
 
 /// Smallest `c_in · c_out` of a 3×3 stride-1 layer for which Winograd beats the direct
-/// kernel, by vector unit. Measured with 2 threads on 30 × 54 … 480 × 864 planes:
+/// kernel. Measured with 2 threads on 40 × 40 … 320 × 320 planes:
 /// - AVX2 (AMD Zen 3): 64 → 32 and wider layers ran 10–25 % faster on Winograd, 64 → 16 and
 ///   32 → 32 ones 1.4–1.7× slower;
-/// - AVX-512 (Intel Xeon, two 512-bit FMA units): 64 → 128, 96 → 96 and wider layers ran
-///   5–45 % faster on F(2×2, 3×3) (128 → 128: 23 against 30–37 ms, 512 → 512: 17 against
-///   26 ms), 64 → 64 and narrower ones 5–45 % slower.
-fn winograd_min_channels(isa: Isa) -> usize {
-    match isa {
-        Isa::Avx512 => 8192,
-        Isa::Avx2 => 2048,
-    }
-}
+/// - AVX-512 (Intel Xeon, two 512-bit FMA units, F(2×2, 3×3) on 16 tiles per vector):
+///   32 → 64, 64 → 32, 48 → 48 and wider layers ran 10–35 % faster on Winograd (64 → 64 at
+///   160 × 160: 5.2 against 7.0 ms, at 320 × 320: 22.6 against 29.1 ms), 32 → 32 and
+///   64 → 16 ones tied or ran up to 10 % slower.
+const WINOGRAD_MIN_CHANNELS: usize = 2048;
 
 /// Whether this CPU runs the direct kernel on a `k × k` layer of `c_in → c_out` channels and
 /// `stride` and it is the faster choice there; `winograd_fits` says whether Winograd's
 /// transforms apply to the layer. Layers of [`CO`] output channels or more, of stride 1 except
-/// those wide enough for Winograd ([`winograd_min_channels`]); with AVX-512 also the strided
+/// those wide enough for Winograd ([`WINOGRAD_MIN_CHANNELS`]); with AVX-512 also the strided
 /// layers of short reductions (`c_in · k²` up to [`super::COLUMN_BUFFER_MAX_K`]: 3 → 64 7×7
 /// and 3 → 32, 16 → 32 3×3 stride-2 layers ran 10–25 % faster than on one product over a
 /// column buffer). The products run the other strided layers faster: by 5–35 % on AVX2 (3 → 64
@@ -93,7 +89,7 @@ pub(super) fn suits(
     } else if stride > 1 {
         isa == Isa::Avx512 && c_in * k * k <= super::COLUMN_BUFFER_MAX_K
     } else {
-        !(winograd_fits && c_in * c_out >= winograd_min_channels(isa))
+        !(winograd_fits && c_in * c_out >= WINOGRAD_MIN_CHANNELS)
     }
 }
 

@@ -4,6 +4,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::nn::vmath::multiversion;
 
 /// Bilinear upsampling by `factor` (`align_corners = False`), `[n, c, h, w]`.
 pub fn upsample_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
@@ -179,6 +180,7 @@ pub fn resize_bilinear(x: &Tensor, height: usize, width: usize) -> Result<Tensor
         return Ok(x.contiguous()?.apply_op1_no_bwd(&ResizeBilinear {
             ys: taps(h, height),
             xs: taps(w, width),
+            doubles: w > 0 && width == 2 * w,
         })?);
     }
     Ok(x.upsample_bilinear2d(height, width, false)?)
@@ -198,6 +200,7 @@ pub fn aligned_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
         return Ok(x.contiguous()?.apply_op1_no_bwd(&ResizeBilinear {
             ys: aligned_taps(h, factor),
             xs: aligned_taps(w, factor),
+            doubles: false,
         })?);
     }
     let y = x.pad_with_same(3, 0, 1)?.pad_with_same(2, 0, 1)?;
@@ -213,6 +216,9 @@ pub fn aligned_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
 struct ResizeBilinear {
     ys: Vec<(usize, usize, f64)>,
     xs: Vec<(usize, usize, f64)>,
+    /// Whether `xs` are [`taps`] of an axis doubled (`w → 2w`), whose rows [`double_row`]
+    /// interpolates.
+    doubles: bool,
 }
 
 /// For each output index along an axis of `len_in → len_out`: the two input indices and the
@@ -260,29 +266,74 @@ impl CustomOp1 for ResizeBilinear {
         let mut out = vec![0f32; n * c * oh * ow];
         out.par_chunks_mut((oh * ow).max(1))
             .zip(x.par_chunks((h * w).max(1)))
-            .for_each(|(dst, src)| {
-                // Input rows interpolated along x (in f64), kept for the next output rows
-                // that read them: each is computed once instead of once per output row.
-                let mut rows = [(usize::MAX, vec![0f64; ow]), (usize::MAX, vec![0f64; ow])];
-                for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(ys) {
-                    for y in [y0, y1] {
-                        if rows[0].0 != y && rows[1].0 != y {
-                            // The slot that holds neither needed row.
-                            let slot = usize::from(rows[0].0 == y0 || rows[0].0 == y1);
-                            let r = &src[y * w..(y + 1) * w];
-                            for (v, &(x0, x1, wx)) in rows[slot].1.iter_mut().zip(xs) {
-                                *v = r[x0] as f64 * (1.0 - wx) + r[x1] as f64 * wx;
-                            }
-                            rows[slot].0 = y;
-                        }
-                    }
-                    let row = |y: usize| &rows[usize::from(rows[0].0 != y)].1;
-                    for ((d, top), bottom) in drow.iter_mut().zip(row(y0)).zip(row(y1)) {
-                        *d = (top * (1.0 - wy) + bottom * wy) as f32;
+            .for_each(|(dst, src)| resize_plane(src, w, ys, xs, self.doubles, dst));
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+}
+
+multiversion! {
+/// One plane of [`ResizeBilinear`]: `src` (rows of `w`) into `dst` (rows of `xs.len()`); with
+/// `doubles`, the rows are interpolated by [`double_row`]. With the widest vectors of the CPU.
+fn resize_plane(
+    src: &[f32],
+    w: usize,
+    ys: &[(usize, usize, f64)],
+    xs: &[(usize, usize, f64)],
+    doubles: bool,
+    dst: &mut [f32],
+) {
+    let ow = xs.len();
+    // Input rows interpolated along x (in f64), kept for the next output rows that read them:
+    // each is computed once instead of once per output row.
+    let mut rows = [(usize::MAX, vec![0f64; ow]), (usize::MAX, vec![0f64; ow])];
+    for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(ys) {
+        for y in [y0, y1] {
+            if rows[0].0 != y && rows[1].0 != y {
+                // The slot that holds neither needed row.
+                let slot = usize::from(rows[0].0 == y0 || rows[0].0 == y1);
+                let r = &src[y * w..(y + 1) * w];
+                if doubles {
+                    double_row(r, xs, &mut rows[slot].1);
+                } else {
+                    for (v, &(x0, x1, wx)) in rows[slot].1.iter_mut().zip(xs) {
+                        *v = lerp(r[x0], r[x1], wx);
                     }
                 }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+                rows[slot].0 = y;
+            }
+        }
+        let (top, bottom) = (
+            &rows[usize::from(rows[0].0 != y0)].1,
+            &rows[usize::from(rows[0].0 != y1)].1,
+        );
+        for ((d, top), bottom) in drow.iter_mut().zip(top).zip(bottom) {
+            *d = (top * (1.0 - wy) + bottom * wy) as f32;
+        }
+    }
+}
+}
+
+/// `a` and `b` interpolated in f64 with weight `t` on `b`.
+#[inline(always)]
+fn lerp(a: f32, b: f32, t: f64) -> f64 {
+    a as f64 * (1.0 - t) + b as f64 * t
+}
+
+/// Row `r` interpolated along the [`taps`] `xs` of `r.len() → 2 · r.len()` into `out`: the
+/// same values as the general pass, the interior without gathers (output `2i` is
+/// `r[i − 1]` and `r[i]` with weight ¾ on the second, `2i + 1` is `r[i]` and `r[i + 1]` with
+/// weight ¼ on the second: the source positions `i ∓ ¼` are exact in f64).
+#[inline(always)]
+fn double_row(r: &[f32], xs: &[(usize, usize, f64)], out: &mut [f64]) {
+    let w = r.len();
+    for i in 1..w {
+        out[2 * i - 1] = lerp(r[i - 1], r[i], 0.25);
+        out[2 * i] = lerp(r[i - 1], r[i], 0.75);
+    }
+    // The first and last outputs clamp their source position: by their taps.
+    for o in [0, 2 * w - 1] {
+        let (x0, x1, t) = xs[o];
+        out[o] = lerp(r[x0], r[x1], t);
     }
 }
 
@@ -295,6 +346,8 @@ mod tests {
             (6, 4, 6, 9),
             (9, 9, 4, 3),
             (1, 1, 3, 2),
+            (1, 1, 2, 2),
+            (3, 40, 6, 80),
             (4, 6, 17, 25),
             (3, 5, 1, 1),
         ] {

@@ -61,9 +61,10 @@ pub(super) fn tile_fn() -> Option<TileFn> {
 /// - AVX2 (AMD Zen 3): 64 → 32 and wider layers ran 10–25 % faster on Winograd, 64 → 16 and
 ///   32 → 32 ones 1.4–1.7× slower;
 /// - AVX-512 (Intel Xeon, two 512-bit FMA units, F(2×2, 3×3) on 16 tiles per vector):
-///   32 → 64, 64 → 32, 48 → 48 and wider layers ran 10–35 % faster on Winograd (64 → 64 at
-///   160 × 160: 5.2 against 7.0 ms, at 320 × 320: 22.6 against 29.1 ms), 32 → 32 and
-///   64 → 16 ones tied or ran up to 10 % slower.
+///   32 → 64, 64 → 32, 48 → 48 and 64 → 64 layers took 10–26 % less time on Winograd
+///   (64 → 64 at 160 × 160: 5.2 against 7.0 ms, at 320 × 320: 22.6 against 29.1 ms; 32 → 64
+///   at 80 × 80 was 8 % slower), 32 → 32 and 64 → 16 ones up to 11 % more (64 → 16 at
+///   160 × 160 once 15 % less).
 const WINOGRAD_MIN_CHANNELS: usize = 2048;
 
 /// Whether this CPU runs the direct kernel on a `k × k` layer of `c_in → c_out` channels and

@@ -5,8 +5,8 @@
 
 use rayon::prelude::*;
 
-use super::transforms::{transform_filter, Real, Wide, F2, LANES};
-use super::{transform_back, transform_rows, Input, Tiles};
+use super::transforms::F2;
+use super::{transform_back, transform_filters, transform_rows, Input, Tiles};
 use crate::nn::linalg::{matmul, Dst, MatRef};
 use crate::nn::vmath::multiversion;
 
@@ -78,26 +78,10 @@ pub(in crate::nn::conv) fn channel_block(
     let n = tiles.count();
     buf.resize(e_len * c * (c_in + n), 0.0);
     let (u, m) = buf.split_at_mut(e_len * c * c_in);
-    // The channels' transformed filters `[T², c, c_in]`, every value written, LANES input
-    // channels at a time.
+    // The channels' transformed filters `[T², c, c_in]`, every value written.
     for co in 0..c {
         let filters = &weight[9 * (co0 + co) * c_in..][..9 * c_in];
-        for ci0 in (0..c_in).step_by(LANES) {
-            let count = LANES.min(c_in - ci0);
-            let mut g = [Wide::ZERO; 9];
-            for l in 0..count {
-                for (i, gi) in g.iter_mut().enumerate() {
-                    gi.0[l] = f64::from(filters[9 * (ci0 + l) + i]);
-                }
-            }
-            let uf = transform_filter::<Wide, M, T, F2>(g);
-            for (e, lanes) in uf.iter().flatten().enumerate() {
-                let dst = &mut u[(e * c + co) * c_in + ci0..][..count];
-                for (d, &v) in dst.iter_mut().zip(&lanes.0) {
-                    *d = v as f32;
-                }
-            }
-        }
+        transform_filters::<M, T, F2>(filters, &mut u[co * c_in..], c * c_in);
     }
     for e in 0..e_len {
         let lhs = MatRef::rows(&u[e * c * c_in..(e + 1) * c * c_in], c_in);

@@ -13,10 +13,12 @@ mod lean;
 mod transforms;
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 pub(super) use self::lean::{channel_block, transform_image};
 use self::transforms::{
-    transform_filter, transform_input, transform_output, Floats, Lanes, Transforms, F2, F4, LANES,
+    transform_filter, transform_input, transform_output, Floats, Lanes, Real, Transforms, Wide, F2,
+    F4, LANES,
 };
 use crate::error::Result;
 use crate::nn::linalg::{matmul, Dst, MatRef};
@@ -59,24 +61,62 @@ pub(super) fn layout_weight(weight: &Tensor, tile: Tile) -> Result<Tensor> {
     }
 }
 
-/// The body of [`layout_weight`].
+/// The body of [`layout_weight`]: groups of output channels in parallel, each transformed
+/// into its own rows and copied into place.
 fn layout_weight_with<const M: usize, const T: usize, F: Transforms<M, T>>(
     weight: &Tensor,
 ) -> Result<Tensor> {
     let (c_out, c_in, _, _) = weight.dims4()?;
     let w = weight.flatten_all()?.to_vec1::<f32>()?;
-    let mut u = vec![0f32; T * T * c_out * c_in];
-    for (f, g) in w.chunks(9).enumerate() {
-        let g = std::array::from_fn(|i| f64::from(g[i]));
-        for (e, v) in transform_filter::<f64, M, T, F>(g)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            u[e * c_out * c_in + f] = v as f32;
+    let e_len = T * T;
+    let group = c_out.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let parts: Vec<Vec<f32>> = w
+        .par_chunks(9 * c_in * group)
+        .map(|g| {
+            let k = g.len() / 9;
+            let mut part = vec![0f32; e_len * k];
+            transform_filters::<M, T, F>(g, &mut part, k);
+            part
+        })
+        .collect();
+    let filters = c_out * c_in;
+    let mut u = vec![0f32; e_len * filters];
+    let mut f0 = 0;
+    for part in &parts {
+        let k = part.len() / e_len;
+        for (e, values) in part.chunks(k).enumerate() {
+            u[e * filters + f0..][..k].copy_from_slice(values);
         }
+        f0 += k;
     }
     Ok(Tensor::from_vec(u, (T * T, c_out, c_in), weight.device())?)
+}
+
+/// The transforms `G g Gᵀ` of the 3×3 filters `g` (`[k, 9]`, row-major) into `u`, value `e`
+/// of filter `f` at `e · e_stride + f`: in f64, [`LANES`] filters at a time, each value
+/// rounded once (the same values as one filter at a time).
+#[inline(always)]
+fn transform_filters<const M: usize, const T: usize, F: Transforms<M, T>>(
+    g: &[f32],
+    u: &mut [f32],
+    e_stride: usize,
+) {
+    let k = g.len() / 9;
+    for f0 in (0..k).step_by(LANES) {
+        let count = LANES.min(k - f0);
+        let mut lanes = [Wide::ZERO; 9];
+        for l in 0..count {
+            for (i, gi) in lanes.iter_mut().enumerate() {
+                gi.0[l] = f64::from(g[9 * (f0 + l) + i]);
+            }
+        }
+        let uf = transform_filter::<Wide, M, T, F>(lanes);
+        for (e, values) in uf.iter().flatten().enumerate() {
+            for (d, &v) in u[e * e_stride + f0..][..count].iter_mut().zip(&values.0) {
+                *d = v as f32;
+            }
+        }
+    }
 }
 
 /// Output rows per block for an output of `out_h × out_w` with `channels` input and output
@@ -374,6 +414,42 @@ fn transform_back_by_lanes<const M: usize, const T: usize, F: Transforms<M, T>>(
                         for (d, val) in dst[..width].iter_mut().zip(row) {
                             *d += val;
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::pseudo;
+    use super::*;
+    use candle_core::Device;
+
+    /// The filters laid out at load (lanes of filters, groups of channels in parallel) are,
+    /// to the bit, each filter's transform in f64 rounded once, at `[e, co, ci]`.
+    #[test]
+    fn laid_out_filters_are_each_filters_transform() {
+        for (c_out, c_in) in [(1, 1), (3, 5), (13, 7), (70, 3)] {
+            let w = pseudo(c_out * c_in * 9, 60 + c_out as u64);
+            let t = Tensor::from_vec(w.clone(), (c_out, c_in, 3, 3), &Device::Cpu).unwrap();
+            for tile in [Tile::F2, Tile::F4] {
+                let u = layout_weight(&t, tile).unwrap().flatten_all().unwrap();
+                let u = u.to_vec1::<f32>().unwrap();
+                for (f, g) in w.chunks(9).enumerate() {
+                    let g = std::array::from_fn(|i| f64::from(g[i]));
+                    let want: Vec<f64> = match tile {
+                        Tile::F2 => transform_filter::<f64, 2, 4, F2>(g).concat(),
+                        Tile::F4 => transform_filter::<f64, 4, 6, F4>(g).concat(),
+                    };
+                    for (e, v) in want.iter().enumerate() {
+                        let got = u[e * c_out * c_in + f];
+                        assert_eq!(
+                            got.to_bits(),
+                            (*v as f32).to_bits(),
+                            "{tile:?} {c_out} × {c_in}, filter {f}, value {e}"
+                        );
                     }
                 }
             }

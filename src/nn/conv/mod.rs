@@ -56,8 +56,9 @@ pub enum ConvKernel {
     /// and FMA (matrix products elsewhere and for 1×1 stride-1 layers): up to 1.5× as fast as
     /// the products on the 16–64-channel 3×3 layers with AVX-512, up to 1.6× with AVX2. The
     /// wide 3×3 stride-1 layers run on Winograd's transforms (from 2¹¹ `c_in · c_out`: with
-    /// AVX-512 on F(2×2, 3×3); with AVX2 on F(4×4, 3×3) up to 2¹⁵, F(2×2, 3×3) above), the strided layers on the products (with AVX-512, only those whose reduction
-    /// `c_in · k²` is longer than 256), and so do the layers of CPUs without either.
+    /// AVX-512 on F(2×2, 3×3); with AVX2 on F(4×4, 3×3) up to 2¹⁵, F(2×2, 3×3) above), the
+    /// strided layers on the products (with AVX-512, only those whose reduction `c_in · k²`
+    /// is longer than 256), and so do the layers of CPUs without either.
     Direct,
     /// Winograd's F(2×2, 3×3) for 3×3 layers with stride 1 and padding 1 whose reduction
     /// (`c_in · 9`) is long enough for matrix products (the products elsewhere): 4

@@ -347,8 +347,7 @@ fn transform_rows_by_lanes<const M: usize, const T: usize, F: Transforms<M, T>>(
 
 /// Adds the outputs of the products `m` of `tiles` (value `e` of tile `t` of output channel
 /// `co` at `e · e_stride + co · tiles + t`) to `acc [c_out, stride]` (row `y` of a channel at
-/// `(y − y0) · w`). With AVX-512, 2 × 2 tiles go through
-/// [`f2_avx512`], 16 at once.
+/// `(y − y0) · w`). With AVX-512, 2 × 2 tiles go through [`f2_avx512`], 16 at once.
 #[inline(always)]
 fn transform_back<const M: usize, const T: usize, F: Transforms<M, T>>(
     m: &[f32],

@@ -2,7 +2,7 @@
 //! transformer blocks with windowed or global attention and decomposed relative position
 //! embeddings, and the convolutional neck.
 
-use super::attention::rel_pos_softmax;
+use super::attention::rel_pos_attention;
 use super::neck::Neck;
 use crate::error::{Error, Result};
 use crate::mask::bilinear_taps;
@@ -10,8 +10,8 @@ use crate::nn::act::Activation;
 use crate::nn::dense::Dense;
 use crate::nn::transpose::to_channels_first;
 use crate::nn::window_attn::{window_partition, window_unpartition};
-use crate::nn::Weights;
-use candle_core::{Module, Tensor};
+use crate::nn::{is_host_f32, Weights};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 /// Size of a ViT image encoder.
@@ -149,6 +149,8 @@ struct Attention {
     num_heads: usize,
     rel_pos_h: Tensor,
     rel_pos_w: Tensor,
+    /// `(3·C)`: the projection of a zero token, which the windows past the grid's edge hold.
+    pad: Vec<f32>,
 }
 
 /// Largest attention matrix (in elements) computed at once: 16 MiB, below the size past which
@@ -172,8 +174,11 @@ impl Attention {
         let head_dim = dim / num_heads;
         let rel_pos_h = vb.get((2 * size - 1, head_dim), "rel_pos_h")?;
         let rel_pos_w = vb.get((2 * size - 1, head_dim), "rel_pos_w")?;
+        let zero = Tensor::zeros((1, dim), DType::F32, vb.device())?;
+        let pad = qkv.forward(&zero)?.flatten_all()?.to_vec1()?;
         Ok(Attention {
             qkv,
+            pad,
             proj: Dense::load(vb.pp("proj"), (dim, dim), Activation::Identity)?,
             num_heads,
             rel_pos_h,
@@ -181,12 +186,49 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.forward_in_chunks(xs, ATTENTION_CHUNK)
+    /// Attention over the token grid `x (B, H, W, C)`: inside the windows of side `window`
+    /// (zero tokens past the grid's edge), or over the whole grid when it is 0.
+    fn forward_grid(&self, x: &Tensor, window: usize) -> Result<Tensor> {
+        let (b, h, w, c) = x.dims4()?;
+        if is_host_f32(x) {
+            let (sh, sw) = if window == 0 {
+                (h, w)
+            } else {
+                (window, window)
+            };
+            let tables = (
+                resized_table(&self.rel_pos_h, 2 * sh - 1)?,
+                resized_table(&self.rel_pos_w, 2 * sw - 1)?,
+            );
+            let qkv = self.qkv.forward(x)?;
+            let out = rel_pos_attention(
+                &qkv,
+                &self.pad,
+                (&tables.0, &tables.1),
+                self.num_heads,
+                window,
+            )?;
+            return Ok(self
+                .proj
+                .forward(&out.reshape((b, h * w, c))?)?
+                .reshape((b, h, w, c))?);
+        }
+        self.forward_grid_tensor_ops(x, window)
     }
 
-    /// [`Self::forward`] with attention matrices of at most `chunk` elements where one row of
-    /// an item's query grid fits.
+    /// [`Self::forward_grid`] written with candle's tensor operations (any device).
+    fn forward_grid_tensor_ops(&self, x: &Tensor, window: usize) -> Result<Tensor> {
+        let (_, h, w, _) = x.dims4()?;
+        if window == 0 {
+            return self.forward_in_chunks(x, ATTENTION_CHUNK);
+        }
+        let (windows, padded) = window_partition(x, window)?;
+        let attended = self.forward_in_chunks(&windows, ATTENTION_CHUNK)?;
+        window_unpartition(&attended, window, padded, (h, w))
+    }
+
+    /// [`Self::forward_grid_tensor_ops`] over whole items (windows or grids), with attention
+    /// matrices of at most `chunk` elements where one row of an item's query grid fits.
     fn forward_in_chunks(&self, xs: &Tensor, chunk: usize) -> Result<Tensor> {
         let (b, h, w, c) = xs.dims4()?;
         let heads = self.num_heads;
@@ -244,21 +286,8 @@ impl Attention {
 /// The relative position table for `q_size` queries and `k_size` keys: `(q_size, k_size, C)`,
 /// linearly interpolated first when its length does not match.
 fn rel_pos_table(q_size: usize, k_size: usize, rel_pos: &Tensor) -> Result<Tensor> {
-    let max_dist = 2 * q_size.max(k_size) - 1;
-    let (len, ch) = rel_pos.dims2()?;
-    let table = if len == max_dist {
-        rel_pos.clone()
-    } else {
-        let src = rel_pos.to_vec2::<f32>()?;
-        let rows: Vec<f32> = (0..max_dist)
-            .flat_map(|i| {
-                let (i0, i1, t) = bilinear_taps(i, len, max_dist);
-                let (a, b) = (&src[i0], &src[i1]);
-                (0..ch).map(move |c| a[c] * (1.0 - t) + b[c] * t)
-            })
-            .collect();
-        Tensor::from_vec(rows, (max_dist, ch), rel_pos.device())?
-    };
+    let ch = rel_pos.dim(1)?;
+    let table = resized_table(rel_pos, 2 * q_size.max(k_size) - 1)?;
     let q_scale = (k_size as f64 / q_size as f64).max(1.0);
     let k_scale = (q_size as f64 / k_size as f64).max(1.0);
     let idx: Vec<u32> = (0..q_size)
@@ -270,6 +299,38 @@ fn rel_pos_table(q_size: usize, k_size: usize, rel_pos: &Tensor) -> Result<Tenso
         .collect();
     let idx = Tensor::from_vec(idx, q_size * k_size, rel_pos.device())?;
     Ok(table.index_select(&idx, 0)?.reshape((q_size, k_size, ch))?)
+}
+
+/// The relative position table `rel_pos (L, C)` linearly interpolated to `len` rows (itself
+/// when it has them).
+fn resized_table(rel_pos: &Tensor, len: usize) -> Result<Tensor> {
+    let (src_len, ch) = rel_pos.dims2()?;
+    if src_len == len {
+        return Ok(rel_pos.clone());
+    }
+    let src = rel_pos.to_vec2::<f32>()?;
+    let rows: Vec<f32> = (0..len)
+        .flat_map(|i| {
+            let (i0, i1, t) = bilinear_taps(i, src_len, len);
+            let (a, b) = (&src[i0], &src[i1]);
+            (0..ch).map(move |c| a[c] * (1.0 - t) + b[c] * t)
+        })
+        .collect();
+    Ok(Tensor::from_vec(rows, (len, ch), rel_pos.device())?)
+}
+
+/// `softmax(attn + rel_h[.., :, None] + rel_w[.., None, :])` over the last dimension, where
+/// `attn` is `(n, qh·qw, kh·kw)`, `rel_h` is `(n, qh, qw, kh)` and `rel_w` is `(n, qh, qw, kw)`.
+fn rel_pos_softmax(attn: &Tensor, rel_h: &Tensor, rel_w: &Tensor) -> Result<Tensor> {
+    let (n, q, k) = attn.dims3()?;
+    let (_, qh, qw, kh) = rel_h.dims4()?;
+    let kw = rel_w.dim(3)?;
+    let biased = (attn
+        .reshape((n, qh, qw, kh, kw))?
+        .broadcast_add(&rel_h.unsqueeze(4)?)?
+        .broadcast_add(&rel_w.unsqueeze(3)?))?
+    .reshape((n, q, k))?;
+    Ok(candle_nn::ops::softmax_last_dim(&biased)?)
 }
 
 /// The height and width terms of the decomposed relative position bias for queries `q`
@@ -321,15 +382,9 @@ struct Block {
 impl Block {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let shortcut = xs;
-        let x = self.norm1.forward(xs)?;
-        let x = if self.window > 0 {
-            let (_, h, w, _) = x.dims4()?;
-            let (windows, padded) = window_partition(&x, self.window)?;
-            let attended = self.attn.forward(&windows)?;
-            window_unpartition(&attended, self.window, padded, (h, w))?
-        } else {
-            self.attn.forward(&x)?
-        };
+        let x = self
+            .attn
+            .forward_grid(&self.norm1.forward(xs)?, self.window)?;
         let x = (shortcut + x)?;
         let mlp = mlp_in_blocks(&self.lin1, &self.lin2, &self.norm2.forward(&x)?)?;
         Ok((&x + mlp)?)
@@ -496,6 +551,7 @@ mod tests {
             num_heads: heads,
             rel_pos_h: Tensor::randn(0f32, 1.0, (2 * h - 1, hd), &dev).unwrap(),
             rel_pos_w: Tensor::randn(0f32, 1.0, (2 * w - 1, hd), &dev).unwrap(),
+            pad: Vec::new(),
         };
         let x = Tensor::randn(0f32, 1.0, (2, h, w, dim), &dev).unwrap();
         let whole = attn.forward_in_chunks(&x, usize::MAX).unwrap();
@@ -510,6 +566,26 @@ mod tests {
                 d <= tol,
                 "chunk {chunk}: max difference {d} (tolerance {tol})"
             );
+        }
+    }
+
+    /// The fused CPU attention (from the unpadded grid's projections) equals the tensor
+    /// operations (zero-padded windows, partition, chunks, reverse partition): global, in
+    /// windows that fit and windows that overhang, with tables that need resizing.
+    #[test]
+    fn fused_attention_equals_the_tensor_path() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+        let (dim, heads) = (8, 2);
+        for (h, w, window, table_side) in [(6, 6, 3, 3), (7, 5, 3, 4), (5, 4, 0, 5), (4, 6, 0, 5)] {
+            let vb = vb.pp(format!("{h}x{w}w{window}"));
+            let attn = Attention::new(dim, heads, true, table_side, vb).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, h, w, dim), &dev).unwrap();
+            let fused = attn.forward_grid(&x, window).unwrap();
+            let tensor = attn.forward_grid_tensor_ops(&x, window).unwrap();
+            let d = crate::nn::max_abs_diff(&fused, &tensor);
+            assert!(d < 1e-5, "{h}×{w}, window {window}: max difference {d}");
         }
     }
 }

@@ -29,6 +29,11 @@ impl Dense {
         })
     }
 
+    /// The layer `linear` followed by `act`.
+    pub fn new(linear: candle_nn::Linear, act: Activation) -> Self {
+        Dense { linear, act }
+    }
+
     /// The bias-free layer `weight [out, in]` at `vb`, followed by `act` (candle's product
     /// and a separate activation pass).
     pub fn load_without_bias(

@@ -1,13 +1,18 @@
-//! Multi-head self-attention inside the windows of a token grid with an additive bias per
-//! head (TinyViT's window attention), computed on the CPU in one pass per window: the window's
-//! `q`, `k` and `v` rows are gathered from the grid (tokens past its edge take the padding
-//! row), the scores, bias, softmax and weighted sum stay in window-sized buffers, and each
-//! grid token's output is written straight to its place, so that no padded grid, window
-//! partition, `(q, k, v)` split, score tensor or reverse partition is materialised.
+//! Multi-head self-attention inside windows with an additive bias per head, computed on the
+//! CPU in one pass per window, each window's heads one after another with single-threaded
+//! products, the windows spread over the cores: the scores, bias, softmax and weighted sum stay
+//! in window-sized buffers, and no `(q, k, v)` split or score tensor is materialised.
+//!
+//! - [`grid_window_attention`] (TinyViT's) takes the windows of a token grid: a window's
+//!   `q`, `k` and `v` rows are gathered from the grid (tokens past its edge take the padding
+//!   row) and each grid token's output is written straight to its place, so that no padded
+//!   grid, window partition or reverse partition is materialised either.
+//! - [`window_attention`] (Swin's) takes windows already partitioned, with the region mask of
+//!   shifted windows.
 
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linalg::{matmul, Dst, MatRef};
@@ -186,6 +191,8 @@ impl CustomOp3 for GridWindowAttention {
             heads,
             key_dim: kd,
             tokens: n,
+            head_stride: 3 * kd,
+            part_stride: kd,
         };
         jobs.into_par_iter().for_each_init(
             || {
@@ -208,7 +215,7 @@ impl CustomOp3 for GridWindowAttention {
                     past.chunks_exact_mut(three_c)
                         .for_each(|t| t.copy_from_slice(pad));
                 }
-                head.attend(x, bias, scores, o);
+                head.attend(x, bias, None, scores, o);
                 for (i, piece) in pieces.into_iter().enumerate() {
                     let src = &o[i * win * c..][..piece.len()];
                     piece.iter_mut().zip(src).for_each(|(d, s)| {
@@ -224,22 +231,36 @@ impl CustomOp3 for GridWindowAttention {
     }
 }
 
-/// The attention heads of a window of `tokens` tokens.
+/// The attention heads of a window of `tokens` tokens whose rows hold, for head `h`, the
+/// query at `h · head_stride`, the key `part_stride` further and the value `2 · part_stride`
+/// further: TinyViT's `[q k v]` per head (`3 · key_dim`, `key_dim`), or `[q k v]` of all heads
+/// (`key_dim`, `heads · key_dim`).
 struct HeadShape {
     heads: usize,
     key_dim: usize,
     tokens: usize,
+    head_stride: usize,
+    part_stride: usize,
 }
 
 impl HeadShape {
-    /// The output `o (tokens, heads · key_dim)` of the window `x (tokens, heads · 3 · key_dim)`
-    /// with `bias (heads, tokens, tokens)`; `scores` holds tokens² values.
-    fn attend(&self, x: &[f32], bias: &[f32], scores: &mut [f32], o: &mut [f32]) {
+    /// The output `o (tokens, heads · key_dim)` of the window `x (tokens, heads · 3 · key_dim)`:
+    /// `softmax(q·kᵀ / √key_dim + bias[h] + mask)·v` per head, with `bias (heads, tokens,
+    /// tokens)` and `mask (tokens, tokens)`; `scores` holds tokens² values.
+    fn attend(
+        &self,
+        x: &[f32],
+        bias: &[f32],
+        mask: Option<&[f32]>,
+        scores: &mut [f32],
+        o: &mut [f32],
+    ) {
         let (n, kd) = (self.tokens, self.key_dim);
         let (c, three_c) = (self.heads * kd, 3 * self.heads * kd);
         let scale = (1.0 / (kd as f64).sqrt()) as f32;
+        let part =
+            |head: usize, part: usize| &x[head * self.head_stride + part * self.part_stride..];
         for head in 0..self.heads {
-            let at = head * 3 * kd;
             matmul(
                 Dst::Set,
                 n,
@@ -248,22 +269,27 @@ impl HeadShape {
                 scores,
                 n,
                 MatRef {
-                    data: &x[at..],
+                    data: part(head, 0),
                     rs: three_c,
                     cs: 1,
                 },
                 MatRef {
-                    data: &x[at + kd..],
+                    data: part(head, 1),
                     rs: 1,
                     cs: three_c,
                 },
                 false,
             );
             let b = &bias[head * n * n..(head + 1) * n * n];
-            for (row, brow) in scores.chunks_mut(n).zip(b.chunks(n)) {
+            for (i, (row, brow)) in scores.chunks_mut(n).zip(b.chunks(n)).enumerate() {
                 row.iter_mut()
                     .zip(brow)
                     .for_each(|(s, b)| *s = *s * scale + b);
+                if let Some(mask) = mask {
+                    row.iter_mut()
+                        .zip(&mask[i * n..(i + 1) * n])
+                        .for_each(|(s, m)| *s += m);
+                }
                 softmax_in_place(row);
             }
             matmul(
@@ -275,13 +301,132 @@ impl HeadShape {
                 c,
                 MatRef::rows(scores, n),
                 MatRef {
-                    data: &x[at + 2 * kd..],
+                    data: part(head, 2),
                     rs: three_c,
                     cs: 1,
                 },
                 false,
             );
         }
+    }
+}
+
+/// Multi-head self-attention in windows already gathered (Swin's): `qkv (B·nW, N, 3 · C)`,
+/// each token's projection laid out as `[q k v]` of all heads, `bias (heads, N, N)` added to
+/// the scaled scores, and for shifted windows `mask (nW, N, N)`, window `i` taking
+/// `mask[i % nW]`. Returns `(B·nW, N, C)`.
+pub fn window_attention(
+    qkv: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+    heads: usize,
+) -> Result<Tensor> {
+    let op = WindowAttention { heads };
+    let (qkv, bias) = (qkv.contiguous()?, bias.contiguous()?);
+    Ok(match mask {
+        Some(mask) => qkv.apply_op3_no_bwd(&bias, &mask.contiguous()?, &op)?,
+        None => qkv.apply_op2_no_bwd(&bias, &op)?,
+    })
+}
+
+struct WindowAttention {
+    heads: usize,
+}
+
+impl WindowAttention {
+    fn run(
+        &self,
+        (qkv, l1): (&[f32], &Layout),
+        (bias, l2): (&[f32], &Layout),
+        mask: Option<(&[f32], &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (windows, n, three_c) = l1.shape().dims3()?;
+        let heads = self.heads;
+        let kd = three_c / (3 * heads.max(1));
+        if heads == 0 || three_c != 3 * heads * kd || l2.shape().dims() != [heads, n, n] {
+            candle_core::bail!(
+                "window attention: qkv {:?} and bias {:?} do not fit {heads} heads",
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let masks = match mask {
+            Some((_, l)) => {
+                let (nw, mn, mn2) = l.shape().dims3()?;
+                if mn != n || mn2 != n || nw == 0 || windows % nw != 0 {
+                    candle_core::bail!(
+                        "window attention: mask {:?} for {windows} windows of {n} tokens",
+                        l.shape()
+                    );
+                }
+                nw
+            }
+            None => 1,
+        };
+        let c = heads * kd;
+        let shape = Shape::from((windows, n, c));
+        let mut out = vec![0f32; shape.elem_count()];
+        let head = HeadShape {
+            heads,
+            key_dim: kd,
+            tokens: n,
+            head_stride: kd,
+            part_stride: c,
+        };
+        out.par_chunks_mut((n * c).max(1))
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; n * n],
+                |scores, (i, o)| {
+                    let x = &qkv[i * n * three_c..(i + 1) * n * three_c];
+                    let m = mask.map(|(m, _)| &m[(i % masks) * n * n..][..n * n]);
+                    head.attend(x, bias, m, scores, o);
+                },
+            );
+        Ok((CpuStorage::F32(out), shape))
+    }
+}
+
+impl CustomOp2 for WindowAttention {
+    fn name(&self) -> &'static str {
+        "deva-window-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (qkv, bias) = (
+            super::contiguous_f32(s1, l1)?,
+            super::contiguous_f32(s2, l2)?,
+        );
+        self.run((qkv, l1), (bias, l2), None)
+    }
+}
+
+impl CustomOp3 for WindowAttention {
+    fn name(&self) -> &'static str {
+        "deva-window-attention-masked"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (qkv, bias) = (
+            super::contiguous_f32(s1, l1)?,
+            super::contiguous_f32(s2, l2)?,
+        );
+        let mask = super::contiguous_f32(s3, l3)?;
+        self.run((qkv, l1), (bias, l2), Some((mask, l3)))
     }
 }
 

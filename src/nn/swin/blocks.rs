@@ -9,7 +9,9 @@ use super::SwinConfig;
 use crate::error::Result;
 use crate::nn::act::Activation;
 use crate::nn::dense::Dense;
+use crate::nn::is_host_f32;
 use crate::nn::norm::LayerNorm;
+use crate::nn::window_attn::window_attention;
 
 /// Additive attention bias between tokens of different regions of a shifted window.
 const REGION_MASK: f32 = -100.0;
@@ -104,9 +106,8 @@ fn gather_bias(table: &Tensor, window: [usize; 3], n: usize) -> Result<Tensor> {
 /// Windowed multi-head self-attention with relative position bias.
 #[derive(Debug, Clone)]
 struct WindowAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// The query, key and value projections as one, rows `[query; key; value]`.
+    qkv: Dense,
     output: Dense,
     /// `(heads, ws², ws²)`: the bias of an unclamped window's first frame.
     bias: Tensor,
@@ -130,44 +131,41 @@ impl WindowAttention {
     ) -> Result<Self> {
         let ws = c.window_size;
         let window = [c.window_frames, ws, ws];
-        let (query, key, value) = match layout {
+        // One projection with rows [query; key; value]: the official `qkv`, or the three of
+        // the Hugging Face layout stacked.
+        let (weight, bias) = match layout {
             Layout::HuggingFace => {
-                let lin = |name: &str| {
-                    if c.qkv_bias {
-                        candle_nn::linear(dim, dim, vb.pp(name))
-                    } else {
-                        candle_nn::linear_no_bias(dim, dim, vb.pp(name))
-                    }
+                let get = |name: &str, what: &str, shape: &[usize]| vb.pp(name).get(shape, what);
+                let names = ["query", "key", "value"];
+                let w = names.map(|n| get(n, "weight", &[dim, dim]));
+                let w = Tensor::cat(&w.into_iter().collect::<candle_core::Result<Vec<_>>>()?, 0)?;
+                let b = if c.qkv_bias {
+                    let b = names.map(|n| get(n, "bias", &[dim]));
+                    let b = b.into_iter().collect::<candle_core::Result<Vec<_>>>()?;
+                    Some(Tensor::cat(&b, 0)?)
+                } else {
+                    None
                 };
-                (lin("query")?, lin("key")?, lin("value")?)
+                (w, b)
             }
             Layout::Official | Layout::Video => {
-                // One fused `qkv` projection: rows [query; key; value].
                 let w = vb.pp("qkv").get((3 * dim, dim), "weight")?;
                 let b = if c.qkv_bias {
                     Some(vb.pp("qkv").get(3 * dim, "bias")?)
                 } else {
                     None
                 };
-                let part = |i: usize| -> Result<Linear> {
-                    let bias = match &b {
-                        Some(b) => Some(b.narrow(0, i * dim, dim)?.contiguous()?),
-                        None => None,
-                    };
-                    Ok(Linear::new(w.narrow(0, i * dim, dim)?.contiguous()?, bias))
-                };
-                (part(0)?, part(1)?, part(2)?)
+                (w, b)
             }
         };
+        let qkv = Dense::new(Linear::new(weight, bias), Activation::Identity);
         let table = vb.get(
             ((2 * window[0] - 1) * (2 * ws - 1) * (2 * ws - 1), heads),
             "relative_position_bias_table",
         )?;
         let bias = gather_bias(&table, window, ws * ws)?;
         Ok(WindowAttention {
-            query,
-            key,
-            value,
+            qkv,
             output: Dense::load(proj, (dim, dim), Activation::Identity)?,
             bias,
             table,
@@ -179,22 +177,42 @@ impl WindowAttention {
 
     /// `x`: `(B·nW, N, C)` windows; `mask`: `(nW, N, N)` for shifted windows.
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (bw, n, c) = x.dims3()?;
-        let hd = c / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((bw, n, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = (split(self.query.forward(x)?)? * self.scale)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let n = x.dim(1)?;
         let bias = if n == self.bias.dim(1)? {
             self.bias.clone()
         } else {
             gather_bias(&self.table, self.window, n)?
         };
-        let mut scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
+        let qkv = self.qkv.forward(x)?;
+        let out = if is_host_f32(&qkv) {
+            window_attention(&qkv, &bias, mask, self.heads)?
+        } else {
+            self.attend_tensor_ops(&qkv, &bias, mask)?
+        };
+        self.output.forward(&out)
+    }
+
+    /// The attention of the projections `qkv (B·nW, N, 3·C)` written with candle's tensor
+    /// operations (any device): `(B·nW, N, C)` before the output projection.
+    fn attend_tensor_ops(
+        &self,
+        qkv: &Tensor,
+        bias: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (bw, n, three_c) = qkv.dims3()?;
+        let c = three_c / 3;
+        let hd = c / self.heads;
+        let split = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, i * c, c)?
+                .reshape((bw, n, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = (split(0)? * self.scale)?;
+        let (k, v) = (split(1)?, split(2)?);
+        let mut scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
         if let Some(mask) = mask {
             let nw = mask.dim(0)?;
             scores = scores
@@ -203,12 +221,11 @@ impl WindowAttention {
                 .reshape((bw, self.heads, n, n))?;
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = probs
+        Ok(probs
             .matmul(&v)?
             .transpose(1, 2)?
             .contiguous()?
-            .reshape((bw, n, c))?;
-        self.output.forward(&out)
+            .reshape((bw, n, c))?)
     }
 }
 
@@ -336,5 +353,54 @@ impl PatchMerging {
             .contiguous()?
             .reshape((b, h2, w2, 4 * c))?;
         Ok(self.reduction.forward(&self.norm.forward(&x)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+    use candle_nn::VarMap;
+
+    /// The fused CPU window attention equals the tensor operations (the other devices' path)
+    /// in both checkpoint layouts: plain windows, shifted windows with their region mask
+    /// (windows of several images sharing the masks), and windows shorter than the bias, whose
+    /// bias is gathered from the table.
+    #[test]
+    fn fused_window_attention_equals_the_tensor_path() {
+        let dev = Device::Cpu;
+        let c: SwinConfig =
+            serde_json::from_str(r#"{"window_size": 3, "out_features": []}"#).unwrap();
+        let (dim, heads) = (8, 2);
+        for layout in [Layout::HuggingFace, Layout::Official] {
+            let map = VarMap::new();
+            let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+            let build = || {
+                WindowAttention::new(dim, heads, &c, layout, vb.pp("attn"), vb.pp("proj")).unwrap()
+            };
+            // The first build creates the variables; drawn at random, they make the second.
+            build();
+            for var in map.all_vars() {
+                let values = Tensor::randn(0f32, 1.0, var.shape(), &dev).unwrap();
+                var.set(&values).unwrap();
+            }
+            let attn = build();
+            // Two images of a 6 × 6 map: 8 windows of 9 tokens, 4 masks.
+            let mask = shifted_window_mask((6, 6), (3, 3), (1, 1), &dev).unwrap();
+            for (windows, n, m) in [(8, 9, None), (8, 9, Some(&mask)), (3, 4, None)] {
+                let x = Tensor::randn(0f32, 1.0, (windows, n, dim), &dev).unwrap();
+                let fused = attn.forward(&x, m).unwrap();
+                let bias = gather_bias(&attn.table, attn.window, n).unwrap();
+                let qkv = attn.qkv.forward(&x).unwrap();
+                let tensor = attn.attend_tensor_ops(&qkv, &bias, m).unwrap();
+                let tensor = attn.output.forward(&tensor).unwrap();
+                let d = crate::nn::max_abs_diff(&fused, &tensor);
+                assert!(
+                    d < 1e-5,
+                    "{layout:?}, {windows} × {n}, masked {}: difference {d}",
+                    m.is_some()
+                );
+            }
+        }
     }
 }

@@ -122,9 +122,54 @@ struct GridWindowAttention {
     window: usize,
 }
 
-/// One window's work: its image and window row and column, and the output pieces it owns
-/// (for each of its rows inside the grid, the row's tokens inside the grid).
-type WindowJob<'a> = (usize, usize, usize, Vec<&'a mut [MaybeUninit<f32>]>);
+/// One tile of a token grid's output, a job of a kernel that computes tile by tile.
+pub(crate) struct Tile<'a> {
+    /// The image of the batch.
+    pub image: usize,
+    /// The tile's row and column among the tiles.
+    pub at: (usize, usize),
+    /// For each row of the tile inside the grid, the row's tokens inside the grid.
+    pieces: Vec<&'a mut [MaybeUninit<f32>]>,
+}
+
+impl Tile<'_> {
+    /// Writes the tile's pieces from `o`, the tile's rows of tokens `o_rs` values apart.
+    pub(crate) fn write(self, o: &[f32], o_rs: usize) {
+        for (i, piece) in self.pieces.into_iter().enumerate() {
+            let src = &o[i * o_rs..][..piece.len()];
+            piece.iter_mut().zip(src).for_each(|(d, s)| {
+                d.write(*s);
+            });
+        }
+    }
+}
+
+/// The tiles of `th × tw` tokens from the top left of the output `out (B, H, W, C)` (those at
+/// the bottom and right edges cut at the grid's edge), each owning its pieces of `out`.
+pub(crate) fn tiles<'a>(
+    out: &'a mut [MaybeUninit<f32>],
+    (h, w, c): (usize, usize, usize),
+    (th, tw): (usize, usize),
+) -> Vec<Tile<'a>> {
+    let cols = w.div_ceil(tw);
+    let mut tiles = Vec::with_capacity(out.len() / (h * w * c).max(1) * h.div_ceil(th) * cols);
+    for (image, image_out) in out.chunks_mut(h * w * c).enumerate() {
+        for (ty, band) in image_out.chunks_mut(th * w * c).enumerate() {
+            let mut pieces: Vec<Vec<_>> = (0..cols).map(|_| Vec::with_capacity(th)).collect();
+            for row in band.chunks_mut(w * c) {
+                for (tx, piece) in row.chunks_mut(tw * c).enumerate() {
+                    pieces[tx].push(piece);
+                }
+            }
+            tiles.extend(pieces.into_iter().enumerate().map(|(tx, pieces)| Tile {
+                image,
+                at: (ty, tx),
+                pieces,
+            }));
+        }
+    }
+    tiles
+}
 
 impl CustomOp3 for GridWindowAttention {
     fn name(&self) -> &'static str {
@@ -166,27 +211,11 @@ impl CustomOp3 for GridWindowAttention {
         if shape.elem_count() == 0 {
             return Ok((CpuStorage::F32(out), shape));
         }
-        let (rows, cols) = (h.div_ceil(win), w.div_ceil(win));
-        let mut jobs: Vec<WindowJob> = Vec::with_capacity(b * rows * cols);
-        for (image, image_out) in out.spare_capacity_mut()[..b * h * w * c]
-            .chunks_mut(h * w * c)
-            .enumerate()
-        {
-            for (wy, band) in image_out.chunks_mut(win * w * c).enumerate() {
-                let mut pieces: Vec<Vec<_>> = (0..cols).map(|_| Vec::with_capacity(win)).collect();
-                for row in band.chunks_mut(w * c) {
-                    for (wx, piece) in row.chunks_mut(win * c).enumerate() {
-                        pieces[wx].push(piece);
-                    }
-                }
-                jobs.extend(
-                    pieces
-                        .into_iter()
-                        .enumerate()
-                        .map(|(wx, p)| (image, wy, wx, p)),
-                );
-            }
-        }
+        let jobs = tiles(
+            &mut out.spare_capacity_mut()[..b * h * w * c],
+            (h, w, c),
+            (win, win),
+        );
         let head = HeadShape {
             heads,
             key_dim: kd,
@@ -202,7 +231,8 @@ impl CustomOp3 for GridWindowAttention {
                     vec![0f32; n * c],
                 )
             },
-            |(x, scores, o), (image, wy, wx, pieces)| {
+            |(x, scores, o), tile| {
+                let (image, (wy, wx)) = (tile.image, tile.at);
                 // The window's projections, row by row: the run of grid tokens, then padding.
                 for (i, dst) in x.chunks_exact_mut(win * three_c).enumerate() {
                     let (y, x0) = (wy * win + i, wx * win);
@@ -216,16 +246,11 @@ impl CustomOp3 for GridWindowAttention {
                         .for_each(|t| t.copy_from_slice(pad));
                 }
                 head.attend(x, bias, None, scores, o);
-                for (i, piece) in pieces.into_iter().enumerate() {
-                    let src = &o[i * win * c..][..piece.len()];
-                    piece.iter_mut().zip(src).for_each(|(d, s)| {
-                        d.write(*s);
-                    });
-                }
+                tile.write(o, win * c);
             },
         );
         // SAFETY: the windows tile the grid, and each wrote every value of the tokens of the
-        // grid that it holds (`pieces`), so every value of the output was written.
+        // grid that it holds (`Tile::write`), so every value of the output was written.
         unsafe { out.set_len(shape.elem_count()) };
         Ok((CpuStorage::F32(out), shape))
     }

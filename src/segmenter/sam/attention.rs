@@ -8,7 +8,6 @@
 //! the products are single-threaded ones on both cores at once rather than small products
 //! split across the cores one after another.
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
@@ -18,6 +17,7 @@ use crate::error::Result;
 use crate::nn::contiguous_f32;
 use crate::nn::linalg::{matmul, Dst, MatRef};
 use crate::nn::vmath::{multiversion, softmax_in_place};
+use crate::nn::window_attn::tiles;
 
 /// Scores of one job in a global grid, in values: whole query rows are taken while their
 /// scores fit (at least one row). 4 MiB: larger bands spread the packing of each head's keys
@@ -55,10 +55,6 @@ struct RelPosAttention {
     pad: Vec<f32>,
     score_budget: usize,
 }
-
-/// One job: its image, its window (or its band of query rows) and the output pieces it owns
-/// (for each of its query rows inside the grid, the row's tokens inside the grid).
-type Job<'a> = (usize, usize, usize, Vec<&'a mut [MaybeUninit<f32>]>);
 
 /// The sides and head width of an op's operands.
 struct Dims {
@@ -115,11 +111,22 @@ impl CustomOp3 for RelPosAttention {
         }
         let dims = Dims { h, w, c, hd };
         let band = self.band(h, w);
-        let jobs = self.jobs(&mut out.spare_capacity_mut()[..b * h * w * c], &dims, band);
+        // Jobs: windows, or bands of `band` query rows.
+        let tile = if self.window == 0 {
+            (band, w)
+        } else {
+            (sh, sw)
+        };
+        let jobs = tiles(
+            &mut out.spare_capacity_mut()[..b * h * w * c],
+            (h, w, c),
+            tile,
+        );
         let (gh, gw) = (sh, sw);
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
         jobs.into_par_iter()
-            .for_each_init(Scratch::default, |s, (image, jy, jx, pieces)| {
+            .for_each_init(Scratch::default, |s, tile| {
+                let (image, (jy, jx)) = (tile.image, tile.at);
                 let rows = match self.window {
                     0 => jy * band..(jy * band + band).min(gh),
                     _ => 0..gh,
@@ -138,16 +145,11 @@ impl CustomOp3 for RelPosAttention {
                     };
                     group.attend(rows.clone(), &tables, scale, s, &mut out[head * hd..], c);
                 }
-                for (i, piece) in pieces.into_iter().enumerate() {
-                    let src = &out[i * gw * c..][..piece.len()];
-                    piece.iter_mut().zip(src).for_each(|(d, s)| {
-                        d.write(*s);
-                    });
-                }
+                tile.write(&out, gw * c);
                 (s.out, s.gather) = (out, gather);
             });
         // SAFETY: the jobs tile the grid (windows, or bands of whole rows), and each wrote
-        // every value of the grid tokens it holds (`pieces`), so every value was written.
+        // every value of the grid tokens it holds (`Tile::write`), so every value was written.
         unsafe { out.set_len(shape.elem_count()) };
         Ok((CpuStorage::F32(out), shape))
     }
@@ -161,35 +163,6 @@ impl RelPosAttention {
             0 => (self.score_budget / (w * h * w)).clamp(1, h),
             win => win,
         }
-    }
-
-    /// The jobs over the output `out (B, H, W, C)`: windows, or bands of `band` query rows.
-    fn jobs<'a>(&self, out: &'a mut [MaybeUninit<f32>], d: &Dims, band: usize) -> Vec<Job<'a>> {
-        let Dims { h, w, c, .. } = *d;
-        let (tile_h, tile_w) = match self.window {
-            0 => (band, w),
-            win => (win, win),
-        };
-        let cols = w.div_ceil(tile_w);
-        let mut jobs = Vec::new();
-        for (image, image_out) in out.chunks_mut(h * w * c).enumerate() {
-            for (jy, band) in image_out.chunks_mut(tile_h * w * c).enumerate() {
-                let mut pieces: Vec<Vec<_>> =
-                    (0..cols).map(|_| Vec::with_capacity(tile_h)).collect();
-                for row in band.chunks_mut(w * c) {
-                    for (jx, piece) in row.chunks_mut(tile_w * c).enumerate() {
-                        pieces[jx].push(piece);
-                    }
-                }
-                jobs.extend(
-                    pieces
-                        .into_iter()
-                        .enumerate()
-                        .map(|(jx, p)| (image, jy, jx, p)),
-                );
-            }
-        }
-        jobs
     }
 
     /// Gathers the `[q k v]` rows of `head` for the window `(image, wy, wx)` into `dst`

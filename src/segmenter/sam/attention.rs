@@ -89,6 +89,10 @@ impl CustomOp3 for RelPosAttention {
                 self.pad.len()
             );
         }
+        let shape = Shape::from((b, h, w, c));
+        if shape.elem_count() == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), shape));
+        }
         let (sh, sw) = match self.window {
             0 => (h, w),
             win => (win, win),
@@ -104,11 +108,7 @@ impl CustomOp3 for RelPosAttention {
         }
         let qkv = contiguous_f32(s1, l1)?;
         let tables = Tables::reversed(contiguous_f32(s2, l2)?, contiguous_f32(s3, l3)?, hd);
-        let shape = Shape::from((b, h, w, c));
         let mut out = Vec::with_capacity(shape.elem_count());
-        if shape.elem_count() == 0 {
-            return Ok((CpuStorage::F32(out), shape));
-        }
         let dims = Dims { h, w, c, hd };
         let band = self.band(h, w);
         // Jobs: windows, or bands of `band` query rows.
@@ -471,6 +471,13 @@ mod tests {
                 d < 1e-5,
                 "{b}×{h}×{w}, window {window}, budget {budget}: diff {d}"
             );
+        }
+        // An empty grid gives an empty output, whatever the tables.
+        let table = Tensor::zeros((1, hd), candle_core::DType::F32, &dev).unwrap();
+        for window in [0, 3] {
+            let qkv = Tensor::zeros((2, 0, 4, three_c), candle_core::DType::F32, &dev).unwrap();
+            let out = rel_pos_attention(&qkv, &pad, (&table, &table), heads, window).unwrap();
+            assert_eq!(out.dims(), [2, 0, 4, heads * hd]);
         }
     }
 }

@@ -15,6 +15,7 @@ mod predictor;
 mod prompt;
 mod prompted;
 mod regions;
+mod rel_pos;
 mod tiny_vit;
 pub mod transform;
 mod transformer;

@@ -210,7 +210,7 @@ mod tests {
         let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
         for act in [Activation::Identity, Activation::GeluErf] {
             let dense = Dense::load(vb.pp(format!("{act:?}")), (37, 70), act).unwrap();
-            // 903 rows: tasks of either size, the last one partial.
+            // 903 rows: the last task partial (2 threads: 452 and 451 rows; 4 or more: 256).
             let x = Tensor::randn(0f32, 1.0, (3, 301, 37), &Device::Cpu).unwrap();
             let theirs = act.forward(&dense.linear.forward(&x).unwrap()).unwrap();
             let d = super::super::max_abs_diff(&dense.forward(&x).unwrap(), &theirs);

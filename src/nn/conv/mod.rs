@@ -30,7 +30,9 @@ use crate::error::Result;
 /// BatchNorm epsilon of PyTorch's default `BatchNorm2d`.
 const BN_EPS: f64 = 1e-5;
 
-/// Below this reduction length (`c_in · k²`) one product over a column buffer is faster.
+/// Below this reduction length (`c_in · k²`) one product over a column buffer is faster than
+/// one per tap (for kernels past 1×1: a strided 1×1 layer has one product either way, and
+/// reads its plane in place on [`Path::Shifted`]).
 const COLUMN_BUFFER_MAX_K: usize = 256;
 /// A convolution layer `[c_out, c_in, k, k]` with bias, padding `pad` and `stride`.
 #[derive(Debug, Clone)]
@@ -129,7 +131,7 @@ impl Geometry {
             && direct::suits(self.c_in, self.c_out, self.k, self.stride, winograd_fits)
         {
             Path::Direct
-        } else if self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
+        } else if self.k > 1 && self.c_in * self.k * self.k <= COLUMN_BUFFER_MAX_K {
             Path::Columns
         } else if !winograd_fits {
             Path::Shifted

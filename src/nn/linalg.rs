@@ -1,5 +1,7 @@
 //! Dense matrix products on the CPU through the `gemm` crate.
 
+use std::mem::MaybeUninit;
+
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Debug, Clone, Copy)]
 pub struct MatRef<'a> {
@@ -94,6 +96,54 @@ pub fn matmul(
     }
 }
 
+/// `dst = lhs[m × k] · rhs[k × n]` into `dst` (`m` rows of `n`, not yet initialised), single
+/// threaded; returns `dst`, every element written.
+pub fn matmul_into<'a>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &'a mut [MaybeUninit<f32>],
+    lhs: MatRef,
+    rhs: MatRef,
+) -> &'a mut [f32] {
+    assert_eq!(dst.len(), m * n, "{m} rows of {n} values");
+    assert!(
+        lhs.fits(m, k) && rhs.fits(k, n),
+        "matrix operand out of bounds"
+    );
+    if k == 0 {
+        dst.fill(MaybeUninit::new(0.0));
+    } else if m > 0 && n > 0 {
+        // SAFETY: the asserts above keep every access in bounds; gemm does not read `dst`
+        // (`read_dst` false) and writes each of its `m × n` elements.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr().cast::<f32>(),
+                1,
+                n as isize,
+                false,
+                lhs.data.as_ptr(),
+                lhs.cs as isize,
+                lhs.rs as isize,
+                rhs.data.as_ptr(),
+                rhs.cs as isize,
+                rhs.rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        }
+    }
+    // SAFETY: every element was written above.
+    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +181,19 @@ mod tests {
             false,
         );
         assert_eq!(e, vec![-2.0, 5.5, 10.0, -2.0, 16.0]);
+    }
+
+    #[test]
+    fn product_into_uninitialised_rows_matches_the_definition() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [1.0, 0.0, -1.0, 2.0, 1.0, 0.5];
+        let mut d = [MaybeUninit::new(f32::NAN); 4];
+        let lhs = MatRef::rows(&a, 3);
+        let d = matmul_into(2, 2, 3, &mut d, lhs, MatRef::transposed(&b, 3));
+        assert_eq!(d, [-2.0, 5.5, -2.0, 16.0]);
+        // An empty reduction is a product of zeros.
+        let mut z = [MaybeUninit::new(f32::NAN); 6];
+        let empty = MatRef::rows(&[], 0);
+        assert_eq!(matmul_into(2, 3, 0, &mut z, empty, empty), [0.0; 6]);
     }
 }

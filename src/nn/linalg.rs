@@ -62,35 +62,18 @@ pub fn matmul(
     parallel: bool,
 ) {
     assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len());
-    assert!(
-        lhs.fits(m, k) && rhs.fits(k, n),
-        "matrix operand out of bounds"
-    );
     let parallelism = match rayon::current_num_threads() {
         t if t > 1 && parallel => gemm::Parallelism::Rayon(t),
         _ => gemm::Parallelism::None,
     };
-    // SAFETY: the asserts above keep every access of the three operands in bounds.
+    // SAFETY: `dst` holds the `m` rows of `n`, `dst_rs` apart (asserted).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
+        product(
+            (m, n, k),
+            (dst.as_mut_ptr(), dst_rs),
             mode == Dst::Add,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            lhs,
+            rhs,
             parallelism,
         )
     }
@@ -107,41 +90,70 @@ pub fn matmul_into<'a>(
     rhs: MatRef,
 ) -> &'a mut [f32] {
     assert_eq!(dst.len(), m * n, "{m} rows of {n} values");
-    assert!(
-        lhs.fits(m, k) && rhs.fits(k, n),
-        "matrix operand out of bounds"
-    );
     if k == 0 {
         dst.fill(MaybeUninit::new(0.0));
-    } else if m > 0 && n > 0 {
-        // SAFETY: the asserts above keep every access in bounds; gemm does not read `dst`
+    } else {
+        let ptr = dst.as_mut_ptr().cast::<f32>();
+        // SAFETY: `dst` holds the `m` rows of `n` (asserted); gemm does not read it
         // (`read_dst` false) and writes each of its `m × n` elements.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr().cast::<f32>(),
-                1,
-                n as isize,
+            product(
+                (m, n, k),
+                (ptr, n),
                 false,
-                lhs.data.as_ptr(),
-                lhs.cs as isize,
-                lhs.rs as isize,
-                rhs.data.as_ptr(),
-                rhs.cs as isize,
-                rhs.rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+                lhs,
+                rhs,
                 gemm::Parallelism::None,
             )
         }
     }
     // SAFETY: every element was written above.
     unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `dst (+)= lhs · rhs` through gemm, `dst` row-major at `dst.0` with row stride `dst.1`.
+///
+/// # Safety
+/// `dst.0` must be valid for writes (and reads with `read_dst`) of the `m` rows of `n`.
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, usize),
+    read_dst: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+    parallelism: gemm::Parallelism,
+) {
+    assert!(
+        lhs.fits(m, k) && rhs.fits(k, n),
+        "matrix operand out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the operands fit (asserted), the destination as the caller promises.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            1,
+            dst.1 as isize,
+            read_dst,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -139,8 +139,8 @@ impl CustomOp3 for DenseOp<'_> {
         let task = ROWS_PER_TASK.max(rows.div_ceil(rayon::current_num_threads()));
         let mut y = Vec::with_capacity(rows * out);
         // Row blocks in parallel, each one single-threaded product, so that no thread waits
-        // on another. Each block starts as the bias (plus the residual when no activation
-        // comes between), written once, and the product accumulates into it.
+        // on another. The product writes the block's rows (not reading them), then one pass
+        // adds the bias, the activation and the residual.
         y.spare_capacity_mut()[..rows * out]
             .par_chunks_mut(task * out)
             .zip(x.par_chunks(task * input))

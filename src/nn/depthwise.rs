@@ -38,12 +38,32 @@ impl Depthwise {
         lo..hi.max(lo)
     }
 
-    /// One channel plane `src (h, w)` into `dst (oh, ow)`, every element written: each output
-    /// row starts as the bias and each tap adds a contiguous run of one input row's phase
-    /// (the row itself at stride 1; at stride s, its columns `j, j + s, …` copied once into
-    /// `phases`), so every loop is vectorised.
+    /// One channel plane `src (h, w)` into `dst (oh, ow)`, every element written
+    /// ([`plane_stride1`](Self::plane_stride1) for odd kernels up to 7 at stride 1,
+    /// [`plane_by_taps`](Self::plane_by_taps) for the others); `scratch` is reused.
     #[inline(always)]
     fn plane(
+        &self,
+        src: &[f32],
+        hw: (usize, usize),
+        kern: &[f32],
+        bias: f32,
+        dst: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        match (self.stride, kern.len()) {
+            (1, 9) => self.plane_stride1::<3>(src, hw, kern, bias, dst, scratch),
+            (1, 25) => self.plane_stride1::<5>(src, hw, kern, bias, dst, scratch),
+            (1, 49) => self.plane_stride1::<7>(src, hw, kern, bias, dst, scratch),
+            _ => self.plane_by_taps(src, hw, kern, bias, dst, scratch),
+        }
+    }
+
+    /// [`plane`](Self::plane) tap by tap: each output row starts as the bias and each tap adds
+    /// a contiguous run of one input row's phase (the row itself at stride 1; at stride s, its
+    /// columns `j, j + s, …` copied once into `phases`), so every loop is vectorised.
+    #[inline(always)]
+    fn plane_by_taps(
         &self,
         src: &[f32],
         (h, w): (usize, usize),
@@ -89,6 +109,53 @@ impl Depthwise {
                         *d += kv * x;
                     }
                 }
+            }
+            self.act.apply_slice(drow);
+        }
+    }
+
+    /// [`plane`](Self::plane) at stride 1 for odd `K × K` kernels: each output row in one pass
+    /// over `K` zero-padded copies of its input rows (in `rows`), its taps summed in a register
+    /// in [`plane_by_taps`](Self::plane_by_taps)' order (ky, then kx; it reads and writes the
+    /// row once per tap). A tap past the image's edge adds a zero product where that one skips
+    /// it, the same value.
+    #[inline(always)]
+    fn plane_stride1<const K: usize>(
+        &self,
+        src: &[f32],
+        (h, w): (usize, usize),
+        kern: &[f32],
+        bias: f32,
+        dst: &mut [f32],
+        rows: &mut Vec<f32>,
+    ) {
+        let pad = K / 2;
+        let wp = w + 2 * pad;
+        let mut taps = [[0f32; K]; K];
+        for (ky, t) in taps.iter_mut().enumerate() {
+            t.copy_from_slice(&kern[ky * K..(ky + 1) * K]);
+        }
+        rows.clear();
+        rows.resize(K * wp, 0.0);
+        for (oy, drow) in dst.chunks_mut(w).enumerate() {
+            // The padding columns stay zero: only the middle of each row is written.
+            for (ky, row) in rows.chunks_mut(wp).enumerate() {
+                let mid = &mut row[pad..pad + w];
+                match (oy + ky).checked_sub(pad).filter(|&iy| iy < h) {
+                    Some(iy) => mid.copy_from_slice(&src[iy * w..(iy + 1) * w]),
+                    None => mid.fill(0.0),
+                }
+            }
+            let r: [&[f32]; K] = std::array::from_fn(|ky| &rows[ky * wp..(ky + 1) * wp]);
+            for (ox, d) in drow.iter_mut().enumerate() {
+                let mut v = bias;
+                for ky in 0..K {
+                    let x = &r[ky][ox..ox + K];
+                    for kx in 0..K {
+                        v += taps[ky][kx] * x[kx];
+                    }
+                }
+                *d = v;
             }
             self.act.apply_slice(drow);
         }
@@ -240,6 +307,28 @@ multiversion! {
 mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
+
+    /// The one-pass stride-1 planes give the tap-by-tap planes' values (equal as floats: a
+    /// zero product added where the other skips a tap can only turn −0 into +0).
+    #[test]
+    fn stride_one_planes_equal_the_tap_by_tap_sums() {
+        let op = Depthwise {
+            stride: 1,
+            act: Activation::Identity,
+            channels_last: false,
+        };
+        for (k, h, w) in [(3, 9, 8), (3, 1, 1), (5, 7, 11), (7, 4, 13)] {
+            let random = |n| {
+                let t = Tensor::randn(0f32, 1.0, n, &Device::Cpu).unwrap();
+                t.to_vec1::<f32>().unwrap()
+            };
+            let (x, kern) = (random(h * w), random(k * k));
+            let (mut fast, mut taps) = (vec![f32::NAN; h * w], vec![f32::NAN; h * w]);
+            op.plane(&x, (h, w), &kern, 0.25, &mut fast, &mut Vec::new());
+            op.plane_by_taps(&x, (h, w), &kern, 0.25, &mut taps, &mut Vec::new());
+            assert_eq!(fast, taps, "k {k}, {h} × {w}");
+        }
+    }
 
     #[test]
     fn depthwise_op_equals_grouped_convolution() {

@@ -2,13 +2,16 @@
 //! (`(B, H, W, C)`): on the CPU a parallel transpose in cache-sized tiles (candle's strided
 //! copy runs on one thread, element by element); elsewhere candle's permute.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::nn::vmath::multiversion;
 
 /// Output rows (columns of the input) per rayon task: each input row gives the task one
-/// cache line.
+/// cache line, and squares of this side go through a buffer in `transpose_rows`.
 const ROWS_PER_TASK: usize = 16;
 
 /// `(B, C, H, W)` → `(B, H, W, C)`.
@@ -62,11 +65,7 @@ impl CustomOp1 for Transpose {
                         .enumerate()
                         .for_each(|(k, out)| {
                             let (j0, rows) = (k * ROWS_PER_TASK, out.len() / r);
-                            for (i, row) in image.chunks_exact(c).enumerate() {
-                                for (j, v) in row[j0..j0 + rows].iter().enumerate() {
-                                    out[j * r + i].write(*v);
-                                }
-                            }
+                            transpose_rows(image, c, j0, rows, r, out);
                         });
                 });
         }
@@ -74,6 +73,39 @@ impl CustomOp1 for Transpose {
         // rows cover every image's output.
         unsafe { y.set_len(x.len()) };
         Ok((CpuStorage::F32(y), Shape::from((b, c, r))))
+    }
+}
+
+multiversion! {
+    /// Columns `j0..j0 + rows` of `image` (rows of `c`) as the `rows` rows of `r` values of
+    /// `out`: whole tiles of `ROWS_PER_TASK` input rows go through a small square buffer, so
+    /// that each output row takes contiguous stores; the last rows one value at a time.
+    fn transpose_rows(
+        image: &[f32],
+        c: usize,
+        j0: usize,
+        rows: usize,
+        r: usize,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        const T: usize = ROWS_PER_TASK;
+        let whole = if rows == T { r - r % T } else { 0 };
+        let mut tile = [[0f32; T]; T];
+        for i0 in (0..whole).step_by(T) {
+            for (t, row) in tile.iter_mut().zip(image[i0 * c..].chunks(c)) {
+                t.copy_from_slice(&row[j0..j0 + T]);
+            }
+            for (j, dst) in out.chunks_exact_mut(r).enumerate() {
+                for (ii, d) in dst[i0..i0 + T].iter_mut().enumerate() {
+                    d.write(tile[ii][j]);
+                }
+            }
+        }
+        for (i, row) in image.chunks_exact(c).enumerate().skip(whole) {
+            for (j, v) in row[j0..j0 + rows].iter().enumerate() {
+                out[j * r + i].write(*v);
+            }
+        }
     }
 }
 

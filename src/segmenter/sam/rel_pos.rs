@@ -67,24 +67,27 @@ pub(super) fn decomposed_rel_pos(
     let (n, _, c) = q.dims3()?;
     let r_q = q.reshape((n, h, w, c))?;
     // rel_h[n, y, x, k] = Σ_c q[n, y, x, c] · r_h[y, k, c]: batch over y.
-    let q_by_row = r_q
-        .permute((1, 0, 2, 3))?
-        .contiguous()?
-        .reshape((h, n * w, c))?;
-    let rel_h = q_by_row
-        .matmul(&r_h.transpose(1, 2)?.contiguous()?)?
-        .reshape((h, n, w, ()))?
-        .permute((1, 0, 2, 3))?
-        .contiguous()?;
+    let rel_h = axis_terms(&r_q, (1, 0, 2, 3), r_h, (1, 0, 2, 3))?;
     // rel_w[n, y, x, k] = Σ_c q[n, y, x, c] · r_w[x, k, c]: batch over x.
-    let q_by_col = r_q
-        .permute((2, 0, 1, 3))?
-        .contiguous()?
-        .reshape((w, n * h, c))?;
-    let rel_w = q_by_col
-        .matmul(&r_w.transpose(1, 2)?.contiguous()?)?
-        .reshape((w, n, h, ()))?
-        .permute((1, 2, 0, 3))?
-        .contiguous()?;
+    let rel_w = axis_terms(&r_q, (2, 0, 1, 3), r_w, (1, 2, 0, 3))?;
     Ok((rel_h, rel_w))
+}
+
+/// One axis's terms of [`decomposed_rel_pos`]: `r_q` (`(n, h, w, C)`) permuted by `to_front`
+/// so that the axis leads, batched over it against its `table` (`(len, k, C)`), and the
+/// result `(len, n, other, k)` permuted back by `back` to `(n, h, w, k)`.
+fn axis_terms(
+    r_q: &Tensor,
+    to_front: (usize, usize, usize, usize),
+    table: &Tensor,
+    back: (usize, usize, usize, usize),
+) -> Result<Tensor> {
+    let front = r_q.permute(to_front)?.contiguous()?;
+    let (len, n, other, c) = front.dims4()?;
+    Ok(front
+        .reshape((len, n * other, c))?
+        .matmul(&table.transpose(1, 2)?.contiguous()?)?
+        .reshape((len, n, other, ()))?
+        .permute(back)?
+        .contiguous()?)
 }

@@ -1,9 +1,12 @@
 //! Moving the channels of feature maps between first (`(B, C, H, W)`) and last
-//! (`(B, H, W, C)`): on the CPU a parallel transpose in cache-sized tiles (candle's strided
-//! copy runs on one thread, element by element); elsewhere candle's permute.
+//! (`(B, H, W, C)`), and transposing matrices: on the CPU a parallel transpose in cache-sized
+//! tiles (candle's strided copy runs on one thread, element by element); elsewhere candle's
+//! permute.
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
+use candle_core::shape::Dims;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -26,13 +29,19 @@ pub fn to_channels_first(x: &Tensor) -> Result<Tensor> {
     swap_axes(x, (b, h * w, c), (0, 3, 1, 2), (b, c, h, w))
 }
 
+/// `(R, C)` → `(C, R)`, contiguous.
+pub fn transposed(x: &Tensor) -> Result<Tensor> {
+    let (r, c) = x.dims2()?;
+    swap_axes(x, (1, r, c), (1, 0), (c, r))
+}
+
 /// `x` seen as `(B, R, C)` (`rows`), transposed to `(B, C, R)` and shaped `out`; on other
 /// devices and types candle's `permute`.
 fn swap_axes(
     x: &Tensor,
     rows: (usize, usize, usize),
-    permute: (usize, usize, usize, usize),
-    out: (usize, usize, usize, usize),
+    permute: impl Dims,
+    out: impl Into<Shape>,
 ) -> Result<Tensor> {
     if !super::is_host_f32(x) {
         return Ok(x.permute(permute)?.contiguous()?);
@@ -73,6 +82,24 @@ impl CustomOp1 for Transpose {
         // rows cover every image's output.
         unsafe { y.set_len(x.len()) };
         Ok((CpuStorage::F32(y), Shape::from((b, c, r))))
+    }
+}
+
+/// Columns `cols` of `image` (rows of `c` values) as the rows of `out`, one row of
+/// `image.len() / c` values per column.
+pub(crate) fn transpose_columns(image: &[f32], c: usize, cols: Range<usize>, out: &mut [f32]) {
+    let r = image.len() / c.max(1);
+    assert!(
+        cols.end <= c && out.len() == cols.len() * r,
+        "columns {cols:?} of rows of {c} values into {} values",
+        out.len()
+    );
+    // SAFETY: f32 and MaybeUninit<f32> have the same layout; only initialised values are
+    // written through the view.
+    let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    for (k, out) in out.chunks_mut(ROWS_PER_TASK * r).enumerate() {
+        let j0 = cols.start + k * ROWS_PER_TASK;
+        transpose_rows(image, c, j0, out.len() / r, r, out);
     }
 }
 
@@ -124,6 +151,30 @@ mod tests {
             assert_eq!(super::super::max_abs_diff(&last, &want), 0.0);
             let first = to_channels_first(&last).unwrap();
             assert_eq!(super::super::max_abs_diff(&first, &x), 0.0);
+        }
+    }
+
+    #[test]
+    fn matrices_and_column_ranges_transpose_exactly() {
+        // Sides below, at and past a tile's 16.
+        for (r, c) in [(1, 1), (5, 3), (16, 16), (37, 50)] {
+            let x = Tensor::randn(0f32, 1.0, (r, c), &Device::Cpu).unwrap();
+            let want = x.t().unwrap().contiguous().unwrap();
+            assert_eq!(
+                super::super::max_abs_diff(&transposed(&x).unwrap(), &want),
+                0.0
+            );
+            let values = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for cols in [0..c, c / 3..c, c / 2..c / 2 + 1] {
+                let mut out = vec![f32::NAN; cols.len() * r];
+                transpose_columns(&values, c, cols.clone(), &mut out);
+                assert_eq!(
+                    out,
+                    want[cols.start * r..cols.end * r],
+                    "{r} × {c}, {cols:?}"
+                );
+            }
         }
     }
 }

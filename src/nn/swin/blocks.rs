@@ -158,7 +158,7 @@ impl WindowAttention {
                 (w, b)
             }
         };
-        let qkv = Dense::new(Linear::new(weight, bias), Activation::Identity);
+        let qkv = Dense::new(weight, bias, Activation::Identity)?;
         let table = vb.get(
             ((2 * window[0] - 1) * (2 * ws - 1) * (2 * ws - 1), heads),
             "relative_position_bias_table",

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::nn::contiguous_f32;
 use crate::nn::linalg::{matmul, Dst, MatRef};
+use crate::nn::transpose::transpose_columns;
 use crate::nn::vmath::{multiversion, softmax_in_place};
 use crate::nn::window_attn::tiles;
 
@@ -124,6 +125,23 @@ impl CustomOp3 for RelPosAttention {
         );
         let (gh, gw) = (sh, sw);
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        // A global grid's keys, transposed once per image and head (`[hd, h·w]`): each band
+        // reads them as contiguous rows, where its product would gather them again, one
+        // strided value at a time.
+        let keys = h * w;
+        let mut global_keys = Vec::new();
+        if self.window == 0 {
+            global_keys.resize(b * c * keys, 0.0);
+            global_keys
+                .par_chunks_mut(hd * keys)
+                .enumerate()
+                .for_each(|(i, kt)| {
+                    let (image, head) = (i / heads, i % heads);
+                    let grid = &qkv[image * keys * three_c..][..keys * three_c];
+                    let cols = c + head * hd..c + (head + 1) * hd;
+                    transpose_columns(grid, three_c, cols, kt);
+                });
+        }
         jobs.into_par_iter()
             .for_each_init(Scratch::default, |s, tile| {
                 let (image, (jy, jx)) = (tile.image, tile.at);
@@ -133,20 +151,36 @@ impl CustomOp3 for RelPosAttention {
                 };
                 let m = rows.len() * gw;
                 s.out.resize(m * c, 0.0);
-                let (mut out, mut gather) =
-                    (std::mem::take(&mut s.out), std::mem::take(&mut s.gather));
+                let (mut out, mut gather, mut kt) = (
+                    std::mem::take(&mut s.out),
+                    std::mem::take(&mut s.gather),
+                    std::mem::take(&mut s.keys),
+                );
                 for head in 0..heads {
                     let group = if self.window == 0 {
-                        let at = image * h * w * three_c + head * hd;
-                        Group::strided(&qkv[at..], three_c, c, (gh, gw))
+                        let at = image * keys * three_c + head * hd;
+                        let kt = &global_keys[(image * heads + head) * hd * keys..][..hd * keys];
+                        let v = MatRef {
+                            data: &qkv[at + 2 * c..],
+                            rs: three_c,
+                            cs: 1,
+                        };
+                        Group::new((&qkv[at..], three_c), kt, v, (gh, gw))
                     } else {
                         self.gather(qkv, &dims, (image, jy, jx), head, &mut gather);
-                        Group::strided(&gather, 3 * hd, hd, (gh, gw))
+                        kt.resize(hd * gh * gw, 0.0);
+                        transpose_columns(&gather, 3 * hd, hd..2 * hd, &mut kt);
+                        let v = MatRef {
+                            data: &gather[2 * hd..],
+                            rs: 3 * hd,
+                            cs: 1,
+                        };
+                        Group::new((&gather, 3 * hd), &kt, v, (gh, gw))
                     };
                     group.attend(rows.clone(), &tables, scale, s, &mut out[head * hd..], c);
                 }
                 tile.write(&out, gw * c);
-                (s.out, s.gather) = (out, gather);
+                (s.out, s.gather, s.keys) = (out, gather, kt);
             });
         // SAFETY: the jobs tile the grid (windows, or bands of whole rows), and each wrote
         // every value of the grid tokens it holds (`Tile::write`), so every value was written.
@@ -198,11 +232,13 @@ struct Scratch {
     rel_h: Vec<f32>,
     rel_w: Vec<f32>,
     gather: Vec<f32>,
+    keys: Vec<f32>,
     out: Vec<f32>,
 }
 
-/// The relative position tables of one attended grid, rows in reverse order, so that the
-/// rows a query needs are consecutive: row `d` is the table's row `2·S − 2 − d`.
+/// The relative position tables of one attended grid, transposed (`[hd, 2·S − 1]`) with
+/// their rows in reverse order, so that the rows a query needs are consecutive columns:
+/// column `d` is the table's row `2·S − 2 − d`.
 struct Tables {
     h: Vec<f32>,
     w: Vec<f32>,
@@ -211,34 +247,41 @@ struct Tables {
 
 impl Tables {
     fn reversed(h: &[f32], w: &[f32], hd: usize) -> Self {
-        let rev = |t: &[f32]| t.rchunks_exact(hd).flatten().copied().collect();
+        let flip = |t: &[f32]| {
+            let rev: Vec<f32> = t.rchunks_exact(hd).flatten().copied().collect();
+            let mut out = vec![0.0; rev.len()];
+            transpose_columns(&rev, hd, 0..hd, &mut out);
+            out
+        };
         Tables {
-            h: rev(h),
-            w: rev(w),
+            h: flip(h),
+            w: flip(w),
             hd,
         }
     }
 }
 
-/// One head over an attended grid of `gh × gw` tokens: token `y·gw + x` has its query, key
-/// and value at `y·gw + x` rows of `rs` values into `data`, `at` values apart.
+/// One head over an attended grid of `gh × gw` tokens: token `y·gw + x` has its query at
+/// `y·gw + x` rows of `q.1` values into `q.0`, its key at column `y·gw + x` of `kt`
+/// (`[hd, gh·gw]`) and its value at row `y·gw + x` of `v`.
 struct Group<'a> {
-    data: &'a [f32],
-    rs: usize,
-    at: usize,
+    q: (&'a [f32], usize),
+    kt: &'a [f32],
+    v: MatRef<'a>,
     side: (usize, usize),
 }
 
 impl<'a> Group<'a> {
-    fn strided(data: &'a [f32], rs: usize, at: usize, side: (usize, usize)) -> Self {
-        Group { data, rs, at, side }
+    fn new(q: (&'a [f32], usize), kt: &'a [f32], v: MatRef<'a>, side: (usize, usize)) -> Self {
+        Group { q, kt, v, side }
     }
 
-    /// The rows of the query, key or value (`part` 0, 1, 2) from token `token` on.
-    fn part(&self, part: usize, token: usize) -> MatRef<'a> {
+    /// The query rows from token `token` on.
+    fn queries(&self, token: usize) -> MatRef<'a> {
+        let (data, rs) = self.q;
         MatRef {
-            data: &self.data[token * self.rs + part * self.at..],
-            rs: self.rs,
+            data: &data[token * rs..],
+            rs,
             cs: 1,
         }
     }
@@ -259,27 +302,22 @@ impl<'a> Group<'a> {
         s.scores.resize(m * keys, 0.0);
         s.rel_h.resize(m * gh, 0.0);
         s.rel_w.resize(m * span, 0.0);
-        let k = self.part(1, 0);
-        let kt = MatRef {
-            data: k.data,
-            rs: k.cs,
-            cs: k.rs,
-        };
-        let q = self.part(0, rows.start * gw);
+        let kt = MatRef::rows(self.kt, keys);
+        let q = self.queries(rows.start * gw);
         matmul(Dst::Set, m, keys, hd, &mut s.scores, keys, q, kt, false);
         for (i, y) in rows.clone().enumerate() {
             // The row's queries against the table rows of key rows 0..gh (reversed rows
             // gh − 1 − y …) and against every table row of the width.
-            let q = self.part(0, y * gw);
+            let q = self.queries(y * gw);
             let th = MatRef {
-                data: &t.h[(gh - 1 - y) * hd..],
-                rs: 1,
-                cs: hd,
+                data: &t.h[gh - 1 - y..],
+                rs: t.h.len() / hd,
+                cs: 1,
             };
             let tw = MatRef {
                 data: &t.w,
-                rs: 1,
-                cs: hd,
+                rs: t.w.len() / hd,
+                cs: 1,
             };
             matmul(
                 Dst::Set,
@@ -303,9 +341,8 @@ impl<'a> Group<'a> {
             let bw = &s.rel_w[r * span + gw - 1 - x..][..gw];
             biased_softmax(row, scale, bh, bw);
         }
-        let v = self.part(2, 0);
         let p = MatRef::rows(&s.scores, keys);
-        matmul(Dst::Set, m, hd, keys, out, out_rs, p, v, false);
+        matmul(Dst::Set, m, hd, keys, out, out_rs, p, self.v, false);
     }
 }
 
@@ -434,45 +471,52 @@ mod tests {
 
     /// Windows that fit the grid and windows that overhang it (padding tokens among the
     /// keys), global attention in one band and in bands of one and two query rows (a partial
-    /// last band): each equals the tensor-operation reference.
+    /// last band), with heads narrower and wider than a transpose tile (16): each equals the
+    /// tensor-operation reference.
     #[test]
     fn fused_attention_equals_tensor_ops() {
         let dev = Device::Cpu;
-        let (heads, hd) = (2, 4);
-        let three_c = 3 * heads * hd;
-        let pad: Vec<f32> = (0..three_c).map(|i| (i as f32 * 0.37).sin()).collect();
-        let cases = [
-            // (images, h, w, window, score budget)
-            (2, 6, 6, 3, SCORE_BUDGET),
-            (1, 7, 5, 3, SCORE_BUDGET),
-            (2, 5, 4, 0, SCORE_BUDGET),
-            (1, 5, 4, 0, 4 * 5 * 4),
-            (2, 5, 3, 0, 2 * 3 * 5 * 3),
-        ];
-        for (b, h, w, window, budget) in cases {
-            let (sh, sw) = if window == 0 {
-                (h, w)
-            } else {
-                (window, window)
-            };
-            let qkv = Tensor::randn(0f32, 1.0, (b, h, w, three_c), &dev).unwrap();
-            let th = Tensor::randn(0f32, 1.0, (2 * sh - 1, hd), &dev).unwrap();
-            let tw = Tensor::randn(0f32, 1.0, (2 * sw - 1, hd), &dev).unwrap();
-            let op = RelPosAttention {
-                heads,
-                window,
-                pad: pad.clone(),
-                score_budget: budget,
-            };
-            let ours = qkv.apply_op3_no_bwd(&th, &tw, &op).unwrap();
-            let theirs = reference(&qkv, &pad, (&th, &tw), heads, window);
-            let d = crate::nn::max_abs_diff(&ours, &theirs);
-            assert!(
-                d < 1e-5,
-                "{b}×{h}×{w}, window {window}, budget {budget}: diff {d}"
-            );
+        for (heads, hd) in [(2, 4), (2, 20)] {
+            let three_c = 3 * heads * hd;
+            let pad: Vec<f32> = (0..three_c).map(|i| (i as f32 * 0.37).sin()).collect();
+            let cases = [
+                // (images, h, w, window, score budget)
+                (2, 6, 6, 3, SCORE_BUDGET),
+                (1, 7, 5, 3, SCORE_BUDGET),
+                (1, 9, 11, 5, SCORE_BUDGET),
+                (2, 5, 4, 0, SCORE_BUDGET),
+                (1, 5, 4, 0, 4 * 5 * 4),
+                (2, 5, 3, 0, 2 * 3 * 5 * 3),
+                (1, 6, 7, 0, 2 * 7 * 6 * 7),
+            ];
+            for (b, h, w, window, budget) in cases {
+                let (sh, sw) = if window == 0 {
+                    (h, w)
+                } else {
+                    (window, window)
+                };
+                let qkv = Tensor::randn(0f32, 1.0, (b, h, w, three_c), &dev).unwrap();
+                let th = Tensor::randn(0f32, 1.0, (2 * sh - 1, hd), &dev).unwrap();
+                let tw = Tensor::randn(0f32, 1.0, (2 * sw - 1, hd), &dev).unwrap();
+                let op = RelPosAttention {
+                    heads,
+                    window,
+                    pad: pad.clone(),
+                    score_budget: budget,
+                };
+                let ours = qkv.apply_op3_no_bwd(&th, &tw, &op).unwrap();
+                let theirs = reference(&qkv, &pad, (&th, &tw), heads, window);
+                let d = crate::nn::max_abs_diff(&ours, &theirs);
+                assert!(
+                    d < 1e-5,
+                    "{heads} heads of {hd}, {b}×{h}×{w}, window {window}, budget {budget}: diff {d}"
+                );
+            }
         }
         // An empty grid gives an empty output, whatever the tables.
+        let (heads, hd) = (2, 4);
+        let three_c = 3 * heads * hd;
+        let pad = vec![0.5; three_c];
         let table = Tensor::zeros((1, hd), candle_core::DType::F32, &dev).unwrap();
         for window in [0, 3] {
             let qkv = Tensor::zeros((2, 0, 4, three_c), candle_core::DType::F32, &dev).unwrap();

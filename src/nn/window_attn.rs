@@ -16,6 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::linalg::{matmul, Dst, MatRef};
+use super::transpose::transpose_columns;
 use super::vmath::softmax_in_place;
 use crate::error::Result;
 
@@ -227,11 +228,11 @@ impl CustomOp3 for GridWindowAttention {
             || {
                 (
                     vec![0f32; n * three_c],
-                    vec![0f32; n * n],
+                    vec![0f32; head.scratch()],
                     vec![0f32; n * c],
                 )
             },
-            |(x, scores, o), tile| {
+            |(x, buf, o), tile| {
                 let (image, (wy, wx)) = (tile.image, tile.at);
                 // The window's projections, row by row: the run of grid tokens, then padding.
                 for (i, dst) in x.chunks_exact_mut(win * three_c).enumerate() {
@@ -245,7 +246,7 @@ impl CustomOp3 for GridWindowAttention {
                     past.chunks_exact_mut(three_c)
                         .for_each(|t| t.copy_from_slice(pad));
                 }
-                head.attend(x, bias, None, scores, o);
+                head.attend(x, bias, None, buf, o);
                 tile.write(o, win * c);
             },
         );
@@ -269,23 +270,36 @@ struct HeadShape {
 }
 
 impl HeadShape {
+    /// Values of [`Self::attend`]'s scratch: a head's scores and its transposed keys.
+    fn scratch(&self) -> usize {
+        self.tokens * (self.tokens + self.key_dim)
+    }
+
     /// The output `o (tokens, heads · key_dim)` of the window `x (tokens, heads · 3 · key_dim)`:
     /// `softmax(q·kᵀ / √key_dim + bias[h] + mask)·v` per head, with `bias (heads, tokens,
-    /// tokens)` and `mask (tokens, tokens)`; `scores` holds tokens² values.
+    /// tokens)` and `mask (tokens, tokens)`; `buf` holds [`Self::scratch`] values. Each
+    /// head's keys are transposed into `buf` first: the product reads them as contiguous
+    /// rows, where it would gather them one strided value at a time.
     fn attend(
         &self,
         x: &[f32],
         bias: &[f32],
         mask: Option<&[f32]>,
-        scores: &mut [f32],
+        buf: &mut [f32],
         o: &mut [f32],
     ) {
         let (n, kd) = (self.tokens, self.key_dim);
         let (c, three_c) = (self.heads * kd, 3 * self.heads * kd);
         let scale = (1.0 / (kd as f64).sqrt()) as f32;
-        let part =
-            |head: usize, part: usize| &x[head * self.head_stride + part * self.part_stride..];
+        let (scores, kt) = buf.split_at_mut(n * n);
+        let at = |head: usize, part: usize| head * self.head_stride + part * self.part_stride;
         for head in 0..self.heads {
+            transpose_columns(
+                &x[..n * three_c],
+                three_c,
+                at(head, 1)..at(head, 1) + kd,
+                kt,
+            );
             matmul(
                 Dst::Set,
                 n,
@@ -294,15 +308,11 @@ impl HeadShape {
                 scores,
                 n,
                 MatRef {
-                    data: part(head, 0),
+                    data: &x[at(head, 0)..],
                     rs: three_c,
                     cs: 1,
                 },
-                MatRef {
-                    data: part(head, 1),
-                    rs: 1,
-                    cs: three_c,
-                },
+                MatRef::rows(kt, n),
                 false,
             );
             let b = &bias[head * n * n..(head + 1) * n * n];
@@ -326,7 +336,7 @@ impl HeadShape {
                 c,
                 MatRef::rows(scores, n),
                 MatRef {
-                    data: part(head, 2),
+                    data: &x[at(head, 2)..],
                     rs: three_c,
                     cs: 1,
                 },
@@ -401,11 +411,11 @@ impl WindowAttention {
         out.par_chunks_mut((n * c).max(1))
             .enumerate()
             .for_each_init(
-                || vec![0f32; n * n],
-                |scores, (i, o)| {
+                || vec![0f32; head.scratch()],
+                |buf, (i, o)| {
                     let x = &qkv[i * n * three_c..(i + 1) * n * three_c];
                     let m = mask.map(|(m, _)| &m[(i % masks) * n * n..][..n * n]);
-                    head.attend(x, bias, m, scores, o);
+                    head.attend(x, bias, m, buf, o);
                 },
             );
         Ok((CpuStorage::F32(out), shape))
@@ -461,20 +471,79 @@ mod tests {
     use candle_core::Device;
 
     /// The fused CPU kernel against the same attention written with candle's tensor ops, on
-    /// grids that windows fit exactly and grids they overhang.
+    /// grids that windows fit exactly and grids they overhang, with heads and windows
+    /// narrower and wider than a transpose tile (16).
     #[test]
     fn fused_kernel_equals_tensor_ops() {
         let dev = Device::Cpu;
-        let (heads, kd, win) = (2, 4, 3);
-        let three_c = 3 * heads * kd;
-        let bias = Tensor::randn(0f32, 1.0, (heads, win * win, win * win), &dev).unwrap();
-        let pad = Tensor::randn(0f32, 1.0, three_c, &dev).unwrap();
-        for (b, h, w) in [(2, 6, 9), (1, 7, 5), (2, 2, 1)] {
-            let qkv = Tensor::randn(0f32, 1.0, (b, h, w, three_c), &dev).unwrap();
-            let ours = grid_window_attention(&qkv, &pad, &bias, heads, win).unwrap();
-            let theirs = grid_attention_tensor_ops(&qkv, &pad, &bias, heads, win).unwrap();
-            let d = super::super::max_abs_diff(&ours, &theirs);
-            assert!(d < 1e-5, "{b}×{h}×{w}: max diff {d}");
+        for (heads, kd, win) in [(2, 4, 3), (2, 20, 5)] {
+            let three_c = 3 * heads * kd;
+            let bias = Tensor::randn(0f32, 1.0, (heads, win * win, win * win), &dev).unwrap();
+            let pad = Tensor::randn(0f32, 1.0, three_c, &dev).unwrap();
+            for (b, h, w) in [(2, 6, 9), (1, 7, 5), (2, 2, 1)] {
+                let qkv = Tensor::randn(0f32, 1.0, (b, h, w, three_c), &dev).unwrap();
+                let ours = grid_window_attention(&qkv, &pad, &bias, heads, win).unwrap();
+                let theirs = grid_attention_tensor_ops(&qkv, &pad, &bias, heads, win).unwrap();
+                let d = super::super::max_abs_diff(&ours, &theirs);
+                assert!(d < 1e-5, "{heads} heads of {kd}, {b}×{h}×{w}: max diff {d}");
+            }
+        }
+    }
+
+    /// Swin's window attention (`[q k v]` of all heads, a mask per window position) against
+    /// the same computation with candle's tensor ops, with and without masks.
+    #[test]
+    fn swin_window_attention_equals_tensor_ops() {
+        let dev = Device::Cpu;
+        for (heads, kd, n) in [(3, 4, 9), (2, 20, 25)] {
+            let (c, windows, masks) = (heads * kd, 6, 3);
+            let qkv = Tensor::randn(0f32, 1.0, (windows, n, 3 * c), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, (heads, n, n), &dev).unwrap();
+            let mask = Tensor::randn(0f32, 1.0, (masks, n, n), &dev).unwrap();
+            for mask in [None, Some(&mask)] {
+                let ours = window_attention(&qkv, &bias, mask, heads).unwrap();
+                let x = qkv.reshape((windows, n, 3, heads, kd)).unwrap();
+                let part = |i: usize| {
+                    x.narrow(2, i, 1)
+                        .unwrap()
+                        .squeeze(2)
+                        .unwrap()
+                        .transpose(1, 2)
+                        .unwrap()
+                        .contiguous()
+                        .unwrap()
+                };
+                let (q, k, v) = (part(0), part(1), part(2));
+                let scale = 1.0 / (kd as f64).sqrt();
+                let k_t = k.t().unwrap().contiguous().unwrap();
+                let mut scores = (q.matmul(&k_t).unwrap() * scale)
+                    .unwrap()
+                    .broadcast_add(&bias)
+                    .unwrap();
+                if let Some(m) = mask {
+                    // Window i takes mask i % masks.
+                    let m = m
+                        .repeat((windows / masks, 1, 1))
+                        .unwrap()
+                        .unsqueeze(1)
+                        .unwrap();
+                    scores = scores.broadcast_add(&m).unwrap();
+                }
+                let p = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+                let theirs = p
+                    .matmul(&v)
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .reshape((windows, n, c))
+                    .unwrap();
+                let d = super::super::max_abs_diff(&ours, &theirs);
+                assert!(
+                    d < 1e-5,
+                    "{heads} heads of {kd}, {n} tokens, mask {}: {d}",
+                    mask.is_some()
+                );
+            }
         }
     }
 

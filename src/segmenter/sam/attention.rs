@@ -1,10 +1,11 @@
 //! SAM's ViT attention (global, or in windows) with its decomposed relative position bias, on
 //! the CPU in one pass per job: a job is a window, or a band of query rows of a global grid,
-//! and takes every head in turn. It reads its `q`, `k` and `v` rows straight from the `qkv`
+//! and takes every head in turn. It reads its `q` and `v` rows straight from the `qkv`
 //! projection of the unpadded grid (a window gathers its head's rows, padding tokens taking
-//! the projection of a zero token), keeps the scores and the bias terms in job-sized buffers,
+//! the projection of a zero token) and its keys transposed (a global grid's once per head, a
+//! window's after its gather), keeps the scores and the bias terms in job-sized buffers,
 //! and writes each grid token's output to its place. No padded grid, window partition,
-//! `(q, k, v)` split, score tensor, full-size bias or reverse partition is materialised, and
+//! `q` or `v` split, score tensor, full-size bias or reverse partition is materialised, and
 //! the products are single-threaded ones on both cores at once rather than small products
 //! split across the cores one after another.
 

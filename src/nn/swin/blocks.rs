@@ -394,10 +394,16 @@ mod tests {
                 let qkv = attn.qkv.forward(&x).unwrap();
                 let tensor = attn.attend_tensor_ops(&qkv, &bias, m).unwrap();
                 let tensor = attn.output.forward(&tensor).unwrap();
+                // The paths round differently (their score products run different gemm
+                // kernels), and the random weights make outputs of up to about 60: the
+                // bound is relative to the outputs' magnitude (at most 9.3e-7 of it in 100
+                // draws).
                 let d = crate::nn::max_abs_diff(&fused, &tensor);
+                let big = tensor.abs().unwrap().max_all().unwrap();
+                let big = big.to_scalar::<f32>().unwrap().max(1.0);
                 assert!(
-                    d < 1e-5,
-                    "{layout:?}, {windows} × {n}, masked {}: difference {d}",
+                    d < 4e-6 * big,
+                    "{layout:?}, {windows} × {n}, masked {}: difference {d}, outputs up to {big}",
                     m.is_some()
                 );
             }

@@ -1,4 +1,4 @@
-"""Oracle for tests/sam.rs::tiny_vit_matches_mobile_sam: runs MobileSAM's official TinyViT
+"""Oracle for tests/sam/encoder.rs::tiny_vit_matches_mobile_sam: runs MobileSAM's official TinyViT
 (ChaoningZhang/MobileSAM, mobile_sam/modeling/tiny_vit_sam.py, the configuration of
 build_sam_vit_t) in float32 on CPU with the project's synthetic weight formula
 (src/nn/synthetic.rs, seed 7) and a formula input image, and writes sampled outputs to

@@ -110,8 +110,6 @@ fn tracker(n: usize, s: Size) -> (DevaPropagator, impl FnMut(&mut DevaPropagator
 }
 
 fn bench(c: &mut Criterion) {
-    // The allocator settings of the `deva` command (see `deva::heap`).
-    deva::heap::keep_freed_memory();
     let mut group = c.benchmark_group("deva_propagator_854x480");
     group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
@@ -228,6 +226,9 @@ fn steps_run(objects: usize, steps: usize) {
 }
 
 fn main() {
+    // The allocator settings of the `deva` command (see `deva::heap`), before any thread
+    // exists, for every mode: the step timings and the memory runs too.
+    deva::heap::keep_freed_memory();
     if let Some(n) = std::env::var("DEVA_BENCH_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())

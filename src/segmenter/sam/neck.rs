@@ -10,8 +10,8 @@ use crate::error::Result;
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::norm::LayerNorm2d;
 
-/// The convolutions' kernel: the direct one (the parity tests of `tests/sam*.rs` and
-/// `tests/minisam.rs` hold within their fixtures' tolerances with it).
+/// The convolutions' kernel: the direct one (the parity tests of `tests/sam/`,
+/// `tests/sam_track.rs` and `tests/minisam.rs` hold within their fixtures' tolerances with it).
 const CONV: ConvKernel = ConvKernel::Direct;
 
 /// SAM's encoder neck.

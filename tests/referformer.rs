@@ -9,6 +9,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
+use common::tensors::{max_abs, max_abs_diff};
 use deva::nn::checkpoint;
 use deva::nn::weights::Weights;
 use deva::segmenter::grounded::{preprocess, ResizeRule, TextTokenizer};
@@ -63,25 +64,13 @@ fn fixture_dirs() -> Vec<PathBuf> {
 }
 
 fn load_fixture(dir: &Path) -> Fixture {
-    let path = dir.join("cases.safetensors");
-    let bytes = std::fs::read(&path).expect("cases.safetensors");
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("cases_json"))
-        .expect("cases_json metadata")
-        .clone();
+    let (tensors, json) = common::safetensors_cases(dir);
     let meta: serde_json::Value = serde_json::from_str(&json).expect("cases_json is JSON");
-    let config = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("config.json")).expect("config.json"),
-    )
-    .expect("config.json is JSON");
     Fixture {
         dir: dir.to_path_buf(),
-        tensors: candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap(),
+        tensors,
         cases: meta["cases"].as_object().expect("cases").clone(),
-        config,
+        config: common::json_file(dir, "config.json"),
     }
 }
 
@@ -95,12 +84,7 @@ impl Fixture {
 }
 
 fn rel_err(got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims(), "shapes differ");
-    let g = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let w = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let diff = (g - &w).unwrap().abs().unwrap().max(0).unwrap();
-    let scale = w.abs().unwrap().max(0).unwrap();
-    diff.to_scalar::<f32>().unwrap() / (scale.to_scalar::<f32>().unwrap() + 1e-6)
+    max_abs_diff(got, want) / (max_abs(want) + 1e-6)
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor, tol: f32) {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use deva::models::{self, Manifest};
 use deva::segmenter::saliency::mask::MaskRule;
 use deva::segmenter::saliency::network::SaliencyMaps;
@@ -16,7 +16,6 @@ use deva::segmenter::saliency::{
 };
 use deva::segmenter::ImageSegmenter;
 use image::RgbImage;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -49,12 +48,7 @@ impl Fixture {
 
     /// An HWC uint8 tensor as an image.
     fn image(&self, key: &str) -> RgbImage {
-        let t = self.get(key);
-        assert_eq!(t.dtype(), DType::U8, "{key}");
-        let (h, w, c) = t.dims3().unwrap();
-        assert_eq!(c, 3, "{key}");
-        let data = t.flatten_all().unwrap().to_vec1::<u8>().unwrap();
-        RgbImage::from_raw(w as u32, h as u32, data).unwrap()
+        common::tensors::rgb_image(self.get(key), key)
     }
 
     fn values(&self, key: &str) -> Vec<f32> {
@@ -108,11 +102,7 @@ fn required_u2netp() -> PathBuf {
 }
 
 fn sha256_file(path: &Path) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    common::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// Max and mean absolute difference.

@@ -95,16 +95,8 @@ fn referring_offline_keeps_the_official_selected_mask_on_a_still_clip() {
     let Some(fx) = common::oracle_fixtures("referformer", SCRIPT) else {
         return;
     };
-    let bytes = std::fs::read(fx.join("cases.safetensors")).expect("cases.safetensors");
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta: Value = serde_json::from_str(
-        meta.metadata()
-            .as_ref()
-            .and_then(|m| m.get("cases_json"))
-            .expect("cases_json metadata"),
-    )
-    .unwrap();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &candle_core::Device::Cpu).unwrap();
+    let (tensors, json) = common::safetensors_cases(&fx);
+    let meta: Value = serde_json::from_str(&json).unwrap();
     let get = |case: &str, name: &str| {
         tensors
             .get(&format!("{case}.{name}"))

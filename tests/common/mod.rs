@@ -1,9 +1,12 @@
-//! Shared helpers of the integration tests: where fixtures and data are.
+//! Shared helpers of the integration tests: where fixtures and data are, and reading them.
 #![allow(dead_code)]
 
 pub mod npy_pickle;
+pub mod tensors;
 
-use std::path::PathBuf;
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// The fixture folder `sub` under `$DEVA_FIXTURES`, or `None` (with a "skipped" line) when the
 /// variable is unset. When it is set, the folder must exist: a missing fixture is a failure.
@@ -68,5 +71,33 @@ pub fn data(sub: &str) -> Option<PathBuf> {
         eprintln!("skipped: {} not found (set DEVA_DATA)", dir.display());
         None
     }
+}
+
+/// The tensors of `dir/cases.safetensors` and its `cases_json` metadata (the text).
+pub fn safetensors_cases(dir: &Path) -> (HashMap<String, Tensor>, String) {
+    let bytes = std::fs::read(dir.join("cases.safetensors")).expect("cases.safetensors");
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).expect("cases.safetensors metadata");
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("cases_json"))
+        .expect("cases_json metadata")
+        .clone();
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("cases.safetensors");
+    (tensors, json)
+}
+
+/// The JSON file `dir/name` (e.g. `config.json`), parsed.
+pub fn json_file(dir: &Path, name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is JSON: {e}"))
+}
+
+/// The SHA-256 of `bytes` in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
 }
 pub mod deva;

@@ -30,25 +30,12 @@ struct Fixture {
 }
 
 fn load_fixture(dir: &Path) -> Fixture {
-    let path = dir.join("cases.safetensors");
-    let bytes = std::fs::read(&path).expect("cases.safetensors");
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("cases_json"))
-        .expect("cases_json metadata")
-        .clone();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
-    let config = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("config.json")).expect("config.json"),
-    )
-    .expect("config.json is JSON");
+    let (tensors, json) = common::safetensors_cases(dir);
     Fixture {
         dir: dir.to_path_buf(),
         tensors,
         meta: serde_json::from_str(&json).expect("cases_json is JSON"),
-        config,
+        config: common::json_file(dir, "config.json"),
     }
 }
 

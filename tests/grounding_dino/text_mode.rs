@@ -221,7 +221,6 @@ fn configs_listing_only_differences_take_the_transformers_defaults() {
 fn prompt_without_weights_uses_the_fetched_bundle() {
     use deva::models::{Manifest, ModelStore};
     use deva::segmenter::grounded::{TextSpec, DEFAULT_GDINO, DEFAULT_GDINO_FILES};
-    use sha2::{Digest, Sha256};
     let (Some(dir), Some(sam_dir)) = (common::fixtures("grounding_dino"), common::fixtures("sam"))
     else {
         return;
@@ -239,7 +238,7 @@ fn prompt_without_weights_uses_the_fetched_bundle() {
         assert_eq!(e.bundle.as_deref(), Some(DEFAULT_GDINO), "{name}");
         let bytes = std::fs::read(src).unwrap();
         e.size = Some(bytes.len() as u64);
-        e.sha256 = Some(format!("{:x}", Sha256::digest(&bytes)));
+        e.sha256 = Some(common::sha256_hex(&bytes));
         files.push(e.file.clone());
     }
     let models = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@ mod d2;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use common::tensors::{max_abs, max_abs_diff};
 use deva::segmenter::mask2former::heads::ClassPredictor;
 use deva::segmenter::mask2former::model::UNUSED_KEYS;
 use deva::segmenter::mask2former::pixel_decoder::PixelDecoder;
@@ -36,16 +37,7 @@ struct Fixture {
 }
 
 fn load(dir: &Path) -> Fixture {
-    let path = dir.join("cases.safetensors");
-    let cases = candle_core::safetensors::load(&path, &Device::Cpu).expect("cases.safetensors");
-    let bytes = std::fs::read(&path).expect("cases.safetensors");
-    let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("metadata");
-    let meta_text = st_meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("cases_json"))
-        .expect("cases_json metadata")
-        .clone();
+    let (cases, meta_text) = common::safetensors_cases(dir);
     let meta = serde_json::from_str(&meta_text).expect("cases_json is JSON");
     let config = Mask2FormerConfig::from_file(&dir.join("config.json")).expect("config.json");
     Fixture {
@@ -87,28 +79,8 @@ impl Fixture {
 /// `|port − ref| <= 1e-4 · max(1, max|ref|)` element-wise (the README's float rule).
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.dims(), want.dims(), "{name}: shape");
-    let got = got.to_dtype(DType::F32).unwrap();
-    let want = want.to_dtype(DType::F32).unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1.0);
-    let diff = (&got - &want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = max_abs(want).max(1.0);
+    let diff = max_abs_diff(got, want);
     assert!(
         diff <= 1e-4 * scale,
         "{name}: max abs diff {diff} > {} (scale {scale})",

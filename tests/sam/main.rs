@@ -15,6 +15,7 @@ mod predictor;
 mod track;
 
 use candle_core::{DType, Device, Tensor};
+use common::tensors::max_abs_diff;
 use deva::segmenter::sam::SamModel;
 use image::RgbImage;
 use std::collections::{BTreeSet, HashMap};
@@ -28,10 +29,7 @@ struct Fixture {
 fn load_fixture(dir: &Path) -> Fixture {
     let cases = candle_core::safetensors::load(dir.join("cases.safetensors"), &Device::Cpu)
         .expect("cases.safetensors");
-    let checks: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("checks.json")).expect("checks.json"),
-    )
-    .expect("checks.json is JSON");
+    let checks = common::json_file(dir, "checks.json");
     Fixture { cases, checks }
 }
 
@@ -88,20 +86,6 @@ impl Fixture {
             .collect();
         names.into_iter().collect()
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn assert_close(name: &str, got: &Tensor, want: &Tensor, atol: f32) {

@@ -6,6 +6,7 @@ use candle_core::{Device, Tensor};
 
 use super::*;
 use crate::nn::conv::{ConvShape, ConvWeights};
+use crate::nn::max_abs_diff;
 
 /// Largest absolute difference measured on the three cases: 0 for the CPU op, 2.4e-7 for the
 /// tensor-operation path; the bound leaves room for other summation orders (other devices).
@@ -75,17 +76,4 @@ fn shapes_that_do_not_fit_are_errors() {
     let off = Tensor::zeros((1, 18, 5, 5), candle_core::DType::F32, &dev).unwrap();
     let e = conv.forward(&x, &off, None).unwrap_err().to_string();
     assert!(e.contains("offset"), "{e}");
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }

@@ -21,8 +21,12 @@ use crate::nn::vmath::multiversion;
 const BLOCK_ACC_FLOATS: usize = 1 << 15;
 /// The same for the direct kernel, which keeps a tile in registers and can afford more.
 const DIRECT_ACC_FLOATS: usize = 1 << 16;
-/// Output channels per task on the [`Path::WinogradLean`] path.
-const LEAN_CHANNELS: usize = 128;
+/// Output channels per task on the [`Path::WinogradLean`] path. A task's scratch holds its
+/// channels' transformed filters and products (`16 · channels · (c_in + tiles)` floats): at 64
+/// channels 5.9 MB for DEVA's sensory transform (1024 inputs, 405 tiles), at 128 twice that,
+/// with no gain in time (DEVA step, 2 threads, alternated 5 times: 1 object 852 against 860
+/// ms, 5 objects 2725 against 2770 ms; peak memory 30 MB less); at 32 the products get slower.
+const LEAN_CHANNELS: usize = 64;
 /// Fewest output positions per block (keeps wide layers' products efficient).
 const MIN_BLOCK: usize = 256;
 /// Most weight floats one pass of the direct kernel reads (input channels are split into

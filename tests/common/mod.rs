@@ -101,3 +101,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 pub mod deva;
+
+/// The first `n` frames of the first DAVIS-2016 sequence, copied into `dir/clip`.
+pub fn davis_clip(dir: &Path, n: usize) -> Option<PathBuf> {
+    let davis = data("davis16")?;
+    let seq_dir = davis.join("JPEGImages/480p");
+    let mut seqs: Vec<_> = std::fs::read_dir(&seq_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    seqs.sort();
+    let mut frames: Vec<_> = std::fs::read_dir(&seqs[0])
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    frames.sort();
+    let clip = dir.join("clip");
+    std::fs::create_dir(&clip).unwrap();
+    for f in &frames[..n] {
+        std::fs::copy(f, clip.join(f.file_name().unwrap())).unwrap();
+    }
+    Some(clip)
+}

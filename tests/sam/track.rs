@@ -156,26 +156,10 @@ fn cli_tracks_from_a_box_and_writes_box_files() {
     let Some(fx) = common::fixtures("sam") else {
         return;
     };
-    let Some(davis) = common::data("davis16") else {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(clip) = common::davis_clip(tmp.path(), 5) else {
         return;
     };
-    let seq_dir = davis.join("JPEGImages/480p");
-    let mut seqs: Vec<_> = std::fs::read_dir(&seq_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    seqs.sort();
-    let mut frames: Vec<_> = std::fs::read_dir(&seqs[0])
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    frames.sort();
-    let tmp = tempfile::tempdir().unwrap();
-    let clip = tmp.path().join("clip");
-    std::fs::create_dir(&clip).unwrap();
-    for f in &frames[..5] {
-        std::fs::copy(f, clip.join(f.file_name().unwrap())).unwrap();
-    }
     let out = tmp.path().join("out");
     let deva = |extra: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_deva"));

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: where fixtures and data are, and reading them.
 #![allow(dead_code)]
 
+pub mod deva;
 pub mod npy_pickle;
 pub mod tensors;
 
@@ -100,7 +101,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     format!("{:x}", Sha256::digest(bytes))
 }
-pub mod deva;
 
 /// The first `n` frames of the first DAVIS-2016 sequence, copied into `dir/clip`.
 pub fn davis_clip(dir: &Path, n: usize) -> Option<PathBuf> {

@@ -9,8 +9,9 @@ use rayon::prelude::*;
 /// a busy machine every parallel section waits for its slowest thread. At 2¹⁵ the second
 /// finest level of a 480p pair (213 × 120) ran on one thread, a quarter of the whole flow's
 /// samples; at 2¹³ the flow bench took 30.2 instead of 33.4 ms (mean of four alternated
-/// runs, 2 threads).
-const PARALLEL_PIXELS: usize = 1 << 13;
+/// runs, 2 threads), and at 2¹² 20.2 instead of 21.2 ms (five alternated runs, quiet Intel
+/// AVX-512 machine; 2¹¹ no faster, 2¹⁴ and 2¹⁵ slower).
+const PARALLEL_PIXELS: usize = 1 << 12;
 
 /// The fewest rows of `width` pixels a thread takes on in a row-parallel loop, so that planes
 /// under [`PARALLEL_PIXELS`] pixels run on one thread and larger ones in large pieces.

@@ -364,6 +364,42 @@ pub fn window_attention(
     })
 }
 
+/// [`window_attention`] written with candle's tensor operations (any device; the fused
+/// kernel's reference): the same arguments and result.
+pub fn window_attention_tensor_ops(
+    qkv: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+    heads: usize,
+) -> Result<Tensor> {
+    let (bw, n, three_c) = qkv.dims3()?;
+    let c = three_c / 3;
+    let hd = c / heads;
+    let split = |i: usize| -> Result<Tensor> {
+        Ok(qkv
+            .narrow(2, i * c, c)?
+            .reshape((bw, n, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    };
+    let q = (split(0)? * (hd as f64).powf(-0.5))?;
+    let (k, v) = (split(1)?, split(2)?);
+    let mut scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
+    if let Some(mask) = mask {
+        let nw = mask.dim(0)?;
+        scores = scores
+            .reshape((bw / nw, nw, heads, n, n))?
+            .broadcast_add(&mask.unsqueeze(1)?)?
+            .reshape((bw, heads, n, n))?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    Ok(probs
+        .matmul(&v)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((bw, n, c))?)
+}
+
 struct WindowAttention {
     heads: usize,
 }
@@ -502,41 +538,7 @@ mod tests {
             let mask = Tensor::randn(0f32, 1.0, (masks, n, n), &dev).unwrap();
             for mask in [None, Some(&mask)] {
                 let ours = window_attention(&qkv, &bias, mask, heads).unwrap();
-                let x = qkv.reshape((windows, n, 3, heads, kd)).unwrap();
-                let part = |i: usize| {
-                    x.narrow(2, i, 1)
-                        .unwrap()
-                        .squeeze(2)
-                        .unwrap()
-                        .transpose(1, 2)
-                        .unwrap()
-                        .contiguous()
-                        .unwrap()
-                };
-                let (q, k, v) = (part(0), part(1), part(2));
-                let scale = 1.0 / (kd as f64).sqrt();
-                let k_t = k.t().unwrap().contiguous().unwrap();
-                let mut scores = (q.matmul(&k_t).unwrap() * scale)
-                    .unwrap()
-                    .broadcast_add(&bias)
-                    .unwrap();
-                if let Some(m) = mask {
-                    // Window i takes mask i % masks.
-                    let m = m
-                        .repeat((windows / masks, 1, 1))
-                        .unwrap()
-                        .unsqueeze(1)
-                        .unwrap();
-                    scores = scores.broadcast_add(&m).unwrap();
-                }
-                let p = candle_nn::ops::softmax_last_dim(&scores).unwrap();
-                let theirs = p
-                    .matmul(&v)
-                    .unwrap()
-                    .transpose(1, 2)
-                    .unwrap()
-                    .reshape((windows, n, c))
-                    .unwrap();
+                let theirs = window_attention_tensor_ops(&qkv, &bias, mask, heads).unwrap();
                 let d = super::super::max_abs_diff(&ours, &theirs);
                 assert!(
                     d < 1e-5,

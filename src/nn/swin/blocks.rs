@@ -11,7 +11,7 @@ use crate::nn::act::Activation;
 use crate::nn::dense::Dense;
 use crate::nn::is_host_f32;
 use crate::nn::norm::LayerNorm;
-use crate::nn::window_attn::window_attention;
+use crate::nn::window_attn::{window_attention, window_attention_tensor_ops};
 
 /// Additive attention bias between tokens of different regions of a shifted window.
 const REGION_MASK: f32 = -100.0;
@@ -116,7 +116,6 @@ struct WindowAttention {
     /// `[frames, ws, ws]`.
     window: [usize; 3],
     heads: usize,
-    scale: f64,
 }
 
 impl WindowAttention {
@@ -171,7 +170,6 @@ impl WindowAttention {
             table,
             window,
             heads,
-            scale: ((dim / heads) as f64).powf(-0.5),
         })
     }
 
@@ -187,45 +185,9 @@ impl WindowAttention {
         let out = if is_host_f32(&qkv) {
             window_attention(&qkv, &bias, mask, self.heads)?
         } else {
-            self.attend_tensor_ops(&qkv, &bias, mask)?
+            window_attention_tensor_ops(&qkv, &bias, mask, self.heads)?
         };
         self.output.forward(&out)
-    }
-
-    /// The attention of the projections `qkv (B·nW, N, 3·C)` written with candle's tensor
-    /// operations (any device): `(B·nW, N, C)` before the output projection.
-    fn attend_tensor_ops(
-        &self,
-        qkv: &Tensor,
-        bias: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let (bw, n, three_c) = qkv.dims3()?;
-        let c = three_c / 3;
-        let hd = c / self.heads;
-        let split = |i: usize| -> Result<Tensor> {
-            Ok(qkv
-                .narrow(2, i * c, c)?
-                .reshape((bw, n, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = (split(0)? * self.scale)?;
-        let (k, v) = (split(1)?, split(2)?);
-        let mut scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-        if let Some(mask) = mask {
-            let nw = mask.dim(0)?;
-            scores = scores
-                .reshape((bw / nw, nw, self.heads, n, n))?
-                .broadcast_add(&mask.unsqueeze(1)?)?
-                .reshape((bw, self.heads, n, n))?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        Ok(probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((bw, n, c))?)
     }
 }
 
@@ -392,7 +354,7 @@ mod tests {
                 let fused = attn.forward(&x, m).unwrap();
                 let bias = gather_bias(&attn.table, attn.window, n).unwrap();
                 let qkv = attn.qkv.forward(&x).unwrap();
-                let tensor = attn.attend_tensor_ops(&qkv, &bias, m).unwrap();
+                let tensor = window_attention_tensor_ops(&qkv, &bias, m, attn.heads).unwrap();
                 let tensor = attn.output.forward(&tensor).unwrap();
                 // The paths round differently (their score products run different gemm
                 // kernels), and the random weights make outputs of up to about 60: the

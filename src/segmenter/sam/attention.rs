@@ -249,9 +249,11 @@ struct Tables {
 impl Tables {
     fn reversed(h: &[f32], w: &[f32], hd: usize) -> Self {
         let flip = |t: &[f32]| {
-            let rev: Vec<f32> = t.rchunks_exact(hd).flatten().copied().collect();
-            let mut out = vec![0.0; rev.len()];
-            transpose_columns(&rev, hd, 0..hd, &mut out);
+            let mut out = vec![0.0; t.len()];
+            transpose_columns(t, hd, 0..hd, &mut out);
+            for column in out.chunks_mut((t.len() / hd.max(1)).max(1)) {
+                column.reverse();
+            }
             out
         };
         Tables {

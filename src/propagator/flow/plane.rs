@@ -3,6 +3,7 @@
 use crate::nn::vmath::multiversion;
 use image::RgbImage;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Planes smaller than this many pixels are computed on one thread: below it, waking the
 /// other thread costs more than the work it takes over (the coarsest pyramid levels), and on
@@ -68,18 +69,30 @@ impl Plane {
 
     /// A plane whose row `y` is written by `f(y, row)`; row-parallel when the plane is large
     /// enough to pay for waking the other threads.
+    /// Each row is zeroed just before `f` writes it, by the thread that runs `f`, rather
+    /// than the whole plane up front on one thread (memset was 2.9 % of the flow's samples).
     pub fn by_rows(width: usize, height: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Plane {
-        let mut data = vec![0.0; width * height];
-        if width * height < PARALLEL_PIXELS {
-            data.chunks_mut(width.max(1))
-                .enumerate()
-                .for_each(|(y, row)| f(y, row));
+        let len = width * height;
+        let mut data = Vec::with_capacity(len);
+        let fill = |(y, row): (usize, &mut [MaybeUninit<f32>])| {
+            row.fill(MaybeUninit::new(0.0));
+            // SAFETY: every value of the row was initialised on the line above.
+            f(y, unsafe {
+                &mut *(row as *mut [MaybeUninit<f32>] as *mut [f32])
+            })
+        };
+        let rows = &mut data.spare_capacity_mut()[..len];
+        if len < PARALLEL_PIXELS {
+            rows.chunks_mut(width.max(1)).enumerate().for_each(fill);
         } else {
-            data.par_chunks_mut(width.max(1))
+            rows.par_chunks_mut(width.max(1))
                 .with_min_len(min_rows(width))
                 .enumerate()
-                .for_each(|(y, row)| f(y, row));
+                .for_each(fill);
         }
+        // SAFETY: the rows cover the first `len` values, and each was initialised (a panic in
+        // `f` unwinds past this line with the length still 0).
+        unsafe { data.set_len(len) };
         Plane::from_vec(width, height, data)
     }
 

@@ -82,7 +82,8 @@ struct DataTerm {
 }
 
 impl DataTerm {
-    /// Sizes every field for `n` pixels (values left as they were: `update` writes them all).
+    /// Makes room in every field for `n` pixels (values left as they were: `update` writes
+    /// the first `n`).
     fn fit(&mut self, n: usize) {
         for f in [
             &mut self.a11,
@@ -91,7 +92,7 @@ impl DataTerm {
             &mut self.b1,
             &mut self.b2,
         ] {
-            f.resize(n, 0.0);
+            grow(f, n);
         }
     }
 
@@ -106,13 +107,13 @@ impl DataTerm {
         config: &FlowConfig,
     ) {
         let (delta, gamma) = (config.refine_delta / 2.0, config.refine_gamma / 2.0);
-        let w1 = w.max(1);
-        self.a11
+        let (w1, n) = (w.max(1), du.len());
+        self.a11[..n]
             .par_chunks_mut(w1)
-            .zip(self.a12.par_chunks_mut(w1))
-            .zip(self.a22.par_chunks_mut(w1))
-            .zip(self.b1.par_chunks_mut(w1))
-            .zip(self.b2.par_chunks_mut(w1))
+            .zip(self.a12[..n].par_chunks_mut(w1))
+            .zip(self.a22[..n].par_chunks_mut(w1))
+            .zip(self.b1[..n].par_chunks_mut(w1))
+            .zip(self.b2[..n].par_chunks_mut(w1))
             .with_min_len(min_rows(w))
             .enumerate()
             .for_each(|(y, ((((a11, a12), a22), b1), b2))| {
@@ -171,8 +172,9 @@ multiversion! {
     }
 }
 
-/// The buffers of [`refine`] that it writes in full before it reads them, kept from call to
-/// call so that no pyramid level allocates and zeroes them (about 17 values per pixel).
+/// The buffers of [`refine`] that it writes before it reads them, kept from call to call
+/// at the size of the largest field so far, so that no pyramid level allocates or zeroes
+/// them (about 17 values per pixel).
 #[derive(Default)]
 struct Buffers {
     t: DataTerm,
@@ -189,8 +191,15 @@ impl Buffers {
         self.t.fit(n);
         self.coef.iter_mut().for_each(|c| c.fit(w, h));
         for v in [&mut self.fu, &mut self.fv, &mut self.s] {
-            v.resize(n, 0.0);
+            grow(v, n);
         }
+    }
+}
+
+/// Lengthens `v` to at least `n` values (the new ones zero); never shortens it.
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
     }
 }
 
@@ -228,6 +237,8 @@ fn refine_with(
     let mut dv = Checker::zeros(w, h);
     buffers.fit(w, h);
     let Buffers { t, coef, fu, fv, s } = buffers;
+    let n = w * h;
+    let (fu, fv, s) = (&mut fu[..n], &mut fv[..n], &mut s[..n]);
     let (u0, v0) = (flow.u(), flow.v());
     for _ in 0..config.refine_iterations {
         du.write_to(fu);

@@ -2,7 +2,7 @@
 //! over-relaxation: the increments stored by pixel colour on a checkerboard, the per-pixel
 //! update coefficients, and the half sweeps.
 
-use super::{min_rows, span, DataTerm};
+use super::{grow, min_rows, span, DataTerm};
 use crate::nn::vmath::multiversion;
 use rayon::prelude::*;
 
@@ -90,6 +90,9 @@ const FIELDS: usize = 9;
 #[derive(Default)]
 pub(super) struct Coefficients {
     half: usize,
+    /// Values in use: `FIELDS · half · h`.
+    len: usize,
+    /// Room for the largest field so far (the values past `len` are left over).
     data: Vec<f32>,
 }
 
@@ -98,7 +101,18 @@ impl Coefficients {
     /// `build_coefficients` writes them all).
     pub(super) fn fit(&mut self, w: usize, h: usize) {
         self.half = w.div_ceil(2);
-        self.data.resize(FIELDS * self.half * h, 0.0);
+        self.len = FIELDS * self.half * h;
+        grow(&mut self.data, self.len);
+    }
+
+    /// The coefficients in use.
+    fn values(&self) -> &[f32] {
+        &self.data[..self.len]
+    }
+
+    /// The coefficients in use, mutable.
+    fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.data[..self.len]
     }
 }
 
@@ -115,9 +129,9 @@ pub(super) fn build_coefficients(
 ) {
     let half = coef[0].half;
     let [c0, c1] = coef;
-    c0.data
+    c0.values_mut()
         .par_chunks_mut(FIELDS * half)
-        .zip(c1.data.par_chunks_mut(FIELDS * half))
+        .zip(c1.values_mut().par_chunks_mut(FIELDS * half))
         .with_min_len(min_rows(w))
         .enumerate()
         .for_each_init(
@@ -131,14 +145,14 @@ pub(super) fn build_coefficients(
                     .zip(odd.chunks_exact_mut(half))
                     .zip(scratch.chunks_exact(w))
                 {
-                    e.fill(0.0);
-                    o.fill(0.0);
                     for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(src.chunks_exact(2)) {
                         (*e, *o) = (pair[0], pair[1]);
                     }
                     if w % 2 == 1 {
                         e[w / 2] = src[w - 1];
                     }
+                    // Where w is odd, the other colour's last slot lies outside the image.
+                    o[w / 2..].fill(0.0);
                 }
             },
         );
@@ -285,7 +299,7 @@ pub(super) fn sor_half_sweep(
     mine_u[stride..stride * (h + 1)]
         .par_chunks_mut(stride)
         .zip(mine_v[stride..stride * (h + 1)].par_chunks_mut(stride))
-        .zip(coef.data.par_chunks(FIELDS * half))
+        .zip(coef.values().par_chunks(FIELDS * half))
         .with_min_len(min_rows(2 * half))
         .enumerate()
         .for_each(|(y, ((ru, rv), k))| {

@@ -69,8 +69,10 @@ impl Plane {
 
     /// A plane whose row `y` is written by `f(y, row)`; row-parallel when the plane is large
     /// enough to pay for waking the other threads.
+    ///
     /// Each row is zeroed just before `f` writes it, by the thread that runs `f`, rather
-    /// than the whole plane up front on one thread (memset was 2.9 % of the flow's samples).
+    /// than the whole plane up front on one thread (that `memset` was 2.9 % of a flow's
+    /// samples).
     pub fn by_rows(width: usize, height: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Plane {
         let len = width * height;
         let mut data = Vec::with_capacity(len);

@@ -1,6 +1,7 @@
 //! Shared candle building blocks and checkpoint loading.
 
 pub mod act;
+pub mod attention;
 pub mod blocks;
 pub mod checkpoint;
 pub mod conv;

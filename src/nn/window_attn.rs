@@ -15,6 +15,7 @@ use std::mem::MaybeUninit;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::attention::attention;
 use super::linalg::{matmul, Dst, MatRef};
 use super::transpose::transpose_columns;
 use super::vmath::softmax_in_place;
@@ -365,39 +366,25 @@ pub fn window_attention(
 }
 
 /// [`window_attention`] written with candle's tensor operations (any device; the fused
-/// kernel's reference): the same arguments and result.
+/// kernel's reference): the same arguments and result, by [`attention`] with the bias and
+/// each window's mask added into one bias.
 pub fn window_attention_tensor_ops(
     qkv: &Tensor,
     bias: &Tensor,
     mask: Option<&Tensor>,
     heads: usize,
 ) -> Result<Tensor> {
-    let (bw, n, three_c) = qkv.dims3()?;
-    let c = three_c / 3;
-    let hd = c / heads;
-    let split = |i: usize| -> Result<Tensor> {
-        Ok(qkv
-            .narrow(2, i * c, c)?
-            .reshape((bw, n, heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?)
-    };
-    let q = (split(0)? * (hd as f64).powf(-0.5))?;
-    let (k, v) = (split(1)?, split(2)?);
-    let mut scores = q.matmul(&k.t()?)?.broadcast_add(bias)?;
-    if let Some(mask) = mask {
-        let nw = mask.dim(0)?;
-        scores = scores
-            .reshape((bw / nw, nw, heads, n, n))?
+    let c = qkv.dim(2)? / 3;
+    let part = |i: usize| qkv.narrow(2, i * c, c);
+    let bias = match mask {
+        // Window i takes mask i % nW: `(B·nW, heads, N, N)`.
+        Some(mask) => bias
+            .unsqueeze(0)?
             .broadcast_add(&mask.unsqueeze(1)?)?
-            .reshape((bw, heads, n, n))?;
-    }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    Ok(probs
-        .matmul(&v)?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((bw, n, c))?)
+            .repeat((qkv.dim(0)? / mask.dim(0)?, 1, 1, 1))?,
+        None => bias.clone(),
+    };
+    attention(&part(0)?, &part(1)?, &part(2)?, heads, Some(&bias))
 }
 
 struct WindowAttention {

@@ -5,8 +5,9 @@ use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::config::GroundingDinoConfig;
-use super::text::{additive_mask, attention};
+use super::text::additive_mask;
 use crate::error::Result;
+use crate::nn::attention::attention;
 use crate::nn::deform_attn::{DeformAttnConfig, Levels, MultiScaleDeformableAttention};
 use crate::nn::ffn::PostNormFfn;
 

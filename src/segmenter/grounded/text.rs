@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::config::{BertConfig, BertMaskMode};
 use crate::error::{Error, Result};
+use crate::nn::attention::attention;
 
 /// `[CLS]`, `[SEP]`, `.` and `?`: the tokens that close a phrase block.
 pub const DELIMITERS: [i64; 4] = [101, 102, 1012, 1029];
@@ -170,37 +171,6 @@ pub fn batch_phrase_masks(
 pub(crate) fn additive_mask(allowed: &Tensor) -> Result<Tensor> {
     let allowed = allowed.to_dtype(DType::F32)?;
     Ok(((1.0 - allowed)? * f32::MIN as f64)?)
-}
-
-/// Multi-head scaled dot-product attention with an optional additive bias broadcastable to
-/// `(B, heads, Lq, Lk)`; `q`, `k`, `v` are `(B, L, heads·hd)`.
-pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-    bias: Option<&Tensor>,
-) -> Result<Tensor> {
-    let (b, lq, c) = q.dims3()?;
-    let lk = k.dim(1)?;
-    let hd = c / heads;
-    let split = |t: &Tensor, l: usize| -> Result<Tensor> {
-        Ok(t.reshape((b, l, heads, hd))?
-            .transpose(1, 2)?
-            .contiguous()?)
-    };
-    let q = (split(q, lq)? * (hd as f64).powf(-0.5))?;
-    let (k, v) = (split(k, lk)?, split(v, lk)?);
-    let mut scores = q.matmul(&k.t()?)?;
-    if let Some(bias) = bias {
-        scores = scores.broadcast_add(bias)?;
-    }
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    Ok(probs
-        .matmul(&v)?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, lq, c))?)
 }
 
 /// One BERT layer: self-attention and FFN, both post-norm.

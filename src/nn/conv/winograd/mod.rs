@@ -8,7 +8,7 @@
 //! Layers that keep no transformed filters are computed by [`lean`].
 
 #[cfg(target_arch = "x86_64")]
-mod f2_avx512;
+mod avx512;
 mod lean;
 mod transforms;
 
@@ -253,11 +253,11 @@ impl<const M: usize> Tiles<M> {
         }
     }
 
-    /// The same tiles as F(2×2, 3×3)'s (where `M` is 2).
+    /// The same tiles typed as `N × N` ones (where `M` is `N`).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn of_f2(&self) -> Tiles<2> {
-        debug_assert_eq!(M, 2, "2 × 2 tiles");
+    fn as_side<const N: usize>(&self) -> Tiles<N> {
+        debug_assert_eq!(M, N, "tiles of one side");
         Tiles::of(self.w, (self.y0, self.y1))
     }
 
@@ -277,7 +277,7 @@ impl<const M: usize> Tiles<M> {
 /// The transformed input tiles of `tiles` into `v`, value `e` of tile `t` of input channel
 /// `ci` at `e · e_stride + ci · c_stride + t`; `rows` (T padded rows of [`Tiles::row_len`])
 /// is scratch. The padding is read as zeros: no padded copy of the input is made. With
-/// AVX-512, 2 × 2 tiles go through [`f2_avx512`], 16 at once.
+/// AVX-512, the tiles go through [`avx512`], 16 at once.
 #[inline(always)]
 fn transform_rows<const M: usize, const T: usize, F: Transforms<M, T>>(
     x: &Input,
@@ -287,10 +287,15 @@ fn transform_rows<const M: usize, const T: usize, F: Transforms<M, T>>(
     rows: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if M == 2 && f2_avx512::available() {
-        // SAFETY: the CPU has AVX-512F; F(2×2, 3×3) is the only transform of 2 × 2 tiles.
-        unsafe { f2_avx512::transform_rows(x, &tiles.of_f2(), v, (e_stride, c_stride)) };
-        return;
+    if avx512::available() {
+        let strides = (e_stride, c_stride);
+        // SAFETY: the CPU has AVX-512F; F(2×2, 3×3) and F(4×4, 3×3) are the only transforms
+        // of 2 × 2 and 4 × 4 tiles.
+        match M {
+            2 => return unsafe { avx512::transform_rows_f2(x, &tiles.as_side(), v, strides) },
+            4 => return unsafe { avx512::transform_rows_f4(x, &tiles.as_side(), v, strides) },
+            _ => {}
+        }
     }
     transform_rows_by_lanes::<M, T, F>(x, tiles, v, (e_stride, c_stride), rows)
 }
@@ -355,7 +360,7 @@ fn transform_rows_by_lanes<const M: usize, const T: usize, F: Transforms<M, T>>(
 
 /// Adds the outputs of the products `m` of `tiles` (value `e` of tile `t` of output channel
 /// `co` at `e · e_stride + co · tiles + t`) to `acc [c_out, stride]` (row `y` of a channel at
-/// `(y − y0) · w`). With AVX-512, 2 × 2 tiles go through [`f2_avx512`], 16 at once.
+/// `(y − y0) · w`). With AVX-512, the tiles go through [`avx512`], 16 at once.
 #[inline(always)]
 fn transform_back<const M: usize, const T: usize, F: Transforms<M, T>>(
     m: &[f32],
@@ -365,10 +370,22 @@ fn transform_back<const M: usize, const T: usize, F: Transforms<M, T>>(
     stride: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if M == 2 && f2_avx512::available() {
+    if avx512::available() {
+        let layout = (e_stride, c_out);
         // SAFETY: as in `transform_rows`.
-        unsafe { f2_avx512::transform_back(m, (e_stride, c_out), &tiles.of_f2(), acc, stride) };
-        return;
+        match M {
+            2 => {
+                return unsafe {
+                    avx512::transform_back_f2(m, layout, &tiles.as_side(), acc, stride)
+                }
+            }
+            4 => {
+                return unsafe {
+                    avx512::transform_back_f4(m, layout, &tiles.as_side(), acc, stride)
+                }
+            }
+            _ => {}
+        }
     }
     transform_back_by_lanes::<M, T, F>(m, (e_stride, c_out), tiles, acc, stride)
 }

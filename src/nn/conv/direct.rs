@@ -95,18 +95,18 @@ pub(super) fn suits(
 }
 
 /// Largest `c_in · c_out` of the layers that [`super::ConvKernel::Direct`] hands to
-/// Winograd's F(4×4, 3×3) rather than F(2×2, 3×3) on CPUs without AVX-512: at most 4.5 MiB of
-/// transformed filters per layer. F(4×4) ran these layers in 0.53–0.76 of F(2×2)'s time (AMD
-/// Zen 3, 2 threads, 32 → 64 … 512 → 256 channels); the wider layers of ResNets and IS-Net
-/// would take 4 times their filters' memory for a smaller share of the work.
+/// Winograd's F(4×4, 3×3) rather than F(2×2, 3×3): at most 4.5 MiB of transformed filters per
+/// layer. F(4×4) ran these layers in 0.53–0.76 of F(2×2)'s time (AMD Zen 3, 2 threads, 32 → 64
+/// … 512 → 256 channels); with AVX-512 (Intel Xeon, 2 threads, once its input and output
+/// passes ran on 16 tiles per vector) U²-Netp took 0.87 and IS-Net 0.86 of their time with
+/// F(2×2). The wider layers of ResNets and IS-Net would take 4 times their filters' memory for
+/// a smaller share of the work.
 const WINOGRAD_4X4_MAX_CHANNELS: usize = 1 << 15;
 
 /// Winograd's tile for a 3×3 layer of `c_in → c_out` channels that the direct kernel leaves
-/// to it: F(4×4, 3×3) up to [`WINOGRAD_4X4_MAX_CHANNELS`] where the CPU lacks AVX-512,
-/// F(2×2, 3×3) otherwise (with AVX-512, F(4×4) ran the 64 → 128 … 128 → 64 layers 6–23 %
-/// slower and tied on 128 → 128).
+/// to it: F(4×4, 3×3) up to [`WINOGRAD_4X4_MAX_CHANNELS`], F(2×2, 3×3) above.
 pub(super) fn winograd_tile(c_in: usize, c_out: usize) -> Tile {
-    if isa() != Some(Isa::Avx512) && c_in * c_out <= WINOGRAD_4X4_MAX_CHANNELS {
+    if c_in * c_out <= WINOGRAD_4X4_MAX_CHANNELS {
         Tile::F4
     } else {
         Tile::F2

@@ -57,20 +57,23 @@ pub(super) fn tile_fn() -> Option<TileFn> {
 }
 
 /// Smallest `c_in · c_out` of a 3×3 stride-1 layer for which Winograd beats the direct
-/// kernel. Measured with 2 threads on 40 × 40 … 320 × 320 planes:
-/// - AVX2 (AMD Zen 3): 64 → 32 and wider layers ran 10–25 % faster on Winograd, 64 → 16 and
-///   32 → 32 ones 1.4–1.7× slower;
-/// - AVX-512 (Intel Xeon, two 512-bit FMA units, F(2×2, 3×3) on 16 tiles per vector):
-///   32 → 64, 64 → 32, 48 → 48 and 64 → 64 layers took 10–26 % less time on Winograd
-///   (64 → 64 at 160 × 160: 5.2 against 7.0 ms, at 320 × 320: 22.6 against 29.1 ms; 32 → 64
-///   at 80 × 80 was 8 % slower), 32 → 32 and 64 → 16 ones up to 11 % more (64 → 16 at
-///   160 × 160 once 15 % less).
-const WINOGRAD_MIN_CHANNELS: usize = 2048;
+/// kernel with AVX2, measured with 2 threads on 40 × 40 … 320 × 320 planes (AMD Zen 3): 64 →
+/// 32 and wider layers ran 10–25 % faster on Winograd, 64 → 16 and 32 → 32 ones 1.4–1.7×
+/// slower.
+const WINOGRAD_MIN_CHANNELS_AVX2: usize = 2048;
+
+/// The same with AVX-512 (Intel Xeon, two 512-bit FMA units, 2 threads). With F(2×2, 3×3)
+/// alone, 32 → 64 … 64 → 64 layers took 10–26 % less time on Winograd and 32 → 32 and 64 → 16
+/// ones up to 11 % more, so the bound was 2048; with F(4×4, 3×3) on 16 tiles per vector,
+/// handing the 32 → 16 and 64 → 16 layers to it too took U²-Netp's frame from 173 to 162 ms
+/// (means of four alternated runs; 1024: 163 ms).
+const WINOGRAD_MIN_CHANNELS_AVX512: usize = 512;
 
 /// Whether this CPU runs the direct kernel on a `k × k` layer of `c_in → c_out` channels and
 /// `stride` and it is the faster choice there; `winograd_fits` says whether Winograd's
 /// transforms apply to the layer. Layers of [`CO`] output channels or more, of stride 1 except
-/// those wide enough for Winograd ([`WINOGRAD_MIN_CHANNELS`]); with AVX-512 also the strided
+/// those wide enough for Winograd ([`WINOGRAD_MIN_CHANNELS_AVX2`],
+/// [`WINOGRAD_MIN_CHANNELS_AVX512`]); with AVX-512 also the strided
 /// layers of short reductions (`c_in · k²` up to [`super::COLUMN_BUFFER_MAX_K`]: 3 → 64 7×7
 /// and 3 → 32, 16 → 32 3×3 stride-2 layers ran 10–25 % faster than on one product over a
 /// column buffer). The products run the other strided layers faster: by 5–35 % on AVX2 (3 → 64
@@ -90,7 +93,11 @@ pub(super) fn suits(
     } else if stride > 1 {
         isa == Isa::Avx512 && c_in * k * k <= super::COLUMN_BUFFER_MAX_K
     } else {
-        !(winograd_fits && c_in * c_out >= WINOGRAD_MIN_CHANNELS)
+        let min_channels = match isa {
+            Isa::Avx512 => WINOGRAD_MIN_CHANNELS_AVX512,
+            Isa::Avx2 => WINOGRAD_MIN_CHANNELS_AVX2,
+        };
+        !(winograd_fits && c_in * c_out >= min_channels)
     }
 }
 

@@ -57,8 +57,8 @@ pub enum ConvKernel {
     /// The direct kernel for layers of 8 output channels or more on CPUs with AVX-512 or AVX2
     /// and FMA (matrix products elsewhere and for 1×1 stride-1 layers): up to 1.5× as fast as
     /// the products on the 16–64-channel 3×3 layers with AVX-512, up to 1.6× with AVX2. The
-    /// wide 3×3 stride-1 layers run on Winograd's transforms (from 2¹¹ `c_in · c_out`: on
-    /// F(4×4, 3×3) up to 2¹⁵, F(2×2, 3×3) above), the
+    /// wide 3×3 stride-1 layers run on Winograd's transforms (from 2¹¹ `c_in · c_out` with
+    /// AVX2, 2⁹ with AVX-512: on F(4×4, 3×3) up to 2¹⁵, F(2×2, 3×3) above), the
     /// strided layers on the products (with AVX-512, only those whose reduction `c_in · k²`
     /// is longer than 256), and so do the layers of CPUs without either.
     Direct,

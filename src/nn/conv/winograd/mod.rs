@@ -30,9 +30,14 @@ use crate::nn::vmath::multiversion;
 /// AVX-512 machine with 2 MiB of L2 per core).
 const BLOCK_FLOATS: usize = 1 << 18;
 
-/// Tiles a block takes at least, where the layer has them (the products' columns: narrower
-/// products ran IS-Net's deep 512-channel layers slower).
+/// Tiles a block takes at least, where the layer has them and [`MAX_FLOATS`] allows (the
+/// products' columns: narrower products ran IS-Net's deep 512-channel layers slower).
 const MIN_TILES: usize = 128;
+
+/// Floats of scratch a block may take to reach [`MIN_TILES`] tiles (4 MiB; without this bound
+/// DEVA's decoder blocks took up to 12 MiB a thread, 30 MB more at the 1-object step's peak,
+/// in the same time).
+const MAX_FLOATS: usize = 1 << 20;
 
 /// The output tile of a Winograd layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +132,8 @@ fn transform_filters<const M: usize, const T: usize, F: Transforms<M, T>>(
 
 /// Output rows per block for an output of `out_h × out_w` with `channels` input and output
 /// channels on `threads` threads: whole tile rows, at most [`BLOCK_FLOATS`] of scratch unless
-/// that leaves fewer than [`MIN_TILES`] tiles, at least one block per thread where the rows
-/// allow.
+/// that leaves fewer than [`MIN_TILES`] tiles (then up to [`MAX_FLOATS`]), at least one block
+/// per thread where the rows allow.
 pub(super) fn block_rows(
     tile: Tile,
     out_h: usize,
@@ -139,8 +144,11 @@ pub(super) fn block_rows(
     let m = tile.m();
     let tile_rows = out_h.div_ceil(m).max(1);
     let per_row = out_w.div_ceil(m).max(1);
-    m * (BLOCK_FLOATS / (tile.elements() * channels * per_row).max(1))
-        .max(MIN_TILES.div_ceil(per_row))
+    let row_floats = (tile.elements() * channels * per_row).max(1);
+    // Enough tile rows for MIN_TILES tiles, as far as MAX_FLOATS allows.
+    let wide = MIN_TILES.div_ceil(per_row).min(MAX_FLOATS / row_floats);
+    m * (BLOCK_FLOATS / row_floats)
+        .max(wide)
         .min(tile_rows.div_ceil(threads.max(1)))
         .max(1)
 }
@@ -452,21 +460,27 @@ mod tests {
     use candle_core::Device;
 
     /// A block keeps its scratch within [`BLOCK_FLOATS`] unless that leaves fewer than
-    /// [`MIN_TILES`] tiles, and gives every thread a block where the rows allow.
+    /// [`MIN_TILES`] tiles (then within [`MAX_FLOATS`]), and gives every thread a block where
+    /// the rows allow.
     #[test]
     fn blocks_fit_the_cache_but_keep_the_products_wide() {
         // (tile, out_h, out_w, channels in + out, threads) → output rows per block.
         let cases = [
             // 160 tiles a row, 3 M floats of scratch a tile row: one tile row.
             (Tile::F2, 320, 320, 192, 2, 2),
-            // 32 tiles a row: four tile rows for 128 tiles, past the scratch bound.
-            (Tile::F2, 64, 64, 1024, 2, 8),
+            // 32 tiles a row, 524 288 floats a tile row: two tile rows (64 tiles) within
+            // MAX_FLOATS, past BLOCK_FLOATS.
+            (Tile::F2, 64, 64, 1024, 2, 4),
+            // 32 tiles a row, 131 072 floats a tile row: four tile rows for 128 tiles.
+            (Tile::F2, 64, 64, 256, 2, 8),
             // 10 tiles a row, 12 800 floats a tile row: 20 fit, half of the 10 per thread.
             (Tile::F2, 20, 20, 80, 2, 10),
             // The same on one thread: all 10 tile rows.
             (Tile::F2, 20, 20, 80, 1, 20),
-            // F(4×4): 27 tiles a row, 497 664 floats a tile row: five tile rows for 128 tiles.
-            (Tile::F4, 60, 107, 512, 2, 20),
+            // F(4×4): 27 tiles a row, 497 664 floats a tile row: two within MAX_FLOATS.
+            (Tile::F4, 60, 107, 512, 2, 8),
+            // F(4×4): 27 tiles a row, 62 208 floats a tile row: five tile rows for 128 tiles.
+            (Tile::F4, 60, 107, 64, 2, 20),
             // One output row.
             (Tile::F2, 1, 5, 8, 2, 2),
         ];

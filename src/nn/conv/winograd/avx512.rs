@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 
 use std::ops::{Add, Mul, Sub};
 
-use super::transforms::{transform_input, transform_output, Floats, F2, F4};
+use super::transforms::{transform_input, transform_output, Floats, Transforms, F2, F4};
 use super::{Input, Tiles};
 
 /// Tiles per vector.
@@ -87,152 +87,6 @@ fn first(n: usize) -> __mmask16 {
     ((1u32 << n.min(L)) - 1) as __mmask16
 }
 
-/// [`super::transform_rows`] for F(2×2, 3×3): the transformed input tiles of `tiles` into
-/// `v`, value `e` of tile `t` of input channel `ci` at `e · e_stride + ci · c_stride + t`.
-#[target_feature(enable = "avx512f")]
-pub(super) fn transform_rows_f2(
-    x: &Input,
-    tiles: &Tiles<2>,
-    v: &mut [f32],
-    (e_stride, c_stride): (usize, usize),
-) {
-    let (h, w, per_row) = (x.h, x.w, tiles.per_row);
-    let n = tiles.count();
-    if n == 0 || x.chans.is_empty() {
-        return;
-    }
-    assert!(
-        15 * e_stride + (x.chans.len() - 1) * c_stride + n <= v.len(),
-        "transformed input within its buffer"
-    );
-    // Even and odd lanes of two registers, in order.
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let zero = _mm512_setzero_ps();
-    for (ci, chan) in x.chans.iter().enumerate() {
-        assert!(chan.len() >= h * w, "channel {ci} of {h} × {w} values");
-        for tr in 0..tiles.rows {
-            // Padded row y + r is input row y + r − 1; padded column c is input column c − 1.
-            let y = tiles.y0 + 2 * tr;
-            for k0 in (0..per_row).step_by(L) {
-                // Tile k0 + l reads padded columns 2(k0 + l) … 2(k0 + l) + 3: column parity
-                // `c` of lane l is input column `2 k0 − 1 + c + 2 l`.
-                let start = 2 * k0 as isize - 1;
-                let spans = [start, start + 16, start + 2, start + 18];
-                let masks = spans.map(|s| columns_inside(s, w));
-                let mut d = [[Zmm::ZERO; 4]; 4];
-                for (r, dr) in d.iter_mut().enumerate() {
-                    let Some(src) = (y + r).checked_sub(1).filter(|&i| i < h) else {
-                        continue;
-                    };
-                    let row = chan[src * w..].as_ptr();
-                    let load = |i: usize| {
-                        // SAFETY: the mask holds only the lanes of columns 0..w of row `src`,
-                        // inside `chan` (asserted); the others are not read.
-                        let v = unsafe {
-                            _mm512_maskz_loadu_ps(masks[i], row.wrapping_offset(spans[i]))
-                        };
-                        if x.relu {
-                            _mm512_max_ps(v, zero)
-                        } else {
-                            v
-                        }
-                    };
-                    let (a, b, a2, b2) = (load(0), load(1), load(2), load(3));
-                    *dr = [
-                        lanes(_mm512_permutex2var_ps(a, even, b)),
-                        lanes(_mm512_permutex2var_ps(a, odd, b)),
-                        lanes(_mm512_permutex2var_ps(a2, even, b2)),
-                        lanes(_mm512_permutex2var_ps(a2, odd, b2)),
-                    ];
-                }
-                let vt = transform_input::<Zmm, 2, 4, F2>(&d);
-                let keep = first(per_row - k0);
-                let t0 = tr * per_row + k0;
-                for (e, value) in vt.iter().flatten().enumerate() {
-                    let at = e * e_stride + ci * c_stride + t0;
-                    // SAFETY: the lanes kept are tiles t0 … t0 + count − 1 < n, inside `v`
-                    // (asserted).
-                    unsafe {
-                        _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, register(*value))
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// [`super::transform_back`] for F(2×2, 3×3): adds the outputs of the products `m` of `tiles`
-/// (value `e` of tile `t` of output channel `co` at `e · e_stride + co · tiles + t`) to
-/// `acc [c_out, stride]` (row `y` of a channel at `(y − y0) · w`).
-#[target_feature(enable = "avx512f")]
-pub(super) fn transform_back_f2(
-    m: &[f32],
-    (e_stride, c_out): (usize, usize),
-    tiles: &Tiles<2>,
-    acc: &mut [f32],
-    stride: usize,
-) {
-    let (w, y0, per_row, n) = (tiles.w, tiles.y0, tiles.per_row, tiles.count());
-    if n == 0 || c_out == 0 {
-        return;
-    }
-    assert!(
-        m.len() >= 15 * e_stride + c_out * n,
-        "products of every tile"
-    );
-    assert!(
-        acc.len() >= (c_out - 1) * stride + (tiles.y1 - y0) * w,
-        "accumulator of every output row"
-    );
-    // Lanes 0–7 and 8–15 of two registers, interleaved.
-    let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for co in 0..c_out {
-        for tr in 0..tiles.rows {
-            for k0 in (0..per_row).step_by(L) {
-                let count = L.min(per_row - k0);
-                let t0 = tr * per_row + k0;
-                let mut p = [[Zmm::ZERO; 4]; 4];
-                for (e, value) in p.iter_mut().flatten().enumerate() {
-                    let at = e * e_stride + co * n + t0;
-                    // SAFETY: tiles t0 … t0 + count − 1 < n of product e of channel co, inside
-                    // `m` (asserted); the other lanes are not read.
-                    *value =
-                        lanes(unsafe { _mm512_maskz_loadu_ps(first(count), m.as_ptr().add(at)) });
-                }
-                let ym = transform_output::<Zmm, 2, 4, F2>(&p);
-                let (x0, width) = (2 * k0, (2 * count).min(w - 2 * k0));
-                for (i, yi) in ym.iter().enumerate() {
-                    let y = y0 + 2 * tr + i;
-                    if y >= tiles.y1 {
-                        break;
-                    }
-                    // Output column 2 l + j of the group is value j of lane l.
-                    let (y_0, y_1) = (register(yi[0]), register(yi[1]));
-                    let halves = [
-                        (_mm512_permutex2var_ps(y_0, low, y_1), first(width)),
-                        (
-                            _mm512_permutex2var_ps(y_0, high, y_1),
-                            first(width.saturating_sub(L)),
-                        ),
-                    ];
-                    let row = co * stride + (y - y0) * w + x0;
-                    for (half, (values, keep)) in halves.into_iter().enumerate() {
-                        // SAFETY: the lanes kept are columns x0 … x0 + width − 1 < w of output
-                        // row y of channel co, inside `acc` (asserted); no others are touched.
-                        unsafe {
-                            let dst = acc.as_mut_ptr().wrapping_add(row + L * half);
-                            let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(keep, dst), values);
-                            _mm512_mask_storeu_ps(dst, keep, sum);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The permutation indices `f(0)`, …, `f(15)`.
 #[inline(always)]
 fn indices(f: impl Fn(i32) -> i32) -> __m512i {
@@ -241,16 +95,19 @@ fn indices(f: impl Fn(i32) -> i32) -> __m512i {
     unsafe { std::mem::transmute::<[i32; L], __m512i>(idx) }
 }
 
-/// [`super::transform_rows`] for F(4×4, 3×3): the transformed input tiles of `tiles` into
-/// `v`, value `e` of tile `t` of input channel `ci` at `e · e_stride + ci · c_stride + t`.
-/// Each input row of a group of 16 tiles is read as 64 values (4 masked loads) and two more,
-/// split into the 6 columns of the tiles by permutations.
-#[target_feature(enable = "avx512f")]
-pub(super) fn transform_rows_f4(
+/// The input pass of F(M×M, 3×3) on groups of 16 tiles: the transformed input tiles of
+/// `tiles` into `v`, value `e` of tile `t` of input channel `ci` at `e · e_stride + ci ·
+/// c_stride + t`. Each input row of a group is read by K masked loads of 16 values, at
+/// `spans` (column offsets from the group's first padded column, with the lanes each keeps),
+/// the padding read as zeros; `split` turns them into the T columns of the 16 tiles.
+#[inline(always)]
+fn input_pass<const M: usize, const T: usize, const K: usize, F: Transforms<M, T>>(
     x: &Input,
-    tiles: &Tiles<4>,
+    tiles: &Tiles<M>,
     v: &mut [f32],
     (e_stride, c_stride): (usize, usize),
+    spans: [(isize, __mmask16); K],
+    split: impl Fn([__m512; K]) -> [__m512; T],
 ) {
     let (h, w, per_row) = (x.h, x.w, tiles.per_row);
     let n = tiles.count();
@@ -258,72 +115,50 @@ pub(super) fn transform_rows_f4(
         return;
     }
     assert!(
-        35 * e_stride + (x.chans.len() - 1) * c_stride + n <= v.len(),
+        (T * T - 1) * e_stride + (x.chans.len() - 1) * c_stride + n <= v.len(),
         "transformed input within its buffer"
     );
-    // Lanes 0–7 of value `4 i + c` of two registers: column `c` of the tiles of 32 values.
-    let columns = [0, 1, 2, 3].map(|c| indices(|k| 4 * (k % 8) + c));
-    let zero = _mm512_setzero_ps();
     for (ci, chan) in x.chans.iter().enumerate() {
         assert!(chan.len() >= h * w, "channel {ci} of {h} × {w} values");
         for tr in 0..tiles.rows {
             // Padded row y + r is input row y + r − 1; padded column c is input column c − 1.
-            let y = tiles.y0 + 4 * tr;
+            let y = tiles.y0 + M * tr;
             for k0 in (0..per_row).step_by(L) {
-                // Tile k0 + l reads padded columns 4(k0 + l) … 4(k0 + l) + 5: column `c` of
-                // lane l is input column `4 k0 − 1 + c + 4 l`, value `c + 4 l` from `start`.
-                let start = 4 * k0 as isize - 1;
-                let spans = [
-                    start,
-                    start + 16,
-                    start + 32,
-                    start + 48,
-                    start + 64,
-                    start + 65,
-                ];
-                let masks = spans.map(|s| columns_inside(s, w));
-                let mut d = [[Zmm::ZERO; 6]; 6];
+                // Tile k0 + l reads padded columns M(k0 + l) … M(k0 + l) + T − 1: input
+                // columns from `M k0 − 1`.
+                let start = (M * k0) as isize - 1;
+                let masks = spans.map(|(at, keep)| columns_inside(start + at, w) & keep);
+                let mut d = [[Zmm::ZERO; T]; T];
                 for (r, dr) in d.iter_mut().enumerate() {
                     let Some(src) = (y + r).checked_sub(1).filter(|&i| i < h) else {
                         continue;
                     };
                     let row = chan[src * w..].as_ptr();
-                    let load = |i: usize, mask: __mmask16| {
+                    let loads = std::array::from_fn(|i| {
                         // SAFETY: the mask holds only lanes of columns 0..w of row `src`,
-                        // inside `chan` (asserted); the others are not read.
-                        let v = unsafe {
-                            _mm512_maskz_loadu_ps(masks[i] & mask, row.wrapping_offset(spans[i]))
-                        };
-                        if x.relu {
-                            _mm512_max_ps(v, zero)
-                        } else {
-                            v
+                        // inside `chan` (asserted); the others are not read. The CPU has
+                        // AVX-512F (the callers' target feature).
+                        unsafe {
+                            let v = _mm512_maskz_loadu_ps(
+                                masks[i],
+                                row.wrapping_offset(start + spans[i].0),
+                            );
+                            if x.relu {
+                                _mm512_max_ps(v, _mm512_setzero_ps())
+                            } else {
+                                v
+                            }
                         }
-                    };
-                    let a = [0, 1, 2, 3].map(|i| load(i, !0));
-                    // Values 64 and 65, the last lane's columns 4 and 5, in lane 0 each.
-                    let (next4, next5) = (load(4, 1), load(5, 1));
-                    let [c0, c1, c2, c3] = columns.map(|idx| {
-                        let low = _mm512_permutex2var_ps(a[0], idx, a[1]);
-                        let high = _mm512_permutex2var_ps(a[2], idx, a[3]);
-                        _mm512_shuffle_f32x4::<0b0100_0100>(low, high)
                     });
-                    // Columns 4 and 5 are columns 0 and 1 of the next tile.
-                    let shift = |col: __m512, next: __m512| {
-                        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
-                            _mm512_castps_si512(next),
-                            _mm512_castps_si512(col),
-                        ))
-                    };
-                    *dr = [c0, c1, c2, c3, shift(c0, next4), shift(c1, next5)].map(lanes);
+                    *dr = split(loads).map(lanes);
                 }
-                let vt = transform_input::<Zmm, 4, 6, F4>(&d);
+                let vt = transform_input::<Zmm, M, T, F>(&d);
                 let keep = first(per_row - k0);
                 let t0 = tr * per_row + k0;
                 for (e, value) in vt.iter().flatten().enumerate() {
                     let at = e * e_stride + ci * c_stride + t0;
                     // SAFETY: the lanes kept are tiles t0 … t0 + count − 1 < n, inside `v`
-                    // (asserted).
+                    // (asserted); the CPU has AVX-512F.
                     unsafe {
                         _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, register(*value))
                     };
@@ -333,65 +168,55 @@ pub(super) fn transform_rows_f4(
     }
 }
 
-/// [`super::transform_back`] for F(4×4, 3×3): adds the outputs of the products `m` of `tiles`
-/// (value `e` of tile `t` of output channel `co` at `e · e_stride + co · tiles + t`) to
-/// `acc [c_out, stride]` (row `y` of a channel at `(y − y0) · w`). Each output row of a group
-/// of 16 tiles is interleaved from its 4 columns into 64 values by two rounds of permutations.
-#[target_feature(enable = "avx512f")]
-pub(super) fn transform_back_f4(
+/// The output pass of F(M×M, 3×3) on groups of 16 tiles: adds the outputs of the products
+/// `m` of `tiles` (value `e` of tile `t` of output channel `co` at `e · e_stride + co ·
+/// tiles + t`) to `acc [c_out, stride]` (row `y` of a channel at `(y − y0) · w`).
+/// `interleave` turns the M columns of an output row of the 16 tiles into its 16 · M values,
+/// in order.
+#[inline(always)]
+fn output_pass<const M: usize, const T: usize, F: Transforms<M, T>>(
     m: &[f32],
     (e_stride, c_out): (usize, usize),
-    tiles: &Tiles<4>,
+    tiles: &Tiles<M>,
     acc: &mut [f32],
     stride: usize,
+    interleave: impl Fn([__m512; M]) -> [__m512; M],
 ) {
     let (w, y0, per_row, n) = (tiles.w, tiles.y0, tiles.per_row, tiles.count());
     if n == 0 || c_out == 0 {
         return;
     }
     assert!(
-        m.len() >= 35 * e_stride + c_out * n,
+        m.len() >= (T * T - 1) * e_stride + c_out * n,
         "products of every tile"
     );
     assert!(
         acc.len() >= (c_out - 1) * stride + (tiles.y1 - y0) * w,
         "accumulator of every output row"
     );
-    // Pairs of lanes 0–7 and 8–15 of two registers, interleaved: a, b → a0 b0 a1 b1 …
-    let pairs_low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let pairs_high =
-        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    // Two-lane units of two registers, interleaved (quarter q of the 64 values).
-    let quads = [0, 8].map(|o| indices(|k| o + 2 * (k / 4) + k % 2 + 16 * ((k / 2) % 2)));
     for co in 0..c_out {
         for tr in 0..tiles.rows {
             for k0 in (0..per_row).step_by(L) {
                 let count = L.min(per_row - k0);
                 let t0 = tr * per_row + k0;
-                let mut p = [[Zmm::ZERO; 6]; 6];
+                let mut p = [[Zmm::ZERO; T]; T];
                 for (e, value) in p.iter_mut().flatten().enumerate() {
                     let at = e * e_stride + co * n + t0;
                     // SAFETY: tiles t0 … t0 + count − 1 < n of product e of channel co, inside
-                    // `m` (asserted); the other lanes are not read.
+                    // `m` (asserted); the other lanes are not read. The CPU has AVX-512F.
                     *value =
                         lanes(unsafe { _mm512_maskz_loadu_ps(first(count), m.as_ptr().add(at)) });
                 }
-                let ym = transform_output::<Zmm, 4, 6, F4>(&p);
-                let (x0, width) = (4 * k0, (4 * count).min(w - 4 * k0));
+                let ym = transform_output::<Zmm, M, T, F>(&p);
+                let (x0, width) = (M * k0, (M * count).min(w - M * k0));
                 for (i, yi) in ym.iter().enumerate() {
-                    let y = y0 + 4 * tr + i;
+                    let y = y0 + M * tr + i;
                     if y >= tiles.y1 {
                         break;
                     }
-                    // Output column 4 l + j of the group is value j of lane l.
-                    let [y_0, y_1, y_2, y_3] = yi.map(register);
-                    let p01 =
-                        [pairs_low, pairs_high].map(|idx| _mm512_permutex2var_ps(y_0, idx, y_1));
-                    let p23 =
-                        [pairs_low, pairs_high].map(|idx| _mm512_permutex2var_ps(y_2, idx, y_3));
+                    // Output column M l + j of the group is value j of lane l.
                     let row = co * stride + (y - y0) * w + x0;
-                    for q in 0..4 {
-                        let values = _mm512_permutex2var_ps(p01[q / 2], quads[q % 2], p23[q / 2]);
+                    for (q, values) in interleave(yi.map(register)).into_iter().enumerate() {
                         let keep = first(width.saturating_sub(L * q));
                         // SAFETY: the lanes kept are columns x0 … x0 + width − 1 < w of output
                         // row y of channel co, inside `acc` (asserted); no others are touched.
@@ -407,10 +232,111 @@ pub(super) fn transform_back_f4(
     }
 }
 
+/// [`super::transform_rows`] for F(2×2, 3×3): column parity `c` of lane l is value `c + 2 l`
+/// of the row from the group's first column; two loads and two permutations per parity.
+#[target_feature(enable = "avx512f")]
+pub(super) fn transform_rows_f2(
+    x: &Input,
+    tiles: &Tiles<2>,
+    v: &mut [f32],
+    strides: (usize, usize),
+) {
+    // Even and odd lanes of two registers, in order.
+    let (even, odd) = (indices(|k| 2 * k), indices(|k| 2 * k + 1));
+    let spans = [0, 16, 2, 18].map(|at| (at, !0));
+    input_pass::<2, 4, 4, F2>(x, tiles, v, strides, spans, |[a, b, a2, b2]| {
+        [
+            _mm512_permutex2var_ps(a, even, b),
+            _mm512_permutex2var_ps(a, odd, b),
+            _mm512_permutex2var_ps(a2, even, b2),
+            _mm512_permutex2var_ps(a2, odd, b2),
+        ]
+    })
+}
+
+/// [`super::transform_back`] for F(2×2, 3×3): an output row interleaved by two permutations.
+#[target_feature(enable = "avx512f")]
+pub(super) fn transform_back_f2(
+    m: &[f32],
+    layout: (usize, usize),
+    tiles: &Tiles<2>,
+    acc: &mut [f32],
+    stride: usize,
+) {
+    // Lanes 0–7 and 8–15 of two registers, interleaved.
+    let (low, high) = (
+        indices(|k| k / 2 + 16 * (k % 2)),
+        indices(|k| 8 + k / 2 + 16 * (k % 2)),
+    );
+    output_pass::<2, 4, F2>(m, layout, tiles, acc, stride, |[y_0, y_1]| {
+        [
+            _mm512_permutex2var_ps(y_0, low, y_1),
+            _mm512_permutex2var_ps(y_0, high, y_1),
+        ]
+    })
+}
+
+/// [`super::transform_rows`] for F(4×4, 3×3): column `c` of lane l is value `c + 4 l` of the
+/// row from the group's first column; the 64 values of 4 loads are split into columns 0–3 by
+/// permutations, and columns 4 and 5 are columns 0 and 1 of the next tile (the last lane's
+/// from two more values).
+#[target_feature(enable = "avx512f")]
+pub(super) fn transform_rows_f4(
+    x: &Input,
+    tiles: &Tiles<4>,
+    v: &mut [f32],
+    strides: (usize, usize),
+) {
+    // Lanes 0–7 of value `4 i + c` of two registers: column `c` of the tiles of 32 values.
+    let columns = [0, 1, 2, 3].map(|c| indices(|k| 4 * (k % 8) + c));
+    let spans = [(0, !0), (16, !0), (32, !0), (48, !0), (64, 1), (65, 1)];
+    input_pass::<4, 6, 6, F4>(
+        x,
+        tiles,
+        v,
+        strides,
+        spans,
+        |[a0, a1, a2, a3, next4, next5]| {
+            let [c0, c1, c2, c3] = columns.map(|idx| {
+                let low = _mm512_permutex2var_ps(a0, idx, a1);
+                let high = _mm512_permutex2var_ps(a2, idx, a3);
+                _mm512_shuffle_f32x4::<0b0100_0100>(low, high)
+            });
+            let shift = |col: __m512, next: __m512| {
+                _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                    _mm512_castps_si512(next),
+                    _mm512_castps_si512(col),
+                ))
+            };
+            [c0, c1, c2, c3, shift(c0, next4), shift(c1, next5)]
+        },
+    )
+}
+
+/// [`super::transform_back`] for F(4×4, 3×3): an output row interleaved from its 4 columns
+/// into 64 values by two rounds of permutations.
+#[target_feature(enable = "avx512f")]
+pub(super) fn transform_back_f4(
+    m: &[f32],
+    layout: (usize, usize),
+    tiles: &Tiles<4>,
+    acc: &mut [f32],
+    stride: usize,
+) {
+    // Lanes 0–7 and 8–15 of two registers, interleaved: a, b → a0 b0 a1 b1 …
+    let pairs = [0, 8].map(|o| indices(|k| o + k / 2 + 16 * (k % 2)));
+    // Two-lane units of two such registers, interleaved (quarter q of the 64 values).
+    let quads = [0, 8].map(|o| indices(|k| o + 2 * (k / 4) + k % 2 + 16 * ((k / 2) % 2)));
+    output_pass::<4, 6, F4>(m, layout, tiles, acc, stride, |[y_0, y_1, y_2, y_3]| {
+        let p01 = pairs.map(|idx| _mm512_permutex2var_ps(y_0, idx, y_1));
+        let p23 = pairs.map(|idx| _mm512_permutex2var_ps(y_2, idx, y_3));
+        std::array::from_fn(|q| _mm512_permutex2var_ps(p01[q / 2], quads[q % 2], p23[q / 2]))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::super::tests::pseudo;
-    use super::super::transforms::Transforms;
     use super::super::{transform_back_by_lanes, transform_rows_by_lanes};
     use super::*;
 

@@ -7,7 +7,6 @@
 //! to the bit.
 
 use std::arch::x86_64::*;
-
 use std::ops::{Add, Mul, Sub};
 
 use super::transforms::{transform_input, transform_output, Floats, Transforms, F2, F4};
@@ -58,18 +57,6 @@ impl Floats for Zmm {
 /// Whether this CPU runs the passes of this module.
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
-}
-
-/// The vector of 16 lanes.
-#[inline(always)]
-fn lanes(v: __m512) -> Zmm {
-    Zmm(v)
-}
-
-/// The register of 16 lanes.
-#[inline(always)]
-fn register(v: Zmm) -> __m512 {
-    v.0
 }
 
 /// The lanes `i` of 16 consecutive columns from `start` that fall inside `0..w`.
@@ -150,7 +137,7 @@ fn input_pass<const M: usize, const T: usize, const K: usize, F: Transforms<M, T
                             }
                         }
                     });
-                    *dr = split(loads).map(lanes);
+                    *dr = split(loads).map(Zmm);
                 }
                 let vt = transform_input::<Zmm, M, T, F>(&d);
                 let keep = first(per_row - k0);
@@ -159,9 +146,7 @@ fn input_pass<const M: usize, const T: usize, const K: usize, F: Transforms<M, T
                     let at = e * e_stride + ci * c_stride + t0;
                     // SAFETY: the lanes kept are tiles t0 … t0 + count − 1 < n, inside `v`
                     // (asserted); the CPU has AVX-512F.
-                    unsafe {
-                        _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, register(*value))
-                    };
+                    unsafe { _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), keep, value.0) };
                 }
             }
         }
@@ -205,7 +190,7 @@ fn output_pass<const M: usize, const T: usize, F: Transforms<M, T>>(
                     // SAFETY: tiles t0 … t0 + count − 1 < n of product e of channel co, inside
                     // `m` (asserted); the other lanes are not read. The CPU has AVX-512F.
                     *value =
-                        lanes(unsafe { _mm512_maskz_loadu_ps(first(count), m.as_ptr().add(at)) });
+                        Zmm(unsafe { _mm512_maskz_loadu_ps(first(count), m.as_ptr().add(at)) });
                 }
                 let ym = transform_output::<Zmm, M, T, F>(&p);
                 let (x0, width) = (M * k0, (M * count).min(w - M * k0));
@@ -216,7 +201,7 @@ fn output_pass<const M: usize, const T: usize, F: Transforms<M, T>>(
                     }
                     // Output column M l + j of the group is value j of lane l.
                     let row = co * stride + (y - y0) * w + x0;
-                    for (q, values) in interleave(yi.map(register)).into_iter().enumerate() {
+                    for (q, values) in interleave(yi.map(|y| y.0)).into_iter().enumerate() {
                         let keep = first(width.saturating_sub(L * q));
                         // SAFETY: the lanes kept are columns x0 … x0 + width − 1 < w of output
                         // row y of channel co, inside `acc` (asserted); no others are touched.

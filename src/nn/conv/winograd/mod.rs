@@ -466,7 +466,7 @@ mod tests {
     fn blocks_fit_the_cache_but_keep_the_products_wide() {
         // (tile, out_h, out_w, channels in + out, threads) → output rows per block.
         let cases = [
-            // 160 tiles a row, 3 M floats of scratch a tile row: one tile row.
+            // 160 tiles a row, 491 520 floats a tile row: one tile row, past BLOCK_FLOATS.
             (Tile::F2, 320, 320, 192, 2, 2),
             // 32 tiles a row, 524 288 floats a tile row: two tile rows (64 tiles) within
             // MAX_FLOATS, past BLOCK_FLOATS.

@@ -7,17 +7,17 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 /// Tiles (or filters) transformed together (one vector register of f32 lanes).
 pub(super) const LANES: usize = 8;
 
-/// One value for each of `L` ([`LANES`] unless said) neighbouring tiles or filters: the
+/// One value for each of [`LANES`] neighbouring tiles or filters: the
 /// element-wise operations of the transforms compile to single vector instructions.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Vector<E, const L: usize = LANES>(pub(super) [E; L]);
+pub(super) struct Vector<E>(pub(super) [E; LANES]);
 
 /// A lane of f32 values (input tiles and products).
 pub(super) type Lanes = Vector<f32>;
 /// A lane of f64 values (filters).
 pub(super) type Wide = Vector<f64>;
 
-impl<E: Copy, const L: usize> Vector<E, L> {
+impl<E: Copy> Vector<E> {
     #[inline(always)]
     fn zip(self, other: Self, f: impl Fn(E, E) -> E) -> Self {
         let mut out = self;
@@ -45,11 +45,11 @@ pub(super) trait Floats:
     const ZERO: Self;
 }
 
-impl<const L: usize> Floats for Vector<f32, L> {
-    const ZERO: Self = Vector([0.0; L]);
+impl Floats for Vector<f32> {
+    const ZERO: Self = Vector([0.0; LANES]);
 }
 
-impl<E: Copy + Add<Output = E>, const L: usize> Add for Vector<E, L> {
+impl<E: Copy + Add<Output = E>> Add for Vector<E> {
     type Output = Self;
     #[inline(always)]
     fn add(self, other: Self) -> Self {
@@ -57,7 +57,7 @@ impl<E: Copy + Add<Output = E>, const L: usize> Add for Vector<E, L> {
     }
 }
 
-impl<E: Copy + Sub<Output = E>, const L: usize> Sub for Vector<E, L> {
+impl<E: Copy + Sub<Output = E>> Sub for Vector<E> {
     type Output = Self;
     #[inline(always)]
     fn sub(self, other: Self) -> Self {
@@ -65,7 +65,7 @@ impl<E: Copy + Sub<Output = E>, const L: usize> Sub for Vector<E, L> {
     }
 }
 
-impl<E: Copy + Neg<Output = E>, const L: usize> Neg for Vector<E, L> {
+impl<E: Copy + Neg<Output = E>> Neg for Vector<E> {
     type Output = Self;
     #[inline(always)]
     fn neg(self) -> Self {
@@ -73,7 +73,7 @@ impl<E: Copy + Neg<Output = E>, const L: usize> Neg for Vector<E, L> {
     }
 }
 
-impl<E: Copy + Mul<Output = E>, const L: usize> Mul<E> for Vector<E, L> {
+impl<E: Copy + Mul<Output = E>> Mul<E> for Vector<E> {
     type Output = Self;
     #[inline(always)]
     fn mul(self, k: E) -> Self {
@@ -81,7 +81,7 @@ impl<E: Copy + Mul<Output = E>, const L: usize> Mul<E> for Vector<E, L> {
     }
 }
 
-impl<E: Copy + Div<Output = E>, const L: usize> Div<E> for Vector<E, L> {
+impl<E: Copy + Div<Output = E>> Div<E> for Vector<E> {
     type Output = Self;
     #[inline(always)]
     fn div(self, k: E) -> Self {

@@ -92,6 +92,33 @@ pub(crate) fn exp(x: f32) -> f32 {
     poly(E, r) * f32::from_bits(bits)
 }
 
+/// The logistic function `1 / (e⁻ˣ + 1)` (candle's formula) through [`exp`].
+#[inline(always)]
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (exp(-x) + 1.0)
+}
+
+/// `tanh x`: `x · P(x²)` on |x| ≤ 0.625 (a fit of `tanh(x) / x`), beyond it
+/// `(1 − e) / (1 + e)` with `e = e^(−2|x|)` and the sign of `x`; both are computed, so the
+/// choice compiles into a blend. Within 3 ulp of the exact function.
+#[inline(always)]
+pub(crate) fn tanh(x: f32) -> f32 {
+    const P: [f32; 6] = [
+        1.0,
+        -0.333_332_63,
+        0.133_311_5,
+        -0.053_722_61,
+        0.020_595_476,
+        -0.005_664_567,
+    ];
+    let a = x.abs();
+    let near = a * poly(P, a * a);
+    let e = exp(-2.0 * a);
+    let far = (1.0 - e) / (1.0 + e);
+    let t = if a <= 0.625 { near } else { far };
+    t.copysign(x)
+}
+
 /// The error function: `x · P(x²) / Q(x²)` on |x| ≤ 4 (beyond, erf is 1 in `f32`), clamped
 /// to [−1, 1]. One division and two short polynomials, no exponential: the cheapest exact-enough
 /// form for GELU, where this function is most of the cost.
@@ -217,6 +244,31 @@ mod tests {
         }
         assert!(exp(-200.0) < 1.3e-38 && exp(-200.0) >= 0.0);
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn sigmoid_and_tanh_are_within_three_ulp() {
+        let ulp = |want: f64| f32::EPSILON as f64 * want.abs().max(f32::MIN_POSITIVE as f64);
+        let points = grid(-20.0, 20.0, 400_000).chain([0.0, -0.0, 1e-30, -1e-7, 0.625, -0.6251]);
+        for x in points {
+            let want = 1.0 / ((-x as f64).exp() + 1.0);
+            let got = sigmoid(x) as f64;
+            assert!(
+                (got - want).abs() <= 3.0 * ulp(want),
+                "sigmoid({x}) = {got}, want {want}"
+            );
+            let want = (x as f64).tanh();
+            let got = tanh(x) as f64;
+            assert!(
+                (got - want).abs() <= 3.0 * ulp(want),
+                "tanh({x}) = {got}, want {want}"
+            );
+        }
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(100.0), 1.0);
+        assert_eq!(tanh(-100.0), -1.0);
+        assert_eq!(sigmoid(-200.0).to_bits() >> 23, 0, "a subnormal or zero");
+        assert!(tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan());
     }
 
     #[test]

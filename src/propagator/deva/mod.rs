@@ -22,6 +22,7 @@ pub mod input;
 pub mod memory;
 pub mod network;
 pub mod readout;
+mod sensory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

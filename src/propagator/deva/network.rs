@@ -6,17 +6,16 @@
 //! ...), in the checkpoint's order. Convolutions that read one input are stacked after
 //! loading, in one visible step each: `proj1` + `proj2`, and the three key projections.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use rayon::prelude::*;
 
+use super::sensory::gated_update;
 use crate::error::Result;
 use crate::nn::act::Activation;
 use crate::nn::blocks::{FusionBlock, GroupResBlock, ImageParts};
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
 use crate::nn::resample::{area_downsample, upsample_bilinear};
 use crate::nn::resnet::{BlockKind, Loading, Stage, StageSpec, Stem};
-use crate::nn::with_host_slices;
 
 /// Key (and selection) channels.
 pub const KEY_DIM: usize = 64;
@@ -80,49 +79,6 @@ pub struct Decoded {
     pub logits: Tensor,
     /// Updated sensory state, when requested.
     pub sensory: Option<Tensor>,
-}
-
-/// The GRU-like update shared by both sensory updaters (reference §1.8):
-/// `h' = σ(f) · h · (1 − σ(u)) + σ(u) · tanh(c)` with `values = [f | u | c]`; on the CPU one
-/// parallel pass, each operation in the order of the tensor version (the same bits).
-fn gated_update(values: &Tensor, h: &Tensor) -> Result<Tensor> {
-    if crate::nn::is_host_f32(values) && h.dtype() == DType::F32 {
-        let (n, _, hh, ww) = h.dims4()?;
-        let plane = hh * ww;
-        let out = with_host_slices(&[values, h], |sl| {
-            let (values, h) = (sl[0], sl[1]);
-            let mut out = vec![0f32; h.len()];
-            out.par_chunks_mut(plane.max(1))
-                .zip(h.par_chunks(plane.max(1)))
-                .enumerate()
-                .for_each(|(i, (dst, h))| {
-                    let (obj, ch) = (i / VALUE_DIM, i % VALUE_DIM);
-                    let third = |k: usize| {
-                        let at = ((obj * 3 + k) * VALUE_DIM + ch) * plane;
-                        &values[at..at + plane]
-                    };
-                    let (f, u, v) = (third(0), third(1), third(2));
-                    // candle_nn's sigmoid: 1 / (e^(−x) + 1).
-                    let sigmoid = |x: f32| 1.0 / ((-x).exp() + 1.0);
-                    for j in 0..plane {
-                        let (forget, update) = (sigmoid(f[j]), sigmoid(u[j]));
-                        dst[j] = forget * h[j] * (1.0 - update) + update * v[j].tanh();
-                    }
-                });
-            Ok(out)
-        })?;
-        return Ok(Tensor::from_vec(out, (n, VALUE_DIM, hh, ww), h.device())?);
-    }
-    gated_update_ops(values, h)
-}
-
-/// [`gated_update`] as tensor operations (devices other than the CPU).
-fn gated_update_ops(values: &Tensor, h: &Tensor) -> Result<Tensor> {
-    let forget = candle_nn::ops::sigmoid(&values.narrow(1, 0, VALUE_DIM)?)?;
-    let update = candle_nn::ops::sigmoid(&values.narrow(1, VALUE_DIM, VALUE_DIM)?)?;
-    let new_value = values.narrow(1, 2 * VALUE_DIM, VALUE_DIM)?.tanh()?;
-    let kept = ((forget * h)? * update.affine(-1.0, 1.0)?)?;
-    Ok((kept + (update * new_value)?)?)
 }
 
 #[derive(Debug, Clone)]
@@ -566,22 +522,4 @@ fn cat0(parts: &[Vec<Tensor>], i: usize) -> Result<Tensor> {
         return Ok(ts[0].clone());
     }
     Ok(Tensor::cat(&ts, 0)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    /// The CPU pass of the sensory update gives the tensor operations' values bit for bit.
-    #[test]
-    fn gated_update_pass_equals_the_tensor_ops() {
-        let dev = Device::Cpu;
-        let values = Tensor::randn(0f32, 3.0, (2, 3 * VALUE_DIM, 3, 5), &dev).unwrap();
-        let h = Tensor::randn(0f32, 1.0, (2, VALUE_DIM, 3, 5), &dev).unwrap();
-        let ours = gated_update(&values, &h).unwrap();
-        let ops = gated_update_ops(&values, &h).unwrap();
-        assert_eq!(ours.dims(), ops.dims());
-        assert_eq!(crate::nn::max_abs_diff(&ours, &ops), 0.0);
-    }
 }

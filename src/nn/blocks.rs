@@ -4,9 +4,12 @@
 
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use super::act::Activation;
 use super::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
+use super::vmath::multiversion;
+use super::{is_host_f32, with_host_slices};
 use crate::error::Result;
 
 /// A fully connected layer `y = x Wᵀ + b`.
@@ -161,11 +164,80 @@ impl Cbam {
         let max = flat.max(D::Minus1)?;
         let gate = (self.mlp(&avg)? + self.mlp(&max)?)?;
         let gate = candle_nn::ops::sigmoid(&gate)?.reshape((n, c, 1, 1))?;
-        let x = x.broadcast_mul(&gate)?;
+        if is_host_f32(x) {
+            self.spatial_gate_on_host(x, &gate)
+        } else {
+            self.spatial_gate(x, &gate)
+        }
+    }
+
+    /// The rest of [`forward`](Self::forward) after the channel gate `gate` `[n, c, 1, 1]`:
+    /// the spatial gate over the channels' maximum and mean of `x · gate`.
+    fn spatial_gate(&self, x: &Tensor, gate: &Tensor) -> Result<Tensor> {
+        let x = x.broadcast_mul(gate)?;
         let pooled = Tensor::cat(&[x.max_keepdim(1)?, x.mean_keepdim(1)?], 1)?;
         let s = candle_nn::ops::sigmoid(&self.spatial.forward(&pooled)?)?;
         Ok(x.broadcast_mul(&s)?)
     }
+
+    /// [`spatial_gate`](Self::spatial_gate) on the CPU: `x · gate` and its maximum and mean
+    /// over the channels in one pass, then the spatial gate multiplied in place (the same
+    /// operations, without the intermediate tensors).
+    fn spatial_gate_on_host(&self, x: &Tensor, gate: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let plane = h * w;
+        let (mut y, pooled) = with_host_slices(&[x, gate], |sl| {
+            let (x, gates) = (sl[0], sl[1]);
+            let mut y = vec![0f32; x.len()];
+            let mut pooled = vec![0f32; n * 2 * plane];
+            y.par_chunks_mut(c * plane)
+                .zip(pooled.par_chunks_mut(2 * plane))
+                .zip(x.par_chunks(c * plane).zip(gates.par_chunks(c)))
+                .for_each(|((y, pooled), (x, gates))| {
+                    let (max, mean) = pooled.split_at_mut(plane);
+                    gate_and_pool(x, gates, y, max, mean);
+                });
+            Ok((y, pooled))
+        })?;
+        let pooled = Tensor::from_vec(pooled, (n, 2, h, w), x.device())?;
+        let s = candle_nn::ops::sigmoid(&self.spatial.forward(&pooled)?)?;
+        with_host_slices(&[&s], |sl| {
+            y.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(i, y)| scale_by(y, &sl[0][(i / c) * plane..][..plane]));
+            Ok(())
+        })?;
+        Ok(Tensor::from_vec(y, (n, c, h, w), x.device())?)
+    }
+}
+
+multiversion! {
+/// `y = x · gate` channel by channel (`x`, `y` `[c, plane]`, one gate per channel), with the
+/// channels' maximum of `y` into `max` and their mean into `mean` (`[plane]` each). With the
+/// widest vectors of the CPU.
+fn gate_and_pool(x: &[f32], gates: &[f32], y: &mut [f32], max: &mut [f32], mean: &mut [f32]) {
+    let plane = max.len();
+    max.fill(f32::NEG_INFINITY);
+    mean.fill(0.0);
+    for ((y, x), &g) in y.chunks_exact_mut(plane).zip(x.chunks_exact(plane)).zip(gates) {
+        for (((y, &x), m), s) in y.iter_mut().zip(x).zip(max.iter_mut()).zip(mean.iter_mut()) {
+            *y = x * g;
+            *m = if *y > *m { *y } else { *m };
+            *s += *y;
+        }
+    }
+    let scale = 1.0 / gates.len() as f32;
+    mean.iter_mut().for_each(|s| *s *= scale);
+}
+}
+
+multiversion! {
+/// `y *= s` element by element. With the widest vectors of the CPU.
+fn scale_by(y: &mut [f32], s: &[f32]) {
+    for (y, &s) in y.iter_mut().zip(s) {
+        *y *= s;
+    }
+}
 }
 
 /// What a [`FusionBlock`] computes from the image alone: the image parts of `block1`'s
@@ -238,5 +310,41 @@ impl FusionBlock {
             .forward_with(&[&y], Activation::Identity, Some(&skip))?;
         let r = self.attention.forward(&g)?;
         self.block2.forward(&(g + r)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use std::collections::HashMap;
+
+    /// The CPU pass of CBAM's spatial gate gives the tensor operations' values.
+    #[test]
+    fn cbam_spatial_gate_on_host_matches_the_tensor_ops() {
+        let dev = Device::Cpu;
+        let (c, mid) = (48, 3);
+        let randn = |shape: &[usize]| Tensor::randn(0f32, 0.3, shape, &dev).unwrap();
+        let tensors = HashMap::from([
+            ("ChannelGate.mlp.1.weight".to_string(), randn(&[mid, c])),
+            ("ChannelGate.mlp.1.bias".to_string(), randn(&[mid])),
+            ("ChannelGate.mlp.3.weight".to_string(), randn(&[c, mid])),
+            ("ChannelGate.mlp.3.bias".to_string(), randn(&[c])),
+            (
+                "SpatialGate.spatial.conv.weight".to_string(),
+                randn(&[1, 2, 7, 7]),
+            ),
+            ("SpatialGate.spatial.conv.bias".to_string(), randn(&[1])),
+        ]);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+        let cbam = Cbam::load(&vb, c, ConvKernel::Products).unwrap();
+        // Two objects, an odd plane; gates of both signs.
+        let x = Tensor::randn(0f32, 2.0, (2, c, 7, 11), &dev).unwrap();
+        let gate = Tensor::randn(0f32, 1.0, (2, c, 1, 1), &dev).unwrap();
+        let ours = cbam.spatial_gate_on_host(&x, &gate).unwrap();
+        let ops = cbam.spatial_gate(&x, &gate).unwrap();
+        assert_eq!(ours.dims(), ops.dims());
+        let diff = crate::nn::max_abs_diff(&ours, &ops);
+        assert!(diff <= 1e-5, "largest difference {diff}");
     }
 }

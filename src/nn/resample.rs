@@ -12,6 +12,38 @@ pub fn upsample_bilinear(x: &Tensor, factor: usize) -> Result<Tensor> {
     resize_bilinear(x, h * factor, w * factor)
 }
 
+/// `upsample_bilinear(x, factor) + skip` with `skip` `[1, c, factor·h, factor·w]` broadcast
+/// over the `n` of `x`; on the CPU the sum is taken as each output row is written (the same
+/// values, bit for bit, without the upsampled tensor).
+pub fn upsample_bilinear_add(x: &Tensor, factor: usize, skip: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h * factor, w * factor);
+    let (one, skip_c, skip_h, skip_w) = skip.dims4()?;
+    if (one, skip_c, skip_h, skip_w) != (1, c, oh, ow) {
+        return Err(Error::invalid(format!(
+            "upsampling [{n}, {c}, {h}, {w}] by {factor} plus [{one}, {skip_c}, {skip_h}, \
+             {skip_w}]: the addend must be [1, {c}, {oh}, {ow}]"
+        )));
+    }
+    if !(super::is_host_f32(x) && super::is_host_f32(skip)) || factor == 1 {
+        return Ok(upsample_bilinear(x, factor)?.broadcast_add(skip)?);
+    }
+    let resize = ResizeBilinear::new(h, w, oh, ow);
+    let out = super::with_host_slices(&[x, skip], |sl| {
+        let (x, skip) = (sl[0], sl[1]);
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut((oh * ow).max(1))
+            .zip(x.par_chunks((h * w).max(1)))
+            .enumerate()
+            .for_each(|(i, (dst, src))| {
+                let add = &skip[(i % c) * oh * ow..][..oh * ow];
+                resize_plane(src, w, &resize, Some(add), dst)
+            });
+        Ok(out)
+    })?;
+    Ok(Tensor::from_vec(out, (n, c, oh, ow), x.device())?)
+}
+
 /// `F.interpolate(mode='area')` down by an integer `factor` that divides both sides: the
 /// mean of each `factor × factor` block.
 pub fn area_downsample(x: &Tensor, factor: usize) -> Result<Tensor> {
@@ -188,11 +220,9 @@ pub fn resize_bilinear(x: &Tensor, height: usize, width: usize) -> Result<Tensor
         return Ok(x.clone());
     }
     if super::is_host_f32(x) {
-        return Ok(x.contiguous()?.apply_op1_no_bwd(&ResizeBilinear {
-            ys: taps(h, height),
-            xs: taps(w, width),
-            doubles: w > 0 && width == 2 * w,
-        })?);
+        return Ok(x
+            .contiguous()?
+            .apply_op1_no_bwd(&ResizeBilinear::new(h, w, height, width))?);
     }
     Ok(x.upsample_bilinear2d(height, width, false)?)
 }
@@ -230,6 +260,17 @@ struct ResizeBilinear {
     /// Whether `xs` are [`taps`] of an axis doubled (`w → 2w`), whose rows [`double_row`]
     /// interpolates.
     doubles: bool,
+}
+
+impl ResizeBilinear {
+    /// The half-pixel resize of `h × w` planes to `height × width`.
+    fn new(h: usize, w: usize, height: usize, width: usize) -> Self {
+        ResizeBilinear {
+            ys: taps(h, height),
+            xs: taps(w, width),
+            doubles: w > 0 && width == 2 * w,
+        }
+    }
 }
 
 /// For each output index along an axis of `len_in → len_out`: the two input indices and the
@@ -272,42 +313,36 @@ impl CustomOp1 for ResizeBilinear {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = super::contiguous_f32(s, l)?;
-        let (ys, xs) = (&self.ys, &self.xs);
-        let (oh, ow) = (ys.len(), xs.len());
+        let (oh, ow) = (self.ys.len(), self.xs.len());
         let mut out = vec![0f32; n * c * oh * ow];
         out.par_chunks_mut((oh * ow).max(1))
             .zip(x.par_chunks((h * w).max(1)))
-            .for_each(|(dst, src)| resize_plane(src, w, ys, xs, self.doubles, dst));
+            .for_each(|(dst, src)| resize_plane(src, w, self, None, dst));
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
 
 multiversion! {
-/// One plane of [`ResizeBilinear`]: `src` (rows of `w`) into `dst` (rows of `xs.len()`); with
-/// `doubles`, the rows are interpolated by [`double_row`]. With the widest vectors of the CPU.
-fn resize_plane(
-    src: &[f32],
-    w: usize,
-    ys: &[(usize, usize, f64)],
-    xs: &[(usize, usize, f64)],
-    doubles: bool,
-    dst: &mut [f32],
-) {
+/// One plane of [`ResizeBilinear`] `r`: `src` (rows of `w`) into `dst` (rows of
+/// `r.xs.len()`), plus `add` (a plane like `dst`) where given. With the widest vectors of
+/// the CPU.
+fn resize_plane(src: &[f32], w: usize, r: &ResizeBilinear, add: Option<&[f32]>, dst: &mut [f32]) {
+    let (ys, xs) = (&r.ys, &r.xs);
     let ow = xs.len();
     // Input rows interpolated along x (in f64), kept for the next output rows that read them:
     // each is computed once instead of once per output row.
     let mut rows = [(usize::MAX, vec![0f64; ow]), (usize::MAX, vec![0f64; ow])];
-    for (drow, &(y0, y1, wy)) in dst.chunks_mut(ow).zip(ys) {
+    for (oy, (drow, &(y0, y1, wy))) in dst.chunks_mut(ow).zip(ys).enumerate() {
         for y in [y0, y1] {
             if rows[0].0 != y && rows[1].0 != y {
                 // The slot that holds neither needed row.
                 let slot = usize::from(rows[0].0 == y0 || rows[0].0 == y1);
-                let r = &src[y * w..(y + 1) * w];
-                if doubles {
-                    double_row(r, xs, &mut rows[slot].1);
+                let row = &src[y * w..(y + 1) * w];
+                if r.doubles {
+                    double_row(row, xs, &mut rows[slot].1);
                 } else {
                     for (v, &(x0, x1, wx)) in rows[slot].1.iter_mut().zip(xs) {
-                        *v = lerp(r[x0], r[x1], wx);
+                        *v = lerp(row[x0], row[x1], wx);
                     }
                 }
                 rows[slot].0 = y;
@@ -317,8 +352,18 @@ fn resize_plane(
             &rows[usize::from(rows[0].0 != y0)].1,
             &rows[usize::from(rows[0].0 != y1)].1,
         );
-        for ((d, top), bottom) in drow.iter_mut().zip(top).zip(bottom) {
-            *d = (top * (1.0 - wy) + bottom * wy) as f32;
+        match add {
+            Some(add) => {
+                let add = &add[oy * ow..(oy + 1) * ow];
+                for (((d, top), bottom), &a) in drow.iter_mut().zip(top).zip(bottom).zip(add) {
+                    *d = (top * (1.0 - wy) + bottom * wy) as f32 + a;
+                }
+            }
+            None => {
+                for ((d, top), bottom) in drow.iter_mut().zip(top).zip(bottom) {
+                    *d = (top * (1.0 - wy) + bottom * wy) as f32;
+                }
+            }
         }
     }
 }
@@ -373,6 +418,35 @@ mod tests {
         }
     }
 
+    /// Upsampling with the addend summed in equals the two candle operations bit for bit,
+    /// and an addend of another shape is refused with both shapes named.
+    #[test]
+    fn upsample_add_equals_upsampling_then_adding() {
+        for (n, h, w, factor) in [(2, 5, 7, 2), (1, 4, 6, 4), (3, 1, 1, 2), (1, 3, 2, 3)] {
+            let x = Tensor::randn(0f32, 1.0, (n, 3, h, w), &Device::Cpu).unwrap();
+            let skip =
+                Tensor::randn(0f32, 1.0, (1, 3, factor * h, factor * w), &Device::Cpu).unwrap();
+            let ours = upsample_bilinear_add(&x, factor, &skip).unwrap();
+            let theirs = x
+                .upsample_bilinear2d(factor * h, factor * w, false)
+                .unwrap()
+                .broadcast_add(&skip)
+                .unwrap();
+            assert_eq!(
+                super::super::max_abs_diff(&ours, &theirs),
+                0.0,
+                "{n}x3x{h}x{w} by {factor}"
+            );
+        }
+        let x = Tensor::zeros((1, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        let skip = Tensor::zeros((1, 3, 8, 9), DType::F32, &Device::Cpu).unwrap();
+        let err = upsample_bilinear_add(&x, 2, &skip).unwrap_err().to_string();
+        assert!(
+            err.contains("[1, 3, 8, 9]") && err.contains("[1, 3, 8, 8]"),
+            "{err}"
+        );
+    }
+
     /// CondInst's aligned upsampling in one pass equals its definition as candle operations
     /// (replicate padding, aligned-corner resize, shift, crop) bit for bit.
     #[test]
@@ -408,7 +482,7 @@ mod tests {
     }
 
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// Area downsampling and the stem's pooling give candle's values bit for bit (the
     /// pooling on inputs of both signs, padded with the smallest value so padding never wins).

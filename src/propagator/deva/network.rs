@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::nn::act::Activation;
 use crate::nn::blocks::{FusionBlock, GroupResBlock, ImageParts};
 use crate::nn::conv::{Conv2d, ConvKernel, ConvShape, ConvWeights};
-use crate::nn::resample::{area_downsample, upsample_bilinear};
+use crate::nn::resample::{area_downsample, upsample_bilinear, upsample_bilinear_add};
 use crate::nn::resnet::{BlockKind, Loading, Stage, StageSpec, Stem};
 
 /// Key (and selection) channels.
@@ -313,10 +313,10 @@ impl MaskDecoder {
         // Each block's input is bound first, so that the upsampled tensor is freed before the
         // block runs (a temporary of the call's statement would live through it: 26 MB at
         // stride 4 of a 480p frame, at the step's peak).
-        let g8 = upsample_bilinear(&p16, 2)?.broadcast_add(skip8)?;
+        let g8 = upsample_bilinear_add(&p16, 2, skip8)?;
         let p8 = self.up_16_8.forward(&g8)?;
         drop(g8);
-        let g4 = upsample_bilinear(&p8, 2)?.broadcast_add(skip4)?;
+        let g4 = upsample_bilinear_add(&p8, 2, skip4)?;
         let p4 = self.up_8_4.forward(&g4)?;
         drop(g4);
         let logits = self

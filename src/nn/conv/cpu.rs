@@ -27,6 +27,10 @@ const DIRECT_ACC_FLOATS: usize = 1 << 16;
 /// with no gain in time (DEVA step, 2 threads, alternated 5 times: 1 object 852 against 860
 /// ms, 5 objects 2725 against 2770 ms; peak memory 30 MB less); at 32 the products get slower.
 const LEAN_CHANNELS: usize = 64;
+/// Input floats per block on the [`Path::Shifted`] path (`c_in · len`), which every tap reads
+/// again: 1 MiB, in a core's cache across the taps (without this bound the blocks of layers
+/// of few output channels, such as DEVA's 256 → 1 prediction at stride 4, held 13 MB).
+const SHIFTED_INPUT_FLOATS: usize = 1 << 18;
 /// Fewest output positions per block (keeps wide layers' products efficient).
 const MIN_BLOCK: usize = 256;
 /// Most weight floats one pass of the direct kernel reads (input channels are split into
@@ -221,6 +225,11 @@ impl CpuConv {
             Path::Winograd(tile) => {
                 winograd::block_rows(tile, out_h, out_w, g.c_in + g.c_out, threads)
             }
+            Path::Shifted => (target / (c_acc * cols).max(1))
+                .min(SHIFTED_INPUT_FLOATS / (g.c_in * cols).max(1))
+                .max(MIN_BLOCK.div_ceil(cols))
+                .min(out_h.div_ceil(threads))
+                .clamp(1, out_h.max(1)),
             _ => (target / (c_acc * cols).max(1))
                 .max(MIN_BLOCK.div_ceil(cols))
                 .min(out_h.div_ceil(threads))

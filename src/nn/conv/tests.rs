@@ -81,6 +81,9 @@ fn matches_candle_conv2d_with(kernel: ConvKernel) {
         (200, 200, 3, 1, 1, 1, 5, 6),
         // Several blocks of output channels on the lean Winograd path, the last one partial.
         (40, 150, 3, 1, 1, 1, 7, 9),
+        // One output channel from many on the shifted views: blocks of rows bounded by their
+        // input, not their accumulator.
+        (300, 1, 3, 1, 2, 2, 80, 30),
     ];
     for (i, &(c_in, c_out, k, stride, pad, dil, h, w)) in cases.iter().enumerate() {
         let shape = ConvShape {

@@ -352,16 +352,17 @@ fn resize_plane(src: &[f32], w: usize, r: &ResizeBilinear, add: Option<&[f32]>, 
             &rows[usize::from(rows[0].0 != y0)].1,
             &rows[usize::from(rows[0].0 != y1)].1,
         );
+        let mix = |top: f64, bottom: f64| (top * (1.0 - wy) + bottom * wy) as f32;
         match add {
             Some(add) => {
                 let add = &add[oy * ow..(oy + 1) * ow];
-                for (((d, top), bottom), &a) in drow.iter_mut().zip(top).zip(bottom).zip(add) {
-                    *d = (top * (1.0 - wy) + bottom * wy) as f32 + a;
+                for (((d, &top), &bottom), &a) in drow.iter_mut().zip(top).zip(bottom).zip(add) {
+                    *d = mix(top, bottom) + a;
                 }
             }
             None => {
-                for ((d, top), bottom) in drow.iter_mut().zip(top).zip(bottom) {
-                    *d = (top * (1.0 - wy) + bottom * wy) as f32;
+                for ((d, &top), &bottom) in drow.iter_mut().zip(top).zip(bottom) {
+                    *d = mix(top, bottom);
                 }
             }
         }

@@ -221,16 +221,17 @@ impl CpuConv {
         // At least one block per thread where the rows allow (narrow layers of one block
         // would run on one core).
         let threads = rayon::current_num_threads();
+        // The shifted views' taps each read the block's input again: bounded too.
+        let input_rows = match g.path {
+            Path::Shifted => SHIFTED_INPUT_FLOATS / (g.c_in * cols).max(1),
+            _ => usize::MAX,
+        };
         let rows = match g.path {
             Path::Winograd(tile) => {
                 winograd::block_rows(tile, out_h, out_w, g.c_in + g.c_out, threads)
             }
-            Path::Shifted => (target / (c_acc * cols).max(1))
-                .min(SHIFTED_INPUT_FLOATS / (g.c_in * cols).max(1))
-                .max(MIN_BLOCK.div_ceil(cols))
-                .min(out_h.div_ceil(threads))
-                .clamp(1, out_h.max(1)),
             _ => (target / (c_acc * cols).max(1))
+                .min(input_rows)
                 .max(MIN_BLOCK.div_ceil(cols))
                 .min(out_h.div_ceil(threads))
                 .clamp(1, out_h.max(1)),

@@ -9,9 +9,8 @@ use crate::error::Result;
 use crate::nn::vmath::{multiversion, sigmoid, tanh};
 use crate::nn::with_host_slices;
 
-/// The GRU-like update shared by both sensory updaters (reference §1.8):
 /// `h' = σ(f) · h · (1 − σ(u)) + σ(u) · tanh(c)` with `values = [f | u | c]`; on the CPU one
-/// parallel, vectorised pass ([`gate`]).
+/// parallel, vectorised pass ([`gate`]), elsewhere the tensor operations.
 pub(super) fn gated_update(values: &Tensor, h: &Tensor) -> Result<Tensor> {
     if crate::nn::is_host_f32(values) && h.dtype() == DType::F32 {
         let (n, _, hh, ww) = h.dims4()?;
